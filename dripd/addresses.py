@@ -1,0 +1,53 @@
+"""Email addresses and header-bound text: what may safely become part of an email header."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+# A pragmatic addr-spec: no spaces, quotes, angle brackets or control characters;
+# one @; a domain of dot-separated labels. Good enough to refuse what is not an
+# address without refusing real ones (plus-addresses, subdomains, IDN labels).
+_ADDRESS = re.compile(
+    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~\-\u0080-\uffff]+"
+    r"@(?:[A-Za-z0-9\u0080-\uffff](?:[A-Za-z0-9\-\u0080-\uffff]{0,61}[A-Za-z0-9\u0080-\uffff])?\.)*"
+    r"[A-Za-z0-9\u0080-\uffff](?:[A-Za-z0-9\-\u0080-\uffff]{0,61}[A-Za-z0-9\u0080-\uffff])?$"
+)
+MAX_ADDRESS = 254  # characters, RFC 5321's path limit less the brackets
+
+
+def normalize_address(text: str) -> str:
+    """The address `text` trimmed; raises ValueError if it is not a plain email address."""
+    value = text.strip()
+    if not value:
+        raise ValueError("email is empty")
+    if len(value) > MAX_ADDRESS or not _ADDRESS.match(value) or ".." in value:
+        raise ValueError(f"{_shown(value)} is not an email address")
+    local = value.split("@", 1)[0]
+    if local.startswith(".") or local.endswith("."):
+        raise ValueError(f"{_shown(value)} is not an email address")
+    return value
+
+
+def address_key(address: str) -> str:
+    """The case-insensitive identity of an address (contacts are unique by it)."""
+    return address.strip().lower()
+
+
+def clean_text(value: str, *, field: str, multiline: bool = False) -> str:
+    """`value` with surrounding space trimmed; control characters (CR/LF included) refused.
+
+    Names and companies end up in headers (To, subjects), so a line break in
+    them is an injection attempt or a broken export, never data to keep.
+    """
+    value = value.strip()
+    for char in value:
+        if multiline and char in "\n\t":
+            continue
+        if unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") and char != "\u200d":
+            raise ValueError(f"{field} contains a control character or line break")
+    return value
+
+
+def _shown(value: str) -> str:
+    return repr(value if len(value) <= 60 else value[:57] + "...")

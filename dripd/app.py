@@ -1,0 +1,76 @@
+"""Wiring: the config, the campaigns, the database and the clock a command works with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+
+from dripd import campaigns, clock, config, contacts, templates
+from dripd.store import engine as store_engine
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class App:
+    config: config.Config
+    catalog: campaigns.Catalog
+    renderer: templates.Renderer
+    clock: clock.Clock
+    db: sa.Engine | None = None
+
+    @property
+    def engine(self) -> sa.Engine:
+        assert self.db is not None, "this command was opened without a database"
+        return self.db
+
+    def contact_rules(self) -> contacts.Rules:
+        return contacts.Rules(
+            rep_ids=self.config.rep_ids(),
+            date_fields=anchor_fields(self.catalog),
+            default_tz=self.config.timezone,
+        )
+
+    def contact_tz(self, contact_tz: str | None, owner: str | None) -> ZoneInfo:
+        """The contact's zone, else the owner rep's, else the config's."""
+        if contact_tz:
+            return ZoneInfo(contact_tz)
+        return self.config.rep_timezone(owner)
+
+
+def anchor_fields(catalog: campaigns.Catalog) -> frozenset[str]:
+    """Custom fields that campaigns use as dates (anchors and yearly fields)."""
+    names: set[str] = set()
+    for campaign in catalog.campaigns.values():
+        for step in campaign.steps:
+            timing = step.timing
+            anchor = getattr(timing, "anchor", None) or getattr(timing, "field", None)
+            if isinstance(anchor, str):
+                names.add(anchor)
+    return frozenset(names)
+
+
+def open_app(
+    config_path: str | None,
+    *,
+    with_db: bool = True,
+    the_clock: clock.Clock | None = None,
+) -> App:
+    """Load the config and campaigns (refusing invalid ones) and open the database."""
+    cfg = config.load(config.find_path(config_path))
+    renderer = templates.Renderer(cfg.campaigns_dir)
+    options = campaigns.LoadOptions(rep_ids=cfg.rep_ids(), env=renderer)
+    catalog = campaigns.load_checked(cfg.campaigns_dir, options)
+    db = store_engine.open_engine(cfg.database_url) if with_db else None
+    return App(
+        config=cfg,
+        catalog=catalog,
+        renderer=renderer,
+        clock=the_clock or clock.SystemClock(),
+        db=db,
+    )
+
+
+def config_dir(app: App) -> Path:
+    return app.config.path.resolve().parent

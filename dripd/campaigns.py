@@ -1,0 +1,384 @@
+"""Campaign files: one TOML file per milestone, validated into immutable campaigns.
+
+A campaign file that does not validate never half-loads: `load_all` returns
+every problem as one line naming the file and the step, and the caller keeps
+whatever version it had before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+
+from dripd import dates, durations, errors, schedule, stages, templates, tomlfile, validation
+from dripd import windows as windows_mod
+
+StepKind = Literal["email", "call", "card", "task"]
+TASK_KINDS = frozenset({"call", "card", "task"})
+_TIMING_KEYS = ("wait", "before", "after", "every", "yearly")
+
+
+class _Model(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class StepModel(_Model):
+    id: str = pydantic.Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
+    kind: StepKind
+    wait: str | None = None
+    before: str | None = None
+    after: str | None = None
+    anchor: str | None = None
+    every: str | None = None
+    count: int | None = pydantic.Field(default=None, ge=1)
+    yearly: str | None = None
+    subject: str | None = None
+    template: str | None = None
+    body: str | None = None
+    note: str | None = None
+    attach: list[str] = []
+    sender: str | None = pydantic.Field(default=None, alias="from")
+    wait_for_task: bool = False
+
+
+class CampaignModel(_Model):
+    name: str
+    description: str = ""
+    stage: str | None = None
+    on_reply: Literal["stop", "continue"] = "stop"
+    promote_on_reply: str | None = None
+    next: str | None = None
+    send_window: str | None = None
+    thread: bool = False
+    starts_when: str | None = None
+    exclusive: bool = True
+    steps: list[StepModel] = pydantic.Field(min_length=1)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Step:
+    """One step of a campaign, with its timing parsed."""
+
+    id: str
+    kind: StepKind
+    timing: schedule.Timing
+    subject: str | None = None
+    template: str | None = None
+    body: str | None = None
+    note: str | None = None
+    attach: tuple[str, ...] = ()
+    sender: str | None = None
+    wait_for_task: bool = False
+
+    @property
+    def is_email(self) -> bool:
+        return self.kind == "email"
+
+    @property
+    def plan(self) -> schedule.StepPlan:
+        return schedule.StepPlan(
+            id=self.id,
+            timing=self.timing,
+            windowed=self.is_email,
+            wait_for_task=self.wait_for_task,
+            is_task=self.kind in TASK_KINDS,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Campaign:
+    """A validated campaign file."""
+
+    id: str
+    path: Path
+    name: str
+    description: str
+    stage: str | None
+    on_reply: Literal["stop", "continue"]
+    promote_on_reply: str | None
+    next: str | None
+    send_window: windows_mod.Window | None
+    thread: bool
+    starts_when: str | None
+    exclusive: bool
+    steps: tuple[Step, ...]
+    plans: tuple[schedule.StepPlan, ...]
+    version: str
+
+    def step(self, step_id: str) -> Step:
+        for step in self.steps:
+            if step.id == step_id:
+                return step
+        known = ", ".join(s.id for s in self.steps)
+        raise errors.CampaignError(f"campaign {self.id!r} has no step {step_id!r} (steps: {known})")
+
+    def find_step(self, step_id: str) -> Step | None:
+        return next((s for s in self.steps if s.id == step_id), None)
+
+    @property
+    def starts_at_stage(self) -> str | None:
+        """The stage whose reaching enrolls a contact automatically (`starts_when`)."""
+        return self.starts_when.split(":", 1)[1] if self.starts_when else None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Catalog:
+    """Every loaded campaign by id, and the problems found while loading."""
+
+    campaigns: Mapping[str, Campaign] = field(default_factory=dict)
+    problems: tuple[str, ...] = ()
+
+    def get(self, campaign_id: str) -> Campaign:
+        try:
+            return self.campaigns[campaign_id]
+        except KeyError:
+            known = ", ".join(sorted(self.campaigns)) or "none"
+            raise errors.CampaignError(
+                f"unknown campaign {campaign_id!r} (campaigns: {known})"
+            ) from None
+
+    @property
+    def version(self) -> str:
+        digest = hashlib.sha256()
+        for campaign_id in sorted(self.campaigns):
+            digest.update(f"{campaign_id}:{self.campaigns[campaign_id].version};".encode())
+        return digest.hexdigest()[:12]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadOptions:
+    """What a campaign is checked against beyond its own file."""
+
+    rep_ids: frozenset[str] | None = None  # None: `from` is not checked
+    env: templates.Renderer | None = None
+
+
+def load_all(folder: Path, options: LoadOptions | None = None) -> Catalog:
+    """Load every `*.toml` in `folder`; all problems are collected, none raised."""
+    options = options or LoadOptions()
+    if not folder.is_dir():
+        return Catalog(problems=(f"{folder}: campaigns folder not found",))
+    renderer = options.env or templates.Renderer(folder)
+    loaded: dict[str, Campaign] = {}
+    problems: list[str] = []
+    for path in sorted(folder.glob("*.toml")):
+        try:
+            loaded[path.stem] = load_file(path, renderer, options)
+        except errors.CampaignError as exc:
+            problems.extend(str(exc).splitlines())
+    problems.extend(_cross_check(loaded))
+    return Catalog(campaigns=loaded, problems=tuple(problems))
+
+
+def load_file(path: Path, renderer: templates.Renderer, options: LoadOptions) -> Campaign:
+    """One campaign file, fully checked; raises CampaignError with one line per problem."""
+    document = tomlfile.load(path, errors.CampaignError)
+    try:
+        model = CampaignModel.model_validate(document)
+    except pydantic.ValidationError as exc:
+        where = _campaign_place(path, document)
+        raise errors.CampaignError(validation.first_error(exc, CampaignModel, where)) from exc
+    problems = _check_campaign(path, model)
+    steps: list[Step] = []
+    seen: set[str] = set()
+    for step_model in model.steps:
+        place = f"{path}: step {step_model.id!r}: "
+        if step_model.id in seen:
+            problems.append(f"{place}duplicate step id")
+        seen.add(step_model.id)
+        try:
+            steps.append(_build_step(step_model, renderer, options))
+        except ValueError as exc:
+            problems.append(f"{place}{exc}")
+    if problems:
+        raise errors.CampaignError("\n".join(problems))
+    return _campaign(path, model, tuple(steps), document)
+
+
+def _campaign(
+    path: Path, model: CampaignModel, steps: tuple[Step, ...], document: dict[str, Any]
+) -> Campaign:
+    window = windows_mod.parse_window(model.send_window) if model.send_window else None
+    version = hashlib.sha256(repr(sorted(document.items())).encode()).hexdigest()[:12]
+    return Campaign(
+        id=path.stem,
+        path=path,
+        name=model.name,
+        description=model.description,
+        stage=model.stage,
+        on_reply=model.on_reply,
+        promote_on_reply=model.promote_on_reply,
+        next=model.next,
+        send_window=window,
+        thread=model.thread,
+        starts_when=model.starts_when,
+        exclusive=model.exclusive,
+        steps=steps,
+        plans=tuple(step.plan for step in steps),
+        version=version,
+    )
+
+
+def _check_campaign(path: Path, model: CampaignModel) -> list[str]:
+    problems: list[str] = []
+    for key in ("stage", "promote_on_reply"):
+        value = getattr(model, key)
+        if value is not None and value not in stages.STAGES:
+            problems.append(f"{path}: {key}: unknown stage {value!r} ({', '.join(stages.STAGES)})")
+    if model.send_window:
+        try:
+            windows_mod.parse_window(model.send_window)
+        except ValueError as exc:
+            problems.append(f"{path}: send_window: {exc}")
+    if model.starts_when is not None:
+        kind, _, stage = model.starts_when.partition(":")
+        if kind != "stage" or stage not in stages.STAGES:
+            problems.append(
+                f"{path}: starts_when: expected 'stage:STAGE' ({', '.join(stages.STAGES)}), "
+                f"got {model.starts_when!r}"
+            )
+    return problems
+
+
+def _build_step(model: StepModel, renderer: templates.Renderer, options: LoadOptions) -> Step:
+    timing = parse_timing(model)
+    _check_content(model, renderer)
+    if model.sender is not None:
+        if model.kind != "email":
+            raise ValueError("'from' is only for email steps")
+        if options.rep_ids is not None and model.sender not in options.rep_ids:
+            raise ValueError(f"from = {model.sender!r} is not a rep in the config")
+    return Step(
+        id=model.id,
+        kind=model.kind,
+        timing=timing,
+        subject=model.subject,
+        template=model.template,
+        body=model.body,
+        note=model.note,
+        attach=tuple(model.attach),
+        sender=model.sender,
+        wait_for_task=model.wait_for_task,
+    )
+
+
+def parse_timing(model: StepModel) -> schedule.Timing:
+    """The step's one timing form; raises ValueError naming what is wrong."""
+    present = [key for key in _TIMING_KEYS if getattr(model, key) is not None]
+    if model.yearly is not None:
+        return _yearly(model, present)
+    if model.count is not None and model.every is None:
+        raise ValueError("'count' only goes with 'every'")
+    if len(present) != 1:
+        return _timing_problem(present)
+    if model.anchor is not None and present[0] not in ("before", "after"):
+        raise ValueError("'anchor' only goes with 'before' or 'after'")
+    if model.wait is not None:
+        return schedule.Wait(duration=durations.parse_duration(model.wait))
+    if model.every is not None:
+        return schedule.Every(period=_positive(model.every, "every"), count=model.count)
+    return _anchored(model)
+
+
+def _timing_problem(present: Sequence[str]) -> schedule.Timing:
+    if not present:
+        raise ValueError("no timing: give one of wait, before/after + anchor, every, yearly")
+    joined = " and ".join(repr(k) for k in present)
+    raise ValueError(f"two timing forms ({joined}): a step has exactly one")
+
+
+def _anchored(model: StepModel) -> schedule.Timing:
+    if model.anchor is None:
+        raise ValueError("'before'/'after' need 'anchor = \"FIELD\"' (a date field of the contact)")
+    direction: Literal["before", "after"] = "before" if model.before is not None else "after"
+    text = model.before if model.before is not None else model.after
+    assert text is not None
+    offset = durations.parse_duration(text)
+    return schedule.Anchored(anchor=model.anchor, offset=offset, direction=direction)
+
+
+def _yearly(model: StepModel, present: Sequence[str]) -> schedule.Timing:
+    extra = [key for key in present if key not in ("yearly", "before")]
+    if extra or model.anchor is not None or model.count is not None:
+        others = extra + [k for k in ("anchor", "count") if getattr(model, k) is not None]
+        raise ValueError(f"'yearly' takes only an optional 'before', not {', '.join(others)}")
+    before = durations.parse_duration(model.before) if model.before is not None else None
+    assert model.yearly is not None
+    if model.yearly[:1].isdigit():
+        return schedule.Yearly(month_day=dates.parse_month_day(model.yearly), before=before)
+    return schedule.Yearly(field=model.yearly, before=before)
+
+
+def _positive(text: str, key: str) -> durations.Duration:
+    duration = durations.parse_duration(text)
+    if duration.amount <= 0:
+        raise ValueError(f"{key} = {text!r} must be longer than zero")
+    return duration
+
+
+def _check_content(model: StepModel, renderer: templates.Renderer) -> None:
+    if model.kind == "email":
+        _check_email(model, renderer)
+    else:
+        if model.subject or model.template or model.body or model.attach:
+            raise ValueError(f"a {model.kind} step takes a 'note', not subject/template/body/attach")
+        if not model.note:
+            raise ValueError(f"a {model.kind} step needs a 'note' (what the rep should do or say)")
+        renderer.check_source(model.note, "note")
+
+
+def _check_email(model: StepModel, renderer: templates.Renderer) -> None:
+    if model.note:
+        raise ValueError("an email step takes 'template' or 'body', not 'note'")
+    if not model.subject:
+        raise ValueError("an email step needs a 'subject'")
+    if (model.template is None) == (model.body is None):
+        raise ValueError("an email step needs exactly one of 'template' or 'body'")
+    renderer.check_source(model.subject, "subject")
+    if model.body is not None:
+        renderer.check_source(model.body, "body")
+    if model.template is not None:
+        renderer.check_file(model.template)
+    for pattern in model.attach:
+        renderer.check_source(pattern, "attach")
+
+
+def _cross_check(loaded: Mapping[str, Campaign]) -> list[str]:
+    problems: list[str] = []
+    for campaign in loaded.values():
+        if campaign.next is not None and campaign.next not in loaded:
+            problems.append(f"{campaign.path}: next: unknown campaign {campaign.next!r}")
+    return problems
+
+
+def _campaign_place(path: Path, document: dict[str, Any]) -> validation.LocFormatter:
+    def where(loc: Sequence[int | str]) -> str:
+        if len(loc) >= 2 and loc[0] == "steps" and isinstance(loc[1], int):
+            step_id = _step_id(document, loc[1])
+            rest = ".".join(str(p) for p in loc[2:])
+            return f"{path}: step {step_id}: " + (f"{rest}: " if rest else "")
+        return f"{path}: " + (".".join(str(p) for p in loc) + ": " if loc else "")
+
+    return where
+
+
+def _step_id(document: dict[str, Any], index: int) -> str:
+    steps = document.get("steps")
+    if isinstance(steps, list) and index < len(steps) and isinstance(steps[index], dict):
+        step_id = steps[index].get("id")
+        if isinstance(step_id, str):
+            return repr(step_id)
+    return f"#{index + 1}"
+
+
+def load_checked(folder: Path, options: LoadOptions | None = None) -> Catalog:
+    """Like `load_all`, but raise CampaignError if anything is wrong."""
+    catalog = load_all(folder, options)
+    if catalog.problems:
+        raise errors.CampaignError("\n".join(catalog.problems))
+    return catalog

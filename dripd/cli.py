@@ -1,0 +1,414 @@
+"""The `dripd` command line: the one place errors become a message and an exit code."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from dripd import (
+    app as app_mod,
+    campaigns,
+    compose,
+    config,
+    contacts,
+    dates,
+    errors,
+    importer,
+    pipeline,
+    templates,
+    views,
+)
+from dripd import tables as out
+from dripd.store import queries
+
+F = TypeVar("F", bound=Callable[..., Any])
+logger = logging.getLogger("dripd")
+PIPE_WIDTH = 160  # columns when output goes to a file or pipe, so tables are not squeezed
+
+
+def _console(*, err: bool = False) -> Console:
+    console = Console(stderr=err, highlight=False, soft_wrap=True)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(stderr=err, highlight=False, soft_wrap=True, width=PIPE_WIDTH)
+    return console
+
+
+stdout = _console()
+stderr = _console(err=True)
+
+
+def _remember_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value:
+        ctx.find_root().ensure_object(dict)["config"] = value
+
+
+def config_option(func: F) -> F:
+    """`--config PATH`, accepted before or after the command name."""
+    return click.option(
+        "--config", "config_path", metavar="PATH", expose_value=False, is_eager=True,
+        callback=_remember_config, help="Config file (else $DRIPD_CONFIG, /etc/dripd/config.toml, ./config.toml).",
+    )(func)  # fmt: skip
+
+
+def json_option(func: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(func)
+
+
+def _config_path() -> str | None:
+    ctx = click.get_current_context()
+    return (ctx.find_root().obj or {}).get("config")
+
+
+def open_app(*, with_db: bool = True) -> app_mod.App:
+    return app_mod.open_app(_config_path(), with_db=with_db)
+
+
+def print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@config_option
+@click.version_option(package_name="dripd")
+def cli() -> None:
+    """dripd runs a sales rep's follow-up: campaign emails, call and card tasks, replies."""
+
+
+# -- check ------------------------------------------------------------------
+
+
+@cli.command()
+@config_option
+@json_option
+def check(as_json: bool) -> None:
+    """Validate the config, campaigns and templates; exit 1 with file:step messages."""
+    cfg = config.load(config.find_path(_config_path()))
+    renderer = templates.Renderer(cfg.campaigns_dir)
+    options = campaigns.LoadOptions(rep_ids=cfg.rep_ids(), env=renderer)
+    catalog = campaigns.load_all(cfg.campaigns_dir, options)
+    warnings = _secret_warnings(cfg)
+    if as_json:
+        print_json({"ok": not catalog.problems, "config": str(cfg.path),
+                    "campaigns": sorted(catalog.campaigns), "problems": list(catalog.problems),
+                    "warnings": warnings})  # fmt: skip
+    else:
+        out.check_report(stdout, cfg, catalog, warnings)
+    if catalog.problems:
+        raise SystemExit(1)
+
+
+def _secret_warnings(cfg: config.Config) -> list[str]:
+    found: list[str] = []
+    for rep in cfg.reps:
+        for name, box in (("smtp", rep.smtp), ("imap", rep.imap)):
+            if box is None:
+                continue
+            try:
+                box.password()
+            except errors.ConfigError as exc:
+                found.append(f"rep {rep.id} {name}: {exc}")
+    return found
+
+
+# -- contacts ---------------------------------------------------------------
+
+
+@cli.group("contacts")
+@config_option
+def contacts_group() -> None:
+    """Import, list, show and edit contacts."""
+
+
+@contacts_group.command("import")
+@config_option
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--enroll", "campaign", metavar="CAMPAIGN", help="Start every imported contact on this campaign.")
+@json_option
+def contacts_import(file: Path, campaign: str | None, as_json: bool) -> None:
+    """Add or update contacts from FILE.csv; bad rows are reported, good rows kept."""
+    app = open_app()
+    if campaign:
+        app.catalog.get(campaign)
+    report = _run_import(app, file, campaign, show_progress=not as_json)
+    if as_json:
+        print_json({"created": report.created, "updated": report.updated,
+                    "enrolled": report.enrolled, "problems": report.problems})
+    else:
+        out.import_report(stdout, stderr, file, report)
+    if report.problems:
+        raise SystemExit(1)
+
+
+def _run_import(app: app_mod.App, file: Path, campaign: str | None,
+                *, show_progress: bool) -> importer.Report:
+    if not show_progress or not stderr.is_terminal:
+        return importer.import_csv(app, file, enroll=campaign)
+    columns = (TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=stderr, transient=True) as bar:
+        task = bar.add_task("import", total=None)
+        return importer.import_csv(app, file, enroll=campaign,
+                                   tick=lambda n: bar.advance(task, n))
+
+
+@contacts_group.command("list")
+@config_option
+@click.option("--stage", type=click.Choice(["suspect", "prospect", "lead", "customer"]))
+@click.option("--campaign", metavar="CAMPAIGN", help="Only contacts active in this campaign.")
+@json_option
+def contacts_list(stage: str | None, campaign: str | None, as_json: bool) -> None:
+    """List contacts with stage, status, touches and last touch."""
+    app = open_app()
+    if campaign:
+        app.catalog.get(campaign)
+    with app.engine.connect() as conn:
+        people = queries.list_contacts(conn, stage=stage, campaign=campaign)
+        current = {c.id: [e.campaign for e in queries.active_enrollments(conn, c.id)]
+                   for c in people} if len(people) <= 5000 else {}
+    if as_json:
+        print_json([out.contact_json(c, current.get(c.id, [])) for c in people])
+    else:
+        out.contact_table(stdout, people, current)
+
+
+@contacts_group.command("show")
+@config_option
+@click.argument("email")
+@json_option
+def contacts_show(email: str, as_json: bool) -> None:
+    """A contact's fields, stage, status, touches, campaigns and history."""
+    app = open_app()
+    with app.engine.connect() as conn:
+        contact = _contact(conn, email)
+        history = queries.history(conn, contact.id)
+        enrollments = queries.enrollments_of(conn, contact.id)
+    if as_json:
+        print_json({**out.contact_json(contact, []),
+                    "enrollments": [out.enrollment_json(e) for e in enrollments],
+                    "history": [out.event_json(h) for h in history]})
+    else:
+        out.contact_card(stdout, app, contact, enrollments, history)
+
+
+def _contact(conn: Any, email: str) -> queries.Contact:
+    contact = queries.contact_by_email(conn, email)
+    if contact is None:
+        raise errors.ContactError(f"no contact {email!r}")
+    return contact
+
+
+@contacts_group.command("set")
+@config_option
+@click.argument("email")
+@click.argument("assignments", nargs=-1, required=True, metavar="KEY=VALUE...")
+def contacts_set(email: str, assignments: tuple[str, ...]) -> None:
+    """Set fields of a contact (a new email creates the contact)."""
+    app = open_app()
+    values = _values(app, assignments)
+    now = app.clock.now()
+    with app.engine.begin() as conn:
+        contact = queries.contact_by_email(conn, email)
+        if contact is None:
+            contact = _create_contact(app, conn, email, values, now)
+            stdout.print(f"created {contact.email}")
+        else:
+            pipeline.set_fields(app, conn, contact, values, now, cause="dripd contacts set")
+            stdout.print(f"updated {contact.email}: {', '.join(_keys(assignments))}")
+
+
+def _keys(assignments: tuple[str, ...]) -> list[str]:
+    return [a.partition("=")[0].strip() for a in assignments]
+
+
+def _values(app: app_mod.App, assignments: tuple[str, ...]) -> contacts.Values:
+    try:
+        raw = contacts.parse_assignments(assignments)
+        if "email" in raw:
+            raise ValueError("email cannot be changed with set")
+        return contacts.validate(raw, app.contact_rules(), require_email=False)
+    except ValueError as exc:
+        raise errors.ContactError(str(exc)) from exc
+
+
+def _create_contact(app: app_mod.App, conn: Any, email: str, values: contacts.Values,
+                    now: datetime) -> queries.Contact:
+    try:
+        full = contacts.validate({"email": email}, app.contact_rules())
+    except ValueError as exc:
+        raise errors.ContactError(str(exc)) from exc
+    assert full.email is not None
+    contact_id = pipeline.create_contact(app, conn, full.email, values, now, cause="dripd contacts set")
+    return queries.contact_by_id(conn, contact_id)
+
+
+# -- enrollment -------------------------------------------------------------
+
+
+@cli.command()
+@config_option
+@click.argument("email")
+@click.argument("campaign")
+@click.argument("assignments", nargs=-1, metavar="[KEY=VALUE...]")
+def enroll(email: str, campaign: str, assignments: tuple[str, ...]) -> None:
+    """Start a contact on a campaign (fields given are set first)."""
+    app = open_app()
+    app.catalog.get(campaign)
+    values = _values(app, assignments) if assignments else None
+    now = app.clock.now()
+    with app.engine.begin() as conn:
+        contact = _contact(conn, email)
+        if values is not None:
+            contact = pipeline.set_fields(app, conn, contact, values, now, cause="dripd enroll")
+        pipeline.enroll(app, conn, contact, campaign, now, cause="dripd enroll")
+    stdout.print(f"enrolled {contact.email} in {campaign}")
+
+
+@cli.command()
+@config_option
+@click.argument("email")
+def stop(email: str) -> None:
+    """End every sequence of a contact."""
+    app = open_app()
+    with app.engine.begin() as conn:
+        contact = _contact(conn, email)
+        count = pipeline.stop(app, conn, contact, app.clock.now(), cause="dripd stop")
+    stdout.print(f"stopped {count} sequence{'s' if count != 1 else ''} of {contact.email}")
+
+
+# -- schedule, preview, status --------------------------------------------------
+
+
+@cli.command("schedule")
+@config_option
+@click.option("--days", default=7, show_default=True, type=click.IntRange(0, 3660))
+@click.option("--contact", "email", metavar="EMAIL", help="Only this contact.")
+@json_option
+def schedule_cmd(days: int, email: str | None, as_json: bool) -> None:
+    """What will happen when, per contact."""
+    app = open_app()
+    with app.engine.connect() as conn:
+        items, waiting = views.upcoming(app, conn, days, email)
+    if as_json:
+        print_json({"items": [i.as_json() for i in items],
+                    "waiting": [{"contact": w.email, "campaign": w.campaign, "reason": w.reason}
+                                for w in waiting]})
+    else:
+        out.schedule_table(stdout, items, waiting, days)
+
+
+@cli.command()
+@config_option
+@click.argument("campaign")
+@click.argument("step")
+@click.option("--contact", "email", required=True, metavar="EMAIL")
+@click.option("--occurrence", default=1, type=click.IntRange(1), help="For repeating steps.")
+@click.option("--html", "show_html", is_flag=True, help="Show the HTML part too.")
+def preview(campaign: str, step: str, email: str, occurrence: int, show_html: bool) -> None:
+    """The rendered email or task of a step for a contact."""
+    app = open_app()
+    the_campaign = app.catalog.get(campaign)
+    the_step = the_campaign.step(step)
+    with app.engine.connect() as conn:
+        contact = _contact(conn, email)
+    if the_step.is_email:
+        rendered = compose.render_email(app, contact, the_campaign, the_step, occurrence)
+        out.email_preview(stdout, rendered, show_html)
+    else:
+        note = compose.render_note(app, contact, the_campaign, the_step, occurrence)
+        out.task_preview(stdout, the_step, contact, note)
+
+
+@cli.command()
+@config_option
+@json_option
+def status(as_json: bool) -> None:
+    """The pipeline: contacts per stage, per-step results, touches, backlog."""
+    app = open_app()
+    with app.engine.connect() as conn:
+        data = views.status(app, conn)
+    if as_json:
+        print_json({**data, "steps": views.steps_json(data["steps"])})
+    else:
+        out.status_report(stdout, data)
+
+
+# -- reps -------------------------------------------------------------------
+
+
+@cli.command()
+@config_option
+@click.option("--rep", "rep_id", required=True, metavar="ID")
+@click.option("--until", "until", required=True, metavar="DATE", help="e.g. 2026-12-28")
+def pause(rep_id: str, until: str) -> None:
+    """Hold a rep's emails and digests until DATE (vacation)."""
+    app = open_app()
+    app.config.rep(rep_id)
+    try:
+        when = dates.parse_when(until, app.config.rep_timezone(rep_id))
+    except ValueError as exc:
+        raise errors.UsageError(f"--until: {exc}") from exc
+    now = app.clock.now()
+    with app.engine.begin() as conn:
+        queries.set_rep_pause(conn, rep_id, when, now)
+        pipeline.reschedule_rep(app, conn, rep_id, now)
+    stdout.print(f"paused {rep_id} until {when.astimezone(app.config.rep_timezone(rep_id)):%Y-%m-%d %H:%M %Z}")
+
+
+@cli.command()
+@config_option
+@click.option("--rep", "rep_id", required=True, metavar="ID")
+def resume(rep_id: str) -> None:
+    """End a rep's pause now."""
+    app = open_app()
+    app.config.rep(rep_id)
+    now = app.clock.now()
+    with app.engine.begin() as conn:
+        queries.set_rep_pause(conn, rep_id, None, now)
+        pipeline.reschedule_rep(app, conn, rep_id, now)
+    stdout.print(f"resumed {rep_id}")
+
+
+# -- the error boundary -------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI, turning every failure into one line and an exit code."""
+    logging.basicConfig(level=os.environ.get("DRIPD_LOG_LEVEL", "WARNING").upper(),
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        cli.main(args=argv, prog_name="dripd", standalone_mode=False)
+    except click.exceptions.Abort:
+        stderr.print("dripd: aborted")
+        raise SystemExit(130) from None
+    except click.ClickException as exc:
+        exc.show()
+        raise SystemExit(exc.exit_code) from None
+    except errors.DripdError as exc:
+        for line in str(exc).splitlines() or [type(exc).__name__]:
+            click.echo(f"dripd: {line}", err=True)
+        raise SystemExit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    except Exception as exc:  # the boundary: no traceback reaches a user
+        logger.debug("internal error", exc_info=True)
+        click.echo(f"dripd: internal error: {type(exc).__name__}: {_line(exc)} "
+                   "(DRIPD_LOG_LEVEL=debug shows details)", err=True)
+        raise SystemExit(70) from None
+
+
+def _line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "no details"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

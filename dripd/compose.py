@@ -1,0 +1,108 @@
+"""Rendering a step for a contact: the email's subject and parts, or the rep task's note."""
+
+from __future__ import annotations
+
+import html as html_mod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dripd import campaigns, config, templates
+from dripd.app import App
+from dripd.store.queries import Contact
+
+UNSUBSCRIBE_LINE = "If you'd rather not hear from me, just reply \"unsubscribe\"."
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Email:
+    sender: config.RepConfig
+    to: str
+    to_name: str
+    subject: str
+    text: str
+    html: str | None
+    attachments: tuple[Path, ...]
+
+
+def template_context(app: App, contact: Contact, campaign: campaigns.Campaign,
+                     step: campaigns.Step, occurrence: int = 1) -> dict[str, Any]:
+    """What templates see: contact, rep, campaign, step, occurrence."""
+    rep = _sender(app, contact, step)
+    return {
+        "contact": contact.values(),
+        "rep": _rep_view(rep) if rep else {"name": "", "first_name": "", "email": "",
+                                            "phone": "", "company": ""},
+        "campaign": {"id": campaign.id, "name": campaign.name},
+        "step": {"id": step.id, "kind": step.kind},
+        "occurrence": occurrence,
+        "_tz": app.contact_tz(contact.timezone, contact.owner),
+    }
+
+
+def _rep_view(rep: config.RepConfig) -> dict[str, str]:
+    return {"id": rep.id, "name": rep.name, "first_name": rep.first_name, "email": rep.email,
+            "phone": rep.phone, "company": rep.company, "signature": rep.signature}
+
+
+def _sender(app: App, contact: Contact, step: campaigns.Step) -> config.RepConfig | None:
+    rep_id = step.sender or contact.owner
+    for rep in app.config.reps:
+        if rep.id == rep_id:
+            return rep
+    return app.config.reps[0] if app.config.reps else None
+
+
+def one_line(text: str) -> str:
+    """Header-safe text: any line break or run of whitespace becomes one space."""
+    return " ".join(text.split())
+
+
+def render_email(app: App, contact: Contact, campaign: campaigns.Campaign,
+                 step: campaigns.Step, occurrence: int = 1) -> Email:
+    """The email of `step` for `contact`; raises RenderError naming the step."""
+    sender = _sender(app, contact, step)
+    if sender is None:
+        raise templates.RenderError("no rep in the config to send from")
+    context = template_context(app, contact, campaign, step, occurrence)
+    what = f"{campaign.id}/{step.id}"
+    subject = one_line(app.renderer.render_string(step.subject or "", context, f"{what} subject"))
+    text, html = templates.render_body(app.renderer, template=step.template, body=step.body,
+                                       context=context, what=what)
+    return Email(
+        sender=sender,
+        to=contact.email,
+        to_name=one_line(contact.name),
+        subject=subject,
+        text=_with_footer(text, sender),
+        html=_html_footer(html, sender) if html is not None else None,
+        attachments=tuple(_attachment(app, p, context, what) for p in step.attach),
+    )
+
+
+def _with_footer(text: str, rep: config.RepConfig) -> str:
+    signature = f"\n-- \n{rep.signature.strip()}\n" if rep.signature.strip() else ""
+    return f"{text.rstrip()}\n{signature}\n{UNSUBSCRIBE_LINE}\n"
+
+
+def _html_footer(html: str, rep: config.RepConfig) -> str:
+    signature = "<br>\n".join(html_mod.escape(line) for line in rep.signature.strip().splitlines())
+    block = f'<p style="color:#555">{signature}</p>\n' if signature else ""
+    note = f'<p style="color:#888;font-size:small">{html_mod.escape(UNSUBSCRIBE_LINE)}</p>\n'
+    return f"{html}{block}{note}"
+
+
+def _attachment(app: App, pattern: str, context: dict[str, Any], what: str) -> Path:
+    name = app.renderer.render_string(pattern, context, f"{what} attach")
+    folder = app.config.attachments_dir.resolve()
+    path = (folder / name).resolve()
+    if folder not in path.parents:
+        raise templates.RenderError(f"{what}: attachment {name!r} is outside {folder}")
+    return path
+
+
+def render_note(app: App, contact: Contact, campaign: campaigns.Campaign,
+                step: campaigns.Step, occurrence: int = 1) -> str:
+    context = template_context(app, contact, campaign, step, occurrence)
+    what = f"{campaign.id}/{step.id} note"
+    return app.renderer.render_string(step.note or "", context, what).strip()

@@ -1,0 +1,261 @@
+"""The configuration file: where things are, the reps and their mailboxes.
+
+Relative paths are resolved against the config file's folder, except the
+database and the attachments folder, which go under `$STATE_DIRECTORY` when
+systemd provides one (so `database = "sqlite:///dripd.db"` means
+`/var/lib/dripd/dripd.db` under the shipped unit).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import pydantic
+
+from dripd import addresses, errors, tomlfile, validation
+from dripd import windows as windows_mod
+
+DEFAULT_PATHS = (Path("/etc/dripd/config.toml"), Path("config.toml"))
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def _check_timezone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {name!r} (use an IANA name like 'Europe/Berlin')") from exc
+    return name
+
+
+def _check_window(text: str) -> str:
+    windows_mod.parse_window(text)
+    return text
+
+
+def _check_slots(text: str) -> str:
+    windows_mod.parse_slots(text)
+    return text
+
+
+Address = Annotated[str, pydantic.AfterValidator(addresses.normalize_address)]
+TimeZoneName = Annotated[str, pydantic.AfterValidator(_check_timezone)]
+WindowText = Annotated[str, pydantic.AfterValidator(_check_window)]
+SlotsText = Annotated[str, pydantic.AfterValidator(_check_slots)]
+
+
+class _Model(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Secret(_Model):
+    """A password named by environment variable or file, never written in the config."""
+
+    password_env: str | None = None
+    password_file: str | None = None
+
+    def password(self) -> str | None:
+        """The secret's value; raises ConfigError if it is named but unavailable."""
+        if self.password_env:
+            value = os.environ.get(self.password_env)
+            if value is None:
+                raise errors.ConfigError(f"environment variable {self.password_env} is not set")
+            return value
+        if self.password_file:
+            return _read_secret_file(self.password_file)
+        return None
+
+
+def _read_secret_file(name: str) -> str:
+    path = Path(name)
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not path.is_absolute() and credentials:
+        path = Path(credentials) / path
+    try:
+        return path.read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as exc:
+        raise errors.ConfigError(f"password file {path}: {exc.strerror or exc}") from exc
+
+
+class SmtpConfig(Secret):
+    host: str
+    port: int = pydantic.Field(default=587, ge=1, le=65535)
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: str | None = None
+    ca_file: str | None = None
+    timeout: float = pydantic.Field(default=30.0, gt=0)
+    max_per_hour: int = pydantic.Field(default=100, ge=1)
+    max_per_day: int = pydantic.Field(default=400, ge=1)
+    connections: int = pydantic.Field(default=2, ge=1, le=16)
+
+    @pydantic.model_validator(mode="after")
+    def _plain_only_to_loopback(self) -> SmtpConfig:
+        _refuse_plain(self.security, self.host)
+        return self
+
+
+class ImapConfig(Secret):
+    host: str
+    port: int = pydantic.Field(default=993, ge=1, le=65535)
+    security: Literal["tls", "none"] = "tls"
+    username: str | None = None
+    ca_file: str | None = None
+    folder: str = "INBOX"
+    sent_folder: str | None = "Sent"
+
+    @pydantic.model_validator(mode="after")
+    def _plain_only_to_loopback(self) -> ImapConfig:
+        _refuse_plain(self.security, self.host)
+        return self
+
+
+def _refuse_plain(security: str, host: str) -> None:
+    if security == "none" and host not in LOOPBACK_HOSTS:
+        raise ValueError(f'security = "none" is only allowed to localhost, not to {host!r}')
+
+
+class RepConfig(_Model):
+    id: str = pydantic.Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    name: str
+    email: Address
+    digest: SlotsText = "mon-fri 07:30"
+    signature: str = ""
+    phone: str = ""
+    company: str = ""
+    timezone: TimeZoneName | None = None
+    smtp: SmtpConfig | None = None
+    imap: ImapConfig | None = None
+
+    @property
+    def first_name(self) -> str:
+        return self.name.split()[0] if self.name.split() else self.name
+
+
+class DripdSection(_Model):
+    database: str = "sqlite:///dripd.db"
+    campaigns: str = "campaigns"
+    attachments: str = "attachments"
+    timezone: TimeZoneName = "UTC"
+    send_window: WindowText = "mon-fri 09:00-17:00"
+    holidays: list[date] = []
+    max_late: str = "2 days"
+    out_of_office_days: int = pydantic.Field(default=3, ge=0)
+
+
+class ConfigModel(_Model):
+    dripd: DripdSection = DripdSection()
+    reps: list[RepConfig] = []
+
+    @pydantic.model_validator(mode="after")
+    def _unique_reps(self) -> ConfigModel:
+        seen: set[str] = set()
+        for rep in self.reps:
+            if rep.id in seen:
+                raise ValueError(f"rep id {rep.id!r} is used twice")
+            seen.add(rep.id)
+        return self
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    """The loaded configuration, with every path resolved."""
+
+    path: Path
+    model: ConfigModel
+    database_url: str
+    campaigns_dir: Path
+    attachments_dir: Path
+
+    @property
+    def reps(self) -> Sequence[RepConfig]:
+        return self.model.reps
+
+    @property
+    def timezone(self) -> ZoneInfo:
+        return ZoneInfo(self.model.dripd.timezone)
+
+    @property
+    def holidays(self) -> frozenset[date]:
+        return frozenset(self.model.dripd.holidays)
+
+    def rep(self, rep_id: str) -> RepConfig:
+        for rep in self.model.reps:
+            if rep.id == rep_id:
+                return rep
+        known = ", ".join(r.id for r in self.model.reps) or "none configured"
+        raise errors.ConfigError(f"unknown rep {rep_id!r} (reps: {known})")
+
+    def rep_ids(self) -> frozenset[str]:
+        return frozenset(r.id for r in self.model.reps)
+
+    def rep_timezone(self, rep_id: str | None) -> ZoneInfo:
+        for rep in self.model.reps:
+            if rep.id == rep_id and rep.timezone:
+                return ZoneInfo(rep.timezone)
+        return self.timezone
+
+
+def find_path(explicit: str | None) -> Path:
+    """The config file to use: --config, else $DRIPD_CONFIG, else /etc/dripd, else ./config.toml."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("DRIPD_CONFIG")
+    if env:
+        return Path(env)
+    for candidate in DEFAULT_PATHS:
+        if candidate.exists():
+            return candidate
+    raise errors.ConfigError(
+        "no config file: pass --config PATH, set DRIPD_CONFIG, "
+        "or create /etc/dripd/config.toml (see config.example.toml)"
+    )
+
+
+def load(path: Path) -> Config:
+    """Read and validate the config at `path`."""
+    document = tomlfile.load(path, errors.ConfigError)
+    try:
+        model = ConfigModel.model_validate(document)
+    except pydantic.ValidationError as exc:
+        where = _config_place(path, document)
+        raise errors.ConfigError(validation.first_error(exc, ConfigModel, where)) from exc
+    base = path.resolve().parent
+    state = Path(os.environ["STATE_DIRECTORY"]) if os.environ.get("STATE_DIRECTORY") else base
+    return Config(
+        path=path,
+        model=model,
+        database_url=os.environ.get("DRIPD_DATABASE") or _resolve_db(model.dripd.database, state),
+        campaigns_dir=_resolve(model.dripd.campaigns, base),
+        attachments_dir=_resolve(model.dripd.attachments, state),
+    )
+
+
+def _config_place(path: Path, document: dict[str, object]) -> validation.LocFormatter:
+    def where(loc: Sequence[int | str]) -> str:
+        parts: list[str] = []
+        for part in loc:
+            if isinstance(part, int):
+                parts[-1] = f"{parts[-1]}[{part}]"
+            else:
+                parts.append(str(part))
+        return f"{path}: {'.'.join(parts)}: " if parts else f"{path}: "
+
+    return where
+
+
+def _resolve(value: str, base: Path) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def _resolve_db(url: str, base: Path) -> str:
+    """`sqlite:///name.db` (relative) is placed under `base`; other URLs are kept."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix + ":memory:":
+        return prefix + str(base / url[len(prefix) :])
+    return url

@@ -1,0 +1,137 @@
+"""Contact values: validating what users type or import, before anything is stored.
+
+Everything here is pure: a row of text in, validated values or a one-line
+problem out. Names and companies are refused if they carry line breaks or
+control characters, because they end up in email headers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from dripd import addresses, dates, stages
+
+STANDARD = (
+    "email", "first_name", "last_name", "company", "phone", "timezone",
+    "owner", "stage", "status", "referred_by", "created_at",
+)  # fmt: skip
+TEXT_FIELDS = ("first_name", "last_name", "company", "phone")
+MAX_TEXT = 200  # characters in a name, company or phone
+MAX_CUSTOM = 5000  # characters in a custom field value
+CUSTOM_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
+DATE_SUFFIXES = ("_at", "_on", "_date", "_since")
+DATE_NAMES = frozenset({"birthday", "anniversary"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rules:
+    """What contact values are checked against."""
+
+    rep_ids: frozenset[str] = frozenset()
+    date_fields: frozenset[str] = frozenset()  # custom fields that must hold dates
+    default_tz: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
+
+    def is_date_field(self, name: str) -> bool:
+        return name in self.date_fields or name in DATE_NAMES or name.endswith(DATE_SUFFIXES)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Values:
+    """Validated contact values: `standard` holds the given standard fields (None clears)."""
+
+    email: str | None
+    standard: Mapping[str, str | None]
+    custom: Mapping[str, str | None]
+
+
+def field_name(raw: str) -> str:
+    """A column or key name as dripd stores it: `First Name` → `first_name`."""
+    return re.sub(r"[\s\-]+", "_", raw.strip()).lower()
+
+
+def validate(raw: Mapping[str, str], rules: Rules, *, require_email: bool = True) -> Values:
+    """Validate `raw` (field → text); raises ValueError naming the first bad field."""
+    standard: dict[str, str | None] = {}
+    custom: dict[str, str | None] = {}
+    email: str | None = None
+    for key, text in raw.items():
+        name = field_name(key)
+        value = text.strip()
+        if name == "email":
+            email = addresses.normalize_address(value)
+        elif name in STANDARD:
+            standard[name] = _standard(name, value, rules) if value else None
+        else:
+            custom[_custom_name(name)] = _custom(name, value, rules) if value else None
+    if require_email and email is None:
+        raise ValueError("email is missing")
+    return Values(email=email, standard=standard, custom=custom)
+
+
+def _standard(name: str, value: str, rules: Rules) -> str:
+    if name in TEXT_FIELDS:
+        value = addresses.clean_text(value, field=name)
+        if len(value) > MAX_TEXT:
+            raise ValueError(f"{name} is longer than {MAX_TEXT} characters")
+        return value
+    if name == "timezone":
+        return check_timezone(value)
+    if name == "owner":
+        if rules.rep_ids and value not in rules.rep_ids:
+            raise ValueError(f"owner {value!r} is not a rep ({', '.join(sorted(rules.rep_ids))})")
+        return value
+    if name == "stage":
+        return stages.check(value.lower())
+    if name == "status":
+        if value.lower() not in stages.STATUSES:
+            raise ValueError(f"unknown status {value!r} ({', '.join(stages.STATUSES)})")
+        return value.lower()
+    if name == "referred_by":
+        return addresses.normalize_address(value)
+    dates.parse_when(value, rules.default_tz)  # created_at
+    return value
+
+
+def _custom_name(name: str) -> str:
+    if not CUSTOM_NAME.match(name):
+        raise ValueError(
+            f"field name {name!r}: use letters, digits and underscores, starting with a letter"
+        )
+    return name
+
+
+def _custom(name: str, value: str, rules: Rules) -> str:
+    value = addresses.clean_text(value, field=name, multiline=True)
+    if len(value) > MAX_CUSTOM:
+        raise ValueError(f"{name} is longer than {MAX_CUSTOM} characters")
+    if rules.is_date_field(name):
+        try:
+            dates.parse_when(value, rules.default_tz)
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from exc
+    return value
+
+
+def check_timezone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {name!r} (use an IANA name like 'America/New_York')")
+    return name
+
+
+def parse_assignments(items: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """`key=value` arguments (quotes allowed around the value) as a mapping."""
+    result: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{item!r}: expected key=value")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        result[field_name(key)] = value
+    return result

@@ -1,0 +1,123 @@
+"""Reading a contacts CSV: rows with their line numbers, and a problem per bad row.
+
+A file in the wrong encoding does not sink the import: rows that are valid
+UTF-8 are kept, each other row is reported by line.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from dripd import contacts, errors
+
+MAX_FIELD = 100_000  # characters in one CSV cell
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Row:
+    line: int
+    values: contacts.Values
+
+    @property
+    def key(self) -> str:
+        """The row's contact identity (its lower-cased email)."""
+        return (self.values.email or "").lower()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Problem:
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.message}"
+
+
+def read(path: Path, rules: contacts.Rules) -> tuple[list[Row], list[Problem]]:
+    """Every row of `path`, validated; duplicates of an earlier row are problems."""
+    text = _decode(path)
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = _header(path, reader)
+    rows: list[Row] = []
+    problems: list[Problem] = []
+    first_line: dict[str, int] = {}
+    for line, cells in _records(reader):
+        result = _row(line, header, cells, rules, first_line)
+        (rows if isinstance(result, Row) else problems).append(result)  # type: ignore[arg-type]
+    return rows, problems
+
+
+def _decode(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise errors.ContactError(f"{path}: {exc.strerror or exc}") from exc
+    # surrogateescape keeps undecodable bytes as lone surrogates so the rows
+    # holding them can be reported one by one.
+    return data.decode("utf-8-sig", errors="surrogateescape")
+
+
+def _header(path: Path, reader: Iterator[list[str]]) -> list[str]:
+    try:
+        header = [contacts.field_name(name) for name in next(reader)]
+    except StopIteration:
+        raise errors.ContactError(f"{path}: the file is empty (expected a header row)") from None
+    except csv.Error as exc:
+        raise errors.ContactError(f"{path}: line 1: {exc}") from exc
+    if "email" not in header:
+        raise errors.ContactError(f"{path}: line 1: the header has no 'email' column")
+    duplicates = sorted({name for name in header if header.count(name) > 1 and name})
+    if duplicates:
+        raise errors.ContactError(f"{path}: line 1: column {duplicates[0]!r} appears twice")
+    if any(_has_surrogate(name) for name in header):
+        raise errors.ContactError(f"{path}: line 1: not UTF-8 text (save the file as UTF-8)")
+    return header
+
+
+def _records(reader: csv.Reader) -> Iterator[tuple[int, list[str] | csv.Error]]:
+    csv.field_size_limit(MAX_FIELD)
+    while True:
+        line = reader.line_num + 1
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield line, exc
+            continue
+        if any(cell.strip() for cell in cells):
+            yield line, cells
+
+
+def _row(
+    line: int,
+    header: list[str],
+    cells: list[str] | csv.Error,
+    rules: contacts.Rules,
+    first_line: dict[str, int],
+) -> Row | Problem:
+    if isinstance(cells, csv.Error):
+        return Problem(line=line, message=f"unreadable CSV: {cells}")
+    if any(_has_surrogate(cell) for cell in cells):
+        return Problem(line=line, message="not UTF-8 text (save the file as UTF-8)")
+    if len(cells) > len(header):
+        return Problem(line=line, message=f"{len(cells)} cells but the header has {len(header)}")
+    raw = {name: cell for name, cell in zip(header, cells, strict=False) if name}
+    try:
+        values = contacts.validate(raw, rules)
+    except ValueError as exc:
+        return Problem(line=line, message=str(exc))
+    assert values.email is not None
+    key = values.email.lower()
+    if key in first_line:
+        return Problem(line=line, message=f"duplicate of line {first_line[key]} ({values.email})")
+    first_line[key] = line
+    return Row(line=line, values=values)
+
+
+def _has_surrogate(text: str) -> bool:
+    return any("\udc80" <= char <= "\udcff" for char in text)

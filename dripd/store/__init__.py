@@ -1,0 +1,1 @@
+"""Durable state: the schema, its migrations, and the engine that opens it."""

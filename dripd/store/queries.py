@@ -1,0 +1,276 @@
+"""Named queries: every read and write of dripd's tables, in one place."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from dripd.store.schema import contacts, enrollments, events, reps, tasks
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Contact:
+    id: int
+    email: str
+    first_name: str = ""
+    last_name: str = ""
+    company: str = ""
+    phone: str = ""
+    timezone: str | None = None
+    owner: str | None = None
+    stage: str = "suspect"
+    status: str = "active"
+    referred_by: str | None = None
+    fields: Mapping[str, str] = field(default_factory=dict)
+    touches: int = 0
+    last_touch_at: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def name(self) -> str:
+        return f"{self.first_name} {self.last_name}".strip()
+
+    def values(self) -> dict[str, str]:
+        """Every field as text, standard and custom, as templates and anchors see them."""
+        result = {key: str(value) for key, value in self.fields.items()}
+        for key in ("email", "first_name", "last_name", "company", "phone", "stage", "status"):
+            result[key] = getattr(self, key)
+        for key in ("timezone", "owner", "referred_by"):
+            value = getattr(self, key)
+            if value is not None:
+                result[key] = value
+        result["created_at"] = self.created_at.isoformat()
+        return result
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Enrollment:
+    id: int
+    contact_id: int
+    campaign: str
+    status: str
+    enrolled_at: datetime
+    ended_at: datetime | None
+    end_reason: str | None
+    progress: str
+    next_due_at: datetime | None
+    waiting: str | None
+
+
+def _contact(row: sa.Row[Any]) -> Contact:
+    data = dict(row._mapping)
+    data.pop("email_key", None)
+    data["fields"] = json.loads(data["fields"] or "{}")
+    return Contact(**data)
+
+
+def _enrollment(row: sa.Row[Any]) -> Enrollment:
+    return Enrollment(**dict(row._mapping))
+
+
+# -- contacts ---------------------------------------------------------------
+
+
+def contact_by_email(conn: sa.Connection, email: str) -> Contact | None:
+    row = conn.execute(
+        sa.select(contacts).where(contacts.c.email_key == email.strip().lower())
+    ).first()
+    return _contact(row) if row else None
+
+
+def contact_by_id(conn: sa.Connection, contact_id: int) -> Contact:
+    return _contact(conn.execute(sa.select(contacts).where(contacts.c.id == contact_id)).one())
+
+
+def contacts_by_ids(conn: sa.Connection, ids: Iterable[int]) -> dict[int, Contact]:
+    result: dict[int, Contact] = {}
+    id_list = list(ids)
+    for start in range(0, len(id_list), 500):
+        chunk = id_list[start : start + 500]
+        for row in conn.execute(sa.select(contacts).where(contacts.c.id.in_(chunk))):
+            contact = _contact(row)
+            result[contact.id] = contact
+    return result
+
+
+def list_contacts(
+    conn: sa.Connection, *, stage: str | None = None, campaign: str | None = None
+) -> list[Contact]:
+    query = sa.select(contacts).order_by(contacts.c.email_key)
+    if stage:
+        query = query.where(contacts.c.stage == stage)
+    if campaign:
+        active = sa.select(enrollments.c.contact_id).where(
+            enrollments.c.campaign == campaign, enrollments.c.status == "active"
+        )
+        query = query.where(contacts.c.id.in_(active))
+    return [_contact(row) for row in conn.execute(query)]
+
+
+def existing_keys(conn: sa.Connection, keys: Sequence[str]) -> dict[str, int]:
+    """email_key → contact id for those of `keys` already stored."""
+    found: dict[str, int] = {}
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
+        query = sa.select(contacts.c.email_key, contacts.c.id).where(
+            contacts.c.email_key.in_(chunk)
+        )
+        found.update({key: cid for key, cid in conn.execute(query)})
+    return found
+
+
+def insert_contacts(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(sa.insert(contacts), list(rows))
+
+
+def insert_contact(conn: sa.Connection, row: dict[str, Any]) -> int:
+    result = conn.execute(sa.insert(contacts).returning(contacts.c.id), row)
+    return int(result.scalar_one())
+
+
+def update_contact(conn: sa.Connection, contact_id: int, changes: Mapping[str, Any]) -> None:
+    if changes:
+        conn.execute(sa.update(contacts).where(contacts.c.id == contact_id).values(**changes))
+
+
+def count_touch(conn: sa.Connection, contact_id: int, at: datetime) -> None:
+    conn.execute(
+        sa.update(contacts)
+        .where(contacts.c.id == contact_id)
+        .values(touches=contacts.c.touches + 1, last_touch_at=at, updated_at=at)
+    )
+
+
+# -- enrollments ------------------------------------------------------------
+
+
+def active_enrollments(conn: sa.Connection, contact_id: int) -> list[Enrollment]:
+    query = (
+        sa.select(enrollments)
+        .where(enrollments.c.contact_id == contact_id, enrollments.c.status == "active")
+        .order_by(enrollments.c.id)
+    )
+    return [_enrollment(row) for row in conn.execute(query)]
+
+
+def enrollments_of(conn: sa.Connection, contact_id: int) -> list[Enrollment]:
+    query = sa.select(enrollments).where(enrollments.c.contact_id == contact_id)
+    return [_enrollment(row) for row in conn.execute(query.order_by(enrollments.c.id))]
+
+
+def all_active_enrollments(conn: sa.Connection) -> list[Enrollment]:
+    query = sa.select(enrollments).where(enrollments.c.status == "active")
+    return [_enrollment(row) for row in conn.execute(query.order_by(enrollments.c.id))]
+
+
+def insert_enrollment(conn: sa.Connection, row: dict[str, Any]) -> int:
+    result = conn.execute(sa.insert(enrollments).returning(enrollments.c.id), row)
+    return int(result.scalar_one())
+
+
+def insert_enrollments(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(sa.insert(enrollments), list(rows))
+
+
+def update_enrollment(conn: sa.Connection, enrollment_id: int, changes: Mapping[str, Any]) -> None:
+    conn.execute(sa.update(enrollments).where(enrollments.c.id == enrollment_id).values(**changes))
+
+
+def due_enrollments(conn: sa.Connection, now: datetime, limit: int) -> list[Enrollment]:
+    """The active enrollments with something due at `now`, earliest first.
+
+    Served by the next_due_at index alone: its cost grows with what is due.
+    """
+    query = (
+        sa.select(enrollments)
+        .where(enrollments.c.next_due_at <= now)
+        .order_by(enrollments.c.next_due_at)
+        .limit(limit)
+    )
+    return [_enrollment(row) for row in conn.execute(query)]
+
+
+def enrollment_counts(conn: sa.Connection) -> dict[tuple[str, str], int]:
+    query = sa.select(
+        enrollments.c.campaign, enrollments.c.status, sa.func.count()
+    ).group_by(enrollments.c.campaign, enrollments.c.status)
+    return {(campaign, status): count for campaign, status, count in conn.execute(query)}
+
+
+# -- events -----------------------------------------------------------------
+
+
+def add_event(conn: sa.Connection, **values: Any) -> None:
+    conn.execute(sa.insert(events), values)
+
+
+def add_events(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(sa.insert(events), list(rows))
+
+
+def history(conn: sa.Connection, contact_id: int) -> list[dict[str, Any]]:
+    query = (
+        sa.select(events)
+        .where(events.c.contact_id == contact_id)
+        .order_by(events.c.at, events.c.id)
+    )
+    return [dict(row._mapping) for row in conn.execute(query)]
+
+
+def step_counts(conn: sa.Connection) -> dict[tuple[str, str, str], int]:
+    """(campaign, step, kind) → number of events, for the per-step statistics."""
+    query = (
+        sa.select(events.c.campaign, events.c.step, events.c.kind, sa.func.count())
+        .where(events.c.step.is_not(None))
+        .group_by(events.c.campaign, events.c.step, events.c.kind)
+    )
+    return {(c, s, k): n for c, s, k, n in conn.execute(query)}
+
+
+def stage_counts(conn: sa.Connection) -> dict[str, int]:
+    query = sa.select(contacts.c.stage, sa.func.count()).group_by(contacts.c.stage)
+    return {stage: count for stage, count in conn.execute(query)}
+
+
+def status_counts(conn: sa.Connection) -> dict[str, int]:
+    query = sa.select(contacts.c.status, sa.func.count()).group_by(contacts.c.status)
+    return {status: count for status, count in conn.execute(query)}
+
+
+def touch_total(conn: sa.Connection) -> int:
+    return int(conn.execute(sa.select(sa.func.coalesce(sa.func.sum(contacts.c.touches), 0))).scalar_one())
+
+
+# -- tasks ------------------------------------------------------------------
+
+
+def open_tasks(conn: sa.Connection, rep: str | None = None) -> list[dict[str, Any]]:
+    query = sa.select(tasks).where(tasks.c.status == "open").order_by(tasks.c.due_at, tasks.c.id)
+    if rep:
+        query = query.where(tasks.c.rep == rep)
+    return [dict(row._mapping) for row in conn.execute(query)]
+
+
+# -- reps -------------------------------------------------------------------
+
+
+def rep_pauses(conn: sa.Connection) -> dict[str, datetime]:
+    query = sa.select(reps.c.id, reps.c.paused_until).where(reps.c.paused_until.is_not(None))
+    return {rep_id: until for rep_id, until in conn.execute(query)}
+
+
+def set_rep_pause(conn: sa.Connection, rep_id: str, until: datetime | None, now: datetime) -> None:
+    updated = conn.execute(
+        sa.update(reps).where(reps.c.id == rep_id).values(paused_until=until, updated_at=now)
+    )
+    if updated.rowcount == 0:
+        conn.execute(sa.insert(reps).values(id=rep_id, paused_until=until, updated_at=now))

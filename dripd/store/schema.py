@@ -1,0 +1,131 @@
+"""The tables, as SQLAlchemy Core metadata: portable between SQLite and PostgreSQL.
+
+Times are stored as naive UTC (`UTCDateTime` converts), so comparisons are
+plain and identical on both databases.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """Aware datetimes in, aware UTC datetimes out; stored as naive UTC."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC)  # type: ignore[no-any-return]
+
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+contacts = sa.Table(
+    "contacts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("email", sa.String(254), nullable=False),
+    sa.Column("email_key", sa.String(254), nullable=False, unique=True),
+    sa.Column("first_name", sa.Text, nullable=False, server_default=""),
+    sa.Column("last_name", sa.Text, nullable=False, server_default=""),
+    sa.Column("company", sa.Text, nullable=False, server_default=""),
+    sa.Column("phone", sa.Text, nullable=False, server_default=""),
+    sa.Column("timezone", sa.Text),
+    sa.Column("owner", sa.Text),
+    sa.Column("stage", sa.String(16), nullable=False, server_default="suspect"),
+    sa.Column("status", sa.String(16), nullable=False, server_default="active"),
+    sa.Column("referred_by", sa.Text),
+    sa.Column("fields", sa.Text, nullable=False, server_default="{}"),
+    sa.Column("touches", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_touch_at", UTCDateTime),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+sa.Index("ix_contacts_stage", contacts.c.stage)
+sa.Index("ix_contacts_owner", contacts.c.owner)
+
+enrollments = sa.Table(
+    "enrollments",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("contact_id", sa.Integer, sa.ForeignKey("contacts.id"), nullable=False),
+    sa.Column("campaign", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, server_default="active"),
+    sa.Column("enrolled_at", UTCDateTime, nullable=False),
+    sa.Column("ended_at", UTCDateTime),
+    sa.Column("end_reason", sa.Text),
+    sa.Column("progress", sa.Text, nullable=False, server_default="{}"),
+    # The earliest due time of what is pending; NULL once the enrollment ended
+    # or is waiting on something (a field, a task). The due query scans only
+    # this index's head, so its cost grows with what is due, not with the total.
+    sa.Column("next_due_at", UTCDateTime),
+    sa.Column("waiting", sa.Text),
+)
+sa.Index("ix_enrollments_next_due_at", enrollments.c.next_due_at)
+sa.Index("ix_enrollments_contact_id_status", enrollments.c.contact_id, enrollments.c.status)
+sa.Index("ix_enrollments_campaign_status", enrollments.c.campaign, enrollments.c.status)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("contact_id", sa.Integer, sa.ForeignKey("contacts.id"), nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("campaign", sa.Text),
+    sa.Column("step", sa.Text),
+    sa.Column("detail", sa.Text, nullable=False, server_default=""),
+    sa.Column("cause", sa.Text),
+    sa.Column("message_id", sa.Text),
+)
+sa.Index("ix_events_contact_id_at", events.c.contact_id, events.c.at)
+sa.Index("ix_events_campaign_step_kind", events.c.campaign, events.c.step, events.c.kind)
+
+tasks = sa.Table(
+    "tasks",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("contact_id", sa.Integer, sa.ForeignKey("contacts.id"), nullable=False),
+    sa.Column("enrollment_id", sa.Integer, sa.ForeignKey("enrollments.id")),
+    sa.Column("campaign", sa.Text),
+    sa.Column("step", sa.Text),
+    sa.Column("occurrence", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("rep", sa.Text),
+    sa.Column("due_at", UTCDateTime, nullable=False),
+    sa.Column("note", sa.Text, nullable=False, server_default=""),
+    sa.Column("status", sa.String(16), nullable=False, server_default="open"),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("done_at", UTCDateTime),
+    sa.UniqueConstraint("enrollment_id", "step", "occurrence"),
+)
+sa.Index("ix_tasks_rep_status_due_at", tasks.c.rep, tasks.c.status, tasks.c.due_at)
+
+reps = sa.Table(
+    "reps",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("paused_until", UTCDateTime),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)

@@ -1,0 +1,177 @@
+"""Jinja2 templates for subjects, bodies and notes: sandboxed, strict, Markdown-aware.
+
+Undefined names are errors, so a typo in a template fails `dripd check`
+(or holds the step for that contact) instead of mailing "Hi ,".
+"""
+
+from __future__ import annotations
+
+import html
+import html.parser
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import jinja2
+import jinja2.sandbox
+from markdown_it import MarkdownIt
+
+from dripd import dates, errors
+
+TEMPLATE_SUFFIXES = (".md", ".txt", ".html")
+_MARKDOWN = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
+
+
+class RenderError(errors.DripdError):
+    """A template could not be rendered for a contact (a missing field, a bad date)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RenderedEmail:
+    subject: str
+    text: str
+    html: str | None
+
+
+class Renderer:
+    """Compiles and renders the templates of one campaigns folder."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.env = jinja2.sandbox.SandboxedEnvironment(
+            loader=jinja2.FileSystemLoader(str(folder)),
+            undefined=jinja2.StrictUndefined,
+            autoescape=jinja2.select_autoescape(("html",), default_for_string=False),
+            keep_trailing_newline=False,
+            auto_reload=True,
+        )
+        self.env.filters.update(date=_date_filter, time=_time_filter, datetime=_datetime_filter)
+
+    def check_source(self, source: str, what: str) -> None:
+        """Raise ValueError if `source` does not compile."""
+        try:
+            self.env.from_string(source)
+        except jinja2.TemplateSyntaxError as exc:
+            raise ValueError(f"{what}: template error on line {exc.lineno}: {exc.message}") from exc
+
+    def check_file(self, name: str) -> None:
+        """Raise ValueError if the template file `name` is missing, misplaced or does not compile."""
+        path = self._template_path(name)
+        if not path.is_file():
+            raise ValueError(f"template {name!r} not found in {self.folder}")
+        try:
+            self.env.get_template(name)
+        except jinja2.TemplateSyntaxError as exc:
+            raise ValueError(
+                f"template {name!r}: error on line {exc.lineno}: {exc.message}"
+            ) from exc
+
+    def _template_path(self, name: str) -> Path:
+        pure = PurePosixPath(name)
+        if pure.is_absolute() or ".." in pure.parts:
+            raise ValueError(f"template {name!r} must be a path inside the campaigns folder")
+        if pure.suffix not in TEMPLATE_SUFFIXES:
+            raise ValueError(f"template {name!r}: expected a .md, .txt or .html file")
+        return self.folder / pure
+
+    def render_string(self, source: str, context: Mapping[str, Any], what: str) -> str:
+        try:
+            return self.env.from_string(source).render(context)
+        except (jinja2.TemplateError, ValueError, TypeError) as exc:
+            raise RenderError(f"{what}: {_render_problem(exc)}") from exc
+
+    def render_file(self, name: str, context: Mapping[str, Any], what: str) -> str:
+        try:
+            return self.env.get_template(name).render(context)
+        except (jinja2.TemplateError, ValueError, TypeError) as exc:
+            raise RenderError(f"{what}: {_render_problem(exc)}") from exc
+
+
+def render_body(renderer: Renderer, *, template: str | None, body: str | None,
+                context: Mapping[str, Any], what: str) -> tuple[str, str | None]:
+    """The (text, html) parts of an email body from a template file or inline body."""
+    if template is None:
+        return _markdown_parts(renderer.render_string(body or "", context, what))
+    rendered = renderer.render_file(template, context, what)
+    suffix = PurePosixPath(template).suffix
+    if suffix == ".txt":
+        return rendered.strip() + "\n", None
+    if suffix == ".html":
+        return html_to_text(rendered), rendered
+    return _markdown_parts(rendered)
+
+
+def _markdown_parts(text: str) -> tuple[str, str]:
+    text = text.strip() + "\n"
+    return text, _MARKDOWN.render(text)
+
+
+def _render_problem(exc: Exception) -> str:
+    if isinstance(exc, jinja2.UndefinedError):
+        return f"{exc.message} (is the contact missing that field?)"
+    return str(exc)
+
+
+def _as_local(value: object, context: Any) -> datetime:
+    tz = context.get("_tz") or ZoneInfo("UTC")
+    if isinstance(value, datetime):
+        return value.astimezone(tz)
+    if isinstance(value, str):
+        return dates.parse_when(value, tz).astimezone(tz)
+    raise ValueError(f"{value!r} is not a date")
+
+
+@jinja2.pass_context
+def _date_filter(context: Any, value: object) -> str:
+    local = _as_local(value, context)
+    return f"{local:%A, %B} {local.day}"
+
+
+@jinja2.pass_context
+def _time_filter(context: Any, value: object) -> str:
+    local = _as_local(value, context)
+    return f"{local.hour % 12 or 12}:{local:%M %p}"
+
+
+@jinja2.pass_context
+def _datetime_filter(context: Any, value: object) -> str:
+    return f"{_date_filter(context, value)} at {_time_filter(context, value)}"
+
+
+class _TextExtractor(html.parser.HTMLParser):
+    _BREAKS = frozenset({"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "table"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ("script", "style"):
+            self._skip += 1
+        elif tag in self._BREAKS:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("script", "style"):
+            self._skip = max(0, self._skip - 1)
+        elif tag in ("p", "div", "table", "h1", "h2", "h3", "h4"):
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip:
+            self.parts.append(" ".join(data.split()) if data.strip() else "")
+
+
+def html_to_text(markup: str) -> str:
+    """A readable text rendering of an HTML body (the generated text part)."""
+    extractor = _TextExtractor()
+    extractor.feed(markup)
+    lines = [line.strip() for line in "".join(extractor.parts).splitlines()]
+    text = "\n".join(lines)
+    while "\n\n\n" in text:
+        text = text.replace("\n\n\n", "\n\n")
+    return html.unescape(text).strip() + "\n"

@@ -1,0 +1,149 @@
+"""What the read-only commands show: the schedule, the pipeline status, a contact's story."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from dripd import pipeline, schedule, stages
+from dripd.app import App
+from dripd.store import queries
+
+MAX_LATE_DEFAULT = timedelta(days=2)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Scheduled:
+    """One thing that will happen to a contact."""
+
+    at: datetime
+    local: datetime
+    email: str
+    name: str
+    campaign: str
+    step: str
+    kind: str
+    occurrence: int
+    note: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "at": self.at.isoformat(), "local": self.local.isoformat(), "contact": self.email,
+            "name": self.name, "campaign": self.campaign, "step": self.step, "kind": self.kind,
+            "occurrence": self.occurrence, "note": self.note,
+        }  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Waiting:
+    email: str
+    campaign: str
+    reason: str
+
+
+def upcoming(app: App, conn: sa.Connection, days: int,
+             email: str | None = None) -> tuple[list[Scheduled], list[Waiting]]:
+    """Everything due in the next `days` days (and overdue now), in time order."""
+    now = app.clock.now()
+    until = now + timedelta(days=days)
+    if email:
+        contact = queries.contact_by_email(conn, email)
+        active = queries.active_enrollments(conn, contact.id) if contact else []
+    else:
+        active = queries.all_active_enrollments(conn)
+    people = queries.contacts_by_ids(conn, {e.contact_id for e in active})
+    pauses = queries.rep_pauses(conn)
+    items: list[Scheduled] = []
+    waiting: list[Waiting] = []
+    for enrollment in active:
+        contact = people[enrollment.contact_id]
+        campaign = app.catalog.campaigns.get(enrollment.campaign)
+        if campaign is None:
+            waiting.append(Waiting(email=contact.email, campaign=enrollment.campaign,
+                                   reason="campaign file is gone"))
+            continue
+        ctx = pipeline.context(app, contact, campaign, enrollment.enrolled_at, pauses)
+        progress = schedule.Progress.from_json(enrollment.progress)
+        for due in schedule.project(campaign.plans, progress, ctx, until=until):
+            items.append(_scheduled(due, contact, campaign.step(due.step_id).kind,
+                                    enrollment.campaign, ctx, now))
+        if enrollment.waiting:
+            waiting.append(Waiting(email=contact.email, campaign=enrollment.campaign,
+                                   reason=enrollment.waiting))
+    items.sort(key=lambda item: (item.at, item.email))
+    return items, waiting
+
+
+def _scheduled(due: schedule.Due, contact: queries.Contact, kind: str, campaign: str,
+               ctx: schedule.Context, now: datetime) -> Scheduled:
+    note = ""
+    stale = schedule.is_stale(due, now, max_late=MAX_LATE_DEFAULT)
+    if stale:
+        note = f"will be skipped: {stale}"
+    elif due.due_at < now:
+        note = "due now"
+    return Scheduled(
+        at=due.due_at, local=due.due_at.astimezone(ctx.tz), email=contact.email,
+        name=contact.name, campaign=campaign, step=due.step_id, kind=kind,
+        occurrence=due.occurrence, note=note,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepStats:
+    campaign: str
+    step: str
+    kind: str
+    sent: int
+    replied: int
+    auto_replied: int
+    bounced: int
+    done: int
+
+    @property
+    def reply_rate(self) -> float | None:
+        return self.replied / self.sent if self.sent else None
+
+
+def status(app: App, conn: sa.Connection) -> dict[str, Any]:
+    """The pipeline: contacts per stage and status, per-step results, touches, backlog."""
+    counts = queries.step_counts(conn)
+    steps = [
+        StepStats(
+            campaign=campaign.id, step=step.id, kind=step.kind,
+            sent=counts.get((campaign.id, step.id, "email_sent"), 0),
+            replied=counts.get((campaign.id, step.id, "replied"), 0),
+            auto_replied=counts.get((campaign.id, step.id, "auto_replied"), 0),
+            bounced=counts.get((campaign.id, step.id, "bounced"), 0),
+            done=counts.get((campaign.id, step.id, "task_done"), 0),
+        )
+        for campaign in app.catalog.campaigns.values()
+        for step in campaign.steps
+    ]  # fmt: skip
+    enrolled = queries.enrollment_counts(conn)
+    stage_counts = queries.stage_counts(conn)
+    return {
+        "stages": {stage: stage_counts.get(stage, 0) for stage in stages.STAGES},
+        "statuses": queries.status_counts(conn),
+        "campaigns": {
+            c: {s: enrolled.get((c, s), 0) for s in ("active", "completed", "stopped")}
+            for c in app.catalog.campaigns
+        },
+        "steps": steps,
+        "touches": queries.touch_total(conn),
+        "due_now": len(queries.due_enrollments(conn, app.clock.now(), 10_000)),
+        "campaigns_version": app.catalog.version,
+    }
+
+
+def steps_json(steps: Sequence[StepStats]) -> list[dict[str, Any]]:
+    return [
+        {"campaign": s.campaign, "step": s.step, "kind": s.kind, "sent": s.sent,
+         "replied": s.replied, "auto_replied": s.auto_replied, "bounced": s.bounced,
+         "done": s.done, "reply_rate": s.reply_rate}
+        for s in steps
+    ]  # fmt: skip
