@@ -41,12 +41,23 @@ def clean_text(value: str, *, field: str, multiline: bool = False) -> str:
     them is an injection attempt or a broken export, never data to keep.
     """
     value = value.strip()
-    for char in value:
-        if multiline and char in "\n\t":
-            continue
-        if unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") and char != "\u200d":
-            raise ValueError(f"{field} contains a control character or line break")
+    allowed = "\n\t" if multiline else ""
+    if value.isascii():  # the common case: one regex search
+        bad = (_ASCII_CONTROL_MULTILINE if multiline else _ASCII_CONTROL).search(value)
+    else:
+        bad = any(_is_control(char) and char not in allowed for char in value)
+    if bad:
+        raise ValueError(f"{field} contains a control character or line break")
     return value
+
+
+_ASCII_CONTROL = re.compile("[\x00-\x1f\x7f]")
+_ASCII_CONTROL_MULTILINE = re.compile("[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def _is_control(char: str) -> bool:
+    """Control, format, line and paragraph separators; the zero-width joiner stays (emoji)."""
+    return unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") and char != "\u200d"
 
 
 def _shown(value: str) -> str:

@@ -8,7 +8,7 @@ whatever version it had before.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -142,6 +142,24 @@ class Catalog:
                 f"unknown campaign {campaign_id!r} (campaigns: {known})"
             ) from None
 
+    def ordered(self) -> list[Campaign]:
+        """Campaigns in pipeline order: by stage, then along their `next` chains."""
+        depth = {cid: self._depth(cid) for cid in self.campaigns}
+
+        def key(c: Campaign) -> tuple[int, int, str]:
+            return (stages.rank(c.stage) if c.stage else -1, depth[c.id], c.id)
+
+        return sorted(self.campaigns.values(), key=key)
+
+    def _depth(self, campaign_id: str) -> int:
+        previous = {c.next: c.id for c in self.campaigns.values() if c.next}
+        depth, seen = 0, {campaign_id}
+        while campaign_id in previous and previous[campaign_id] not in seen:
+            campaign_id = previous[campaign_id]
+            seen.add(campaign_id)
+            depth += 1
+        return depth
+
     @property
     def version(self) -> str:
         digest = hashlib.sha256()
@@ -166,12 +184,14 @@ def load_all(folder: Path, options: LoadOptions | None = None) -> Catalog:
     renderer = options.env or templates.Renderer(folder)
     loaded: dict[str, Campaign] = {}
     problems: list[str] = []
-    for path in sorted(folder.glob("*.toml")):
+    paths = sorted(folder.glob("*.toml"))
+    for path in paths:
         try:
             loaded[path.stem] = load_file(path, renderer, options)
         except errors.CampaignError as exc:
             problems.extend(str(exc).splitlines())
-    problems.extend(_cross_check(loaded))
+    # a `next` naming a file that exists but failed is that file's problem, already reported
+    problems.extend(_cross_check(loaded, {path.stem for path in paths}))
     return Catalog(campaigns=loaded, problems=tuple(problems))
 
 
@@ -326,7 +346,9 @@ def _check_content(model: StepModel, renderer: templates.Renderer) -> None:
         _check_email(model, renderer)
     else:
         if model.subject or model.template or model.body or model.attach:
-            raise ValueError(f"a {model.kind} step takes a 'note', not subject/template/body/attach")
+            raise ValueError(
+                f"a {model.kind} step takes a 'note', not subject/template/body/attach"
+            )
         if not model.note:
             raise ValueError(f"a {model.kind} step needs a 'note' (what the rep should do or say)")
         renderer.check_source(model.note, "note")
@@ -348,10 +370,10 @@ def _check_email(model: StepModel, renderer: templates.Renderer) -> None:
         renderer.check_source(pattern, "attach")
 
 
-def _cross_check(loaded: Mapping[str, Campaign]) -> list[str]:
+def _cross_check(loaded: Mapping[str, Campaign], files: Set[str]) -> list[str]:
     problems: list[str] = []
     for campaign in loaded.values():
-        if campaign.next is not None and campaign.next not in loaded:
+        if campaign.next is not None and campaign.next not in files:
             problems.append(f"{campaign.path}: next: unknown campaign {campaign.next!r}")
     return problems
 

@@ -11,7 +11,7 @@ from dripd import campaigns, config, templates
 from dripd.app import App
 from dripd.store.queries import Contact
 
-UNSUBSCRIBE_LINE = "If you'd rather not hear from me, just reply \"unsubscribe\"."
+UNSUBSCRIBE_LINE = 'If you\'d rather not hear from me, just reply "unsubscribe".'
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -25,14 +25,20 @@ class Email:
     attachments: tuple[Path, ...]
 
 
-def template_context(app: App, contact: Contact, campaign: campaigns.Campaign,
-                     step: campaigns.Step, occurrence: int = 1) -> dict[str, Any]:
+def template_context(
+    app: App,
+    contact: Contact,
+    campaign: campaigns.Campaign,
+    step: campaigns.Step,
+    occurrence: int = 1,
+) -> dict[str, Any]:
     """What templates see: contact, rep, campaign, step, occurrence."""
     rep = _sender(app, contact, step)
     return {
         "contact": contact.values(),
-        "rep": _rep_view(rep) if rep else {"name": "", "first_name": "", "email": "",
-                                            "phone": "", "company": ""},
+        "rep": _rep_view(rep)
+        if rep
+        else {"name": "", "first_name": "", "email": "", "phone": "", "company": ""},
         "campaign": {"id": campaign.id, "name": campaign.name},
         "step": {"id": step.id, "kind": step.kind},
         "occurrence": occurrence,
@@ -41,8 +47,15 @@ def template_context(app: App, contact: Contact, campaign: campaigns.Campaign,
 
 
 def _rep_view(rep: config.RepConfig) -> dict[str, str]:
-    return {"id": rep.id, "name": rep.name, "first_name": rep.first_name, "email": rep.email,
-            "phone": rep.phone, "company": rep.company, "signature": rep.signature}
+    return {
+        "id": rep.id,
+        "name": rep.name,
+        "first_name": rep.first_name,
+        "email": rep.email,
+        "phone": rep.phone,
+        "company": rep.company,
+        "signature": rep.signature,
+    }
 
 
 def _sender(app: App, contact: Contact, step: campaigns.Step) -> config.RepConfig | None:
@@ -58,8 +71,13 @@ def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def render_email(app: App, contact: Contact, campaign: campaigns.Campaign,
-                 step: campaigns.Step, occurrence: int = 1) -> Email:
+def render_email(
+    app: App,
+    contact: Contact,
+    campaign: campaigns.Campaign,
+    step: campaigns.Step,
+    occurrence: int = 1,
+) -> Email:
     """The email of `step` for `contact`; raises RenderError naming the step."""
     sender = _sender(app, contact, step)
     if sender is None:
@@ -67,8 +85,9 @@ def render_email(app: App, contact: Contact, campaign: campaigns.Campaign,
     context = template_context(app, contact, campaign, step, occurrence)
     what = f"{campaign.id}/{step.id}"
     subject = one_line(app.renderer.render_string(step.subject or "", context, f"{what} subject"))
-    text, html = templates.render_body(app.renderer, template=step.template, body=step.body,
-                                       context=context, what=what)
+    text, html = templates.render_body(
+        app.renderer, template=step.template, body=step.body, context=context, what=what
+    )
     return Email(
         sender=sender,
         to=contact.email,
@@ -101,8 +120,13 @@ def _attachment(app: App, pattern: str, context: dict[str, Any], what: str) -> P
     return path
 
 
-def render_note(app: App, contact: Contact, campaign: campaigns.Campaign,
-                step: campaigns.Step, occurrence: int = 1) -> str:
+def render_note(
+    app: App,
+    contact: Contact,
+    campaign: campaigns.Campaign,
+    step: campaigns.Step,
+    occurrence: int = 1,
+) -> str:
     context = template_context(app, contact, campaign, step, occurrence)
     what = f"{campaign.id}/{step.id} note"
     return app.renderer.render_string(step.note or "", context, what).strip()

@@ -29,7 +29,9 @@ def _check_timezone(name: str) -> str:
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"unknown time zone {name!r} (use an IANA name like 'Europe/Berlin')") from exc
+        raise ValueError(
+            f"unknown time zone {name!r} (use an IANA name like 'Europe/Berlin')"
+        ) from exc
     return name
 
 

@@ -24,6 +24,7 @@ MAX_CUSTOM = 5000  # characters in a custom field value
 CUSTOM_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
 DATE_SUFFIXES = ("_at", "_on", "_date", "_since")
 DATE_NAMES = frozenset({"birthday", "anniversary"})
+LINE_BREAKS = frozenset("\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029")  # what splitlines() splits on
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,13 +53,21 @@ def field_name(raw: str) -> str:
     return re.sub(r"[\s\-]+", "_", raw.strip()).lower()
 
 
-def validate(raw: Mapping[str, str], rules: Rules, *, require_email: bool = True) -> Values:
-    """Validate `raw` (field → text); raises ValueError naming the first bad field."""
+def validate(
+    raw: Mapping[str, str], rules: Rules, *, require_email: bool = True, normalized: bool = False
+) -> Values:
+    """Validate `raw` (field → text); raises ValueError naming the first bad field.
+
+    `normalized`: the keys already went through `field_name` (a CSV header).
+    """
     standard: dict[str, str | None] = {}
     custom: dict[str, str | None] = {}
     email: str | None = None
     for key, text in raw.items():
-        name = field_name(key)
+        name = key if normalized else field_name(key)
+        if (name in STANDARD or rules.is_date_field(name)) and not LINE_BREAKS.isdisjoint(text):
+            # checked before trimming: "Bob\r\n" is a broken or hostile value, not "Bob"
+            raise ValueError(f"{name} contains a control character or line break")
         value = text.strip()
         if name == "email":
             email = addresses.normalize_address(value)
@@ -119,7 +128,9 @@ def check_timezone(name: str) -> str:
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {name!r} (use an IANA name like 'America/New_York')")
+        raise ValueError(
+            f"unknown time zone {name!r} (use an IANA name like 'America/New_York')"
+        ) from None
     return name
 
 

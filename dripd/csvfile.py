@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,26 +40,30 @@ class Problem:
 
 def read(path: Path, rules: contacts.Rules) -> tuple[list[Row], list[Problem]]:
     """Every row of `path`, validated; duplicates of an earlier row are problems."""
-    text = _decode(path)
+    text, clean = _decode(path)
     reader = csv.reader(io.StringIO(text, newline=""))
     header = _header(path, reader)
     rows: list[Row] = []
     problems: list[Problem] = []
     first_line: dict[str, int] = {}
     for line, cells in _records(reader):
-        result = _row(line, header, cells, rules, first_line)
+        result = _row(line, header, cells, rules, first_line, clean)
         (rows if isinstance(result, Row) else problems).append(result)  # type: ignore[arg-type]
     return rows, problems
 
 
-def _decode(path: Path) -> str:
+def _decode(path: Path) -> tuple[str, bool]:
+    """The file's text, and whether it was all valid UTF-8."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise errors.ContactError(f"{path}: {exc.strerror or exc}") from exc
-    # surrogateescape keeps undecodable bytes as lone surrogates so the rows
-    # holding them can be reported one by one.
-    return data.decode("utf-8-sig", errors="surrogateescape")
+    try:
+        return data.decode("utf-8-sig"), True
+    except UnicodeDecodeError:
+        # surrogateescape keeps undecodable bytes as lone surrogates so the
+        # rows holding them can be reported one by one.
+        return data.decode("utf-8-sig", errors="surrogateescape"), False
 
 
 def _header(path: Path, reader: Iterator[list[str]]) -> list[str]:
@@ -99,16 +104,17 @@ def _row(
     cells: list[str] | csv.Error,
     rules: contacts.Rules,
     first_line: dict[str, int],
+    clean: bool,
 ) -> Row | Problem:
     if isinstance(cells, csv.Error):
         return Problem(line=line, message=f"unreadable CSV: {cells}")
-    if any(_has_surrogate(cell) for cell in cells):
+    if not clean and any(_has_surrogate(cell) for cell in cells):
         return Problem(line=line, message="not UTF-8 text (save the file as UTF-8)")
     if len(cells) > len(header):
         return Problem(line=line, message=f"{len(cells)} cells but the header has {len(header)}")
     raw = {name: cell for name, cell in zip(header, cells, strict=False) if name}
     try:
-        values = contacts.validate(raw, rules)
+        values = contacts.validate(raw, rules, normalized=True)
     except ValueError as exc:
         return Problem(line=line, message=str(exc))
     assert values.email is not None
@@ -119,5 +125,8 @@ def _row(
     return Row(line=line, values=values)
 
 
+_SURROGATE = re.compile("[\udc80-\udcff]")
+
+
 def _has_surrogate(text: str) -> bool:
-    return any("\udc80" <= char <= "\udcff" for char in text)
+    return _SURROGATE.search(text) is not None

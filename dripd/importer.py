@@ -22,7 +22,7 @@ from dripd.app import App
 from dripd.store import queries, schema
 
 Tick = Callable[[int], None]
-CHUNK = 2000  # rows per bulk statement
+CHUNK = 5000  # rows per bulk statement
 UTC_ZONE = ZoneInfo("UTC")
 
 
@@ -33,10 +33,6 @@ class Report:
     enrolled: int = 0
     problems: list[str] = field(default_factory=list)
 
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
 
 def import_csv(
     app: App, path: Path, *, enroll: str | None = None, tick: Tick | None = None
@@ -46,47 +42,105 @@ def import_csv(
     rows, problems = csvfile.read(path, app.contact_rules())
     report = Report(problems=[str(p) for p in problems])
     now = app.clock.now()
+    cause = f"imported from {path.name}"
+    bulk = campaign is not None and not _needs_slow_path(app, campaign)
     with app.engine.begin() as conn:
         existing = queries.existing_keys(conn, [r.key for r in rows])
         new = [r for r in rows if r.key not in existing]
         old = [r for r in rows if r.key in existing]
-        new_ids = _create(app, conn, new, now, cause=f"imported from {path.name}", tick=tick)
-        report.created = len(new_ids)
-        _update(app, conn, old, existing, now, report, cause=f"imported from {path.name}", tick=tick)
-        if campaign is not None:
-            _enroll_all(app, conn, campaign, new, new_ids, old, existing, now, report)
+        created = _create(app, conn, new, now, cause=cause, campaign=campaign if bulk else None,
+                          tick=tick)  # fmt: skip
+        report.created = len(created)
+        _update(app, conn, old, existing, now, cause=cause, tick=tick)
+        report.updated = len(old)
+        if campaign is None:
+            return report
+        if bulk:
+            report.enrolled += _enroll_bulk(app, conn, campaign, created, now)
+            targets = [(row, existing[row.key]) for row in old]
+        else:
+            targets = [(row, c.id) for row, c in zip(new, created, strict=True)]
+            targets += [(row, existing[row.key]) for row in old]
+        _enroll_each(app, conn, campaign, targets, now, report)
     return report
 
 
-def _create(app: App, conn: sa.Connection, rows: Sequence[csvfile.Row], now: datetime,
-            *, cause: str, tick: Tick | None) -> list[int]:
+def _needs_slow_path(app: App, campaign: campaigns.Campaign) -> bool:
+    """Bulk enrolling skips starts_when chains; use the careful path when one could fire."""
+    stage = campaign.stage
+    return stage is not None and any(
+        c.starts_at_stage is not None
+        and c.id != campaign.id
+        and stages.rank(c.starts_at_stage) <= stages.rank(stage)
+        for c in app.catalog.campaigns.values()
+    )
+
+
+def _create(
+    app: App,
+    conn: sa.Connection,
+    rows: Sequence[csvfile.Row],
+    now: datetime,
+    *,
+    cause: str,
+    campaign: campaigns.Campaign | None,
+    tick: Tick | None,
+) -> list[queries.Contact]:
+    """Insert new contacts in bulk (promoted to `campaign`'s stage); the stored contacts."""
     default_owner = app.config.reps[0].id if app.config.reps else None
-    for start in range(0, len(rows), CHUNK):
-        chunk = rows[start : start + CHUNK]
-        queries.insert_contacts(conn, [_new_contact(r, now, default_owner) for r in chunk])
+    floor = campaign.stage if campaign is not None else None
+    records = [_new_contact(row, now, default_owner) for row in rows]
+    for record in records:
+        record["imported_stage"] = record["stage"]
+        if floor:
+            record["stage"] = stages.forward(record["stage"], floor)
+    for start in range(0, len(records), CHUNK):
+        chunk = records[start : start + CHUNK]
+        queries.bulk_insert(conn, schema.contacts, [_columns(r) for r in chunk])
         if tick:
             tick(len(chunk))
-    keys = [r.key for r in rows]
-    ids_by_key = queries.existing_keys(conn, keys)
-    ids = [ids_by_key[key] for key in keys]
-    events = [
-        {"contact_id": cid, "at": now, "kind": "created", "detail": "contact created",
-         "cause": cause}
-        for cid in ids
+    ids = queries.existing_keys(conn, [r["email_key"] for r in records])
+    people = [_contact(ids[r["email_key"]], r) for r in records]
+    events = [_event(c.id, now, "created", "contact created", cause) for c in people]
+    events += [
+        _event(ids[r["email_key"]], now, "promoted",
+               f"stage {r['imported_stage']} → {r['stage']}", f"enrolled in {campaign.id}")
+        for r in records
+        if campaign is not None and r["stage"] != r["imported_stage"]
     ]  # fmt: skip
-    for start in range(0, len(events), CHUNK):
-        queries.add_events(conn, events[start : start + CHUNK])
-    return ids
+    _insert_chunked(conn, schema.events, events)
+    return people
+
+
+def _columns(record: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in record.items() if key != "imported_stage"}
+
+
+def _contact(contact_id: int, record: dict[str, Any]) -> queries.Contact:
+    values = _columns(record)
+    del values["email_key"]
+    values["fields"] = json.loads(values["fields"])
+    return queries.Contact(id=contact_id, **values)
+
+
+def _event(contact_id: int, at: datetime, kind: str, detail: str, cause: str,
+           campaign: str | None = None) -> dict[str, Any]:  # fmt: skip
+    return {"contact_id": contact_id, "at": at, "kind": kind, "campaign": campaign,
+            "detail": detail, "cause": cause}  # fmt: skip
+
+
+def _insert_chunked(conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
+    for start in range(0, len(rows), CHUNK):
+        queries.bulk_insert(conn, table, rows[start : start + CHUNK])
 
 
 def _new_contact(row: csvfile.Row, now: datetime, default_owner: str | None) -> dict[str, Any]:
     values = row.values
-    assert values.email is not None
     std = values.standard
     created = std.get("created_at")
     return {
         "email": values.email,
-        "email_key": values.email.lower(),
+        "email_key": row.key,
         "first_name": std.get("first_name") or "",
         "last_name": std.get("last_name") or "",
         "company": std.get("company") or "",
@@ -96,63 +150,41 @@ def _new_contact(row: csvfile.Row, now: datetime, default_owner: str | None) -> 
         "stage": std.get("stage") or "suspect",
         "status": std.get("status") or "active",
         "referred_by": std.get("referred_by"),
-        "fields": json.dumps({k: v for k, v in values.custom.items() if v is not None},
-                             sort_keys=True),
-        "created_at": _created_at(created, now),
+        "fields": json.dumps(
+            {k: v for k, v in values.custom.items() if v is not None}, sort_keys=True
+        ),
+        "touches": 0,
+        "last_touch_at": None,
+        "created_at": dates.parse_when(created, UTC_ZONE) if created else now,
         "updated_at": now,
     }
 
 
-def _created_at(text: str | None, now: datetime) -> datetime:
-    if not text:
-        return now
-    return dates.parse_when(text, UTC_ZONE)
-
-
-def _update(app: App, conn: sa.Connection, rows: Sequence[csvfile.Row], ids: dict[str, int],
-            now: datetime, report: Report, *, cause: str, tick: Tick | None) -> None:
+def _update(
+    app: App,
+    conn: sa.Connection,
+    rows: Sequence[csvfile.Row],
+    ids: dict[str, int],
+    now: datetime,
+    *,
+    cause: str,
+    tick: Tick | None,
+) -> None:
     for row in rows:
         contact = queries.contact_by_id(conn, ids[row.key])
         pipeline.set_fields(app, conn, contact, row.values, now, cause=cause)
-        report.updated += 1
         if tick:
             tick(1)
 
 
-def _enroll_all(
+def _enroll_each(
     app: App,
     conn: sa.Connection,
     campaign: campaigns.Campaign,
-    new: Sequence[csvfile.Row],
-    new_ids: Sequence[int],
-    old: Sequence[csvfile.Row],
-    existing: dict[str, int],
+    targets: Sequence[tuple[csvfile.Row, int]],
     now: datetime,
     report: Report,
 ) -> None:
-    if _needs_slow_path(app, campaign):
-        targets = [(row, cid) for row, cid in zip(new, new_ids, strict=True)]
-        targets += [(row, existing[row.key]) for row in old]
-        _enroll_each(app, conn, campaign, targets, now, report)
-        return
-    report.enrolled += _enroll_bulk(app, conn, campaign, new_ids, now)
-    targets = [(row, existing[row.key]) for row in old]
-    _enroll_each(app, conn, campaign, targets, now, report)
-
-
-def _needs_slow_path(app: App, campaign: campaigns.Campaign) -> bool:
-    """Bulk enrolling skips starts_when chains; use the careful path when one could fire."""
-    stage = campaign.stage
-    return stage is not None and any(
-        c.starts_at_stage is not None and c.id != campaign.id
-        and stages.rank(c.starts_at_stage) <= stages.rank(stage)
-        for c in app.catalog.campaigns.values()
-    )
-
-
-def _enroll_each(app: App, conn: sa.Connection, campaign: campaigns.Campaign,
-                 targets: Sequence[tuple[csvfile.Row, int]], now: datetime,
-                 report: Report) -> None:
     for row, contact_id in targets:
         contact = queries.contact_by_id(conn, contact_id)
         try:
@@ -164,40 +196,23 @@ def _enroll_each(app: App, conn: sa.Connection, campaign: campaigns.Campaign,
             report.enrolled += 1
 
 
-def _enroll_bulk(app: App, conn: sa.Connection, campaign: campaigns.Campaign,
-                 ids: Sequence[int], now: datetime) -> int:
-    """Enroll freshly created contacts (no enrollments yet) in bulk."""
+def _enroll_bulk(
+    app: App,
+    conn: sa.Connection,
+    campaign: campaigns.Campaign,
+    people: Sequence[queries.Contact],
+    now: datetime,
+) -> int:
+    """Enroll freshly created contacts (they have no enrollments yet) in bulk."""
     pauses = queries.rep_pauses(conn)
-    enrolled = 0
-    for start in range(0, len(ids), CHUNK):
-        chunk = queries.contacts_by_ids(conn, ids[start : start + CHUNK])
-        rows, events, promoted = [], [], []
-        for contact in chunk.values():
-            if contact.status != "active":
-                continue
-            where = pipeline.plan(app, contact, campaign, now, schedule.Progress(), pauses)
-            rows.append(pipeline.enrollment_row(contact, campaign, now, where))
-            events.append({"contact_id": contact.id, "at": now, "kind": "enrolled",
-                           "campaign": campaign.id, "detail": f"enrolled in {campaign.name}",
-                           "cause": "contacts import --enroll"})
-            if campaign.stage and stages.forward(contact.stage, campaign.stage) != contact.stage:
-                promoted.append(contact)
-        queries.insert_enrollments(conn, rows)
-        queries.add_events(conn, events)
-        _promote_bulk(conn, promoted, campaign, now)
-        enrolled += len(rows)
-    return enrolled
-
-
-def _promote_bulk(conn: sa.Connection, promoted: Sequence[queries.Contact],
-                  campaign: campaigns.Campaign, now: datetime) -> None:
-    if not promoted or campaign.stage is None:
-        return
-    table = schema.contacts
-    ids = [c.id for c in promoted]
-    conn.execute(sa.update(table).where(table.c.id.in_(ids)).values(stage=campaign.stage))
-    queries.add_events(conn, [
-        {"contact_id": c.id, "at": now, "kind": "promoted",
-         "detail": f"stage {c.stage} → {campaign.stage}", "cause": f"enrolled in {campaign.id}"}
-        for c in promoted
-    ])  # fmt: skip
+    rows, events = [], []
+    for contact in people:
+        if contact.status != "active":
+            continue
+        where = pipeline.plan(app, contact, campaign, now, schedule.Progress(), pauses)
+        rows.append(pipeline.enrollment_row(contact, campaign, now, where))
+        events.append(_event(contact.id, now, "enrolled", f"enrolled in {campaign.name}",
+                             "contacts import --enroll", campaign.id))  # fmt: skip
+    _insert_chunked(conn, schema.enrollments, rows)
+    _insert_chunked(conn, schema.events, events)
+    return len(rows)

@@ -20,7 +20,7 @@ from dripd.app import App
 from dripd.store import queries
 from dripd.store.queries import Contact, Enrollment
 
-Progress = Callable[[int], None]
+EMPTY_PROGRESS = schedule.Progress().to_json()  # a new enrollment's state
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -98,8 +98,15 @@ def enroll(
         _end_exclusive(app, conn, contact, now, reason=f"enrolled in {campaign.id}")
     enrollment_id = _insert(app, conn, contact, campaign, now, cause=cause)
     if campaign.stage:
-        promote(app, conn, contact.id, campaign.stage, now, cause=f"enrolled in {campaign.id}",
-                skip_campaign=campaign.id)
+        promote(
+            app,
+            conn,
+            contact.id,
+            campaign.stage,
+            now,
+            cause=f"enrolled in {campaign.id}",
+            skip_campaign=campaign.id,
+        )
     return enrollment_id
 
 
@@ -139,22 +146,24 @@ def enrollment_row(
         "campaign": campaign.id,
         "status": "active",
         "enrolled_at": now,
-        "progress": schedule.Progress().to_json(),
+        "progress": EMPTY_PROGRESS,
         "next_due_at": where.next_due_at,
         "waiting": where.waiting,
     }
 
 
-def _end_exclusive(app: App, conn: sa.Connection, contact: Contact, now: datetime,
-                   *, reason: str) -> None:
+def _end_exclusive(
+    app: App, conn: sa.Connection, contact: Contact, now: datetime, *, reason: str
+) -> None:
     for enrollment in queries.active_enrollments(conn, contact.id):
         current = app.catalog.campaigns.get(enrollment.campaign)
         if current is None or current.exclusive:
             end(conn, enrollment, now, status="stopped", reason=reason)
 
 
-def end(conn: sa.Connection, enrollment: Enrollment, now: datetime, *, status: str,
-        reason: str) -> None:
+def end(
+    conn: sa.Connection, enrollment: Enrollment, now: datetime, *, status: str, reason: str
+) -> None:
     """End one enrollment (stopped or completed) and record it."""
     queries.update_enrollment(
         conn, enrollment.id,
@@ -207,23 +216,36 @@ def promote(
     return True
 
 
-def _start_on_stage(app: App, conn: sa.Connection, contact_id: int, stage: str, now: datetime,
-                    skip_campaign: str | None) -> None:
+def _start_on_stage(
+    app: App,
+    conn: sa.Connection,
+    contact_id: int,
+    stage: str,
+    now: datetime,
+    skip_campaign: str | None,
+) -> None:
     for campaign in app.catalog.campaigns.values():
         if campaign.starts_at_stage != stage or campaign.id == skip_campaign:
             continue
         contact = queries.contact_by_id(conn, contact_id)
         active = {e.campaign for e in queries.active_enrollments(conn, contact_id)}
         if contact.status == "active" and campaign.id not in active:
-            enroll(app, conn, contact, campaign.id, now, cause=f"starts_when {campaign.starts_when}")
+            enroll(
+                app, conn, contact, campaign.id, now, cause=f"starts_when {campaign.starts_when}"
+            )
 
 
 # -- fields -----------------------------------------------------------------
 
 
 def set_fields(
-    app: App, conn: sa.Connection, contact: Contact, values: contacts.Values, now: datetime,
-    *, cause: str,
+    app: App,
+    conn: sa.Connection,
+    contact: Contact,
+    values: contacts.Values,
+    now: datetime,
+    *,
+    cause: str,
 ) -> Contact:
     """Apply validated values to a stored contact; anchored steps move with their fields."""
     changes, custom = _changes(contact, values)
@@ -232,8 +254,14 @@ def set_fields(
         row = {**changes, "fields": json.dumps(custom, sort_keys=True), "updated_at": now}
         queries.update_contact(conn, contact.id, row)
         shown = ", ".join(sorted([*changes, *_changed_custom(contact.fields, custom)]))
-        queries.add_event(conn, contact_id=contact.id, at=now, kind="fields_set",
-                          detail=f"set {shown}", cause=cause)
+        queries.add_event(
+            conn,
+            contact_id=contact.id,
+            at=now,
+            kind="fields_set",
+            detail=f"set {shown}",
+            cause=cause,
+        )
     if stage is not None:
         promote(app, conn, contact.id, str(stage), now, cause=cause, force=True)
     reschedule(app, conn, contact.id, now)
@@ -285,8 +313,9 @@ def reschedule_rep(app: App, conn: sa.Connection, rep_id: str, now: datetime) ->
             reschedule(app, conn, contact.id, now)
 
 
-def create_contact(app: App, conn: sa.Connection, email: str, values: contacts.Values,
-                   now: datetime, *, cause: str) -> int:
+def create_contact(
+    app: App, conn: sa.Connection, email: str, values: contacts.Values, now: datetime, *, cause: str
+) -> int:
     """Store a new contact from validated values; its id."""
     std = values.standard
     default_owner = app.config.reps[0].id if app.config.reps else None
@@ -301,8 +330,9 @@ def create_contact(app: App, conn: sa.Connection, email: str, values: contacts.V
                              sort_keys=True),
         "created_at": now, "updated_at": now,
     })  # fmt: skip
-    queries.add_event(conn, contact_id=contact_id, at=now, kind="created",
-                      detail="contact created", cause=cause)
+    queries.add_event(
+        conn, contact_id=contact_id, at=now, kind="created", detail="contact created", cause=cause
+    )
     if std.get("stage"):
         _start_on_stage(app, conn, contact_id, str(std["stage"]), now, None)
     return contact_id

@@ -96,7 +96,10 @@ class Progress:
     """The durable state of one enrollment (stored as JSON by the caller)."""
 
     done: tuple[str, ...] = ()  # sequential step ids executed or skipped, in order
-    last_due_at: datetime | None = None  # nominal time of the last of them
+    # due_at (nominal moved by holds and windows) of the last of them: the next
+    # wait counts from when the previous email was due to go out, so an email
+    # held over a weekend isn't followed by the next one the same morning.
+    last_due_at: datetime | None = None
     counts: Mapping[str, int] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
     task_open: bool = False  # the last sequential step was a task still open
     task_done_at: datetime | None = None  # when that task was marked done
@@ -157,6 +160,10 @@ class Due:
     anchor: str | None = None  # the field the time hangs on, if any
     anchor_at: datetime | None = None
     deadline: datetime | None = None  # from then on it is skipped, not done late
+    # nominal moved into the sending window only (no hold): lateness counts from
+    # here, so a weekend wait for the window never makes an email stale, while
+    # a rep's vacation does. None means nominal_at.
+    planned_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -252,7 +259,7 @@ def advance(progress: Progress, steps: Sequence[StepPlan], due: Due) -> Progress
         return progress
     return Progress(
         done=(*progress.done, step.id),
-        last_due_at=due.nominal_at,
+        last_due_at=due.due_at,
         counts=progress.counts,
         task_open=step.is_task,
         task_done_at=None,
@@ -263,8 +270,9 @@ def is_stale(due: Due, now: datetime, *, max_late: timedelta | None = None) -> s
     """Why `due` must be skipped rather than done late at `now`, or None."""
     if due.deadline is not None and due.deadline <= now:
         return f"{due.anchor or 'the date'} has passed"
-    if max_late is not None and due.nominal_at < now - max_late:
-        late = _humanize(now - due.nominal_at)
+    planned = due.planned_at or due.nominal_at
+    if max_late is not None and planned < now - max_late:
+        late = _humanize(now - planned)
         return f"due {late} ago, more than max_late {_humanize(max_late)}"
     return None
 
@@ -277,22 +285,24 @@ def project(
     Open tasks are assumed done at their due time. Only the step just advanced
     is recomputed each round, which keeps this cheap for many contacts.
     """
+    places = {step.id: index for index, step in enumerate(steps)}
     items = _initial_items(steps, progress, ctx)
     result: list[Due] = []
     while len(result) < MAX_PROJECTED:
-        index, due = _earliest(items, until)
+        due = _earliest(items, until)
         if due is None:
             break
         result.append(due)
-        step = steps[index]
+        index = places[due.step_id]
         progress = advance(progress, steps, due)
-        if step.is_task and step.sequential:
+        if steps[index].is_task and steps[index].sequential:
             progress = finish_task(progress, due.due_at)
         _refresh(items, index, steps, progress, ctx)
     return result
 
 
 def _initial_items(steps: Sequence[StepPlan], progress: Progress, ctx: Context) -> dict[int, Item]:
+    """The current item of every step that has one, keyed by position in the file."""
     nxt = next_sequential(steps, progress)
     items: dict[int, Item] = {}
     for index, step in enumerate(steps):
@@ -310,31 +320,32 @@ def _refresh(
     progress: Progress,
     ctx: Context,
 ) -> None:
+    """Recompute the items that advancing step `index` changed."""
     step = steps[index]
     if not step.sequential:
         items[index] = repeating_item(step, progress, ctx)
         return
     del items[index]
-    nxt = next_sequential(steps, progress)
-    if nxt is not None:
-        items[_index_of(steps, nxt)] = sequential_item(nxt, progress, ctx)
+    # Step `index` is now the latest done step, so next_sequential's answer is
+    # the first sequential step after it not done yet; found here without
+    # rebuilding next_sequential's index of the file.
+    for later in range(index + 1, len(steps)):
+        nxt = steps[later]
+        if nxt.sequential and nxt.id not in progress.done:
+            items[later] = sequential_item(nxt, progress, ctx)
+            return
 
 
-def _index_of(steps: Sequence[StepPlan], step: StepPlan) -> int:
-    return next(i for i, s in enumerate(steps) if s is step)
-
-
-def _earliest(items: Mapping[int, Item], until: datetime) -> tuple[int, Due | None]:
-    # Ties go to the step earlier in the file.
-    candidates = [
-        (item.due_at, index, item)
-        for index, item in items.items()
-        if isinstance(item, Due) and item.due_at <= until
-    ]
-    if not candidates:
-        return -1, None
-    _, index, due = min(candidates, key=lambda c: (c[0], c[1]))
-    return index, due
+def _earliest(items: Mapping[int, Item], until: datetime) -> Due | None:
+    """The Due with the smallest due_at up to `until`; ties go to the earlier step."""
+    best: Due | None = None
+    best_index = -1
+    for index, item in items.items():
+        if not isinstance(item, Due) or item.due_at > until:
+            continue
+        if best is None or (item.due_at, index) < (best.due_at, best_index):
+            best, best_index = item, index
+    return best
 
 
 def _anchored_item(
@@ -430,15 +441,14 @@ def _due(
     anchor_at: datetime | None = None,
     deadline: datetime | None = None,
 ) -> Due | Waiting:
-    due_at = nominal
+    planned = due_at = nominal
     if step.windowed:
-        if ctx.hold_until is not None:
-            due_at = max(due_at, ctx.hold_until.astimezone(UTC))
-        if ctx.window is not None:
-            try:
-                due_at = windows.next_open(due_at, ctx.window, ctx.tz, ctx.holidays)
-            except ValueError as exc:
-                return Waiting(step_id=step.id, reason=str(exc))
+        held = max(nominal, ctx.hold_until.astimezone(UTC)) if ctx.hold_until else nominal
+        try:
+            planned = _into_window(nominal, ctx)
+            due_at = planned if held == nominal else _into_window(held, ctx)
+        except ValueError as exc:
+            return Waiting(step_id=step.id, reason=str(exc))
     return Due(
         step_id=step.id,
         occurrence=occurrence,
@@ -447,7 +457,14 @@ def _due(
         anchor=anchor,
         anchor_at=anchor_at,
         deadline=deadline,
+        planned_at=planned,
     )
+
+
+def _into_window(at: datetime, ctx: Context) -> datetime:
+    if ctx.window is None:
+        return at
+    return windows.next_open(at, ctx.window, ctx.tz, ctx.holidays)
 
 
 def _iso(value: datetime | None) -> str | None:

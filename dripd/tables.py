@@ -22,8 +22,9 @@ def _when(at: datetime | None, tz: Any = None) -> str:
     return f"{local:%Y-%m-%d %H:%M}"
 
 
-def check_report(console: Console, cfg: config.Config, catalog: campaigns.Catalog,
-                 warnings: Sequence[str]) -> None:
+def check_report(
+    console: Console, cfg: config.Config, catalog: campaigns.Catalog, warnings: Sequence[str]
+) -> None:
     for problem in catalog.problems:
         console.print(f"[red]error[/red] {problem}", markup=True)
     for warning in warnings:
@@ -32,12 +33,12 @@ def check_report(console: Console, cfg: config.Config, catalog: campaigns.Catalo
     verdict = "[red]FAILED[/red]" if catalog.problems else "[green]ok[/green]"
     console.print(
         f"{verdict}: {cfg.path}, {len(cfg.reps)} rep(s), {len(catalog.campaigns)} campaign(s), "
-        f"{steps} step(s) in {cfg.campaigns_dir}", markup=True,
+        f"{steps} step(s) in {cfg.campaigns_dir}",
+        markup=True,
     )
 
 
-def import_report(console: Console, errors: Console, file: Path,
-                  report: importer.Report) -> None:
+def import_report(console: Console, errors: Console, file: Path, report: importer.Report) -> None:
     for problem in report.problems:
         errors.print(f"{file}: {problem}", markup=False)
     console.print(
@@ -69,33 +70,64 @@ def enrollment_json(e: Enrollment) -> dict[str, Any]:
 
 
 def event_json(event: Mapping[str, Any]) -> dict[str, Any]:
-    return {key: (value.isoformat() if isinstance(value, datetime) else value)
-            for key, value in event.items() if key not in ("id", "contact_id")}
+    return {
+        key: (value.isoformat() if isinstance(value, datetime) else value)
+        for key, value in event.items()
+        if key not in ("id", "contact_id")
+    }
 
 
-def contact_table(console: Console, people: Sequence[Contact],
-                  current: Mapping[int, Sequence[str]]) -> None:
+def contact_table(
+    console: Console, people: Sequence[Contact], current: Mapping[int, Sequence[str]]
+) -> None:
     table = Table(title=f"{len(people)} contact(s)", title_justify="left")
-    for column in ("email", "name", "company", "stage", "status", "campaign", "touches",
-                   "last touch"):
+    for column in (
+        "email",
+        "name",
+        "company",
+        "stage",
+        "status",
+        "campaign",
+        "touches",
+        "last touch",
+    ):
         table.add_column(column, justify="right" if column == "touches" else "left")
     for c in people:
-        table.add_row(c.email, c.name, c.company, c.stage, c.status,
-                      ", ".join(current.get(c.id, [])), str(c.touches), _when(c.last_touch_at))
+        table.add_row(
+            c.email,
+            c.name,
+            c.company,
+            c.stage,
+            c.status,
+            ", ".join(current.get(c.id, [])),
+            str(c.touches),
+            _when(c.last_touch_at),
+        )
     console.print(table)
 
 
-def contact_card(console: Console, app: App, contact: Contact,
-                 enrollments: Sequence[Enrollment], history: Sequence[Mapping[str, Any]]) -> None:
+def contact_card(
+    console: Console,
+    app: App,
+    contact: Contact,
+    enrollments: Sequence[Enrollment],
+    history: Sequence[Mapping[str, Any]],
+) -> None:
     tz = app.contact_tz(contact.timezone, contact.owner)
     console.print(f"[bold]{contact.name or contact.email}[/bold] <{contact.email}>", markup=True)
     fields = Table.grid(padding=(0, 2))
-    rows = [("company", contact.company), ("phone", contact.phone), ("stage", contact.stage),
-            ("status", contact.status), ("owner", contact.owner or ""),
-            ("timezone", contact.timezone or f"{tz} (default)"),
-            ("referred by", contact.referred_by or ""), ("touches", str(contact.touches)),
-            ("last touch", _when(contact.last_touch_at, tz)),
-            ("created", _when(contact.created_at, tz))]
+    rows = [
+        ("company", contact.company),
+        ("phone", contact.phone),
+        ("stage", contact.stage),
+        ("status", contact.status),
+        ("owner", contact.owner or ""),
+        ("timezone", contact.timezone or f"{tz} (default)"),
+        ("referred by", contact.referred_by or ""),
+        ("touches", str(contact.touches)),
+        ("last touch", _when(contact.last_touch_at, tz)),
+        ("created", _when(contact.created_at, tz)),
+    ]
     rows += sorted(contact.fields.items())
     for key, value in rows:
         fields.add_row(f"[dim]{key}[/dim]", str(value))
@@ -110,8 +142,13 @@ def _enrollment_table(console: Console, enrollments: Sequence[Enrollment], tz: A
     for column in ("campaign", "status", "enrolled", "next due", "waiting / ended"):
         table.add_column(column)
     for e in enrollments:
-        table.add_row(e.campaign, e.status, _when(e.enrolled_at, tz), _when(e.next_due_at, tz),
-                      e.waiting or e.end_reason or "")
+        table.add_row(
+            e.campaign,
+            e.status,
+            _when(e.enrolled_at, tz),
+            _when(e.next_due_at, tz),
+            e.waiting or e.end_reason or "",
+        )
     console.print(table)
 
 
@@ -126,15 +163,22 @@ def _history_table(console: Console, history: Sequence[Mapping[str, Any]], tz: A
     console.print(table)
 
 
-def schedule_table(console: Console, items: Sequence[views.Scheduled],
-                   waiting: Sequence[views.Waiting], days: int) -> None:
+def schedule_table(
+    console: Console, items: Sequence[views.Scheduled], waiting: Sequence[views.Waiting], days: int
+) -> None:
     table = Table(title=f"the next {days} day(s): {len(items)} item(s)", title_justify="left")
     for column in ("when (contact's time)", "contact", "campaign", "step", "kind", "note"):
         table.add_column(column)
     for item in items:
         step = item.step + (f" #{item.occurrence}" if item.occurrence > 1 else "")
-        table.add_row(f"{item.local:%a %Y-%m-%d %H:%M %Z}", item.email, item.campaign, step,
-                      item.kind, item.note)
+        table.add_row(
+            f"{item.local:%a %Y-%m-%d %H:%M %Z}",
+            item.email,
+            item.campaign,
+            step,
+            item.kind,
+            item.note,
+        )
     console.print(table)
     if waiting:
         wait_table = Table(title="waiting", title_justify="left")
@@ -147,8 +191,9 @@ def schedule_table(console: Console, items: Sequence[views.Scheduled],
 
 def email_preview(console: Console, email: compose.Email, show_html: bool) -> None:
     console.print(f"From: {email.sender.name} <{email.sender.email}>", markup=False)
-    console.print(f"To: {email.to_name} <{email.to}>" if email.to_name else f"To: {email.to}",
-                  markup=False)
+    console.print(
+        f"To: {email.to_name} <{email.to}>" if email.to_name else f"To: {email.to}", markup=False
+    )
     console.print(f"Subject: {email.subject}", markup=False)
     for path in email.attachments:
         state = "" if path.is_file() else "  (MISSING: the step will wait for it)"
@@ -161,8 +206,11 @@ def email_preview(console: Console, email: compose.Email, show_html: bool) -> No
 
 
 def task_preview(console: Console, step: campaigns.Step, contact: Contact, note: str) -> None:
-    console.print(f"{step.kind.upper()}: {contact.name or contact.email}"
-                  f"{' — ' + contact.company if contact.company else ''}", markup=False)
+    console.print(
+        f"{step.kind.upper()}: {contact.name or contact.email}"
+        f"{' — ' + contact.company if contact.company else ''}",
+        markup=False,
+    )
     if contact.phone:
         console.print(f"Phone: {contact.phone}", markup=False)
     console.print(f"Touches so far: {contact.touches}", markup=False)
@@ -179,14 +227,33 @@ def status_report(console: Console, data: Mapping[str, Any]) -> None:
     statuses = ", ".join(f"{k} {v}" for k, v in sorted(data["statuses"].items())) or "none"
     console.print(f"status: {statuses}; touches: {data['touches']}; due now: {data['due_now']}")
     table = Table(title="per campaign step", title_justify="left")
-    for column in ("campaign", "step", "kind", "sent", "replied", "auto-replied", "bounced",
-                   "reply rate", "tasks done"):
-        table.add_column(column, justify="left" if column in ("campaign", "step", "kind")
-                         else "right")
+    for column in (
+        "campaign",
+        "step",
+        "kind",
+        "sent",
+        "replied",
+        "auto-replied",
+        "bounced",
+        "reply rate",
+        "tasks done",
+    ):
+        table.add_column(
+            column, justify="left" if column in ("campaign", "step", "kind") else "right"
+        )
     for s in data["steps"]:
         rate = f"{s.reply_rate:.0%}" if s.reply_rate is not None else "—"
-        table.add_row(s.campaign, s.step, s.kind, str(s.sent), str(s.replied),
-                      str(s.auto_replied), str(s.bounced), rate, str(s.done))
+        table.add_row(
+            s.campaign,
+            s.step,
+            s.kind,
+            str(s.sent),
+            str(s.replied),
+            str(s.auto_replied),
+            str(s.bounced),
+            rate,
+            str(s.done),
+        )
     console.print(table)
     enrolled = Table(title="enrollments", title_justify="left")
     for column in ("campaign", "active", "completed", "stopped"):

@@ -58,7 +58,7 @@ class Renderer:
             raise ValueError(f"{what}: template error on line {exc.lineno}: {exc.message}") from exc
 
     def check_file(self, name: str) -> None:
-        """Raise ValueError if the template file `name` is missing, misplaced or does not compile."""
+        """Raise ValueError if template file `name` is missing, misplaced or broken."""
         path = self._template_path(name)
         if not path.is_file():
             raise ValueError(f"template {name!r} not found in {self.folder}")
@@ -90,8 +90,14 @@ class Renderer:
             raise RenderError(f"{what}: {_render_problem(exc)}") from exc
 
 
-def render_body(renderer: Renderer, *, template: str | None, body: str | None,
-                context: Mapping[str, Any], what: str) -> tuple[str, str | None]:
+def render_body(
+    renderer: Renderer,
+    *,
+    template: str | None,
+    body: str | None,
+    context: Mapping[str, Any],
+    what: str,
+) -> tuple[str, str | None]:
     """The (text, html) parts of an email body from a template file or inline body."""
     if template is None:
         return _markdown_parts(renderer.render_string(body or "", context, what))
@@ -117,6 +123,8 @@ def _render_problem(exc: Exception) -> str:
 
 def _as_local(value: object, context: Any) -> datetime:
     tz = context.get("_tz") or ZoneInfo("UTC")
+    if isinstance(value, jinja2.Undefined):  # name the missing field, not "Undefined"
+        value._fail_with_undefined_error()
     if isinstance(value, datetime):
         return value.astimezone(tz)
     if isinstance(value, str):

@@ -17,7 +17,9 @@ def first_error(
     exc: pydantic.ValidationError, model: type[pydantic.BaseModel], where: LocFormatter
 ) -> str:
     """The first error of `exc` as `PLACE: problem`, with a "did you mean" for unknown keys."""
-    error = exc.errors()[0]
+    found = exc.errors()
+    # a misspelt required key is both "missing" and "extra": the extra one carries the hint
+    error = next((e for e in found if e["type"] == "extra_forbidden"), found[0])
     loc = tuple(error["loc"])
     if error["type"] == "extra_forbidden":
         key = str(loc[-1])

@@ -45,8 +45,9 @@ class Waiting:
     reason: str
 
 
-def upcoming(app: App, conn: sa.Connection, days: int,
-             email: str | None = None) -> tuple[list[Scheduled], list[Waiting]]:
+def upcoming(
+    app: App, conn: sa.Connection, days: int, email: str | None = None
+) -> tuple[list[Scheduled], list[Waiting]]:
     """Everything due in the next `days` days (and overdue now), in time order."""
     now = app.clock.now()
     until = now + timedelta(days=days)
@@ -63,23 +64,40 @@ def upcoming(app: App, conn: sa.Connection, days: int,
         contact = people[enrollment.contact_id]
         campaign = app.catalog.campaigns.get(enrollment.campaign)
         if campaign is None:
-            waiting.append(Waiting(email=contact.email, campaign=enrollment.campaign,
-                                   reason="campaign file is gone"))
+            waiting.append(
+                Waiting(
+                    email=contact.email,
+                    campaign=enrollment.campaign,
+                    reason="campaign file is gone",
+                )
+            )
             continue
         ctx = pipeline.context(app, contact, campaign, enrollment.enrolled_at, pauses)
         progress = schedule.Progress.from_json(enrollment.progress)
         for due in schedule.project(campaign.plans, progress, ctx, until=until):
-            items.append(_scheduled(due, contact, campaign.step(due.step_id).kind,
-                                    enrollment.campaign, ctx, now))
+            items.append(
+                _scheduled(
+                    due, contact, campaign.step(due.step_id).kind, enrollment.campaign, ctx, now
+                )
+            )
         if enrollment.waiting:
-            waiting.append(Waiting(email=contact.email, campaign=enrollment.campaign,
-                                   reason=enrollment.waiting))
+            waiting.append(
+                Waiting(
+                    email=contact.email, campaign=enrollment.campaign, reason=enrollment.waiting
+                )
+            )
     items.sort(key=lambda item: (item.at, item.email))
     return items, waiting
 
 
-def _scheduled(due: schedule.Due, contact: queries.Contact, kind: str, campaign: str,
-               ctx: schedule.Context, now: datetime) -> Scheduled:
+def _scheduled(
+    due: schedule.Due,
+    contact: queries.Contact,
+    kind: str,
+    campaign: str,
+    ctx: schedule.Context,
+    now: datetime,
+) -> Scheduled:
     note = ""
     stale = schedule.is_stale(due, now, max_late=MAX_LATE_DEFAULT)
     if stale:
@@ -121,7 +139,7 @@ def status(app: App, conn: sa.Connection) -> dict[str, Any]:
             bounced=counts.get((campaign.id, step.id, "bounced"), 0),
             done=counts.get((campaign.id, step.id, "task_done"), 0),
         )
-        for campaign in app.catalog.campaigns.values()
+        for campaign in app.catalog.ordered()
         for step in campaign.steps
     ]  # fmt: skip
     enrolled = queries.enrollment_counts(conn)
@@ -131,7 +149,7 @@ def status(app: App, conn: sa.Connection) -> dict[str, Any]:
         "statuses": queries.status_counts(conn),
         "campaigns": {
             c: {s: enrolled.get((c, s), 0) for s in ("active", "completed", "stopped")}
-            for c in app.catalog.campaigns
+            for c in (campaign.id for campaign in app.catalog.ordered())
         },
         "steps": steps,
         "touches": queries.touch_total(conn),

@@ -65,6 +65,8 @@ class Window:
     by_weekday: tuple[tuple[tuple[int, int], ...], ...] = field(
         init=False, repr=False, compare=False
     )
+    # Per weekday: does a range opening that day stay open past midnight?
+    crosses_midnight: tuple[bool, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.ranges:
@@ -74,6 +76,10 @@ class Window:
             for day in range(7)
         )
         object.__setattr__(self, "by_weekday", table)
+        crosses = tuple(
+            any(start + length > MINUTES_PER_DAY for start, length in spans) for spans in table
+        )
+        object.__setattr__(self, "crosses_midnight", crosses)
 
     def __str__(self) -> str:
         return "; ".join(str(r) for r in self.ranges)
@@ -151,9 +157,7 @@ def is_open(
 ) -> bool:
     """True when `at` lies inside one of the window's ranges in `tz`."""
     at = at.astimezone(UTC)
-    today = at.astimezone(tz).date()
-    # A range that opened yesterday may still be open (it crosses midnight).
-    for day in (today - timedelta(days=1), today):
+    for day in _first_days(at, window, tz)[:2]:
         for opens, closes in _intervals(day, window, tz, holidays):
             if opens <= at < closes:
                 return True
@@ -169,7 +173,7 @@ def next_open(
     every open day is a holiday).
     """
     at = at.astimezone(UTC)
-    first = at.astimezone(tz).date() - timedelta(days=1)
+    first = _first_days(at, window, tz)[0]
     # Intervals come in order of opening, so the first one not yet closed is the
     # one containing `at` or, if none does, the next one to open.
     for offset in range(MAX_SCAN_DAYS):
@@ -177,6 +181,16 @@ def next_open(
             if closes > at:
                 return max(opens, at)
     raise ValueError(f'window "{window}" never opens within {MAX_SCAN_DAYS} days of {at:%Y-%m-%d}')
+
+
+def _first_days(at: datetime, window: Window, tz: ZoneInfo) -> tuple[date, ...]:
+    """The days whose ranges may contain `at`: its local day, and the day before
+    when a range of that day crosses midnight."""
+    today = at.astimezone(tz).date()
+    yesterday = today - timedelta(days=1)
+    if window.crosses_midnight[yesterday.weekday()]:
+        return (yesterday, today)
+    return (today,)
 
 
 def next_slot(after: datetime, slots: Slots, tz: ZoneInfo) -> datetime:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 
-from dripd.store.schema import contacts, enrollments, events, reps, tasks
+from dripd.store.schema import UTCDateTime, contacts, enrollments, events, reps, tasks
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -199,9 +200,9 @@ def due_enrollments(conn: sa.Connection, now: datetime, limit: int) -> list[Enro
 
 
 def enrollment_counts(conn: sa.Connection) -> dict[tuple[str, str], int]:
-    query = sa.select(
-        enrollments.c.campaign, enrollments.c.status, sa.func.count()
-    ).group_by(enrollments.c.campaign, enrollments.c.status)
+    query = sa.select(enrollments.c.campaign, enrollments.c.status, sa.func.count()).group_by(
+        enrollments.c.campaign, enrollments.c.status
+    )
     return {(campaign, status): count for campaign, status, count in conn.execute(query)}
 
 
@@ -247,7 +248,9 @@ def status_counts(conn: sa.Connection) -> dict[str, int]:
 
 
 def touch_total(conn: sa.Connection) -> int:
-    return int(conn.execute(sa.select(sa.func.coalesce(sa.func.sum(contacts.c.touches), 0))).scalar_one())
+    return int(
+        conn.execute(sa.select(sa.func.coalesce(sa.func.sum(contacts.c.touches), 0))).scalar_one()
+    )
 
 
 # -- tasks ------------------------------------------------------------------
@@ -274,3 +277,36 @@ def set_rep_pause(conn: sa.Connection, rep_id: str, until: datetime | None, now:
     )
     if updated.rowcount == 0:
         conn.execute(sa.insert(reps).values(id=rep_id, paused_until=until, updated_at=now))
+
+
+# -- bulk -------------------------------------------------------------------
+
+
+def bulk_insert(conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert many rows with one driver-level executemany.
+
+    The imports of 100,000 contacts spend most of their time in SQLAlchemy's
+    per-row parameter processing; this compiles the INSERT once for the
+    connection's dialect and hands the driver plain values. Datetimes are
+    converted here exactly as `UTCDateTime` would.
+    """
+    if not rows:
+        return
+    columns = list(rows[0])
+    compiled = sa.insert(table).values({name: sa.bindparam(name) for name in columns}).compile(
+        dialect=conn.dialect
+    )
+    times = {c.name for c in table.columns if isinstance(c.type, UTCDateTime)}
+    plain = [{**row, **{name: _naive_utc(row[name]) for name in times & row.keys()}} for row in rows]
+    if compiled.positional:
+        order = compiled.positiontup or columns
+        params: Sequence[Any] = [tuple(row[name] for name in order) for row in plain]
+    else:
+        params = plain
+    conn.exec_driver_sql(str(compiled), params)  # type: ignore[arg-type]
+
+
+@functools.lru_cache(maxsize=1024)
+def _naive_utc(value: datetime | None) -> datetime | None:
+    # Cached: a bulk import stamps most rows with the same instant.
+    return value.astimezone(UTC).replace(tzinfo=None) if value is not None else None

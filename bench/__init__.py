@@ -1,0 +1,1 @@
+"""dripd's benchmarks: `python -m bench NAME` (or `./dev bench NAME`)."""

@@ -1,0 +1,95 @@
+"""Parsing date and date-time field values."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from dripd import dates
+
+NY = ZoneInfo("America/New_York")
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+@pytest.mark.parametrize(
+    ("text", "tz", "expected"),
+    [
+        # A date alone means 09:00 in the contact's zone.
+        ("2026-12-03", NY, datetime(2026, 12, 3, 14, 0, tzinfo=UTC)),
+        ("2026-07-03", NY, datetime(2026, 7, 3, 13, 0, tzinfo=UTC)),
+        ("2026-12-03", BERLIN, datetime(2026, 12, 3, 8, 0, tzinfo=UTC)),
+        ("2026-12-03 10:00", NY, datetime(2026, 12, 3, 15, 0, tzinfo=UTC)),
+        ("2026-12-03T10:00", NY, datetime(2026, 12, 3, 15, 0, tzinfo=UTC)),
+        ("2026-12-03 10:00:30", NY, datetime(2026, 12, 3, 15, 0, 30, tzinfo=UTC)),
+        ("2026-12-03 10:00:30.25", NY, datetime(2026, 12, 3, 15, 0, 30, 250000, tzinfo=UTC)),
+        # An explicit offset wins over the contact's zone.
+        ("2026-12-03T10:00-05:00", BERLIN, datetime(2026, 12, 3, 15, 0, tzinfo=UTC)),
+        ("2026-12-03T10:00Z", NY, datetime(2026, 12, 3, 10, 0, tzinfo=UTC)),
+        ("2026-12-03t10:00z", NY, datetime(2026, 12, 3, 10, 0, tzinfo=UTC)),
+        ("2026-12-03T10:00+01:00", NY, datetime(2026, 12, 3, 9, 0, tzinfo=UTC)),
+        ("2026-12-03T10:00+0100", NY, datetime(2026, 12, 3, 9, 0, tzinfo=UTC)),
+        ("  2026-12-03 10:00  ", NY, datetime(2026, 12, 3, 15, 0, tzinfo=UTC)),
+        # Gap: 02:30 on the US spring-forward day is 03:30 EDT.
+        ("2026-03-08 02:30", NY, datetime(2026, 3, 8, 7, 30, tzinfo=UTC)),
+        # Fold: 01:30 on the fall-back day is the first one (EDT).
+        ("2026-11-01 01:30", NY, datetime(2026, 11, 1, 5, 30, tzinfo=UTC)),
+    ],
+)
+def test_parse_when(text: str, tz: ZoneInfo, expected: datetime) -> None:
+    result = dates.parse_when(text, tz)
+    assert result == expected
+    assert result.tzinfo is UTC
+
+
+@pytest.mark.parametrize(
+    ("text", "detail"),
+    [
+        ("tomorrow", "expected YYYY-MM-DD"),
+        ("", "expected YYYY-MM-DD"),
+        ("12/03/2026", "expected YYYY-MM-DD"),
+        ("2026-12-03 10", "expected YYYY-MM-DD"),
+        ("2026-12-03 10:00 PM", "expected YYYY-MM-DD"),
+        ("2026-02-30", "day is out of range"),
+        ("2026-13-01", "month must be in 1..12"),
+        ("2026-12-03 24:00", "hour must be in 0..23"),
+        ("2026-12-03T10:00+24:00", "offset"),
+    ],
+)
+def test_parse_when_errors_quote_the_text(text: str, detail: str) -> None:
+    with pytest.raises(ValueError, match=f'bad date "{re.escape(text)}": .*{detail}'):
+        dates.parse_when(text, NY)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("1980-12-15", date(1980, 12, 15)),
+        ("2024-02-29", date(2024, 2, 29)),
+        ("2020-05-01 10:00", date(2020, 5, 1)),
+        ("2020-05-01T23:30-05:00", date(2020, 5, 1)),  # the date as written
+    ],
+)
+def test_parse_date(text: str, expected: date) -> None:
+    assert dates.parse_date(text) == expected
+
+
+@pytest.mark.parametrize("text", ["1980-12-32", "2023-02-29", "15 Dec", "2020-05-01 25:00"])
+def test_parse_date_errors(text: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(f'bad date "{text}"')):
+        dates.parse_date(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [("12-15", (12, 15)), ("1-5", (1, 5)), ("02-29", (2, 29))]
+)
+def test_parse_month_day(text: str, expected: tuple[int, int]) -> None:
+    assert dates.parse_month_day(text) == expected
+
+
+@pytest.mark.parametrize("text", ["13-01", "02-30", "12/15", "dec-15", "", "2026-12-15"])
+def test_parse_month_day_errors(text: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(f'bad month-day "{text}"')):
+        dates.parse_month_day(text)
