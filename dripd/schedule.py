@@ -441,6 +441,7 @@ def _due(
     anchor_at: datetime | None = None,
     deadline: datetime | None = None,
 ) -> Due | Waiting:
+    """Emails move past the hold and into the window; rep tasks keep their nominal."""
     planned = due_at = nominal
     if step.windowed:
         held = max(nominal, ctx.hold_until.astimezone(UTC)) if ctx.hold_until else nominal

@@ -1,0 +1,379 @@
+"""The real `dripd` console script, as a user runs it (SPEC §8).
+
+Each call is a subprocess (about a second each: imports dominate), so flows are
+grouped and independent read-only calls run side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+ConfigFactory = Callable[..., Path]  # the `make_config` fixture of tests/conftest.py
+NY = ZoneInfo("America/New_York")  # the test config's time zone (no contact or rep overrides it)
+QUALIFICATION_STEPS = ["thank-you", "thank-you-card", "confirm-call", "confirm-email", "debrief"]
+
+
+def _dripd_path() -> str:
+    beside = Path(sys.executable).parent / "dripd"
+    if beside.is_file():
+        return str(beside)
+    found = shutil.which("dripd", path=str(Path(sys.executable).parent)) or shutil.which("dripd")
+    assert found, "the dripd console script is not installed"
+    return found
+
+
+DRIPD = _dripd_path()
+
+
+@dataclass(frozen=True)
+class Result:
+    args: tuple[str, ...]
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+    @property
+    def err_lines(self) -> list[str]:
+        return self.err.splitlines()
+
+    def __str__(self) -> str:
+        return f"dripd {' '.join(self.args)} -> {self.code}\n--- stdout\n{self.out}--- stderr\n{self.err}"
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    for name in ("DRIPD_CONFIG", "DRIPD_DATABASE", "STATE_DIRECTORY", "CREDENTIALS_DIRECTORY",
+                 "COLUMNS", "DRIPD_LOG_LEVEL"):
+        env.pop(name, None)
+    return env
+
+
+class Dripd:
+    """Runs `dripd` with a config, alternating `--config` before and after the command."""
+
+    def __init__(self, config: Path) -> None:
+        self.config = str(config)
+        self.calls = 0
+
+    def _argv(self, args: Sequence[str]) -> list[str]:
+        self.calls += 1
+        if self.calls % 2:
+            return [DRIPD, "--config", self.config, *args]
+        return [DRIPD, *args, "--config", self.config]
+
+    def __call__(self, *args: str, code: int | None = 0) -> Result:
+        return self.many([args], codes=[code])[0]
+
+    def many(self, calls: Sequence[Sequence[str]],
+             codes: Sequence[int | None] | None = None) -> list[Result]:
+        """Run `calls` side by side (read-only commands only); results in order."""
+        procs = [
+            subprocess.Popen(self._argv(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, env=_env())
+            for args in calls
+        ]  # fmt: skip
+        results = []
+        for args, proc in zip(calls, procs, strict=True):
+            out, err = proc.communicate(timeout=60)
+            results.append(Result(tuple(args), proc.returncode, out, err))
+        for result, code in zip(results, codes or [0] * len(calls), strict=True):
+            assert "Traceback" not in result.err, str(result)
+            assert "Traceback" not in result.out, str(result)
+            if code is not None:
+                assert result.code == code, str(result)
+        return results
+
+
+def _one_error_line(result: Result, *fragments: str) -> str:
+    """A failure is exit 1 and one `dripd: ...` line on stderr, nothing on stdout."""
+    assert result.code == 1, str(result)
+    assert len(result.err_lines) == 1, str(result)
+    line = result.err_lines[0]
+    assert line.startswith("dripd: "), str(result)
+    for fragment in fragments:
+        assert fragment in line, str(result)
+    assert result.out == "", str(result)
+    return line
+
+
+def _at(item: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(item["at"])
+
+
+def _items(schedule: dict[str, Any], email: str) -> list[dict[str, Any]]:
+    return [i for i in schedule["items"] if i["contact"] == email]
+
+
+def _step_at(schedule: dict[str, Any], email: str, step: str) -> datetime:
+    found = [_at(i) for i in _items(schedule, email) if i["step"] == step]
+    assert len(found) == 1, (step, _items(schedule, email))
+    return found[0]
+
+
+def _local_day(days: int, hour: int) -> datetime:
+    """`days` from today at `hour`:00 in New York, as aware UTC."""
+    day = datetime.now(NY).date() + timedelta(days=days)
+    return datetime.combine(day, time(hour), tzinfo=NY).astimezone(UTC)
+
+
+# -- dripd check ------------------------------------------------------------------------
+
+
+def test_check_passes_on_the_shipped_campaigns_and_names_file_and_step_when_broken(
+    make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    copy = make_config(copy_campaigns=True)  # make_config writes tmp_path/config.toml
+    broken_config = tmp_path / "broken" / "config.toml"
+    broken_config.parent.mkdir()
+    broken_config.write_text(copy.read_text(encoding="utf-8"), encoding="utf-8")
+    shipped = Dripd(make_config())
+    campaigns = tmp_path / "campaigns"
+    qualification = campaigns / "qualification.toml"
+    qualification.write_text(
+        qualification.read_text(encoding="utf-8").replace('wait = "1 day"', 'wiat = "1 day"', 1),
+        encoding="utf-8",
+    )
+    (campaigns / "proposal" / "thank-you.md").write_text("Hi {{ contact.first_name ,\n",
+                                                         encoding="utf-8")
+    broken = Dripd(broken_config)
+
+    ok, missing = shipped.many([["check"], ["contacts", "list"]])
+    [bad] = broken.many([["check"]], codes=[1])
+    [bad_json] = broken.many([["check", "--json"]], codes=[1])
+    [no_config] = Dripd(tmp_path / "nope.toml").many([["check"]], codes=[None])
+
+    assert ok.out.startswith("ok: "), str(ok)
+    assert "6 campaign(s)" in ok.out
+    assert ok.err == ""
+    assert missing.code == 0  # an empty database is fine: no contacts yet
+    problems = [line for line in bad.out.splitlines() if line.startswith("error ")]
+    assert problems == [
+        f"error {campaigns / 'proposal.toml'}: step 'thank-you': template 'proposal/thank-you.md':"
+        f" error on line 1: {problems[0].rsplit(': ', 1)[-1]}",
+        f"error {qualification}: step 'thank-you-card': unknown key 'wiat' — did you mean 'wait'?",
+    ], str(bad)
+    assert "FAILED" in bad.out
+    report = bad_json.json()
+    assert report["ok"] is False
+    assert report["problems"] == [p.removeprefix("error ") for p in problems]
+    assert "qualification" not in report["campaigns"] and "proposal" not in report["campaigns"]
+    _one_error_line(no_config, "nope.toml", "no such file")
+
+
+# -- the import / enroll / schedule flow, over SQLite and PostgreSQL --------------------
+
+
+def _write_people(path: Path, ann_appointment: datetime, *, ann_company: str = "Acme") -> None:
+    appointment = ann_appointment.astimezone(NY).strftime("%Y-%m-%d %H:%M")
+    dora = (ann_appointment + timedelta(days=7)).astimezone(NY).strftime("%Y-%m-%d %H:%M")
+    rows = [
+        "email,first_name,last_name,company,owner,appointment_at",     # line 1
+        f"ann@example.com,Ann,Lee,{ann_company},mike,{appointment}",  # 2
+        "not-an-email,Bob,Ray,,mike,",                                 # 3
+        '"bob@example.com","Bob\r\nBcc: x@evil.com",Ray,,mike,',       # 4-5
+        "carl@example.com,Carl,Diaz,,zed,",                            # 6
+        f"dora@example.com,Dora,Eve,Evco,sam,{dora}",                  # 7
+        "erin@example.com,Erin,Fox,,mike,2026-13-01 10:00",            # 8
+        "fay@example.com,Fay,Gold,Goldco,mike,",                       # 9
+    ]  # fmt: skip
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8", newline="")
+
+
+def _check_import_report(result: Result, csv: Path, *, created: int, updated: int,
+                         enrolled: int) -> None:
+    assert result.code == 1, str(result)
+    lines = result.err_lines
+    assert [line.split(": ")[1] for line in lines] == [
+        "line 3", "line 4", "line 6", "line 8",
+    ], str(result)  # fmt: skip
+    assert all(line.startswith(f"{csv}: line ") for line in lines), str(result)
+    assert "'not-an-email' is not an email address" in lines[0]
+    assert "first_name contains a control character or line break" in lines[1]
+    assert "owner 'zed' is not a rep" in lines[2]
+    assert "appointment_at: bad date" in lines[3]
+    assert "evil.com" not in result.out
+    assert result.out.strip() == (
+        f"{csv}: {created} created, {updated} updated, {enrolled} enrolled, "
+        "4 row(s) with problems"
+    ), str(result)
+
+
+def test_import_enroll_schedule_preview_status_pause_stop(
+    make_config: ConfigFactory, database_url: str, tmp_path: Path
+) -> None:
+    dripd = Dripd(make_config(database=database_url))
+    csv = tmp_path / "people.csv"
+    appointment = _local_day(14, 10)  # the demo, two weeks out at 10:00 New York time
+    _write_people(csv, appointment)
+
+    # -- import with bad rows: good rows kept and enrolled, each bad row one line ---------
+    imported = dripd("contacts", "import", str(csv), "--enroll", "qualification", code=1)
+    _check_import_report(imported, csv, created=3, updated=0, enrolled=3)
+
+    listed, ann, before, preview, no_field, unknown, status = dripd.many([
+        ["contacts", "list", "--json"],
+        ["contacts", "show", "ann@example.com", "--json"],
+        ["schedule", "--days", "30", "--json"],
+        ["preview", "qualification", "thank-you", "--contact", "ann@example.com"],
+        ["preview", "qualification", "confirm-email", "--contact", "fay@example.com"],
+        ["enroll", "ann@example.com", "nosuch"],
+        ["status", "--json"],
+    ], codes=[0, 0, 0, 0, 1, 1, 0])  # fmt: skip
+
+    people = {c["email"]: c for c in listed.json()}
+    assert sorted(people) == ["ann@example.com", "dora@example.com", "fay@example.com"]
+    assert {c["stage"] for c in people.values()} == {"prospect"}
+    assert people["dora@example.com"]["owner"] == "sam"
+    assert people["ann@example.com"]["company"] == "Acme"
+    assert all(c["campaigns"] == ["qualification"] for c in people.values())
+
+    shown = ann.json()
+    kinds = [(h["kind"], h["campaign"]) for h in shown["history"]]
+    assert kinds[0] == ("created", None), kinds
+    assert {("enrolled", "qualification"), ("promoted", None)} <= set(kinds), kinds
+    promoted = next(h for h in shown["history"] if h["kind"] == "promoted")
+    assert "suspect" in promoted["detail"] and "prospect" in promoted["detail"]
+    assert [(e["campaign"], e["status"]) for e in shown["enrollments"]] == [
+        ("qualification", "active")
+    ]
+    assert shown["campaigns"] == ["qualification"]
+
+    schedule = before.json()
+    ann_items = _items(schedule, "ann@example.com")
+    assert [i["step"] for i in ann_items] == QUALIFICATION_STEPS
+    assert all(i["campaign"] == "qualification" for i in ann_items)
+    assert [_at(i) for i in schedule["items"]] == sorted(_at(i) for i in schedule["items"])
+    confirm_before = _step_at(schedule, "ann@example.com", "confirm-call")
+    assert confirm_before == appointment - timedelta(hours=24)
+    assert _step_at(schedule, "ann@example.com", "debrief") == appointment + timedelta(hours=1)
+    # fay has no appointment: her anchored steps wait, they are not invented
+    assert [i["step"] for i in _items(schedule, "fay@example.com")][:2] == QUALIFICATION_STEPS[:2]
+    assert any(w["contact"] == "fay@example.com" and "appointment_at" in w["reason"]
+               for w in schedule["waiting"]), schedule["waiting"]
+
+    lines = preview.out.splitlines()
+    assert lines[:3] == [
+        "From: Mike Gulitz <mike@example.com>",
+        "To: Ann Lee <ann@example.com>",
+        "Subject: Thank you for your time, Ann",
+    ], str(preview)
+    assert "Hi Ann," in preview.out
+    assert appointment.astimezone(NY).strftime("%B") in preview.out  # "We're set for <date>"
+    assert preview.err == ""
+
+    _one_error_line(no_field, "confirm-email", "appointment_at")
+    _one_error_line(unknown, "unknown campaign 'nosuch'", "qualification")
+
+    pipeline = status.json()
+    assert pipeline["stages"] == {"suspect": 0, "prospect": 3, "lead": 0, "customer": 0}
+    assert pipeline["campaigns"]["qualification"]["active"] == 3
+    steps = {(s["campaign"], s["step"]): s for s in pipeline["steps"]}
+    assert [k[1] for k in steps if k[0] == "qualification"] == QUALIFICATION_STEPS
+    for stats in steps.values():
+        assert {"sent", "replied", "auto_replied", "bounced", "reply_rate"} <= set(stats)
+        assert (stats["sent"], stats["replied"], stats["reply_rate"]) == (0, 0, None)
+
+    # -- the same file again (one cell edited): updates, never duplicates -----------------
+    _write_people(csv, appointment, ann_company="Acme Holdings")
+    again = dripd("contacts", "import", str(csv), code=1)
+    _check_import_report(again, csv, created=0, updated=3, enrolled=0)
+
+    # -- a new appointment moves the anchored steps ----------------------------------------
+    moved_to = _local_day(16, 15)
+    moved = dripd("contacts", "set", "ann@example.com",
+                  f"appointment_at={moved_to.astimezone(NY):%Y-%m-%d %H:%M}")
+    assert moved.out.strip() == "updated ann@example.com: appointment_at", str(moved)
+
+    listed, after = dripd.many([["contacts", "list", "--json"],
+                                ["schedule", "--days", "30", "--json"]])
+    people = {c["email"]: c for c in listed.json()}
+    assert len(listed.json()) == 3 and len(people) == 3
+    assert people["ann@example.com"]["company"] == "Acme Holdings"
+    assert people["ann@example.com"]["campaigns"] == ["qualification"]
+    schedule = after.json()
+    confirm_after = _step_at(schedule, "ann@example.com", "confirm-call")
+    assert confirm_after == moved_to - timedelta(hours=24) != confirm_before
+    assert _step_at(schedule, "ann@example.com", "debrief") == moved_to + timedelta(hours=1)
+
+    # -- enrolling elsewhere ends the exclusive campaign; a rep's vacation holds emails -----
+    dripd("enroll", "ann@example.com", "presentation")
+    until = datetime.now(NY).date() + timedelta(days=40)
+    paused_until = datetime.combine(until, time(9), tzinfo=NY).astimezone(UTC)
+    paused = dripd("pause", "--rep", "mike", "--until", until.isoformat())
+    assert paused.out.startswith(f"paused mike until {until.isoformat()}"), str(paused)
+
+    ann, held = dripd.many([["contacts", "show", "ann@example.com", "--json"],
+                            ["schedule", "--days", "60", "--json"]])
+    shown = ann.json()
+    assert [(e["campaign"], e["status"]) for e in shown["enrollments"]] == [
+        ("qualification", "stopped"), ("presentation", "active"),
+    ]  # fmt: skip
+    assert shown["campaigns"] == ["presentation"]
+    stopped = [h for h in shown["history"] if h["kind"] == "stopped"]
+    assert [(h["campaign"], h["cause"]) for h in stopped] == [
+        ("qualification", "enrolled in presentation")
+    ]
+    schedule = held.json()
+    emails = [i for i in schedule["items"] if i["kind"] == "email"]
+    mikes = [i for i in emails if i["contact"] in ("ann@example.com", "fay@example.com")]
+    assert {i["contact"] for i in mikes} == {"ann@example.com", "fay@example.com"}, emails
+    assert all(_at(i) >= paused_until for i in mikes), mikes
+    assert {i["campaign"] for i in _items(schedule, "ann@example.com")} == {"presentation"}
+    # sam is not on vacation: dora's thank-you still goes out now
+    assert _step_at(schedule, "dora@example.com", "thank-you") < paused_until
+
+    assert dripd("resume", "--rep", "mike").out.strip() == "resumed mike"
+    stopped_out = dripd("stop", "ann@example.com")
+    assert stopped_out.out.strip() == "stopped 1 sequence of ann@example.com"
+
+    ann, resumed, status = dripd.many([["contacts", "show", "ann@example.com", "--json"],
+                                       ["schedule", "--days", "60", "--json"],
+                                       ["status", "--json"]])
+    shown = ann.json()
+    assert [e["status"] for e in shown["enrollments"]] == ["stopped", "stopped"]
+    assert shown["campaigns"] == []
+    assert shown["history"][-1]["kind"] == "stopped"
+    assert shown["history"][-1]["campaign"] == "presentation"
+    assert shown["history"][-1]["cause"] == "dripd stop"
+    schedule = resumed.json()
+    assert _items(schedule, "ann@example.com") == []
+    assert _step_at(schedule, "fay@example.com", "thank-you") < paused_until
+    pipeline = status.json()
+    assert pipeline["campaigns"]["qualification"] == {"active": 2, "completed": 0, "stopped": 1}
+    assert pipeline["campaigns"]["presentation"] == {"active": 0, "completed": 0, "stopped": 1}
+    assert pipeline["stages"]["lead"] == 1  # presentation promoted ann; stop does not demote
+
+
+def test_one_line_errors_for_unknown_contacts_and_bad_arguments(
+    make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    dripd = Dripd(make_config())
+    results = dripd.many([
+        ["contacts", "show", "nobody@example.com"],
+        ["stop", "nobody@example.com"],
+        ["pause", "--rep", "zed", "--until", "2027-01-05"],
+        ["contacts", "import", str(tmp_path / "missing.csv")],
+        ["contacts", "set", "ann@example.com", "first_name=Ann\r\nBcc: x@evil.com"],
+    ], codes=[1, 1, 1, 1, 1])  # fmt: skip
+    _one_error_line(results[0], "no contact 'nobody@example.com'")
+    _one_error_line(results[1], "no contact 'nobody@example.com'")
+    _one_error_line(results[2], "unknown rep 'zed'")
+    _one_error_line(results[3], "missing.csv")
+    _one_error_line(results[4], "first_name contains a control character or line break")
+    [listed] = dripd.many([["contacts", "list", "--json"]])
+    assert listed.json() == []  # nothing was created by the refused `set`

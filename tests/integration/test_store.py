@@ -1,0 +1,192 @@
+"""The store on SQLite and a real PostgreSQL: migrations, and the enrollment rules."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from dripd import app as app_mod
+from dripd import clock, contacts, errors, pipeline, schedule
+from dripd.store import engine as store_engine
+from dripd.store import queries, schema
+
+NOW = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)  # a Monday, 10:00 in New York
+
+
+@pytest.fixture
+def app(make_config, database_url: str) -> Iterator[app_mod.App]:
+    path = make_config(database=database_url)
+    the_app = app_mod.open_app(str(path), the_clock=clock.FakeClock(NOW))
+    yield the_app
+    the_app.engine.dispose()
+
+
+@pytest.fixture
+def opened(database_url: str) -> Iterator[sa.Engine]:
+    engine = store_engine.open_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+def add_contact(app: app_mod.App, email: str, **fields: str) -> queries.Contact:
+    values = contacts.validate({"email": email, **fields}, app.contact_rules())
+    with app.engine.begin() as conn:
+        contact_id = pipeline.create_contact(app, conn, email, values, NOW, cause="test")
+        return queries.contact_by_id(conn, contact_id)
+
+
+def test_migrations_build_exactly_the_schema(opened: sa.Engine) -> None:
+    with opened.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), schema.metadata)
+    assert diff == []
+    assert store_engine.is_current(opened)
+
+
+def test_head_constant_matches_the_migrations_folder() -> None:
+    assert store_engine.alembic_head() == store_engine.HEAD
+
+
+def test_opening_twice_does_not_migrate_again(opened: sa.Engine, database_url: str) -> None:
+    store_engine.open_engine(database_url).dispose()
+    with opened.connect() as conn:
+        versions = conn.execute(sa.text("select version_num from alembic_version")).all()
+    assert versions == [(store_engine.HEAD,)]
+
+
+def test_unreachable_database_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(errors.StoreError, match="does not exist"):
+        store_engine.open_engine(f"sqlite:///{tmp_path / 'missing' / 'x.db'}")
+    with pytest.raises(errors.StoreError, match="cannot open database") as caught:
+        store_engine.open_engine("postgresql://nobody:secret@127.0.0.1:1/none")
+    assert "secret" not in str(caught.value)
+
+
+def test_times_round_trip_as_aware_utc(app: app_mod.App) -> None:
+    contact = add_contact(app, "ann@example.com", first_name="Ann")
+    assert contact.created_at == NOW
+    assert contact.created_at.tzinfo is not None
+
+
+def test_email_is_unique_case_insensitively(app: app_mod.App) -> None:
+    add_contact(app, "Ann@Example.com")
+    with pytest.raises(sa.exc.IntegrityError), app.engine.begin() as conn:
+        queries.insert_contact(conn, {"email": "ann@example.com", "email_key": "ann@example.com",
+                                      "created_at": NOW, "updated_at": NOW})  # fmt: skip
+    with app.engine.connect() as conn:
+        assert queries.contact_by_email(conn, "ANN@EXAMPLE.COM") is not None
+
+
+def test_enroll_promotes_and_records_history(app: app_mod.App) -> None:
+    contact = add_contact(app, "ann@example.com", appointment_at="2026-11-26 10:00")
+    with app.engine.begin() as conn:
+        pipeline.enroll(app, conn, contact, "qualification", NOW, cause="test")
+        stored = queries.contact_by_id(conn, contact.id)
+        kinds = [event["kind"] for event in queries.history(conn, contact.id)]
+        (enrollment,) = queries.active_enrollments(conn, contact.id)
+    assert stored.stage == "prospect"
+    assert kinds == ["created", "enrolled", "promoted"]
+    assert enrollment.next_due_at == NOW  # thank-you: wait 0m, inside the window
+
+
+def test_exclusive_enrollment_ends_the_current_one(app: app_mod.App) -> None:
+    contact = add_contact(app, "ann@example.com")
+    with app.engine.begin() as conn:
+        pipeline.enroll(app, conn, contact, "qualification", NOW, cause="test")
+        pipeline.enroll(app, conn, contact, "presentation", NOW, cause="test")
+        active = [e.campaign for e in queries.active_enrollments(conn, contact.id)]
+        ended = [e for e in queries.enrollments_of(conn, contact.id) if e.status == "stopped"]
+    assert active == ["presentation"]
+    assert [e.campaign for e in ended] == ["qualification"]
+    assert ended[0].next_due_at is None
+
+
+def test_non_exclusive_campaign_runs_beside(app: app_mod.App) -> None:
+    contact = add_contact(app, "ann@example.com", stage="customer")
+    with app.engine.begin() as conn:
+        pipeline.enroll(app, conn, contact, "drip", NOW, cause="test")
+        pipeline.enroll(app, conn, contact, "close", NOW, cause="test")
+        active = sorted(e.campaign for e in queries.active_enrollments(conn, contact.id))
+    assert active == ["close", "drip"]
+
+
+def test_reaching_customer_starts_welcome_once(app: app_mod.App) -> None:
+    contact = add_contact(app, "ann@example.com")
+    with app.engine.begin() as conn:
+        pipeline.enroll(app, conn, contact, "close", NOW, cause="test")
+        values = contacts.validate({"stage": "customer"}, app.contact_rules(), require_email=False)
+        pipeline.set_fields(app, conn, contact, values, NOW, cause="test")
+        pipeline.set_fields(app, conn, queries.contact_by_id(conn, contact.id), values, NOW,
+                            cause="test again")  # fmt: skip
+        active = [e.campaign for e in queries.active_enrollments(conn, contact.id)]
+    assert active == ["welcome"]
+
+
+def test_automatic_promotion_never_moves_backwards(app: app_mod.App) -> None:
+    contact = add_contact(app, "ann@example.com", stage="customer")
+    with app.engine.begin() as conn:
+        pipeline.enroll(app, conn, contact, "qualification", NOW, cause="test")
+        assert queries.contact_by_id(conn, contact.id).stage == "customer"
+
+
+def test_unsubscribed_contact_cannot_be_enrolled(app: app_mod.App) -> None:
+    contact = add_contact(app, "ann@example.com", status="unsubscribed")
+    with pytest.raises(errors.ContactError, match="unsubscribed"), app.engine.begin() as conn:
+        pipeline.enroll(app, conn, contact, "qualification", NOW, cause="test")
+    with app.engine.connect() as conn:
+        assert queries.enrollments_of(conn, contact.id) == []
+
+
+def test_changing_the_anchor_moves_the_due_time(app: app_mod.App) -> None:
+    contact = add_contact(app, "ann@example.com", appointment_at="2026-11-30 10:00")
+    with app.engine.begin() as conn:
+        enrollment_id = pipeline.enroll(app, conn, contact, "qualification", NOW, cause="test")
+        # Pretend the first two steps ran, so the anchored call is next.
+        progress = schedule.Progress(done=("thank-you", "thank-you-card"), last_due_at=NOW)
+        queries.update_enrollment(conn, enrollment_id, {"progress": progress.to_json()})
+        pipeline.reschedule(app, conn, contact.id, NOW)
+        before = queries.active_enrollments(conn, contact.id)[0].next_due_at
+        values = contacts.validate({"appointment_at": "2026-12-02 15:00"}, app.contact_rules(),
+                                   require_email=False)  # fmt: skip
+        pipeline.set_fields(app, conn, contact, values, NOW, cause="test")
+        after = queries.active_enrollments(conn, contact.id)[0].next_due_at
+    assert before == datetime(2026, 11, 29, 15, 0, tzinfo=UTC)  # 24 h before 10:00 EST
+    assert after == datetime(2026, 12, 1, 20, 0, tzinfo=UTC)
+
+
+def test_missing_anchor_waits_with_a_reason(app: app_mod.App) -> None:
+    contact = add_contact(app, "ann@example.com")
+    with app.engine.begin() as conn:
+        enrollment_id = pipeline.enroll(app, conn, contact, "qualification", NOW, cause="test")
+        progress = schedule.Progress(done=("thank-you", "thank-you-card"), last_due_at=NOW)
+        queries.update_enrollment(conn, enrollment_id, {"progress": progress.to_json()})
+        pipeline.reschedule(app, conn, contact.id, NOW)
+        (enrollment,) = queries.active_enrollments(conn, contact.id)
+    assert enrollment.next_due_at is None
+    assert enrollment.waiting is not None and "appointment_at" in enrollment.waiting
+
+
+def test_due_query_returns_only_what_is_due(app: app_mod.App) -> None:
+    for i in range(5):
+        contact = add_contact(app, f"c{i}@example.com")
+        with app.engine.begin() as conn:
+            pipeline.enroll(app, conn, contact, "qualification", NOW + timedelta(hours=i),
+                            cause="test")  # fmt: skip
+    with app.engine.connect() as conn:
+        due = queries.due_enrollments(conn, NOW + timedelta(hours=2), 100)
+    assert len(due) == 3
+    assert [e.next_due_at for e in due] == sorted(e.next_due_at for e in due)  # type: ignore[type-var]
+
+
+def test_custom_fields_are_stored_as_text(app: app_mod.App) -> None:
+    contact = add_contact(app, "ann@example.com", hot_buttons="speed; price", birthday="1980-03-14")
+    with app.engine.connect() as conn:
+        row = conn.execute(sa.select(schema.contacts.c.fields)).scalar_one()
+    assert json.loads(row) == {"birthday": "1980-03-14", "hot_buttons": "speed; price"}
+    assert contact.values()["hot_buttons"] == "speed; price"
