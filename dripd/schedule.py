@@ -71,7 +71,6 @@ class Yearly:
 
 
 Timing = Wait | Anchored | Every | Yearly
-Sequential = Wait | Anchored
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
