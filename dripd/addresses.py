@@ -43,7 +43,8 @@ def clean_text(value: str, *, field: str, multiline: bool = False) -> str:
     value = value.strip()
     allowed = "\n\t" if multiline else ""
     if value.isascii():  # the common case: one regex search
-        bad = (_ASCII_CONTROL_MULTILINE if multiline else _ASCII_CONTROL).search(value)
+        pattern = _ASCII_CONTROL_MULTILINE if multiline else _ASCII_CONTROL
+        bad = pattern.search(value) is not None
     else:
         bad = any(_is_control(char) and char not in allowed for char in value)
     if bad:

@@ -100,9 +100,15 @@ def check(as_json: bool) -> None:
     catalog = campaigns.load_all(cfg.campaigns_dir, options)
     warnings = _secret_warnings(cfg)
     if as_json:
-        print_json({"ok": not catalog.problems, "config": str(cfg.path),
-                    "campaigns": sorted(catalog.campaigns), "problems": list(catalog.problems),
-                    "warnings": warnings})  # fmt: skip
+        print_json(
+            {
+                "ok": not catalog.problems,
+                "config": str(cfg.path),
+                "campaigns": sorted(catalog.campaigns),
+                "problems": list(catalog.problems),
+                "warnings": warnings,
+            }
+        )
     else:
         out.check_report(stdout, cfg, catalog, warnings)
     if catalog.problems:
@@ -444,6 +450,34 @@ def resume(rep_id: str) -> None:
         queries.set_rep_pause(conn, rep_id, None, now)
         pipeline.reschedule_rep(app, conn, rep_id, now)
     stdout.print(f"resumed {rep_id}")
+
+
+# -- the daemon ----------------------------------------------------------------
+
+
+@cli.command()
+@config_option
+@click.option("--once", is_flag=True, help="Send what is due now, then exit (cron, catching up).")
+@json_option
+def run(once: bool, as_json: bool) -> None:
+    """The daemon: send due emails, create rep tasks (--once: do what is due and exit)."""
+    import asyncio
+    import dataclasses
+
+    from dripd import daemon, logs
+
+    logs.configure(os.environ.get("DRIPD_LOG_LEVEL", "INFO"))
+    app = open_app()
+    main = daemon.run_once(app) if once else daemon.Daemon(app).run()
+    summary = asyncio.run(main)
+    if as_json:
+        print_json(dataclasses.asdict(summary))
+    elif once:
+        stdout.print(
+            f"queued {summary.queued}, sent {summary.sent}, tasks {summary.tasks}, "
+            f"skipped {summary.skipped}, held {summary.held}, retrying {summary.retried}, "
+            f"failed {summary.failed}, bounced {summary.bounced}"
+        )
 
 
 # -- the error boundary -------------------------------------------------------

@@ -11,14 +11,14 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pydantic
 
-from dripd import addresses, errors, tomlfile, validation
+from dripd import addresses, durations, errors, tomlfile, validation
 from dripd import windows as windows_mod
 
 DEFAULT_PATHS = (Path("/etc/dripd/config.toml"), Path("config.toml"))
@@ -40,6 +40,11 @@ def _check_window(text: str) -> str:
     return text
 
 
+def _check_duration(text: str) -> str:
+    durations.parse_duration(text)
+    return text
+
+
 def _check_slots(text: str) -> str:
     windows_mod.parse_slots(text)
     return text
@@ -49,6 +54,7 @@ Address = Annotated[str, pydantic.AfterValidator(addresses.normalize_address)]
 TimeZoneName = Annotated[str, pydantic.AfterValidator(_check_timezone)]
 WindowText = Annotated[str, pydantic.AfterValidator(_check_window)]
 SlotsText = Annotated[str, pydantic.AfterValidator(_check_slots)]
+DurationText = Annotated[str, pydantic.AfterValidator(_check_duration)]
 
 
 class _Model(pydantic.BaseModel):
@@ -145,7 +151,7 @@ class DripdSection(_Model):
     timezone: TimeZoneName = "UTC"
     send_window: WindowText = "mon-fri 09:00-17:00"
     holidays: list[date] = []
-    max_late: str = "2 days"
+    max_late: DurationText = "2 days"
     out_of_office_days: int = pydantic.Field(default=3, ge=0)
 
 
@@ -184,6 +190,13 @@ class Config:
     @property
     def holidays(self) -> frozenset[date]:
         return frozenset(self.model.dripd.holidays)
+
+    @property
+    def max_late(self) -> timedelta:
+        """How late an email may still go out (calendar units measured from 2000-01-01)."""
+        late = durations.parse_duration(self.model.dripd.max_late)
+        start = datetime(2000, 1, 1, tzinfo=self.timezone)
+        return durations.add(start, late, tz=self.timezone) - start
 
     def rep(self, rep_id: str) -> RepConfig:
         for rep in self.model.reps:

@@ -15,9 +15,18 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from dripd import addresses, dates, stages
 
 STANDARD = (
-    "email", "first_name", "last_name", "company", "phone", "timezone",
-    "owner", "stage", "status", "referred_by", "created_at",
-)  # fmt: skip
+    "email",
+    "first_name",
+    "last_name",
+    "company",
+    "phone",
+    "timezone",
+    "owner",
+    "stage",
+    "status",
+    "referred_by",
+    "created_at",
+)
 TEXT_FIELDS = ("first_name", "last_name", "company", "phone")
 MAX_TEXT = 200  # characters in a name, company or phone
 MAX_CUSTOM = 5000  # characters in a custom field value

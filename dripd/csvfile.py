@@ -83,10 +83,10 @@ def _header(path: Path, reader: Iterator[list[str]]) -> list[str]:
     return header
 
 
-def _records(reader: csv.Reader) -> Iterator[tuple[int, list[str] | csv.Error]]:
+def _records(reader: Iterator[list[str]]) -> Iterator[tuple[int, list[str] | csv.Error]]:
     csv.field_size_limit(MAX_FIELD)
     while True:
-        line = reader.line_num + 1
+        line = reader.line_num + 1  # type: ignore[attr-defined]
         try:
             cells = next(reader)
         except StopIteration:

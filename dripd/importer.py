@@ -48,8 +48,9 @@ def import_csv(
         existing = queries.existing_keys(conn, [r.key for r in rows])
         new = [r for r in rows if r.key not in existing]
         old = [r for r in rows if r.key in existing]
-        created = _create(app, conn, new, now, cause=cause, campaign=campaign if bulk else None,
-                          tick=tick)  # fmt: skip
+        created = _create(
+            app, conn, new, now, cause=cause, campaign=campaign if bulk else None, tick=tick
+        )
         report.created = len(created)
         _update(app, conn, old, existing, now, cause=cause, tick=tick)
         report.updated = len(old)
@@ -103,11 +104,16 @@ def _create(
     people = [_contact(ids[r["email_key"]], r) for r in records]
     events = [_event(c.id, now, "created", "contact created", cause) for c in people]
     events += [
-        _event(ids[r["email_key"]], now, "promoted",
-               f"stage {r['imported_stage']} → {r['stage']}", f"enrolled in {campaign.id}")
+        _event(
+            ids[r["email_key"]],
+            now,
+            "promoted",
+            f"stage {r['imported_stage']} → {r['stage']}",
+            f"enrolled in {campaign.id}",
+        )
         for r in records
         if campaign is not None and r["stage"] != r["imported_stage"]
-    ]  # fmt: skip
+    ]
     _insert_chunked(conn, schema.events, events)
     return people
 
@@ -123,10 +129,17 @@ def _contact(contact_id: int, record: dict[str, Any]) -> queries.Contact:
     return queries.Contact(id=contact_id, **values)
 
 
-def _event(contact_id: int, at: datetime, kind: str, detail: str, cause: str,
-           campaign: str | None = None) -> dict[str, Any]:  # fmt: skip
-    return {"contact_id": contact_id, "at": at, "kind": kind, "campaign": campaign,
-            "detail": detail, "cause": cause}  # fmt: skip
+def _event(
+    contact_id: int, at: datetime, kind: str, detail: str, cause: str, campaign: str | None = None
+) -> dict[str, Any]:
+    return {
+        "contact_id": contact_id,
+        "at": at,
+        "kind": kind,
+        "campaign": campaign,
+        "detail": detail,
+        "cause": cause,
+    }
 
 
 def _insert_chunked(conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
@@ -189,7 +202,9 @@ def _enroll_each(
         contact = queries.contact_by_id(conn, contact_id)
         try:
             with conn.begin_nested():
-                pipeline.enroll(app, conn, contact, campaign.id, now, cause="contacts import --enroll")
+                pipeline.enroll(
+                    app, conn, contact, campaign.id, now, cause="contacts import --enroll"
+                )
         except errors.ContactError as exc:
             report.problems.append(f"line {row.line}: not enrolled: {exc}")
         else:
@@ -211,8 +226,16 @@ def _enroll_bulk(
             continue
         where = pipeline.plan(app, contact, campaign, now, schedule.Progress(), pauses)
         rows.append(pipeline.enrollment_row(contact, campaign, now, where))
-        events.append(_event(contact.id, now, "enrolled", f"enrolled in {campaign.name}",
-                             "contacts import --enroll", campaign.id))  # fmt: skip
+        events.append(
+            _event(
+                contact.id,
+                now,
+                "enrolled",
+                f"enrolled in {campaign.name}",
+                "contacts import --enroll",
+                campaign.id,
+            )
+        )
     _insert_chunked(conn, schema.enrollments, rows)
     _insert_chunked(conn, schema.events, events)
     return len(rows)

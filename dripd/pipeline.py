@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -44,19 +44,19 @@ def context(
     return schedule.Context(
         tz=app.contact_tz(contact.timezone, contact.owner),
         holidays=app.config.holidays,
-        window=campaign.send_window or _default_window(app),
+        window=campaign.send_window or default_window(app),
         enrolled_at=enrolled_at,
         fields=contact.values(),
         hold_until=pauses.get(contact.owner) if contact.owner else None,
     )
 
 
-def _default_window(app: App) -> windows.Window:
-    return _parse_window(app.config.model.dripd.send_window)
+def default_window(app: App) -> windows.Window:
+    return parse_window(app.config.model.dripd.send_window)
 
 
 @functools.lru_cache(maxsize=64)
-def _parse_window(text: str) -> windows.Window:
+def parse_window(text: str) -> windows.Window:
     return windows.parse_window(text)
 
 
@@ -132,9 +132,14 @@ def _insert(
     where = plan(app, contact, campaign, now, progress, queries.rep_pauses(conn))
     enrollment_id = queries.insert_enrollment(conn, enrollment_row(contact, campaign, now, where))
     queries.add_event(
-        conn, contact_id=contact.id, at=now, kind="enrolled", campaign=campaign.id,
-        detail=f"enrolled in {campaign.name}", cause=cause,
-    )  # fmt: skip
+        conn,
+        contact_id=contact.id,
+        at=now,
+        kind="enrolled",
+        campaign=campaign.id,
+        detail=f"enrolled in {campaign.name}",
+        cause=cause,
+    )
     return enrollment_id
 
 
@@ -166,14 +171,20 @@ def end(
 ) -> None:
     """End one enrollment (stopped or completed) and record it."""
     queries.update_enrollment(
-        conn, enrollment.id,
+        conn,
+        enrollment.id,
         {"status": status, "ended_at": now, "end_reason": reason, "next_due_at": None},
-    )  # fmt: skip
+    )
     kind = "completed" if status == "completed" else "stopped"
     queries.add_event(
-        conn, contact_id=enrollment.contact_id, at=now, kind=kind,
-        campaign=enrollment.campaign, detail=f"{kind}: {reason}", cause=reason,
-    )  # fmt: skip
+        conn,
+        contact_id=enrollment.contact_id,
+        at=now,
+        kind=kind,
+        campaign=enrollment.campaign,
+        detail=f"{kind}: {reason}",
+        cause=reason,
+    )
 
 
 def stop(app: App, conn: sa.Connection, contact: Contact, now: datetime, *, cause: str) -> int:
@@ -208,10 +219,13 @@ def promote(
         return False
     queries.update_contact(conn, contact_id, {"stage": target, "updated_at": now})
     queries.add_event(
-        conn, contact_id=contact_id, at=now, kind="promoted" if stages.rank(target) >
-        stages.rank(contact.stage) else "stage_set",
-        detail=f"stage {contact.stage} → {target}", cause=cause,
-    )  # fmt: skip
+        conn,
+        contact_id=contact_id,
+        at=now,
+        kind="promoted" if stages.rank(target) > stages.rank(contact.stage) else "stage_set",
+        detail=f"stage {contact.stage} → {target}",
+        cause=cause,
+    )
     _start_on_stage(app, conn, contact_id, target, now, skip_campaign)
     return True
 
@@ -319,17 +333,27 @@ def create_contact(
     """Store a new contact from validated values; its id."""
     std = values.standard
     default_owner = app.config.reps[0].id if app.config.reps else None
-    contact_id = queries.insert_contact(conn, {
-        "email": email, "email_key": email.lower(),
-        "first_name": std.get("first_name") or "", "last_name": std.get("last_name") or "",
-        "company": std.get("company") or "", "phone": std.get("phone") or "",
-        "timezone": std.get("timezone"), "owner": std.get("owner") or default_owner,
-        "stage": std.get("stage") or "suspect", "status": std.get("status") or "active",
-        "referred_by": std.get("referred_by"),
-        "fields": json.dumps({k: v for k, v in values.custom.items() if v is not None},
-                             sort_keys=True),
-        "created_at": now, "updated_at": now,
-    })  # fmt: skip
+    contact_id = queries.insert_contact(
+        conn,
+        {
+            "email": email,
+            "email_key": email.lower(),
+            "first_name": std.get("first_name") or "",
+            "last_name": std.get("last_name") or "",
+            "company": std.get("company") or "",
+            "phone": std.get("phone") or "",
+            "timezone": std.get("timezone"),
+            "owner": std.get("owner") or default_owner,
+            "stage": std.get("stage") or "suspect",
+            "status": std.get("status") or "active",
+            "referred_by": std.get("referred_by"),
+            "fields": json.dumps(
+                {k: v for k, v in values.custom.items() if v is not None}, sort_keys=True
+            ),
+            "created_at": now,
+            "updated_at": now,
+        },
+    )
     queries.add_event(
         conn, contact_id=contact_id, at=now, kind="created", detail="contact created", cause=cause
     )

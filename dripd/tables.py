@@ -49,24 +49,34 @@ def import_report(console: Console, errors: Console, file: Path, report: importe
 
 def contact_json(contact: Contact, campaigns_now: Sequence[str]) -> dict[str, Any]:
     return {
-        "email": contact.email, "first_name": contact.first_name,
-        "last_name": contact.last_name, "company": contact.company, "phone": contact.phone,
-        "timezone": contact.timezone, "owner": contact.owner, "stage": contact.stage,
-        "status": contact.status, "referred_by": contact.referred_by,
-        "fields": dict(contact.fields), "touches": contact.touches,
+        "email": contact.email,
+        "first_name": contact.first_name,
+        "last_name": contact.last_name,
+        "company": contact.company,
+        "phone": contact.phone,
+        "timezone": contact.timezone,
+        "owner": contact.owner,
+        "stage": contact.stage,
+        "status": contact.status,
+        "referred_by": contact.referred_by,
+        "fields": dict(contact.fields),
+        "touches": contact.touches,
         "last_touch_at": contact.last_touch_at.isoformat() if contact.last_touch_at else None,
-        "created_at": contact.created_at.isoformat(), "campaigns": list(campaigns_now),
-    }  # fmt: skip
+        "created_at": contact.created_at.isoformat(),
+        "campaigns": list(campaigns_now),
+    }
 
 
 def enrollment_json(e: Enrollment) -> dict[str, Any]:
     return {
-        "campaign": e.campaign, "status": e.status, "enrolled_at": e.enrolled_at.isoformat(),
+        "campaign": e.campaign,
+        "status": e.status,
+        "enrolled_at": e.enrolled_at.isoformat(),
         "ended_at": e.ended_at.isoformat() if e.ended_at else None,
         "end_reason": e.end_reason,
         "next_due_at": e.next_due_at.isoformat() if e.next_due_at else None,
         "waiting": e.waiting,
-    }  # fmt: skip
+    }
 
 
 def event_json(event: Mapping[str, Any]) -> dict[str, Any]:
@@ -158,7 +168,7 @@ def _history_table(console: Console, history: Sequence[Mapping[str, Any]], tz: A
         table.add_column(column)
     for h in history:
         where = "/".join(x for x in (h.get("campaign"), h.get("step")) if x)
-        detail = h["detail"] + (f" <{h['message_id']}>" if h.get("message_id") else "")
+        detail = h["detail"] + (f" {h['message_id']}" if h.get("message_id") else "")
         table.add_row(_when(h["at"], tz), h["kind"], where, detail, h.get("cause") or "")
     console.print(table)
 

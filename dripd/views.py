@@ -32,10 +32,16 @@ class Scheduled:
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "at": self.at.isoformat(), "local": self.local.isoformat(), "contact": self.email,
-            "name": self.name, "campaign": self.campaign, "step": self.step, "kind": self.kind,
-            "occurrence": self.occurrence, "note": self.note,
-        }  # fmt: skip
+            "at": self.at.isoformat(),
+            "local": self.local.isoformat(),
+            "contact": self.email,
+            "name": self.name,
+            "campaign": self.campaign,
+            "step": self.step,
+            "kind": self.kind,
+            "occurrence": self.occurrence,
+            "note": self.note,
+        }
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -105,10 +111,16 @@ def _scheduled(
     elif due.due_at < now:
         note = "due now"
     return Scheduled(
-        at=due.due_at, local=due.due_at.astimezone(ctx.tz), email=contact.email,
-        name=contact.name, campaign=campaign, step=due.step_id, kind=kind,
-        occurrence=due.occurrence, note=note,
-    )  # fmt: skip
+        at=due.due_at,
+        local=due.due_at.astimezone(ctx.tz),
+        email=contact.email,
+        name=contact.name,
+        campaign=campaign,
+        step=due.step_id,
+        kind=kind,
+        occurrence=due.occurrence,
+        note=note,
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -132,7 +144,9 @@ def status(app: App, conn: sa.Connection) -> dict[str, Any]:
     counts = queries.step_counts(conn)
     steps = [
         StepStats(
-            campaign=campaign.id, step=step.id, kind=step.kind,
+            campaign=campaign.id,
+            step=step.id,
+            kind=step.kind,
             sent=counts.get((campaign.id, step.id, "email_sent"), 0),
             replied=counts.get((campaign.id, step.id, "replied"), 0),
             auto_replied=counts.get((campaign.id, step.id, "auto_replied"), 0),
@@ -141,7 +155,7 @@ def status(app: App, conn: sa.Connection) -> dict[str, Any]:
         )
         for campaign in app.catalog.ordered()
         for step in campaign.steps
-    ]  # fmt: skip
+    ]
     enrolled = queries.enrollment_counts(conn)
     stage_counts = queries.stage_counts(conn)
     return {
@@ -160,8 +174,16 @@ def status(app: App, conn: sa.Connection) -> dict[str, Any]:
 
 def steps_json(steps: Sequence[StepStats]) -> list[dict[str, Any]]:
     return [
-        {"campaign": s.campaign, "step": s.step, "kind": s.kind, "sent": s.sent,
-         "replied": s.replied, "auto_replied": s.auto_replied, "bounced": s.bounced,
-         "done": s.done, "reply_rate": s.reply_rate}
+        {
+            "campaign": s.campaign,
+            "step": s.step,
+            "kind": s.kind,
+            "sent": s.sent,
+            "replied": s.replied,
+            "auto_replied": s.auto_replied,
+            "bounced": s.bounced,
+            "done": s.done,
+            "reply_rate": s.reply_rate,
+        }
         for s in steps
-    ]  # fmt: skip
+    ]

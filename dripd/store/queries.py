@@ -293,17 +293,21 @@ def bulk_insert(conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, A
     if not rows:
         return
     columns = list(rows[0])
-    compiled = sa.insert(table).values({name: sa.bindparam(name) for name in columns}).compile(
-        dialect=conn.dialect
+    compiled = (
+        sa.insert(table)
+        .values({name: sa.bindparam(name) for name in columns})
+        .compile(dialect=conn.dialect)
     )
     times = {c.name for c in table.columns if isinstance(c.type, UTCDateTime)}
-    plain = [{**row, **{name: _naive_utc(row[name]) for name in times & row.keys()}} for row in rows]
+    plain = [
+        {**row, **{name: _naive_utc(row[name]) for name in times & row.keys()}} for row in rows
+    ]
     if compiled.positional:
         order = compiled.positiontup or columns
         params: Sequence[Any] = [tuple(row[name] for name in order) for row in plain]
     else:
         params = plain
-    conn.exec_driver_sql(str(compiled), params)  # type: ignore[arg-type]
+    conn.exec_driver_sql(str(compiled), params)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -129,3 +129,57 @@ reps = sa.Table(
     sa.Column("paused_until", UTCDateTime),
     sa.Column("updated_at", UTCDateTime, nullable=False),
 )
+
+# The durable outbox: every email is written here, rendered, with its stable
+# Message-ID, before any SMTP transaction starts. Its status moves
+# queued → sending → sent (or failed / skipped), each change committed on
+# its own, so a crash leaves at most the one message in flight uncertain.
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("message_id", sa.String(255), nullable=False, unique=True),
+    sa.Column("enrollment_id", sa.Integer, sa.ForeignKey("enrollments.id")),
+    sa.Column("contact_id", sa.Integer, sa.ForeignKey("contacts.id"), nullable=False),
+    sa.Column("campaign", sa.Text),
+    sa.Column("step", sa.Text),
+    sa.Column("occurrence", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("rep", sa.Text, nullable=False),
+    sa.Column("recipient", sa.Text, nullable=False),
+    sa.Column("subject", sa.Text, nullable=False, server_default=""),
+    sa.Column("message", sa.LargeBinary, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, server_default="queued"),
+    sa.Column("priority", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("due_at", UTCDateTime, nullable=False),
+    sa.Column("not_after", UTCDateTime),
+    sa.Column("timezone", sa.Text, nullable=False, server_default="UTC"),
+    sa.Column("send_window", sa.Text),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", UTCDateTime, nullable=False),
+    sa.Column("last_error", sa.Text),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("sending_at", UTCDateTime),
+    sa.Column("sent_at", UTCDateTime),
+    sa.Column("copied_at", UTCDateTime),
+)
+sa.Index("ix_outbox_status_next_attempt_at", outbox.c.status, outbox.c.next_attempt_at)
+sa.Index("ix_outbox_rep_sent_at", outbox.c.rep, outbox.c.sent_at)
+sa.Index("ix_outbox_enrollment_id", outbox.c.enrollment_id)
+
+settings = sa.Table(
+    "settings",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+# A mailbox the server told us to stop using for a while (a daily quota).
+mailboxes = sa.Table(
+    "mailboxes",
+    metadata,
+    sa.Column("rep", sa.Text, primary_key=True),
+    sa.Column("paused_until", UTCDateTime),
+    sa.Column("reason", sa.Text),
+    sa.Column("last_sent_at", UTCDateTime),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)

@@ -1,0 +1,244 @@
+"""The durable outbox: queued emails and every change of their state, one transaction each.
+
+States: queued → sending → sent, or → failed / skipped. `sending` is
+committed before the SMTP transaction starts and `sent` right after the
+server's 250, so after a crash only a row left in `sending` is uncertain;
+`reconcile` decides it (see daemon.py for the rule).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from dripd.store import queries, schema
+
+RETRY_BASE = 60.0  # seconds before the first retry of a temporary failure
+RETRY_MAX = 6 * 3600.0  # seconds: the longest wait between two tries
+MAX_ATTEMPTS = 12  # then the email fails for good and the rep is told
+
+_t = schema.outbox
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Row:
+    id: int
+    message_id: str
+    enrollment_id: int | None
+    contact_id: int
+    campaign: str | None
+    step: str | None
+    occurrence: int
+    rep: str
+    recipient: str
+    subject: str
+    message: bytes
+    status: str
+    priority: int
+    due_at: datetime
+    not_after: datetime | None
+    timezone: str
+    send_window: str | None
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+    created_at: datetime
+    sending_at: datetime | None
+    sent_at: datetime | None
+    copied_at: datetime | None
+
+
+def _row(record: sa.Row[Any]) -> Row:
+    return Row(**dict(record._mapping))
+
+
+def insert(conn: sa.Connection, values: dict[str, Any]) -> None:
+    conn.execute(sa.insert(_t), values)
+
+
+def exists(conn: sa.Connection, message_id: str) -> bool:
+    query = sa.select(_t.c.id).where(_t.c.message_id == message_id)
+    return conn.execute(query).first() is not None
+
+
+def thread_of(conn: sa.Connection, enrollment_id: int) -> list[tuple[str, str]]:
+    """(Message-ID, subject) of the enrollment's earlier emails, oldest first."""
+    query = (
+        sa.select(_t.c.message_id, _t.c.subject)
+        .where(_t.c.enrollment_id == enrollment_id, _t.c.status.in_(("queued", "sending", "sent")))
+        .order_by(_t.c.id)
+    )
+    return [(mid, subject) for mid, subject in conn.execute(query)]
+
+
+def ready(conn: sa.Connection, rep: str, now: datetime, limit: int) -> list[Row]:
+    """Queued emails of a mailbox whose time has come: follow-ups first, then by due time."""
+    query = (
+        sa.select(_t)
+        .where(_t.c.rep == rep, _t.c.status == "queued", _t.c.next_attempt_at <= now)
+        .order_by(_t.c.priority, _t.c.due_at, _t.c.id)
+        .limit(limit)
+    )
+    return [_row(r) for r in conn.execute(query)]
+
+
+def next_attempt(conn: sa.Connection, rep: str | None = None) -> datetime | None:
+    query = sa.select(sa.func.min(_t.c.next_attempt_at)).where(_t.c.status == "queued")
+    if rep is not None:
+        query = query.where(_t.c.rep == rep)
+    value = conn.execute(query).scalar()
+    return schema.UTCDateTime().process_result_value(value, conn.dialect) if value else None
+
+
+def in_state(conn: sa.Connection, status: str) -> list[Row]:
+    query = sa.select(_t).where(_t.c.status == status).order_by(_t.c.id)
+    return [_row(r) for r in conn.execute(query)]
+
+
+def deliverable(conn: sa.Connection, row: Row) -> str | None:
+    """Why `row` must not be sent now (contact no longer active, sequence ended), else None."""
+    contact = queries.contact_by_id(conn, row.contact_id)
+    if contact.status != "active":
+        return f"contact is {contact.status}"
+    if row.enrollment_id is None:
+        return None
+    status = conn.execute(
+        sa.select(schema.enrollments.c.status).where(schema.enrollments.c.id == row.enrollment_id)
+    ).scalar_one()
+    return None if status == "active" else f"sequence {status}"
+
+
+def claim(conn: sa.Connection, row: Row, now: datetime) -> bool:
+    """Mark `row` as being sent; False if someone else changed it first."""
+    result = conn.execute(
+        sa.update(_t)
+        .where(_t.c.id == row.id, _t.c.status == "queued")
+        .values(status="sending", sending_at=now, attempts=_t.c.attempts + 1)
+    )
+    return result.rowcount == 1
+
+
+def mark_sent(conn: sa.Connection, row: Row, now: datetime) -> None:
+    """The server accepted it: record the send, the touch and the history event."""
+    conn.execute(sa.update(_t).where(_t.c.id == row.id).values(status="sent", sent_at=now))
+    queries.count_touch(conn, row.contact_id, now)
+    queries.add_event(
+        conn,
+        contact_id=row.contact_id,
+        at=now,
+        kind="email_sent",
+        campaign=row.campaign,
+        step=row.step,
+        detail=f"sent: {row.subject}",
+        cause=f"from {row.rep}",
+        message_id=row.message_id,
+    )
+    _touch_mailbox(conn, row.rep, now)
+
+
+def _touch_mailbox(conn: sa.Connection, rep: str, now: datetime) -> None:
+    table = schema.mailboxes
+    updated = conn.execute(
+        sa.update(table).where(table.c.rep == rep).values(last_sent_at=now, updated_at=now)
+    )
+    if updated.rowcount == 0:
+        conn.execute(sa.insert(table).values(rep=rep, last_sent_at=now, updated_at=now))
+
+
+def retry_later(
+    conn: sa.Connection, row: Row, now: datetime, error: str, *, attempts: int | None = None
+) -> datetime:
+    """Put `row` back in the queue after an exponential, jittered delay; when it runs."""
+    tries = row.attempts + 1 if attempts is None else attempts
+    delay = min(RETRY_BASE * 2 ** max(0, tries - 1), RETRY_MAX) * random.uniform(0.5, 1.5)
+    when = now + timedelta(seconds=delay)
+    conn.execute(
+        sa.update(_t)
+        .where(_t.c.id == row.id)
+        .values(status="queued", next_attempt_at=when, last_error=error[:500])
+    )
+    return when
+
+
+def requeue(conn: sa.Connection, row: Row, when: datetime, reason: str | None = None) -> None:
+    """Back to the queue without counting a try (window closed, rate limit, crash)."""
+    values: dict[str, Any] = {"status": "queued", "next_attempt_at": when}
+    if reason is not None:
+        values["last_error"] = reason
+    conn.execute(sa.update(_t).where(_t.c.id == row.id).values(**values))
+
+
+def give_up(
+    conn: sa.Connection, row: Row, now: datetime, *, status: str, kind: str, reason: str
+) -> None:
+    """End `row` for good (failed or skipped) and say so in the contact's history."""
+    conn.execute(
+        sa.update(_t).where(_t.c.id == row.id).values(status=status, last_error=reason[:500])
+    )
+    queries.add_event(
+        conn,
+        contact_id=row.contact_id,
+        at=now,
+        kind=kind,
+        campaign=row.campaign,
+        step=row.step,
+        detail=f"{row.subject}: {reason}",
+        cause=reason[:200],
+        message_id=row.message_id,
+    )
+
+
+def sent_since(conn: sa.Connection, rep: str, since: datetime) -> list[datetime]:
+    """When each email of the mailbox went out since `since` (sent or being sent)."""
+    query = sa.select(sa.func.coalesce(_t.c.sent_at, _t.c.sending_at)).where(
+        _t.c.rep == rep,
+        _t.c.status.in_(("sending", "sent")),
+        sa.func.coalesce(_t.c.sent_at, _t.c.sending_at) >= since,
+    )
+    decode = schema.UTCDateTime().process_result_value
+    times = (decode(value, conn.dialect) for (value,) in conn.execute(query))
+    return sorted(t for t in times if t is not None)
+
+
+def uncopied(conn: sa.Connection, rep: str, limit: int) -> list[Row]:
+    query = (
+        sa.select(_t)
+        .where(_t.c.rep == rep, _t.c.status == "sent", _t.c.copied_at.is_(None))
+        .order_by(_t.c.id)
+        .limit(limit)
+    )
+    return [_row(r) for r in conn.execute(query)]
+
+
+def mark_copied(conn: sa.Connection, ids: list[int], now: datetime) -> None:
+    if ids:
+        conn.execute(sa.update(_t).where(_t.c.id.in_(ids)).values(copied_at=now))
+
+
+def mailbox_pause(conn: sa.Connection, rep: str) -> tuple[datetime | None, str | None]:
+    table = schema.mailboxes
+    row = conn.execute(
+        sa.select(table.c.paused_until, table.c.reason).where(table.c.rep == rep)
+    ).first()
+    return (row[0], row[1]) if row else (None, None)
+
+
+def pause_mailbox(
+    conn: sa.Connection, rep: str, until: datetime, reason: str, now: datetime
+) -> None:
+    table = schema.mailboxes
+    values = {"paused_until": until, "reason": reason[:500], "updated_at": now}
+    updated = conn.execute(sa.update(table).where(table.c.rep == rep).values(**values))
+    if updated.rowcount == 0:
+        conn.execute(sa.insert(table).values(rep=rep, **values))
+
+
+def install_id(conn: sa.Connection) -> str:
+    table = schema.settings
+    return str(
+        conn.execute(sa.select(table.c.value).where(table.c.key == "install_id")).scalar_one()
+    )

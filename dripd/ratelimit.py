@@ -1,0 +1,54 @@
+"""Per-mailbox sending limits: pure, and fed from the database at start.
+
+Three sliding windows: a day (`max_per_day`), an hour (`max_per_hour`) and
+ten minutes (a sixth of the hour's allowance), so a backlog after an outage
+goes out spread over the hour instead of in one burst.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+BURST_SPAN = timedelta(minutes=10)
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+
+
+class RateLimit:
+    """Counts sends in sliding windows; says when the next send is allowed."""
+
+    def __init__(self, *, per_hour: int, per_day: int) -> None:
+        self.windows = (
+            (BURST_SPAN, max(1, math.ceil(per_hour / 6))),
+            (HOUR, per_hour),
+            (DAY, per_day),
+        )
+        self._sent: list[datetime] = []
+
+    def load(self, times: Iterable[datetime]) -> None:
+        self._sent = sorted(times)
+
+    def record(self, at: datetime) -> None:
+        bisect.insort(self._sent, at)
+
+    def next_free(self, now: datetime) -> datetime:
+        """`now` if one more send is allowed now, else the first instant it will be."""
+        self._forget(now)
+        earliest = now
+        for span, limit in self.windows:
+            start = bisect.bisect_right(self._sent, now - span)
+            inside = self._sent[start:]
+            if len(inside) >= limit:
+                earliest = max(earliest, inside[len(inside) - limit] + span)
+        return earliest
+
+    def count(self, now: datetime, span: timedelta) -> int:
+        return len(self._sent) - bisect.bisect_right(self._sent, now - span)
+
+    def _forget(self, now: datetime) -> None:
+        cut = bisect.bisect_right(self._sent, now - DAY)
+        if cut:
+            del self._sent[:cut]

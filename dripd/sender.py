@@ -1,0 +1,274 @@
+"""Sending one mailbox's queued emails: within its limits and windows, exactly once.
+
+For each email: re-check that it may still go (contact active, sequence
+running, window open, not stale), commit `sending`, run the SMTP
+transaction, commit `sent` on the server's 250. Every failure is classified
+(smtp.classify) and acted on: retry later, bounce the contact, rest the
+mailbox until tomorrow, or fail this one email and tell the rep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+
+from dripd import config, errors, outbox, pipeline, ratelimit, smtp
+from dripd import windows as windows_mod
+from dripd.app import App
+from dripd.store import queries
+
+logger = logging.getLogger("dripd.sender")
+
+BATCH = 200  # queued emails read at once
+CONNECT_BACKOFF = (30.0, 15 * 60.0)  # seconds: first and longest wait after a failed connect
+AUTH_BACKOFF = 15 * 60.0  # seconds to wait after the server refused the login
+
+
+@dataclass(slots=True)
+class Stats:
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    bounced: int = 0
+    skipped: int = 0
+
+
+class Sender:
+    """The sending side of one rep's mailbox."""
+
+    def __init__(self, app: App, rep: config.RepConfig, stop: asyncio.Event) -> None:
+        assert rep.smtp is not None
+        self.app = app
+        self.rep = rep
+        self.settings = rep.smtp
+        self.stop = stop
+        self.limit = ratelimit.RateLimit(
+            per_hour=rep.smtp.max_per_hour, per_day=rep.smtp.max_per_day
+        )
+        self.stats = Stats()
+        self.resume_at: datetime | None = None  # when this mailbox may be tried again
+        self._connect_failures = 0
+        self._password: str | None = None
+        self._connections: list[smtp.Connection] = []
+
+    def _now(self) -> datetime:
+        return self.app.clock.now()
+
+    def load_history(self) -> None:
+        now = self._now()
+        with self.app.engine.connect() as conn:
+            self.limit.load(outbox.sent_since(conn, self.rep.id, now - ratelimit.DAY))
+
+    def _connection_pool(self) -> list[smtp.Connection]:
+        if not self._connections:
+            self._password = self.settings.password()
+            self._connections = [
+                smtp.Connection(self.settings, self._password)
+                for _ in range(self.settings.connections)
+            ]
+        return self._connections
+
+    async def drain(self) -> int:
+        """Send what is ready now; returns how many went out. Stops early on `stop`."""
+        now = self._now()
+        if self.resume_at and self.resume_at > now:
+            return 0
+        if self._paused(now):
+            return 0
+        try:
+            pool = self._connection_pool()
+        except errors.ConfigError as exc:
+            logger.error(
+                "cannot send: %s", exc, extra={"action": "mailbox_error", "rep": self.rep.id}
+            )
+            self.resume_at = now + timedelta(seconds=AUTH_BACKOFF)
+            return 0
+        sent_before = self.stats.sent
+        while not self.stop.is_set():
+            with self.app.engine.connect() as conn:
+                rows = outbox.ready(conn, self.rep.id, self._now(), BATCH)
+            if not rows:
+                break
+            queue: asyncio.Queue[outbox.Row] = asyncio.Queue()
+            for row in rows:
+                queue.put_nowait(row)
+            results = await asyncio.gather(*(self._worker(c, queue) for c in pool))
+            if not all(results) or len(rows) < BATCH:
+                break
+        return self.stats.sent - sent_before
+
+    def _paused(self, now: datetime) -> bool:
+        with self.app.engine.connect() as conn:
+            until, _ = outbox.mailbox_pause(conn, self.rep.id)
+            vacation = queries.rep_pauses(conn).get(self.rep.id)
+        for stop_until in (until, vacation):
+            if stop_until is not None and stop_until > now:
+                self.resume_at = stop_until
+                return True
+        return False
+
+    async def _worker(self, connection: smtp.Connection, queue: asyncio.Queue[outbox.Row]) -> bool:
+        """Send rows from `queue`; False when the mailbox must stop for now."""
+        while not self.stop.is_set():
+            try:
+                row = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return True
+            if not await self._send_one(connection, row):
+                return False
+        return False
+
+    async def _send_one(self, connection: smtp.Connection, row: outbox.Row) -> bool:
+        now = self._now()
+        if not self._still_wanted(row, now):
+            return True
+        allowed = self.limit.next_free(now)
+        if allowed > now:
+            self.resume_at = allowed
+            return False
+        with self.app.engine.begin() as conn:
+            if not outbox.claim(conn, row, now):
+                return True
+        self.limit.record(now)
+        try:
+            await connection.send(self.rep.email, row.recipient, row.message)
+        except smtp.SendError as exc:
+            return self._failed(row, exc)
+        with self.app.engine.begin() as conn:
+            outbox.mark_sent(conn, row, self._now())
+        self._connect_failures = 0
+        self.stats.sent += 1
+        logger.info(
+            "email sent",
+            extra={
+                "action": "email_sent",
+                "rep": self.rep.id,
+                "contact": row.recipient,
+                "step": f"{row.campaign}/{row.step}",
+                "message_id": row.message_id,
+            },
+        )
+        return True
+
+    def _still_wanted(self, row: outbox.Row, now: datetime) -> bool:
+        """Checks made at the moment of sending; False if the row was skipped or put back."""
+        tz = ZoneInfo(row.timezone)
+        with self.app.engine.begin() as conn:
+            reason = outbox.deliverable(conn, row) or self._stale(row, now)
+            if reason:
+                outbox.give_up(conn, row, now, status="skipped", kind="skipped", reason=reason)
+                self.stats.skipped += 1
+                return False
+            window = _window(row.send_window)
+            if window and not windows_mod.is_open(now, window, tz, self.app.config.holidays):
+                opens = windows_mod.next_open(now, window, tz, self.app.config.holidays)
+                outbox.requeue(conn, row, opens, "waiting for the sending window")
+                return False
+        return True
+
+    def _stale(self, row: outbox.Row, now: datetime) -> str | None:
+        if row.not_after is not None and now >= row.not_after:
+            return "its anchor has passed"
+        max_late = self.app.config.max_late
+        if now - row.due_at > max_late:
+            return f"more than {self.app.config.model.dripd.max_late} late"
+        return None
+
+    def _failed(self, row: outbox.Row, exc: smtp.SendError) -> bool:
+        now = self._now()
+        log = {
+            "rep": self.rep.id,
+            "contact": row.recipient,
+            "message_id": row.message_id,
+            "error": str(exc),
+        }
+        with self.app.engine.begin() as conn:
+            if exc.kind == "temporary":
+                return self._temporary(conn, row, exc, now, log)
+            if exc.kind == "recipient":
+                self._bounce(conn, row, exc, now)
+                logger.warning(
+                    "recipient refused: contact bounced", extra={"action": "bounced", **log}
+                )
+                return True
+            if exc.kind == "message":
+                outbox.give_up(conn, row, now, status="failed", kind="send_failed", reason=str(exc))
+                self.stats.failed += 1
+                logger.warning("email refused", extra={"action": "send_failed", **log})
+                return True
+            outbox.requeue(conn, row, now, str(exc))
+            if exc.kind == "sender":
+                until = _tomorrow(now, self.app.config.rep_timezone(self.rep.id))
+                outbox.pause_mailbox(conn, self.rep.id, until, str(exc), now)
+                self.resume_at = until
+                logger.error(
+                    "mailbox refused to send: paused until tomorrow",
+                    extra={"action": "mailbox_paused", **log},
+                )
+            else:
+                self.resume_at = now + timedelta(seconds=AUTH_BACKOFF)
+                logger.error("mailbox login refused", extra={"action": "mailbox_error", **log})
+        return False
+
+    def _temporary(
+        self,
+        conn: sa.Connection,
+        row: outbox.Row,
+        exc: smtp.SendError,
+        now: datetime,
+        log: dict[str, str],
+    ) -> bool:
+        if row.attempts + 1 >= outbox.MAX_ATTEMPTS:
+            outbox.give_up(
+                conn,
+                row,
+                now,
+                status="failed",
+                kind="send_failed",
+                reason=f"gave up after {outbox.MAX_ATTEMPTS} tries: {exc}",
+            )
+            self.stats.failed += 1
+            return True
+        when = outbox.retry_later(conn, row, now, str(exc))
+        self.stats.retried += 1
+        logger.warning(
+            "temporary failure, retrying",
+            extra={"action": "send_retry", "retry_at": when.isoformat(), **log},
+        )
+        if exc.code == 0 or exc.code == 421:  # the connection itself: rest the mailbox
+            self._connect_failures += 1
+            first, longest = CONNECT_BACKOFF
+            self.resume_at = now + timedelta(
+                seconds=min(first * 2 ** (self._connect_failures - 1), longest)
+            )
+            return False
+        return True
+
+    def _bounce(
+        self, conn: sa.Connection, row: outbox.Row, exc: smtp.SendError, now: datetime
+    ) -> None:
+        outbox.give_up(conn, row, now, status="failed", kind="bounced", reason=str(exc))
+        queries.update_contact(conn, row.contact_id, {"status": "bounced", "updated_at": now})
+        contact = queries.contact_by_id(conn, row.contact_id)
+        pipeline.stop(self.app, conn, contact, now, cause=f"bounced: {exc}")
+        self.stats.bounced += 1
+
+    async def close(self) -> None:
+        for connection in self._connections:
+            await connection.close()
+
+
+def _window(text: str | None) -> windows_mod.Window | None:
+    return pipeline.parse_window(text) if text else None
+
+
+def _tomorrow(now: datetime, tz: ZoneInfo) -> datetime:
+    """The next local midnight, plus a few minutes: when daily quotas reset."""
+    local = now.astimezone(tz)
+    midnight = datetime.combine(local.date() + timedelta(days=1), time(0, 5), tzinfo=tz)
+    return midnight.astimezone(now.tzinfo)
