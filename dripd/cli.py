@@ -452,6 +452,69 @@ def resume(rep_id: str) -> None:
     stdout.print(f"resumed {rep_id}")
 
 
+# -- rep tasks -------------------------------------------------------------------
+
+
+@cli.group("tasks", invoke_without_command=True)
+@config_option
+@click.option("--rep", "rep_id", metavar="ID", help="Only this rep's tasks.")
+@json_option
+@click.pass_context
+def tasks_group(ctx: click.Context, rep_id: str | None, as_json: bool) -> None:
+    """Open rep tasks (calls, cards, to-dos); `tasks done ID…` / `tasks skip ID…`."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from dripd import tables as out
+    from dripd.store import queries
+
+    app = open_app()
+    if rep_id:
+        app.config.rep(rep_id)
+    with app.engine.connect() as conn:
+        rows = queries.open_tasks(conn, rep_id)
+        people = queries.contacts_by_ids(conn, {t["contact_id"] for t in rows})
+    if as_json:
+        print_json([out.task_json(t, people[t["contact_id"]]) for t in rows])
+    else:
+        out.task_table(stdout, app, rows, people)
+
+
+def _finish(ids: tuple[int, ...], status: str) -> None:
+    from dripd import pipeline
+
+    app = open_app()
+    now = app.clock.now()
+    for task_id in ids:
+        with app.engine.begin() as conn:
+            task = pipeline.finish_task(
+                app,
+                conn,
+                task_id,
+                now,
+                status=status,
+                cause=f"dripd tasks {'done' if status == 'done' else 'skip'}",
+            )
+        stdout.print(
+            f"task {task_id} ({task['kind']}, {task['campaign']}/{task['step']}): {status}"
+        )
+
+
+@tasks_group.command("done")
+@config_option
+@click.argument("ids", nargs=-1, required=True, type=int)
+def tasks_done(ids: tuple[int, ...]) -> None:
+    """Mark tasks done (each counts as a touch)."""
+    _finish(ids, "done")
+
+
+@tasks_group.command("skip")
+@config_option
+@click.argument("ids", nargs=-1, required=True, type=int)
+def tasks_skip(ids: tuple[int, ...]) -> None:
+    """Drop tasks without doing them."""
+    _finish(ids, "skipped")
+
+
 # -- the daemon ----------------------------------------------------------------
 
 

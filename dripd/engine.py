@@ -134,7 +134,8 @@ def _settle(
 ) -> None:
     pending = schedule.pending(campaign.plans, progress, ctx)
     if pending.complete and not progress.task_open:
-        _complete(app, conn, enrollment, contact, campaign, run)
+        pipeline.complete(app, conn, enrollment, campaign, run.now)
+        run.result.completed += 1
         return
     waiting = "; ".join(f"{w.step_id}: {w.reason}" for w in pending.waiting) or None
     if progress.task_open and not pending.due:
@@ -148,24 +149,6 @@ def _settle(
             "waiting": waiting,
         },
     )
-
-
-def _complete(
-    app: App,
-    conn: sa.Connection,
-    enrollment: Enrollment,
-    contact: Contact,
-    campaign: campaigns.Campaign,
-    run: _Pass,
-) -> None:
-    pipeline.end(conn, enrollment, run.now, status="completed", reason="last step done")
-    run.result.completed += 1
-    if campaign.next and campaign.next in app.catalog.campaigns:
-        fresh = queries.contact_by_id(conn, contact.id)
-        if fresh.status == "active":
-            pipeline.enroll(
-                app, conn, fresh, campaign.next, run.now, cause=f"next after {campaign.id}"
-            )
 
 
 def _hold(

@@ -360,3 +360,69 @@ def create_contact(
     if std.get("stage"):
         _start_on_stage(app, conn, contact_id, str(std["stage"]), now, None)
     return contact_id
+
+
+# -- rep tasks ------------------------------------------------------------------
+
+
+def finish_task(
+    app: App, conn: sa.Connection, task_id: int, now: datetime, *, status: str, cause: str
+) -> dict[str, Any]:
+    """Mark a rep task done (a touch) or skipped; the sequence waiting on it moves on."""
+    task = queries.task_by_id(conn, task_id)
+    if task is None:
+        raise errors.ContactError(f"no task {task_id}")
+    if task["status"] != "open":
+        raise errors.ContactError(f"task {task_id} is already {task['status']}")
+    queries.update_task(conn, task_id, {"status": status, "done_at": now})
+    if status == "done":
+        queries.count_touch(conn, task["contact_id"], now)
+    queries.add_event(
+        conn,
+        contact_id=task["contact_id"],
+        at=now,
+        kind="task_done" if status == "done" else "task_skipped",
+        campaign=task["campaign"],
+        step=task["step"],
+        detail=f"{task['kind']} {status}",
+        cause=cause,
+    )
+    if task["enrollment_id"] is not None:
+        _release(app, conn, task, now)
+    return task
+
+
+def _release(app: App, conn: sa.Connection, task: Mapping[str, Any], now: datetime) -> None:
+    enrollment = queries.enrollment_by_id(conn, task["enrollment_id"])
+    if enrollment is None or enrollment.status != "active":
+        return
+    progress = schedule.Progress.from_json(enrollment.progress)
+    if not progress.task_open or not progress.done or progress.done[-1] != task["step"]:
+        return
+    progress = schedule.finish_task(progress, now)
+    queries.update_enrollment(conn, enrollment.id, {"progress": progress.to_json()})
+    campaign = app.catalog.campaigns.get(enrollment.campaign)
+    contact = queries.contact_by_id(conn, enrollment.contact_id)
+    if campaign is None:
+        return
+    where = plan(app, contact, campaign, enrollment.enrolled_at, progress, queries.rep_pauses(conn))
+    if where.complete:
+        complete(app, conn, enrollment, campaign, now)
+        return
+    queries.update_enrollment(
+        conn, enrollment.id, {"next_due_at": where.next_due_at, "waiting": where.waiting}
+    )
+
+
+def complete(
+    app: App,
+    conn: sa.Connection,
+    enrollment: Enrollment,
+    campaign: campaigns.Campaign,
+    now: datetime,
+) -> None:
+    """End a finished enrollment; `next` (if any) enrolls the contact in the next campaign."""
+    end(conn, enrollment, now, status="completed", reason="last step done")
+    contact = queries.contact_by_id(conn, enrollment.contact_id)
+    if campaign.next and campaign.next in app.catalog.campaigns and contact.status == "active":
+        enroll(app, conn, contact, campaign.next, now, cause=f"next after {campaign.id}")

@@ -271,3 +271,44 @@ def status_report(console: Console, data: Mapping[str, Any]) -> None:
     for campaign, counts in data["campaigns"].items():
         enrolled.add_row(campaign, *(str(counts[k]) for k in ("active", "completed", "stopped")))
     console.print(enrolled)
+
+
+def task_json(task: Mapping[str, Any], contact: Contact) -> dict[str, Any]:
+    return {
+        "id": task["id"],
+        "kind": task["kind"],
+        "due_at": task["due_at"].isoformat(),
+        "rep": task["rep"],
+        "contact": contact.email,
+        "name": contact.name,
+        "company": contact.company,
+        "phone": contact.phone,
+        "touches": contact.touches,
+        "campaign": task["campaign"],
+        "step": task["step"],
+        "note": task["note"],
+    }
+
+
+def task_table(
+    console: Console, app: App, rows: Sequence[Mapping[str, Any]], people: Mapping[int, Contact]
+) -> None:
+    table = Table(title=f"{len(rows)} open task(s)", title_justify="left", show_lines=True)
+    for column in ("#", "due", "kind", "contact", "phone", "touches", "note"):
+        table.add_column(column, justify="right" if column in ("#", "touches") else "left")
+    for task in rows:
+        contact = people[task["contact_id"]]
+        tz = app.contact_tz(contact.timezone, contact.owner)
+        who = f"{contact.name or contact.email}" + (
+            f"\n{contact.company}" if contact.company else ""
+        )
+        table.add_row(
+            str(task["id"]),
+            _when(task["due_at"], tz),
+            task["kind"],
+            who,
+            contact.phone,
+            str(contact.touches),
+            task["note"],
+        )
+    console.print(table)

@@ -263,6 +263,20 @@ def open_tasks(conn: sa.Connection, rep: str | None = None) -> list[dict[str, An
     return [dict(row._mapping) for row in conn.execute(query)]
 
 
+def task_by_id(conn: sa.Connection, task_id: int) -> dict[str, Any] | None:
+    row = conn.execute(sa.select(tasks).where(tasks.c.id == task_id)).first()
+    return dict(row._mapping) if row else None
+
+
+def update_task(conn: sa.Connection, task_id: int, changes: Mapping[str, Any]) -> None:
+    conn.execute(sa.update(tasks).where(tasks.c.id == task_id).values(**changes))
+
+
+def enrollment_by_id(conn: sa.Connection, enrollment_id: int) -> Enrollment | None:
+    row = conn.execute(sa.select(enrollments).where(enrollments.c.id == enrollment_id)).first()
+    return _enrollment(row) if row else None
+
+
 # -- reps -------------------------------------------------------------------
 
 

@@ -1,0 +1,233 @@
+"""The engine on both databases, with a fake clock: due steps become outbox rows and tasks."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from dripd import app as app_mod
+from dripd import clock, contacts, engine, outbox, pipeline
+from dripd.store import queries, schema
+
+MONDAY = datetime(2026, 11, 23, 14, 0, tzinfo=UTC)  # 09:00 in New York
+
+CAMPAIGN = """
+name = "Test"
+stage = "prospect"
+thread = true
+next = "after"
+[[steps]]
+id = "hello"
+kind = "email"
+wait = "0m"
+subject = "Hello {{ contact.first_name }}"
+body = "Hi {{ contact.first_name }}, nice to meet you."
+[[steps]]
+id = "call"
+kind = "call"
+wait = "1 day"
+note = "Call {{ contact.first_name }} at {{ contact.phone }}."
+[[steps]]
+id = "follow-up"
+kind = "email"
+wait = "1 day"
+wait_for_task = true
+subject = "Following up"
+body = "Hi again {{ contact.first_name }}."
+[[steps]]
+id = "confirm"
+kind = "email"
+before = "24 hours"
+anchor = "appointment_at"
+subject = "See you tomorrow"
+body = "See you {{ contact.appointment_at | datetime }}."
+"""
+
+FIELDS = """
+name = "Needs a field"
+[[steps]]
+id = "pitch"
+kind = "email"
+wait = "0m"
+subject = "About {{ contact.hot_buttons }}"
+body = "Hi"
+"""
+
+AFTER = """
+name = "After"
+[[steps]]
+id = "only"
+kind = "task"
+wait = "1 week"
+note = "Check in with {{ contact.first_name }}."
+"""
+
+
+@pytest.fixture
+def world(
+    make_config, database_url: str, tmp_path: Path
+) -> Iterator[tuple[app_mod.App, clock.FakeClock]]:
+    folder = tmp_path / "campaigns"
+    folder.mkdir()
+    (folder / "test.toml").write_text(CAMPAIGN, encoding="utf-8")
+    (folder / "after.toml").write_text(AFTER, encoding="utf-8")
+    (folder / "fields.toml").write_text(FIELDS, encoding="utf-8")
+    fake = clock.FakeClock(MONDAY)
+    path = make_config(database=database_url, campaigns=folder)
+    app = app_mod.open_app(str(path), the_clock=fake)
+    yield app, fake
+    app.engine.dispose()
+
+
+def add(app: app_mod.App, address: str, **fields: str) -> queries.Contact:
+    values = contacts.validate({"email": address, **fields}, app.contact_rules())
+    with app.engine.begin() as conn:
+        cid = pipeline.create_contact(app, conn, address, values, app.clock.now(), cause="test")
+        contact = queries.contact_by_id(conn, cid)
+        pipeline.enroll(app, conn, contact, "test", app.clock.now(), cause="test")
+        return contact
+
+
+def rows(app: app_mod.App) -> list[outbox.Row]:
+    with app.engine.connect() as conn:
+        return [
+            outbox._row(r)
+            for r in conn.execute(sa.select(schema.outbox).order_by(schema.outbox.c.id))
+        ]
+
+
+def open_tasks(app: app_mod.App) -> list[dict]:
+    with app.engine.connect() as conn:
+        return queries.open_tasks(conn)
+
+
+def test_a_sequence_runs_step_by_step(world) -> None:
+    app, fake = world
+    add(
+        app,
+        "ann@example.com",
+        first_name="Ann",
+        phone="555-0101",
+        appointment_at="2026-12-02 10:00",
+    )
+    assert engine.advance_due(app, fake.now()).queued == 1
+    (hello,) = rows(app)
+    message = email.message_from_bytes(hello.message, policy=email.policy.default)
+    assert message["Subject"] == "Hello Ann" and hello.priority == 1
+    assert engine.advance_due(app, fake.now()).enrollments == 0  # nothing more is due yet
+
+    fake.advance(timedelta(days=1))
+    assert engine.advance_due(app, fake.now()).tasks == 1
+    (task,) = open_tasks(app)
+    assert task["note"] == "Call Ann at 555-0101." and task["kind"] == "call"
+
+    fake.advance(timedelta(days=3))  # the follow-up waits for the call to be done
+    assert engine.advance_due(app, fake.now()).queued == 0
+    with app.engine.begin() as conn:
+        pipeline.finish_task(app, conn, task["id"], fake.now(), status="done", cause="test")
+        assert queries.contact_by_email(conn, "ann@example.com").touches == 1
+    fake.advance(timedelta(days=1))  # Saturday: outside the mon-fri window
+    assert engine.advance_due(app, fake.now()).queued == 0
+    fake.set(datetime(2026, 11, 30, 14, 0, tzinfo=UTC))  # Monday 09:00 in New York
+    assert engine.advance_due(app, fake.now()).queued == 1
+    follow = rows(app)[1]
+    parsed = email.message_from_bytes(follow.message, policy=email.policy.default)
+    assert parsed["Subject"] == "Re: Hello Ann"  # thread = true
+    assert parsed["In-Reply-To"] == hello.message_id and follow.priority == 0
+
+
+def test_stale_anchor_is_skipped_not_sent_late(world) -> None:
+    app, fake = world
+    contact = add(
+        app, "ann@example.com", first_name="Ann", phone="1", appointment_at="2026-11-24 10:00"
+    )
+    with app.engine.begin() as conn:  # jump straight to the anchored step
+        (enrollment,) = queries.active_enrollments(conn, contact.id)
+        from dripd import schedule
+
+        progress = schedule.Progress(done=("hello", "call", "follow-up"), last_due_at=MONDAY)
+        queries.update_enrollment(
+            conn, enrollment.id, {"progress": progress.to_json(), "next_due_at": MONDAY}
+        )
+    fake.set(datetime(2026, 11, 24, 16, 0, tzinfo=UTC))  # after the 10:00 appointment
+    result = engine.advance_due(app, fake.now())
+    assert result.skipped == 1 and result.queued == 0
+    with app.engine.connect() as conn:
+        kinds = [e["kind"] for e in queries.history(conn, contact.id)]
+    assert "skipped" in kinds
+
+
+def test_outside_the_window_waits_for_it(world) -> None:
+    app, fake = world
+    fake.set(datetime(2026, 11, 28, 15, 0, tzinfo=UTC))  # a Saturday
+    contact = add(app, "ann@example.com", first_name="Ann")
+    assert engine.advance_due(app, fake.now()).queued == 0
+    with app.engine.connect() as conn:
+        (enrollment,) = queries.active_enrollments(conn, contact.id)
+    # Monday 09:00 New York
+    assert enrollment.next_due_at == datetime(2026, 11, 30, 14, 0, tzinfo=UTC)
+
+
+def test_unsubscribed_contact_gets_nothing(world) -> None:
+    app, fake = world
+    contact = add(app, "ann@example.com", first_name="Ann")
+    with app.engine.begin() as conn:
+        queries.update_contact(conn, contact.id, {"status": "unsubscribed"})
+    result = engine.advance_due(app, fake.now())
+    assert result.queued == 0 and rows(app) == []
+    with app.engine.connect() as conn:
+        assert queries.active_enrollments(conn, contact.id) == []
+
+
+def test_missing_field_holds_the_step_with_a_reason(world) -> None:
+    app, fake = world
+    values = contacts.validate({"email": "ann@example.com"}, app.contact_rules())
+    with app.engine.begin() as conn:
+        cid = pipeline.create_contact(app, conn, "ann@example.com", values, fake.now(), cause="t")
+        pipeline.enroll(
+            app, conn, queries.contact_by_id(conn, cid), "fields", fake.now(), cause="t"
+        )
+    result = engine.advance_due(app, fake.now())
+    assert result.held == 1 and rows(app) == []
+    with app.engine.connect() as conn:
+        (enrollment,) = queries.active_enrollments(conn, cid)
+        history = queries.history(conn, cid)
+    assert enrollment.waiting is not None and "hot_buttons" in enrollment.waiting
+    assert enrollment.next_due_at == fake.now() + engine.HOLD_RETRY
+    assert [h["kind"] for h in history].count("held") == 1
+    # once the field is there, the email goes out
+    with app.engine.begin() as conn:
+        extra = contacts.validate(
+            {"hot_buttons": "speed"}, app.contact_rules(), require_email=False
+        )
+        pipeline.set_fields(
+            app, conn, queries.contact_by_id(conn, cid), extra, fake.now(), cause="t"
+        )
+    fake.advance(engine.HOLD_RETRY)
+    assert engine.advance_due(app, fake.now()).queued == 1
+
+
+def test_completion_enrolls_the_next_campaign(world) -> None:
+    app, fake = world
+    contact = add(
+        app, "ann@example.com", first_name="Ann", phone="1", appointment_at="2026-11-30 10:00"
+    )
+    engine.advance_due(app, fake.now())
+    fake.advance(timedelta(days=1))
+    engine.advance_due(app, fake.now())
+    (task,) = open_tasks(app)
+    with app.engine.begin() as conn:
+        pipeline.finish_task(app, conn, task["id"], fake.now(), status="skipped", cause="test")
+    fake.set(datetime(2026, 11, 29, 16, 0, tzinfo=UTC))  # Sunday: confirm is due 10:00 Sun
+    engine.advance_due(app, fake.now())
+    fake.set(datetime(2026, 11, 30, 14, 30, tzinfo=UTC))
+    engine.advance_due(app, fake.now())
+    with app.engine.connect() as conn:
+        states = {e.campaign: e.status for e in queries.enrollments_of(conn, contact.id)}
+    assert states == {"test": "completed", "after": "active"}
