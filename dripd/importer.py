@@ -48,7 +48,7 @@ def import_csv(
         existing = queries.existing_keys(conn, [r.key for r in rows])
         new = [r for r in rows if r.key not in existing]
         old = [r for r in rows if r.key in existing]
-        created = _create(
+        created, promoted = _create(
             app, conn, new, now, cause=cause, campaign=campaign if bulk else None, tick=tick
         )
         report.created = len(created)
@@ -58,6 +58,7 @@ def import_csv(
             return report
         if bulk:
             report.enrolled += _enroll_bulk(app, conn, campaign, created, now)
+            _insert_chunked(conn, schema.events, promoted)
             targets = [(row, existing[row.key]) for row in old]
         else:
             targets = [(row, c.id) for row, c in zip(new, created, strict=True)]
@@ -86,8 +87,12 @@ def _create(
     cause: str,
     campaign: campaigns.Campaign | None,
     tick: Tick | None,
-) -> list[queries.Contact]:
-    """Insert new contacts in bulk (promoted to `campaign`'s stage); the stored contacts."""
+) -> tuple[list[queries.Contact], list[dict[str, Any]]]:
+    """Insert new contacts in bulk, promoted to `campaign`'s stage.
+
+    Returns the stored contacts and the promotion events, which the caller
+    records after the enrollments so the history reads enrolled → promoted.
+    """
     default_owner = app.config.reps[0].id if app.config.reps else None
     floor = campaign.stage if campaign is not None else None
     records = [_new_contact(row, now, default_owner) for row in rows]
@@ -103,19 +108,19 @@ def _create(
     ids = queries.existing_keys(conn, [r["email_key"] for r in records])
     people = [_contact(ids[r["email_key"]], r) for r in records]
     events = [_event(c.id, now, "created", "contact created", cause) for c in people]
-    events += [
+    _insert_chunked(conn, schema.events, events)
+    promoted = [
         _event(
-            ids[r["email_key"]],
+            c.id,
             now,
             "promoted",
-            f"stage {r['imported_stage']} → {r['stage']}",
+            f"stage {r['imported_stage']} → {c.stage}",
             f"enrolled in {campaign.id}",
         )
-        for r in records
-        if campaign is not None and r["stage"] != r["imported_stage"]
+        for c, r in zip(people, records, strict=True)
+        if campaign is not None and c.stage != r["imported_stage"]
     ]
-    _insert_chunked(conn, schema.events, events)
-    return people
+    return people, promoted
 
 
 def _columns(record: dict[str, Any]) -> dict[str, Any]:

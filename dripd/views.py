@@ -13,8 +13,6 @@ from dripd import pipeline, schedule, stages
 from dripd.app import App
 from dripd.store import queries
 
-MAX_LATE_DEFAULT = timedelta(days=2)
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Scheduled:
@@ -83,7 +81,13 @@ def upcoming(
         for due in schedule.project(campaign.plans, progress, ctx, until=until):
             items.append(
                 _scheduled(
-                    due, contact, campaign.step(due.step_id).kind, enrollment.campaign, ctx, now
+                    due,
+                    contact,
+                    campaign.step(due.step_id).kind,
+                    enrollment.campaign,
+                    ctx,
+                    now,
+                    app.config.max_late,
                 )
             )
         if enrollment.waiting:
@@ -103,9 +107,12 @@ def _scheduled(
     campaign: str,
     ctx: schedule.Context,
     now: datetime,
+    max_late: timedelta,
 ) -> Scheduled:
     note = ""
-    stale = schedule.is_stale(due, now, max_late=MAX_LATE_DEFAULT)
+    # Judged at the moment it will run: a step held past its anchor (a pause,
+    # a window) is shown as what it will be, skipped.
+    stale = schedule.is_stale(due, max(now, due.due_at), max_late=max_late)
     if stale:
         note = f"will be skipped: {stale}"
     elif due.due_at < now:

@@ -16,7 +16,9 @@ from dripd.store import engine as store_engine
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED_CAMPAIGNS = REPO / "campaigns"
-POSTGRES_URL = os.environ.get("DRIPD_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+POSTGRES_URL = os.environ.get(
+    "DRIPD_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
 REQUIRE_POSTGRES = os.environ.get("DRIPD_TEST_REQUIRE_POSTGRES") == "1"
 
 BASE_CONFIG = """
@@ -58,7 +60,10 @@ def postgres_template() -> Iterator[tuple[sa.Engine, str]]:
     admin = _postgres_admin()
     if admin is None:
         if REQUIRE_POSTGRES:
-            pytest.fail(f"PostgreSQL required (DRIPD_TEST_REQUIRE_POSTGRES=1) but not reachable at {POSTGRES_URL}")
+            pytest.fail(
+                "PostgreSQL required (DRIPD_TEST_REQUIRE_POSTGRES=1) "
+                f"but not reachable at {POSTGRES_URL}"
+            )
         pytest.skip(f"no PostgreSQL at {POSTGRES_URL}")
     name = f"dripd_tpl_{uuid.uuid4().hex[:10]}"
     with admin.connect() as conn:
@@ -103,8 +108,12 @@ ConfigFactory = Callable[..., Path]
 def make_config(tmp_path: Path) -> ConfigFactory:
     """Write a config (and optionally a copy of the campaigns) under tmp_path; its path."""
 
-    def make(database: str | None = None, campaigns: Path | None = None,
-             extra: str = "", copy_campaigns: bool = False) -> Path:
+    def make(
+        database: str | None = None,
+        campaigns: Path | None = None,
+        extra: str = "",
+        copy_campaigns: bool = False,
+    ) -> Path:
         folder = campaigns or SHIPPED_CAMPAIGNS
         if copy_campaigns:
             target = tmp_path / "campaigns"

@@ -190,8 +190,7 @@ def test_one_bad_file_among_the_shipped_ones_is_the_only_problem(
     folder = tmp_path / "campaigns"
     shutil.copytree(SHIPPED, folder)
     bad = folder / f"{broken}.toml"
-    bad.write_text(bad.read_text(encoding="utf-8").replace("wait =", "wiat =", 1),
-                   encoding="utf-8")
+    bad.write_text(bad.read_text(encoding="utf-8").replace("wait =", "wiat =", 1), encoding="utf-8")
 
     catalog = campaigns.load_all(folder, campaigns.LoadOptions(rep_ids=frozenset({"mike", "sam"})))
 
@@ -257,9 +256,7 @@ def test_render_error_names_what_was_rendered(renderer: templates.Renderer) -> N
         "{{ [].__class__.__base__.__subclasses__() }}",
     ],
 )
-def test_a_sandbox_escape_fails_at_render_time(
-    renderer: templates.Renderer, source: str
-) -> None:
+def test_a_sandbox_escape_fails_at_render_time(renderer: templates.Renderer, source: str) -> None:
     renderer.check_source(source, "body")  # it compiles; the sandbox refuses it when run
     with pytest.raises(templates.RenderError, match="unsafe") as info:
         renderer.render_string(source, CONTEXT, "mini/hello body")

@@ -47,8 +47,12 @@ email = "sam@example.com"
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("STATE_DIRECTORY", "CREDENTIALS_DIRECTORY", "DRIPD_DATABASE",
-                 "DRIPD_TEST_MIKE_PASSWORD"):
+    for name in (
+        "STATE_DIRECTORY",
+        "CREDENTIALS_DIRECTORY",
+        "DRIPD_DATABASE",
+        "DRIPD_TEST_MIKE_PASSWORD",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -161,8 +165,12 @@ def test_relative_paths_are_resolved_against_the_config_folder(
 
 
 @pytest.mark.parametrize(
-    "url", ["sqlite:////var/lib/x/dripd.db", "postgresql://dripd@db.example.com/dripd",
-            "sqlite:///:memory:"],
+    "url",
+    [
+        "sqlite:////var/lib/x/dripd.db",
+        "postgresql://dripd@db.example.com/dripd",
+        "sqlite:///:memory:",
+    ],
 )
 def test_absolute_and_server_database_urls_are_kept(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str

@@ -125,8 +125,9 @@ def test_a_row_without_email_is_refused() -> None:
 
 
 def test_empty_values_clear_fields() -> None:
-    values = contacts.validate({"email": "a@b.co", "company": "", "birthday": " "}, RULES,
-                               require_email=True)
+    values = contacts.validate(
+        {"email": "a@b.co", "company": "", "birthday": " "}, RULES, require_email=True
+    )
     assert values.standard == {"company": None}
     assert values.custom == {"birthday": None}
 
