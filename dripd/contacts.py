@@ -8,7 +8,7 @@ control characters, because they end up in email headers.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -43,6 +43,9 @@ class Rules:
     rep_ids: frozenset[str] = frozenset()
     date_fields: frozenset[str] = frozenset()  # custom fields that must hold dates
     default_tz: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
+    # field name → its kind, filled as names are met (imports validate the
+    # same few names 100,000 times)
+    kinds: dict[str, str] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     def is_date_field(self, name: str) -> bool:
         return name in self.date_fields or name in DATE_NAMES or name.endswith(DATE_SUFFIXES)
@@ -74,58 +77,75 @@ def validate(
     email: str | None = None
     for key, text in raw.items():
         name = key if normalized else field_name(key)
-        if (name in STANDARD or rules.is_date_field(name)) and not LINE_BREAKS.isdisjoint(text):
+        kind = rules.kinds.get(name) or rules.kinds.setdefault(name, _kind(name, rules))
+        if kind != "custom" and not LINE_BREAKS.isdisjoint(text):
             # checked before trimming: "Bob\r\n" is a broken or hostile value, not "Bob"
             raise ValueError(f"{name} contains a control character or line break")
         value = text.strip()
-        if name == "email":
+        if kind == "email":
             email = addresses.normalize_address(value)
-        elif name in STANDARD:
-            standard[name] = _standard(name, value, rules) if value else None
+        elif kind == "standard":
+            standard[name] = _STANDARD_CHECKS[name](name, value, rules) if value else None
         else:
-            custom[_custom_name(name)] = _custom(name, value, rules) if value else None
+            custom[name] = _custom(name, value, rules, is_date=kind == "date") if value else None
     if require_email and email is None:
         raise ValueError("email is missing")
     return Values(email=email, standard=standard, custom=custom)
 
 
-def _standard(name: str, value: str, rules: Rules) -> str:
-    if name in TEXT_FIELDS:
-        value = addresses.clean_text(value, field=name)
-        if len(value) > MAX_TEXT:
-            raise ValueError(f"{name} is longer than {MAX_TEXT} characters")
-        return value
-    if name == "timezone":
-        return check_timezone(value)
-    if name == "owner":
-        if rules.rep_ids and value not in rules.rep_ids:
-            raise ValueError(f"owner {value!r} is not a rep ({', '.join(sorted(rules.rep_ids))})")
-        return value
-    if name == "stage":
-        return stages.check(value.lower())
-    if name == "status":
-        if value.lower() not in stages.STATUSES:
-            raise ValueError(f"unknown status {value!r} ({', '.join(stages.STATUSES)})")
-        return value.lower()
-    if name == "referred_by":
-        return addresses.normalize_address(value)
-    dates.parse_when(value, rules.default_tz)  # created_at
-    return value
-
-
-def _custom_name(name: str) -> str:
+def _kind(name: str, rules: Rules) -> str:
+    """email | standard | date | custom; raises ValueError for an unusable field name."""
+    if name == "email":
+        return "email"
+    if name in STANDARD:
+        return "standard"
     if not CUSTOM_NAME.match(name):
         raise ValueError(
             f"field name {name!r}: use letters, digits and underscores, starting with a letter"
         )
-    return name
+    return "date" if rules.is_date_field(name) else "custom"
 
 
-def _custom(name: str, value: str, rules: Rules) -> str:
+def _text(name: str, value: str, rules: Rules) -> str:
+    value = addresses.clean_text(value, field=name)
+    if len(value) > MAX_TEXT:
+        raise ValueError(f"{name} is longer than {MAX_TEXT} characters")
+    return value
+
+
+def _owner(name: str, value: str, rules: Rules) -> str:
+    if rules.rep_ids and value not in rules.rep_ids:
+        raise ValueError(f"owner {value!r} is not a rep ({', '.join(sorted(rules.rep_ids))})")
+    return value
+
+
+def _status(name: str, value: str, rules: Rules) -> str:
+    if value.lower() not in stages.STATUSES:
+        raise ValueError(f"unknown status {value!r} ({', '.join(stages.STATUSES)})")
+    return value.lower()
+
+
+def _when(name: str, value: str, rules: Rules) -> str:
+    dates.parse_when(value, rules.default_tz)
+    return value
+
+
+_STANDARD_CHECKS: dict[str, Callable[[str, str, Rules], str]] = {
+    **dict.fromkeys(TEXT_FIELDS, _text),
+    "timezone": lambda name, value, rules: check_timezone(value),
+    "owner": _owner,
+    "stage": lambda name, value, rules: stages.check(value.lower()),
+    "status": _status,
+    "referred_by": lambda name, value, rules: addresses.normalize_address(value),
+    "created_at": _when,
+}
+
+
+def _custom(name: str, value: str, rules: Rules, *, is_date: bool) -> str:
     value = addresses.clean_text(value, field=name, multiline=True)
     if len(value) > MAX_CUSTOM:
         raise ValueError(f"{name} is longer than {MAX_CUSTOM} characters")
-    if rules.is_date_field(name):
+    if is_date:
         try:
             dates.parse_when(value, rules.default_tz)
         except ValueError as exc:

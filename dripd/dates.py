@@ -9,6 +9,7 @@ without an offset is a wall time in the contact's zone; a date-only value means
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
@@ -28,8 +29,13 @@ _MONTH_DAY_RE = re.compile(r"(\d{1,2})-(\d{1,2})")
 _FORMS = "expected YYYY-MM-DD or YYYY-MM-DD HH:MM[:SS], optionally with Z or +HH:MM"
 
 
+@functools.lru_cache(maxsize=16_384)
 def parse_when(text: str, tz: ZoneInfo) -> datetime:
-    """The instant a field value names, as aware UTC; wall times are read in `tz`."""
+    """The instant a field value names, as aware UTC; wall times are read in `tz`.
+
+    Cached: the schedule reads the same anchors on every pass, and imports
+    meet the same dates (appointment slots, birthdays) many times.
+    """
     match = _match(text)
     day = _date_of(text, match)
     if match["hour"] is None:

@@ -61,7 +61,7 @@ def import_csv(
             _insert_chunked(conn, schema.events, promoted)
             targets = [(row, existing[row.key]) for row in old]
         else:
-            targets = [(row, c.id) for row, c in zip(new, created, strict=True)]
+            targets = [(p.row, p.id) for p in created]
             targets += [(row, existing[row.key]) for row in old]
         _enroll_each(app, conn, campaign, targets, now, report)
     return report
@@ -87,7 +87,7 @@ def _create(
     cause: str,
     campaign: campaigns.Campaign | None,
     tick: Tick | None,
-) -> tuple[list[queries.Contact], list[dict[str, Any]]]:
+) -> tuple[list[New], list[dict[str, Any]]]:
     """Insert new contacts in bulk, promoted to `campaign`'s stage.
 
     Returns the stored contacts and the promotion events, which the caller
@@ -96,42 +96,49 @@ def _create(
     default_owner = app.config.reps[0].id if app.config.reps else None
     floor = campaign.stage if campaign is not None else None
     records = [_new_contact(row, now, default_owner) for row in rows]
-    for record in records:
-        record["imported_stage"] = record["stage"]
-        if floor:
+    imported = [record["stage"] for record in records]
+    if floor:
+        for record in records:
             record["stage"] = stages.forward(record["stage"], floor)
+    before = queries.max_contact_id(conn)
     for start in range(0, len(records), CHUNK):
         chunk = records[start : start + CHUNK]
-        queries.bulk_insert(conn, schema.contacts, [_columns(r) for r in chunk])
+        queries.bulk_insert(conn, schema.contacts, chunk)
         if tick:
             tick(len(chunk))
-    ids = queries.existing_keys(conn, [r["email_key"] for r in records])
-    people = [_contact(ids[r["email_key"]], r) for r in records]
-    events = [_event(c.id, now, "created", "contact created", cause) for c in people]
+    by_key = queries.contact_ids_after(conn, before)
+    people = [
+        New(id=by_key[r["email_key"]], record=r, row=row)
+        for r, row in zip(records, rows, strict=True)
+    ]
+    events = [_event(p.id, now, "created", "contact created", cause) for p in people]
     _insert_chunked(conn, schema.events, events)
     promoted = [
         _event(
-            c.id,
+            p.id,
             now,
             "promoted",
-            f"stage {r['imported_stage']} → {c.stage}",
+            f"stage {was} → {p.record['stage']}",
             f"enrolled in {campaign.id}",
         )
-        for c, r in zip(people, records, strict=True)
-        if campaign is not None and c.stage != r["imported_stage"]
+        for p, was in zip(people, imported, strict=True)
+        if campaign is not None and p.record["stage"] != was
     ]
     return people, promoted
 
 
-def _columns(record: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in record.items() if key != "imported_stage"}
+@dataclass(frozen=True, slots=True, kw_only=True)
+class New:
+    """A contact just inserted in bulk: its id, stored values and CSV row."""
 
+    id: int
+    record: dict[str, Any]
+    row: csvfile.Row
 
-def _contact(contact_id: int, record: dict[str, Any]) -> queries.Contact:
-    values = _columns(record)
-    del values["email_key"]
-    values["fields"] = json.loads(values["fields"])
-    return queries.Contact(id=contact_id, **values)
+    def contact(self) -> queries.Contact:
+        values = {k: v for k, v in self.record.items() if k not in ("email_key", "fields")}
+        custom = {k: v for k, v in self.row.values.custom.items() if v is not None}
+        return queries.Contact(id=self.id, fields=custom, **values)
 
 
 def _event(
@@ -220,20 +227,37 @@ def _enroll_bulk(
     app: App,
     conn: sa.Connection,
     campaign: campaigns.Campaign,
-    people: Sequence[queries.Contact],
+    people: Sequence[New],
     now: datetime,
 ) -> int:
     """Enroll freshly created contacts (they have no enrollments yet) in bulk."""
     pauses = queries.rep_pauses(conn)
     rows, events = [], []
-    for contact in people:
-        if contact.status != "active":
+    plans: dict[tuple[str, str | None], pipeline.Plan] = {}
+    shared = not _depends_on_fields(campaign)
+    for new in people:
+        record = new.record
+        if record["status"] != "active":
             continue
-        where = pipeline.plan(app, contact, campaign, now, schedule.Progress(), pauses)
-        rows.append(pipeline.enrollment_row(contact, campaign, now, where))
+        key = (str(app.contact_tz(record["timezone"], record["owner"])), record["owner"])
+        where = plans.get(key) if shared else None
+        if where is None:
+            where = pipeline.plan(app, new.contact(), campaign, now, schedule.Progress(), pauses)
+            plans[key] = where
+        rows.append(
+            {
+                "contact_id": new.id,
+                "campaign": campaign.id,
+                "status": "active",
+                "enrolled_at": now,
+                "progress": pipeline.EMPTY_PROGRESS,
+                "next_due_at": where.next_due_at,
+                "waiting": where.waiting,
+            }
+        )
         events.append(
             _event(
-                contact.id,
+                new.id,
                 now,
                 "enrolled",
                 f"enrolled in {campaign.name}",
@@ -244,3 +268,15 @@ def _enroll_bulk(
     _insert_chunked(conn, schema.enrollments, rows)
     _insert_chunked(conn, schema.events, events)
     return len(rows)
+
+
+def _depends_on_fields(campaign: campaigns.Campaign) -> bool:
+    """Whether a new enrollment's first due times depend on the contact's fields.
+
+    When they don't, every contact with the same time zone and owner (whose
+    vacation may hold emails) gets the same plan: computed once per group.
+    """
+    first = next((p for p in campaign.plans if p.sequential), None)
+    if first is not None and not isinstance(first.timing, schedule.Wait):
+        return True
+    return any(isinstance(p.timing, schedule.Yearly) and p.timing.field for p in campaign.plans)

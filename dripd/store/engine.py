@@ -20,6 +20,7 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 # skip importing alembic (a third of the CLI's start-up) when nothing is to do.
 HEAD = "0002"
 SQLITE_BUSY_TIMEOUT = 10_000  # milliseconds a writer waits for the lock
+SQLITE_CACHE_KIB = 65_536  # page cache per connection: big imports touch many index pages
 
 
 def engine_url(url: str) -> str:
@@ -58,6 +59,7 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT}")
+    cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
     cursor.close()
 
 

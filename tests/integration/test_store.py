@@ -190,3 +190,14 @@ def test_custom_fields_are_stored_as_text(app: app_mod.App) -> None:
         row = conn.execute(sa.select(schema.contacts.c.fields)).scalar_one()
     assert json.loads(row) == {"birthday": "1980-03-14", "hot_buttons": "speed; price"}
     assert contact.values()["hot_buttons"] == "speed; price"
+
+
+def test_bulk_insert_stores_exactly_what_insert_stores(app: app_mod.App) -> None:
+    stamp = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    row = {"email": "b@x.com", "email_key": "b@x.com", "created_at": stamp, "updated_at": stamp}
+    with app.engine.begin() as conn:
+        queries.bulk_insert(conn, schema.contacts, [row])
+        queries.insert_contact(conn, {**row, "email": "c@x.com", "email_key": "c@x.com"})
+        raw = conn.execute(sa.text("select created_at from contacts order by id")).scalars().all()
+        assert raw[0] == raw[1]  # same storage format, so comparisons in SQL agree
+        assert queries.contact_by_email(conn, "b@x.com").created_at == stamp

@@ -70,7 +70,13 @@ def upgrade() -> None:
         sa.Column("message_id", sa.Text),
     )
     op.create_index("ix_events_contact_id_at", "events", ["contact_id", "at"])
-    op.create_index("ix_events_campaign_step_kind", "events", ["campaign", "step", "kind"])
+    op.create_index(
+        "ix_events_campaign_step_kind",
+        "events",
+        ["campaign", "step", "kind"],
+        sqlite_where=sa.text("step IS NOT NULL"),
+        postgresql_where=sa.text("step IS NOT NULL"),
+    )
     op.create_table(
         "tasks",
         sa.Column("id", sa.Integer, primary_key=True),
