@@ -101,15 +101,19 @@ def in_state(conn: sa.Connection, status: str) -> list[Row]:
 
 def deliverable(conn: sa.Connection, row: Row) -> str | None:
     """Why `row` must not be sent now (contact no longer active, sequence ended), else None."""
-    contact = queries.contact_by_id(conn, row.contact_id)
-    if contact.status != "active":
-        return f"contact is {contact.status}"
-    if row.enrollment_id is None:
-        return None
-    status = conn.execute(
-        sa.select(schema.enrollments.c.status).where(schema.enrollments.c.id == row.enrollment_id)
-    ).scalar_one()
-    return None if status == "active" else f"sequence {status}"
+    contacts, enrollments = schema.contacts, schema.enrollments
+    query = (
+        sa.select(contacts.c.status, enrollments.c.status)
+        .select_from(contacts)
+        .outerjoin(enrollments, enrollments.c.id == row.enrollment_id)
+        .where(contacts.c.id == row.contact_id)
+    )
+    contact_status, enrollment_status = conn.execute(query).one()
+    if contact_status != "active":
+        return f"contact is {contact_status}"
+    if row.enrollment_id is not None and enrollment_status != "active":
+        return f"sequence {enrollment_status}"
+    return None
 
 
 def claim(conn: sa.Connection, row: Row, now: datetime) -> bool:
@@ -137,16 +141,6 @@ def mark_sent(conn: sa.Connection, row: Row, now: datetime) -> None:
         cause=f"from {row.rep}",
         message_id=row.message_id,
     )
-    _touch_mailbox(conn, row.rep, now)
-
-
-def _touch_mailbox(conn: sa.Connection, rep: str, now: datetime) -> None:
-    table = schema.mailboxes
-    updated = conn.execute(
-        sa.update(table).where(table.c.rep == rep).values(last_sent_at=now, updated_at=now)
-    )
-    if updated.rowcount == 0:
-        conn.execute(sa.insert(table).values(rep=rep, last_sent_at=now, updated_at=now))
 
 
 def retry_later(

@@ -125,15 +125,12 @@ class Sender:
 
     async def _send_one(self, connection: smtp.Connection, row: outbox.Row) -> bool:
         now = self._now()
-        if not self._still_wanted(row, now):
-            return True
         allowed = self.limit.next_free(now)
         if allowed > now:
             self.resume_at = allowed
             return False
-        with self.app.engine.begin() as conn:
-            if not outbox.claim(conn, row, now):
-                return True
+        if not self._claim(row, now):
+            return True
         self.limit.record(now)
         try:
             await connection.send(self.rep.email, row.recipient, row.message)
@@ -155,9 +152,12 @@ class Sender:
         )
         return True
 
-    def _still_wanted(self, row: outbox.Row, now: datetime) -> bool:
-        """Checks made at the moment of sending; False if the row was skipped or put back."""
-        tz = ZoneInfo(row.timezone)
+    def _claim(self, row: outbox.Row, now: datetime) -> bool:
+        """The checks made at the moment of sending, and the claim, in one transaction.
+
+        False if the row was skipped (contact no longer active, sequence ended,
+        stale), put back (window closed) or taken by someone else.
+        """
         with self.app.engine.begin() as conn:
             reason = outbox.deliverable(conn, row) or self._stale(row, now)
             if reason:
@@ -165,11 +165,12 @@ class Sender:
                 self.stats.skipped += 1
                 return False
             window = _window(row.send_window)
+            tz = ZoneInfo(row.timezone)
             if window and not windows_mod.is_open(now, window, tz, self.app.config.holidays):
                 opens = windows_mod.next_open(now, window, tz, self.app.config.holidays)
                 outbox.requeue(conn, row, opens, "waiting for the sending window")
                 return False
-        return True
+            return outbox.claim(conn, row, now)
 
     def _stale(self, row: outbox.Row, now: datetime) -> str | None:
         if row.not_after is not None and now >= row.not_after:

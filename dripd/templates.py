@@ -46,9 +46,10 @@ class Renderer:
             undefined=jinja2.StrictUndefined,
             autoescape=jinja2.select_autoescape(("html",), default_for_string=False),
             keep_trailing_newline=False,
-            auto_reload=True,
+            auto_reload=False,  # a changed file means a reload of the campaigns (a new Renderer)
         )
         self.env.filters.update(date=_date_filter, time=_time_filter, datetime=_datetime_filter)
+        self._compiled: dict[str, jinja2.Template] = {}
 
     def check_source(self, source: str, what: str) -> None:
         """Raise ValueError if `source` does not compile."""
@@ -77,9 +78,16 @@ class Renderer:
             raise ValueError(f"template {name!r}: expected a .md, .txt or .html file")
         return self.folder / pure
 
+    def compiled(self, source: str) -> jinja2.Template:
+        """The compiled template of an inline source (subjects, bodies, notes), compiled once."""
+        template = self._compiled.get(source)
+        if template is None:
+            template = self._compiled[source] = self.env.from_string(source)
+        return template
+
     def render_string(self, source: str, context: Mapping[str, Any], what: str) -> str:
         try:
-            return self.env.from_string(source).render(context)
+            return self.compiled(source).render(context)
         except (jinja2.TemplateError, ValueError, TypeError) as exc:
             raise RenderError(f"{what}: {_render_problem(exc)}") from exc
 

@@ -64,7 +64,6 @@ def upgrade() -> None:
         sa.Column("rep", sa.Text, primary_key=True),
         sa.Column("paused_until", UTCDateTime),
         sa.Column("reason", sa.Text),
-        sa.Column("last_sent_at", UTCDateTime),
         sa.Column("updated_at", UTCDateTime, nullable=False),
     )
 
