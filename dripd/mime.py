@@ -14,10 +14,12 @@ from __future__ import annotations
 import base64
 import binascii
 import mimetypes
+import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from email.charset import Charset
 from email.header import Header
 from email.utils import encode_rfc2231, format_datetime, formataddr
 from pathlib import Path
@@ -27,6 +29,8 @@ from dripd import addresses, compose
 CRLF = "\r\n"
 MAX_ATTACHMENT = 25 * 1024 * 1024  # bytes: what common providers accept
 MAX_LINE = 78  # characters per header line before folding (RFC 5322's "should")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # CR, LF, NUL...: never raw in a header
+_UTF8 = Charset("utf-8")
 
 
 class MissingAttachment(Exception):
@@ -99,23 +103,22 @@ def build(
 
 
 def _header(name: str, value: str) -> str:
-    if "\r" in value or "\n" in value:
-        raise ValueError(f"line break in the {name} header")
+    if _CONTROL.search(value):
+        raise ValueError(f"line break or control character in the {name} header")
+    if name == "Subject" and "=?" in value:  # a literal "=?...?=" is encoded, not decoded
+        encoded = Header(value, "utf-8", header_name=name, maxlinelen=MAX_LINE)
+        return f"{name}: {encoded.encode(linesep=CRLF)}{CRLF}"
     if value.isascii() and len(name) + len(value) + 2 <= MAX_LINE:
         return f"{name}: {value}{CRLF}"
-    if name in ("Subject",) or not value.isascii():
-        encoded = Header(
-            value,
-            "utf-8" if not value.isascii() else "us-ascii",
-            header_name=name,
-            maxlinelen=MAX_LINE,
-        ).encode(linesep=CRLF)
-        return f"{name}: {encoded}{CRLF}"
+    if not value.isascii():
+        encoded = Header(value, "utf-8", header_name=name, maxlinelen=MAX_LINE)
+        return f"{name}: {encoded.encode(linesep=CRLF)}{CRLF}"
+    # ASCII, subjects too, folds at spaces (Header would start a long word on an empty line)
     return f"{name}: {_fold(value, len(name) + 2)}{CRLF}"
 
 
 def _fold(value: str, used: int) -> str:
-    """Fold a long structured header (References) at spaces."""
+    """Fold a long ASCII header (References, Subject) at spaces."""
     lines, line = [], ""
     for word in value.split(" "):
         if line and used + len(line) + 1 + len(word) > MAX_LINE:
@@ -134,7 +137,11 @@ def _address(name: str, address: str) -> str:
         raise ValueError(f"{clean}: a non-ASCII mailbox name needs SMTPUTF8, not supported")
     ascii_address = f"{local}@{domain.encode('idna').decode('ascii')}"
     display = compose.one_line(addresses.clean_text(name, field="name")) if name else ""
-    return formataddr((display, ascii_address), charset="utf-8") if display else ascii_address
+    if not display:
+        return ascii_address
+    if "=?" in display:  # a literal "=?...?=" is encoded, else the reader would decode it
+        return f"{_UTF8.header_encode(display)} <{ascii_address}>"
+    return formataddr((display, ascii_address), charset="utf-8")
 
 
 def _subject(subject: str, thread: Thread | None) -> str:
@@ -162,7 +169,8 @@ def _multipart(subtype: str, parts: Sequence[bytes]) -> bytes:
     boundary = f"=_dripd_{secrets.token_hex(12)}"
     head = f'Content-Type: multipart/{subtype}; boundary="{boundary}"{CRLF}{CRLF}'.encode()
     separator = f"--{boundary}{CRLF}".encode()
-    body = b"".join(separator + part for part in parts)
+    # The CRLF before each delimiter belongs to the delimiter (RFC 2046 5.1.1), not the part.
+    body = b"".join(separator + part + CRLF.encode() for part in parts)
     return head + body + f"--{boundary}--{CRLF}".encode()
 
 
@@ -189,7 +197,7 @@ def _attachment(path: Path) -> bytes:
     name = path.name
     disposition = (
         f'attachment; filename="{name}"'
-        if name.isascii() and '"' not in name and "\\" not in name
+        if name.isascii() and name.isprintable() and '"' not in name and "\\" not in name
         else f"attachment; filename*={encode_rfc2231(name, 'utf-8')}"
     )
     head = (

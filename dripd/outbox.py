@@ -23,6 +23,22 @@ MAX_ATTEMPTS = 12  # then the email fails for good and the rep is told
 
 _t = schema.outbox
 
+# Built once: the per-message statements of the sending hot path (see queries.py).
+_INSERT = sa.insert(_t)
+_EXISTS = sa.select(_t.c.id).where(_t.c.message_id == sa.bindparam("mid"))
+_UPDATE = sa.update(_t).where(_t.c.id == sa.bindparam("oid"))
+_CLAIM = (
+    sa.update(_t)
+    .where(_t.c.id == sa.bindparam("oid"), _t.c.status == "queued")
+    .values(status="sending", sending_at=sa.bindparam("now"), attempts=_t.c.attempts + 1)
+)
+_DELIVERABLE = (
+    sa.select(schema.contacts.c.status, schema.enrollments.c.status)
+    .select_from(schema.contacts)
+    .outerjoin(schema.enrollments, schema.enrollments.c.id == sa.bindparam("eid"))
+    .where(schema.contacts.c.id == sa.bindparam("cid"))
+)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Row:
@@ -57,12 +73,11 @@ def _row(record: sa.Row[Any]) -> Row:
 
 
 def insert(conn: sa.Connection, values: dict[str, Any]) -> None:
-    conn.execute(sa.insert(_t), values)
+    conn.execute(_INSERT, values)
 
 
 def exists(conn: sa.Connection, message_id: str) -> bool:
-    query = sa.select(_t.c.id).where(_t.c.message_id == message_id)
-    return conn.execute(query).first() is not None
+    return conn.execute(_EXISTS, {"mid": message_id}).first() is not None
 
 
 def thread_of(conn: sa.Connection, enrollment_id: int) -> list[tuple[str, str]]:
@@ -101,34 +116,25 @@ def in_state(conn: sa.Connection, status: str) -> list[Row]:
 
 def deliverable(conn: sa.Connection, row: Row) -> str | None:
     """Why `row` must not be sent now (contact no longer active, sequence ended), else None."""
-    contacts, enrollments = schema.contacts, schema.enrollments
-    query = (
-        sa.select(contacts.c.status, enrollments.c.status)
-        .select_from(contacts)
-        .outerjoin(enrollments, enrollments.c.id == row.enrollment_id)
-        .where(contacts.c.id == row.contact_id)
-    )
-    contact_status, enrollment_status = conn.execute(query).one()
+    params = {"eid": row.enrollment_id, "cid": row.contact_id}
+    contact_status, enrollment_status = conn.execute(_DELIVERABLE, params).one()
     if contact_status != "active":
         return f"contact is {contact_status}"
-    if row.enrollment_id is not None and enrollment_status != "active":
-        return f"sequence {enrollment_status}"
+    # A completed sequence still sends what it queued (its last email); a
+    # stopped one (a reply, `stop`, a bounce) sends nothing more.
+    if row.enrollment_id is not None and enrollment_status == "stopped":
+        return "the sequence was stopped"
     return None
 
 
 def claim(conn: sa.Connection, row: Row, now: datetime) -> bool:
     """Mark `row` as being sent; False if someone else changed it first."""
-    result = conn.execute(
-        sa.update(_t)
-        .where(_t.c.id == row.id, _t.c.status == "queued")
-        .values(status="sending", sending_at=now, attempts=_t.c.attempts + 1)
-    )
-    return result.rowcount == 1
+    return conn.execute(_CLAIM, {"oid": row.id, "now": now}).rowcount == 1
 
 
 def mark_sent(conn: sa.Connection, row: Row, now: datetime) -> None:
     """The server accepted it: record the send, the touch and the history event."""
-    conn.execute(sa.update(_t).where(_t.c.id == row.id).values(status="sent", sent_at=now))
+    conn.execute(_UPDATE, {"oid": row.id, "status": "sent", "sent_at": now})
     queries.count_touch(conn, row.contact_id, now)
     queries.add_event(
         conn,

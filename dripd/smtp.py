@@ -2,10 +2,13 @@
 
 `classify` is pure: it reads an SMTP reply and says whose problem it is.
 - temporary (4xx, network): try again later, with backoff;
-- recipient (5.1.x, "user unknown"): the address is dead, the contact bounced;
-- sender (5.4.5, 5.7.x, refused MAIL FROM, quota): the mailbox must rest until tomorrow;
-- message (any other 5xx on the message): this email fails, the rep is told;
-- auth: the mailbox's credentials are wrong; nothing can be sent until fixed.
+- recipient (5.1.x, 5.2.1-2, "user unknown"): the address is dead, the contact bounced;
+- sender (5.1.7-8, 5.4.5, 5.7.x, refused MAIL FROM, "sender address rejected", relay
+  denied, quota, spam): the mailbox must rest until tomorrow;
+- message (any other 5xx on the message, a too-big SIZE= at MAIL FROM): this email
+  fails, the rep is told;
+- auth (530/535, and a refused login): the mailbox's credentials are wrong; nothing
+  can be sent until fixed.
 """
 
 from __future__ import annotations
@@ -22,13 +25,24 @@ from dripd import config
 Kind = Literal["temporary", "recipient", "sender", "message", "auth"]
 _RECIPIENT_TEXT = re.compile(
     r"user unknown|no such user|unknown user|does not exist|mailbox unavailable|"
-    r"recipient rejected|address rejected|invalid recipient|not found|disabled",
+    r"recipient rejected|address rejected|invalid recipient|not found|disabled|"
+    r"doesn't have an? [\w.-]+ account|mailbox (?:is )?full|over quota",
     re.IGNORECASE,
 )
 _SENDER_TEXT = re.compile(
-    r"quota|limit|rate|too many|sending|suspended|policy|blocked|blacklist|spam",
+    r"quota|limit|\brate\b|too many|sending|suspended|policy|blocked|blacklist|spam",
     re.IGNORECASE,
 )
+# Replies about the rep's own address or server, whatever their code and command say
+# (Postfix and Exim check the sender at RCPT; Office 365 answers 5.1.8; SES, "not verified").
+_SENDER_PHRASE = re.compile(
+    r"sender address rejected|sender verify failed|bad outbound sender|"
+    r"relay(?:ing)? (?:access )?(?:denied|not permitted)|not permitted to relay|unable to relay|"
+    r"not verified|send ?as ?denied|not allowed to send",
+    re.IGNORECASE,
+)
+_SIZE_TEXT = re.compile(r"\bsize\b|too (?:big|large)", re.IGNORECASE)
+_AUTH_CODES = frozenset({530, 534, 535, 538})  # RFC 4954: authentication required/refused
 _ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 
 
@@ -48,11 +62,15 @@ def classify(code: int, text: str, *, stage: Literal["mail", "rcpt", "data"]) ->
     """Whose problem an SMTP reply `code text` is, given the command it answered."""
     if code < 500:
         return "temporary"
+    if code in _AUTH_CODES:
+        return "auth"
     enhanced = _ENHANCED.search(text)
     klass, subject = (int(enhanced[2]), int(enhanced[3])) if enhanced else (None, None)
-    if stage == "mail":
+    if stage == "mail":  # MAIL FROM refused: the rep's account, unless the SIZE= is too big
+        return "message" if klass == 3 or (klass is None and _SIZE_TEXT.search(text)) else "sender"
+    if _SENDER_PHRASE.search(text) or (klass == 1 and subject in (7, 8)):
         return "sender"
-    if klass == 1 or (klass == 2 and subject == 1):
+    if klass == 1 or (klass == 2 and subject in (1, 2)):  # bad address; disabled or full mailbox
         return "recipient"
     if (klass == 4 and subject == 5) or klass == 7:
         return "sender"
@@ -62,10 +80,11 @@ def classify(code: int, text: str, *, stage: Literal["mail", "rcpt", "data"]) ->
             if _SENDER_TEXT.search(text) and not _RECIPIENT_TEXT.search(text)
             else "recipient"
         )
-    if klass is None and _RECIPIENT_TEXT.search(text):
-        return "recipient"
-    if klass is None and _SENDER_TEXT.search(text):
-        return "sender"
+    if klass is None or subject == 0:  # no enhanced code, or a generic one: the text decides
+        if _RECIPIENT_TEXT.search(text):
+            return "recipient"
+        if _SENDER_TEXT.search(text):
+            return "sender"
     return "message"
 
 

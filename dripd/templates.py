@@ -15,14 +15,18 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import cmarkgfm
 import jinja2
 import jinja2.sandbox
-from markdown_it import MarkdownIt
+from cmarkgfm.cmark import Options as CmarkOptions
 
 from dripd import dates, errors
 
 TEMPLATE_SUFFIXES = (".md", ".txt", ".html")
-_MARKDOWN = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
+# cmark (GitHub's C implementation, 50x faster than a pure-Python parser);
+# without CMARK_OPT_UNSAFE it leaves raw HTML out, so contact data can never
+# put markup into the HTML part.
+_MARKDOWN_OPTIONS = CmarkOptions.CMARK_OPT_DEFAULT
 
 
 class RenderError(errors.DripdError):
@@ -120,7 +124,7 @@ def render_body(
 
 def _markdown_parts(text: str) -> tuple[str, str]:
     text = text.strip() + "\n"
-    return text, _MARKDOWN.render(text)
+    return text, cmarkgfm.markdown_to_html(text, options=_MARKDOWN_OPTIONS)
 
 
 def _render_problem(exc: Exception) -> str:

@@ -1,0 +1,129 @@
+"""Sending throughput: `dripd run --once` sending 10,000 due emails vs raw aiosmtplib.
+
+Goal (issue 3): dripd at least 70% of the raw rate. Both send to the same
+aiosmtpd sink running in its own process, over the same number of
+connections (2, dripd's default per mailbox). The raw side sends pre-built
+2 KB messages; dripd renders each email from the shipped-style Markdown
+template, writes it to the outbox, sends it and records it (claim, sent,
+touch, history), so the ratio is the price of that bookkeeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import aiosmtplib
+
+from bench import common
+
+sys.path.insert(0, str(common.REPO / "tests"))
+import servers  # noqa: E402  (the test harness's SMTP sink, in its own process)
+
+EMAILS = 10_000
+CONNECTIONS = 2
+FILLER = "A line of the message body, long enough to make the whole thing about 2 KB.\n"
+
+CAMPAIGN = """
+name = "Benchmark"
+send_window = "daily 00:00-24:00"
+[[steps]]
+id = "hello"
+kind = "email"
+wait = "0m"
+subject = "Hello {{ contact.first_name }}, about {{ contact.company }}"
+template = "bench/hello.md"
+"""
+
+TEMPLATE = (
+    "Hi {{ contact.first_name }},\n\nThank you for your time today at **{{ contact.company }}**."
+    "\n\n" + FILLER * 18 + "\nTalk soon.\n"
+)
+
+
+def raw_message(i: int) -> bytes:
+    head = (
+        f"From: Mike <mike@example.com>\r\nTo: c{i}@example.com\r\nSubject: Hello {i}\r\n"
+        f"Message-ID: <raw.{i}@example.com>\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: text/plain; charset="utf-8"\r\n\r\n'
+    )
+    return (head + FILLER.replace("\n", "\r\n") * 26).encode()
+
+
+async def _raw(port: int, messages: list[bytes]) -> float:
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for message in messages:
+        queue.put_nowait(message)
+
+    async def worker() -> None:
+        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port)
+        await client.connect()
+        while not queue.empty():
+            await client.sendmail("mike@example.com", ["x@example.com"], queue.get_nowait())
+        await client.quit()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(CONNECTIONS)))
+    return len(messages) / (time.perf_counter() - start)
+
+
+def raw_rate(port: int) -> float:
+    return asyncio.run(_raw(port, [raw_message(i) for i in range(EMAILS)]))
+
+
+def prepare(folder: Path, port: int) -> Path:
+    campaigns = folder / "campaigns"
+    (campaigns / "bench").mkdir(parents=True)
+    (campaigns / "blast.toml").write_text(CAMPAIGN, encoding="utf-8")
+    (campaigns / "bench" / "hello.md").write_text(TEMPLATE, encoding="utf-8")
+    config = folder / "config.toml"
+    config.write_text(
+        f'[dripd]\ndatabase = "sqlite:///{folder / "dripd.db"}"\ncampaigns = "{campaigns}"\n'
+        'timezone = "UTC"\n\n[[reps]]\nid = "mike"\nname = "Mike Gulitz"\n'
+        'email = "mike@example.com"\nsignature = "Mike"\n\n[reps.smtp]\n'
+        f'host = "127.0.0.1"\nport = {port}\nsecurity = "none"\nconnections = {CONNECTIONS}\n'
+        "max_per_hour = 1000000\nmax_per_day = 1000000\n",
+        encoding="utf-8",
+    )
+    csv_path = folder / "contacts.csv"
+    common.write_contacts_csv(csv_path, EMAILS)
+    common.run_dripd("contacts", "import", str(csv_path), "--enroll", "blast", config=config)
+    return config
+
+
+def dripd_rate(config: Path) -> tuple[float, float]:
+    """Emails per second of `dripd run --once`, and its peak memory in MB."""
+    env = {**os.environ, "DRIPD_LOG_LEVEL": "WARNING"}
+    start = time.perf_counter()
+    process = subprocess.Popen([common.DRIPD, "--config", str(config), "run", "--once"], env=env)
+    _, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit("dripd run --once failed")
+    return EMAILS / elapsed, usage.ru_maxrss / 1024
+
+
+def main() -> None:
+    folder = common.workdir("send")
+    with servers.SmtpSinkProcess(folder / "sink.log") as sink:
+        config = prepare(folder, sink.port)
+        before = raw_rate(sink.port)
+        sink.log_path.write_text("")
+        rate, peak_mb = dripd_rate(config)
+        ids = [r.message_id for r in sink.records()]
+        after = raw_rate(sink.port)
+    raw = statistics.median([before, after])
+    twice = sum(1 for count in Counter(ids).values() if count > 1)
+    print(f"sending {EMAILS:,} emails over {CONNECTIONS} connections to an aiosmtpd sink")
+    print(f"  raw aiosmtplib, pre-built 2 KB messages: {raw:7.0f} msg/s  "
+          f"(runs before/after: {before:.0f}, {after:.0f})")
+    print(f"  dripd run --once (render+outbox+send+record): {rate:7.0f} msg/s  "
+          f"peak memory {peak_mb:.0f} MB")
+    print(f"  ratio dripd / raw: {rate / raw:5.2f}   (goal >= 0.70)")
+    print(f"  arrived: {len(ids):,} messages, {len(set(ids)):,} distinct, {twice} twice")
