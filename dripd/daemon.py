@@ -41,6 +41,7 @@ POLL = 15.0  # seconds: the longest sleep, so other commands' changes are seen
 STOP_GRACE = 8.0  # seconds the in-flight sends get after SIGTERM
 COPY_INTERVAL = 30  # seconds between Sent-folder copy runs
 COPY_BATCH = 100
+ADVANCE_CHUNK = 25  # enrollments per engine transaction while senders run
 
 
 @dataclass(slots=True)
@@ -110,6 +111,9 @@ async def reconcile(app: App) -> dict[str, int]:
             else:
                 outbox.requeue(conn, row, now, "in flight at a crash; not in the Sent folder")
                 counts["requeued"] += 1
+    with app.engine.begin() as conn:
+        while outbox.record_sent(conn, app.clock.now()):
+            pass
     if uncertain:
         logger.warning(
             "reconciled emails in flight at the last stop", extra={"action": "reconciled", **counts}
@@ -162,14 +166,23 @@ async def _copy_rows(app: App, settings: config.ImapConfig, rows: list[outbox.Ro
 # -- the loop -------------------------------------------------------------------
 
 
-def advance_all(app: App, summary: Summary) -> None:
-    """Advance every enrollment that is due now."""
+async def advance_all(app: App, summary: Summary, queued: asyncio.Event | None = None) -> None:
+    """Advance every enrollment that is due now, in small transactions.
+
+    Between two chunks the event loop runs: the senders send what was just
+    queued while the next chunk renders, so rendering overlaps the time spent
+    waiting for the SMTP server. A chunk never spans an await (SQLite allows
+    one writer: a transaction held across an await would block the senders).
+    """
     while True:
-        result = engine.advance_due(app, app.clock.now())
+        result = engine.advance_due(app, app.clock.now(), limit=ADVANCE_CHUNK)
         for name in ("queued", "tasks", "skipped", "held", "completed"):
             setattr(summary, name, getattr(summary, name) + getattr(result, name))
-        if result.enrollments < engine.BATCH:
+        if queued is not None and result.queued:
+            queued.set()
+        if result.enrollments < ADVANCE_CHUNK:
             return
+        await asyncio.sleep(0)
 
 
 async def run_once(app: App) -> Summary:
@@ -177,16 +190,39 @@ async def run_once(app: App) -> Summary:
     summary = Summary()
     with single_instance(app):
         summary.reconciled = await reconcile(app)
-        advance_all(app, summary)
-        stop = asyncio.Event()
+        stop, queued, advanced = asyncio.Event(), asyncio.Event(), asyncio.Event()
         mailboxes = senders(app, stop)
+
+        async def produce() -> None:
+            try:
+                await advance_all(app, summary, queued)
+            finally:
+                advanced.set()
+                queued.set()
+
+        await asyncio.gather(
+            produce(), *(_send_all(box, queued, advanced) for box in mailboxes.values())
+        )
         for box in mailboxes.values():
-            box.load_history()
-            await box.drain()
-            await box.close()
             _add_stats(summary, box.stats)
         await copy_sent(app)
     return summary
+
+
+async def _send_all(box: sender.Sender, queued: asyncio.Event, advanced: asyncio.Event) -> None:
+    """Send what becomes ready while the engine queues it, then what is left; then close."""
+    box.load_history()
+    try:
+        while True:
+            queued.clear()
+            finished = advanced.is_set()
+            sent = await box.drain()
+            if finished and sent == 0:
+                return
+            if sent == 0:
+                await queued.wait()
+    finally:
+        await box.close()
 
 
 def _add_stats(summary: Summary, stats: sender.Stats) -> None:
@@ -239,7 +275,7 @@ class Daemon:
 
     async def _main_loop(self, tasks: list[asyncio.Task[None]]) -> None:
         while not self.stop.is_set():
-            advance_all(self.app, self.summary)
+            await advance_all(self.app, self.summary, self.wake)
             self.wake.set()
             _raise_if_crashed(tasks)
             await _wait_any(self.stop, self._seconds_to_next_due())

@@ -56,6 +56,7 @@ class _Pass:
     install_id: str
     max_late: timedelta
     result: Result = field(default_factory=Result)
+    queued: list[dict[str, Any]] = field(default_factory=list)  # outbox rows, inserted at the end
 
 
 def advance_due(app: App, now: datetime, *, limit: int = BATCH) -> Result:
@@ -73,6 +74,7 @@ def advance_due(app: App, now: datetime, *, limit: int = BATCH) -> Result:
         )
         for enrollment in due:
             _advance(app, conn, enrollment, people[enrollment.contact_id], run)
+        outbox.insert_many(conn, run.queued)
         run.result.enrollments = len(due)
         return run.result
 
@@ -234,13 +236,10 @@ def _queue_email(
         message, email = _render(app, conn, enrollment, contact, campaign, step, due, run)
     except (templates.RenderError, mime.MissingAttachment, ValueError) as exc:
         return _Hold(reason=str(exc), until=run.now + HOLD_RETRY)
-    msgid = str(message["Message-ID"])
-    if not outbox.exists(conn, msgid):
-        outbox.insert(
-            conn,
-            _outbox_row(enrollment, contact, campaign, step, due, email, message, window, tz, run),
-        )
-        run.result.queued += 1
+    run.queued.append(
+        _outbox_row(enrollment, contact, campaign, step, due, email, message, window, tz, run)
+    )
+    run.result.queued += 1
     return None
 
 
@@ -255,7 +254,7 @@ def _render(
     run: _Pass,
 ) -> tuple[Any, compose.Email]:
     email = compose.render_email(app, contact, campaign, step, due.occurrence)
-    earlier = outbox.thread_of(conn, enrollment.id) if campaign.thread else []
+    earlier = _thread_of(conn, enrollment.id, run) if campaign.thread else []
     thread = (
         mime.Thread(subject=earlier[0][1], references=tuple(m for m, _ in earlier))
         if earlier
@@ -272,6 +271,15 @@ def _render(
         email, msgid=msgid, date=run.now, thread=thread, unsubscribe=email.sender.email
     )
     return message, email
+
+
+def _thread_of(conn: sa.Connection, enrollment_id: int, run: _Pass) -> list[tuple[str, str]]:
+    """Earlier emails of the enrollment: stored ones, then those queued in this pass."""
+    stored = outbox.thread_of(conn, enrollment_id)
+    queued = [
+        (r["message_id"], r["subject"]) for r in run.queued if r["enrollment_id"] == enrollment_id
+    ]
+    return stored + queued
 
 
 def _outbox_row(

@@ -7,7 +7,6 @@ or, to localhost only, "none".
 from __future__ import annotations
 
 import contextlib
-import re
 from types import TracebackType
 
 import aioimaplib
@@ -15,7 +14,6 @@ import aioimaplib
 from dripd import config, smtp
 
 TIMEOUT = 30.0  # seconds for any one IMAP command
-_SEARCH_LINE = re.compile(rb"^SEARCH\b(.*)$")
 
 
 class ImapError(Exception):
@@ -113,9 +111,16 @@ def quote(text: str) -> str:
 
 
 def _search_hits(line: bytes | bytearray | str) -> bool:
+    """True for a SEARCH result line naming at least one message.
+
+    aioimaplib hands the untagged result without its "SEARCH" word (b"1 2");
+    other servers' clients keep it; the completion line has words, not numbers.
+    """
     data = line.encode() if isinstance(line, str) else bytes(line)
-    match = _SEARCH_LINE.match(data.strip())
-    return bool(match and match.group(1).strip())
+    data = data.strip()
+    if data.upper().startswith(b"SEARCH"):
+        data = data[6:].strip()
+    return bool(data) and all(part.isdigit() for part in data.split())
 
 
 def _text(lines: list[bytes | bytearray | str]) -> str:

@@ -22,15 +22,45 @@ RETRY_MAX = 6 * 3600.0  # seconds: the longest wait between two tries
 MAX_ATTEMPTS = 12  # then the email fails for good and the rep is told
 
 _t = schema.outbox
+_bodies = schema.outbox_bodies
+# Outbox rows with their message bytes.
+_ROWS = sa.select(_t, _bodies.c.data.label("message")).join(
+    _bodies, _bodies.c.message_id == _t.c.message_id
+)
 
 # Built once: the per-message statements of the sending hot path (see queries.py).
-_INSERT = sa.insert(_t)
 _EXISTS = sa.select(_t.c.id).where(_t.c.message_id == sa.bindparam("mid"))
 _UPDATE = sa.update(_t).where(_t.c.id == sa.bindparam("oid"))
+_contacts, _enrollments = schema.contacts, schema.enrollments
+# The claim re-checks, in the same statement, that the contact is still
+# active and the sequence not stopped: nothing goes to an address that
+# unsubscribed or bounced a moment ago.
 _CLAIM = (
     sa.update(_t)
-    .where(_t.c.id == sa.bindparam("oid"), _t.c.status == "queued")
+    .where(
+        _t.c.id == sa.bindparam("oid"),
+        _t.c.status == "queued",
+        sa.exists().where(_contacts.c.id == _t.c.contact_id, _contacts.c.status == "active"),
+        ~sa.exists().where(
+            _enrollments.c.id == _t.c.enrollment_id, _enrollments.c.status == "stopped"
+        ),
+    )
     .values(status="sending", sending_at=sa.bindparam("now"), attempts=_t.c.attempts + 1)
+)
+_UNRECORDED = (
+    sa.select(
+        _t.c.id,
+        _t.c.contact_id,
+        _t.c.campaign,
+        _t.c.step,
+        _t.c.subject,
+        _t.c.rep,
+        _t.c.message_id,
+        _t.c.sent_at,
+    )
+    .where(_t.c.status == "sent", _t.c.recorded_at.is_(None))
+    .order_by(_t.c.id)
+    .limit(sa.bindparam("limit"))
 )
 _DELIVERABLE = (
     sa.select(schema.contacts.c.status, schema.enrollments.c.status)
@@ -66,14 +96,25 @@ class Row:
     sending_at: datetime | None
     sent_at: datetime | None
     copied_at: datetime | None
+    recorded_at: datetime | None
 
 
 def _row(record: sa.Row[Any]) -> Row:
     return Row(**dict(record._mapping))
 
 
-def insert(conn: sa.Connection, values: dict[str, Any]) -> None:
-    conn.execute(_INSERT, values)
+def insert_many(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+    """Queue emails in one statement; one whose Message-ID is already queued is left out.
+
+    The engine advances an enrollment and queues its email in one
+    transaction, so a second row for the same Message-ID is not expected;
+    ignoring it (rather than failing the whole batch) keeps a surprise from
+    stopping every other contact's email.
+    """
+    bodies = [{"message_id": r["message_id"], "data": r["message"]} for r in rows]
+    queries.bulk_insert(conn, _bodies, bodies, ignore_conflicts=True)
+    heads = [{k: v for k, v in r.items() if k != "message"} for r in rows]
+    queries.bulk_insert(conn, _t, heads, ignore_conflicts=True)
 
 
 def exists(conn: sa.Connection, message_id: str) -> bool:
@@ -93,8 +134,7 @@ def thread_of(conn: sa.Connection, enrollment_id: int) -> list[tuple[str, str]]:
 def ready(conn: sa.Connection, rep: str, now: datetime, limit: int) -> list[Row]:
     """Queued emails of a mailbox whose time has come: follow-ups first, then by due time."""
     query = (
-        sa.select(_t)
-        .where(_t.c.rep == rep, _t.c.status == "queued", _t.c.next_attempt_at <= now)
+        _ROWS.where(_t.c.rep == rep, _t.c.status == "queued", _t.c.next_attempt_at <= now)
         .order_by(_t.c.priority, _t.c.due_at, _t.c.id)
         .limit(limit)
     )
@@ -110,7 +150,7 @@ def next_attempt(conn: sa.Connection, rep: str | None = None) -> datetime | None
 
 
 def in_state(conn: sa.Connection, status: str) -> list[Row]:
-    query = sa.select(_t).where(_t.c.status == status).order_by(_t.c.id)
+    query = _ROWS.where(_t.c.status == status).order_by(_t.c.id)
     return [_row(r) for r in conn.execute(query)]
 
 
@@ -128,25 +168,45 @@ def deliverable(conn: sa.Connection, row: Row) -> str | None:
 
 
 def claim(conn: sa.Connection, row: Row, now: datetime) -> bool:
-    """Mark `row` as being sent; False if someone else changed it first."""
+    """Mark `row` as being sent; False if it was taken, or may no longer go (see deliverable)."""
     return conn.execute(_CLAIM, {"oid": row.id, "now": now}).rowcount == 1
 
 
 def mark_sent(conn: sa.Connection, row: Row, now: datetime) -> None:
-    """The server accepted it: record the send, the touch and the history event."""
+    """The server accepted it. The touch and the history event follow in `record_sent`."""
     conn.execute(_UPDATE, {"oid": row.id, "status": "sent", "sent_at": now})
-    queries.count_touch(conn, row.contact_id, now)
-    queries.add_event(
+
+
+def record_sent(conn: sa.Connection, now: datetime, limit: int = 1000) -> int:
+    """Write the history event and the touch of emails marked sent; how many.
+
+    Kept out of the per-email transaction so the one commit that matters for
+    exactly-once (status = sent) is as short as possible; a crash in between
+    only delays these records until the next call.
+    """
+    rows = conn.execute(_UNRECORDED, {"limit": limit}).all()
+    if not rows:
+        return 0
+    queries.add_events(
         conn,
-        contact_id=row.contact_id,
-        at=now,
-        kind="email_sent",
-        campaign=row.campaign,
-        step=row.step,
-        detail=f"sent: {row.subject}",
-        cause=f"from {row.rep}",
-        message_id=row.message_id,
+        [
+            {
+                "contact_id": r.contact_id,
+                "at": r.sent_at,
+                "kind": "email_sent",
+                "campaign": r.campaign,
+                "step": r.step,
+                "detail": f"sent: {r.subject}",
+                "cause": f"from {r.rep}",
+                "message_id": r.message_id,
+            }
+            for r in rows
+        ],
     )
+    for r in rows:
+        queries.count_touch(conn, r.contact_id, r.sent_at)
+    conn.execute(sa.update(_t).where(_t.c.id.in_([r.id for r in rows])).values(recorded_at=now))
+    return len(rows)
 
 
 def retry_later(
@@ -206,8 +266,7 @@ def sent_since(conn: sa.Connection, rep: str, since: datetime) -> list[datetime]
 
 def uncopied(conn: sa.Connection, rep: str, limit: int) -> list[Row]:
     query = (
-        sa.select(_t)
-        .where(_t.c.rep == rep, _t.c.status == "sent", _t.c.copied_at.is_(None))
+        _ROWS.where(_t.c.rep == rep, _t.c.status == "sent", _t.c.copied_at.is_(None))
         .order_by(_t.c.id)
         .limit(limit)
     )

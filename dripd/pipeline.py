@@ -423,6 +423,8 @@ def complete(
 ) -> None:
     """End a finished enrollment; `next` (if any) enrolls the contact in the next campaign."""
     end(conn, enrollment, now, status="completed", reason="last step done")
+    if not campaign.next or campaign.next not in app.catalog.campaigns:
+        return
     contact = queries.contact_by_id(conn, enrollment.contact_id)
-    if campaign.next and campaign.next in app.catalog.campaigns and contact.status == "active":
+    if contact.status == "active":
         enroll(app, conn, contact, campaign.next, now, cause=f"next after {campaign.id}")

@@ -38,11 +38,12 @@ class RateLimit:
         """`now` if one more send is allowed now, else the first instant it will be."""
         self._forget(now)
         earliest = now
+        total = len(self._sent)
         for span, limit in self.windows:
             start = bisect.bisect_right(self._sent, now - span)
-            inside = self._sent[start:]
-            if len(inside) >= limit:
-                earliest = max(earliest, inside[len(inside) - limit] + span)
+            if total - start >= limit:
+                # the send that must leave the window before one more fits
+                earliest = max(earliest, self._sent[total - limit] + span)
         return earliest
 
     def count(self, now: datetime, span: timedelta) -> int:

@@ -11,6 +11,8 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+import sqlalchemy.dialects.postgresql
+import sqlalchemy.dialects.sqlite
 
 from dripd.store.schema import UTCDateTime, contacts, enrollments, events, reps, tasks
 
@@ -325,7 +327,13 @@ def set_rep_pause(conn: sa.Connection, rep_id: str, until: datetime | None, now:
 # -- bulk -------------------------------------------------------------------
 
 
-def bulk_insert(conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
+def bulk_insert(
+    conn: sa.Connection,
+    table: sa.Table,
+    rows: Sequence[dict[str, Any]],
+    *,
+    ignore_conflicts: bool = False,
+) -> None:
     """Insert many rows with one driver-level executemany.
 
     Imports of 100,000 contacts spent most of their time in SQLAlchemy's
@@ -337,10 +345,9 @@ def bulk_insert(conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, A
     if not rows:
         return
     columns = list(rows[0])
-    compiled = (
-        sa.insert(table)
-        .values({name: sa.bindparam(name) for name in columns})
-        .compile(dialect=conn.dialect)
+    statement = _insert_for(conn.dialect.name, table, ignore_conflicts)
+    compiled = statement.values({name: sa.bindparam(name) for name in columns}).compile(
+        dialect=conn.dialect
     )
     order = (compiled.positiontup or columns) if compiled.positional else columns
     getter = operator.itemgetter(*order)
@@ -358,6 +365,15 @@ def bulk_insert(conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, A
         values if compiled.positional else [dict(zip(order, v, strict=True)) for v in values]
     )
     conn.exec_driver_sql(str(compiled), params)
+
+
+def _insert_for(dialect: str, table: sa.Table, ignore_conflicts: bool) -> Any:
+    """INSERT, or INSERT that skips rows violating a unique constraint."""
+    if not ignore_conflicts:
+        return sa.insert(table)
+    if dialect == "postgresql":
+        return sa.dialects.postgresql.insert(table).on_conflict_do_nothing()
+    return sa.dialects.sqlite.insert(table).on_conflict_do_nothing()
 
 
 def _apply(value: tuple[Any, ...], convert: list[tuple[int, Any]]) -> tuple[Any, ...]:

@@ -156,7 +156,6 @@ outbox = sa.Table(
     sa.Column("rep", sa.Text, nullable=False),
     sa.Column("recipient", sa.Text, nullable=False),
     sa.Column("subject", sa.Text, nullable=False, server_default=""),
-    sa.Column("message", sa.LargeBinary, nullable=False),
     sa.Column("status", sa.String(16), nullable=False, server_default="queued"),
     sa.Column("priority", sa.Integer, nullable=False, server_default="1"),
     sa.Column("due_at", UTCDateTime, nullable=False),
@@ -170,10 +169,35 @@ outbox = sa.Table(
     sa.Column("sending_at", UTCDateTime),
     sa.Column("sent_at", UTCDateTime),
     sa.Column("copied_at", UTCDateTime),
+    sa.Column("recorded_at", UTCDateTime),
 )
 sa.Index("ix_outbox_status_next_attempt_at", outbox.c.status, outbox.c.next_attempt_at)
 sa.Index("ix_outbox_rep_sent_at", outbox.c.rep, outbox.c.sent_at)
 sa.Index("ix_outbox_enrollment_id", outbox.c.enrollment_id)
+# Sent emails whose history and touch are not written yet, and those without
+# a Sent-folder copy: small sets found without scanning every email ever sent.
+sa.Index(
+    "ix_outbox_unrecorded",
+    outbox.c.id,
+    sqlite_where=sa.and_(outbox.c.status == "sent", outbox.c.recorded_at.is_(None)),
+    postgresql_where=sa.and_(outbox.c.status == "sent", outbox.c.recorded_at.is_(None)),
+)
+sa.Index(
+    "ix_outbox_uncopied",
+    outbox.c.rep,
+    outbox.c.id,
+    sqlite_where=sa.and_(outbox.c.status == "sent", outbox.c.copied_at.is_(None)),
+    postgresql_where=sa.and_(outbox.c.status == "sent", outbox.c.copied_at.is_(None)),
+)
+
+# The message bytes, apart from the outbox row: status changes rewrite the
+# small row, not a page holding the whole email.
+outbox_bodies = sa.Table(
+    "outbox_bodies",
+    metadata,
+    sa.Column("message_id", sa.String(255), primary_key=True),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+)
 
 settings = sa.Table(
     "settings",

@@ -98,7 +98,7 @@ def rows(app: app_mod.App) -> list[outbox.Row]:
     with app.engine.connect() as conn:
         return [
             outbox._row(r)
-            for r in conn.execute(sa.select(schema.outbox).order_by(schema.outbox.c.id))
+            for r in conn.execute(outbox._ROWS.order_by(schema.outbox.c.id))
         ]
 
 

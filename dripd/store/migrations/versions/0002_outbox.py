@@ -32,7 +32,6 @@ def upgrade() -> None:
         sa.Column("rep", sa.Text, nullable=False),
         sa.Column("recipient", sa.Text, nullable=False),
         sa.Column("subject", sa.Text, nullable=False, server_default=""),
-        sa.Column("message", sa.LargeBinary, nullable=False),
         sa.Column("status", sa.String(16), nullable=False, server_default="queued"),
         sa.Column("priority", sa.Integer, nullable=False, server_default="1"),
         sa.Column("due_at", UTCDateTime, nullable=False),
@@ -46,11 +45,33 @@ def upgrade() -> None:
         sa.Column("sending_at", UTCDateTime),
         sa.Column("sent_at", UTCDateTime),
         sa.Column("copied_at", UTCDateTime),
+        sa.Column("recorded_at", UTCDateTime),
         sa.UniqueConstraint("message_id", name="uq_outbox_message_id"),
     )
     op.create_index("ix_outbox_status_next_attempt_at", "outbox", ["status", "next_attempt_at"])
     op.create_index("ix_outbox_rep_sent_at", "outbox", ["rep", "sent_at"])
     op.create_index("ix_outbox_enrollment_id", "outbox", ["enrollment_id"])
+    unrecorded = sa.text("status = 'sent' AND recorded_at IS NULL")
+    op.create_index(
+        "ix_outbox_unrecorded",
+        "outbox",
+        ["id"],
+        sqlite_where=unrecorded,
+        postgresql_where=unrecorded,
+    )
+    uncopied = sa.text("status = 'sent' AND copied_at IS NULL")
+    op.create_index(
+        "ix_outbox_uncopied",
+        "outbox",
+        ["rep", "id"],
+        sqlite_where=uncopied,
+        postgresql_where=uncopied,
+    )
+    op.create_table(
+        "outbox_bodies",
+        sa.Column("message_id", sa.String(255), primary_key=True),
+        sa.Column("data", sa.LargeBinary, nullable=False),
+    )
     settings = op.create_table(
         "settings",
         sa.Column("key", sa.String(64), primary_key=True),
@@ -69,5 +90,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("mailboxes", "settings", "outbox"):
+    for table in ("mailboxes", "settings", "outbox_bodies", "outbox"):
         op.drop_table(table)
