@@ -150,6 +150,8 @@ class Sender:
 
     async def _send_one(self, connection: smtp.Connection, row: outbox.Row) -> bool:
         now = self._now()
+        if self.resume_at and self.resume_at > now:  # another connection hit a limit
+            return False
         allowed = self.limit.next_free(now)
         if allowed > now:
             self.resume_at = allowed

@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from dripd import app as app_mod
 from dripd import clock, contacts, engine, outbox, pipeline

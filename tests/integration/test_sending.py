@@ -1,0 +1,385 @@
+"""Sending against real servers: aiosmtpd (STARTTLS + AUTH, faults) and Dovecot (Sent folder).
+
+The daemon's work runs in-process (`daemon.run_once`) with a fake clock, so
+windows, retries and rate limits are tested over simulated days in seconds.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import servers
+import sqlalchemy as sa
+
+from dripd import app as app_mod
+from dripd import clock, contacts, daemon, outbox, pipeline
+from dripd.store import queries, schema
+
+MONDAY = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)  # 10:00 in New York
+PASSWORD = "s3cret-smtp-pass"
+
+CAMPAIGN = """
+name = "Intro"
+stage = "prospect"
+thread = true
+[[steps]]
+id = "hello"
+kind = "email"
+wait = "0m"
+subject = "Hello {{ contact.first_name }} at {{ contact.company }}"
+template = "intro/hello.md"
+attach = ["brochure.pdf"]
+[[steps]]
+id = "follow-up"
+kind = "email"
+wait = "2 days"
+subject = "Following up"
+body = "Hi {{ contact.first_name }}, questions about **{{ contact.get('topic', 'it') }}**?"
+"""
+
+TEMPLATE = "Hi {{ contact.first_name }},\n\nThanks for meeting me. Here is the *brochure*.\n"
+
+
+@dataclass
+class World:
+    app: app_mod.App
+    clock: clock.FakeClock
+    smtp: servers.SmtpServer
+    imap: servers.ImapAccount | None
+    dovecot: servers.Dovecot | None
+
+    def run(self) -> daemon.Summary:
+        return servers.run_client(daemon.run_once(self.app))
+
+    def add(self, address: str, campaign: str = "intro", **fields: str) -> queries.Contact:
+        values = contacts.validate({"email": address, **fields}, self.app.contact_rules())
+        with self.app.engine.begin() as conn:
+            cid = pipeline.create_contact(
+                self.app, conn, address, values, self.clock.now(), cause="test"
+            )
+            contact = queries.contact_by_id(conn, cid)
+            pipeline.enroll(self.app, conn, contact, campaign, self.clock.now(), cause="test")
+            return contact
+
+    def rows(self) -> list[outbox.Row]:
+        with self.app.engine.connect() as conn:
+            return [outbox._row(r) for r in conn.execute(outbox._ROWS.order_by(schema.outbox.c.id))]
+
+    def contact(self, address: str) -> queries.Contact:
+        with self.app.engine.connect() as conn:
+            found = queries.contact_by_email(conn, address)
+            assert found is not None
+            return found
+
+    def history(self, address: str) -> list[str]:
+        with self.app.engine.connect() as conn:
+            return [e["kind"] for e in queries.history(conn, self.contact(address).id)]
+
+
+def write_world(
+    tmp_path: Path,
+    smtp: servers.SmtpServer,
+    imap: servers.ImapAccount | None,
+    *,
+    window: str = "mon-fri 09:00-17:00",
+    limits: tuple[int, int] = (1000, 5000),
+    security: str = "starttls",
+) -> Path:
+    folder = tmp_path / "campaigns"
+    (folder / "intro").mkdir(parents=True, exist_ok=True)
+    (folder / "intro.toml").write_text(CAMPAIGN, encoding="utf-8")
+    (folder / "intro" / "hello.md").write_text(TEMPLATE, encoding="utf-8")
+    attachments = tmp_path / "attachments"
+    attachments.mkdir(exist_ok=True)
+    (attachments / "brochure.pdf").write_bytes(b"%PDF-1.4 brochure")
+    imap_section = (
+        ""
+        if imap is None
+        else f"""
+[reps.imap]
+host = "127.0.0.1"
+port = {imap.tls_port}
+security = "tls"
+username = "{imap.address}"
+password_env = "DRIPD_TEST_IMAP_PASSWORD"
+ca_file = "{imap.ca_file}"
+sent_folder = "Sent"
+"""
+    )
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f"""
+[dripd]
+database = "sqlite:///{tmp_path / "dripd.db"}"
+campaigns = "{folder}"
+attachments = "{attachments}"
+timezone = "America/New_York"
+send_window = "{window}"
+
+[[reps]]
+id = "mike"
+name = "Mike Gulitz"
+email = "mike@example.com"
+signature = "Mike Gulitz\\nMPC Mortgage Planner"
+
+[reps.smtp]
+host = "127.0.0.1"
+port = {smtp.port}
+security = "{security}"
+username = "mike@example.com"
+password_env = "DRIPD_TEST_SMTP_PASSWORD"
+ca_file = "{smtp.ca_file}"
+max_per_hour = {limits[0]}
+max_per_day = {limits[1]}
+{imap_section}""",
+        encoding="utf-8",
+    )
+    return config
+
+
+@pytest.fixture
+def make_world(tmp_path: Path, smtp_server, monkeypatch: pytest.MonkeyPatch) -> Iterator:
+    opened: list[app_mod.App] = []
+    monkeypatch.setenv("DRIPD_TEST_SMTP_PASSWORD", PASSWORD)
+
+    def make(
+        *,
+        imap: servers.ImapAccount | None = None,
+        dovecot: servers.Dovecot | None = None,
+        tls: str = "starttls",
+        **options,
+    ) -> World:
+        smtp = smtp_server(tls=tls, auth={"mike@example.com": PASSWORD})
+        if imap is not None:
+            monkeypatch.setenv("DRIPD_TEST_IMAP_PASSWORD", imap.password)
+        security = {"starttls": "starttls", "implicit": "tls"}[tls]
+        config = write_world(tmp_path, smtp, imap, security=security, **options)
+        fake = clock.FakeClock(MONDAY)
+        app = app_mod.open_app(str(config), the_clock=fake)
+        opened.append(app)
+        return World(app=app, clock=fake, smtp=smtp, imap=imap, dovecot=dovecot)
+
+    yield make
+    for app in opened:
+        app.engine.dispose()
+
+
+def parse(raw: bytes) -> email.message.EmailMessage:
+    return email.message_from_bytes(raw, policy=email.policy.default)  # type: ignore[return-value]
+
+
+def test_campaign_emails_arrive_once_threaded_with_parts_and_a_sent_copy(
+    make_world, dovecot: servers.Dovecot, imap_user: servers.ImapAccount
+) -> None:
+    world = make_world(imap=imap_user, dovecot=dovecot)
+    world.add(
+        "ann@example.org", first_name="Ann", last_name="Lee", company="Lee Bakery", topic="rates"
+    )
+    summary = world.run()
+    assert (summary.queued, summary.sent) == (1, 1)
+    first = world.smtp.wait_for(1)[0]
+    assert (first.tls and first.login == b"mike@example.com") or first.login == "mike@example.com"
+    message = first.message
+    assert message["From"] == "Mike Gulitz <mike@example.com>"
+    assert message["To"] == "Ann Lee <ann@example.org>"
+    assert message["Subject"] == "Hello Ann at Lee Bakery"
+    assert message["Date"] and message["Message-ID"].startswith("<dripd.")
+    assert message["List-Unsubscribe"] == "<mailto:mike@example.com?subject=unsubscribe>"
+    assert message.get_body(("plain",)).get_content().startswith("Hi Ann,")
+    assert "<em>brochure</em>" in message.get_body(("html",)).get_content()
+    assert "Mike Gulitz" in message.get_body(("plain",)).get_content()  # the signature
+    (attachment,) = list(message.iter_attachments())
+    assert attachment.get_filename() == "brochure.pdf"
+    assert attachment.get_content_type() == "application/pdf"
+
+    assert world.run().sent == 0  # nothing twice
+    world.clock.advance(timedelta(days=2))
+    assert world.run().sent == 1
+    second = world.smtp.wait_for(2)[1].message
+    assert second["Subject"] == "Re: Hello Ann at Lee Bakery"
+    assert second["In-Reply-To"] == message["Message-ID"]
+    assert second["References"] == message["Message-ID"]
+    assert "<strong>rates</strong>" in second.get_body(("html",)).get_content()
+
+    sent_folder = dovecot.fetch_all(imap_user.address, "Sent")
+    ids = sorted(parse(m.raw)["Message-ID"] for m in sent_folder)
+    assert ids == sorted([message["Message-ID"], second["Message-ID"]])
+    assert len(world.smtp.messages()) == 2
+    assert world.contact("ann@example.org").touches == 2
+    assert world.history("ann@example.org").count("email_sent") == 2
+
+
+def test_nothing_goes_out_outside_the_window(make_world) -> None:
+    world = make_world()
+    world.clock.set(datetime(2026, 11, 28, 15, 0, tzinfo=UTC))  # Saturday
+    world.add("ann@example.org", first_name="Ann", company="X")
+    assert world.run().sent == 0
+    world.clock.set(datetime(2026, 11, 30, 13, 59, tzinfo=UTC))  # Monday 08:59 New York
+    assert world.run().sent == 0
+    world.clock.set(datetime(2026, 11, 30, 14, 0, tzinfo=UTC))  # 09:00
+    assert world.run().sent == 1
+    assert len(world.smtp.messages()) == 1
+
+
+def test_queued_email_is_not_sent_to_a_contact_who_unsubscribed(make_world) -> None:
+    world = make_world(window="mon-fri 00:00-24:00")
+    world.add("ann@example.org", first_name="Ann", company="X")
+    world.add("bob@example.org", first_name="Bob", company="Y")
+    from dripd import engine
+
+    engine.advance_due(world.app, world.clock.now())  # both queued
+    ann_id = world.contact("ann@example.org").id
+    with world.app.engine.begin() as conn:
+        queries.update_contact(conn, ann_id, {"status": "unsubscribed"})
+    summary = world.run()
+    assert (summary.sent, summary.skipped) == (1, 1)
+    assert [m.rcpt_tos for m in world.smtp.messages()] == [("bob@example.org",)]
+
+
+def test_temporary_failure_is_retried_later(make_world) -> None:
+    world = make_world(window="mon-fri 00:00-24:00")
+    world.smtp.faults.reply("DATA", servers.TEMPFAIL)
+    world.add("ann@example.org", first_name="Ann", company="X")
+    summary = world.run()
+    assert (summary.sent, summary.retried) == (0, 1)
+    (row,) = world.rows()
+    assert row.status == "queued" and row.attempts == 1 and row.last_error
+    assert row.next_attempt_at > world.clock.now() + timedelta(seconds=20)  # backoff
+    assert world.run().sent == 0  # not before its time
+    world.clock.set(row.next_attempt_at)
+    assert world.run().sent == 1
+    assert len(world.smtp.messages()) == 1
+
+
+def test_unknown_recipient_bounces_the_contact(make_world) -> None:
+    world = make_world(window="mon-fri 00:00-24:00")
+    world.smtp.faults.reply("RCPT", servers.NO_SUCH_USER, recipient="gone@example.org")
+    world.add("gone@example.org", first_name="Gone", company="X")
+    world.add("bob@example.org", first_name="Bob", company="Y")
+    summary = world.run()
+    assert (summary.sent, summary.bounced) == (1, 1)
+    gone = world.contact("gone@example.org")
+    assert gone.status == "bounced"
+    assert "bounced" in world.history("gone@example.org")
+    with world.app.engine.connect() as conn:
+        assert queries.active_enrollments(conn, gone.id) == []
+    world.clock.advance(timedelta(days=3))
+    world.run()
+    assert all(m.rcpt_tos != ("gone@example.org",) for m in world.smtp.messages())
+
+
+def test_daily_quota_rests_the_mailbox_without_bouncing(make_world) -> None:
+    world = make_world(window="mon-fri 00:00-24:00")
+    # A quota refuses everything from then on (both connections' emails).
+    world.smtp.faults.reply("DATA", servers.QUOTA_EXCEEDED, times=2)
+    world.add("ann@example.org", first_name="Ann", company="X")
+    world.add("bob@example.org", first_name="Bob", company="Y")
+    world.add("cat@example.org", first_name="Cat", company="Z")
+    summary = world.run()
+    assert summary.sent == 0 and summary.bounced == 0
+    assert world.contact("ann@example.org").status == "active"
+    assert {r.status for r in world.rows()} == {"queued"}
+    world.clock.advance(timedelta(hours=2))
+    assert world.run().sent == 0  # still resting
+    world.clock.set(datetime(2026, 11, 24, 5, 10, tzinfo=UTC))  # after midnight in New York
+    assert world.run().sent == 3
+
+
+def test_message_rejected_fails_only_that_email(make_world) -> None:
+    world = make_world(window="mon-fri 00:00-24:00")
+    world.smtp.faults.reply("DATA", "554 5.6.0 Message content rejected")
+    world.add("ann@example.org", first_name="Ann", company="X")
+    world.add("bob@example.org", first_name="Bob", company="Y")
+    summary = world.run()
+    assert (summary.sent, summary.failed) == (1, 1)
+    statuses = sorted(r.status for r in world.rows())
+    assert statuses == ["failed", "sent"]
+    assert world.run().sent == 0  # the failed one is not re-sent
+
+
+def test_rate_limits_hold_over_a_simulated_day_with_a_backlog(make_world) -> None:
+    world = make_world(window="daily 00:00-24:00", limits=(12, 40))
+    for i in range(60):
+        world.add(f"c{i}@example.org", first_name=f"C{i}", company="X")
+    sent_times: list[datetime] = []
+    for _ in range(int(30 * 60 / 5)):  # 30 simulated hours, every 5 minutes
+        world.run()
+        world.clock.advance(timedelta(minutes=5))
+    sent_times = sorted(r.sent_at for r in world.rows() if r.sent_at)  # type: ignore[misc]
+    assert len(world.smtp.messages()) == len(sent_times)
+
+    def most_in(span: timedelta) -> int:
+        return max(sum(1 for t in sent_times if s <= t < s + span) for s in sent_times)
+
+    assert most_in(timedelta(hours=1)) <= 12
+    assert most_in(timedelta(days=1)) <= 40
+    assert most_in(timedelta(minutes=10)) <= 2  # a backlog is spread out, not bursted
+    assert len(sent_times) >= 40  # and the limits were actually used
+
+
+def test_follow_ups_go_before_first_emails_under_a_limit(make_world) -> None:
+    world = make_world(window="daily 00:00-24:00", limits=(6, 100))
+    world.add("early@example.org", first_name="Early", company="X")
+    world.run()  # its first email
+    world.clock.advance(timedelta(days=2))
+    for i in range(5):
+        world.add(f"new{i}@example.org", first_name=f"N{i}", company="X")
+    world.run()  # the burst allowance: one email
+    received = [m.rcpt_tos[0] for m in world.smtp.messages()]
+    assert received[:2] == ["early@example.org", "early@example.org"]
+
+
+def test_crash_while_sending_is_reconciled_against_the_sent_folder(
+    make_world, dovecot: servers.Dovecot, imap_user: servers.ImapAccount
+) -> None:
+    world = make_world(imap=imap_user, dovecot=dovecot, window="daily 00:00-24:00")
+    world.add("ann@example.org", first_name="Ann", company="X")
+    world.add("bob@example.org", first_name="Bob", company="Y")
+    from dripd import engine
+
+    engine.advance_due(world.app, world.clock.now())
+    ann, bob = world.rows()
+    with world.app.engine.begin() as conn:  # as a crash mid-send would leave them
+        for row in (ann, bob):
+            conn.execute(
+                sa.update(schema.outbox)
+                .where(schema.outbox.c.id == row.id)
+                .values(status="sending", sending_at=world.clock.now())
+            )
+    # Ann's email did go out (the server kept it in Sent); Bob's did not.
+    dovecot.append(imap_user.address, "Sent", ann.message)
+    summary = world.run()
+    assert summary.reconciled == {"found_sent": 1, "requeued": 1}
+    assert [m.rcpt_tos for m in world.smtp.messages()] == [("bob@example.org",)]
+    assert {r.recipient: r.status for r in world.rows()} == {
+        "ann@example.org": "sent",
+        "bob@example.org": "sent",
+    }
+
+
+def test_hostile_field_values_never_become_headers(make_world) -> None:
+    world = make_world(window="daily 00:00-24:00")
+    with pytest.raises(ValueError):
+        contacts.validate(
+            {"email": "x@example.org", "first_name": "Ann\r\nBcc: evil@example.com"},
+            world.app.contact_rules(),
+        )
+    # Custom fields may hold line breaks (notes); one used in a subject is flattened.
+    with pytest.raises(ValueError):
+        contacts.validate(
+            {"email": "x@example.org", "company": "Acme\tCorp"}, world.app.contact_rules()
+        )
+    world.add(
+        "ann@example.org", first_name="Ann", company="Acme", topic="rates\nBcc: evil@example.com"
+    )
+    world.run()
+    message = world.smtp.wait_for(1)[0]
+    assert message.rcpt_tos == ("ann@example.org",)
+    assert message.message["Bcc"] is None
+    assert b"\nBcc:" not in message.raw.split(b"\r\n\r\n", 1)[0]
