@@ -45,6 +45,7 @@ def workdir(prefix: str) -> Path:
 
 
 def write_config(folder: Path, database: str | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
     db = database or f"sqlite:///{folder / 'dripd.db'}"
     config = folder / "config.toml"
     config.write_text(
