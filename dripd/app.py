@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -70,7 +69,3 @@ def open_app(
         clock=the_clock or clock.SystemClock(),
         db=db,
     )
-
-
-def config_dir(app: App) -> Path:
-    return app.config.path.resolve().parent

@@ -7,23 +7,20 @@ contacts that already exist go through the ordinary field-update path.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from dripd import campaigns, csvfile, dates, errors, pipeline, schedule, stages
+from dripd import campaigns, csvfile, errors, pipeline, schedule, stages
 from dripd.app import App
 from dripd.store import queries, schema
 
 Tick = Callable[[int], None]
 CHUNK = 5000  # rows per bulk statement
-UTC_ZONE = ZoneInfo("UTC")
 
 
 @dataclass(slots=True, kw_only=True)
@@ -160,29 +157,8 @@ def _insert_chunked(conn: sa.Connection, table: sa.Table, rows: Sequence[dict[st
 
 
 def _new_contact(row: csvfile.Row, now: datetime, default_owner: str | None) -> dict[str, Any]:
-    values = row.values
-    std = values.standard
-    created = std.get("created_at")
-    return {
-        "email": values.email,
-        "email_key": row.key,
-        "first_name": std.get("first_name") or "",
-        "last_name": std.get("last_name") or "",
-        "company": std.get("company") or "",
-        "phone": std.get("phone") or "",
-        "timezone": std.get("timezone"),
-        "owner": std.get("owner") or default_owner,
-        "stage": std.get("stage") or "suspect",
-        "status": std.get("status") or "active",
-        "referred_by": std.get("referred_by"),
-        "fields": json.dumps(
-            {k: v for k, v in values.custom.items() if v is not None}, sort_keys=True
-        ),
-        "touches": 0,
-        "last_touch_at": None,
-        "created_at": dates.parse_when(created, UTC_ZONE) if created else now,
-        "updated_at": now,
-    }
+    assert row.values.email is not None
+    return pipeline.contact_row(row.values.email, row.values, now, default_owner)
 
 
 def _update(

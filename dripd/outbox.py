@@ -29,7 +29,6 @@ _ROWS = sa.select(_t, _bodies.c.data.label("message")).join(
 )
 
 # Built once: the per-message statements of the sending hot path (see queries.py).
-_EXISTS = sa.select(_t.c.id).where(_t.c.message_id == sa.bindparam("mid"))
 _UPDATE = sa.update(_t).where(_t.c.id == sa.bindparam("oid"))
 _contacts, _enrollments = schema.contacts, schema.enrollments
 # The claim re-checks, in the same statement, that the contact is still
@@ -115,10 +114,6 @@ def insert_many(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
     queries.bulk_insert(conn, _bodies, bodies, ignore_conflicts=True)
     heads = [{k: v for k, v in r.items() if k != "message"} for r in rows]
     queries.bulk_insert(conn, _t, heads, ignore_conflicts=True)
-
-
-def exists(conn: sa.Connection, message_id: str) -> bool:
-    return conn.execute(_EXISTS, {"mid": message_id}).first() is not None
 
 
 def thread_of(conn: sa.Connection, enrollment_id: int) -> list[tuple[str, str]]:

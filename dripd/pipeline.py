@@ -12,15 +12,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from dripd import campaigns, contacts, errors, schedule, stages, windows
+from dripd import campaigns, contacts, dates, errors, schedule, stages, windows
 from dripd.app import App
 from dripd.store import queries
 from dripd.store.queries import Contact, Enrollment
 
 EMPTY_PROGRESS = schedule.Progress().to_json()  # a new enrollment's state
+UTC_ZONE = ZoneInfo("UTC")  # created_at values without an offset are UTC
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -327,33 +329,41 @@ def reschedule_rep(app: App, conn: sa.Connection, rep_id: str, now: datetime) ->
             reschedule(app, conn, contact.id, now)
 
 
+def contact_row(
+    email: str, values: contacts.Values, now: datetime, default_owner: str | None
+) -> dict[str, Any]:
+    """The contacts-table row of a new contact from validated values."""
+    std = values.standard
+    created = std.get("created_at")
+    return {
+        "email": email,
+        "email_key": email.lower(),
+        "first_name": std.get("first_name") or "",
+        "last_name": std.get("last_name") or "",
+        "company": std.get("company") or "",
+        "phone": std.get("phone") or "",
+        "timezone": std.get("timezone"),
+        "owner": std.get("owner") or default_owner,
+        "stage": std.get("stage") or "suspect",
+        "status": std.get("status") or "active",
+        "referred_by": std.get("referred_by"),
+        "fields": json.dumps(
+            {k: v for k, v in values.custom.items() if v is not None}, sort_keys=True
+        ),
+        "touches": 0,
+        "last_touch_at": None,
+        "created_at": dates.parse_when(created, UTC_ZONE) if created else now,
+        "updated_at": now,
+    }
+
+
 def create_contact(
     app: App, conn: sa.Connection, email: str, values: contacts.Values, now: datetime, *, cause: str
 ) -> int:
     """Store a new contact from validated values; its id."""
     std = values.standard
     default_owner = app.config.reps[0].id if app.config.reps else None
-    contact_id = queries.insert_contact(
-        conn,
-        {
-            "email": email,
-            "email_key": email.lower(),
-            "first_name": std.get("first_name") or "",
-            "last_name": std.get("last_name") or "",
-            "company": std.get("company") or "",
-            "phone": std.get("phone") or "",
-            "timezone": std.get("timezone"),
-            "owner": std.get("owner") or default_owner,
-            "stage": std.get("stage") or "suspect",
-            "status": std.get("status") or "active",
-            "referred_by": std.get("referred_by"),
-            "fields": json.dumps(
-                {k: v for k, v in values.custom.items() if v is not None}, sort_keys=True
-            ),
-            "created_at": now,
-            "updated_at": now,
-        },
-    )
+    contact_id = queries.insert_contact(conn, contact_row(email, values, now, default_owner))
     queries.add_event(
         conn, contact_id=contact_id, at=now, kind="created", detail="contact created", cause=cause
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -120,12 +119,6 @@ def open_engine(url: str) -> sa.Engine:
         engine.dispose()
         raise errors.StoreError(f"cannot open database {_safe(url)}: {_first_line(exc)}") from exc
     return engine
-
-
-@contextlib.contextmanager
-def transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
-    with engine.begin() as connection:
-        yield connection
 
 
 def _safe(url: str) -> str:

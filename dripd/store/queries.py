@@ -166,11 +166,6 @@ def contact_ids_after(conn: sa.Connection, after: int) -> dict[str, int]:
     return {key: cid for key, cid in conn.execute(query)}
 
 
-def insert_contacts(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> None:
-    if rows:
-        conn.execute(sa.insert(contacts), list(rows))
-
-
 def insert_contact(conn: sa.Connection, row: dict[str, Any]) -> int:
     result = conn.execute(sa.insert(contacts).returning(contacts.c.id), row)
     return int(result.scalar_one())
@@ -205,11 +200,6 @@ def all_active_enrollments(conn: sa.Connection) -> list[Enrollment]:
 def insert_enrollment(conn: sa.Connection, row: dict[str, Any]) -> int:
     result = conn.execute(sa.insert(enrollments).returning(enrollments.c.id), row)
     return int(result.scalar_one())
-
-
-def insert_enrollments(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> None:
-    if rows:
-        conn.execute(sa.insert(enrollments), list(rows))
 
 
 def update_enrollment(conn: sa.Connection, enrollment_id: int, changes: Mapping[str, Any]) -> None:
