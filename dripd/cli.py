@@ -98,7 +98,7 @@ def check(as_json: bool) -> None:
     renderer = templates.Renderer(cfg.campaigns_dir)
     options = campaigns.LoadOptions(rep_ids=cfg.rep_ids(), env=renderer)
     catalog = campaigns.load_all(cfg.campaigns_dir, options)
-    warnings = _secret_warnings(cfg)
+    warnings = _secret_warnings(cfg) + _mailbox_warnings(cfg, catalog)
     if as_json:
         print_json(
             {
@@ -113,6 +113,19 @@ def check(as_json: bool) -> None:
         out.check_report(stdout, cfg, catalog, warnings)
     if catalog.problems:
         raise SystemExit(1)
+
+
+def _mailbox_warnings(cfg: config.Config, catalog: campaigns.Catalog) -> list[str]:
+    """Reps that campaigns send as (`from`) but that have no SMTP mailbox configured."""
+    found: list[str] = []
+    for campaign in catalog.campaigns.values():
+        for step in campaign.steps:
+            if step.sender and step.sender in cfg.rep_ids() and cfg.rep(step.sender).smtp is None:
+                found.append(
+                    f"{campaign.path}: step {step.id!r}: from = {step.sender!r}, but rep "
+                    f"{step.sender} has no [reps.smtp]: these emails will wait"
+                )
+    return found
 
 
 def _secret_warnings(cfg: config.Config) -> list[str]:

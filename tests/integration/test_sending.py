@@ -383,3 +383,35 @@ def test_hostile_field_values_never_become_headers(make_world) -> None:
     assert message.rcpt_tos == ("ann@example.org",)
     assert message.message["Bcc"] is None
     assert b"\nBcc:" not in message.raw.split(b"\r\n\r\n", 1)[0]
+
+
+def test_implicit_tls_mailbox(make_world) -> None:
+    world = make_world(tls="implicit", window="daily 00:00-24:00")
+    world.add("ann@example.org", first_name="Ann", company="X")
+    assert world.run().sent == 1
+    assert world.smtp.wait_for(1)[0].tls
+
+
+def test_missing_attachment_holds_the_step_and_says_why(make_world) -> None:
+    world = make_world(window="daily 00:00-24:00")
+    (world.app.config.attachments_dir / "brochure.pdf").unlink()
+    world.add("ann@example.org", first_name="Ann", company="X")
+    summary = world.run()
+    assert (summary.queued, summary.sent, summary.held) == (0, 0, 1)
+    assert world.smtp.messages() == [] and world.rows() == []
+    assert "held" in world.history("ann@example.org")
+    with world.app.engine.connect() as conn:
+        (enrollment,) = queries.active_enrollments(conn, world.contact("ann@example.org").id)
+    assert enrollment.waiting is not None and "brochure.pdf" in enrollment.waiting
+    (world.app.config.attachments_dir / "brochure.pdf").write_bytes(b"%PDF-1.4 again")
+    world.clock.advance(timedelta(hours=1))
+    assert world.run().sent == 1
+
+
+def test_wrong_password_sends_nothing_and_keeps_the_email(make_world, monkeypatch) -> None:
+    world = make_world(window="daily 00:00-24:00")
+    monkeypatch.setenv("DRIPD_TEST_SMTP_PASSWORD", "not-the-password")
+    world.add("ann@example.org", first_name="Ann", company="X")
+    summary = world.run()
+    assert summary.sent == 0 and world.smtp.messages() == []
+    assert [r.status for r in world.rows()] == ["queued"]
