@@ -24,6 +24,11 @@ class App:
         assert self.db is not None, "this command was opened without a database"
         return self.db
 
+    @property
+    def reader(self) -> sa.Engine:
+        """The engine for read-only work: on SQLite it reads beside a writer."""
+        return store_engine.reader(self.engine)
+
     def contact_rules(self) -> contacts.Rules:
         return contacts.Rules(
             rep_ids=self.config.rep_ids(),

@@ -209,7 +209,7 @@ def contacts_list(stage: str | None, campaign: str | None, as_json: bool) -> Non
     app = open_app()
     if campaign:
         app.catalog.get(campaign)
-    with app.engine.connect() as conn:
+    with app.reader.connect() as conn:
         people = queries.list_contacts(conn, stage=stage, campaign=campaign)
         current = (
             {c.id: [e.campaign for e in queries.active_enrollments(conn, c.id)] for c in people}
@@ -232,7 +232,7 @@ def contacts_show(email: str, as_json: bool) -> None:
     from dripd.store import queries
 
     app = open_app()
-    with app.engine.connect() as conn:
+    with app.reader.connect() as conn:
         contact = _contact(conn, email)
         history = queries.history(conn, contact.id)
         enrollments = queries.enrollments_of(conn, contact.id)
@@ -364,7 +364,7 @@ def schedule_cmd(days: int, email: str | None, as_json: bool) -> None:
     from dripd import views
 
     app = open_app()
-    with app.engine.connect() as conn:
+    with app.reader.connect() as conn:
         items, waiting = views.upcoming(app, conn, days, email)
     if as_json:
         print_json(
@@ -395,7 +395,7 @@ def preview(campaign: str, step: str, email: str, occurrence: int, show_html: bo
     app = open_app()
     the_campaign = app.catalog.get(campaign)
     the_step = the_campaign.step(step)
-    with app.engine.connect() as conn:
+    with app.reader.connect() as conn:
         contact = _contact(conn, email)
     if the_step.is_email:
         rendered = compose.render_email(app, contact, the_campaign, the_step, occurrence)
@@ -414,7 +414,7 @@ def status(as_json: bool) -> None:
     from dripd import views
 
     app = open_app()
-    with app.engine.connect() as conn:
+    with app.reader.connect() as conn:
         data = views.status(app, conn)
     if as_json:
         print_json({**data, "steps": views.steps_json(data["steps"])})
@@ -483,7 +483,7 @@ def tasks_group(ctx: click.Context, rep_id: str | None, as_json: bool) -> None:
     app = open_app()
     if rep_id:
         app.config.rep(rep_id)
-    with app.engine.connect() as conn:
+    with app.reader.connect() as conn:
         rows = queries.open_tasks(conn, rep_id)
         people = queries.contacts_by_ids(conn, {t["contact_id"] for t in rows})
     if as_json:

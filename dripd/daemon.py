@@ -97,7 +97,7 @@ def senders(app: App, stop: asyncio.Event) -> dict[str, sender.Sender]:
 
 async def reconcile(app: App) -> dict[str, int]:
     """Decide the emails left `sending` by a crash: sent (found in Sent) or queued again."""
-    with app.engine.connect() as conn:
+    with app.reader.connect() as conn:
         uncertain = outbox.in_state(conn, "sending")
     counts = {"found_sent": 0, "requeued": 0}
     for row in uncertain:
@@ -142,7 +142,7 @@ async def copy_sent(app: App) -> int:
     for rep in app.config.reps:
         if rep.imap is None or not rep.imap.sent_folder:
             continue
-        with app.engine.connect() as conn:
+        with app.reader.connect() as conn:
             rows = outbox.uncopied(conn, rep.id, COPY_BATCH)
         if rows:
             copied += await _copy_rows(app, rep.imap, rows)
@@ -282,7 +282,7 @@ class Daemon:
 
     def _seconds_to_next_due(self) -> float:
         now = self.app.clock.now()
-        with self.app.engine.connect() as conn:
+        with self.app.reader.connect() as conn:
             upcoming = queries.due_enrollments(conn, now + timedelta(seconds=POLL), 1)
         if not upcoming or upcoming[0].next_due_at is None:
             return POLL
@@ -301,7 +301,7 @@ class Daemon:
         candidates = [now + timedelta(seconds=POLL)]
         if box.resume_at and box.resume_at > now:
             return (box.resume_at - now).total_seconds()
-        with self.app.engine.connect() as conn:
+        with self.app.reader.connect() as conn:
             nxt = outbox.next_attempt(conn, box.rep.id)
         if nxt is not None:
             candidates.append(max(nxt, now))

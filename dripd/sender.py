@@ -82,7 +82,7 @@ class Sender:
 
     def load_history(self) -> None:
         now = self._now()
-        with self.app.engine.connect() as conn:
+        with self.app.reader.connect() as conn:
             self.limit.load(outbox.sent_since(conn, self.rep.id, now - ratelimit.DAY))
 
     def _connection_pool(self) -> list[smtp.Connection]:
@@ -111,7 +111,7 @@ class Sender:
             return 0
         sent_before = self.stats.sent
         while not self.stop.is_set():
-            with self.app.engine.connect() as conn:
+            with self.app.reader.connect() as conn:
                 rows = outbox.ready(conn, self.rep.id, self._now(), BATCH)
             if not rows:
                 break
@@ -125,7 +125,7 @@ class Sender:
         return self.stats.sent - sent_before
 
     def _paused(self, now: datetime) -> bool:
-        with self.app.engine.connect() as conn:
+        with self.app.reader.connect() as conn:
             until, _ = outbox.mailbox_pause(conn, self.rep.id)
             vacation = queries.rep_pauses(conn).get(self.rep.id)
         for stop_until in (until, vacation):

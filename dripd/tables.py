@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from dripd import campaigns, compose, config, importer, views
@@ -26,9 +27,9 @@ def check_report(
     console: Console, cfg: config.Config, catalog: campaigns.Catalog, warnings: Sequence[str]
 ) -> None:
     for problem in catalog.problems:
-        console.print(f"[red]error[/red] {problem}", markup=True)
+        console.print(f"[red]error[/red] {escape(problem)}", markup=True)
     for warning in warnings:
-        console.print(f"[yellow]warning[/yellow] {warning}", markup=True)
+        console.print(f"[yellow]warning[/yellow] {escape(warning)}", markup=True)
     steps = sum(len(c.steps) for c in catalog.campaigns.values())
     verdict = "[red]FAILED[/red]" if catalog.problems else "[green]ok[/green]"
     console.print(

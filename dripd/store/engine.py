@@ -19,6 +19,7 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 # skip importing alembic (a third of the CLI's start-up) when nothing is to do.
 HEAD = "0002"
 SQLITE_BUSY_TIMEOUT = 10_000  # milliseconds a writer waits for the lock
+READ_ONLY = "dripd_read_only"  # execution option: this connection never writes
 SQLITE_CACHE_KIB = 65_536  # page cache per connection: big imports touch many index pages
 
 
@@ -63,9 +64,19 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_begin(connection: sa.Connection) -> None:
-    # Every transaction takes the write lock up front: no deadlock between a
-    # reader that later writes and another writer.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    # A writing transaction takes the write lock up front: no deadlock between
+    # a reader that later writes and another writer. Connections opened with
+    # `reader()` only read: a deferred BEGIN lets them read beside a writer
+    # (WAL), e.g. `dripd status` while the daemon sends.
+    if connection.get_execution_options().get(READ_ONLY):
+        connection.exec_driver_sql("BEGIN")
+    else:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def reader(engine: sa.Engine) -> sa.Engine:
+    """The engine for read-only work (no write lock taken on SQLite)."""
+    return engine.execution_options(**{READ_ONLY: True})
 
 
 def alembic_config(engine: sa.Engine) -> AlembicConfig:
@@ -87,7 +98,7 @@ def migrate(engine: sa.Engine) -> None:
 
 def is_current(engine: sa.Engine) -> bool:
     """True if the database is at HEAD (a plain query: no alembic import)."""
-    with engine.connect() as connection:
+    with reader(engine).connect() as connection:
         if not sa.inspect(connection).has_table("alembic_version"):
             return False
         version = connection.execute(sa.text("select version_num from alembic_version")).scalar()

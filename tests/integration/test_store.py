@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -201,3 +202,16 @@ def test_bulk_insert_stores_exactly_what_insert_stores(app: app_mod.App) -> None
         raw = conn.execute(sa.text("select created_at from contacts order by id")).scalars().all()
         assert raw[0] == raw[1]  # same storage format, so comparisons in SQL agree
         assert queries.contact_by_email(conn, "b@x.com").created_at == stamp
+
+
+def test_a_reader_is_not_blocked_by_an_open_write(app: app_mod.App) -> None:
+    add_contact(app, "ann@example.com")
+    with app.engine.begin() as writer:  # the daemon in the middle of a batch
+        queries.insert_contact(
+            writer,
+            {"email": "bob@x.com", "email_key": "bob@x.com", "created_at": NOW, "updated_at": NOW},
+        )
+        started = time.monotonic()
+        with app.reader.connect() as conn:  # `dripd status` meanwhile
+            assert queries.stage_counts(conn) == {"suspect": 1}
+        assert time.monotonic() - started < 2
