@@ -9,9 +9,9 @@ transaction in flight finish and commit, exit 0 within `STOP_GRACE`.
 Crash rule (documented in the README): an email whose state is `sending` at
 start was in flight when dripd died. If the rep's Sent folder (IMAP) has its
 Message-ID, it went out and is marked sent; otherwise it is sent again. A
-duplicate is therefore possible only if the server accepted the message in
-the instant between its 250 reply and dripd's commit, and the server does not
-keep its own copy in the Sent folder.
+duplicate is therefore possible only for an email whose data had reached the
+server before dripd recorded the server's answer (at most one per SMTP
+connection per crash), and only when the server keeps no copy in Sent.
 """
 
 from __future__ import annotations
@@ -41,7 +41,10 @@ POLL = 15.0  # seconds: the longest sleep, so other commands' changes are seen
 STOP_GRACE = 8.0  # seconds the in-flight sends get after SIGTERM
 COPY_INTERVAL = 30  # seconds between Sent-folder copy runs
 COPY_BATCH = 100
-ADVANCE_CHUNK = 25  # enrollments per engine transaction while senders run
+# Enrollments per engine transaction while senders run: small, because the
+# replies of SMTP servers wait while a chunk renders (and an email whose
+# reply waits is one a crash could leave uncertain).
+ADVANCE_CHUNK = 10
 
 
 @dataclass(slots=True)

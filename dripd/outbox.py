@@ -44,7 +44,7 @@ _CLAIM = (
             _enrollments.c.id == _t.c.enrollment_id, _enrollments.c.status == "stopped"
         ),
     )
-    .values(status="sending", sending_at=sa.bindparam("now"), attempts=_t.c.attempts + 1)
+    .values(status="sending", sending_at=sa.bindparam("now"))
 )
 _UNRECORDED = (
     sa.select(
@@ -204,17 +204,20 @@ def record_sent(conn: sa.Connection, now: datetime, limit: int = 1000) -> int:
     return len(rows)
 
 
-def retry_later(
-    conn: sa.Connection, row: Row, now: datetime, error: str, *, attempts: int | None = None
-) -> datetime:
-    """Put `row` back in the queue after an exponential, jittered delay; when it runs."""
-    tries = row.attempts + 1 if attempts is None else attempts
-    delay = min(RETRY_BASE * 2 ** max(0, tries - 1), RETRY_MAX) * random.uniform(0.5, 1.5)
+def retry_later(conn: sa.Connection, row: Row, now: datetime, error: str) -> datetime:
+    """Count a failed try and put `row` back after an exponential, jittered delay.
+
+    Only temporary failures of the email itself count; a rest of the mailbox
+    (refused login, quota), a closed window or a crash puts it back through
+    `requeue` without using up its tries.
+    """
+    tries = row.attempts + 1
+    delay = min(RETRY_BASE * 2 ** (tries - 1), RETRY_MAX) * random.uniform(0.5, 1.5)
     when = now + timedelta(seconds=delay)
     conn.execute(
         sa.update(_t)
         .where(_t.c.id == row.id)
-        .values(status="queued", next_attempt_at=when, last_error=error[:500])
+        .values(status="queued", attempts=tries, next_attempt_at=when, last_error=error[:500])
     )
     return when
 

@@ -247,18 +247,26 @@ class Sender:
                 logger.warning("email refused", extra={"action": "send_failed", **log})
                 return True
             outbox.requeue(conn, row, now, str(exc))
-            if exc.kind == "sender":
-                until = _tomorrow(now, self.app.config.rep_timezone(self.rep.id))
-                outbox.pause_mailbox(conn, self.rep.id, until, str(exc), now)
-                self.resume_at = until
-                logger.error(
-                    "mailbox refused to send: paused until tomorrow",
-                    extra={"action": "mailbox_paused", **log},
-                )
-            else:
-                self.resume_at = now + timedelta(seconds=AUTH_BACKOFF)
-                logger.error("mailbox login refused", extra={"action": "mailbox_error", **log})
+            self._rest_mailbox(conn, exc, now)
         return False
+
+    def _rest_mailbox(self, conn: sa.Connection, exc: smtp.SendError, now: datetime) -> None:
+        """A problem of the mailbox, not of one email: stop sending from it for a while.
+
+        Logged once per rest, whichever connection met it first.
+        """
+        already = self.resume_at is not None and self.resume_at > now
+        mailbox = {"rep": self.rep.id, "error": str(exc)}
+        if exc.kind == "sender":
+            until = _tomorrow(now, self.app.config.rep_timezone(self.rep.id))
+            outbox.pause_mailbox(conn, self.rep.id, until, str(exc), now)
+            self.resume_at = until
+            message, action = "mailbox refused to send: paused until tomorrow", "mailbox_paused"
+        else:
+            self.resume_at = now + timedelta(seconds=AUTH_BACKOFF)
+            message, action = "mailbox login refused", "mailbox_error"
+        if not already:
+            logger.error(message, extra={"action": action, **mailbox})
 
     def _temporary(
         self,
