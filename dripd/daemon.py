@@ -22,7 +22,7 @@ import fcntl
 import logging
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -169,7 +169,9 @@ async def _copy_rows(app: App, settings: config.ImapConfig, rows: list[outbox.Ro
 # -- the loop -------------------------------------------------------------------
 
 
-async def advance_all(app: App, summary: Summary, queued: asyncio.Event | None = None) -> None:
+async def advance_all(
+    app: App, summary: Summary, on_queued: Callable[[], None] | None = None
+) -> None:
     """Advance every enrollment that is due now, in small transactions.
 
     Between two chunks the event loop runs: the senders send what was just
@@ -181,8 +183,8 @@ async def advance_all(app: App, summary: Summary, queued: asyncio.Event | None =
         result = engine.advance_due(app, app.clock.now(), limit=ADVANCE_CHUNK)
         for name in ("queued", "tasks", "skipped", "held", "completed"):
             setattr(summary, name, getattr(summary, name) + getattr(result, name))
-        if queued is not None and result.queued:
-            queued.set()
+        if on_queued is not None and result.queued:
+            on_queued()
         if result.enrollments < ADVANCE_CHUNK:
             return
         await asyncio.sleep(0)
@@ -198,7 +200,7 @@ async def run_once(app: App) -> Summary:
 
         async def produce() -> None:
             try:
-                await advance_all(app, summary, queued)
+                await advance_all(app, summary, queued.set)
             finally:
                 advanced.set()
                 queued.set()
@@ -242,9 +244,10 @@ class Daemon:
     def __init__(self, app: App) -> None:
         self.app = app
         self.stop = asyncio.Event()
-        self.wake = asyncio.Event()
         self.summary = Summary()
         self.mailboxes = senders(app, self.stop)
+        # one per mailbox: a sender clearing its own never hides work from another
+        self.wakes = {rep: asyncio.Event() for rep in self.mailboxes}
         self.scheduler = AsyncIOScheduler()
 
     async def run(self) -> Summary:
@@ -278,8 +281,8 @@ class Daemon:
 
     async def _main_loop(self, tasks: list[asyncio.Task[None]]) -> None:
         while not self.stop.is_set():
-            await advance_all(self.app, self.summary, self.wake)
-            self.wake.set()
+            await advance_all(self.app, self.summary, self._wake_senders)
+            self._wake_senders()
             _raise_if_crashed(tasks)
             await _wait_any(self.stop, self._seconds_to_next_due())
 
@@ -291,13 +294,18 @@ class Daemon:
             return POLL
         return max(0.05, (upcoming[0].next_due_at - now).total_seconds())
 
+    def _wake_senders(self) -> None:
+        for event in self.wakes.values():
+            event.set()
+
     async def _send_loop(self, box: sender.Sender) -> None:
+        wake = self.wakes[box.rep.id]
         while not self.stop.is_set():
+            wake.clear()
             await box.drain()
             _add_stats(self.summary, box.stats)
             box.stats = sender.Stats()
-            self.wake.clear()
-            await _wait_any(self.stop, self._sender_sleep(box), self.wake)
+            await _wait_any(self.stop, self._sender_sleep(box), wake)
 
     def _sender_sleep(self, box: sender.Sender) -> float:
         now = self.app.clock.now()
@@ -312,7 +320,7 @@ class Daemon:
 
     async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
         self.stop.set()
-        self.wake.set()
+        self._wake_senders()
         logger.info("stopping", extra={"action": "stopping"})
         _, pending = await asyncio.wait(tasks, timeout=STOP_GRACE) if tasks else (set(), set())
         for task in pending:
