@@ -347,14 +347,17 @@ def contact_row(
         "stage": std.get("stage") or "suspect",
         "status": std.get("status") or "active",
         "referred_by": std.get("referred_by"),
-        "fields": json.dumps(
-            {k: v for k, v in values.custom.items() if v is not None}, sort_keys=True
-        ),
+        "fields": _fields_json(values.custom),
         "touches": 0,
         "last_touch_at": None,
         "created_at": dates.parse_when(created, UTC_ZONE) if created else now,
         "updated_at": now,
     }
+
+
+def _fields_json(custom: Mapping[str, str | None]) -> str:
+    present = {k: v for k, v in custom.items() if v is not None}
+    return json.dumps(present, sort_keys=True, separators=(",", ":")) if present else "{}"
 
 
 def create_contact(
