@@ -11,7 +11,6 @@ done late.
 from __future__ import annotations
 
 import dataclasses
-import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,8 +22,6 @@ from dripd import windows as windows_mod
 from dripd.app import App
 from dripd.store import queries, schema
 from dripd.store.queries import Contact, Enrollment
-
-logger = logging.getLogger("dripd.engine")
 
 BATCH = 500  # enrollments advanced per transaction
 HOLD_RETRY = timedelta(hours=1)  # when a held step (template, attachment) is tried again
@@ -49,14 +46,24 @@ class _Hold:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Pass:
-    """What one pass shares across enrollments."""
+    """One transaction's work: what it shares across enrollments, and what it produced."""
 
+    app: App
+    conn: sa.Connection
     now: datetime
     pauses: dict[str, datetime]
     install_id: str
-    max_late: timedelta
     result: Result = field(default_factory=Result)
     queued: list[dict[str, Any]] = field(default_factory=list)  # outbox rows, inserted at the end
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Target:
+    """One enrollment being advanced, with its contact and campaign."""
+
+    enrollment: Enrollment
+    contact: Contact
+    campaign: campaigns.Campaign
 
 
 def advance_due(app: App, now: datetime, *, limit: int = BATCH) -> Result:
@@ -67,44 +74,43 @@ def advance_due(app: App, now: datetime, *, limit: int = BATCH) -> Result:
             return Result()
         people = queries.contacts_by_ids(conn, {e.contact_id for e in due})
         run = _Pass(
+            app=app,
+            conn=conn,
             now=now,
             pauses=queries.rep_pauses(conn),
             install_id=outbox.install_id(conn),
-            max_late=app.config.max_late,
         )
         for enrollment in due:
-            _advance(app, conn, enrollment, people[enrollment.contact_id], run)
+            _advance(run, enrollment, people[enrollment.contact_id])
         outbox.insert_many(conn, run.queued)
         run.result.enrollments = len(due)
         return run.result
 
 
-def _advance(
-    app: App, conn: sa.Connection, enrollment: Enrollment, contact: Contact, run: _Pass
-) -> None:
-    campaign = app.catalog.campaigns.get(enrollment.campaign)
+def _advance(run: _Pass, enrollment: Enrollment, contact: Contact) -> None:
+    campaign = run.app.catalog.campaigns.get(enrollment.campaign)
     if campaign is None:
         queries.update_enrollment(
-            conn, enrollment.id, {"next_due_at": None, "waiting": "the campaign file is gone"}
+            run.conn, enrollment.id, {"next_due_at": None, "waiting": "the campaign file is gone"}
         )
         return
     if contact.status != "active":
-        pipeline.end(
-            conn, enrollment, run.now, status="stopped", reason=f"contact {contact.status}"
-        )
+        reason = f"contact {contact.status}"
+        pipeline.end(run.conn, enrollment, run.now, status="stopped", reason=reason)
         return
+    target = _Target(enrollment=enrollment, contact=contact, campaign=campaign)
     progress = schedule.Progress.from_json(enrollment.progress)
-    ctx = pipeline.context(app, contact, campaign, enrollment.enrolled_at, run.pauses)
+    ctx = pipeline.context(run.app, contact, campaign, enrollment.enrolled_at, run.pauses)
     for _ in range(MAX_ITEMS):
         due = _first_ready(campaign, progress, ctx, run.now)
         if due is None:
             break
-        hold = _execute(app, conn, enrollment, contact, campaign, due, run)
+        hold = _execute(run, target, due)
         if hold is not None:
-            _hold(conn, enrollment, progress, due, hold, run)
+            _hold(run, target, progress, due, hold)
             return
         progress = _after(progress, campaign, due)
-    _settle(app, conn, enrollment, contact, campaign, progress, ctx, run)
+    _settle(run, target, progress, ctx)
 
 
 def _first_ready(
@@ -125,136 +131,84 @@ def _after(
 
 
 def _settle(
-    app: App,
-    conn: sa.Connection,
-    enrollment: Enrollment,
-    contact: Contact,
-    campaign: campaigns.Campaign,
-    progress: schedule.Progress,
-    ctx: schedule.Context,
-    run: _Pass,
+    run: _Pass, target: _Target, progress: schedule.Progress, ctx: schedule.Context
 ) -> None:
-    pending = schedule.pending(campaign.plans, progress, ctx)
+    pending = schedule.pending(target.campaign.plans, progress, ctx)
     if pending.complete and not progress.task_open:
-        pipeline.complete(app, conn, enrollment, campaign, run.now)
+        pipeline.complete(run.app, run.conn, target.enrollment, target.campaign, run.now)
         run.result.completed += 1
         return
     waiting = "; ".join(f"{w.step_id}: {w.reason}" for w in pending.waiting) or None
     if progress.task_open and not pending.due:
         waiting = waiting or schedule.TASK_WAIT_REASON
-    queries.update_enrollment(
-        conn,
-        enrollment.id,
-        {
-            "progress": progress.to_json(),
-            "next_due_at": pending.next_due_at,
-            "waiting": waiting,
-        },
-    )
+    changes = {"progress": progress.to_json(), "next_due_at": pending.next_due_at}
+    queries.update_enrollment(run.conn, target.enrollment.id, {**changes, "waiting": waiting})
 
 
 def _hold(
-    conn: sa.Connection,
-    enrollment: Enrollment,
-    progress: schedule.Progress,
-    due: schedule.Due,
-    hold: _Hold,
-    run: _Pass,
+    run: _Pass, target: _Target, progress: schedule.Progress, due: schedule.Due, hold: _Hold
 ) -> None:
     reason = f"{due.step_id}: {hold.reason}"
-    if enrollment.waiting != reason:
-        queries.add_event(
-            conn,
-            contact_id=enrollment.contact_id,
-            at=run.now,
-            kind="held",
-            campaign=enrollment.campaign,
-            step=due.step_id,
-            detail=hold.reason,
-            cause=hold.reason,
-        )
-    queries.update_enrollment(
-        conn,
-        enrollment.id,
-        {
-            "progress": progress.to_json(),
-            "next_due_at": hold.until,
-            "waiting": reason,
-        },
-    )
+    if target.enrollment.waiting != reason:  # say it once, not at every retry
+        _event(run, target, "held", due.step_id, hold.reason)
+    changes = {"progress": progress.to_json(), "next_due_at": hold.until, "waiting": reason}
+    queries.update_enrollment(run.conn, target.enrollment.id, changes)
     run.result.held += 1
 
 
-def _execute(
-    app: App,
-    conn: sa.Connection,
-    enrollment: Enrollment,
-    contact: Contact,
-    campaign: campaigns.Campaign,
-    due: schedule.Due,
-    run: _Pass,
-) -> _Hold | None:
-    stale = schedule.is_stale(due, run.now, max_late=run.max_late)
+def _event(run: _Pass, target: _Target, kind: str, step: str, detail: str) -> None:
+    queries.add_event(
+        run.conn,
+        contact_id=target.contact.id,
+        at=run.now,
+        kind=kind,
+        campaign=target.campaign.id,
+        step=step,
+        detail=detail,
+        cause=detail,
+    )
+
+
+def _execute(run: _Pass, target: _Target, due: schedule.Due) -> _Hold | None:
+    stale = schedule.is_stale(due, run.now, max_late=run.app.config.max_late)
     if stale:
-        queries.add_event(
-            conn,
-            contact_id=contact.id,
-            at=run.now,
-            kind="skipped",
-            campaign=campaign.id,
-            step=due.step_id,
-            detail=stale,
-            cause=stale,
-        )
+        _event(run, target, "skipped", due.step_id, stale)
         run.result.skipped += 1
         return None
-    step = campaign.step(due.step_id)
+    step = target.campaign.step(due.step_id)
     if step.is_email:
-        return _queue_email(app, conn, enrollment, contact, campaign, step, due, run)
-    _create_task(app, conn, enrollment, contact, campaign, step, due, run)
+        return _queue_email(run, target, step, due)
+    _create_task(run, target, step, due)
     return None
 
 
 def _queue_email(
-    app: App,
-    conn: sa.Connection,
-    enrollment: Enrollment,
-    contact: Contact,
-    campaign: campaigns.Campaign,
-    step: campaigns.Step,
-    due: schedule.Due,
-    run: _Pass,
+    run: _Pass, target: _Target, step: campaigns.Step, due: schedule.Due
 ) -> _Hold | None:
+    app, contact = run.app, target.contact
     tz = app.contact_tz(contact.timezone, contact.owner)
-    window = campaign.send_window or pipeline.default_window(app)
+    window = target.campaign.send_window or pipeline.default_window(app)
     if not windows_mod.is_open(run.now, window, tz, app.config.holidays):
-        return _Hold(
-            reason="outside the sending window",
-            until=windows_mod.next_open(run.now, window, tz, app.config.holidays),
-        )
+        opens = windows_mod.next_open(run.now, window, tz, app.config.holidays)
+        return _Hold(reason="outside the sending window", until=opens)
     try:
-        message, email = _render(app, conn, enrollment, contact, campaign, step, due, run)
+        message, email = _render(run, target, step, due)
     except (templates.RenderError, mime.MissingAttachment, ValueError) as exc:
         return _Hold(reason=str(exc), until=run.now + HOLD_RETRY)
-    run.queued.append(
-        _outbox_row(enrollment, contact, campaign, step, due, email, message, window, tz, run)
-    )
+    run.queued.append(_outbox_row(run, target, step, due, email, message) | {
+        "timezone": str(tz),
+        "send_window": str(window),
+    })  # fmt: skip
     run.result.queued += 1
     return None
 
 
 def _render(
-    app: App,
-    conn: sa.Connection,
-    enrollment: Enrollment,
-    contact: Contact,
-    campaign: campaigns.Campaign,
-    step: campaigns.Step,
-    due: schedule.Due,
-    run: _Pass,
-) -> tuple[Any, compose.Email]:
-    email = compose.render_email(app, contact, campaign, step, due.occurrence)
-    earlier = _thread_of(conn, enrollment.id, run) if campaign.thread else []
+    run: _Pass, target: _Target, step: campaigns.Step, due: schedule.Due
+) -> tuple[mime.Built, compose.Email]:
+    enrollment, campaign = target.enrollment, target.campaign
+    email = compose.render_email(run.app, target.contact, campaign, step, due.occurrence)
+    earlier = _thread_of(run, enrollment.id) if campaign.thread else []
     thread = (
         mime.Thread(subject=earlier[0][1], references=tuple(m for m, _ in earlier))
         if earlier
@@ -273,9 +227,9 @@ def _render(
     return message, email
 
 
-def _thread_of(conn: sa.Connection, enrollment_id: int, run: _Pass) -> list[tuple[str, str]]:
+def _thread_of(run: _Pass, enrollment_id: int) -> list[tuple[str, str]]:
     """Earlier emails of the enrollment: stored ones, then those queued in this pass."""
-    stored = outbox.thread_of(conn, enrollment_id)
+    stored = outbox.thread_of(run.conn, enrollment_id)
     queued = [
         (r["message_id"], r["subject"]) for r in run.queued if r["enrollment_id"] == enrollment_id
     ]
@@ -283,86 +237,75 @@ def _thread_of(conn: sa.Connection, enrollment_id: int, run: _Pass) -> list[tupl
 
 
 def _outbox_row(
-    enrollment: Enrollment,
-    contact: Contact,
-    campaign: campaigns.Campaign,
+    run: _Pass,
+    target: _Target,
     step: campaigns.Step,
     due: schedule.Due,
     email: compose.Email,
-    message: Any,
-    window: windows_mod.Window,
-    tz: Any,
-    run: _Pass,
+    message: mime.Built,
 ) -> dict[str, Any]:
+    campaign = target.campaign
     first = step.id == next((s.id for s in campaign.steps if s.is_email), None)
     return {
-        "message_id": str(message["Message-ID"]),
-        "enrollment_id": enrollment.id,
-        "contact_id": contact.id,
+        "message_id": message["Message-ID"],
+        "enrollment_id": target.enrollment.id,
+        "contact_id": target.contact.id,
         "campaign": campaign.id,
         "step": step.id,
         "occurrence": due.occurrence,
         "rep": email.sender.id,
         "recipient": email.to,
-        "subject": str(message["Subject"]),
+        "subject": message["Subject"],
         "message": message.as_bytes(),
         "status": "queued",
-        "priority": 1 if first else 0,
+        "priority": 1 if first else 0,  # follow-ups go first under a rate limit
         "due_at": due.due_at,
         "not_after": due.deadline,
-        "timezone": str(tz),
-        "send_window": str(window),
         "attempts": 0,
         "next_attempt_at": run.now,
         "created_at": run.now,
     }
 
 
-def _create_task(
-    app: App,
-    conn: sa.Connection,
-    enrollment: Enrollment,
-    contact: Contact,
-    campaign: campaigns.Campaign,
-    step: campaigns.Step,
-    due: schedule.Due,
-    run: _Pass,
-) -> None:
+_TASK_EXISTS = sa.select(schema.tasks.c.id).where(
+    schema.tasks.c.enrollment_id == sa.bindparam("eid"),
+    schema.tasks.c.step == sa.bindparam("step"),
+    schema.tasks.c.occurrence == sa.bindparam("occurrence"),
+)
+
+
+def _create_task(run: _Pass, target: _Target, step: campaigns.Step, due: schedule.Due) -> None:
+    contact, campaign = target.contact, target.campaign
+    key = {"eid": target.enrollment.id, "step": step.id, "occurrence": due.occurrence}
+    if run.conn.execute(_TASK_EXISTS, key).first() is not None:
+        return
     try:
-        note = compose.render_note(app, contact, campaign, step, due.occurrence)
+        note = compose.render_note(run.app, contact, campaign, step, due.occurrence)
     except templates.RenderError as exc:
         note = f"(the note could not be filled in: {exc})"
-    table = schema.tasks
-    existing = conn.execute(
-        sa.select(table.c.id).where(
-            table.c.enrollment_id == enrollment.id,
-            table.c.step == step.id,
-            table.c.occurrence == due.occurrence,
-        )
-    ).first()
-    if existing is None:
-        conn.execute(
-            sa.insert(table).values(
-                contact_id=contact.id,
-                enrollment_id=enrollment.id,
-                campaign=campaign.id,
-                step=step.id,
-                occurrence=due.occurrence,
-                kind=step.kind,
-                rep=contact.owner,
-                due_at=due.due_at,
-                note=note,
-                status="open",
-                created_at=run.now,
-            )
-        )
-        queries.add_event(
-            conn,
+    run.conn.execute(
+        sa.insert(schema.tasks).values(
             contact_id=contact.id,
-            at=run.now,
-            kind="task_created",
+            enrollment_id=target.enrollment.id,
             campaign=campaign.id,
             step=step.id,
-            detail=f"{step.kind} for {contact.owner or 'the rep'}",
+            occurrence=due.occurrence,
+            kind=step.kind,
+            rep=contact.owner,
+            due_at=due.due_at,
+            note=note,
+            status="open",
+            created_at=run.now,
         )
-        run.result.tasks += 1
+    )
+    detail = f"{step.kind} for {contact.owner or 'the rep'}"
+    queries.add_event(
+        run.conn,
+        contact_id=contact.id,
+        at=run.now,
+        kind="task_created",
+        campaign=campaign.id,
+        step=step.id,
+        detail=detail,
+    )
+    run.result.tasks += 1
