@@ -299,3 +299,18 @@ def install_id(conn: sa.Connection) -> str:
     return str(
         conn.execute(sa.select(table.c.value).where(table.c.key == "install_id")).scalar_one()
     )
+
+
+def mailbox_stats(conn: sa.Connection) -> dict[str, dict[str, Any]]:
+    """Per sending rep: emails by status and the last one sent."""
+    query = sa.select(_t.c.rep, _t.c.status, sa.func.count(), sa.func.max(_t.c.sent_at)).group_by(
+        _t.c.rep, _t.c.status
+    )
+    decode = schema.UTCDateTime().process_result_value
+    stats: dict[str, dict[str, Any]] = {}
+    for rep, status, count, last in conn.execute(query):
+        entry = stats.setdefault(rep, {"last_sent_at": None})
+        entry[status] = count
+        if status == "sent" and last is not None:
+            entry["last_sent_at"] = decode(last, conn.dialect)
+    return stats

@@ -266,6 +266,21 @@ def status_report(console: Console, data: Mapping[str, Any]) -> None:
             str(s.done),
         )
     console.print(table)
+    boxes = Table(title="mailboxes", title_justify="left")
+    for column in ("rep", "sent", "waiting", "failed", "last sent", "notes"):
+        boxes.add_column(
+            column, justify="right" if column in ("sent", "waiting", "failed") else "left"
+        )
+    for box in data["mailboxes"]:
+        boxes.add_row(
+            box["rep"],
+            str(box["sent"]),
+            str(box["waiting"]),
+            str(box["failed"]),
+            _when(box["last_sent_at"]),
+            "; ".join(box["notes"]),
+        )
+    console.print(boxes)
     enrolled = Table(title="enrollments", title_justify="left")
     for column in ("campaign", "active", "completed", "stopped"):
         enrolled.add_column(column, justify="left" if column == "campaign" else "right")

@@ -9,7 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from dripd import pipeline, schedule, stages
+from dripd import outbox, pipeline, schedule, stages
 from dripd.app import App
 from dripd.store import queries
 
@@ -174,6 +174,7 @@ def status(app: App, conn: sa.Connection) -> dict[str, Any]:
         },
         "steps": steps,
         "touches": queries.touch_total(conn),
+        "mailboxes": _mailboxes(app, conn),
         "due_now": len(queries.due_enrollments(conn, app.clock.now(), 10_000)),
         "campaigns_version": app.catalog.version,
     }
@@ -194,3 +195,28 @@ def steps_json(steps: Sequence[StepStats]) -> list[dict[str, Any]]:
         }
         for s in steps
     ]
+
+
+def _mailboxes(app: App, conn: sa.Connection) -> list[dict[str, Any]]:
+    """Each rep's mailbox: sent, waiting, failed, last send, and why it may be held."""
+    stats = outbox.mailbox_stats(conn)
+    pauses = queries.rep_pauses(conn)
+    result = []
+    for rep_id in sorted(app.config.rep_ids() | set(stats)):
+        entry = stats.get(rep_id, {})
+        rest, reason = outbox.mailbox_pause(conn, rep_id)
+        configured = rep_id in app.config.rep_ids() and app.config.rep(rep_id).smtp is not None
+        notes = [] if configured else ["no [reps.smtp]: its emails wait"]
+        if rest is not None and rest > app.clock.now():
+            notes.append(f"resting until {rest:%Y-%m-%d %H:%M} UTC: {reason}")
+        if rep_id in pauses and pauses[rep_id] > app.clock.now():
+            notes.append(f"paused until {pauses[rep_id]:%Y-%m-%d %H:%M} UTC")
+        result.append({
+            "rep": rep_id,
+            "sent": entry.get("sent", 0),
+            "waiting": entry.get("queued", 0) + entry.get("sending", 0),
+            "failed": entry.get("failed", 0),
+            "last_sent_at": entry.get("last_sent_at"),
+            "notes": notes,
+        })  # fmt: skip
+    return result

@@ -415,3 +415,17 @@ def test_wrong_password_sends_nothing_and_keeps_the_email(make_world, monkeypatc
     summary = world.run()
     assert summary.sent == 0 and world.smtp.messages() == []
     assert [r.status for r in world.rows()] == ["queued"]
+
+
+def test_status_reports_each_mailbox(make_world) -> None:
+    from dripd import views
+
+    world = make_world(window="daily 00:00-24:00")
+    world.smtp.faults.reply("DATA", "554 5.6.0 Message content rejected")
+    world.add("ann@example.org", first_name="Ann", company="X")
+    world.add("bob@example.org", first_name="Bob", company="Y")
+    world.run()
+    with world.app.reader.connect() as conn:
+        (mike,) = views.status(world.app, conn)["mailboxes"]
+    assert (mike["rep"], mike["sent"], mike["failed"], mike["waiting"]) == ("mike", 1, 1, 0)
+    assert mike["last_sent_at"] == world.clock.now() and mike["notes"] == []
