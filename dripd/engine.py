@@ -98,6 +98,9 @@ def _advance(run: _Pass, enrollment: Enrollment, contact: Contact) -> None:
         reason = f"contact {contact.status}"
         pipeline.end(run.conn, enrollment, run.now, status="stopped", reason=reason)
         return
+    if contact.paused_until is not None and contact.paused_until > run.now:
+        _wait_for_return(run, enrollment, contact.paused_until)
+        return
     target = _Target(enrollment=enrollment, contact=contact, campaign=campaign)
     progress = schedule.Progress.from_json(enrollment.progress)
     ctx = pipeline.context(run.app, contact, campaign, enrollment.enrolled_at, run.pauses)
@@ -111,6 +114,12 @@ def _advance(run: _Pass, enrollment: Enrollment, contact: Contact) -> None:
             return
         progress = _after(progress, campaign, due)
     _settle(run, target, progress, ctx)
+
+
+def _wait_for_return(run: _Pass, enrollment: Enrollment, until: datetime) -> None:
+    """The contact is out of office: nothing is due before they are back."""
+    waiting = f"out of office until {until:%Y-%m-%d %H:%M} UTC"
+    queries.update_enrollment(run.conn, enrollment.id, {"next_due_at": until, "waiting": waiting})
 
 
 def _first_ready(

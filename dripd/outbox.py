@@ -39,7 +39,14 @@ _CLAIM = (
     .where(
         _t.c.id == sa.bindparam("oid"),
         _t.c.status == "queued",
-        sa.exists().where(_contacts.c.id == _t.c.contact_id, _contacts.c.status == "active"),
+        sa.exists().where(
+            _contacts.c.id == _t.c.contact_id,
+            _contacts.c.status == "active",
+            sa.or_(
+                _contacts.c.paused_until.is_(None),
+                _contacts.c.paused_until <= sa.bindparam("now"),
+            ),
+        ),
         ~sa.exists().where(
             _enrollments.c.id == _t.c.enrollment_id, _enrollments.c.status == "stopped"
         ),
@@ -62,7 +69,7 @@ _UNRECORDED = (
     .limit(sa.bindparam("limit"))
 )
 _DELIVERABLE = (
-    sa.select(schema.contacts.c.status, schema.enrollments.c.status)
+    sa.select(schema.contacts.c.status, schema.enrollments.c.status, schema.contacts.c.paused_until)
     .select_from(schema.contacts)
     .outerjoin(schema.enrollments, schema.enrollments.c.id == sa.bindparam("eid"))
     .where(schema.contacts.c.id == sa.bindparam("cid"))
@@ -152,7 +159,7 @@ def in_state(conn: sa.Connection, status: str) -> list[Row]:
 def deliverable(conn: sa.Connection, row: Row) -> str | None:
     """Why `row` must not be sent now (contact no longer active, sequence ended), else None."""
     params = {"eid": row.enrollment_id, "cid": row.contact_id}
-    contact_status, enrollment_status = conn.execute(_DELIVERABLE, params).one()
+    contact_status, enrollment_status, _ = conn.execute(_DELIVERABLE, params).one()
     if contact_status != "active":
         return f"contact is {contact_status}"
     # A completed sequence still sends what it queued (its last email); a
@@ -160,6 +167,27 @@ def deliverable(conn: sa.Connection, row: Row) -> str | None:
     if row.enrollment_id is not None and enrollment_status == "stopped":
         return "the sequence was stopped"
     return None
+
+
+def paused_until(conn: sa.Connection, row: Row, now: datetime) -> datetime | None:
+    """When the contact's out-of-office pause ends, if it is still on at `now`."""
+    params = {"eid": row.enrollment_id, "cid": row.contact_id}
+    until: datetime | None = conn.execute(_DELIVERABLE, params).one()[2]
+    return until if until is not None and until > now else None
+
+
+def hold_contact(conn: sa.Connection, contact_id: int, until: datetime, reason: str) -> int:
+    """Put a contact's queued emails back until `until` (an out-of-office pause); how many."""
+    query = (
+        sa.update(_t)
+        .where(
+            _t.c.contact_id == contact_id,
+            _t.c.status == "queued",
+            _t.c.next_attempt_at < until,
+        )
+        .values(next_attempt_at=until, last_error=reason)
+    )
+    return conn.execute(query).rowcount
 
 
 def claim(conn: sa.Connection, row: Row, now: datetime) -> bool:

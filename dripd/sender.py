@@ -203,6 +203,8 @@ class Sender:
             reason = outbox.deliverable(conn, row)
             if reason:
                 self._skip(conn, row, now, reason)
+            elif until := outbox.paused_until(conn, row, now):
+                outbox.requeue(conn, row, until, "the contact is out of office")
             return False
 
     def _skip(self, conn: sa.Connection, row: outbox.Row, now: datetime, reason: str) -> None:

@@ -33,6 +33,7 @@ class Contact:
     fields: Mapping[str, str] = field(default_factory=dict)
     touches: int = 0
     last_touch_at: datetime | None = None
+    paused_until: datetime | None = None
     created_at: datetime
     updated_at: datetime
 

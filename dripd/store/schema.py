@@ -59,6 +59,8 @@ contacts = sa.Table(
     sa.Column("fields", sa.Text, nullable=False, server_default="{}"),
     sa.Column("touches", sa.Integer, nullable=False, server_default="0"),
     sa.Column("last_touch_at", UTCDateTime),
+    # No email goes to the contact before this (an out-of-office reply).
+    sa.Column("paused_until", UTCDateTime),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
 )
@@ -215,3 +217,39 @@ mailboxes = sa.Table(
     sa.Column("reason", sa.Text),
     sa.Column("updated_at", UTCDateTime, nullable=False),
 )
+
+# What the inbox watcher has read of each rep's folder: the last UID handled
+# under the folder's UIDVALIDITY. Advanced in the same transaction as the
+# effects of the messages up to that UID, so a crash neither skips nor
+# repeats one.
+inbox_folders = sa.Table(
+    "inbox_folders",
+    metadata,
+    sa.Column("rep", sa.Text, primary_key=True),
+    sa.Column("folder", sa.Text, primary_key=True),
+    sa.Column("uidvalidity", sa.BigInteger, nullable=False),
+    sa.Column("last_uid", sa.BigInteger, nullable=False),
+    sa.Column("checked_at", UTCDateTime, nullable=False),
+)
+
+# Every incoming message handled, whatever its class: the key (its
+# Message-ID, or a digest of its headers when it has none) keeps a message
+# from being handled twice when the folder's UIDs change; the summary is
+# what the rep's digest shows of a reply.
+inbox_messages = sa.Table(
+    "inbox_messages",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("rep", sa.Text, nullable=False),
+    sa.Column("message_key", sa.String(255), nullable=False),
+    sa.Column("uid", sa.BigInteger),
+    sa.Column("class", sa.String(16), nullable=False),
+    sa.Column("contact_id", sa.Integer, sa.ForeignKey("contacts.id")),
+    sa.Column("sender", sa.Text, nullable=False, server_default=""),
+    sa.Column("subject", sa.Text, nullable=False, server_default=""),
+    sa.Column("summary", sa.Text, nullable=False, server_default=""),
+    sa.Column("reasons", sa.Text, nullable=False, server_default=""),
+    sa.Column("received_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("rep", "message_key"),
+)
+sa.Index("ix_inbox_messages_rep_received_at", inbox_messages.c.rep, inbox_messages.c.received_at)
