@@ -528,15 +528,47 @@ def tasks_skip(ids: tuple[int, ...]) -> None:
     _finish(ids, "skipped")
 
 
+@cli.command()
+@config_option
+@click.argument("message", metavar="MESSAGE.eml", type=click.Path(path_type=Path))
+@json_option
+def explain(message: Path, as_json: bool) -> None:
+    """How dripd reads an email file: its class, the contact it matches, and why."""
+    from dripd import inbox, incoming
+    from dripd import tables as out
+
+    try:
+        raw = message.read_bytes()
+    except OSError as exc:
+        raise errors.UsageError(f"cannot read {message}: {exc.strerror or exc}") from exc
+    app = open_app()
+    mail = incoming.parse(raw)
+    with app.reader.connect() as conn:
+        verdict = inbox.read(app, conn, mail, app.clock.now())
+    data = {
+        "file": str(message),
+        "from": mail.sender,
+        "subject": mail.subject,
+        "message_id": mail.message_id or None,
+        **verdict.to_json(),
+    }
+    if as_json:
+        print_json(data)
+    else:
+        out.explain_report(stdout, message, data)
+
+
 # -- the daemon ----------------------------------------------------------------
 
 
 @cli.command()
 @config_option
-@click.option("--once", is_flag=True, help="Send what is due now, then exit (cron, catching up).")
+@click.option(
+    "--once", is_flag=True, help="Read the inboxes, send what is due now, then exit (cron)."
+)
 @json_option
 def run(once: bool, as_json: bool) -> None:
-    """The daemon: send due emails, create rep tasks (--once: do what is due and exit)."""
+    """The daemon: send due emails, watch the inboxes, create rep tasks (--once: one pass)."""
     import asyncio
     import dataclasses
 
@@ -552,7 +584,7 @@ def run(once: bool, as_json: bool) -> None:
         stdout.print(
             f"queued {summary.queued}, sent {summary.sent}, tasks {summary.tasks}, "
             f"skipped {summary.skipped}, held {summary.held}, retrying {summary.retried}, "
-            f"failed {summary.failed}, bounced {summary.bounced}"
+            f"failed {summary.failed}, bounced {summary.bounced}, inbox {summary.inbox}"
         )
 
 

@@ -115,6 +115,8 @@ class ImapConfig(Secret):
     ca_file: str | None = None
     folder: str = "INBOX"
     sent_folder: str | None = "Sent"
+    idle: bool = True  # IMAP IDLE where the server offers it; else (or when false) polling
+    poll_interval: float = pydantic.Field(default=60.0, ge=1.0, le=3600.0)  # seconds
 
     @pydantic.model_validator(mode="after")
     def _plain_only_to_loopback(self) -> ImapConfig:

@@ -31,7 +31,7 @@ from typing import IO
 import sqlalchemy as sa
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from dripd import config, engine, errors, imap, outbox, sender
+from dripd import config, engine, errors, imap, outbox, sender, watcher
 from dripd.app import App
 from dripd.store import queries
 
@@ -58,6 +58,7 @@ class Summary:
     failed: int = 0
     bounced: int = 0
     retried: int = 0
+    inbox: int = 0  # incoming messages handled
     reconciled: dict[str, int] = field(default_factory=dict)
 
 
@@ -93,6 +94,35 @@ def single_instance(app: App) -> Iterator[None]:
 
 def senders(app: App, stop: asyncio.Event) -> dict[str, sender.Sender]:
     return {rep.id: sender.Sender(app, rep, stop) for rep in app.config.reps if rep.smtp}
+
+
+def watchers(
+    app: App, stop: asyncio.Event, on_change: Callable[[], None] | None = None
+) -> dict[str, watcher.Watcher]:
+    return {
+        rep.id: watcher.Watcher(app, rep, stop, on_change=on_change)
+        for rep in app.config.reps
+        if rep.imap
+    }
+
+
+async def read_inboxes(app: App) -> int:
+    """Read what arrived in every rep's inbox since the last look; how many messages were new.
+
+    `run --once` does this before anything else, so a reply that came in
+    since the last run stops its sequence before the next email goes out. An
+    unreachable inbox is logged and skipped (the next run catches up).
+    """
+    handled = 0
+    for box in watchers(app, asyncio.Event()).values():
+        try:
+            handled += await box.read_once()
+        except imap.ImapError as exc:
+            logger.warning(
+                "inbox unreachable",
+                extra={"action": "inbox_error", "rep": box.rep.id, "error": str(exc)},
+            )
+    return handled
 
 
 # -- crash recovery ---------------------------------------------------------------
@@ -195,6 +225,7 @@ async def run_once(app: App) -> Summary:
     summary = Summary()
     with single_instance(app):
         summary.reconciled = await reconcile(app)
+        summary.inbox = await read_inboxes(app)
         stop, queued, advanced = asyncio.Event(), asyncio.Event(), asyncio.Event()
         mailboxes = senders(app, stop)
 
@@ -246,9 +277,11 @@ class Daemon:
         self.stop = asyncio.Event()
         self.summary = Summary()
         self.mailboxes = senders(app, self.stop)
+        self.inboxes = watchers(app, self.stop, on_change=self._inbox_changed)
         # one per mailbox: a sender clearing its own never hides work from another
         self.wakes = {rep: asyncio.Event() for rep in self.mailboxes}
         self.scheduler = AsyncIOScheduler()
+        self._advance = asyncio.Event()
 
     async def run(self) -> Summary:
         with single_instance(self.app), on_stop(self.stop):
@@ -273,6 +306,10 @@ class Daemon:
                 asyncio.create_task(self._send_loop(box), name=f"send-{rep}")
                 for rep, box in self.mailboxes.items()
             ]
+            tasks += [
+                asyncio.create_task(box.run(), name=f"inbox-{rep}")
+                for rep, box in self.inboxes.items()
+            ]
             try:
                 await self._main_loop(tasks)
             finally:
@@ -284,7 +321,8 @@ class Daemon:
             await advance_all(self.app, self.summary, self._wake_senders)
             self._wake_senders()
             _raise_if_crashed(tasks)
-            await _wait_any(self.stop, self._seconds_to_next_due())
+            self._advance.clear()
+            await _wait_any(self.stop, self._seconds_to_next_due(), self._advance)
 
     def _seconds_to_next_due(self) -> float:
         now = self.app.clock.now()
@@ -293,6 +331,10 @@ class Daemon:
         if not upcoming or upcoming[0].next_due_at is None:
             return POLL
         return max(0.05, (upcoming[0].next_due_at - now).total_seconds())
+
+    def _inbox_changed(self) -> None:
+        """A reply may have stopped a sequence: let the main loop look again."""
+        self._advance.set()
 
     def _wake_senders(self) -> None:
         for event in self.wakes.values():

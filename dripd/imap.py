@@ -1,4 +1,4 @@
-"""Talking IMAP to a rep's mailbox (aioimaplib): log in, find by Message-ID, append.
+"""Talking IMAP to a rep's mailbox (aioimaplib): log in, find, append, read, IDLE.
 
 aioimaplib has no STARTTLS, so `security` is implicit TLS ("tls", port 993)
 or, to localhost only, "none".
@@ -6,7 +6,10 @@ or, to localhost only, "none".
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import re
+from dataclasses import dataclass
 from types import TracebackType
 
 import aioimaplib
@@ -14,6 +17,19 @@ import aioimaplib
 from dripd import config, smtp
 
 TIMEOUT = 30.0  # seconds for any one IMAP command
+FETCH_LIMIT = 256 * 1024  # bytes of a message read: headers and the parts that matter come first
+_FETCH_HEAD = re.compile(rb"^\d+ FETCH \(")
+_UID = re.compile(rb"\bUID (\d+)")
+_CODE = re.compile(rb"\[(UIDVALIDITY|UIDNEXT) (\d+)\]")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Folder:
+    """A folder as EXAMINE reports it."""
+
+    name: str
+    uidvalidity: int
+    uidnext: int
 
 
 class ImapError(Exception):
@@ -28,6 +44,7 @@ class Session:
         self._password = password
         self._client: aioimaplib.IMAP4 | None = None
         self._selected: str | None = None
+        self._lost = asyncio.Event()
 
     async def __aenter__(self) -> Session:
         await self.open()
@@ -45,14 +62,18 @@ class Session:
         s = self.settings
         try:
             if s.security == "tls":
-                client: aioimaplib.IMAP4 = aioimaplib.IMAP4_SSL(
+                # IMAP4_SSL takes no conn_lost_cb; IMAP4 with a context is the same client.
+                client = aioimaplib.IMAP4(
                     host=s.host,
                     port=s.port,
                     timeout=TIMEOUT,
                     ssl_context=smtp.tls_context(s.ca_file),
+                    conn_lost_cb=self._on_lost,
                 )
             else:
-                client = aioimaplib.IMAP4(host=s.host, port=s.port, timeout=TIMEOUT)
+                client = aioimaplib.IMAP4(
+                    host=s.host, port=s.port, timeout=TIMEOUT, conn_lost_cb=self._on_lost
+                )
             await client.wait_hello_from_server()
         except (OSError, TimeoutError, aioimaplib.AioImapException) as exc:
             raise ImapError(f"cannot connect to {s.host}:{s.port}: {exc}") from exc
@@ -61,6 +82,9 @@ class Session:
         if response.result != "OK":
             await self.close()
             raise ImapError(f"login refused for {s.username}: {_text(response.lines)}")
+
+    def _on_lost(self, exc: Exception | None) -> None:
+        self._lost.set()
 
     async def _run(self, command: object) -> aioimaplib.Response:
         try:
@@ -97,6 +121,99 @@ class Session:
         if response.result != "OK":
             raise ImapError(f"cannot append to {folder!r}: {_text(response.lines)}")
 
+    async def examine(self, folder: str) -> Folder:
+        """Open `folder` read-only: nothing dripd does can change a flag in it."""
+        response = await self._run(self.client.examine(quote(folder)))
+        if response.result != "OK":
+            raise ImapError(f"cannot open folder {folder!r}: {_text(response.lines)}")
+        # aioimaplib only counts SELECT as selecting; EXAMINE selects too (RFC 3501 6.3.2).
+        self.client.protocol.state = aioimaplib.SELECTED
+        self._selected = None  # not SELECTed: find_message_id/append select again
+        codes = {
+            m.group(1): int(m.group(2))
+            for line in response.lines
+            if isinstance(line, bytes) and (m := _CODE.search(line))
+        }
+        if b"UIDVALIDITY" not in codes:
+            raise ImapError(f"the server gave no UIDVALIDITY for {folder!r}")
+        return Folder(
+            name=folder, uidvalidity=codes[b"UIDVALIDITY"], uidnext=codes.get(b"UIDNEXT", 0)
+        )
+
+    async def search_uids(self, *criteria: str) -> list[int]:
+        """UIDs of the messages matching `criteria` (e.g. "UID", "5:*"), ascending."""
+        response = await self._run(self.client.uid_search(*criteria, charset=None))
+        if response.result != "OK":
+            raise ImapError(f"search failed: {_text(response.lines)}")
+        uids: set[int] = set()
+        for line in response.lines:
+            data = bytes(line) if isinstance(line, bytes | bytearray) else line.encode()
+            if data.upper().startswith(b"SEARCH"):
+                data = data[6:]
+            words = data.split()
+            if words and all(w.isdigit() for w in words):
+                uids.update(int(w) for w in words)
+        return sorted(uids)
+
+    async def fetch(self, uids: list[int]) -> list[tuple[int, bytes]]:
+        """(UID, first FETCH_LIMIT bytes) of each message in `uids`; \\Seen is never set."""
+        if not uids:
+            return []
+        items = f"(UID BODY.PEEK[]<0.{FETCH_LIMIT}>)"
+        response = await self._run(self.client.uid("fetch", _uid_set(uids), items))
+        if response.result != "OK":
+            raise ImapError(f"fetch failed: {_text(response.lines)}")
+        return _fetched(response.lines)
+
+    @property
+    def can_idle(self) -> bool:
+        return bool(self.client.has_capability("IDLE"))
+
+    async def idle(self, timeout: float, stop: asyncio.Event) -> bool:
+        """IDLE until new mail, `timeout` or `stop`; True when the server announced new mail."""
+        client = self.client
+        try:
+            idling = await client.idle_start(timeout=timeout)
+        except (OSError, TimeoutError, aioimaplib.AioImapException) as exc:
+            raise ImapError(f"IMAP {self.settings.host}: IDLE refused: {exc}") from exc
+        try:
+            return await self._wait_push(timeout, stop)
+        finally:
+            if not self._lost.is_set():
+                client.idle_done()
+                with contextlib.suppress(TimeoutError, aioimaplib.AioImapException):
+                    await asyncio.wait_for(idling, TIMEOUT)
+
+    async def _wait_push(self, timeout: float, stop: asyncio.Event) -> bool:
+        client = self.client
+        while True:
+            push = asyncio.ensure_future(client.wait_server_push(timeout=timeout + TIMEOUT))
+            stopped = asyncio.ensure_future(stop.wait())
+            lost = asyncio.ensure_future(self._lost.wait())
+            done, pending = await asyncio.wait(
+                {push, stopped, lost}, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in pending:
+                task.cancel()
+            if lost in done:
+                raise ImapError(f"IMAP {self.settings.host}: connection lost")
+            if stopped in done:
+                return False
+            try:
+                lines = push.result()
+            except TimeoutError as exc:
+                raise ImapError(f"IMAP {self.settings.host}: IDLE went silent") from exc
+            if lines == aioimaplib.STOP_WAIT_SERVER_PUSH:
+                return False
+            if any(isinstance(line, bytes) and line.endswith(b"EXISTS") for line in lines):
+                return True
+
+    async def noop(self) -> None:
+        """Ask the server for news (and prove the connection is alive)."""
+        response = await self._run(self.client.noop())
+        if response.result != "OK":
+            raise ImapError(f"NOOP failed: {_text(response.lines)}")
+
     async def close(self) -> None:
         client, self._client = self._client, None
         if client is None:
@@ -108,6 +225,40 @@ class Session:
 def quote(text: str) -> str:
     """An IMAP quoted string (folder names, Message-IDs)."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _uid_set(uids: list[int]) -> str:
+    """An IMAP sequence set: runs of consecutive UIDs as ranges."""
+    parts: list[str] = []
+    start = previous = uids[0]
+    for uid in uids[1:]:
+        if uid != previous + 1:
+            parts.append(f"{start}:{previous}" if previous != start else str(start))
+            start = uid
+        previous = uid
+    parts.append(f"{start}:{previous}" if previous != start else str(start))
+    return ",".join(parts)
+
+
+def _fetched(lines: list[bytes | bytearray | str]) -> list[tuple[int, bytes]]:
+    """(UID, literal) pairs from FETCH response lines.
+
+    Found by the literal that follows a FETCH line, never by position: servers
+    may interleave unsolicited FETCH (FLAGS …) lines, and the UID may come
+    after the literal.
+    """
+    found: list[tuple[int, bytes]] = []
+    for index, line in enumerate(lines):
+        if not isinstance(line, bytes) or not _FETCH_HEAD.match(line):
+            continue
+        literal = lines[index + 1] if index + 1 < len(lines) else None
+        if not isinstance(literal, bytearray):
+            continue
+        tail = lines[index + 2] if index + 2 < len(lines) else b""
+        match = _UID.search(line) or (_UID.search(tail) if isinstance(tail, bytes) else None)
+        if match:
+            found.append((int(match.group(1)), bytes(literal)))
+    return found
 
 
 def _search_hits(line: bytes | bytearray | str) -> bool:

@@ -328,3 +328,37 @@ def task_table(
             task["note"],
         )
     console.print(table)
+
+
+def explain_report(console: Console, file: Path, data: Mapping[str, Any]) -> None:
+    """`dripd explain`: the verdict on one message, each conclusion with its reason."""
+    console.print(f"[bold]{escape(str(file))}[/bold]: [bold cyan]{data['class']}[/bold cyan]")
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="dim")
+    table.add_column()
+    rows = [
+        ("from", data.get("from")),
+        ("subject", data.get("subject")),
+        ("message-id", data.get("message_id")),
+        ("contact", data.get("contact") or "no contact matched"),
+        ("answers", data.get("matched_message_id")),
+        ("campaign", data.get("campaign")),
+        ("rep", data.get("rep")),
+        ("return date", data.get("return_date")),
+    ]
+    for label, value in rows:
+        if value:
+            table.add_row(label, escape(str(value)))
+    for failed in data.get("failed") or []:
+        status = failed["status"] or "no status"
+        kind = "permanent" if failed["permanent"] else "delayed"
+        who = f" (contact {failed['contact']})" if failed["contact"] else " (not a contact)"
+        table.add_row("failed", escape(f"{failed['recipient']}{who}: {status}, {kind}"))
+        if failed["diagnostic"]:
+            table.add_row("", escape(failed["diagnostic"]))
+    if data.get("summary"):
+        table.add_row("says", escape(data["summary"]))
+    console.print(table)
+    console.print("[dim]why:[/dim]")
+    for reason in data["reasons"]:
+        console.print(f"  - {escape(reason)}")

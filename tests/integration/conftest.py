@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import servers
+from worlds import make_world  # noqa: F401  (a fixture)
 
 REQUIRE_IMAP = os.environ.get("DRIPD_TEST_REQUIRE_IMAP") == "1"
 

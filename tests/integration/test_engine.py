@@ -95,10 +95,7 @@ def add(app: app_mod.App, address: str, **fields: str) -> queries.Contact:
 
 def rows(app: app_mod.App) -> list[outbox.Row]:
     with app.engine.connect() as conn:
-        return [
-            outbox._row(r)
-            for r in conn.execute(outbox._ROWS.order_by(schema.outbox.c.id))
-        ]
+        return [outbox._row(r) for r in conn.execute(outbox._ROWS.order_by(schema.outbox.c.id))]
 
 
 def open_tasks(app: app_mod.App) -> list[dict]:

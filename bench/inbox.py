@@ -1,0 +1,223 @@
+"""The inbox: reply-to-stop latency with IDLE, and catching up on 10,000 messages.
+
+Latency (issue 4 goal: p95 under 1 s): a contact's reply is APPENDed to the
+rep's INBOX on a real Dovecot while dripd's watcher IDLEs on it; measured
+from just before the APPEND to the enrollment being stopped in the
+database. Beside it, in the same trials, a bare aioimaplib client IDLEs on
+the same folder and records when Dovecot announces the message (EXISTS):
+the floor any IMAP client has here (Dovecot notifies about 0.5 s after a
+change). The ratio is dripd's median over the bare client's.
+
+Catch-up: 10,000 messages dropped into the Maildir while dripd is down
+(50 replies from contacts, the rest from strangers), then one `read_once`:
+fetch, classify, act, checkpoint. Against a bare aioimaplib client
+fetching the same messages with the same batch size and doing nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import aioimaplib
+
+from bench import common
+
+sys.path.insert(0, str(common.REPO / "tests"))
+import servers
+
+from dripd import app as app_mod
+from dripd import watcher
+from dripd.store import queries
+
+CONTACTS = 50
+CATCH_UP = 10_000
+BATCH = watcher.FETCH_BATCH
+
+CAMPAIGN = """
+name = "Bench"
+send_window = "daily 00:00-24:00"
+[[steps]]
+id = "hello"
+kind = "email"
+wait = "0m"
+subject = "Hello {{ contact.first_name }}"
+body = "Hi {{ contact.first_name }}, shall we talk?"
+[[steps]]
+id = "later"
+kind = "email"
+wait = "30 days"
+subject = "Still there?"
+body = "Hi again."
+"""
+
+
+def prepare(folder: Path, sink_port: int, account: servers.ImapAccount) -> Path:
+    campaigns = folder / "campaigns"
+    campaigns.mkdir(parents=True)
+    (campaigns / "bench.toml").write_text(CAMPAIGN, encoding="utf-8")
+    config = folder / "config.toml"
+    config.write_text(
+        f'[dripd]\ndatabase = "sqlite:///{folder / "dripd.db"}"\ncampaigns = "{campaigns}"\n'
+        'timezone = "UTC"\n\n[[reps]]\nid = "mike"\nname = "Mike"\n'
+        'email = "mike@example.com"\n\n[reps.smtp]\n'
+        f'host = "127.0.0.1"\nport = {sink_port}\nsecurity = "none"\n\n[reps.imap]\n'
+        f'host = "127.0.0.1"\nport = {account.port}\nsecurity = "none"\n'
+        f'username = "{account.address}"\npassword_env = "BENCH_IMAP_PASSWORD"\n'
+        'sent_folder = ""\n',
+        encoding="utf-8",
+    )
+    os.environ["BENCH_IMAP_PASSWORD"] = account.password
+    csv_path = folder / "contacts.csv"
+    common.write_contacts_csv(csv_path, CONTACTS)
+    common.run_dripd("contacts", "import", str(csv_path), "--enroll", "bench", config=config)
+    common.run_dripd("run", "--once", config=config)
+    return config
+
+
+def reply(address: str, msgid: str, n: int) -> bytes:
+    return (
+        f"From: <{address}>\r\nTo: mike@example.com\r\nSubject: Re: Hello\r\n"
+        f"Message-ID: <bench-reply-{n}@example.org>\r\nIn-Reply-To: {msgid}\r\n"
+        "Date: Mon, 23 Nov 2026 16:00:00 +0000\r\n\r\nYes, call me tomorrow.\r\n\r\n"
+        "> Hi, shall we talk?\r\n"
+    ).encode()
+
+
+def stranger(n: int) -> bytes:
+    return (
+        f"From: Someone {n} <someone{n}@elsewhere.example>\r\nTo: mike@example.com\r\n"
+        f"Subject: Newsletter {n}\r\nMessage-ID: <bench-other-{n}@elsewhere.example>\r\n"
+        "Date: Mon, 23 Nov 2026 16:00:00 +0000\r\n\r\n" + "News of the week.\r\n" * 40
+    ).encode()
+
+
+def contacts_and_ids(app: app_mod.App) -> list[tuple[str, int, str]]:
+    """(address, contact id, Message-ID sent) per contact."""
+    from dripd import outbox
+
+    with app.engine.connect() as conn:
+        rows = outbox.in_state(conn, "sent")
+    return [(r.recipient, r.contact_id, r.message_id) for r in rows]
+
+
+def stopped(app: app_mod.App, contact_id: int) -> bool:
+    with app.reader.connect() as conn:
+        return not queries.active_enrollments(conn, contact_id)
+
+
+async def _bare_idle(account: servers.ImapAccount) -> tuple[aioimaplib.IMAP4, asyncio.Queue[float]]:
+    client = aioimaplib.IMAP4(host=account.host, port=account.port, timeout=30)
+    await client.wait_hello_from_server()
+    await client.login(account.address, account.password)
+    await client.select("INBOX")
+    pushes: asyncio.Queue[float] = asyncio.Queue()
+
+    async def listen() -> None:
+        while True:
+            await client.idle_start(timeout=600)
+            lines = await client.wait_server_push(timeout=600)
+            if any(isinstance(x, bytes) and x.endswith(b"EXISTS") for x in lines):
+                pushes.put_nowait(time.perf_counter())
+            client.idle_done()
+            await asyncio.sleep(0)
+
+    asyncio.get_running_loop().create_task(listen())
+    return client, pushes
+
+
+async def latency(app: app_mod.App, dovecot: servers.Dovecot, account: servers.ImapAccount):
+    stop = asyncio.Event()
+    box = watcher.Watcher(app, app.config.rep("mike"), stop)
+    task = asyncio.create_task(box.run())
+    await asyncio.wait_for(box.connected.wait(), 30)
+    _, pushes = await _bare_idle(account)
+    dripd_times, bare_times = [], []
+    for n, (address, contact_id, msgid) in enumerate(contacts_and_ids(app)):
+        await asyncio.sleep(0.2)  # let both clients settle back into IDLE
+        start = time.perf_counter()
+        await asyncio.to_thread(dovecot.append, account.address, "INBOX", reply(address, msgid, n))
+        while not stopped(app, contact_id):
+            await asyncio.sleep(0.005)
+        dripd_times.append(time.perf_counter() - start)
+        pushed = await asyncio.wait_for(pushes.get(), 10)
+        bare_times.append(pushed - start)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    return dripd_times, bare_times
+
+
+def fill_maildir(dovecot: servers.Dovecot, account: servers.ImapAccount) -> None:
+    """Drop CATCH_UP messages into the Maildir as a delivery agent would (new/)."""
+    dovecot.fetch_all(account.address)  # the first login creates the Maildir
+    new = dovecot.root / "mail" / account.address / "Maildir" / "new"
+    owner = new.stat()
+    for n in range(CATCH_UP):
+        path = new / f"{1700000000 + n}.bench{n}.host"
+        path.write_bytes(stranger(n))
+        os.chown(path, owner.st_uid, owner.st_gid)
+
+
+async def bare_fetch(account: servers.ImapAccount) -> float:
+    client = aioimaplib.IMAP4(host=account.host, port=account.port, timeout=120)
+    await client.wait_hello_from_server()
+    await client.login(account.address, account.password)
+    await client.examine("INBOX")
+    client.protocol.state = aioimaplib.SELECTED
+    start = time.perf_counter()
+    result = await client.uid_search("UID", "1:*", charset=None)
+    uids = [int(x) for x in result.lines[0].split()]
+    for i in range(0, len(uids), BATCH):
+        batch = uids[i : i + BATCH]
+        await client.uid("fetch", f"{batch[0]}:{batch[-1]}", "(UID BODY.PEEK[]<0.262144>)")
+    took = time.perf_counter() - start
+    await client.logout()
+    return took
+
+
+async def dripd_catch_up(app: app_mod.App) -> tuple[float, int]:
+    box = watcher.Watcher(app, app.config.rep("mike"), asyncio.Event())
+    start = time.perf_counter()
+    handled = await box.read_once()
+    return time.perf_counter() - start, handled
+
+
+def main() -> None:
+    folder = common.workdir("inbox")
+    with servers.SmtpSinkProcess(folder / "sink.log") as sink, servers.Dovecot() as dovecot:
+        dovecot.start()
+        account = dovecot.new_user("mike")
+        config = prepare(folder, sink.port, account)
+        app = app_mod.open_app(str(config))
+        dripd_times, bare_times = servers.run_client(latency(app, dovecot, account))
+        fill_maildir(dovecot, account)
+        bare = servers.run_client(bare_fetch(account))
+        took, handled = servers.run_client(dripd_catch_up(app))
+        app.engine.dispose()
+    d_med, b_med = statistics.median(dripd_times), statistics.median(bare_times)
+    p95 = statistics.quantiles(dripd_times, n=20)[18]
+    print(
+        f"reply-to-stop latency over {len(dripd_times)} replies (IDLE, Dovecot, APPEND → stopped)"
+    )
+    print(
+        f"  dripd:   median {d_med * 1000:5.0f} ms   p95 {p95 * 1000:5.0f} ms  (goal p95 < 1000 ms)"
+    )
+    print(
+        f"  bare aioimaplib IDLE, APPEND → EXISTS push: median {b_med * 1000:5.0f} ms   "
+        f"p95 {statistics.quantiles(bare_times, n=20)[18] * 1000:5.0f} ms"
+    )
+    print(f"  ratio dripd / bare (medians): {d_med / b_med:5.2f}")
+    print(f"catching up on {CATCH_UP:,} messages that arrived while dripd was down")
+    print(
+        f"  dripd read_once (fetch+classify+act+checkpoint): {took:6.2f} s  "
+        f"{handled / took:7.0f} msg/s  ({handled:,} handled)"
+    )
+    print(
+        f"  bare aioimaplib fetch of the same, batches of {BATCH}: {bare:6.2f} s  "
+        f"{CATCH_UP / bare:7.0f} msg/s"
+    )
+    print(f"  ratio dripd / bare (time): {took / bare:5.2f}")

@@ -1,0 +1,356 @@
+"""What an incoming message does to the contacts (SPEC §5): the effects of a verdict.
+
+`handle` runs inside the caller's transaction, the same one that advances
+the folder's checkpoint: a message's effects and "this UID is done" commit
+together or not at all. A message already handled (same Message-ID, or the
+same headers when it has none) is recognised and left alone, so a changed
+UIDVALIDITY or an overlapping scan never applies anything twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from functools import lru_cache
+
+import sqlalchemy as sa
+
+from dripd import classify, incoming, outbox, pipeline
+from dripd.addresses import address_key
+from dripd.app import App
+from dripd.store import queries, schema
+
+logger = logging.getLogger("dripd.inbox")
+
+_contacts = schema.contacts
+_messages = schema.inbox_messages
+_folders = schema.inbox_folders
+_SENT = sa.select(
+    schema.outbox.c.message_id,
+    schema.outbox.c.contact_id,
+    schema.outbox.c.recipient,
+    schema.outbox.c.rep,
+    schema.outbox.c.enrollment_id,
+    schema.outbox.c.campaign,
+    schema.outbox.c.step,
+).where(
+    schema.outbox.c.message_id == sa.bindparam("mid"),
+    schema.outbox.c.status.in_(("sending", "sent")),
+)
+_CONTACT = sa.select(
+    _contacts.c.id, _contacts.c.email, _contacts.c.owner, _contacts.c.status
+).where(_contacts.c.email_key == sa.bindparam("key"))
+_HANDLED = sa.select(_messages.c.id).where(
+    _messages.c.rep == sa.bindparam("rep"), _messages.c.message_key == sa.bindparam("key")
+)
+
+
+class StoreKnown:
+    """classify.Known answered from the database and the configuration."""
+
+    def __init__(self, app: App, conn: sa.Connection) -> None:
+        self.conn = conn
+        self._reps = {address_key(rep.email): rep.id for rep in app.config.reps}
+
+    def sent(self, message_id: str) -> classify.SentRef | None:
+        row = self.conn.execute(_SENT, {"mid": message_id}).first()
+        return classify.SentRef(**row._mapping) if row else None
+
+    def contact(self, address: str) -> classify.ContactRef | None:
+        row = self.conn.execute(_CONTACT, {"key": address_key(address)}).first()
+        return classify.ContactRef(**row._mapping) if row else None
+
+    def rep_of(self, address: str) -> str | None:
+        return self._reps.get(address_key(address))
+
+    def digest(self, message_id: str) -> str | None:
+        return None  # digests and commands by email: the digest issue
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outcome:
+    verdict: classify.Verdict | None  # None: handled before
+    actions: tuple[str, ...] = ()
+
+
+def read(app: App, conn: sa.Connection, mail: incoming.Incoming, now: datetime) -> classify.Verdict:
+    """The verdict on `mail`, without acting on it (`dripd explain`)."""
+    received = (mail.date or now).astimezone(app.config.timezone).date()
+    return classify.classify(mail, StoreKnown(app, conn), received=received)
+
+
+def handle(
+    app: App,
+    conn: sa.Connection,
+    rep: str,
+    mail: incoming.Incoming,
+    now: datetime,
+    *,
+    uid: int | None = None,
+) -> Outcome:
+    """Classify `mail` (arrived in `rep`'s inbox) and act on it, once."""
+    if conn.execute(_HANDLED, {"rep": rep, "key": mail.key}).first() is not None:
+        return Outcome(verdict=None)
+    verdict = read(app, conn, mail, now)
+    actions = _EFFECTS[verdict.cls](app, conn, mail, verdict, now)
+    _record(conn, rep, mail, verdict, now, uid)
+    _log(rep, mail, verdict, actions)
+    return Outcome(verdict=verdict, actions=tuple(actions))
+
+
+def _record(
+    conn: sa.Connection,
+    rep: str,
+    mail: incoming.Incoming,
+    verdict: classify.Verdict,
+    now: datetime,
+    uid: int | None,
+) -> None:
+    conn.execute(
+        sa.insert(_messages).values(
+            rep=rep,
+            message_key=mail.key[:255],
+            uid=uid,
+            contact_id=verdict.contact.id if verdict.contact else None,
+            sender=mail.sender[:254],
+            subject=mail.subject[:500],
+            summary=verdict.summary[:1000],
+            reasons="; ".join(verdict.reasons)[:1000],
+            received_at=now,
+            **{"class": verdict.cls},
+        )
+    )
+
+
+def record_failure(
+    conn: sa.Connection,
+    rep: str,
+    mail: incoming.Incoming,
+    now: datetime,
+    *,
+    uid: int | None,
+    error: str,
+) -> None:
+    """Note a message that could not be handled (it stays in the mailbox for a person)."""
+    if conn.execute(_HANDLED, {"rep": rep, "key": mail.key}).first() is not None:
+        return
+    reasons = (f"could not be handled: {error}",)
+    _record(conn, rep, mail, classify.Verdict(cls="other", reasons=reasons), now, uid)
+
+
+def _log(rep: str, mail: incoming.Incoming, verdict: classify.Verdict, actions: list[str]) -> None:
+    logger.info(
+        "inbox message: %s",
+        verdict.cls,
+        extra={
+            "action": "inbox_message",
+            "rep": rep,
+            "class": verdict.cls,
+            "contact": verdict.contact.email if verdict.contact else "",
+            "message_id": mail.message_id,
+            "done": "; ".join(actions) or "nothing",
+        },
+    )
+
+
+# -- effects ---------------------------------------------------------------------
+
+Effect = list[str]
+
+
+def _reply(
+    app: App, conn: sa.Connection, mail: incoming.Incoming, verdict: classify.Verdict, now: datetime
+) -> Effect:
+    assert verdict.contact is not None
+    contact_id = verdict.contact.id
+    actions: Effect = []
+    _event(conn, contact_id, now, "replied", verdict.summary or mail.subject, mail)
+    active = queries.active_enrollments(conn, contact_id)
+    promote_to = _promotions(app, active, verdict.sent)
+    for enrollment in active:
+        campaign = app.catalog.campaigns.get(enrollment.campaign)
+        if campaign is None or campaign.on_reply == "stop":
+            pipeline.end(conn, enrollment, now, status="stopped", reason="the contact replied")
+            actions.append(f"stopped {enrollment.campaign}")
+    for stage in promote_to:
+        if pipeline.promote(app, conn, contact_id, stage, now, cause="replied"):
+            actions.append(f"promoted to {stage}")
+    return actions
+
+
+def _promotions(
+    app: App, active: list[queries.Enrollment], sent: classify.SentRef | None
+) -> list[str]:
+    """The stages the contact's campaigns promote a replier to; the answered campaign first."""
+    names = [e.campaign for e in active]
+    if sent is not None and sent.campaign:
+        names.insert(0, sent.campaign)
+    stages: list[str] = []
+    for name in names:
+        campaign = app.catalog.campaigns.get(name)
+        if campaign is not None and campaign.promote_on_reply:
+            stages.append(campaign.promote_on_reply)
+    return list(dict.fromkeys(stages))
+
+
+def _auto_reply(
+    app: App, conn: sa.Connection, mail: incoming.Incoming, verdict: classify.Verdict, now: datetime
+) -> Effect:
+    assert verdict.contact is not None
+    contact_id = verdict.contact.id
+    if not verdict.out_of_office:
+        _event(conn, contact_id, now, "auto_reply", "an automatic answer", mail)
+        return []
+    until = _return_time(app, conn, contact_id, verdict.return_date, now)
+    stated = "back " + verdict.return_date.isoformat() if verdict.return_date else "no date given"
+    detail = f"out of office ({stated}): emails wait until {until:%Y-%m-%d %H:%M} UTC"
+    queries.update_contact(conn, contact_id, {"paused_until": until, "updated_at": now})
+    held = outbox.hold_contact(conn, contact_id, until, "the contact is out of office")
+    _event(conn, contact_id, now, "out_of_office", detail, mail)
+    return [f"paused until {until:%Y-%m-%d}" + (f", {held} queued email(s) held" if held else "")]
+
+
+def _return_time(
+    app: App, conn: sa.Connection, contact_id: int, back: date | None, now: datetime
+) -> datetime:
+    """When a contact out of office may be written to again: the start of the day they are back."""
+    contact = queries.contact_by_id(conn, contact_id)
+    tz = app.contact_tz(contact.timezone, contact.owner)
+    if back is None:
+        back = now.astimezone(tz).date() + timedelta(days=app.config.model.dripd.out_of_office_days)
+    return datetime.combine(back, time(0, 0), tzinfo=tz).astimezone(now.tzinfo)
+
+
+def _bounce(
+    app: App, conn: sa.Connection, mail: incoming.Incoming, verdict: classify.Verdict, now: datetime
+) -> Effect:
+    actions: Effect = []
+    for failed in verdict.failed:
+        contact, failure = failed.contact, failed.failure
+        if contact is None:
+            continue
+        status = f" {failure.status}" if failure.status else ""
+        detail = f"{failure.recipient}{status} {failure.diagnostic}".strip()
+        if not failure.permanent:
+            _event(conn, contact.id, now, "delivery_delayed", detail, mail)
+            continue
+        _event(conn, contact.id, now, "bounced", detail, mail)
+        actions += _end_contact(app, conn, contact.id, "bounced", now, cause=f"bounced: {detail}")
+    return actions
+
+
+def _unsubscribe(
+    app: App, conn: sa.Connection, mail: incoming.Incoming, verdict: classify.Verdict, now: datetime
+) -> Effect:
+    assert verdict.contact is not None
+    _event(conn, verdict.contact.id, now, "unsubscribed", "; ".join(verdict.reasons), mail)
+    return _end_contact(app, conn, verdict.contact.id, "unsubscribed", now, cause="unsubscribed")
+
+
+def _complaint(
+    app: App, conn: sa.Connection, mail: incoming.Incoming, verdict: classify.Verdict, now: datetime
+) -> Effect:
+    assert verdict.contact is not None
+    _event(conn, verdict.contact.id, now, "complaint", "; ".join(verdict.reasons), mail)
+    cause = "marked as spam (complaint)"
+    return _end_contact(app, conn, verdict.contact.id, "unsubscribed", now, cause=cause)
+
+
+def _nothing(
+    app: App, conn: sa.Connection, mail: incoming.Incoming, verdict: classify.Verdict, now: datetime
+) -> Effect:
+    return []
+
+
+def _end_contact(
+    app: App, conn: sa.Connection, contact_id: int, status: str, now: datetime, *, cause: str
+) -> Effect:
+    contact = queries.contact_by_id(conn, contact_id)
+    if contact.status != "active":
+        return []
+    queries.update_contact(conn, contact_id, {"status": status, "updated_at": now})
+    stopped = pipeline.stop(app, conn, contact, now, cause=cause)
+    return [f"marked {status}"] + ([f"stopped {stopped} sequence(s)"] if stopped else [])
+
+
+def _event(
+    conn: sa.Connection,
+    contact_id: int,
+    now: datetime,
+    kind: str,
+    detail: str,
+    mail: incoming.Incoming,
+) -> None:
+    queries.add_event(
+        conn,
+        contact_id=contact_id,
+        at=now,
+        kind=kind,
+        detail=detail[:500],
+        cause=f"email from {mail.sender}" if mail.sender else "incoming email",
+        message_id=mail.message_id or None,
+    )
+
+
+_EFFECTS = {
+    "reply": _reply,
+    "auto-reply": _auto_reply,
+    "bounce": _bounce,
+    "unsubscribe": _unsubscribe,
+    "complaint": _complaint,
+    "command": _nothing,  # carried out by the digest issue's command handler
+    "other": _nothing,
+}
+
+
+# -- folder checkpoints ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Checkpoint:
+    uidvalidity: int
+    last_uid: int
+    checked_at: datetime
+
+
+def checkpoint(conn: sa.Connection, rep: str, folder: str) -> Checkpoint | None:
+    row = conn.execute(
+        sa.select(_folders.c.uidvalidity, _folders.c.last_uid, _folders.c.checked_at).where(
+            _folders.c.rep == rep, _folders.c.folder == folder
+        )
+    ).first()
+    return Checkpoint(**row._mapping) if row else None
+
+
+def save_checkpoint(
+    conn: sa.Connection, rep: str, folder: str, uidvalidity: int, last_uid: int, now: datetime
+) -> None:
+    values = {"uidvalidity": uidvalidity, "last_uid": last_uid, "checked_at": now}
+    done = conn.execute(
+        sa.update(_folders).where(_folders.c.rep == rep, _folders.c.folder == folder), values
+    ).rowcount
+    if not done:
+        conn.execute(sa.insert(_folders), {"rep": rep, "folder": folder, **values})
+
+
+def first_sent_at(conn: sa.Connection, rep: str) -> datetime | None:
+    """When the rep's first email went out: nothing older can answer one."""
+    value = conn.execute(
+        sa.select(sa.func.min(schema.outbox.c.sent_at)).where(schema.outbox.c.rep == rep)
+    ).scalar()
+    return _utc(value)
+
+
+@lru_cache(maxsize=1)
+def _decoder() -> schema.UTCDateTime:
+    return schema.UTCDateTime()
+
+
+def _utc(value: object) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    assert isinstance(value, datetime)
+    return _decoder().process_result_value(value, None)  # type: ignore[arg-type]

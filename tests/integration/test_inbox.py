@@ -1,0 +1,284 @@
+"""The inbox against a real Dovecot: replies, auto-replies, bounces and unsubscribes steer.
+
+Messages reach the rep's INBOX the way delivery does (LMTP, or APPEND with
+flags to check they are left alone). The watcher runs in-process on the
+test's event loop; `run --once` reads the inbox before it sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+import pytest
+import servers
+import sqlalchemy as sa
+from worlds import World
+
+from dripd import watcher
+from dripd.store import queries, schema
+
+
+def reply(
+    contact: str, to_msgid: str, text: str, *, msgid: str, subject: str = "Re: Hello"
+) -> bytes:
+    return (
+        f"From: Contact <{contact}>\r\nTo: Mike Gulitz <mike@example.com>\r\n"
+        f"Subject: {subject}\r\nDate: Mon, 23 Nov 2026 16:00:00 +0000\r\n"
+        f"Message-ID: {msgid}\r\nIn-Reply-To: {to_msgid}\r\nReferences: {to_msgid}\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+        f"{text}\r\n\r\nOn Mon, Nov 23, 2026 at 10:00 AM Mike Gulitz <mike@example.com> wrote:\r\n"
+        "> Hi,\r\n> Thanks for meeting me.\r\n"
+    ).encode()
+
+
+def out_of_office(contact: str, to_msgid: str, *, back: str) -> bytes:
+    return (
+        f"From: Bob <{contact}>\r\nTo: mike@example.com\r\n"
+        "Subject: Automatic reply: Hello Bob\r\nDate: Mon, 23 Nov 2026 16:01:00 +0000\r\n"
+        f"Message-ID: <ooo.1@example.org>\r\nIn-Reply-To: {to_msgid}\r\n"
+        "Auto-Submitted: auto-replied\r\nX-Auto-Response-Suppress: All\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+        f"I am out of the office and will be back on {back}. I will reply when I return.\r\n"
+    ).encode()
+
+
+def dsn(recipient: str, msgid: str) -> bytes:
+    return (
+        "From: MAILER-DAEMON@mx.example.org (Mail Delivery System)\r\n"
+        "To: mike@example.com\r\nSubject: Undelivered Mail Returned to Sender\r\n"
+        "Date: Mon, 23 Nov 2026 16:02:00 +0000\r\nMessage-ID: <dsn.1@mx.example.org>\r\n"
+        "Auto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
+        "--B\r\nContent-Type: text/plain\r\n\r\n"
+        "This is the mail system at host mx.example.org.\r\n\r\n"
+        "I'm sorry to have to inform you that your message could not\r\n"
+        "be delivered to one or more recipients.\r\n\r\n"
+        f"<{recipient}>: host mx.example.org said: 550 5.1.1 <{recipient}>: "
+        "Recipient address rejected: User unknown in local recipient table\r\n\r\n"
+        "--B\r\nContent-Type: message/delivery-status\r\n\r\n"
+        "Reporting-MTA: dns; mx.example.org\r\n\r\n"
+        f"Final-Recipient: rfc822; {recipient}\r\nOriginal-Recipient: rfc822;{recipient}\r\n"
+        "Action: failed\r\nStatus: 5.1.1\r\n"
+        "Diagnostic-Code: smtp; 550 5.1.1 User unknown in local recipient table\r\n\r\n"
+        "--B\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+        f"From: Mike Gulitz <mike@example.com>\r\nTo: {recipient}\r\nMessage-ID: {msgid}\r\n"
+        "Subject: Hello\r\n\r\n--B--\r\n"
+    ).encode()
+
+
+def unsubscribe_click(contact: str) -> bytes:
+    return (
+        f"From: {contact}\r\nTo: mike@example.com\r\nSubject: unsubscribe\r\n"
+        "Date: Mon, 23 Nov 2026 16:03:00 +0000\r\nMessage-ID: <unsub.1@example.org>\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\r\n"
+    ).encode()
+
+
+def statuses(world: World) -> dict[str, tuple[str, str]]:
+    """Each contact's (status, stage)."""
+    with world.app.engine.connect() as conn:
+        return {c.email: (c.status, c.stage) for c in queries.list_contacts(conn)}
+
+
+def sent_ids(world: World, address: str) -> list[str]:
+    return [r.message_id for r in world.rows() if r.recipient == address and r.status == "sent"]
+
+
+def test_reply_auto_reply_bounce_and_unsubscribe_steer_the_sequences(
+    make_world, dovecot: servers.Dovecot, imap_user: servers.ImapAccount
+) -> None:
+    world = make_world(imap=imap_user, dovecot=dovecot)
+    people = ["ann@example.org", "bob@example.org", "carl@example.org", "dora@example.org"]
+    for address in people:
+        world.add(address, first_name=address.split("@")[0].title(), company="Acme")
+    assert world.run().sent == 4
+    first = {address: sent_ids(world, address)[0] for address in people}
+
+    user = imap_user.address
+    dovecot.append(
+        user,
+        "INBOX",
+        reply("ann@example.org", first["ann@example.org"], "Yes, let's talk.", msgid="<r1@x>"),
+        flags=["\\Flagged"],
+    )
+    dovecot.deliver(
+        user,
+        out_of_office(
+            "bob@example.org", first["bob@example.org"], back="Thursday 26 November 2026"
+        ),
+    )
+    dovecot.deliver(user, dsn("carl@example.org", first["carl@example.org"]))
+    dovecot.append(user, "INBOX", unsubscribe_click("dora@example.org"))
+    flags_before = {m.uid: m.flags for m in dovecot.fetch_all(user)}
+
+    world.clock.advance(timedelta(days=2, hours=1))
+    summary = world.run()
+    assert summary.inbox == 4
+    assert statuses(world) == {
+        "ann@example.org": ("active", "lead"),
+        "bob@example.org": ("active", "prospect"),
+        "carl@example.org": ("bounced", "prospect"),
+        "dora@example.org": ("unsubscribed", "prospect"),
+    }
+    assert summary.sent == 0  # ann replied, bob is away, carl bounced, dora left
+    assert "replied" in world.history("ann@example.org")
+    assert "out_of_office" in world.history("bob@example.org")
+    assert "bounced" in world.history("carl@example.org")
+    assert "unsubscribed" in world.history("dora@example.org")
+    # The rep's mailbox is untouched: same messages, same flags, nothing marked read.
+    assert {m.uid: m.flags for m in dovecot.fetch_all(user)} == flags_before
+
+    world.clock.advance(timedelta(days=1))  # Thursday 26 November: bob is back
+    summary = world.run()
+    assert summary.inbox == 0  # nothing new, nothing handled twice
+    assert [len(sent_ids(world, a)) for a in people] == [1, 2, 1, 1]
+
+
+# -- the watcher: IDLE, polling, restarts, renumbering -------------------------------
+
+
+async def _until(check: Callable[[], bool], timeout: float = 10.0) -> float:
+    start = time.monotonic()
+    while not check():
+        if time.monotonic() - start > timeout:
+            raise AssertionError("timed out")
+        await asyncio.sleep(0.02)
+    return time.monotonic() - start
+
+
+def _watch(world: World, body: Callable[[watcher.Watcher], Awaitable[None]]) -> None:
+    async def main() -> None:
+        stop = asyncio.Event()
+        rep = world.app.config.rep("mike")
+        box = watcher.Watcher(world.app, rep, stop)
+        task = asyncio.create_task(box.run())
+        try:
+            await asyncio.wait_for(box.connected.wait(), 10)
+            await body(box)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)
+
+    servers.run_client(main())
+
+
+def _enrolled(world: World, address: str) -> str:
+    with world.app.engine.connect() as conn:
+        contact = queries.contact_by_email(conn, address)
+        assert contact is not None
+        return ",".join(e.status for e in queries.enrollments_of(conn, contact.id))
+
+
+@pytest.mark.parametrize("idle", [True, False], ids=["idle", "polling"])
+def test_a_reply_stops_the_sequence_within_seconds(
+    make_world, dovecot: servers.Dovecot, imap_user: servers.ImapAccount, idle: bool
+) -> None:
+    world = make_world(
+        imap=imap_user, dovecot=dovecot, imap_options={"idle": idle, "poll_interval": 1}
+    )
+    world.add("ann@example.org", first_name="Ann")
+    world.run()
+    msgid = sent_ids(world, "ann@example.org")[0]
+
+    async def body(box: watcher.Watcher) -> None:
+        await asyncio.to_thread(
+            dovecot.deliver,
+            imap_user.address,
+            reply("ann@example.org", msgid, "Call me", msgid="<r@x>"),
+        )
+        took = await _until(lambda: _enrolled(world, "ann@example.org") == "stopped")
+        assert took < (2.0 if idle else 3.0)
+
+    _watch(world, body)
+
+
+def test_mail_that_came_while_down_or_during_a_server_restart_is_read_once(
+    make_world, private_dovecot: servers.Dovecot
+) -> None:
+    account = private_dovecot.new_user()
+    world = make_world(imap=account, dovecot=private_dovecot, imap_options={"poll_interval": 1})
+    for name in ("ann", "bob", "cat"):
+        world.add(f"{name}@example.org", first_name=name.title())
+    world.run()
+    ids = {
+        a: sent_ids(world, a)[0] for a in ("ann@example.org", "bob@example.org", "cat@example.org")
+    }
+    # Arrives while dripd is not running: read at the next start.
+    private_dovecot.deliver(
+        account.address, reply("ann@example.org", ids["ann@example.org"], "Yes", msgid="<a@x>")
+    )
+
+    async def body(box: watcher.Watcher) -> None:
+        await _until(lambda: _enrolled(world, "ann@example.org") == "stopped")
+        private_dovecot.kill()
+        await asyncio.sleep(0.3)
+        private_dovecot.start()
+        private_dovecot.deliver(
+            account.address, reply("bob@example.org", ids["bob@example.org"], "Sure", msgid="<b@x>")
+        )
+        await _until(lambda: _enrolled(world, "bob@example.org") == "stopped", timeout=20)
+
+    _watch(world, body)
+    assert _enrolled(world, "cat@example.org") == "active"
+    assert _handled(world) == {"<a@x>": 1, "<b@x>": 1}
+
+
+def _handled(world: World) -> dict[str, int]:
+    with world.app.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(schema.inbox_messages.c.message_key, sa.func.count()).group_by(
+                schema.inbox_messages.c.message_key
+            )
+        ).all()
+    return {key: count for key, count in rows}
+
+
+def test_a_uidvalidity_change_reads_the_folder_again_without_repeating_anything(
+    make_world, dovecot: servers.Dovecot, imap_user: servers.ImapAccount
+) -> None:
+    world = make_world(imap=imap_user, dovecot=dovecot)
+    world.add("ann@example.org", first_name="Ann")
+    world.add("bob@example.org", first_name="Bob")
+    world.run()
+    ann, bob = sent_ids(world, "ann@example.org")[0], sent_ids(world, "bob@example.org")[0]
+    dovecot.deliver(imap_user.address, reply("ann@example.org", ann, "Yes", msgid="<a@x>"))
+    assert world.run().inbox == 1
+    dovecot.change_uidvalidity(imap_user.address)
+    dovecot.deliver(imap_user.address, reply("bob@example.org", bob, "Me too", msgid="<b@x>"))
+    assert world.run().inbox == 1  # bob's, read by Message-ID; ann's not again
+    assert _handled(world) == {"<a@x>": 1, "<b@x>": 1}
+    assert world.history("ann@example.org").count("replied") == 1
+    assert _enrolled(world, "bob@example.org") == "stopped"
+
+
+def test_a_message_that_breaks_the_classifier_does_not_block_the_next(
+    make_world, dovecot: servers.Dovecot, imap_user: servers.ImapAccount, monkeypatch
+) -> None:
+    world = make_world(imap=imap_user, dovecot=dovecot)
+    world.add("ann@example.org", first_name="Ann")
+    world.run()
+    ann = sent_ids(world, "ann@example.org")[0]
+    from dripd import classify
+
+    real = classify.classify
+
+    def fragile(mail, known, *, received):
+        if mail.message_id == "<poison@x>":
+            raise RuntimeError("a bug")
+        return real(mail, known, received=received)
+
+    monkeypatch.setattr(classify, "classify", fragile)
+    dovecot.deliver(imap_user.address, reply("ann@example.org", ann, "Hmm", msgid="<poison@x>"))
+    dovecot.deliver(imap_user.address, reply("ann@example.org", ann, "Yes", msgid="<good@x>"))
+    assert world.run().inbox == 1
+    assert _enrolled(world, "ann@example.org") == "stopped"
+    with world.app.engine.connect() as conn:
+        reasons = conn.execute(
+            sa.select(schema.inbox_messages.c.reasons).where(
+                schema.inbox_messages.c.message_key == "<poison@x>"
+            )
+        ).scalar()
+    assert reasons == "could not be handled: a bug"

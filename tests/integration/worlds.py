@@ -1,0 +1,175 @@
+"""The world of the integration tests that send and read mail: a config, campaigns, an app.
+
+`make_world` (a fixture, registered in conftest.py) writes a config with one
+rep, mike, whose mailbox is the test's aiosmtpd (STARTTLS or implicit TLS,
+with AUTH) and, when given, a Dovecot account (Sent folder and INBOX), and
+opens the app on a fake clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import servers
+
+from dripd import app as app_mod
+from dripd import clock, contacts, daemon, outbox, pipeline
+from dripd.store import queries, schema
+
+MONDAY = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)  # 10:00 in New York
+PASSWORD = "s3cret-smtp-pass"
+
+CAMPAIGN = """
+name = "Intro"
+stage = "prospect"
+thread = true
+promote_on_reply = "lead"
+[[steps]]
+id = "hello"
+kind = "email"
+wait = "0m"
+subject = "Hello {{ contact.first_name }} at {{ contact.company }}"
+template = "intro/hello.md"
+attach = ["brochure.pdf"]
+[[steps]]
+id = "follow-up"
+kind = "email"
+wait = "2 days"
+subject = "Following up"
+body = "Hi {{ contact.first_name }}, questions about **{{ contact.get('topic', 'it') }}**?"
+"""
+
+TEMPLATE = "Hi {{ contact.first_name }},\n\nThanks for meeting me. Here is the *brochure*.\n"
+
+
+@dataclass
+class World:
+    app: app_mod.App
+    clock: clock.FakeClock
+    smtp: servers.SmtpServer
+    imap: servers.ImapAccount | None
+    dovecot: servers.Dovecot | None
+
+    def run(self) -> daemon.Summary:
+        return servers.run_client(daemon.run_once(self.app))
+
+    def add(self, address: str, campaign: str = "intro", **fields: str) -> queries.Contact:
+        values = contacts.validate({"email": address, **fields}, self.app.contact_rules())
+        with self.app.engine.begin() as conn:
+            cid = pipeline.create_contact(
+                self.app, conn, address, values, self.clock.now(), cause="test"
+            )
+            contact = queries.contact_by_id(conn, cid)
+            pipeline.enroll(self.app, conn, contact, campaign, self.clock.now(), cause="test")
+            return contact
+
+    def rows(self) -> list[outbox.Row]:
+        with self.app.engine.connect() as conn:
+            return [outbox._row(r) for r in conn.execute(outbox._ROWS.order_by(schema.outbox.c.id))]
+
+    def contact(self, address: str) -> queries.Contact:
+        with self.app.engine.connect() as conn:
+            found = queries.contact_by_email(conn, address)
+            assert found is not None
+            return found
+
+    def history(self, address: str) -> list[str]:
+        with self.app.engine.connect() as conn:
+            return [e["kind"] for e in queries.history(conn, self.contact(address).id)]
+
+
+def write_world(
+    tmp_path: Path,
+    smtp: servers.SmtpServer,
+    imap: servers.ImapAccount | None,
+    *,
+    window: str = "mon-fri 09:00-17:00",
+    limits: tuple[int, int] = (1000, 5000),
+    security: str = "starttls",
+    imap_options: dict[str, object] | None = None,
+) -> Path:
+    folder = tmp_path / "campaigns"
+    (folder / "intro").mkdir(parents=True, exist_ok=True)
+    (folder / "intro.toml").write_text(CAMPAIGN, encoding="utf-8")
+    (folder / "intro" / "hello.md").write_text(TEMPLATE, encoding="utf-8")
+    attachments = tmp_path / "attachments"
+    attachments.mkdir(exist_ok=True)
+    (attachments / "brochure.pdf").write_bytes(b"%PDF-1.4 brochure")
+    imap_section = (
+        ""
+        if imap is None
+        else f"""
+[reps.imap]
+host = "127.0.0.1"
+port = {imap.tls_port}
+security = "tls"
+username = "{imap.address}"
+password_env = "DRIPD_TEST_IMAP_PASSWORD"
+ca_file = "{imap.ca_file}"
+sent_folder = "Sent"
+"""
+        + "".join(
+            f"{key} = {str(value).lower() if isinstance(value, bool) else value}\n"
+            for key, value in (imap_options or {}).items()
+        )
+    )
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f"""
+[dripd]
+database = "sqlite:///{tmp_path / "dripd.db"}"
+campaigns = "{folder}"
+attachments = "{attachments}"
+timezone = "America/New_York"
+send_window = "{window}"
+
+[[reps]]
+id = "mike"
+name = "Mike Gulitz"
+email = "mike@example.com"
+signature = "Mike Gulitz\\nMPC Mortgage Planner"
+
+[reps.smtp]
+host = "127.0.0.1"
+port = {smtp.port}
+security = "{security}"
+username = "mike@example.com"
+password_env = "DRIPD_TEST_SMTP_PASSWORD"
+ca_file = "{smtp.ca_file}"
+max_per_hour = {limits[0]}
+max_per_day = {limits[1]}
+{imap_section}""",
+        encoding="utf-8",
+    )
+    return config
+
+
+@pytest.fixture
+def make_world(tmp_path: Path, smtp_server, monkeypatch: pytest.MonkeyPatch) -> Iterator:
+    opened: list[app_mod.App] = []
+    monkeypatch.setenv("DRIPD_TEST_SMTP_PASSWORD", PASSWORD)
+
+    def make(
+        *,
+        imap: servers.ImapAccount | None = None,
+        dovecot: servers.Dovecot | None = None,
+        tls: str = "starttls",
+        **options,
+    ) -> World:
+        smtp = smtp_server(tls=tls, auth={"mike@example.com": PASSWORD})
+        if imap is not None:
+            monkeypatch.setenv("DRIPD_TEST_IMAP_PASSWORD", imap.password)
+        security = {"starttls": "starttls", "implicit": "tls"}[tls]
+        config = write_world(tmp_path, smtp, imap, security=security, **options)
+        fake = clock.FakeClock(MONDAY)
+        app = app_mod.open_app(str(config), the_clock=fake)
+        opened.append(app)
+        return World(app=app, clock=fake, smtp=smtp, imap=imap, dovecot=dovecot)
+
+    yield make
+    for app in opened:
+        app.engine.dispose()
