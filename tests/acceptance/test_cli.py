@@ -385,3 +385,35 @@ def test_import_enroll_schedule_preview_status_pause_stop(
         assert (stats["sent"], stats["replied"], stats["reply_rate"]) == (0, 0, None)
     assert pipeline["campaigns"]["qualification"] == {"active": 2, "completed": 0, "stopped": 1}
     assert pipeline["campaigns"]["presentation"] == {"active": 0, "completed": 0, "stopped": 1}
+
+
+def test_explain_reads_a_message_file_without_acting_on_it(
+    make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    dripd = Dripd(make_config())
+    dripd("contacts", "set", "ann@example.com", "first_name=Ann", "owner=mike")
+    reply = tmp_path / "reply.eml"
+    reply.write_bytes(
+        b"From: Ann <ann@example.com>\r\nTo: mike@example.com\r\nSubject: Re: Hello\r\n"
+        b"Message-ID: <r1@example.com>\r\nDate: Mon, 23 Nov 2026 16:00:00 +0000\r\n\r\n"
+        b"Yes, let's talk on Thursday.\r\n\r\nOn Mon, Nov 23, 2026 Mike wrote:\r\n> Hello\r\n"
+    )
+    shown = dripd("explain", str(reply))
+    assert "reply.eml: reply" in shown.out
+    assert "ann@example.com" in shown.out and "Yes, let's talk on Thursday." in shown.out
+    data = dripd("explain", str(reply), "--json").json()
+    assert data["class"] == "reply" and data["contact"] == "ann@example.com"
+    assert data["reasons"] == ["from the contact ann@example.com", "a new message"]
+    assert dripd("contacts", "show", "ann@example.com", "--json").json()["status"] == "active"
+    history = dripd("contacts", "show", "ann@example.com", "--json").json()["history"]
+    assert "replied" not in [event["kind"] for event in history]  # read, not acted on
+
+    stranger = tmp_path / "stranger.eml"
+    stranger.write_bytes(b"From: x@elsewhere.example\r\nSubject: hi\r\n\r\nhello\r\n")
+    data = dripd("explain", str(stranger), "--json").json()
+    assert (data["class"], data["contact"]) == ("other", None)
+    assert data["reasons"] == ["from x@elsewhere.example: not a contact"]
+
+    missing = dripd("explain", str(tmp_path / "nope.eml"), code=2)
+    assert missing.out == "" and len(missing.err_lines) == 1
+    assert missing.err.startswith("dripd: cannot read") and "nope.eml" in missing.err
