@@ -282,3 +282,24 @@ def test_a_message_that_breaks_the_classifier_does_not_block_the_next(
             )
         ).scalar()
     assert reasons == "could not be handled: a bug"
+
+
+def test_out_of_office_without_a_date_pauses_then_skips_what_went_stale(
+    make_world, dovecot: servers.Dovecot, imap_user: servers.ImapAccount
+) -> None:
+    world = make_world(imap=imap_user, dovecot=dovecot)
+    world.add("bob@example.org", first_name="Bob")
+    world.run()
+    hello = sent_ids(world, "bob@example.org")[0]
+    notice = out_of_office("bob@example.org", hello, back="soon").replace(
+        b"will be back on soon.", b"have limited access to email."
+    )
+    dovecot.deliver(imap_user.address, notice)
+    assert world.run().inbox == 1  # paused for out_of_office_days (3), no date given
+    world.clock.advance(timedelta(days=2, hours=1))  # the follow-up falls due while away
+    assert world.run().sent == 0
+    world.clock.advance(timedelta(days=3))  # back, but the follow-up is > max_late (2 days) late
+    summary = world.run()
+    assert (summary.sent, summary.skipped) == (0, 1)
+    assert "out_of_office" in world.history("bob@example.org")
+    assert "skipped" in world.history("bob@example.org")
