@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from functools import lru_cache
 
 import sqlalchemy as sa
 
@@ -336,21 +335,8 @@ def save_checkpoint(
 
 def first_sent_at(conn: sa.Connection, rep: str) -> datetime | None:
     """When the rep's first email went out: nothing older can answer one."""
-    value = conn.execute(
-        sa.select(sa.func.min(schema.outbox.c.sent_at)).where(schema.outbox.c.rep == rep)
+    earliest = sa.func.min(schema.outbox.c.sent_at, type_=schema.UTCDateTime())
+    value: datetime | None = conn.execute(
+        sa.select(earliest).where(schema.outbox.c.rep == rep)
     ).scalar()
-    return _utc(value)
-
-
-@lru_cache(maxsize=1)
-def _decoder() -> schema.UTCDateTime:
-    return schema.UTCDateTime()
-
-
-def _utc(value: object) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    assert isinstance(value, datetime)
-    return _decoder().process_result_value(value, None)  # type: ignore[arg-type]
+    return value

@@ -17,7 +17,7 @@ import servers
 import sqlalchemy as sa
 from worlds import World
 
-from dripd import watcher
+from dripd import inbox, watcher
 from dripd.store import queries, schema
 
 
@@ -244,6 +244,8 @@ def test_a_uidvalidity_change_reads_the_folder_again_without_repeating_anything(
     world.add("bob@example.org", first_name="Bob")
     world.run()
     ann, bob = sent_ids(world, "ann@example.org")[0], sent_ids(world, "bob@example.org")[0]
+    with world.app.engine.connect() as conn:  # where a first start would begin reading
+        assert inbox.first_sent_at(conn, "mike") == world.clock.now()
     dovecot.deliver(imap_user.address, reply("ann@example.org", ann, "Yes", msgid="<a@x>"))
     assert world.run().inbox == 1
     dovecot.change_uidvalidity(imap_user.address)
