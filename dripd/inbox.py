@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -340,3 +341,18 @@ def first_sent_at(conn: sa.Connection, rep: str) -> datetime | None:
         sa.select(earliest).where(schema.outbox.c.rep == rep)
     ).scalar()
     return value
+
+
+def inbox_stats(conn: sa.Connection) -> dict[str, dict[str, Any]]:
+    """Per rep: when the inbox was last read, and how many messages of each class it held."""
+    stats: dict[str, dict[str, Any]] = {}
+    checked = sa.select(
+        _folders.c.rep, sa.func.max(_folders.c.checked_at, type_=schema.UTCDateTime())
+    )
+    for rep, at in conn.execute(checked.group_by(_folders.c.rep)):
+        stats.setdefault(rep, {})["checked_at"] = at
+    kind = _messages.c["class"]
+    counts = sa.select(_messages.c.rep, kind, sa.func.count()).group_by(_messages.c.rep, kind)
+    for rep, cls, count in conn.execute(counts):
+        stats.setdefault(rep, {})[cls] = count
+    return stats

@@ -267,10 +267,9 @@ def status_report(console: Console, data: Mapping[str, Any]) -> None:
         )
     console.print(table)
     boxes = Table(title="mailboxes", title_justify="left")
-    for column in ("rep", "sent", "waiting", "failed", "last sent", "notes"):
-        boxes.add_column(
-            column, justify="right" if column in ("sent", "waiting", "failed") else "left"
-        )
+    numbers = ("sent", "waiting", "failed", "replies")
+    for column in ("rep", *numbers[:3], "last sent", "replies", "inbox read", "notes"):
+        boxes.add_column(column, justify="right" if column in numbers else "left")
     for box in data["mailboxes"]:
         boxes.add_row(
             box["rep"],
@@ -278,6 +277,8 @@ def status_report(console: Console, data: Mapping[str, Any]) -> None:
             str(box["waiting"]),
             str(box["failed"]),
             _when(box["last_sent_at"]),
+            str(box["replies"]),
+            _when(box["inbox_checked_at"]),
             "; ".join(box["notes"]),
         )
     console.print(boxes)

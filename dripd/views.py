@@ -9,7 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from dripd import outbox, pipeline, schedule, stages
+from dripd import inbox, outbox, pipeline, schedule, stages
 from dripd.app import App
 from dripd.store import queries
 
@@ -200,6 +200,7 @@ def steps_json(steps: Sequence[StepStats]) -> list[dict[str, Any]]:
 def _mailboxes(app: App, conn: sa.Connection) -> list[dict[str, Any]]:
     """Each rep's mailbox: sent, waiting, failed, last send, and why it may be held."""
     stats = outbox.mailbox_stats(conn)
+    inboxes = inbox.inbox_stats(conn)
     pauses = queries.rep_pauses(conn)
     result = []
     for rep_id in sorted(app.config.rep_ids() | set(stats)):
@@ -217,6 +218,8 @@ def _mailboxes(app: App, conn: sa.Connection) -> list[dict[str, Any]]:
             "waiting": entry.get("queued", 0) + entry.get("sending", 0),
             "failed": entry.get("failed", 0),
             "last_sent_at": entry.get("last_sent_at"),
+            "inbox_checked_at": inboxes.get(rep_id, {}).get("checked_at"),
+            "replies": inboxes.get(rep_id, {}).get("reply", 0),
             "notes": notes,
         })  # fmt: skip
     return result

@@ -218,10 +218,12 @@ def test_sigkill_while_sending_loses_nothing_and_sends_nothing_twice(
         proc = _start(setup, procs, stderr, DRIPD_LOG_LEVEL="INFO")
         _wait(
             lambda: (
-                setup.statuses() == {"sent": KILL_EMAILS}
-                and "dripd running" in log.read_text(encoding="utf-8", errors="replace")
-            )
-            or proc.poll() is not None,
+                (
+                    setup.statuses() == {"sent": KILL_EMAILS}
+                    and "dripd running" in log.read_text(encoding="utf-8", errors="replace")
+                )
+                or proc.poll() is not None
+            ),
             60,
             "every email to be sent",
         )

@@ -17,7 +17,7 @@ import servers
 import sqlalchemy as sa
 from worlds import World
 
-from dripd import inbox, watcher
+from dripd import inbox, views, watcher
 from dripd.store import queries, schema
 
 
@@ -128,6 +128,9 @@ def test_reply_auto_reply_bounce_and_unsubscribe_steer_the_sequences(
     assert "out_of_office" in world.history("bob@example.org")
     assert "bounced" in world.history("carl@example.org")
     assert "unsubscribed" in world.history("dora@example.org")
+    with world.app.reader.connect() as conn:
+        (mike,) = views.status(world.app, conn)["mailboxes"]
+    assert mike["replies"] == 1 and mike["inbox_checked_at"] == world.clock.now()
     # The rep's mailbox is untouched: same messages, same flags, nothing marked read.
     assert {m.uid: m.flags for m in dovecot.fetch_all(user)} == flags_before
 
