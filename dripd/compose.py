@@ -5,11 +5,14 @@ from __future__ import annotations
 import html as html_mod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dripd import campaigns, config, templates
 from dripd.app import App
 from dripd.store.queries import Contact
+
+if TYPE_CHECKING:  # mime imports this module: no import cycle at run time
+    from dripd import mime
 
 UNSUBSCRIBE_LINE = 'If you\'d rather not hear from me, just reply "unsubscribe".'
 
@@ -22,7 +25,7 @@ class Email:
     subject: str
     text: str
     html: str | None
-    attachments: tuple[Path, ...]
+    attachments: tuple[Path | mime.Attachment, ...]
 
 
 def template_context(

@@ -30,11 +30,22 @@ CRLF = "\r\n"
 MAX_ATTACHMENT = 25 * 1024 * 1024  # bytes: what common providers accept
 MAX_LINE = 78  # characters per header line before folding (RFC 5322's "should")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # CR, LF, NUL...: never raw in a header
+# type/subtype and parameters in printable ASCII: written into the part's header as is
+_CONTENT_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+(;[ -~]*)?")
 _UTF8 = Charset("utf-8")
 
 
 class MissingAttachment(Exception):
     """An attachment file is not there (the step waits; the rep is told)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Attachment:
+    """A file made in memory (a digest's calendar event), attached as it is."""
+
+    filename: str
+    content_type: str  # with its parameters: "text/calendar; charset=utf-8; method=PUBLISH"
+    data: bytes
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -78,8 +89,13 @@ def build(
     date: datetime,
     thread: Thread | None = None,
     unsubscribe: str | None = None,
+    automatic: bool = False,
 ) -> Built:
-    """The complete message for `email`; raises MissingAttachment or ValueError."""
+    """The complete message for `email`; raises MissingAttachment or ValueError.
+
+    `automatic`: machine-written mail to the rep (a digest, a confirmation),
+    marked so (RFC 3834) that nothing takes it for the rep writing.
+    """
     subject = _subject(email.subject, thread)
     headers = {
         "From": _address(email.sender.name, email.sender.email),
@@ -93,6 +109,8 @@ def build(
         headers["References"] = " ".join(thread.references)
     if unsubscribe:
         headers["List-Unsubscribe"] = f"<mailto:{unsubscribe}?subject=unsubscribe>"
+    if automatic:
+        headers["Auto-Submitted"] = "auto-generated"
     head = "".join(_header(name, value) for name, value in headers.items())
     head += "X-Mailer: dripd" + CRLF + "MIME-Version: 1.0" + CRLF
     body = _body(email.text, email.html, _attachments(email.attachments))
@@ -183,25 +201,45 @@ def _body(text: str, html: str | None, attachments: Sequence[bytes]) -> bytes:
     return content
 
 
-def _attachments(paths: Sequence[Path]) -> list[bytes]:
-    return [_attachment(path) for path in paths]
+def _attachments(items: Sequence[Path | Attachment]) -> list[bytes]:
+    return [
+        _memory_attachment(item) if isinstance(item, Attachment) else _file_attachment(item)
+        for item in items
+    ]
 
 
-def _attachment(path: Path) -> bytes:
+def _file_attachment(path: Path) -> bytes:
     if not path.is_file():
         raise MissingAttachment(f"attachment {path} is missing")
     data = path.read_bytes()
-    if len(data) > MAX_ATTACHMENT:
-        raise ValueError(f"attachment {path} is larger than {MAX_ATTACHMENT // 2**20} MB")
+    _check_size(data, str(path))
     kind, _ = mimetypes.guess_type(path.name)
-    name = path.name
+    return _attachment_part(path.name, kind or "application/octet-stream", data)
+
+
+def _memory_attachment(attachment: Attachment) -> bytes:
+    name, kind = attachment.filename, attachment.content_type
+    if _CONTROL.search(name):
+        raise ValueError(f"line break or control character in attachment name {name!r}")
+    if not _CONTENT_TYPE.fullmatch(kind):
+        raise ValueError(f"attachment {name!r}: {kind!r} is not a content type")
+    _check_size(attachment.data, name)
+    return _attachment_part(name, kind, attachment.data)
+
+
+def _check_size(data: bytes, what: str) -> None:
+    if len(data) > MAX_ATTACHMENT:
+        raise ValueError(f"attachment {what} is larger than {MAX_ATTACHMENT // 2**20} MB")
+
+
+def _attachment_part(name: str, kind: str, data: bytes) -> bytes:
     disposition = (
         f'attachment; filename="{name}"'
         if name.isascii() and name.isprintable() and '"' not in name and "\\" not in name
         else f"attachment; filename*={encode_rfc2231(name, 'utf-8')}"
     )
     head = (
-        f"Content-Type: {kind or 'application/octet-stream'}{CRLF}"
+        f"Content-Type: {kind}{CRLF}"
         f"Content-Transfer-Encoding: base64{CRLF}"
         f"Content-Disposition: {disposition}{CRLF}{CRLF}"
     )

@@ -206,9 +206,10 @@ def email_preview(console: Console, email: compose.Email, show_html: bool) -> No
         f"To: {email.to_name} <{email.to}>" if email.to_name else f"To: {email.to}", markup=False
     )
     console.print(f"Subject: {email.subject}", markup=False)
-    for path in email.attachments:
-        state = "" if path.is_file() else "  (MISSING: the step will wait for it)"
-        console.print(f"Attachment: {path}{state}", markup=False)
+    for item in email.attachments:
+        missing = isinstance(item, Path) and not item.is_file()
+        state = "  (MISSING: the step will wait for it)" if missing else ""
+        console.print(f"Attachment: {getattr(item, 'filename', item)}{state}", markup=False)
     console.print("", markup=False)
     console.print(email.text, markup=False)
     if show_html and email.html:

@@ -215,6 +215,71 @@ def test_a_folder_is_not_an_attachment(tmp_path: Path) -> None:
         mime.build(make_email(attachments=(tmp_path,)), msgid=MSGID, date=WHEN)
 
 
+ICS = b"BEGIN:VCALENDAR\r\nVERSION:2.0\r\nMETHOD:PUBLISH\r\nEND:VCALENDAR\r\n"
+ICS_TYPE = "text/calendar; charset=utf-8; method=PUBLISH"
+
+
+def ics(filename: str = "call-1-ann-lee.ics", content_type: str = ICS_TYPE) -> mime.Attachment:
+    return mime.Attachment(filename=filename, content_type=content_type, data=ICS)
+
+
+def test_in_memory_attachment_keeps_its_type_name_and_bytes() -> None:
+    message = built(make_email(html="<p>Hi</p>\n", attachments=(ics(),)))
+    assert message.get_content_type() == "multipart/mixed"
+    first, attachment = message.iter_parts()
+    assert first.get_content_type() == "multipart/alternative"
+    assert attachment.get_content_type() == "text/calendar"
+    assert attachment.get_param("method") == "PUBLISH"
+    assert attachment.get_content_charset() == "utf-8"
+    assert attachment["Content-Transfer-Encoding"] == "base64"
+    assert attachment.get_content_disposition() == "attachment"
+    assert attachment.get_filename() == "call-1-ann-lee.ics"
+    assert attachment.get_payload(decode=True) == ICS
+    assert not message.defects
+
+
+def test_files_and_in_memory_attachments_mix_in_order(tmp_path: Path) -> None:
+    pdf = tmp_path / "proposal.pdf"
+    pdf.write_bytes(PDF)
+    message = built(make_email(attachments=(ics("call-1.ics"), pdf, ics("Anruf Jörg.ics"))))
+    parts = list(message.iter_attachments())
+    assert [p.get_filename() for p in parts] == ["call-1.ics", "proposal.pdf", "Anruf Jörg.ics"]
+    assert [p.get_content_type() for p in parts] == [
+        "text/calendar",
+        "application/pdf",
+        "text/calendar",
+    ]
+    assert [p.get_payload(decode=True) for p in parts] == [ICS, PDF, ICS]
+
+
+@pytest.mark.parametrize("brk", ["\r\n", "\n", "\r", "\x00", "\x7f"])
+def test_in_memory_attachment_name_with_a_control_character_is_refused(brk: str) -> None:
+    with pytest.raises(ValueError, match="control character"):
+        raw(make_email(attachments=(ics(f"call.ics{brk}Content-Type: text/html"),)))
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "text/calendar\r\nBcc: x@evil.com",
+        "text/calendar; method=PUBLISH\nContent-Disposition: inline",
+        "text/calendar\x00",
+        "calendar",
+        "",
+        "text/calendar; name=Jörg",
+    ],
+)
+def test_a_content_type_that_is_not_one_header_value_is_refused(content_type: str) -> None:
+    with pytest.raises(ValueError, match="not a content type"):
+        raw(make_email(attachments=(ics(content_type=content_type),)))
+
+
+def test_in_memory_attachment_has_the_size_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mime, "MAX_ATTACHMENT", len(ICS) - 1)
+    with pytest.raises(ValueError, match="larger than"):
+        raw(make_email(attachments=(ics(),)))
+
+
 # -- threading --------------------------------------------------------------------
 
 
