@@ -251,6 +251,15 @@ def _command(reading: _Reading) -> Verdict | None:
     if forged:
         reasons = (f"claims to be from {rep}'s own address", forged)
         return Verdict(cls="other", reasons=reasons)
+    automatic = autoreply.detect_auto_reply(mail.message, reading.text, received=reading.received)
+    if automatic is not None:
+        # dripd's own confirmations, or the rep's vacation responder answering a digest
+        automatic_reasons = (
+            f"from {rep}'s own address",
+            *automatic.reasons,
+            "automatic, not the rep writing",
+        )
+        return Verdict(cls="other", reasons=automatic_reasons, rep=rep)
     for message_id in mail.referenced:
         if known.digest(message_id) == rep:
             reasons = (f"from {rep}'s own address", f"in reply to the digest {message_id}")

@@ -288,9 +288,7 @@ def _keys(assignments: tuple[str, ...]) -> list[str]:
 def _values(app: app_mod.App, assignments: tuple[str, ...]) -> contacts.Values:
     try:
         raw = contacts.parse_assignments(assignments)
-        if "email" in raw:
-            raise ValueError("email cannot be changed with set")
-        return contacts.validate(raw, app.contact_rules(), require_email=False)
+        return contacts.validate_changes(raw, app.contact_rules())
     except ValueError as exc:
         raise errors.ContactError(str(exc)) from exc
 
@@ -584,8 +582,45 @@ def run(once: bool, as_json: bool) -> None:
         stdout.print(
             f"queued {summary.queued}, sent {summary.sent}, tasks {summary.tasks}, "
             f"skipped {summary.skipped}, held {summary.held}, retrying {summary.retried}, "
-            f"failed {summary.failed}, bounced {summary.bounced}, inbox {summary.inbox}"
+            f"failed {summary.failed}, bounced {summary.bounced}, inbox {summary.inbox}, "
+            f"digests {summary.digests}"
         )
+
+
+@cli.command("digest")
+@config_option
+@click.option("--rep", "rep_id", required=True, metavar="ID")
+@click.option("--print", "show", is_flag=True, help="Print the digest as it would be sent now.")
+@click.option("--html", "show_html", is_flag=True, help="Print the HTML part instead of the text.")
+@json_option
+def digest_cmd(rep_id: str, show: bool, show_html: bool, as_json: bool) -> None:
+    """The rep's digest as it would be sent now (nothing is sent or recorded)."""
+    from dripd import digest, digest_email
+
+    if not (show or show_html or as_json):
+        raise errors.UsageError(
+            "add --print to see the digest; `dripd run` sends it at the rep's digest times"
+        )
+    app = open_app()
+    rep = app.config.rep(rep_id)
+    with app.reader.connect() as conn:
+        gathered = digest.gather(app, conn, rep, app.clock.now())
+    rendered = digest_email.render(gathered.content)
+    if as_json:
+        print_json(
+            {
+                "rep": rep.id,
+                "would_send": gathered.says_something,
+                "subject": rendered.subject,
+                "tasks": list(gathered.task_ids),
+                "text": rendered.text,
+                "html": rendered.html,
+            }
+        )
+        return
+    if not gathered.says_something:
+        stdout.print(f"(nothing new for {rep.id}: no digest would be sent now)\n")
+    click.echo(rendered.html if show_html else f"Subject: {rendered.subject}\n\n{rendered.text}")
 
 
 # -- the error boundary -------------------------------------------------------

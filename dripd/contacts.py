@@ -93,6 +93,16 @@ def validate(
     return Values(email=email, standard=standard, custom=custom)
 
 
+def validate_changes(raw: Mapping[str, str], rules: Rules, *, new: bool = False) -> Values:
+    """Fields a person sets on a contact (`set`, `enroll`, by command line or email).
+
+    The email is the contact's identity: given only for a `new` contact.
+    """
+    if not new and "email" in {field_name(key) for key in raw}:
+        raise ValueError("email cannot be changed with set")
+    return validate(raw, rules, require_email=new)
+
+
 def _kind(name: str, rules: Rules) -> str:
     """email | standard | date | custom; raises ValueError for an unusable field name."""
     if name == "email":

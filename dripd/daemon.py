@@ -31,7 +31,7 @@ from typing import IO
 import sqlalchemy as sa
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from dripd import config, engine, errors, imap, outbox, sender, watcher
+from dripd import config, digest, engine, errors, imap, outbox, sender, watcher
 from dripd.app import App
 from dripd.store import queries
 
@@ -54,11 +54,13 @@ class Summary:
     skipped: int = 0
     held: int = 0
     completed: int = 0
-    sent: int = 0
+    sent: int = 0  # campaign emails
+    to_rep: int = 0  # digests and confirmations sent to the reps
     failed: int = 0
     bounced: int = 0
     retried: int = 0
     inbox: int = 0  # incoming messages handled
+    digests: int = 0  # digests queued
     reconciled: dict[str, int] = field(default_factory=dict)
 
 
@@ -226,6 +228,7 @@ async def run_once(app: App) -> Summary:
     with single_instance(app):
         summary.reconciled = await reconcile(app)
         summary.inbox = await read_inboxes(app)
+        summary.digests = digest.queue_due(app, app.clock.now())
         stop, queued, advanced = asyncio.Event(), asyncio.Event(), asyncio.Event()
         mailboxes = senders(app, stop)
 
@@ -263,6 +266,7 @@ async def _send_all(box: sender.Sender, queued: asyncio.Event, advanced: asyncio
 
 def _add_stats(summary: Summary, stats: sender.Stats) -> None:
     summary.sent += stats.sent
+    summary.to_rep += stats.to_rep
     summary.failed += stats.failed
     summary.bounced += stats.bounced
     summary.retried += stats.retried
@@ -318,6 +322,7 @@ class Daemon:
 
     async def _main_loop(self, tasks: list[asyncio.Task[None]]) -> None:
         while not self.stop.is_set():
+            self.summary.digests += digest.queue_due(self.app, self.app.clock.now())
             await advance_all(self.app, self.summary, self._wake_senders)
             self._wake_senders()
             _raise_if_crashed(tasks)
@@ -325,12 +330,16 @@ class Daemon:
             await _wait_any(self.stop, self._seconds_to_next_due(), self._advance)
 
     def _seconds_to_next_due(self) -> float:
+        """Until the next due step or digest slot, at most POLL."""
         now = self.app.clock.now()
         with self.app.reader.connect() as conn:
             upcoming = queries.due_enrollments(conn, now + timedelta(seconds=POLL), 1)
-        if not upcoming or upcoming[0].next_due_at is None:
-            return POLL
-        return max(0.05, (upcoming[0].next_due_at - now).total_seconds())
+        times = [now + timedelta(seconds=POLL)]
+        if upcoming and upcoming[0].next_due_at is not None:
+            times.append(upcoming[0].next_due_at)
+        if (slot := digest.next_slot(self.app, now)) is not None:
+            times.append(slot)
+        return max(0.05, (min(times) - now).total_seconds())
 
     def _inbox_changed(self) -> None:
         """A reply may have stopped a sequence: let the main loop look again."""

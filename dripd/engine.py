@@ -292,29 +292,17 @@ def _create_task(run: _Pass, target: _Target, step: campaigns.Step, due: schedul
         note = compose.render_note(run.app, contact, campaign, step, due.occurrence)
     except templates.RenderError as exc:
         note = f"(the note could not be filled in: {exc})"
-    run.conn.execute(
-        sa.insert(schema.tasks).values(
-            contact_id=contact.id,
-            enrollment_id=target.enrollment.id,
-            campaign=campaign.id,
-            step=step.id,
-            occurrence=due.occurrence,
-            kind=step.kind,
-            rep=contact.owner,
-            due_at=due.due_at,
-            note=note,
-            status="open",
-            created_at=run.now,
-        )
-    )
-    detail = f"{step.kind} for {contact.owner or 'the rep'}"
-    queries.add_event(
+    pipeline.create_task(
         run.conn,
         contact_id=contact.id,
-        at=run.now,
-        kind="task_created",
+        kind=step.kind,
+        rep=contact.owner,
+        due_at=due.due_at,
+        note=note,
+        now=run.now,
+        enrollment_id=target.enrollment.id,
         campaign=campaign.id,
         step=step.id,
-        detail=detail,
+        occurrence=due.occurrence,
     )
     run.result.tasks += 1

@@ -16,7 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from dripd import classify, incoming, outbox, pipeline
+from dripd import classify, digest, incoming, outbox, pipeline, rep_commands
 from dripd.addresses import address_key
 from dripd.app import App
 from dripd.store import queries, schema
@@ -37,6 +37,7 @@ _SENT = sa.select(
 ).where(
     schema.outbox.c.message_id == sa.bindparam("mid"),
     schema.outbox.c.status.in_(("sending", "sent")),
+    schema.outbox.c.contact_id.is_not(None),
 )
 _CONTACT = sa.select(
     _contacts.c.id, _contacts.c.email, _contacts.c.owner, _contacts.c.status
@@ -65,7 +66,8 @@ class StoreKnown:
         return self._reps.get(address_key(address))
 
     def digest(self, message_id: str) -> str | None:
-        return None  # digests and commands by email: the digest issue
+        sent = digest.sent_digest(self.conn, message_id)
+        return sent.rep if sent else None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -257,6 +259,20 @@ def _complaint(
     return _end_contact(app, conn, verdict.contact.id, "unsubscribed", now, cause=cause)
 
 
+def _command(
+    app: App, conn: sa.Connection, mail: incoming.Incoming, verdict: classify.Verdict, now: datetime
+) -> Effect:
+    assert verdict.rep is not None
+    rep = app.config.rep(verdict.rep)
+    answered = (digest.sent_digest(conn, mid) for mid in mail.referenced)
+    sent = next((s for s in answered if s is not None and s.rep == rep.id), None)
+    assert sent is not None, "the classifier found the digest this answers"
+    results = rep_commands.carry_out(app, conn, rep, sent, verdict.reply or "", now)
+    rep_commands.confirm(app, conn, rep, mail, results, now)
+    done = sum(1 for r in results if r.done)
+    return [f"carried out {done} of {len(results)} command line(s)", "confirmation queued"]
+
+
 def _nothing(
     app: App, conn: sa.Connection, mail: incoming.Incoming, verdict: classify.Verdict, now: datetime
 ) -> Effect:
@@ -299,7 +315,7 @@ _EFFECTS = {
     "bounce": _bounce,
     "unsubscribe": _unsubscribe,
     "complaint": _complaint,
-    "command": _nothing,  # carried out by the digest issue's command handler
+    "command": _command,
     "other": _nothing,
 }
 

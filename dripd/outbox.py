@@ -39,12 +39,15 @@ _CLAIM = (
     .where(
         _t.c.id == sa.bindparam("oid"),
         _t.c.status == "queued",
-        sa.exists().where(
-            _contacts.c.id == _t.c.contact_id,
-            _contacts.c.status == "active",
-            sa.or_(
-                _contacts.c.paused_until.is_(None),
-                _contacts.c.paused_until <= sa.bindparam("now"),
+        sa.or_(
+            _t.c.contact_id.is_(None),  # an email to the rep
+            sa.exists().where(
+                _contacts.c.id == _t.c.contact_id,
+                _contacts.c.status == "active",
+                sa.or_(
+                    _contacts.c.paused_until.is_(None),
+                    _contacts.c.paused_until <= sa.bindparam("now"),
+                ),
             ),
         ),
         ~sa.exists().where(
@@ -81,7 +84,7 @@ class Row:
     id: int
     message_id: str
     enrollment_id: int | None
-    contact_id: int
+    contact_id: int | None  # None: an email to the rep
     campaign: str | None
     step: str | None
     occurrence: int
@@ -158,6 +161,8 @@ def in_state(conn: sa.Connection, status: str) -> list[Row]:
 
 def deliverable(conn: sa.Connection, row: Row) -> str | None:
     """Why `row` must not be sent now (contact no longer active, sequence ended), else None."""
+    if row.contact_id is None:
+        return None
     params = {"eid": row.enrollment_id, "cid": row.contact_id}
     contact_status, enrollment_status, _ = conn.execute(_DELIVERABLE, params).one()
     if contact_status != "active":
@@ -171,6 +176,8 @@ def deliverable(conn: sa.Connection, row: Row) -> str | None:
 
 def paused_until(conn: sa.Connection, row: Row, now: datetime) -> datetime | None:
     """When the contact's out-of-office pause ends, if it is still on at `now`."""
+    if row.contact_id is None:
+        return None
     params = {"eid": row.enrollment_id, "cid": row.contact_id}
     until: datetime | None = conn.execute(_DELIVERABLE, params).one()[2]
     return until if until is not None and until > now else None
@@ -210,6 +217,7 @@ def record_sent(conn: sa.Connection, now: datetime, limit: int = 1000) -> int:
     rows = conn.execute(_UNRECORDED, {"limit": limit}).all()
     if not rows:
         return 0
+    to_contacts = [r for r in rows if r.contact_id is not None]
     queries.add_events(
         conn,
         [
@@ -223,10 +231,10 @@ def record_sent(conn: sa.Connection, now: datetime, limit: int = 1000) -> int:
                 "cause": f"from {r.rep}",
                 "message_id": r.message_id,
             }
-            for r in rows
+            for r in to_contacts
         ],
     )
-    for r in rows:
+    for r in to_contacts:
         queries.count_touch(conn, r.contact_id, r.sent_at)
     conn.execute(sa.update(_t).where(_t.c.id.in_([r.id for r in rows])).values(recorded_at=now))
     return len(rows)
@@ -265,6 +273,8 @@ def give_up(
     conn.execute(
         sa.update(_t).where(_t.c.id == row.id).values(status=status, last_error=reason[:500])
     )
+    if row.contact_id is None:
+        return
     queries.add_event(
         conn,
         contact_id=row.contact_id,

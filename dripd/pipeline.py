@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from dripd import campaigns, contacts, dates, errors, schedule, stages, windows
 from dripd.app import App
-from dripd.store import queries
+from dripd.store import queries, schema
 from dripd.store.queries import Contact, Enrollment
 
 EMPTY_PROGRESS = schedule.Progress().to_json()  # a new enrollment's state
@@ -376,6 +376,69 @@ def create_contact(
 
 
 # -- rep tasks ------------------------------------------------------------------
+
+
+def create_task(
+    conn: sa.Connection,
+    *,
+    contact_id: int,
+    kind: str,
+    rep: str | None,
+    due_at: datetime,
+    note: str,
+    now: datetime,
+    cause: str | None = None,
+    enrollment_id: int | None = None,
+    campaign: str | None = None,
+    step: str | None = None,
+    occurrence: int = 1,
+) -> None:
+    """A rep task (call, card, to-do) for a contact, and its history event."""
+    conn.execute(
+        sa.insert(schema.tasks).values(
+            contact_id=contact_id,
+            enrollment_id=enrollment_id,
+            campaign=campaign,
+            step=step,
+            occurrence=occurrence,
+            kind=kind,
+            rep=rep,
+            due_at=due_at,
+            note=note,
+            status="open",
+            created_at=now,
+        )
+    )
+    queries.add_event(
+        conn,
+        contact_id=contact_id,
+        at=now,
+        kind="task_created",
+        campaign=campaign,
+        step=step,
+        detail=f"{kind} for {rep or 'the rep'}",
+        cause=cause,
+    )
+
+
+def snooze_task(
+    conn: sa.Connection, task_id: int, until: datetime, now: datetime, *, cause: str
+) -> None:
+    """Move an open task's due time later."""
+    task = queries.task_by_id(conn, task_id)
+    if task is None:
+        raise errors.ContactError(f"no task {task_id}")
+    queries.update_task(conn, task_id, {"due_at": until})
+    queries.add_event(
+        conn,
+        contact_id=task["contact_id"],
+        at=now,
+        kind="task_snoozed",
+        campaign=task["campaign"],
+        step=task["step"],
+        detail=f"{task['kind']} moved to {until:%Y-%m-%d %H:%M} UTC",
+        cause=cause,
+    )
 
 
 def finish_task(

@@ -33,7 +33,8 @@ AUTH_BACKOFF = 15 * 60.0  # seconds to wait after the server refused the login
 
 @dataclass(slots=True)
 class Stats:
-    sent: int = 0
+    sent: int = 0  # to contacts
+    to_rep: int = 0  # digests and confirmations
     retried: int = 0
     failed: int = 0
     bounced: int = 0
@@ -109,7 +110,7 @@ class Sender:
             )
             self.resume_at = now + timedelta(seconds=AUTH_BACKOFF)
             return 0
-        sent_before = self.stats.sent
+        sent_before = self.stats.sent + self.stats.to_rep
         while not self.stop.is_set():
             with self.app.reader.connect() as conn:
                 rows = outbox.ready(conn, self.rep.id, self._now(), BATCH)
@@ -122,7 +123,7 @@ class Sender:
             self.record()
             if not all(results) or len(rows) < BATCH:
                 break
-        return self.stats.sent - sent_before
+        return self.stats.sent + self.stats.to_rep - sent_before
 
     def _paused(self, now: datetime) -> bool:
         with self.app.reader.connect() as conn:
@@ -168,14 +169,17 @@ class Sender:
         # between: one commit per email instead of two.
         self._accepted.append((row, self._now()))
         self._connect_failures = 0
-        self.stats.sent += 1
+        if row.contact_id is None:
+            self.stats.to_rep += 1
+        else:
+            self.stats.sent += 1
         logger.info(
             "email sent",
             extra={
                 "action": "email_sent",
                 "rep": self.rep.id,
                 "contact": row.recipient,
-                "step": f"{row.campaign}/{row.step}",
+                "step": f"{row.campaign}/{row.step}" if row.campaign else row.step,
                 "message_id": row.message_id,
             },
         )
@@ -237,13 +241,13 @@ class Sender:
         with self._transaction() as conn:
             if exc.kind == "temporary":
                 return self._temporary(conn, row, exc, now, log)
-            if exc.kind == "recipient":
+            if exc.kind == "recipient" and row.contact_id is not None:
                 self._bounce(conn, row, exc, now)
                 logger.warning(
                     "recipient refused: contact bounced", extra={"action": "bounced", **log}
                 )
                 return True
-            if exc.kind == "message":
+            if exc.kind in ("message", "recipient"):  # a recipient refused here is the rep
                 outbox.give_up(conn, row, now, status="failed", kind="send_failed", reason=str(exc))
                 self.stats.failed += 1
                 logger.warning("email refused", extra={"action": "send_failed", **log})
@@ -307,6 +311,7 @@ class Sender:
     def _bounce(
         self, conn: sa.Connection, row: outbox.Row, exc: smtp.SendError, now: datetime
     ) -> None:
+        assert row.contact_id is not None, "an email to the rep is failed, not bounced"
         outbox.give_up(conn, row, now, status="failed", kind="bounced", reason=str(exc))
         queries.update_contact(conn, row.contact_id, {"status": "bounced", "updated_at": now})
         contact = queries.contact_by_id(conn, row.contact_id)

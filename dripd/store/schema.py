@@ -102,6 +102,8 @@ events = sa.Table(
     sa.Column("message_id", sa.Text),
 )
 sa.Index("ix_events_contact_id_at", events.c.contact_id, events.c.at)
+# The digest's news: replies, bounces, unsubscribes since the last one.
+sa.Index("ix_events_kind_at", events.c.kind, events.c.at)
 # Only step events feed the per-step statistics; leaving the others (created,
 # enrolled, promoted, …) out keeps bulk imports fast.
 sa.Index(
@@ -151,7 +153,8 @@ outbox = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("message_id", sa.String(255), nullable=False, unique=True),
     sa.Column("enrollment_id", sa.Integer, sa.ForeignKey("enrollments.id")),
-    sa.Column("contact_id", sa.Integer, sa.ForeignKey("contacts.id"), nullable=False),
+    # NULL for an email to the rep (a digest, a confirmation of commands).
+    sa.Column("contact_id", sa.Integer, sa.ForeignKey("contacts.id")),
     sa.Column("campaign", sa.Text),
     sa.Column("step", sa.Text),
     sa.Column("occurrence", sa.Integer, nullable=False, server_default="1"),
@@ -253,3 +256,21 @@ inbox_messages = sa.Table(
     sa.UniqueConstraint("rep", "message_key"),
 )
 sa.Index("ix_inbox_messages_rep_received_at", inbox_messages.c.rep, inbox_messages.c.received_at)
+
+# One row per rep and digest slot, written when the slot is handled (also
+# when there was nothing to say: then no Message-ID), so a slot is never
+# handled twice, whatever restarts or other instances do. `tasks` holds the
+# task ids in the order the digest numbered them: a reply's `done 3` means
+# the third task of the digest it answers.
+digests = sa.Table(
+    "digests",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("rep", sa.Text, nullable=False),
+    sa.Column("slot_at", UTCDateTime, nullable=False),
+    sa.Column("message_id", sa.String(255), unique=True),
+    sa.Column("tasks", sa.Text, nullable=False, server_default="[]"),
+    sa.Column("covers_until", UTCDateTime, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("rep", "slot_at"),
+)

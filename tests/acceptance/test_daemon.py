@@ -363,7 +363,8 @@ def test_run_once_sends_what_is_due_and_reports(
     assert result.returncode == 0, result.stderr
     _no_traceback(result.stdout, result.stderr)
     assert result.stdout.splitlines() == [
-        "queued 3, sent 3, tasks 0, skipped 0, held 0, retrying 0, failed 0, bounced 0, inbox 0"
+        "queued 3, sent 3, tasks 0, skipped 0, held 0, retrying 0, failed 0, bounced 0, inbox 0, "
+        "digests 0"
     ]
     assert sorted(m.rcpt_tos[0] for m in server.messages()) == sorted(first)
     assert {m.mail_from for m in server.messages()} == {REP_EMAIL}

@@ -91,10 +91,14 @@ def write_world(
     limits: tuple[int, int] = (1000, 5000),
     security: str = "starttls",
     imap_options: dict[str, object] | None = None,
+    campaigns: dict[str, str] | None = None,
+    rep_options: str = "",
 ) -> Path:
     folder = tmp_path / "campaigns"
     (folder / "intro").mkdir(parents=True, exist_ok=True)
     (folder / "intro.toml").write_text(CAMPAIGN, encoding="utf-8")
+    for name, text in (campaigns or {}).items():
+        (folder / f"{name}.toml").write_text(text, encoding="utf-8")
     (folder / "intro" / "hello.md").write_text(TEMPLATE, encoding="utf-8")
     attachments = tmp_path / "attachments"
     attachments.mkdir(exist_ok=True)
@@ -132,6 +136,7 @@ id = "mike"
 name = "Mike Gulitz"
 email = "mike@example.com"
 signature = "Mike Gulitz\\nMPC Mortgage Planner"
+{rep_options}
 
 [reps.smtp]
 host = "127.0.0.1"

@@ -1,0 +1,279 @@
+"""The rep's digest and commands by email, against the real aiosmtpd and Dovecot.
+
+The digest goes out at the rep's slot (a fake clock moves the day along),
+once per slot across runs and restarts; the rep's reply is delivered to
+the real INBOX over LMTP, read by the watcher, carried out line by line
+and confirmed by email. Forged and misaddressed commands change nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+
+import icalendar
+import servers
+import sqlalchemy as sa
+from worlds import World
+
+from dripd import app as app_mod
+from dripd import daemon
+from dripd.store import queries, schema
+
+MEETING = """
+name = "Meeting"
+stage = "prospect"
+[[steps]]
+id = "confirm-call"
+kind = "call"
+wait = "0m"
+note = "Confirm the demo with {{ contact.first_name }} at {{ contact.company }}."
+[[steps]]
+id = "thank-card"
+kind = "card"
+wait = "0m"
+note = "Thank {{ contact.first_name }} for the meeting."
+[[steps]]
+id = "recap"
+kind = "email"
+wait = "3 days"
+subject = "Good to meet you"
+body = "Hi {{ contact.first_name }}, good to meet you."
+"""
+
+MONDAY_6AM = datetime(2026, 11, 23, 11, 0, tzinfo=UTC)  # 06:00 in New York
+SLOT = datetime(2026, 11, 23, 12, 30, tzinfo=UTC)  # mike's digest: mon-fri 07:30 New York
+
+
+def digest_world(make_world, dovecot: servers.Dovecot, imap_user: servers.ImapAccount) -> World:
+    world: World = make_world(imap=imap_user, dovecot=dovecot, campaigns={"meeting": MEETING})
+    world.clock.set(MONDAY_6AM)
+    world.add(
+        "bob@example.org",
+        "meeting",
+        first_name="Bob",
+        last_name="Smith",
+        company="Acme",
+        phone="+1 (555) 0100",
+    )
+    world.add("ann@example.org", "meeting", first_name="Ann", last_name="Lee", company="Lee & Co")
+    summary = world.run()
+    assert summary.tasks == 4 and summary.digests == 0  # Friday's slot is long gone
+    return world
+
+
+def the_digest(world: World) -> servers.ReceivedMessage:
+    """Run at mike's slot; the digest that arrives."""
+    world.clock.set(SLOT)
+    world.run()
+    (digest,) = to_mike(world)
+    return digest
+
+
+def to_mike(world: World) -> list[servers.ReceivedMessage]:
+    return [m for m in world.smtp.messages() if m.rcpt_tos == ("mike@example.com",)]
+
+
+def digest_rows(world: World) -> list[dict[str, object]]:
+    with world.app.engine.connect() as conn:
+        query = sa.select(schema.digests).order_by(schema.digests.c.id)
+        return [dict(r._mapping) for r in conn.execute(query)]
+
+
+def task_numbers(world: World) -> dict[tuple[str, str], int]:
+    """(contact email, kind) → the number the digest gave the task."""
+    (row,) = [r for r in digest_rows(world) if r["message_id"]]
+    numbers = {}
+    with world.app.engine.connect() as conn:
+        for number, task_id in enumerate(json.loads(str(row["tasks"])), start=1):
+            task = queries.task_by_id(conn, task_id)
+            assert task is not None
+            email = queries.contact_by_id(conn, task["contact_id"]).email
+            numbers[(email, task["kind"])] = number
+    return numbers
+
+
+def tasks_of(world: World, email: str) -> list[dict[str, object]]:
+    contact = world.contact(email)
+    with world.app.engine.connect() as conn:
+        query = sa.select(schema.tasks).where(schema.tasks.c.contact_id == contact.id)
+        return [dict(r._mapping) for r in conn.execute(query.order_by(schema.tasks.c.id))]
+
+
+def parts(message: EmailMessage, content_type: str) -> list[EmailMessage]:
+    return [p for p in message.walk() if p.get_content_type() == content_type]  # type: ignore[misc]
+
+
+def command_reply(
+    digest: servers.ReceivedMessage,
+    text: str,
+    *,
+    msgid: str = "<cmd.1@mail.gmail.com>",
+    sender: str = "Mike Gulitz <mike@example.com>",
+    in_reply_to: str | None = None,
+    extra: str = "",
+) -> bytes:
+    """A reply to the digest as Gmail writes it: commands on top, the digest quoted below."""
+    parent = in_reply_to or str(digest.message_id)
+    quoted = "\r\n".join(
+        "> " + line for line in digest.message.get_body(("plain",)).get_content().splitlines()
+    )
+    return (
+        f"From: {sender}\r\nTo: Mike Gulitz <mike@example.com>\r\n"
+        f"Subject: Re: {digest.message['Subject']}\r\n"
+        "Date: Mon, 23 Nov 2026 13:02:00 +0000\r\n"
+        f"Message-ID: {msgid}\r\nIn-Reply-To: {parent}\r\nReferences: {parent}\r\n{extra}"
+        "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+        f"{text}\r\n\r\n"
+        "On Mon, Nov 23, 2026 at 7:30 AM Mike Gulitz <mike@example.com> wrote:\r\n"
+        f"{quoted}\r\n"
+    ).encode()
+
+
+def test_the_digest_arrives_at_its_slot_once_with_calls_on_the_calendar(
+    make_world, dovecot: servers.Dovecot, imap_user: servers.ImapAccount
+) -> None:
+    world = digest_world(make_world, dovecot, imap_user)
+    world.clock.set(SLOT - timedelta(minutes=1))
+    assert world.run().digests == 0 and to_mike(world) == []
+
+    world.clock.set(SLOT)
+    summary = world.run()
+    assert (summary.digests, summary.to_rep, summary.sent) == (1, 1, 0)
+    (digest,) = to_mike(world)
+    message = digest.message
+    assert message["From"] == "Mike Gulitz <mike@example.com>"
+    assert "2 calls" in message["Subject"] and "2 cards" in message["Subject"]
+    text = message.get_body(("plain",)).get_content()
+    for expected in ("Bob Smith", "Acme", "+1 (555) 0100", "Confirm the demo with Bob at Acme."):
+        assert expected in text
+    assert "Thank Ann for the meeting." in text
+    html = message.get_body(("html",)).get_content()
+    assert 'href="tel:+15550100"' in html and "Lee &amp; Co" in html
+
+    calls = parts(message, "text/calendar")
+    assert len(calls) == 2  # the cards are not calendar events
+    events = [
+        next(iter(icalendar.Calendar.from_ical(p.get_payload(decode=True)).walk("VEVENT")))
+        for p in calls
+    ]
+    by_summary = {str(e["SUMMARY"]): e for e in events}
+    assert set(by_summary) == {"Call Bob Smith (Acme)", "Call Ann Lee (Lee & Co)"}
+    assert by_summary["Call Bob Smith (Acme)"].decoded("DTSTART") == MONDAY_6AM
+
+    # Once per slot: a later run, and a restarted dripd, send nothing more.
+    world.clock.set(SLOT + timedelta(minutes=15))
+    assert world.run().digests == 0
+    restarted = app_mod.open_app(str(world.app.config.path), the_clock=world.clock)
+    try:
+        assert servers.run_client(daemon.run_once(restarted)).digests == 0
+    finally:
+        restarted.engine.dispose()
+    assert len(to_mike(world)) == 1
+
+    # The next business day's slot: the tasks are still open, so they come again.
+    world.clock.set(SLOT + timedelta(days=1))
+    assert world.run().digests == 1
+    assert len(to_mike(world)) == 2
+
+
+def test_commands_in_a_reply_are_carried_out_and_confirmed_line_by_line(
+    make_world, dovecot: servers.Dovecot, imap_user: servers.ImapAccount
+) -> None:
+    world = digest_world(make_world, dovecot, imap_user)
+    digest = the_digest(world)
+    dovecot.deliver(imap_user.address, digest.raw)  # the rep's inbox gets it, as in life
+    number = task_numbers(world)
+    text = "\r\n".join(
+        [
+            f"Done {number[('bob@example.org', 'call')]}",
+            f"snooze {number[('ann@example.org', 'call')]} 2d",
+            "skip 99",
+            "stage bob@example.org lead",
+            'set bob@example.org appointment_at="2026-12-03 10:00"',
+            "referral carl@example.org from bob@example.org Carl Jones",
+            "stop nobody@example.org",
+            "frobnicate 3",
+        ]
+    )
+    dovecot.deliver(imap_user.address, command_reply(digest, text))
+
+    world.clock.set(SLOT + timedelta(minutes=30))  # 08:00 in New York
+    summary = world.run()
+    assert summary.inbox == 2  # the digest itself (other) and the commands
+
+    bob_call, bob_card, thanks = tasks_of(world, "bob@example.org")
+    assert bob_call["status"] == "done" and bob_card["status"] == "open"
+    bob = world.contact("bob@example.org")
+    assert bob.touches == 1 and bob.stage == "lead"
+    assert bob.fields["appointment_at"].startswith("2026-12-03")
+    ann_call, _ = tasks_of(world, "ann@example.org")
+    assert ann_call["status"] == "open"
+    assert ann_call["due_at"] == datetime(2026, 11, 25, 13, 0, tzinfo=UTC)  # Wed 08:00 New York
+    carl = world.contact("carl@example.org")
+    assert (carl.first_name, carl.last_name, carl.referred_by, carl.stage, carl.owner) == (
+        "Carl",
+        "Jones",
+        "bob@example.org",
+        "suspect",
+        "mike",
+    )
+    assert (thanks["kind"], thanks["status"]) == ("card", "open")
+    assert "Carl Jones" in str(thanks["note"])
+
+    digest_and_confirmation = to_mike(world)
+    assert len(digest_and_confirmation) == 2
+    confirmation = digest_and_confirmation[1].message
+    assert confirmation["In-Reply-To"] == "<cmd.1@mail.gmail.com>"
+    assert confirmation["Subject"].startswith("Re: ")
+    answer = confirmation.get_body(("plain",)).get_content()
+    assert "carried out 5 of 8 lines" in answer
+    assert answer.count("NOT DONE") == 3
+    for line in ("skip 99", "stop nobody@example.org", "frobnicate 3"):
+        after = answer.split(line, 1)[1].splitlines()[1]
+        assert "NOT DONE" in after, line
+
+    # The confirmation lands in the rep's inbox too: it is not read as commands.
+    dovecot.deliver(imap_user.address, digest_and_confirmation[1].raw)
+    world.clock.advance(timedelta(minutes=5))
+    assert world.run().inbox == 1
+    assert len(to_mike(world)) == 2
+
+
+def test_commands_not_from_the_rep_in_reply_to_a_digest_change_nothing(
+    make_world, dovecot: servers.Dovecot, imap_user: servers.ImapAccount
+) -> None:
+    world = digest_world(make_world, dovecot, imap_user)
+    digest = the_digest(world)
+    number = task_numbers(world)[("bob@example.org", "call")]
+    text = f"done {number}\r\nstop bob@example.org\r\nstage bob@example.org customer"
+    with world.app.engine.connect() as conn:
+        install = conn.execute(
+            sa.select(schema.settings.c.value).where(schema.settings.c.key == "install_id")
+        ).scalar_one()
+    guessed = f"<dripd.{install}.digest.mike.{'0' * 32}@example.com>"
+    forged = [
+        command_reply(digest, text, msgid="<f1@x>", sender="Eve <eve@evil.example>"),
+        command_reply(digest, text, msgid="<f2@x>", in_reply_to="<some-other-thread@x>"),
+        command_reply(digest, text, msgid="<f3@x>", in_reply_to=guessed),
+        command_reply(
+            digest,
+            text,
+            msgid="<f4@x>",
+            extra="Authentication-Results: mx.example.com; dmarc=fail header.from=example.com\r\n",
+        ),
+    ]
+    for raw in forged:
+        dovecot.deliver(imap_user.address, raw)
+
+    world.clock.set(SLOT + timedelta(minutes=30))
+    assert world.run().inbox == 4
+    assert all(t["status"] == "open" for t in tasks_of(world, "bob@example.org"))
+    bob = world.contact("bob@example.org")
+    assert (bob.status, bob.stage, bob.touches) == ("active", "prospect", 0)
+    with world.app.engine.connect() as conn:
+        assert len(queries.active_enrollments(conn, bob.id)) == 1
+        classes = conn.execute(sa.select(schema.inbox_messages.c["class"])).scalars().all()
+    assert classes == ["other"] * 4
+    assert len(to_mike(world)) == 1  # the digest; no confirmation
