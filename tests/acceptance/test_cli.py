@@ -417,3 +417,47 @@ def test_explain_reads_a_message_file_without_acting_on_it(
     missing = dripd("explain", str(tmp_path / "nope.eml"), code=2)
     assert missing.out == "" and len(missing.err_lines) == 1
     assert missing.err.startswith("dripd: cannot read") and "nope.eml" in missing.err
+
+
+CALL_NOW = """
+name = "Call now"
+[[steps]]
+id = "intro-call"
+kind = "call"
+wait = "0m"
+note = "Introduce yourself to {{ contact.first_name }} at {{ contact.company }}."
+"""
+
+
+def test_digest_print_shows_what_the_rep_would_get_now(
+    make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    campaigns = tmp_path / "own-campaigns"
+    campaigns.mkdir()
+    (campaigns / "callnow.toml").write_text(CALL_NOW, encoding="utf-8")
+    dripd = Dripd(make_config(campaigns=campaigns))
+    dripd("contacts", "set", "ann@example.com", "first_name=Ann", "company=Acme",
+          "phone=+1 555 0100", "owner=mike")  # fmt: skip
+    dripd("enroll", "ann@example.com", "callnow")
+    assert "tasks 1," in dripd("run", "--once").out  # no [reps.smtp]: the call task only
+
+    text, as_json, html, sam, unknown, bare = dripd.many([
+        ["digest", "--rep", "mike", "--print"],
+        ["digest", "--rep", "mike", "--json"],
+        ["digest", "--rep", "mike", "--html"],
+        ["digest", "--rep", "sam", "--print"],
+        ["digest", "--rep", "zed", "--print"],
+        ["digest", "--rep", "mike"],
+    ], codes=[0, 0, 0, 0, 1, 2])  # fmt: skip
+    assert text.out.startswith("Subject: Your day, ")
+    assert "1 call" in text.out.splitlines()[0]
+    assert "Call: Ann, Acme" in text.out
+    assert "Introduce yourself to Ann at Acme." in text.out
+    data = as_json.json()
+    assert data["would_send"] is True and len(data["tasks"]) == 1
+    assert 'href="tel:+15550100"' in html.out
+    assert "no digest would be sent now" in sam.out  # sam has nothing due or new
+    assert "unknown rep 'zed'" in _one_error_line(unknown)
+    assert bare.out == "" and bare.err_lines == [
+        "dripd: add --print to see the digest; `dripd run` sends it at the rep's digest times"
+    ]

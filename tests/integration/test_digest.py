@@ -9,10 +9,13 @@ and confirmed by email. Forged and misaddressed commands change nothing.
 from __future__ import annotations
 
 import json
+import tomllib
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
+from pathlib import Path
 
 import icalendar
+import pytest
 import servers
 import sqlalchemy as sa
 from worlds import World
@@ -277,3 +280,32 @@ def test_commands_not_from_the_rep_in_reply_to_a_digest_change_nothing(
         classes = conn.execute(sa.select(schema.inbox_messages.c["class"])).scalars().all()
     assert classes == ["other"] * 4
     assert len(to_mike(world)) == 1  # the digest; no confirmation
+
+
+CORPUS = Path(__file__).parents[1] / "corpus" / "commands"
+CORPUS_DIGEST_ID = "<dripd.test.digest.mike.Zq3x9@example.com>"
+
+
+@pytest.mark.parametrize("name", ["gmail-web.eml", "outlook-desktop-html.eml", "apple-mail.eml"])
+def test_replies_as_real_clients_quote_them_are_read_as_commands(
+    make_world, dovecot: servers.Dovecot, imap_user: servers.ImapAccount, name: str
+) -> None:
+    """Gmail, Outlook (HTML only, no `>` quoting) and Apple Mail replies, through the real inbox."""
+    expected = tomllib.loads((CORPUS / "expected.toml").read_text())["files"][name]
+    world = digest_world(make_world, dovecot, imap_user)
+    digest = the_digest(world)
+    raw = (
+        (CORPUS / name).read_bytes().replace(CORPUS_DIGEST_ID.encode(), digest.message_id.encode())
+    )
+    assert digest.message_id.encode() in raw
+    dovecot.deliver(imap_user.address, raw)
+
+    world.clock.set(SLOT + timedelta(minutes=30))
+    world.run()
+    _, confirmation = to_mike(world)
+    answer = confirmation.message.get_body(("plain",)).get_content()
+    lines = len(expected["commands"]) + expected["errors"]
+    assert f" of {lines} line" in answer.splitlines()[0], answer
+    # Every line the rep wrote is answered; nothing from the quoted digest is.
+    assert answer.count("\n    done: ") + answer.count("\n    NOT DONE: ") == lines, answer
+    assert "Today and overdue" not in answer and "mark tasks done" not in answer
