@@ -269,7 +269,8 @@ def status_report(console: Console, data: Mapping[str, Any]) -> None:
     console.print(table)
     boxes = Table(title="mailboxes", title_justify="left")
     numbers = ("sent", "waiting", "failed", "replies")
-    for column in ("rep", *numbers[:3], "last sent", "replies", "inbox read", "notes"):
+    columns = ("rep", *numbers[:3], "last sent", "replies", "inbox read", "last digest", "notes")
+    for column in columns:
         boxes.add_column(column, justify="right" if column in numbers else "left")
     for box in data["mailboxes"]:
         boxes.add_row(
@@ -280,6 +281,7 @@ def status_report(console: Console, data: Mapping[str, Any]) -> None:
             _when(box["last_sent_at"]),
             str(box["replies"]),
             _when(box["inbox_checked_at"]),
+            _when(box["last_digest_at"]),
             "; ".join(box["notes"]),
         )
     console.print(boxes)

@@ -9,7 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from dripd import inbox, outbox, pipeline, schedule, stages
+from dripd import digest, inbox, outbox, pipeline, schedule, stages
 from dripd.app import App
 from dripd.store import queries
 
@@ -201,6 +201,7 @@ def _mailboxes(app: App, conn: sa.Connection) -> list[dict[str, Any]]:
     """Each rep's mailbox: sent, waiting, failed, last send, and why it may be held."""
     stats = outbox.mailbox_stats(conn)
     inboxes = inbox.inbox_stats(conn)
+    digests = digest.last_digests(conn)
     pauses = queries.rep_pauses(conn)
     result = []
     for rep_id in sorted(app.config.rep_ids() | set(stats)):
@@ -220,6 +221,7 @@ def _mailboxes(app: App, conn: sa.Connection) -> list[dict[str, Any]]:
             "last_sent_at": entry.get("last_sent_at"),
             "inbox_checked_at": inboxes.get(rep_id, {}).get("checked_at"),
             "replies": inboxes.get(rep_id, {}).get("reply", 0),
+            "last_digest_at": digests.get(rep_id),
             "notes": notes,
         })  # fmt: skip
     return result

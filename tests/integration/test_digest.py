@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from worlds import World
 
 from dripd import app as app_mod
-from dripd import daemon
+from dripd import daemon, views
 from dripd.store import queries, schema
 
 MEETING = """
@@ -164,6 +164,10 @@ def test_the_digest_arrives_at_its_slot_once_with_calls_on_the_calendar(
     by_summary = {str(e["SUMMARY"]): e for e in events}
     assert set(by_summary) == {"Call Bob Smith (Acme)", "Call Ann Lee (Lee & Co)"}
     assert by_summary["Call Bob Smith (Acme)"].decoded("DTSTART") == MONDAY_6AM
+
+    with world.app.reader.connect() as conn:
+        (mike,) = views.status(world.app, conn)["mailboxes"]
+    assert mike["last_digest_at"] == SLOT
 
     # Once per slot: a later run, and a restarted dripd, send nothing more.
     world.clock.set(SLOT + timedelta(minutes=15))
