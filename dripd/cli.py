@@ -623,6 +623,43 @@ def digest_cmd(rep_id: str, show: bool, show_html: bool, as_json: bool) -> None:
     click.echo(rendered.html if show_html else f"Subject: {rendered.subject}\n\n{rendered.text}")
 
 
+@cli.command()
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for the demo's config, database and .eml files (default: a new temp folder).",
+)
+@json_option
+def demo(out: Path | None, as_json: bool) -> None:
+    """A simulated week of a rep's follow-up, with mail servers inside this process."""
+    from dripd import demo as demo_mod
+    from dripd import tables as out_tables
+    from dripd import views
+
+    result = demo_mod.run(out, (lambda _line: None) if as_json else click.echo)
+    summary = result.summary
+    if as_json:
+        print_json(
+            {
+                "folder": str(result.folder),
+                "emails_sent": result.emails_sent,
+                "inbox_messages": result.inbox_messages,
+                **{key: summary[key] for key in ("stages", "statuses", "touches")},
+                "steps": views.steps_json(summary["steps"]),
+            }
+        )
+        return
+    active = {c for c, counts in summary["campaigns"].items() if any(counts.values())}
+    shown = {**summary, "steps": [s for s in summary["steps"] if s.campaign in active]}
+    click.echo("\nThe pipeline after a week:")
+    out_tables.status_report(stdout, shown)
+    click.echo(
+        f"\nEvery email is in {result.folder}: sent/ ({result.emails_sent} .eml files, "
+        f"open them in a mail client) and inbox/ (what people answered). See more with\n"
+        f"  dripd --config {result.folder / 'config.toml'} contacts show ann.lee@acme.example"
+    )
+
+
 # -- the error boundary -------------------------------------------------------
 
 

@@ -167,7 +167,7 @@ def _reply(
     assert verdict.contact is not None
     contact_id = verdict.contact.id
     actions: Effect = []
-    _event(conn, contact_id, now, "replied", verdict.summary or mail.subject, mail)
+    _event(conn, contact_id, now, "replied", verdict.summary or mail.subject, mail, verdict.sent)
     active = queries.active_enrollments(conn, contact_id)
     promote_to = _promotions(app, active, verdict.sent)
     for enrollment in active:
@@ -202,14 +202,14 @@ def _auto_reply(
     assert verdict.contact is not None
     contact_id = verdict.contact.id
     if not verdict.out_of_office:
-        _event(conn, contact_id, now, "auto_reply", "an automatic answer", mail)
+        _event(conn, contact_id, now, "auto_reply", "an automatic answer", mail, verdict.sent)
         return []
     until = _return_time(app, conn, contact_id, verdict.return_date, now)
     stated = "back " + verdict.return_date.isoformat() if verdict.return_date else "no date given"
     detail = f"out of office ({stated}): emails wait until {until:%Y-%m-%d %H:%M} UTC"
     queries.update_contact(conn, contact_id, {"paused_until": until, "updated_at": now})
     held = outbox.hold_contact(conn, contact_id, until, "the contact is out of office")
-    _event(conn, contact_id, now, "out_of_office", detail, mail)
+    _event(conn, contact_id, now, "out_of_office", detail, mail, verdict.sent)
     return [f"paused until {until:%Y-%m-%d}" + (f", {held} queued email(s) held" if held else "")]
 
 
@@ -237,7 +237,8 @@ def _bounce(
         if not failure.permanent:
             _event(conn, contact.id, now, "delivery_delayed", detail, mail)
             continue
-        _event(conn, contact.id, now, "bounced", detail, mail)
+        sent = verdict.sent if verdict.sent and verdict.sent.contact_id == contact.id else None
+        _event(conn, contact.id, now, "bounced", detail, mail, sent)
         actions += _end_contact(app, conn, contact.id, "bounced", now, cause=f"bounced: {detail}")
     return actions
 
@@ -297,12 +298,16 @@ def _event(
     kind: str,
     detail: str,
     mail: incoming.Incoming,
+    about: classify.SentRef | None = None,
 ) -> None:
+    """A history event; `about`: the email it answers, so per-step statistics count it."""
     queries.add_event(
         conn,
         contact_id=contact_id,
         at=now,
         kind=kind,
+        campaign=about.campaign if about else None,
+        step=about.step if about else None,
         detail=detail[:500],
         cause=f"email from {mail.sender}" if mail.sender else "incoming email",
         message_id=mail.message_id or None,

@@ -156,7 +156,10 @@ def status(app: App, conn: sa.Connection) -> dict[str, Any]:
             kind=step.kind,
             sent=counts.get((campaign.id, step.id, "email_sent"), 0),
             replied=counts.get((campaign.id, step.id, "replied"), 0),
-            auto_replied=counts.get((campaign.id, step.id, "auto_replied"), 0),
+            auto_replied=sum(
+                counts.get((campaign.id, step.id, kind), 0)
+                for kind in ("auto_reply", "out_of_office")
+            ),
             bounced=counts.get((campaign.id, step.id, "bounced"), 0),
             done=counts.get((campaign.id, step.id, "task_done"), 0),
         )

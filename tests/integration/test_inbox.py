@@ -129,8 +129,17 @@ def test_reply_auto_reply_bounce_and_unsubscribe_steer_the_sequences(
     assert "bounced" in world.history("carl@example.org")
     assert "unsubscribed" in world.history("dora@example.org")
     with world.app.reader.connect() as conn:
-        (mike,) = views.status(world.app, conn)["mailboxes"]
+        status = views.status(world.app, conn)
+    (mike,) = status["mailboxes"]
     assert mike["replies"] == 1 and mike["inbox_checked_at"] == world.clock.now()
+    # Each answer counts for the step it answers: `dripd status` shows which touches work.
+    hello = next(s for s in views.steps_json(status["steps"]) if s["step"] == "hello")
+    assert (hello["sent"], hello["replied"], hello["auto_replied"], hello["bounced"]) == (
+        4,
+        1,
+        1,
+        1,
+    )
     # The rep's mailbox is untouched: same messages, same flags, nothing marked read.
     assert {m.uid: m.flags for m in dovecot.fetch_all(user)} == flags_before
 
