@@ -8,7 +8,9 @@ and confirmed by email. Forged and misaddressed commands change nothing.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
+import threading
 import tomllib
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -21,7 +23,7 @@ import sqlalchemy as sa
 from worlds import World
 
 from dripd import app as app_mod
-from dripd import daemon, views
+from dripd import clock, contacts, daemon, digest, pipeline, views
 from dripd.store import queries, schema
 
 MEETING = """
@@ -313,3 +315,51 @@ def test_replies_as_real_clients_quote_them_are_read_as_commands(
     # Every line the rep wrote is answered; nothing from the quoted digest is.
     assert answer.count("\n    done: ") + answer.count("\n    NOT DONE: ") == lines, answer
     assert "Today and overdue" not in answer and "mark tasks done" not in answer
+
+
+SAM_MAILBOX = """
+[reps.smtp]
+host = "127.0.0.1"
+port = 2525
+security = "none"
+"""
+
+
+def test_two_instances_at_the_same_slot_queue_one_digest(make_config, database_url: str) -> None:
+    """Two dripd processes reaching sam's slot at the same moment: one digest (SQLite and PG)."""
+    path = make_config(database=database_url, extra=SAM_MAILBOX)  # sam is the last [[reps]]
+    slot = SLOT  # 07:30 in New York; sam's default digest is "mon-fri 07:30"
+    apps = [app_mod.open_app(str(path), the_clock=clock.FakeClock(slot)) for _ in range(3)]
+    try:
+        first = apps[0]
+        values = contacts.validate(
+            {"email": "zoe@example.org", "owner": "sam"}, first.contact_rules()
+        )
+        with first.engine.begin() as conn:
+            cid = pipeline.create_contact(first, conn, "zoe@example.org", values, slot, cause="t")
+            pipeline.create_task(
+                conn, contact_id=cid, kind="call", rep="sam", due_at=slot, note="Call Zoe", now=slot
+            )
+        barrier = threading.Barrier(len(apps))
+
+        def race(app: app_mod.App) -> int:
+            barrier.wait()
+            return digest.queue_due(app, slot)
+
+        with concurrent.futures.ThreadPoolExecutor(len(apps)) as pool:
+            queued = list(pool.map(race, apps))
+        assert sorted(queued) == [0, 0, 1]
+        with first.engine.connect() as conn:
+            rows = conn.execute(sa.select(schema.digests)).all()
+            mails = (
+                conn.execute(
+                    sa.select(schema.outbox.c.message_id).where(schema.outbox.c.step == "digest")
+                )
+                .scalars()
+                .all()
+            )
+        assert [(r.rep, r.slot_at) for r in rows] == [("sam", slot)]
+        assert mails == [rows[0].message_id]
+    finally:
+        for app in apps:
+            app.engine.dispose()
