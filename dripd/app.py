@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -62,10 +64,7 @@ def open_app(
     the_clock: clock.Clock | None = None,
 ) -> App:
     """Load the config and campaigns (refusing invalid ones) and open the database."""
-    cfg = config.load(config.find_path(config_path))
-    renderer = templates.Renderer(cfg.campaigns_dir)
-    options = campaigns.LoadOptions(rep_ids=cfg.rep_ids(), env=renderer)
-    catalog = campaigns.load_checked(cfg.campaigns_dir, options)
+    cfg, catalog, renderer = _load(config.find_path(config_path))
     db = store_engine.open_engine(cfg.database_url) if with_db else None
     return App(
         config=cfg,
@@ -74,3 +73,19 @@ def open_app(
         clock=the_clock or clock.SystemClock(),
         db=db,
     )
+
+
+def reloaded(app: App) -> App:
+    """`app` with its config file and campaigns read again, on the same database and clock.
+
+    Raises ConfigError or CampaignError when either no longer validates.
+    """
+    cfg, catalog, renderer = _load(app.config.path)
+    return dataclasses.replace(app, config=cfg, catalog=catalog, renderer=renderer)
+
+
+def _load(path: Path) -> tuple[config.Config, campaigns.Catalog, templates.Renderer]:
+    cfg = config.load(path)
+    renderer = templates.Renderer(cfg.campaigns_dir)
+    options = campaigns.LoadOptions(rep_ids=cfg.rep_ids(), env=renderer)
+    return cfg, campaigns.load_checked(cfg.campaigns_dir, options), renderer

@@ -5,6 +5,9 @@ a poll interval (for changes made by other `dripd` commands), or stop. Each
 mailbox has its own sender task. APScheduler runs the periodic jobs (copies
 to the Sent folder). SIGTERM/SIGINT: stop taking new work, let the SMTP
 transaction in flight finish and commit, exit 0 within `STOP_GRACE`.
+SIGHUP or a saved campaign file: reload between two passes (dripd.reload).
+Under systemd it says READY/RELOADING/STOPPING, what it is doing (STATUS=),
+and pings the watchdog while its loop makes progress (dripd.service).
 
 Crash rule (documented in the README): an email whose state is `sending` at
 start was in flight when dripd died. If the rep's Sent folder (IMAP) has its
@@ -22,16 +25,28 @@ import fcntl
 import logging
 import os
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import sqlalchemy as sa
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from dripd import config, digest, engine, errors, imap, outbox, sender, watcher
+from dripd import (
+    config,
+    digest,
+    engine,
+    errors,
+    imap,
+    notify,
+    outbox,
+    reload,
+    sender,
+    service,
+    watcher,
+)
 from dripd.app import App
 from dripd.store import queries
 
@@ -45,6 +60,7 @@ COPY_BATCH = 100
 # replies of SMTP servers wait while a chunk renders (and an email whose
 # reply waits is one a crash could leave uncertain).
 ADVANCE_CHUNK = 10
+PASS_STALL = 30.0  # seconds a pass may go without progress before the watchdog pings stop
 
 
 @dataclass(slots=True)
@@ -202,7 +218,10 @@ async def _copy_rows(app: App, settings: config.ImapConfig, rows: list[outbox.Ro
 
 
 async def advance_all(
-    app: App, summary: Summary, on_queued: Callable[[], None] | None = None
+    app: App,
+    summary: Summary,
+    on_queued: Callable[[], None] | None = None,
+    on_chunk: Callable[[], None] | None = None,
 ) -> None:
     """Advance every enrollment that is due now, in small transactions.
 
@@ -217,6 +236,8 @@ async def advance_all(
             setattr(summary, name, getattr(summary, name) + getattr(result, name))
         if on_queued is not None and result.queued:
             on_queued()
+        if on_chunk is not None:
+            on_chunk()
         if result.enrollments < ADVANCE_CHUNK:
             return
         await asyncio.sleep(0)
@@ -274,60 +295,96 @@ def _add_stats(summary: Summary, stats: sender.Stats) -> None:
 
 
 class Daemon:
-    """The long-running loop."""
+    """The long-running loop, its side tasks, and reloads between its passes.
 
-    def __init__(self, app: App) -> None:
+    Side tasks: one sender per rep mailbox (`send-REP`), one watcher per rep
+    inbox (`inbox-REP`), the campaigns-folder watch, and the service task
+    (watchdog and status, under systemd). Each sender and watcher has its own
+    halt event, so a reload can replace one: the new one starts once the old
+    one has finished the email or message in flight.
+    """
+
+    def __init__(self, app: App, notifier: notify.Notifier | None = None) -> None:
         self.app = app
         self.stop = asyncio.Event()
         self.summary = Summary()
-        self.mailboxes = senders(app, self.stop)
-        self.inboxes = watchers(app, self.stop, on_change=self._inbox_changed)
+        self.notifier = notifier or notify.Notifier.from_environment()
+        self.heartbeat = service.Heartbeat()
+        self.mailboxes: dict[str, sender.Sender] = {}
+        self.inboxes: dict[str, watcher.Watcher] = {}
         # one per mailbox: a sender clearing its own never hides work from another
-        self.wakes = {rep: asyncio.Event() for rep in self.mailboxes}
+        self.wakes: dict[str, asyncio.Event] = {}
         self.scheduler = AsyncIOScheduler()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._halts: dict[str, asyncio.Event] = {}
         self._advance = asyncio.Event()
+        self._reload = asyncio.Event()
+        self._watch = reload.FolderWatch(app.config.campaigns_dir)
+        self._rate = service.SentRate()
 
     async def run(self) -> Summary:
-        with single_instance(self.app), on_stop(self.stop):
+        with single_instance(self.app), on_signals(self.stop, self._reload):
             self.summary.reconciled = await reconcile(self.app)
-            for box in self.mailboxes.values():
-                box.load_history()
-            self.scheduler.add_job(
-                copy_sent,
-                "interval",
-                args=[self.app],
-                seconds=COPY_INTERVAL,
-                id="copy-sent",
-                max_instances=1,
-                coalesce=True,
-            )
-            self.scheduler.start()
+            for rep in self.app.config.reps:
+                self._start_sender(rep)
+                self._start_watcher(rep)
+            self._start_task("watch-campaigns", self._watch_campaigns())
+            self._start_scheduler()
             logger.info(
                 "dripd running",
                 extra={"action": "started", "mailboxes": ",".join(self.mailboxes) or "none"},
             )
-            tasks = [
-                asyncio.create_task(self._send_loop(box), name=f"send-{rep}")
-                for rep, box in self.mailboxes.items()
-            ]
-            tasks += [
-                asyncio.create_task(box.run(), name=f"inbox-{rep}")
-                for rep, box in self.inboxes.items()
-            ]
+            self._ready()
+            if self.notifier.enabled:
+                tending = service.tend(
+                    self.notifier,
+                    self.heartbeat,
+                    self.status_line,
+                    self.stop,
+                    ping_every=notify.watchdog_interval(),
+                )
+                self._start_task("service", tending)
             try:
-                await self._main_loop(tasks)
+                await self._main_loop()
             finally:
-                await self._shutdown(tasks)
+                await self._shutdown()
         return self.summary
 
-    async def _main_loop(self, tasks: list[asyncio.Task[None]]) -> None:
+    def _start_task(self, name: str, work: Coroutine[Any, Any, None]) -> None:
+        self._tasks[name] = asyncio.create_task(work, name=name)
+
+    def _start_scheduler(self) -> None:
+        self.scheduler.add_job(
+            self._copy_sent,
+            "interval",
+            seconds=COPY_INTERVAL,
+            id="copy-sent",
+            max_instances=1,
+            coalesce=True,
+        )
+        self.scheduler.start()
+
+    async def _copy_sent(self) -> None:
+        await copy_sent(self.app)  # the app of the moment: reloads apply to it too
+
+    async def _main_loop(self) -> None:
         while not self.stop.is_set():
+            self.heartbeat.expect_within(PASS_STALL)
+            if self._reload.is_set():
+                self._reload.clear()
+                self._apply_reload()
             self.summary.digests += digest.queue_due(self.app, self.app.clock.now())
-            await advance_all(self.app, self.summary, self._wake_senders)
+            await advance_all(self.app, self.summary, self._wake_senders, self._progress)
             self._wake_senders()
-            _raise_if_crashed(tasks)
+            _raise_if_crashed(self._tasks.values())
             self._advance.clear()
-            await _wait_any(self.stop, self._seconds_to_next_due(), self._advance)
+            wait = self._seconds_to_next_due()
+            self.heartbeat.expect_within(wait + PASS_STALL)
+            await _wait_any(self.stop, wait, self._advance, self._reload)
+
+    def _progress(self) -> None:
+        """A chunk of a long pass is done: the loop is alive."""
+        self.heartbeat.expect_within(PASS_STALL)
 
     def _seconds_to_next_due(self) -> float:
         """Until the next due step or digest slot, at most POLL."""
@@ -349,14 +406,43 @@ class Daemon:
         for event in self.wakes.values():
             event.set()
 
-    async def _send_loop(self, box: sender.Sender) -> None:
+    # -- senders and watchers --------------------------------------------------
+
+    def _start_sender(self, rep: config.RepConfig) -> None:
+        if rep.smtp is None:
+            return
+        name = f"send-{rep.id}"
+        halt = self._halts[name] = asyncio.Event()
+        box = self.mailboxes[rep.id] = sender.Sender(self.app, rep, halt)
+        self.wakes.setdefault(rep.id, asyncio.Event())
+        self._start_task(name, self._send_loop(box, halt, self._tasks.get(name)))
+
+    def _start_watcher(self, rep: config.RepConfig) -> None:
+        if rep.imap is None:
+            return
+        name = f"inbox-{rep.id}"
+        halt = self._halts[name] = asyncio.Event()
+        box = self.inboxes[rep.id] = watcher.Watcher(
+            self.app, rep, halt, on_change=self._inbox_changed
+        )
+        self._start_task(name, _after(self._tasks.get(name), box.run))
+
+    async def _send_loop(
+        self, box: sender.Sender, halt: asyncio.Event, previous: asyncio.Task[None] | None
+    ) -> None:
+        await _finished(previous)
+        box.load_history()
         wake = self.wakes[box.rep.id]
-        while not self.stop.is_set():
+        while not halt.is_set():
             wake.clear()
             await box.drain()
-            _add_stats(self.summary, box.stats)
-            box.stats = sender.Stats()
-            await _wait_any(self.stop, self._sender_sleep(box), wake)
+            self._collect(box)
+            await _wait_any(halt, self._sender_sleep(box), wake)
+        await box.close()
+
+    def _collect(self, box: sender.Sender) -> None:
+        _add_stats(self.summary, box.stats)
+        box.stats = sender.Stats()
 
     def _sender_sleep(self, box: sender.Sender) -> float:
         now = self.app.clock.now()
@@ -369,10 +455,101 @@ class Daemon:
             candidates.append(max(nxt, now))
         return max(0.01, (min(candidates) - now).total_seconds())
 
-    async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
+    def _halt(self, name: str) -> None:
+        if (halt := self._halts.pop(name, None)) is not None:
+            halt.set()
+
+    # -- reload ----------------------------------------------------------------
+
+    async def _watch_campaigns(self) -> None:
+        """Ask for a reload when a file in the campaigns folder is saved, added or removed."""
+        while not self.stop.is_set():
+            await _wait_any(self.stop, reload.WATCH_INTERVAL)
+            if self._watch.folder != self.app.config.campaigns_dir:  # moved by a reload
+                self._watch = reload.FolderWatch(self.app.config.campaigns_dir)
+            elif self._watch.changed():
+                logger.info("campaigns folder changed", extra={"action": "campaigns_changed"})
+                self._reload.set()
+
+    def _apply_reload(self) -> None:
+        """Read config and campaigns again and switch to them (between two passes)."""
+        self.notifier.reloading("reloading config and campaigns")
+        self._watch.rebase()
+        change = reload.load(self.app)
+        if change is not None:
+            self._switch(change)
+        self._ready()
+
+    def _switch(self, change: reload.Change) -> None:
+        """Run on the reloaded app from now on.
+
+        Called between passes: no engine transaction is open, and a sender or
+        watcher only uses its app inside synchronous steps, so none sees both.
+        Those whose mailbox settings changed are replaced, the others follow.
+        """
+        self.app = change.app
+        for box in self.mailboxes.values():
+            box.app = self.app
+        for inbox in self.inboxes.values():
+            inbox.app = self.app
+        reps = {rep.id: rep for rep in self.app.config.reps}
+        for rep_id in change.senders:
+            self._halt(f"send-{rep_id}")
+            self.mailboxes.pop(rep_id, None)
+            if rep_id in reps:
+                self._start_sender(reps[rep_id])
+        for rep_id in change.inboxes:
+            self._halt(f"inbox-{rep_id}")
+            self.inboxes.pop(rep_id, None)
+            if rep_id in reps:
+                self._start_watcher(reps[rep_id])
+        replanned = self._replan(change)
+        logger.info(
+            "reloaded config and campaigns",
+            extra={"action": "reloaded", **change.summary, "replanned": replanned},
+        )
+
+    def _replan(self, change: reload.Change) -> int:
+        """Make the enrollments the change concerns due now: the next pass plans them again."""
+        if not change.schedule and not change.campaigns:
+            return 0
+        with self.app.engine.begin() as conn:
+            return queries.recheck_enrollments(
+                conn, self.app.clock.now(), None if change.schedule else change.campaigns
+            )
+
+    # -- status and stop ---------------------------------------------------------
+
+    def _ready(self) -> None:
+        if self.notifier.enabled:
+            self.notifier.ready(self.status_line())
+
+    def status_line(self) -> str:
+        """What the daemon is doing, for STATUS= (`systemctl status dripd`)."""
+        with self.app.reader.connect() as conn:
+            backlog = queries.outbox_backlog(conn)
+        total = self.summary.sent + self.summary.to_rep
+        total += sum(box.stats.sent + box.stats.to_rep for box in self.mailboxes.values())
+        sent = self._rate.last_window(total)
+        sending = (
+            f"sending: {backlog} queued, {sent} sent in the last minute"
+            if self.mailboxes
+            else "sending: no mailbox"
+        )
+        inboxes = ", ".join(
+            f"{rep} {'watching' if box.connected.is_set() else 'connecting'}"
+            for rep, box in sorted(self.inboxes.items())
+        )
+        return f"{sending}; inboxes: {inboxes or 'none'}"
+
+    async def _shutdown(self) -> None:
         self.stop.set()
+        self.notifier.stopping()
+        for name in list(self._halts):
+            self._halt(name)
         self._wake_senders()
         logger.info("stopping", extra={"action": "stopping"})
+        tasks = list(self._tasks.values())
         _, pending = await asyncio.wait(tasks, timeout=STOP_GRACE) if tasks else (set(), set())
         for task in pending:
             task.cancel()
@@ -380,9 +557,24 @@ class Daemon:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(box.close(), 1.0)
         self.scheduler.shutdown(wait=False)
+        self.notifier.close()
 
 
-def _raise_if_crashed(tasks: list[asyncio.Task[None]]) -> None:
+async def _finished(previous: asyncio.Task[None] | None) -> None:
+    """Wait for the task a new sender or watcher replaces; its crash is this one's."""
+    if previous is None:
+        return
+    await asyncio.wait([previous])
+    if not previous.cancelled() and (exc := previous.exception()) is not None:
+        raise exc
+
+
+async def _after(previous: asyncio.Task[None] | None, work: Callable[[], Awaitable[None]]) -> None:
+    await _finished(previous)
+    await work()
+
+
+def _raise_if_crashed(tasks: Iterable[asyncio.Task[None]]) -> None:
     """A side task that died takes the daemon down (systemd restarts it)."""
     for task in tasks:
         if task.done() and not task.cancelled() and task.exception() is not None:
@@ -399,18 +591,18 @@ async def _wait_any(stop: asyncio.Event, seconds: float, *events: asyncio.Event)
 
 
 @contextlib.contextmanager
-def on_stop(stop: asyncio.Event) -> Iterator[None]:
-    """Set `stop` on SIGTERM or SIGINT while inside; restore the handlers after.
+def on_signals(stop: asyncio.Event, reload_asked: asyncio.Event) -> Iterator[None]:
+    """Set `stop` on SIGTERM or SIGINT, `reload_asked` on SIGHUP, while inside.
 
     asyncio's add_signal_handler runs the callback in the loop, so setting the
-    event is safe; the default handlers come back on exit.
+    events is safe; the default handlers come back on exit.
     """
     loop = asyncio.get_running_loop()
-    signals = (signal.SIGTERM, signal.SIGINT)
-    for sig in signals:
-        loop.add_signal_handler(sig, stop.set)
+    handlers = {signal.SIGTERM: stop.set, signal.SIGINT: stop.set, signal.SIGHUP: reload_asked.set}
+    for sig, handler in handlers.items():
+        loop.add_signal_handler(sig, handler)
     try:
         yield
     finally:
-        for sig in signals:
+        for sig in handlers:
             loop.remove_signal_handler(sig)

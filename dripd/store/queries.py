@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import operator
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 import sqlalchemy.dialects.postgresql
 import sqlalchemy.dialects.sqlite
 
-from dripd.store.schema import UTCDateTime, contacts, enrollments, events, reps, tasks
+from dripd.store.schema import UTCDateTime, contacts, enrollments, events, outbox, reps, tasks
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -219,6 +219,26 @@ def due_enrollments(conn: sa.Connection, now: datetime, limit: int) -> list[Enro
         .limit(limit)
     )
     return [_enrollment(row) for row in conn.execute(query)]
+
+
+def recheck_enrollments(
+    conn: sa.Connection, now: datetime, campaigns: Collection[str] | None = None
+) -> int:
+    """Make active enrollments (of `campaigns`, or all) due at `now`; how many.
+
+    After a reload the engine then plans each of them again from its progress
+    (step ids done) under the new campaign files and config.
+    """
+    query = sa.update(enrollments).where(enrollments.c.status == "active")
+    if campaigns is not None:
+        query = query.where(enrollments.c.campaign.in_(sorted(campaigns)))
+    return conn.execute(query.values(next_due_at=now)).rowcount
+
+
+def outbox_backlog(conn: sa.Connection) -> int:
+    """Emails waiting to be sent (queued, including those retried later)."""
+    query = sa.select(sa.func.count()).select_from(outbox).where(outbox.c.status == "queued")
+    return int(conn.execute(query).scalar_one())
 
 
 def enrollment_counts(conn: sa.Connection) -> dict[tuple[str, str], int]:
