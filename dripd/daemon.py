@@ -40,6 +40,7 @@ from dripd import (
     engine,
     errors,
     imap,
+    instances,
     notify,
     outbox,
     reload,
@@ -319,12 +320,14 @@ class Daemon:
         self._halts: dict[str, asyncio.Event] = {}
         self._advance = asyncio.Event()
         self._reload = asyncio.Event()
+        self.instance = ""  # its row in the instances table, once running
         self._watch = reload.FolderWatch(app.config.campaigns_dir)
         self._rate = service.SentRate()
 
     async def run(self) -> Summary:
         with single_instance(self.app), on_signals(self.stop, self._reload):
             self.summary.reconciled = await reconcile(self.app)
+            self.instance = instances.register(self.app.engine, self.app.clock.now())
             for rep in self.app.config.reps:
                 self._start_sender(rep)
                 self._start_watcher(rep)
@@ -370,6 +373,7 @@ class Daemon:
     async def _main_loop(self) -> None:
         while not self.stop.is_set():
             self.heartbeat.expect_within(PASS_STALL)
+            instances.beat(self.app.engine, self.instance, self.app.clock.now())
             if self._reload.is_set():
                 self._reload.clear()
                 self._apply_reload()
@@ -558,6 +562,8 @@ class Daemon:
                 await asyncio.wait_for(box.close(), 1.0)
         self.scheduler.shutdown(wait=False)
         self.notifier.close()
+        if self.instance:
+            instances.stopped(self.app.engine, self.instance, self.app.clock.now())
 
 
 async def _finished(previous: asyncio.Task[None] | None) -> None:

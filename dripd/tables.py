@@ -231,6 +231,7 @@ def task_preview(console: Console, step: campaigns.Step, contact: Contact, note:
 
 
 def status_report(console: Console, data: Mapping[str, Any]) -> None:
+    health_report(console, data["health"])
     stages = Table(title="contacts per stage", title_justify="left")
     for stage in data["stages"]:
         stages.add_column(stage, justify="right")
@@ -291,6 +292,41 @@ def status_report(console: Console, data: Mapping[str, Any]) -> None:
     for campaign, counts in data["campaigns"].items():
         enrolled.add_row(campaign, *(str(counts[k]) for k in ("active", "completed", "stopped")))
     console.print(enrolled)
+
+
+def health_report(console: Console, health: Mapping[str, Any]) -> None:
+    """The daemon's health: running or not, what waits, what needs a look."""
+    alive = [i for i in health["instances"] if i["alive"]]
+    if alive:
+        shown = ", ".join(
+            f"pid {i['pid']} on {i['host']}, last pass {_when(_parse(i['seen_at']))}" for i in alive
+        )
+        daemon = f"running ({shown})"
+    elif health["instances"]:
+        last = health["instances"][0]
+        how = "stopped" if last["stopped_at"] else "not seen since (killed or stuck?)"
+        daemon = f"not running: {how} {_when(_parse(last['seen_at']))}"
+    else:
+        daemon = "never started on this database (dripd run)"
+    console.print(f"daemon: {daemon}", markup=False)
+    console.print(
+        f"backlog: {health['queued']} email(s) queued, {health['ready']} ready to go now; "
+        f"last email sent {_when(health['last_sent_at'])}",
+        markup=False,
+    )
+    counts = [
+        (health["failed_emails"], "email(s) failed"),
+        (health["held_steps"], "step(s) held"),
+        (health["unreadable_messages"], "incoming message(s) unreadable"),
+    ]
+    needing = ", ".join(f"{n} {what}" for n, what in counts if n)
+    console.print(f"needs a look: {needing or 'nothing'}", markup=False)
+    for line in health["attention"]:
+        console.print(f"  - {line}", markup=False)
+
+
+def _parse(text: str) -> datetime:
+    return datetime.fromisoformat(text)
 
 
 def task_json(task: Mapping[str, Any], contact: Contact) -> dict[str, Any]:

@@ -9,9 +9,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from dripd import digest, inbox, outbox, pipeline, schedule, stages
+from dripd import digest, inbox, instances, outbox, pipeline, schedule, stages
 from dripd.app import App
-from dripd.store import queries
+from dripd.store import queries, schema
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -178,6 +178,7 @@ def status(app: App, conn: sa.Connection) -> dict[str, Any]:
         "steps": steps,
         "touches": queries.touch_total(conn),
         "mailboxes": _mailboxes(app, conn),
+        "health": health(app, conn),
         "due_now": len(queries.due_enrollments(conn, app.clock.now(), 10_000)),
         "campaigns_version": app.catalog.version,
     }
@@ -228,3 +229,63 @@ def _mailboxes(app: App, conn: sa.Connection) -> list[dict[str, Any]]:
             "notes": notes,
         })  # fmt: skip
     return result
+
+
+_outbox = schema.outbox
+_enrollments = schema.enrollments
+_inbox = schema.inbox_messages
+ATTENTION_SHOWN = 5  # failures listed by name; the rest are counted
+
+
+def health(app: App, conn: sa.Connection) -> dict[str, Any]:
+    """The daemon's health from the database: is it running, what waits, what needs a look."""
+    now = app.clock.now()
+    decode = schema.UTCDateTime().process_result_value
+    last_sent = decode(
+        conn.execute(sa.select(sa.func.max(_outbox.c.sent_at))).scalar(), conn.dialect
+    )
+    queued = _count(conn, _outbox.c.status == "queued")
+    ready = _count(conn, _outbox.c.status == "queued", _outbox.c.next_attempt_at <= now)
+    failed = conn.execute(
+        sa.select(_outbox.c.recipient, _outbox.c.subject, _outbox.c.last_error)
+        .where(_outbox.c.status == "failed")
+        .order_by(_outbox.c.id.desc())
+    ).all()
+    # A held step (a missing attachment, a template the contact can't fill) is
+    # retried hourly, so it has a next due time beside its reason.
+    held = conn.execute(
+        sa.select(schema.contacts.c.email, _enrollments.c.campaign, _enrollments.c.waiting)
+        .join(schema.contacts, schema.contacts.c.id == _enrollments.c.contact_id)
+        .where(
+            _enrollments.c.status == "active",
+            _enrollments.c.waiting.is_not(None),
+            _enrollments.c.next_due_at.is_not(None),
+        )
+        .order_by(_enrollments.c.id)
+    ).all()
+    unreadable = conn.execute(
+        sa.select(_inbox.c.rep, _inbox.c.sender, _inbox.c.reasons)
+        .where(_inbox.c.reasons.like("could not be handled%"))
+        .order_by(_inbox.c.id.desc())
+    ).all()
+    problems = (
+        [f"email to {r.recipient} failed: {r.last_error}" for r in failed]
+        + [f"{r.email} is held in {r.campaign}: {r.waiting}" for r in held]
+        + [f"a message from {r.sender or '?'} to {r.rep}: {r.reasons}" for r in unreadable]
+    )
+    return {
+        "instances": [i.to_json(now) for i in instances.listed(conn)],
+        "last_sent_at": last_sent,
+        "queued": queued,
+        "ready": ready,
+        "failed_emails": len(failed),
+        "held_steps": len(held),
+        "unreadable_messages": len(unreadable),
+        "attention": problems[:ATTENTION_SHOWN],
+    }
+
+
+def _count(conn: sa.Connection, *where: sa.ColumnElement[bool]) -> int:
+    return int(
+        conn.execute(sa.select(sa.func.count()).select_from(_outbox).where(*where)).scalar_one()
+    )

@@ -274,3 +274,17 @@ digests = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.UniqueConstraint("rep", "slot_at"),
 )
+
+# Each `dripd run` writes a row at start and refreshes `seen_at` at every
+# pass of its loop (at most POLL seconds apart); `dripd status` tells from it
+# whether a daemon is running and when it last made progress.
+instances = sa.Table(
+    "instances",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("host", sa.Text, nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("seen_at", UTCDateTime, nullable=False),
+    sa.Column("stopped_at", UTCDateTime),
+)

@@ -324,6 +324,11 @@ def test_second_instance_on_sqlite_is_refused(
         )
         assert first.poll() is None, log.read_text()
         server.wait_for(1, timeout=START)
+        # `dripd status` sees the running daemon through its heartbeat in the database.
+        health = json.loads(setup.dripd("status", "--json").stdout)["health"]
+        (instance,) = health["instances"]
+        assert (instance["pid"], instance["alive"]) == (first.pid, True)
+        assert f"daemon: running (pid {first.pid} on " in setup.dripd("status").stdout
 
         seconds = []
         for args in (["run"], ["run", "--once"]):
@@ -344,6 +349,7 @@ def test_second_instance_on_sqlite_is_refused(
         first.send_signal(signal.SIGTERM)
         assert first.wait(10) == 0, log.read_text()
     _no_traceback(log.read_text())
+    assert "daemon: not running: stopped " in setup.dripd("status").stdout
     # Once the first has stopped, the lock is free again.
     result = setup.dripd("run", "--once")
     assert result.returncode == 0, result.stderr

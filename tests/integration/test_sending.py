@@ -274,6 +274,14 @@ def test_status_reports_each_mailbox(make_world) -> None:
     world.add("bob@example.org", first_name="Bob", company="Y")
     world.run()
     with world.app.reader.connect() as conn:
-        (mike,) = views.status(world.app, conn)["mailboxes"]
+        status = views.status(world.app, conn)
+    (mike,) = status["mailboxes"]
     assert (mike["rep"], mike["sent"], mike["failed"], mike["waiting"]) == ("mike", 1, 1, 0)
     assert mike["last_sent_at"] == world.clock.now() and mike["notes"] == []
+    # The daemon's health: no `dripd run` yet (run --once registers none), and the one
+    # failure is named for the person to look at.
+    health = status["health"]
+    assert health["instances"] == [] and health["last_sent_at"] == world.clock.now()
+    assert (health["queued"], health["failed_emails"], health["held_steps"]) == (0, 1, 0)
+    (problem,) = health["attention"]
+    assert "failed" in problem and "554 5.6.0 Message content rejected" in problem
