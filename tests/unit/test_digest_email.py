@@ -387,7 +387,7 @@ def test_the_reply_commands_are_explained(value: digest_email.Content) -> None:
     assert "  done 3 5          mark tasks done (a touch)" in commands
     html = html_of(value)
     for command in SPEC_COMMANDS:
-        assert ">" + command.replace('"', "&#34;") + "</td>" in html, command
+        assert ">" + command.replace('"', "&#34;") + "</code>" in html, command
 
 
 def test_text_fits_72_columns_without_trailing_whitespace() -> None:
