@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import html.parser
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -53,7 +54,11 @@ class Renderer:
             auto_reload=False,  # a changed file means a reload of the campaigns (a new Renderer)
         )
         self.env.filters.update(date=_date_filter, time=_time_filter, datetime=_datetime_filter)
+        # Markdown bodies: the same, but every value a template prints is marked,
+        # so the HTML part can show it literally (see _markdown_parts).
+        self.markdown_env = self.env.overlay(finalize=_mark_value)
         self._compiled: dict[str, jinja2.Template] = {}
+        self._compiled_markdown: dict[str, jinja2.Template] = {}
 
     def check_source(self, source: str, what: str) -> None:
         """Raise ValueError if `source` does not compile."""
@@ -96,8 +101,19 @@ class Renderer:
             raise RenderError(f"{what}: {_render_problem(exc)}") from exc
 
     def render_file(self, name: str, context: Mapping[str, Any], what: str) -> str:
+        env = self.markdown_env if PurePosixPath(name).suffix == ".md" else self.env
         try:
-            return self.env.get_template(name).render(context)
+            return env.get_template(name).render(context)
+        except (jinja2.TemplateError, ValueError, TypeError) as exc:
+            raise RenderError(f"{what}: {_render_problem(exc)}") from exc
+
+    def render_markdown(self, source: str, context: Mapping[str, Any], what: str) -> str:
+        """An inline Markdown body, its printed values marked (see _markdown_parts)."""
+        template = self._compiled_markdown.get(source)
+        try:
+            if template is None:
+                template = self._compiled_markdown[source] = self.markdown_env.from_string(source)
+            return template.render(context)
         except (jinja2.TemplateError, ValueError, TypeError) as exc:
             raise RenderError(f"{what}: {_render_problem(exc)}") from exc
 
@@ -112,7 +128,7 @@ def render_body(
 ) -> tuple[str, str | None]:
     """The (text, html) parts of an email body from a template file or inline body."""
     if template is None:
-        return _markdown_parts(renderer.render_string(body or "", context, what))
+        return _markdown_parts(renderer.render_markdown(body or "", context, what))
     rendered = renderer.render_file(template, context, what)
     suffix = PurePosixPath(template).suffix
     if suffix == ".txt":
@@ -122,9 +138,30 @@ def render_body(
     return _markdown_parts(rendered)
 
 
-def _markdown_parts(text: str) -> tuple[str, str]:
-    text = text.strip() + "\n"
-    return text, cmarkgfm.markdown_to_html(text, options=_MARKDOWN_OPTIONS)
+# Private-use characters around each value a Markdown template prints.
+_OPEN, _CLOSE = "\ue000", "\ue001"
+_MARKED = re.compile(f"{_OPEN}(.*?){_CLOSE}", re.DOTALL)
+# CommonMark lets any ASCII punctuation be escaped with a backslash.
+_MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+
+
+def _mark_value(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return _OPEN + text.replace(_OPEN, "").replace(_CLOSE, "") + _CLOSE
+
+
+def _markdown_parts(marked: str) -> tuple[str, str]:
+    """The text part (the Markdown as written) and the HTML part of a rendered Markdown body.
+
+    The template's own Markdown is formatting; the values it prints (a
+    contact's name, a custom field) are data: escaped before cmark reads
+    them, so `[Zoe](https://x)` or `*Z*` in a field stays text in the HTML
+    part instead of becoming a link or italics.
+    """
+    text = marked.replace(_OPEN, "").replace(_CLOSE, "").strip() + "\n"
+    source = _MARKED.sub(lambda m: _MARKDOWN_PUNCTUATION.sub(r"\\\1", m.group(1)), marked)
+    source = source.replace(_OPEN, "").replace(_CLOSE, "").strip() + "\n"
+    return text, cmarkgfm.markdown_to_html(source, options=_MARKDOWN_OPTIONS)
 
 
 def _render_problem(exc: Exception) -> str:
