@@ -57,10 +57,13 @@ POLL = 15.0  # seconds: the longest sleep, so other commands' changes are seen
 STOP_GRACE = 8.0  # seconds the in-flight sends get after SIGTERM
 COPY_INTERVAL = 30  # seconds between Sent-folder copy runs
 COPY_BATCH = 100
-# Enrollments per engine transaction while senders run: small, because the
-# replies of SMTP servers wait while a chunk renders (and an email whose
-# reply waits is one a crash could leave uncertain).
-ADVANCE_CHUNK = 10
+# Enrollments per engine transaction while senders run. The replies of SMTP
+# servers wait while a transaction runs (~12 ms for 100: its emails are
+# rendered before it; and an email whose reply waits is one a crash could leave
+# uncertain), but each commit rewrites every index page it touched: at 10 a
+# chunk, commits and per-chunk queries were a third of the engine's time
+# (bench/README.md, "send").
+ADVANCE_CHUNK = 100
 PASS_STALL = 30.0  # seconds a pass may go without progress before the watchdog pings stop
 
 
@@ -226,13 +229,15 @@ async def advance_all(
 ) -> None:
     """Advance every enrollment that is due now, in small transactions.
 
-    Between two chunks the event loop runs: the senders send what was just
-    queued while the next chunk renders, so rendering overlaps the time spent
-    waiting for the SMTP server. A chunk never spans an await (SQLite allows
-    one writer: a transaction held across an await would block the senders).
+    The event loop runs between two chunks and between the emails a chunk
+    renders (engine.advance renders before its transaction): the senders send
+    what was just queued while the next chunk renders, so rendering overlaps
+    the time spent waiting for the SMTP server. A transaction never spans an
+    await (SQLite allows one writer: one held across an await would block the
+    senders).
     """
     while True:
-        result = engine.advance_due(app, app.clock.now(), limit=ADVANCE_CHUNK)
+        result = await engine.advance(app, app.clock.now(), limit=ADVANCE_CHUNK)
         for name in ("queued", "tasks", "skipped", "held", "completed"):
             setattr(summary, name, getattr(summary, name) + getattr(result, name))
         if on_queued is not None and result.queued:

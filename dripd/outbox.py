@@ -56,6 +56,24 @@ _CLAIM = (
     )
     .values(status="sending", sending_at=sa.bindparam("now"))
 )
+_CLAIM_PREPARED = queries.Prepared(_CLAIM)
+_MARK_SENT = queries.Prepared(_UPDATE, keys=("status", "sent_at"))
+_ORDER = (_t.c.priority, _t.c.due_at, _t.c.id)  # follow-ups first, then by due time
+# The first `limit` ready emails, chosen on the small rows before their message
+# bytes are joined: joined first, every call read every queued message (a
+# 10,000-email backlog: 20 MB a call, a fifth of the sending time).
+_READY_IDS = (
+    sa.select(_t.c.id)
+    .where(
+        _t.c.rep == sa.bindparam("rep"),
+        _t.c.status == "queued",
+        _t.c.next_attempt_at <= sa.bindparam("now"),
+    )
+    .order_by(*_ORDER)
+    .limit(sa.bindparam("limit"))
+)
+_READY = _ROWS.where(_t.c.id.in_(_READY_IDS)).order_by(*_ORDER)
+_INSTALL_ID = sa.select(schema.settings.c.value).where(schema.settings.c.key == "install_id")
 _UNRECORDED = (
     sa.select(
         _t.c.id,
@@ -138,12 +156,7 @@ def thread_of(conn: sa.Connection, enrollment_id: int) -> list[tuple[str, str]]:
 
 def ready(conn: sa.Connection, rep: str, now: datetime, limit: int) -> list[Row]:
     """Queued emails of a mailbox whose time has come: follow-ups first, then by due time."""
-    query = (
-        _ROWS.where(_t.c.rep == rep, _t.c.status == "queued", _t.c.next_attempt_at <= now)
-        .order_by(_t.c.priority, _t.c.due_at, _t.c.id)
-        .limit(limit)
-    )
-    return [_row(r) for r in conn.execute(query)]
+    return [_row(r) for r in conn.execute(_READY, {"rep": rep, "now": now, "limit": limit})]
 
 
 def next_attempt(conn: sa.Connection, rep: str | None = None) -> datetime | None:
@@ -199,12 +212,12 @@ def hold_contact(conn: sa.Connection, contact_id: int, until: datetime, reason: 
 
 def claim(conn: sa.Connection, row: Row, now: datetime) -> bool:
     """Mark `row` as being sent; False if it was taken, or may no longer go (see deliverable)."""
-    return conn.execute(_CLAIM, {"oid": row.id, "now": now}).rowcount == 1
+    return _CLAIM_PREPARED.execute(conn, {"oid": row.id, "now": now}) == 1
 
 
 def mark_sent(conn: sa.Connection, row: Row, now: datetime) -> None:
     """The server accepted it. The touch and the history event follow in `record_sent`."""
-    conn.execute(_UPDATE, {"oid": row.id, "status": "sent", "sent_at": now})
+    _MARK_SENT.execute(conn, {"oid": row.id, "status": "sent", "sent_at": now})
 
 
 def record_sent(conn: sa.Connection, now: datetime, limit: int = 1000) -> int:
@@ -234,8 +247,7 @@ def record_sent(conn: sa.Connection, now: datetime, limit: int = 1000) -> int:
             for r in to_contacts
         ],
     )
-    for r in to_contacts:
-        queries.count_touch(conn, r.contact_id, r.sent_at)
+    queries.count_touches(conn, [(r.contact_id, r.sent_at) for r in to_contacts])
     conn.execute(sa.update(_t).where(_t.c.id.in_([r.id for r in rows])).values(recorded_at=now))
     return len(rows)
 
@@ -333,10 +345,7 @@ def pause_mailbox(
 
 
 def install_id(conn: sa.Connection) -> str:
-    table = schema.settings
-    return str(
-        conn.execute(sa.select(table.c.value).where(table.c.key == "install_id")).scalar_one()
-    )
+    return str(conn.execute(_INSTALL_ID).scalar_one())
 
 
 def mailbox_stats(conn: sa.Connection) -> dict[str, dict[str, Any]]:

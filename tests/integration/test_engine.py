@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 from collections.abc import Iterator
@@ -103,7 +104,17 @@ def open_tasks(app: app_mod.App) -> list[dict]:
         return queries.open_tasks(conn)
 
 
-def test_a_sequence_runs_step_by_step(world) -> None:
+def _advance_due(app: app_mod.App, now: datetime) -> engine.Result:
+    return engine.advance_due(app, now)
+
+
+def _advance(app: app_mod.App, now: datetime) -> engine.Result:
+    """The daemon's way: emails rendered ahead, the event loop running in between."""
+    return asyncio.run(engine.advance(app, now))
+
+
+@pytest.mark.parametrize("advance", [_advance_due, _advance], ids=["advance_due", "advance"])
+def test_a_sequence_runs_step_by_step(world, advance) -> None:
     app, fake = world
     add(
         app,
@@ -112,26 +123,26 @@ def test_a_sequence_runs_step_by_step(world) -> None:
         phone="555-0101",
         appointment_at="2026-12-02 10:00",
     )
-    assert engine.advance_due(app, fake.now()).queued == 1
+    assert advance(app, fake.now()).queued == 1
     (hello,) = rows(app)
     message = email.message_from_bytes(hello.message, policy=email.policy.default)
     assert message["Subject"] == "Hello Ann" and hello.priority == 1
-    assert engine.advance_due(app, fake.now()).enrollments == 0  # nothing more is due yet
+    assert advance(app, fake.now()).enrollments == 0  # nothing more is due yet
 
     fake.advance(timedelta(days=1))
-    assert engine.advance_due(app, fake.now()).tasks == 1
+    assert advance(app, fake.now()).tasks == 1
     (task,) = open_tasks(app)
     assert task["note"] == "Call Ann at 555-0101." and task["kind"] == "call"
 
     fake.advance(timedelta(days=3))  # the follow-up waits for the call to be done
-    assert engine.advance_due(app, fake.now()).queued == 0
+    assert advance(app, fake.now()).queued == 0
     with app.engine.begin() as conn:
         pipeline.finish_task(app, conn, task["id"], fake.now(), status="done", cause="test")
         assert queries.contact_by_email(conn, "ann@example.com").touches == 1
     fake.advance(timedelta(days=1))  # Saturday: outside the mon-fri window
-    assert engine.advance_due(app, fake.now()).queued == 0
+    assert advance(app, fake.now()).queued == 0
     fake.set(datetime(2026, 11, 30, 14, 0, tzinfo=UTC))  # Monday 09:00 in New York
-    assert engine.advance_due(app, fake.now()).queued == 1
+    assert advance(app, fake.now()).queued == 1
     follow = rows(app)[1]
     parsed = email.message_from_bytes(follow.message, policy=email.policy.default)
     assert parsed["Subject"] == "Re: Hello Ann"  # thread = true
@@ -227,3 +238,25 @@ def test_completion_enrolls_the_next_campaign(world) -> None:
     with app.engine.connect() as conn:
         states = {e.campaign: e.status for e in queries.enrollments_of(conn, contact.id)}
     assert states == {"test": "completed", "after": "active"}
+
+
+def test_a_change_after_rendering_ahead_is_not_sent_from_the_old_rendering(world) -> None:
+    # engine.advance renders before its transaction; the transaction uses a
+    # rendering only if the enrollment and the contact are as they were.
+    app, fake = world
+    ann = add(app, "ann@example.com", first_name="Ann")
+    bob = add(app, "bob@example.com", first_name="Bob")
+    cy = add(app, "cy@example.com", first_name="Cy")
+    ahead: engine.Prerendered = {}
+    assert len(list(engine.prerender(app, fake.now(), 100, ahead))) == 3
+    with app.engine.begin() as conn:
+        queries.update_contact(conn, ann.id, {"first_name": "Annie", "updated_at": fake.now()})
+        queries.update_contact(conn, bob.id, {"status": "unsubscribed", "updated_at": fake.now()})
+    result = engine.advance_due(app, fake.now(), rendered=ahead)
+    assert (result.queued, result.enrollments) == (2, 3)
+    sent = {row.recipient: row for row in rows(app)}
+    assert set(sent) == {"ann@example.com", "cy@example.com"}
+    subject = email.message_from_bytes(sent["ann@example.com"].message)["Subject"]
+    assert subject == "Hello Annie"  # rendered again
+    (cy_enrollment,) = {r.enrollment_id for r in rows(app) if r.contact_id == cy.id}
+    assert sent["cy@example.com"].message == ahead[cy_enrollment].message.data  # used as is

@@ -6,15 +6,17 @@ windows, retries and rate limits are tested over simulated days in seconds.
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import servers
 import sqlalchemy as sa
 
-from dripd import contacts
+from dripd import config, contacts, smtp
 from dripd.store import queries, schema
 
 
@@ -120,6 +122,28 @@ def test_unknown_recipient_bounces_the_contact(make_world) -> None:
     world.clock.advance(timedelta(days=3))
     world.run()
     assert all(m.rcpt_tos != ("gone@example.org",) for m in world.smtp.messages())
+
+
+def test_envelope_after_a_refusal_and_for_an_idn_domain(make_world) -> None:
+    # dripd writes MAIL FROM / RCPT TO itself: a refused RCPT resets the envelope
+    # (RSET) so the next email on that connection goes out; an IDN domain is in
+    # punycode on the wire, as in the To header.
+    world = make_world(window="mon-fri 00:00-24:00")
+    world.smtp.faults.reply("RCPT", servers.NO_SUCH_USER, recipient="gone@example.org")
+    world.add("gone@example.org", first_name="Gone", company="X")
+    world.add("jo@bücher.example", first_name="Jo", company="Y")
+    world.add("bob@example.org", first_name="Bob", company="Z")
+    world.add("cy@example.org", first_name="Cy", company="W")
+    summary = world.run()
+    assert (summary.sent, summary.bounced, summary.retried) == (3, 1, 0)
+    received = {m.rcpt_tos: m for m in world.smtp.messages()}
+    assert set(received) == {
+        ("jo@xn--bcher-kva.example",),
+        ("bob@example.org",),
+        ("cy@example.org",),
+    }
+    assert {m.mail_from for m in received.values()} == {"mike@example.com"}
+    assert received[("jo@xn--bcher-kva.example",)].message["To"] == "Jo <jo@xn--bcher-kva.example>"
 
 
 def test_daily_quota_rests_the_mailbox_without_bouncing(make_world) -> None:
@@ -285,3 +309,31 @@ def test_status_reports_each_mailbox(make_world) -> None:
     assert (health["queued"], health["failed_emails"], health["held_steps"]) == (0, 1, 0)
     (problem,) = health["attention"]
     assert "failed" in problem and "554 5.6.0 Message content rejected" in problem
+
+
+def test_a_server_that_stops_answering_times_out_and_the_next_email_reconnects(
+    smtp_server,
+) -> None:
+    # smtp.Connection keeps its own per-command timeout (one asyncio.timeout for
+    # the transaction): a stalled reply fails that email as temporary and closes
+    # the session, which is out of step; the next email opens a new one.
+    server = smtp_server(tls="none")
+    settings = config.SmtpConfig(host=server.host, port=server.port, security="none", timeout=0.3)
+    server.faults.stall("RCPT", 2.0)
+    message = b"Subject: hi\r\nMessage-ID: <t1@example.com>\r\n\r\nHello.\r\n"
+
+    async def scenario() -> tuple[smtp.SendError, float]:
+        connection = smtp.Connection(settings, None)
+        started = time.monotonic()
+        with pytest.raises(smtp.SendError) as caught:
+            await connection.send("mike@example.com", "ann@example.org", message)
+        took = time.monotonic() - started
+        assert not connection.is_open
+        await connection.send("mike@example.com", "bob@example.org", message)
+        await connection.close()
+        return caught.value, took
+
+    error, took = asyncio.run(scenario())
+    assert error.kind == "temporary" and "no reply in 0.3 s" in str(error)
+    assert took < 1.5
+    assert [m.rcpt_tos for m in server.wait_for(1)] == [("bob@example.org",)]

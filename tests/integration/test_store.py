@@ -14,7 +14,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from dripd import app as app_mod
-from dripd import clock, contacts, errors, pipeline, schedule
+from dripd import clock, contacts, errors, outbox, pipeline, schedule
 from dripd.store import engine as store_engine
 from dripd.store import queries, schema
 
@@ -215,3 +215,68 @@ def test_a_reader_is_not_blocked_by_an_open_write(app: app_mod.App) -> None:
         with app.reader.connect() as conn:  # `dripd status` meanwhile
             assert queries.stage_counts(conn) == {"suspect": 1}
         assert time.monotonic() - started < 2
+
+
+def test_prepared_statements_store_exactly_what_execute_stores(app: app_mod.App) -> None:
+    # queries.Prepared runs the per-email statements on the DBAPI connection:
+    # same SQL, same bind processing (UTCDateTime), rowcounts as the driver gives.
+    ann = add_contact(app, "ann@example.com")
+    bob = add_contact(app, "bob@example.com")
+    stamp = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    update = sa.update(schema.contacts).where(schema.contacts.c.id == sa.bindparam("cid"))
+    with app.engine.begin() as conn:
+        conn.execute(update, {"cid": ann.id, "last_touch_at": stamp})
+        changed = queries.prepared(update, ["last_touch_at"]).execute(
+            conn, {"cid": bob.id, "last_touch_at": stamp}
+        )
+        missing = queries.prepared(update, ["last_touch_at"]).execute(
+            conn, {"cid": 999_999, "last_touch_at": stamp}
+        )
+        queries.count_touches(conn, [(ann.id, stamp), (bob.id, stamp), (ann.id, stamp)])
+        raw = conn.execute(sa.text("select last_touch_at, touches from contacts order by id")).all()
+        assert (changed, missing) == (1, 0)
+        assert raw[0] == (raw[1][0], 2) and raw[1][1] == 1  # same stored form
+        assert queries.contact_by_id(conn, ann.id).last_touch_at == stamp
+        queries.add_events(
+            conn,
+            [{"contact_id": c.id, "at": stamp, "kind": "note", "detail": "x"} for c in (ann, bob)],
+        )
+        assert [e["at"] for e in queries.history(conn, bob.id) if e["kind"] == "note"] == [stamp]
+
+
+def test_outbox_claim_and_marks_on_both_databases(app: app_mod.App) -> None:
+    ann = add_contact(app, "ann@example.com")
+    row = {
+        "message_id": "<m1@example.com>",
+        "enrollment_id": None,
+        "contact_id": ann.id,
+        "campaign": "c",
+        "step": "s",
+        "occurrence": 1,
+        "rep": "mike",
+        "recipient": "ann@example.com",
+        "subject": "Hi",
+        "message": b"Subject: Hi\r\n\r\nHi\r\n",
+        "status": "queued",
+        "priority": 1,
+        "due_at": NOW,
+        "attempts": 0,
+        "next_attempt_at": NOW,
+        "created_at": NOW,
+    }
+    with app.engine.begin() as conn:
+        outbox.insert_many(conn, [row])
+        (queued,) = outbox.ready(conn, "mike", NOW, 10)
+        assert outbox.claim(conn, queued, NOW) and not outbox.claim(conn, queued, NOW)
+        outbox.mark_sent(conn, queued, NOW + timedelta(seconds=1))
+        assert outbox.record_sent(conn, NOW) == 1
+        (sent,) = outbox.in_state(conn, "sent")
+        assert (sent.sending_at, sent.sent_at) == (NOW, NOW + timedelta(seconds=1))
+        assert queries.contact_by_id(conn, ann.id).touches == 1
+        assert outbox.sent_since(conn, "mike", NOW) == [NOW + timedelta(seconds=1)]
+    with app.engine.begin() as conn:  # an unsubscribed contact's email is not claimed
+        outbox.insert_many(conn, [{**row, "message_id": "<m2@example.com>"}])
+        queries.update_contact(conn, ann.id, {"status": "unsubscribed", "updated_at": NOW})
+        (second,) = outbox.ready(conn, "mike", NOW, 10)
+        assert not outbox.claim(conn, second, NOW)
+        assert outbox.deliverable(conn, second) == "contact is unsubscribed"

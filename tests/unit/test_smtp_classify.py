@@ -346,3 +346,36 @@ def test_any_4xx_is_temporary(code: int, text: str, stage: str) -> None:
 def test_any_5xx_is_a_permanent_kind(code: int, text: str, stage: str) -> None:
     kind = smtp.classify(code, text, stage=stage)  # type: ignore[arg-type]
     assert kind in ("recipient", "sender", "message", "auth")
+
+
+# -- the envelope: dripd writes MAIL FROM / RCPT TO itself (no sendmail re-parsing) --
+
+
+@pytest.mark.parametrize(
+    ("address", "envelope"),
+    [
+        ("ann@example.org", b"<ann@example.org>"),
+        ("o'neil+news@mail.example.co.uk", b"<o'neil+news@mail.example.co.uk>"),
+        (" ann@example.org ", b"<ann@example.org>"),
+        ("jo@bücher.example", b"<jo@xn--bcher-kva.example>"),  # IDN domain: punycode
+    ],
+)
+def test_envelope_address(address: str, envelope: bytes) -> None:
+    assert smtp.envelope_address(address) == envelope
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "jö@example.org",  # a non-ASCII mailbox name needs SMTPUTF8
+        "ann@example.org>\r\nRCPT TO:<evil@example.org",  # command injection
+        "a b@example.org",
+        "<ann@example.org>",
+        "ann@exa mple.org",
+        "ann",
+    ],
+)
+def test_envelope_address_refuses_what_cannot_go_in_a_command(address: str) -> None:
+    with pytest.raises(smtp.SendError) as caught:
+        smtp.envelope_address(address)
+    assert caught.value.kind == "message"  # this email fails; the mailbox goes on
