@@ -25,7 +25,7 @@ import fcntl
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -49,6 +49,7 @@ from dripd import (
     watcher,
 )
 from dripd.app import App
+from dripd.fleet import Fleet
 from dripd.store import queries
 
 logger = logging.getLogger("dripd.daemon")
@@ -114,29 +115,33 @@ def single_instance(app: App) -> Iterator[None]:
         handle.close()
 
 
-def senders(app: App, stop: asyncio.Event) -> dict[str, sender.Sender]:
-    return {rep.id: sender.Sender(app, rep, stop) for rep in app.config.reps if rep.smtp}
-
-
-def watchers(
-    app: App, stop: asyncio.Event, on_change: Callable[[], None] | None = None
-) -> dict[str, watcher.Watcher]:
+def senders(app: App, stop: asyncio.Event, fleet: Fleet) -> dict[str, sender.Sender]:
+    """A sender for each mailbox `fleet` holds that sends."""
     return {
-        rep.id: watcher.Watcher(app, rep, stop, on_change=on_change)
+        rep.id: _sender(app, rep, stop, fleet)
         for rep in app.config.reps
-        if rep.imap
+        if rep.smtp and rep.id in fleet.held
     }
 
 
-async def read_inboxes(app: App) -> int:
-    """Read what arrived in every rep's inbox since the last look; how many messages were new.
+def _sender(app: App, rep: config.RepConfig, stop: asyncio.Event, fleet: Fleet) -> sender.Sender:
+    return sender.Sender(
+        app, rep, stop, instance=fleet.member.id, may_claim=lambda: fleet.may_work(rep.id)
+    )
+
+
+async def read_inboxes(app: App, reps: Collection[str]) -> int:
+    """Read what arrived in the inboxes of `reps` since the last look; how many were new.
 
     `run --once` does this before anything else, so a reply that came in
     since the last run stops its sequence before the next email goes out. An
     unreachable inbox is logged and skipped (the next run catches up).
     """
     handled = 0
-    for box in watchers(app, asyncio.Event()).values():
+    for rep in app.config.reps:
+        if rep.imap is None or rep.id not in reps:
+            continue
+        box = watcher.Watcher(app, rep, asyncio.Event())
         try:
             handled += await box.read_once()
         except imap.ImapError as exc:
@@ -150,10 +155,15 @@ async def read_inboxes(app: App) -> int:
 # -- crash recovery ---------------------------------------------------------------
 
 
-async def reconcile(app: App) -> dict[str, int]:
-    """Decide the emails left `sending` by a crash: sent (found in Sent) or queued again."""
+async def reconcile(app: App, reps: Collection[str]) -> dict[str, int]:
+    """Decide the emails of `reps` left `sending` by a crash: sent (found in Sent) or queued again.
+
+    Run when this instance takes a mailbox: its previous holder is gone (on
+    SQLite, any earlier `dripd run`); an email claimed by an instance still
+    alive is in flight there and is left alone (outbox.orphaned).
+    """
     with app.reader.connect() as conn:
-        uncertain = outbox.in_state(conn, "sending")
+        uncertain = outbox.orphaned(conn, reps)
     counts = {"found_sent": 0, "requeued": 0}
     for row in uncertain:
         found = await _in_sent_folder(app, row)
@@ -171,7 +181,8 @@ async def reconcile(app: App) -> dict[str, int]:
             pass
     if uncertain:
         logger.warning(
-            "reconciled emails in flight at the last stop", extra={"action": "reconciled", **counts}
+            "reconciled emails in flight at the last stop",
+            extra={"action": "reconciled", "reps": ",".join(sorted(reps)), **counts},
         )
     return counts
 
@@ -191,11 +202,11 @@ async def _in_sent_folder(app: App, row: outbox.Row) -> bool:
 # -- Sent-folder copies ---------------------------------------------------------
 
 
-async def copy_sent(app: App) -> int:
-    """Save a copy of each sent email in its rep's Sent folder; how many were copied."""
+async def copy_sent(app: App, reps: Collection[str]) -> int:
+    """Save a copy of each sent email of `reps` in their Sent folders; how many were copied."""
     copied = 0
     for rep in app.config.reps:
-        if rep.imap is None or not rep.imap.sent_folder:
+        if rep.imap is None or not rep.imap.sent_folder or rep.id not in reps:
             continue
         with app.reader.connect() as conn:
             rows = outbox.uncopied(conn, rep.id, COPY_BATCH)
@@ -250,29 +261,48 @@ async def advance_all(
 
 
 async def run_once(app: App) -> Summary:
-    """Do what is due now: queue due steps, send what may go, copy to Sent; then return."""
+    """Do what is due now: queue due steps, send what may go, copy to Sent; then return.
+
+    It works the mailboxes no running instance holds (all of them, unless
+    daemons run on the same PostgreSQL), and shares the engine's work.
+    """
     summary = Summary()
     with single_instance(app):
-        summary.reconciled = await reconcile(app)
-        summary.inbox = await read_inboxes(app)
-        summary.digests = digest.queue_due(app, app.clock.now())
-        stop, queued, advanced = asyncio.Event(), asyncio.Event(), asyncio.Event()
-        mailboxes = senders(app, stop)
+        taken: list[str] = []
+        fleet = Fleet.join(app, start=lambda rep, _previous: taken.append(rep), stop=_nothing)
+        fleet.greedy = True
+        done = asyncio.Event()
+        keeper = asyncio.create_task(fleet.keep_alive(done, take=False), name="fleet")
+        try:
+            await fleet.tick()
+            summary.reconciled = await reconcile(app, taken)
+            summary.inbox = await read_inboxes(app, taken)
+            summary.digests = digest.queue_due(app, app.clock.now(), taken)
+            stop, queued, advanced = asyncio.Event(), asyncio.Event(), asyncio.Event()
+            mailboxes = senders(app, stop, fleet)
 
-        async def produce() -> None:
-            try:
-                await advance_all(app, summary, queued.set)
-            finally:
-                advanced.set()
-                queued.set()
+            async def produce() -> None:
+                try:
+                    await advance_all(app, summary, queued.set)
+                finally:
+                    advanced.set()
+                    queued.set()
 
-        await asyncio.gather(
-            produce(), *(_send_all(box, queued, advanced) for box in mailboxes.values())
-        )
-        for box in mailboxes.values():
-            _add_stats(summary, box.stats)
-        await copy_sent(app)
+            await asyncio.gather(
+                produce(), *(_send_all(box, queued, advanced) for box in mailboxes.values())
+            )
+            for box in mailboxes.values():
+                _add_stats(summary, box.stats)
+            await copy_sent(app, taken)
+        finally:
+            done.set()
+            await keeper
+            await fleet.leave_all(forget=True)
     return summary
+
+
+async def _nothing(_rep: str) -> None:
+    """`run --once` ends its mailboxes' work itself before it leaves."""
 
 
 async def _send_all(box: sender.Sender, queued: asyncio.Event, advanced: asyncio.Event) -> None:
@@ -326,16 +356,19 @@ class Daemon:
         self._advance = asyncio.Event()
         self._reload = asyncio.Event()
         self.instance = ""  # its row in the instances table, once running
+        self.fleet: Fleet | None = None  # which mailboxes it works, once running
         self._watch = reload.FolderWatch(app.config.campaigns_dir)
         self._rate = service.SentRate()
 
     async def run(self) -> Summary:
         with single_instance(self.app), on_signals(self.stop, self._reload):
-            self.summary.reconciled = await reconcile(self.app)
-            self.instance = instances.register(self.app.engine, self.app.clock.now())
-            for rep in self.app.config.reps:
-                self._start_sender(rep)
-                self._start_watcher(rep)
+            self.fleet = Fleet.join(self.app, start=self._take_mailbox, stop=self._leave_mailbox)
+            self.instance = self.fleet.member.id
+            await self.fleet.tick()  # the first mailboxes: reconciled, then worked
+            taking = [t for name, t in self._tasks.items() if name.startswith("mailbox-")]
+            if taking:  # READY means sending and watching (systemd), so wait for them
+                await asyncio.wait(taking)
+            self._start_task("fleet", self.fleet.keep_alive(self.stop))
             self._start_task("watch-campaigns", self._watch_campaigns())
             self._start_scheduler()
             logger.info(
@@ -373,7 +406,10 @@ class Daemon:
         self.scheduler.start()
 
     async def _copy_sent(self) -> None:
-        await copy_sent(self.app)  # the app of the moment: reloads apply to it too
+        await copy_sent(self.app, self._held())  # the app of the moment: reloads apply too
+
+    def _held(self) -> set[str]:
+        return set(self.fleet.held) if self.fleet is not None else set()
 
     async def _main_loop(self) -> None:
         while not self.stop.is_set():
@@ -382,7 +418,7 @@ class Daemon:
             if self._reload.is_set():
                 self._reload.clear()
                 self._apply_reload()
-            self.summary.digests += digest.queue_due(self.app, self.app.clock.now())
+            self.summary.digests += digest.queue_due(self.app, self.app.clock.now(), self._held())
             await advance_all(self.app, self.summary, self._wake_senders, self._progress)
             self._wake_senders()
             _raise_if_crashed(self._tasks.values())
@@ -417,22 +453,56 @@ class Daemon:
 
     # -- senders and watchers --------------------------------------------------
 
+    def _take_mailbox(self, rep_id: str, previous: str | None) -> None:
+        """`rep_id`'s mailbox is now this instance's: reconcile what was left, then work it."""
+
+        async def take() -> None:
+            counts = await reconcile(self.app, [rep_id])
+            for key, count in counts.items():
+                self.summary.reconciled[key] = self.summary.reconciled.get(key, 0) + count
+            rep = next((r for r in self.app.config.reps if r.id == rep_id), None)
+            if rep is not None and not self.stop.is_set():
+                self._start_sender(rep)
+                self._start_watcher(rep)
+
+        self._start_task(f"mailbox-{rep_id}", take())
+
+    async def _leave_mailbox(self, rep_id: str) -> None:
+        """Stop working `rep_id`'s mailbox; returns once the email or message in flight is done."""
+        names = (f"mailbox-{rep_id}", f"send-{rep_id}", f"inbox-{rep_id}")
+        if (taking := self._tasks.get(names[0])) is not None:
+            await asyncio.wait([taking])
+        for name in names[1:]:
+            self._halt(name)
+        self._wake_senders()
+        running = [t for name in names[1:] if (t := self._tasks.get(name)) is not None]
+        if running:
+            await asyncio.wait(running)
+        if (box := self.mailboxes.pop(rep_id, None)) is not None:
+            self._collect(box)
+        self.inboxes.pop(rep_id, None)
+
     def _start_sender(self, rep: config.RepConfig) -> None:
-        if rep.smtp is None:
+        if rep.smtp is None or self.fleet is None:
             return
         name = f"send-{rep.id}"
         halt = self._halts[name] = asyncio.Event()
-        box = self.mailboxes[rep.id] = sender.Sender(self.app, rep, halt)
+        box = self.mailboxes[rep.id] = _sender(self.app, rep, halt, self.fleet)
         self.wakes.setdefault(rep.id, asyncio.Event())
         self._start_task(name, self._send_loop(box, halt, self._tasks.get(name)))
 
     def _start_watcher(self, rep: config.RepConfig) -> None:
-        if rep.imap is None:
+        if rep.imap is None or self.fleet is None:
             return
         name = f"inbox-{rep.id}"
         halt = self._halts[name] = asyncio.Event()
+        member = self.fleet.member
         box = self.inboxes[rep.id] = watcher.Watcher(
-            self.app, rep, halt, on_change=self._inbox_changed
+            self.app,
+            rep,
+            halt,
+            on_change=self._inbox_changed,
+            fence=lambda conn: member.still_holds(conn, rep.id),
         )
         self._start_task(name, _after(self._tasks.get(name), box.run))
 
@@ -497,11 +567,15 @@ class Daemon:
         Those whose mailbox settings changed are replaced, the others follow.
         """
         self.app = change.app
+        if self.fleet is not None:
+            self.fleet.app = self.app
         for box in self.mailboxes.values():
             box.app = self.app
         for inbox in self.inboxes.values():
             inbox.app = self.app
-        reps = {rep.id: rep for rep in self.app.config.reps}
+        # Mailboxes this instance holds restart on their new settings; a new
+        # rep's mailbox is taken by the next tick of the fleet, a removed one let go.
+        reps = {rep.id: rep for rep in self.app.config.reps if rep.id in self._held()}
         for rep_id in change.senders:
             self._halt(f"send-{rep_id}")
             self.mailboxes.pop(rep_id, None)
@@ -567,8 +641,8 @@ class Daemon:
                 await asyncio.wait_for(box.close(), 1.0)
         self.scheduler.shutdown(wait=False)
         self.notifier.close()
-        if self.instance:
-            instances.stopped(self.app.engine, self.instance, self.app.clock.now())
+        if self.fleet is not None:
+            await self.fleet.leave_all()  # every mailbox free for the other instances at once
 
 
 async def _finished(previous: asyncio.Task[None] | None) -> None:

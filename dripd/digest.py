@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Any
@@ -96,10 +96,16 @@ def _mailed_reps(app: App) -> Iterator[config.RepConfig]:
 # -- queueing ------------------------------------------------------------------------
 
 
-def queue_due(app: App, now: datetime) -> int:
-    """Handle every rep's due, unhandled slot; how many digests were queued."""
+def queue_due(app: App, now: datetime, reps: Collection[str] | None = None) -> int:
+    """Handle every rep's (or `reps`') due, unhandled slot; how many digests were queued.
+
+    With several instances, each handles the reps whose mailbox it holds;
+    the unique (rep, slot) row stays the guarantee.
+    """
     queued = 0
     for rep in _mailed_reps(app):
+        if reps is not None and rep.id not in reps:
+            continue
         slot = due_slot(app, rep, now)
         if slot is None:
             continue

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from dripd import campaigns, compose, mime, outbox, pipeline, schedule, templates
 from dripd import windows as windows_mod
 from dripd.app import App
-from dripd.store import queries, schema
+from dripd.store import queries, retry, schema
 from dripd.store.queries import Contact, Enrollment
 
 BATCH = 500  # enrollments advanced per transaction
@@ -140,9 +140,14 @@ def advance_due(
 
     `rendered`: emails `prerender` made for this call; one is used only if
     everything it was rendered from is unchanged, else the email is rendered here.
+    Run again if a concurrent transaction (another instance) aborted it.
     """
+    return retry.retrying(lambda: _advance_due(app, now, limit, rendered), "advance")
+
+
+def _advance_due(app: App, now: datetime, limit: int, rendered: Prerendered | None) -> Result:
     with app.engine.begin() as conn:
-        due = queries.due_enrollments(conn, now, limit)
+        due = queries.due_enrollments(conn, now, limit, lock=True)
         if not due:
             return Result()
         people = queries.contacts_by_ids(conn, {e.contact_id for e in due})
@@ -362,7 +367,7 @@ def prerender(app: App, now: datetime, limit: int, into: Prerendered) -> Iterato
     anything that changes before it runs.
     """
     with app.reader.connect() as conn:
-        due = queries.due_enrollments(conn, now, limit)
+        due = queries.due_enrollments(conn, now, limit, lock=True)
         if not due:
             return
         people = queries.contacts_by_ids(conn, {e.contact_id for e in due})

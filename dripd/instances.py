@@ -1,24 +1,26 @@
-"""The daemon's heartbeat in the database: which `dripd run` is alive, and since when.
+"""The daemon's heartbeat in the database: which `dripd run` is alive, and what it holds.
 
-A row per running instance, written at start, its `seen_at` refreshed at
-every pass of the main loop, `stopped_at` set on a clean stop. An instance
-not seen for `STALE` is taken for dead (killed, host lost, or stuck).
+A row per running instance, written at start (dripd.leases.Membership), its
+`seen_at` and `expires_at` refreshed every few seconds, `stopped_at` set on a
+clean stop. An instance whose `expires_at` has passed (by the database's
+clock) is dead: killed, its host lost, or stuck.
 """
 
 from __future__ import annotations
 
-import os
-import secrets
-import socket
+import contextlib
+import hashlib
+import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
+from dripd import leases
 from dripd.store import schema
 
-STALE = timedelta(seconds=60)  # four of the loop's longest sleeps without a pass
 KEEP = timedelta(days=7)  # stopped or dead instances are shown this long
 
 _t = schema.instances
@@ -32,11 +34,11 @@ class Instance:
     started_at: datetime
     seen_at: datetime
     stopped_at: datetime | None
+    alive: bool
+    holds: tuple[str, ...]
+    campaigns: str
 
-    def alive(self, now: datetime) -> bool:
-        return self.stopped_at is None and now - self.seen_at < STALE
-
-    def to_json(self, now: datetime) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "host": self.host,
@@ -44,37 +46,58 @@ class Instance:
             "started_at": self.started_at.isoformat(),
             "seen_at": self.seen_at.isoformat(),
             "stopped_at": self.stopped_at.isoformat() if self.stopped_at else None,
-            "alive": self.alive(now),
+            "alive": self.alive,
+            "holds": list(self.holds),
+            "campaigns": self.campaigns,
         }
 
 
-def register(engine: sa.Engine, now: datetime) -> str:
-    """A new row for this process; its id. Old rows of stopped or dead instances are pruned."""
-    host = socket.gethostname()
-    instance_id = f"{host[:40]}.{os.getpid()}.{secrets.token_hex(4)}"
-    with engine.begin() as conn:
-        conn.execute(sa.delete(_t).where(_t.c.seen_at < now - KEEP))
-        conn.execute(
-            sa.insert(_t).values(
-                id=instance_id, host=host, pid=os.getpid(), started_at=now, seen_at=now
-            )
-        )
-    return instance_id
+def prune(conn: sa.Connection, now: datetime) -> None:
+    """Forget instances stopped or dead for longer than KEEP."""
+    conn.execute(sa.delete(_t).where(_t.c.seen_at < now - KEEP))
 
 
 def beat(engine: sa.Engine, instance_id: str, now: datetime) -> None:
+    """The main loop made a pass (`seen_at`; the lease on life is renewed apart)."""
     with engine.begin() as conn:
         conn.execute(sa.update(_t).where(_t.c.id == instance_id).values(seen_at=now))
 
 
-def stopped(engine: sa.Engine, instance_id: str, now: datetime) -> None:
-    with engine.begin() as conn:
-        conn.execute(
-            sa.update(_t).where(_t.c.id == instance_id).values(seen_at=now, stopped_at=now)
-        )
-
-
 def listed(conn: sa.Connection) -> list[Instance]:
     """Every instance of the last week, newest first."""
-    rows = conn.execute(sa.select(_t).order_by(_t.c.seen_at.desc())).all()
-    return [Instance(**row._mapping) for row in rows]
+    query = sa.select(
+        _t.c.id,
+        _t.c.host,
+        _t.c.pid,
+        _t.c.started_at,
+        _t.c.seen_at,
+        _t.c.stopped_at,
+        _t.c.holds,
+        _t.c.campaigns,
+        sa.case((leases.alive_clause(), 1), else_=0).label("alive"),
+    ).order_by(_t.c.seen_at.desc())
+    found = []
+    for row in conn.execute(query):
+        values = dict(row._mapping)
+        alive = bool(values.pop("alive"))
+        held = tuple(json.loads(values.pop("holds") or "[]"))
+        holds = held if alive else ()
+        found.append(Instance(**values, alive=alive, holds=holds))
+    return found
+
+
+def campaigns_version(folder: Path) -> str:
+    """A short hash of every file in the campaigns folder (campaigns and templates).
+
+    Stored with each instance: live instances with different versions are
+    reported (`dripd status`, the log), never silently mixed.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        if any(part.startswith(".") for part in path.relative_to(folder).parts):
+            continue  # editors' swap files, .git
+        digest.update(str(path.relative_to(folder)).encode() + b"\0")
+        with contextlib.suppress(OSError):
+            digest.update(path.read_bytes())
+        digest.update(b"\0")
+    return digest.hexdigest()[:12]

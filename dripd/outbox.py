@@ -9,12 +9,14 @@ server's 250, so after a crash only a row left in `sending` is uncertain;
 from __future__ import annotations
 
 import random
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
+from dripd import leases
 from dripd.store import queries, schema
 
 RETRY_BASE = 60.0  # seconds before the first retry of a temporary failure
@@ -54,7 +56,7 @@ _CLAIM = (
             _enrollments.c.id == _t.c.enrollment_id, _enrollments.c.status == "stopped"
         ),
     )
-    .values(status="sending", sending_at=sa.bindparam("now"))
+    .values(status="sending", sending_at=sa.bindparam("now"), claimed_by=sa.bindparam("by"))
 )
 _CLAIM_PREPARED = queries.Prepared(_CLAIM)
 _MARK_SENT = queries.Prepared(_UPDATE, keys=("status", "sent_at"))
@@ -88,6 +90,8 @@ _UNRECORDED = (
     .where(_t.c.status == "sent", _t.c.recorded_at.is_(None))
     .order_by(_t.c.id)
     .limit(sa.bindparam("limit"))
+    # Instances on one PostgreSQL record apart: each its own rows, none twice.
+    .with_for_update(skip_locked=True)
 )
 _DELIVERABLE = (
     sa.select(schema.contacts.c.status, schema.enrollments.c.status, schema.contacts.c.paused_until)
@@ -121,6 +125,7 @@ class Row:
     last_error: str | None
     created_at: datetime
     sending_at: datetime | None
+    claimed_by: str | None
     sent_at: datetime | None
     copied_at: datetime | None
     recorded_at: datetime | None
@@ -172,6 +177,24 @@ def in_state(conn: sa.Connection, status: str) -> list[Row]:
     return [_row(r) for r in conn.execute(query)]
 
 
+def orphaned(conn: sa.Connection, reps: Collection[str]) -> list[Row]:
+    """Emails of `reps` left `sending` by an instance that is gone (killed, or its host lost).
+
+    Those claimed by a live instance are in flight there and left alone.
+    """
+    claimer_alive = (
+        sa.exists()
+        .where(schema.instances.c.id == _t.c.claimed_by, leases.alive_clause())
+        .correlate(_t)
+    )
+    query = _ROWS.where(
+        _t.c.status == "sending",
+        _t.c.rep.in_(sorted(reps)),
+        sa.or_(_t.c.claimed_by.is_(None), ~claimer_alive),
+    ).order_by(_t.c.id)
+    return [_row(r) for r in conn.execute(query)]
+
+
 def deliverable(conn: sa.Connection, row: Row) -> str | None:
     """Why `row` must not be sent now (contact no longer active, sequence ended), else None."""
     if row.contact_id is None:
@@ -210,9 +233,12 @@ def hold_contact(conn: sa.Connection, contact_id: int, until: datetime, reason: 
     return conn.execute(query).rowcount
 
 
-def claim(conn: sa.Connection, row: Row, now: datetime) -> bool:
-    """Mark `row` as being sent; False if it was taken, or may no longer go (see deliverable)."""
-    return _CLAIM_PREPARED.execute(conn, {"oid": row.id, "now": now}) == 1
+def claim(conn: sa.Connection, row: Row, now: datetime, by: str | None = None) -> bool:
+    """Mark `row` as being sent by instance `by`; False if it was taken, or may no longer go.
+
+    (See deliverable for what may no longer go.)
+    """
+    return _CLAIM_PREPARED.execute(conn, {"oid": row.id, "now": now, "by": by}) == 1
 
 
 def mark_sent(conn: sa.Connection, row: Row, now: datetime) -> None:

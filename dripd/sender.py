@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from dripd import config, errors, outbox, pipeline, ratelimit, smtp
 from dripd import windows as windows_mod
 from dripd.app import App
-from dripd.store import queries
+from dripd.store import queries, retry
 
 logger = logging.getLogger("dripd.sender")
 
@@ -67,9 +67,20 @@ class Stats:
 class Sender:
     """The sending side of one rep's mailbox."""
 
-    def __init__(self, app: App, rep: config.RepConfig, stop: asyncio.Event) -> None:
+    def __init__(
+        self,
+        app: App,
+        rep: config.RepConfig,
+        stop: asyncio.Event,
+        *,
+        instance: str | None = None,
+        may_claim: Callable[[], bool] | None = None,
+    ) -> None:
         assert rep.smtp is not None
         self.app = app
+        self.instance = instance  # recorded with each claim (instances.id)
+        # False once this instance may no longer work the mailbox (its lease, dripd.fleet)
+        self.may_claim = may_claim or (lambda: True)
         self.rep = rep
         self.settings = rep.smtp
         self.stop = stop
@@ -101,11 +112,15 @@ class Sender:
         """A transaction on this mailbox's own connection (kept open: ~100 µs less a send)."""
         if self._db is None or self._db.closed:
             self._db = self.app.engine.connect()
-        with self._db.begin():
-            accepted, self._accepted = self._accepted, []
-            for row, at in accepted:
-                outbox.mark_sent(self._db, row, at)
-            yield self._db
+        accepted, self._accepted = self._accepted, []
+        try:
+            with self._db.begin():
+                for row, at in accepted:
+                    outbox.mark_sent(self._db, row, at)
+                yield self._db
+        except BaseException:
+            self._accepted = accepted + self._accepted  # not committed: the next one will
+            raise
 
     def _flush(self) -> None:
         """Commit the emails the server accepted that are not yet marked sent."""
@@ -227,8 +242,12 @@ class Sender:
         The same transaction commits the `sent` of the emails the server
         accepted since the last one (this connection's previous email).
         """
-        with self._transaction() as conn:
-            return self._claim_in(conn, row, self._now())
+
+        def claim() -> Claimed:
+            with self._transaction() as conn:
+                return self._claim_in(conn, row, self._now())
+
+        return retry.retrying(claim, "claim")
 
     def _claim_in(self, conn: sa.Connection, row: outbox.Row, now: datetime) -> Claimed:
         """The checks made at the moment of sending, and the claim.
@@ -239,6 +258,8 @@ class Sender:
         office) or taken by someone else.
         """
         if self.resume_at and self.resume_at > now:
+            return "stop"
+        if not self.may_claim():
             return "stop"
         allowed = self.limit.next_free(now)
         if allowed > now:
@@ -254,7 +275,7 @@ class Sender:
             opens = windows_mod.next_open(now, window, tz, rules.holidays)
             outbox.requeue(conn, row, opens, "waiting for the sending window")
             return "passed"
-        if outbox.claim(conn, row, now):
+        if outbox.claim(conn, row, now, self.instance):
             self.limit.record(now)
             return "claimed"
         reason = outbox.deliverable(conn, row)

@@ -297,11 +297,14 @@ def status_report(console: Console, data: Mapping[str, Any]) -> None:
 def health_report(console: Console, health: Mapping[str, Any]) -> None:
     """The daemon's health: running or not, what waits, what needs a look."""
     alive = [i for i in health["instances"] if i["alive"]]
-    if alive:
-        shown = ", ".join(
-            f"pid {i['pid']} on {i['host']}, last pass {_when(_parse(i['seen_at']))}" for i in alive
+    if len(alive) == 1:
+        (one,) = alive
+        daemon = (
+            f"running (pid {one['pid']} on {one['host']}, last pass "
+            f"{_when(_parse(one['seen_at']))}; holds {', '.join(one['holds']) or 'no mailbox'})"
         )
-        daemon = f"running ({shown})"
+    elif alive:
+        daemon = f"{len(alive)} instances running"
     elif health["instances"]:
         last = health["instances"][0]
         how = "stopped" if last["stopped_at"] else "not seen since (killed or stuck?)"
@@ -309,6 +312,8 @@ def health_report(console: Console, health: Mapping[str, Any]) -> None:
     else:
         daemon = "never started on this database (dripd run)"
     console.print(f"daemon: {daemon}", markup=False)
+    if len(alive) > 1:
+        console.print(_instances_table(alive))
     console.print(
         f"backlog: {health['queued']} email(s) queued, {health['ready']} ready to go now; "
         f"last email sent {_when(health['last_sent_at'])}",
@@ -318,11 +323,29 @@ def health_report(console: Console, health: Mapping[str, Any]) -> None:
         (health["failed_emails"], "email(s) failed"),
         (health["held_steps"], "step(s) held"),
         (health["unreadable_messages"], "incoming message(s) unreadable"),
+        (int(health.get("campaign_mismatch", False)), "campaign version mismatch"),
     ]
     needing = ", ".join(f"{n} {what}" for n, what in counts if n)
     console.print(f"needs a look: {needing or 'nothing'}", markup=False)
     for line in health["attention"]:
         console.print(f"  - {line}", markup=False)
+
+
+def _instances_table(alive: list[Mapping[str, Any]]) -> Table:
+    """The live instances of a fleet on one database, and the mailboxes each works."""
+    table = Table(title="instances", title_justify="left")
+    for column in ("host", "pid", "started", "last pass", "holds", "campaigns"):
+        table.add_column(column, justify="right" if column == "pid" else "left")
+    for i in alive:
+        table.add_row(
+            i["host"],
+            str(i["pid"]),
+            _when(_parse(i["started_at"])),
+            _when(_parse(i["seen_at"])),
+            ", ".join(i["holds"]) or "-",
+            i["campaigns"],
+        )
+    return table
 
 
 def _parse(text: str) -> datetime:

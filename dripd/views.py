@@ -268,21 +268,38 @@ def health(app: App, conn: sa.Connection) -> dict[str, Any]:
         .where(_inbox.c.reasons.like("could not be handled%"))
         .order_by(_inbox.c.id.desc())
     ).all()
+    fleet = instances.listed(conn)
+    differ = mismatch(fleet)
     problems = (
-        [f"email to {r.recipient} failed: {r.last_error}" for r in failed]
+        differ
+        + [f"email to {r.recipient} failed: {r.last_error}" for r in failed]
         + [f"{r.email} is held in {r.campaign}: {r.waiting}" for r in held]
         + [f"a message from {r.sender or '?'} to {r.rep}: {r.reasons}" for r in unreadable]
     )
     return {
-        "instances": [i.to_json(now) for i in instances.listed(conn)],
+        "instances": [i.to_json() for i in fleet],
         "last_sent_at": last_sent,
         "queued": queued,
         "ready": ready,
         "failed_emails": len(failed),
         "held_steps": len(held),
         "unreadable_messages": len(unreadable),
+        "campaign_mismatch": bool(differ),
         "attention": problems[:ATTENTION_SHOWN],
     }
+
+
+def mismatch(fleet: list[instances.Instance]) -> list[str]:
+    """A line if the live instances run different campaign files (or configs)."""
+    live = [i for i in fleet if i.alive]
+    versions = {i.campaigns for i in live}
+    if len(versions) < 2:
+        return []
+    listed = ", ".join(f"{i.host} pid {i.pid}: {i.campaigns}" for i in live)
+    return [
+        f"instances run different campaigns ({listed}): give every host the same "
+        "campaigns folder and config"
+    ]
 
 
 def _count(conn: sa.Connection, *where: sa.ColumnElement[bool]) -> int:

@@ -21,8 +21,11 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+import sqlalchemy as sa
+
 from dripd import config, imap, inbox, incoming
 from dripd.app import App
+from dripd.store import retry
 
 logger = logging.getLogger("dripd.watcher")
 
@@ -43,9 +46,12 @@ class Watcher:
         stop: asyncio.Event,
         *,
         on_change: Callable[[], None] | None = None,
+        fence: Callable[[sa.Connection], bool] | None = None,
     ) -> None:
         assert rep.imap is not None
         self.app = app
+        # Inside each message's transaction: False once another instance holds this mailbox.
+        self.fence = fence
         self.rep = rep
         self.settings = rep.imap
         self.folder = rep.imap.folder
@@ -110,6 +116,8 @@ class Watcher:
         for start in range(0, len(uids), FETCH_BATCH):
             batch = uids[start : start + FETCH_BATCH]
             for uid, raw in await session.fetch(batch):
+                if self.stop.is_set() and self.fence is not None:
+                    break  # handed over (see _handle): the new holder reads from the checkpoint
                 handled += self._handle(folder, uid, raw)
         if handled and self.on_change is not None:
             self.on_change()
@@ -143,10 +151,24 @@ class Watcher:
         """One message, its effects and the checkpoint in one transaction; 1 if it was new."""
         mail = incoming.parse(raw)
         now = self.app.clock.now()
-        try:
+
+        def handle() -> inbox.Outcome:
             with self.app.engine.begin() as conn:
+                if self.fence is not None and not self.fence(conn):
+                    raise _Lost()
                 outcome = inbox.handle(self.app, conn, self.rep.id, mail, now, uid=uid)
                 inbox.save_checkpoint(conn, self.rep.id, self.folder, folder.uidvalidity, uid, now)
+                return outcome
+
+        try:
+            outcome = retry.retrying(handle, "inbox")
+        except _Lost:
+            logger.warning(
+                "another instance holds this mailbox now: this watcher stops",
+                extra={"action": "inbox_handed_over", "rep": self.rep.id, "uid": uid},
+            )
+            self.stop.set()
+            return 0
         except Exception as exc:  # one unreadable message must not stop the ones after it
             logger.exception(
                 "could not handle an inbox message; it stays in the mailbox",
@@ -185,6 +207,10 @@ class Watcher:
             mark = inbox.checkpoint(conn, self.rep.id, self.folder)
         if mark is not None and mark.uidvalidity == folder.uidvalidity:
             self._save(folder, mark.last_uid)
+
+
+class _Lost(Exception):
+    """The mailbox's lease went to another instance (dripd.fleet): handle nothing more."""
 
 
 def _imap_date(when: datetime) -> str:

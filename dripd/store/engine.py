@@ -17,7 +17,7 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 # The newest migration's revision. Checked against alembic's own view of the
 # migrations folder by a test; comparing it with a plain query lets commands
 # skip importing alembic (a third of the CLI's start-up) when nothing is to do.
-HEAD = "0005"
+HEAD = "0006"
 SQLITE_BUSY_TIMEOUT = 10_000  # milliseconds a writer waits for the lock
 READ_ONLY = "dripd_read_only"  # execution option: this connection never writes
 SQLITE_CACHE_KIB = 65_536  # page cache per connection: big imports touch many index pages
@@ -98,11 +98,34 @@ def migrate(engine: sa.Engine) -> None:
 
 def is_current(engine: sa.Engine) -> bool:
     """True if the database is at HEAD (a plain query: no alembic import)."""
+    return schema_version(engine) == HEAD
+
+
+def schema_version(engine: sa.Engine) -> str | None:
+    """The database's migration revision; None for a new, empty database."""
     with reader(engine).connect() as connection:
         if not sa.inspect(connection).has_table("alembic_version"):
-            return False
+            return None
         version = connection.execute(sa.text("select version_num from alembic_version")).scalar()
-    return version == HEAD
+    return str(version) if version is not None else None
+
+
+def upgrade(engine: sa.Engine) -> tuple[str | None, str]:
+    """Bring the schema to HEAD if it is older; (version before, version after).
+
+    Safe while other instances run on PostgreSQL (migrations/env.py). A
+    database already migrated by a newer dripd is refused: this one would
+    not know its tables.
+    """
+    before = schema_version(engine)
+    if before is not None and before > HEAD:  # revisions are zero-padded numbers
+        raise errors.StoreError(
+            f"the database schema is at {before}, newer than this dripd knows ({HEAD}): "
+            "upgrade dripd on this host"
+        )
+    if before != HEAD:
+        migrate(engine)
+    return before, HEAD
 
 
 def alembic_head() -> str | None:
@@ -124,8 +147,10 @@ def open_engine(url: str) -> sa.Engine:
     """An engine on a migrated database; one-line StoreError if it cannot be reached."""
     engine = create_engine(url)
     try:
-        if not is_current(engine):
-            migrate(engine)
+        upgrade(engine)
+    except errors.StoreError:
+        engine.dispose()
+        raise
     except sa.exc.OperationalError as exc:
         engine.dispose()
         raise errors.StoreError(f"cannot open database {_safe(url)}: {_first_line(exc)}") from exc

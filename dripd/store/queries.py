@@ -188,6 +188,10 @@ _DUE = (
     .order_by(enrollments.c.next_due_at)
     .limit(sa.bindparam("limit"))
 )
+# The engine's form: several instances on one PostgreSQL each take due
+# enrollments no other transaction holds, so none is advanced twice
+# (SQLite, one writer at a time, has no FOR UPDATE and needs none).
+_DUE_LOCKED = _DUE.with_for_update(skip_locked=True)
 _REP_PAUSES = sa.select(reps.c.id, reps.c.paused_until).where(reps.c.paused_until.is_not(None))
 _COUNT_TOUCH_PREPARED = Prepared(_COUNT_TOUCH)
 _PREPARED: dict[tuple[int, tuple[str, ...]], Prepared] = {}
@@ -325,12 +329,17 @@ def update_enrollment(conn: sa.Connection, enrollment_id: int, changes: Mapping[
     prepared(_UPDATE_ENROLLMENT, changes).execute(conn, {"eid": enrollment_id, **changes})
 
 
-def due_enrollments(conn: sa.Connection, now: datetime, limit: int) -> list[Enrollment]:
+def due_enrollments(
+    conn: sa.Connection, now: datetime, limit: int, *, lock: bool = False
+) -> list[Enrollment]:
     """The active enrollments with something due at `now`, earliest first.
 
     Served by the next_due_at index alone: its cost grows with what is due.
+    `lock`: for advancing them, row-locked until the transaction ends, and
+    those another instance is advancing left out.
     """
-    return [_enrollment(row) for row in conn.execute(_DUE, {"now": now, "limit": limit})]
+    query = _DUE_LOCKED if lock else _DUE
+    return [_enrollment(row) for row in conn.execute(query, {"now": now, "limit": limit})]
 
 
 def recheck_enrollments(

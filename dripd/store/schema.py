@@ -172,6 +172,9 @@ outbox = sa.Table(
     sa.Column("last_error", sa.Text),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("sending_at", UTCDateTime),
+    # The `dripd run` instance that claimed it (instances.id): a row left
+    # `sending` is reconciled only once that instance is gone.
+    sa.Column("claimed_by", sa.String(64)),
     sa.Column("sent_at", UTCDateTime),
     sa.Column("copied_at", UTCDateTime),
     sa.Column("recorded_at", UTCDateTime),
@@ -277,7 +280,10 @@ digests = sa.Table(
 
 # Each `dripd run` writes a row at start and refreshes `seen_at` at every
 # pass of its loop (at most POLL seconds apart); `dripd status` tells from it
-# whether a daemon is running and when it last made progress.
+# whether a daemon is running and when it last made progress. `expires_at`
+# is its lease on life, in seconds since the epoch by the database's clock
+# (hosts' clocks may disagree): renewed every few seconds, and once it has
+# passed, the instance is dead and its mailboxes free (dripd.leases).
 instances = sa.Table(
     "instances",
     metadata,
@@ -287,4 +293,18 @@ instances = sa.Table(
     sa.Column("started_at", UTCDateTime, nullable=False),
     sa.Column("seen_at", UTCDateTime, nullable=False),
     sa.Column("stopped_at", UTCDateTime),
+    sa.Column("expires_at", sa.Float, nullable=False, server_default="0"),
+    sa.Column("holds", sa.Text, nullable=False, server_default="[]"),  # JSON: rep ids
+    sa.Column("campaigns", sa.Text, nullable=False, server_default=""),  # version hash
+)
+
+# Which instance does a rep's mailbox work (sending, inbox, digests, Sent
+# copies): one at a time across the fleet. Free when `holder` is NULL or the
+# holder's instance row has expired.
+leases = sa.Table(
+    "leases",
+    metadata,
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("holder", sa.String(64)),
+    sa.Column("taken_at", UTCDateTime),
 )
