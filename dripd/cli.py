@@ -587,6 +587,23 @@ def run(once: bool, as_json: bool) -> None:
         )
 
 
+@cli.command()
+@config_option
+@json_option
+def migrate(as_json: bool) -> None:
+    """Bring the database schema up to date (safe while other instances run)."""
+    from dripd.store import engine as store_engine
+
+    cfg = config.load(config.find_path(_config_path()))
+    before, after = store_engine.migrate_url(cfg.database_url)
+    if as_json:
+        print_json({"before": before, "after": after, "migrated": before != after})
+    elif before == after:
+        stdout.print(f"database schema {after}: up to date")
+    else:
+        stdout.print(f"database schema {after}: migrated from {before or 'an empty database'}")
+
+
 @cli.command("digest")
 @config_option
 @click.option("--rep", "rep_id", required=True, metavar="ID")

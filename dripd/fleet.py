@@ -54,6 +54,7 @@ class Fleet:
         self._leaving: dict[str, asyncio.Task[None]] = {}
         self._versions: frozenset[str] = frozenset()
         self._unreachable = False
+        self._version_of: tuple[App | None, str] = (None, "")
 
     @classmethod
     def join(cls, app: App, *, start: Start, stop: Stop, greedy: bool = False) -> Fleet:
@@ -92,7 +93,7 @@ class Fleet:
 
     async def _renew(self, now: datetime) -> bool:
         """Push this instance's lease on life ahead; False if the database can't be reached."""
-        version = instances.campaigns_version(self.app.config.campaigns_dir)
+        version = self._version()
         self.member.holds = sorted(self.held - set(self._leaving))
         try:
             renewed = self.member.renew(now, version)
@@ -131,6 +132,13 @@ class Fleet:
                 extra={"action": "mailbox_taken", "rep": rep, "from": previous or "nobody"},
             )
             self.start(rep, previous if isinstance(previous, str) else None)
+
+    def _version(self) -> str:
+        """The version of the campaigns this instance runs (worked out again after a reload)."""
+        if self._version_of[0] is not self.app:
+            folder = self.app.config.campaigns_dir
+            self._version_of = (self.app, instances.campaigns_version(folder))
+        return self._version_of[1]
 
     def _preference(self, names: list[str]) -> list[str]:
         """`names` from an offset of this instance's own: starters don't all race for one."""

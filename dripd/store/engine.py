@@ -88,12 +88,15 @@ def alembic_config(engine: sa.Engine) -> AlembicConfig:
     return config
 
 
-def migrate(engine: sa.Engine) -> None:
-    """Bring the schema to the newest version."""
+def migrate(engine: sa.Engine) -> str | None:
+    """Bring the schema to the newest version; the version it found (None: empty)."""
     from alembic import command
 
+    config = alembic_config(engine)
     with contextlib.redirect_stdout(None):
-        command.upgrade(alembic_config(engine), "head")
+        command.upgrade(config, "head")
+    before = config.attributes.get("before")
+    return str(before) if before is not None else None
 
 
 def is_current(engine: sa.Engine) -> bool:
@@ -124,7 +127,7 @@ def upgrade(engine: sa.Engine) -> tuple[str | None, str]:
             "upgrade dripd on this host"
         )
     if before != HEAD:
-        migrate(engine)
+        before = migrate(engine)  # as found under the migration lock
     return before, HEAD
 
 
@@ -145,16 +148,27 @@ def alembic_config_for_scripts() -> AlembicConfig:
 
 def open_engine(url: str) -> sa.Engine:
     """An engine on a migrated database; one-line StoreError if it cannot be reached."""
+    return _opened(url)[0]
+
+
+def migrate_url(url: str) -> tuple[str | None, str]:
+    """`dripd migrate`: the schema's version before and after bringing it up to date."""
+    engine, before = _opened(url)
+    engine.dispose()
+    return before, HEAD
+
+
+def _opened(url: str) -> tuple[sa.Engine, str | None]:
     engine = create_engine(url)
     try:
-        upgrade(engine)
+        before, _ = upgrade(engine)
     except errors.StoreError:
         engine.dispose()
         raise
     except sa.exc.OperationalError as exc:
         engine.dispose()
         raise errors.StoreError(f"cannot open database {_safe(url)}: {_first_line(exc)}") from exc
-    return engine
+    return engine, before
 
 
 def _safe(url: str) -> str:

@@ -22,4 +22,6 @@ with engine.begin() as connection:
         target_metadata=schema.metadata,
         render_as_batch=connection.dialect.name == "sqlite",
     )
+    # Read under the lock: what this process found (another may have just migrated).
+    context.config.attributes["before"] = context.get_context().get_current_revision()
     context.run_migrations()
