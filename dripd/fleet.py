@@ -120,8 +120,8 @@ class Fleet:
         for rep in self._preference(names):
             if len(self.held) >= target:
                 break
-            if rep in self.held or rep in holders:
-                continue
+            if rep in self.held or holders.get(rep, self.member.id) != self.member.id:
+                continue  # (one still in this instance's name: let go while unreachable)
             previous = self.member.take(rep, now)
             if previous is False:
                 continue

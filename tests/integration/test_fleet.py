@@ -330,3 +330,56 @@ def test_a_schema_newer_than_this_dripd_is_refused(database_url: str) -> None:
         assert "upgrade dripd" in str(caught.value)
     finally:
         engine.dispose()
+
+
+@pytest.mark.postgres
+def test_an_instance_cut_off_from_the_database_stops_working_its_mailboxes(
+    make_config, postgres_template, empty_postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No renewal for TTL - MARGIN: its mailboxes' work ends; back, it resumes them."""
+    monkeypatch.setattr(leases, "TTL", 3.0)
+    monkeypatch.setattr(leases, "MARGIN", 1.0)
+    admin, _ = postgres_template
+    name = sa.engine.make_url(empty_postgres_url).database
+    path = make_config(database=empty_postgres_url, extra=_mailboxes(2))
+    app = app_mod.open_app(str(path), the_clock=clock.FakeClock(NOW))
+    try:
+        asyncio.run(_cut_off(app, admin, str(name)))
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
+        app.engine.dispose()
+
+
+async def _cut_off(app: app_mod.App, admin: sa.Engine, name: str) -> None:
+    working: set[str] = set()
+
+    def start(rep: str, _previous: str | None) -> None:
+        working.add(rep)
+
+    async def stop(rep: str) -> None:
+        working.discard(rep)
+
+    member = fleet.Fleet.join(app, start=start, stop=stop)
+    member.greedy = False
+    await member.tick()
+    assert working == {"r0", "r1"} and member.may_work("r0")
+
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
+        conn.execute(
+            sa.text("select pg_terminate_backend(pid) from pg_stat_activity where datname = :n"),
+            {"n": name},
+        )
+    await member.tick()  # renewal fails: still inside its lease, work goes on
+    assert working == {"r0", "r1"}
+    await asyncio.sleep(leases.TTL - leases.MARGIN + 0.2)
+    assert not member.may_work("r0")  # the fence, before the work is even let go
+    await member.tick()
+    await asyncio.sleep(0)
+    assert working == set()
+
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
+    await member.tick()  # renewed; the leases still in its name are its own again
+    assert working == {"r0", "r1"} and member.may_work("r1")
