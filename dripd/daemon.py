@@ -277,13 +277,15 @@ async def run_once(app: App) -> Summary:
             await fleet.tick()
             summary.reconciled = await reconcile(app, taken)
             summary.inbox = await read_inboxes(app, taken)
-            summary.digests = digest.queue_due(app, app.clock.now(), taken)
             stop, queued, advanced = asyncio.Event(), asyncio.Event(), asyncio.Event()
             mailboxes = senders(app, stop, fleet)
 
             async def produce() -> None:
                 try:
                     await advance_all(app, summary, queued.set)
+                    # After the engine: the calls and cards due by a slot are tasks by now.
+                    summary.digests = digest.queue_due(app, app.clock.now(), taken)
+                    queued.set()
                 finally:
                     advanced.set()
                     queued.set()
@@ -418,8 +420,9 @@ class Daemon:
             if self._reload.is_set():
                 self._reload.clear()
                 self._apply_reload()
-            self.summary.digests += digest.queue_due(self.app, self.app.clock.now(), self._held())
             await advance_all(self.app, self.summary, self._wake_senders, self._progress)
+            # After the engine: the calls and cards due by a slot are tasks by now.
+            self.summary.digests += digest.queue_due(self.app, self.app.clock.now(), self._held())
             self._wake_senders()
             _raise_if_crashed(self._tasks.values())
             self._advance.clear()

@@ -32,6 +32,7 @@ from dripd.store import queries, schema
 logger = logging.getLogger("dripd.digest")
 
 GRACE = timedelta(hours=12)  # a slot missed by less than this is still served
+CATCH_UP = timedelta(minutes=10)  # how long a slot waits for the engine's steps due by it
 AHEAD_DAYS = 7
 FIRST_SINCE = timedelta(days=1)  # the first digest's news reach back this far
 FEW_TOUCHES = 5  # seed: 80% of sales come after the fifth contact
@@ -45,6 +46,7 @@ NEWS_KINDS = {
 }
 
 _digests, _tasks, _contacts, _events = schema.digests, schema.tasks, schema.contacts, schema.events
+_enrollments = schema.enrollments
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,6 +98,26 @@ def _mailed_reps(app: App) -> Iterator[config.RepConfig]:
 # -- queueing ------------------------------------------------------------------------
 
 
+def _engine_behind(app: App, conn: sa.Connection, rep_id: str, slot: datetime) -> bool:
+    """Whether steps of the rep's contacts due by `slot` are not yet done.
+
+    After downtime, or while another instance's engine is busy with them, the
+    calls and cards due this morning are not tasks yet: a digest made now
+    would leave them out (and its slot would be used up).
+    """
+    query = (
+        sa.select(sa.literal(1))
+        .select_from(_enrollments.join(_contacts, _contacts.c.id == _enrollments.c.contact_id))
+        .where(
+            _enrollments.c.status == "active",
+            _enrollments.c.next_due_at <= slot,
+            _mine(app, _contacts.c.owner, rep_id),
+        )
+        .limit(1)
+    )
+    return conn.execute(query).first() is not None
+
+
 def queue_due(app: App, now: datetime, reps: Collection[str] | None = None) -> int:
     """Handle every rep's (or `reps`') due, unhandled slot; how many digests were queued.
 
@@ -122,6 +144,8 @@ def _handle_slot(
 ) -> int:
     if _handled(conn, rep.id, slot):
         return 0
+    if now < slot + CATCH_UP and _engine_behind(app, conn, rep.id, slot):
+        return 0  # the steps due by the slot first (the next pass comes back)
     vacation = queries.rep_pauses(conn).get(rep.id)
     if vacation is not None and vacation > now:
         return 0  # on return, the next slot's digest holds everything still open

@@ -94,7 +94,6 @@ class Fleet:
     async def _renew(self, now: datetime) -> bool:
         """Push this instance's lease on life ahead; False if the database can't be reached."""
         version = self._version()
-        self.member.holds = sorted(self.held - set(self._leaving))
         try:
             renewed = self.member.renew(now, version)
         except sa.exc.DBAPIError as exc:
@@ -126,7 +125,6 @@ class Fleet:
             if previous is False:
                 continue
             self.held.add(rep)
-            self.member.holds = sorted(self.held)
             logger.info(
                 "took mailbox",
                 extra={"action": "mailbox_taken", "rep": rep, "from": previous or "nobody"},

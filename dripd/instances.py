@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -72,16 +71,17 @@ def listed(conn: sa.Connection) -> list[Instance]:
         _t.c.started_at,
         _t.c.seen_at,
         _t.c.stopped_at,
-        _t.c.holds,
         _t.c.campaigns,
         sa.case((leases.alive_clause(), 1), else_=0).label("alive"),
     ).order_by(_t.c.seen_at.desc())
+    held: dict[str, list[str]] = {}
+    for name, holder in leases.holders(conn).items():
+        held.setdefault(holder, []).append(name)
     found = []
     for row in conn.execute(query):
         values = dict(row._mapping)
         alive = bool(values.pop("alive"))
-        held = tuple(json.loads(values.pop("holds") or "[]"))
-        holds = held if alive else ()
+        holds = tuple(sorted(held.get(values["id"], []))) if alive else ()
         found.append(Instance(**values, alive=alive, holds=holds))
     return found
 

@@ -17,7 +17,6 @@ overlaps it.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import secrets
@@ -75,7 +74,6 @@ class Membership:
         self.engine = engine
         self.id = instance_id
         self._renewed = float("-inf")  # monotonic time a successful renewal started
-        self.holds: list[str] = []  # written with each renewal, for `dripd status`
 
     @classmethod
     def register(cls, engine: sa.Engine, now: datetime, campaigns: str) -> Membership:
@@ -112,7 +110,6 @@ class Membership:
         values: dict[str, Any] = {
             "seen_at": now,
             "expires_at": db_epoch() + TTL,
-            "holds": json.dumps(sorted(self.holds)),
         }
         if campaigns is not None:
             values["campaigns"] = campaigns
@@ -190,7 +187,7 @@ class Membership:
                 conn.execute(
                     sa.update(_instances)
                     .where(row)
-                    .values(seen_at=now, stopped_at=now, expires_at=0.0, holds="[]")
+                    .values(seen_at=now, stopped_at=now, expires_at=0.0)
                 )
         self._renewed = float("-inf")
 

@@ -294,7 +294,6 @@ instances = sa.Table(
     sa.Column("seen_at", UTCDateTime, nullable=False),
     sa.Column("stopped_at", UTCDateTime),
     sa.Column("expires_at", sa.Float, nullable=False, server_default="0"),
-    sa.Column("holds", sa.Text, nullable=False, server_default="[]"),  # JSON: rep ids
     sa.Column("campaigns", sa.Text, nullable=False, server_default=""),  # version hash
 )
 

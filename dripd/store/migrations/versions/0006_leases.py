@@ -21,7 +21,6 @@ def upgrade() -> None:
     op.add_column(
         "instances", sa.Column("expires_at", sa.Float, nullable=False, server_default="0")
     )
-    op.add_column("instances", sa.Column("holds", sa.Text, nullable=False, server_default="[]"))
     op.add_column("instances", sa.Column("campaigns", sa.Text, nullable=False, server_default=""))
     op.add_column("outbox", sa.Column("claimed_by", sa.String(64)))
     op.create_table(
@@ -38,5 +37,4 @@ def downgrade() -> None:
         batch.drop_column("claimed_by")
     with op.batch_alter_table("instances") as batch:
         batch.drop_column("campaigns")
-        batch.drop_column("holds")
         batch.drop_column("expires_at")
