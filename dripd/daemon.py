@@ -375,7 +375,12 @@ class Daemon:
             self._start_scheduler()
             logger.info(
                 "dripd running",
-                extra={"action": "started", "mailboxes": ",".join(self.mailboxes) or "none"},
+                extra={
+                    "action": "started",
+                    "instance": self.instance,
+                    # more may come from other instances (`took mailbox` lines follow)
+                    "mailboxes": ",".join(sorted(self._held())) or "none yet",
+                },
             )
             self._ready()
             if self.notifier.enabled:
