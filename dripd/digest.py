@@ -32,7 +32,7 @@ from dripd.store import queries, schema
 logger = logging.getLogger("dripd.digest")
 
 GRACE = timedelta(hours=12)  # a slot missed by less than this is still served
-CATCH_UP = timedelta(minutes=10)  # how long a slot waits for the engine's steps due by it
+CATCH_UP = timedelta(minutes=10)  # how long a slot waits for the engine to catch up
 AHEAD_DAYS = 7
 FIRST_SINCE = timedelta(days=1)  # the first digest's news reach back this far
 FEW_TOUCHES = 5  # seed: 80% of sales come after the fifth contact
@@ -98,19 +98,20 @@ def _mailed_reps(app: App) -> Iterator[config.RepConfig]:
 # -- queueing ------------------------------------------------------------------------
 
 
-def _engine_behind(app: App, conn: sa.Connection, rep_id: str, slot: datetime) -> bool:
-    """Whether steps of the rep's contacts due by `slot` are not yet done.
+def _engine_behind(app: App, conn: sa.Connection, rep_id: str, now: datetime) -> bool:
+    """Whether steps of the rep's contacts due by `now` are not yet done.
 
-    After downtime, or while another instance's engine is busy with them, the
-    calls and cards due this morning are not tasks yet: a digest made now
-    would leave them out (and its slot would be used up).
+    The daemon runs the engine before the digest, so this is the case only
+    while another instance's engine has them in hand (or is behind): the
+    calls and cards due this morning are not tasks yet, and a digest made
+    now would leave them out (and its slot would be used up).
     """
     query = (
         sa.select(sa.literal(1))
         .select_from(_enrollments.join(_contacts, _contacts.c.id == _enrollments.c.contact_id))
         .where(
             _enrollments.c.status == "active",
-            _enrollments.c.next_due_at <= slot,
+            _enrollments.c.next_due_at <= now,
             _mine(app, _contacts.c.owner, rep_id),
         )
         .limit(1)
@@ -144,8 +145,8 @@ def _handle_slot(
 ) -> int:
     if _handled(conn, rep.id, slot):
         return 0
-    if now < slot + CATCH_UP and _engine_behind(app, conn, rep.id, slot):
-        return 0  # the steps due by the slot first (the next pass comes back)
+    if now < slot + CATCH_UP and _engine_behind(app, conn, rep.id, now):
+        return 0  # the steps due by now first (the next pass comes back)
     vacation = queries.rep_pauses(conn).get(rep.id)
     if vacation is not None and vacation > now:
         return 0  # on return, the next slot's digest holds everything still open

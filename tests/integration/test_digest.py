@@ -8,6 +8,7 @@ and confirmed by email. Forged and misaddressed commands change nothing.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import json
 import threading
@@ -23,7 +24,7 @@ import sqlalchemy as sa
 from worlds import World
 
 from dripd import app as app_mod
-from dripd import clock, contacts, daemon, digest, pipeline, views
+from dripd import clock, contacts, daemon, digest, engine, pipeline, views
 from dripd.store import queries, schema
 
 MEETING = """
@@ -351,6 +352,45 @@ def test_a_slot_waits_for_the_engine_only_so_long(make_world) -> None:
     world.clock.set(SLOT + digest.CATCH_UP)  # still behind (say, a huge backlog): go anyway
     digest.queue_due(world.app, world.clock.now())
     assert [row["slot_at"] for row in digest_rows(world)] == [SLOT]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)  # several instances
+def test_a_slot_waits_while_another_instance_advances_the_steps(
+    make_config, database_url: str, tmp_path: Path
+) -> None:
+    """Another instance holds the rep's due enrollment (its engine at work): the digest waits.
+
+    The steps fell due after the slot (dripd started a little after 07:30).
+    """
+    now = SLOT + timedelta(minutes=2)
+    folder = tmp_path / "meeting-campaigns"
+    folder.mkdir()
+    (folder / "meeting.toml").write_text(MEETING, encoding="utf-8")
+    path = make_config(database=database_url, campaigns=folder, extra=SAM_MAILBOX)
+    holder, other = (app_mod.open_app(str(path), the_clock=clock.FakeClock(now)) for _ in "ab")
+    try:
+        with holder.engine.begin() as conn:
+            values = contacts.validate(
+                {"email": "zoe@example.org", "owner": "sam"}, holder.contact_rules()
+            )
+            cid = pipeline.create_contact(holder, conn, "zoe@example.org", values, now, cause="t")
+            zoe = queries.contact_by_id(conn, cid)
+            pipeline.enroll(holder, conn, zoe, "meeting", now, cause="t")
+        with other.engine.begin() as conn:  # the other instance's engine, mid-transaction
+            assert len(queries.due_enrollments(conn, now, 10, lock=True)) == 1
+            assert digest.queue_due(holder, now) == 0
+            with holder.reader.connect() as peek:
+                assert peek.execute(sa.select(schema.digests)).all() == []  # slot not used up
+        daemon_pass = asyncio.run(engine.advance(holder, now))  # (or the other one's, committed)
+        assert daemon_pass.tasks == 2
+        assert digest.queue_due(holder, now) == 1
+        with holder.reader.connect() as conn:
+            (row,) = conn.execute(sa.select(schema.digests)).all()
+        assert len(json.loads(row.tasks)) == 2  # the call and the card, in the digest
+    finally:
+        holder.engine.dispose()
+        other.engine.dispose()
 
 
 def test_two_instances_at_the_same_slot_queue_one_digest(make_config, database_url: str) -> None:
