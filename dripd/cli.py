@@ -703,12 +703,21 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(130) from None
     except Exception as exc:  # the boundary: no traceback reaches a user
         logger.debug("internal error", exc_info=True)
+        if _database_lost(exc):  # e.g. PostgreSQL restarted under `dripd run`
+            reason = _line(getattr(exc, "orig", None) or exc)
+            click.echo(f"dripd: database unavailable: {reason}", err=True)
+            raise SystemExit(75) from None  # EX_TEMPFAIL: systemd starts it again
         click.echo(
             f"dripd: internal error: {type(exc).__name__}: {_line(exc)} "
             "(DRIPD_LOG_LEVEL=debug shows details)",
             err=True,
         )
         raise SystemExit(70) from None
+
+
+def _database_lost(exc: BaseException) -> bool:
+    sqlalchemy = sys.modules.get("sqlalchemy")  # not imported: not a database error
+    return sqlalchemy is not None and isinstance(exc, sqlalchemy.exc.OperationalError)
 
 
 def _line(exc: BaseException) -> str:

@@ -787,3 +787,34 @@ def test_migrate_while_instances_run_says_the_schema_is_current(
     for instance in pair:
         fleet.terminate(instance)
     _no_traceback(fleet)
+
+
+# -- 6. the database goes away under running instances ---------------------------------
+
+
+def test_instances_exit_with_one_line_when_the_database_goes_away(
+    fleet_of: Callable[..., Fleet], postgres_template: tuple[sa.Engine, str]
+) -> None:
+    """PostgreSQL stops taking connections: each instance exits with one line (systemd restarts)."""
+    fleet = fleet_of([Rep(id="mike"), Rep(id="sam")])
+    pair = [fleet.start(name) for name in ("a", "b")]
+    fleet.wait_running(*pair)
+    fleet.engine.dispose()
+    admin, _ = postgres_template
+    name = sa.engine.make_url(fleet.database).database
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
+        conn.execute(
+            sa.text("select pg_terminate_backend(pid) from pg_stat_activity where datname = :n"),
+            {"n": name},
+        )
+    try:
+        for instance in pair:
+            code = instance.proc.wait(60)
+            lines = [line for line in instance.text().splitlines() if line.startswith("dripd:")]
+            assert code == 75, instance.text()
+            assert len(lines) == 1 and lines[0].startswith("dripd: database unavailable: "), lines
+            assert "Traceback" not in instance.text()
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
