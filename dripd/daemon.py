@@ -269,8 +269,9 @@ async def run_once(app: App) -> Summary:
     summary = Summary()
     with single_instance(app):
         taken: list[str] = []
-        fleet = Fleet.join(app, start=lambda rep, _previous: taken.append(rep), stop=_nothing)
-        fleet.greedy = True
+        fleet = Fleet.join(
+            app, start=lambda rep, _previous: taken.append(rep), stop=_nothing, greedy=True
+        )
         done = asyncio.Event()
         keeper = asyncio.create_task(fleet.keep_alive(done, take=False), name="fleet")
         try:

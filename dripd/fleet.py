@@ -74,8 +74,7 @@ class Fleet:
 
     async def tick(self, *, take: bool = True) -> None:
         """Renew, then let go of what must go and take what is free (see the module)."""
-        now = self.app.clock.now()
-        if not await self._renew(now):
+        if not await self._renew():
             return
         with self.app.reader.connect() as conn:
             live = leases.live_instances(conn)
@@ -89,13 +88,13 @@ class Fleet:
                 self._let_go(rep, "lost")
         if take:
             target = len(names) if self.greedy else math.ceil(len(names) / max(1, len(live)))
-            self._rebalance(now, names, holders, target)
+            self._rebalance(self.app.clock.now(), names, holders, target)
 
-    async def _renew(self, now: datetime) -> bool:
+    async def _renew(self) -> bool:
         """Push this instance's lease on life ahead; False if the database can't be reached."""
         version = self._version()
         try:
-            renewed = self.member.renew(now, version)
+            renewed = self.member.renew(version)
         except sa.exc.DBAPIError as exc:
             await self._unreachable_database(exc)
             return False

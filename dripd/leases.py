@@ -104,13 +104,11 @@ class Membership:
         """Whether this instance may still start work on its mailboxes (see MARGIN)."""
         return time.monotonic() < self._renewed + TTL - MARGIN
 
-    def renew(self, now: datetime, campaigns: str | None = None) -> bool:
+    def renew(self, campaigns: str | None = None) -> bool:
         """Push the lease on life ahead; False if the row is gone or was marked stopped."""
         started = time.monotonic()
-        values: dict[str, Any] = {
-            "seen_at": now,
-            "expires_at": db_epoch() + TTL,
-        }
+        # (`seen_at` stays the main loop's: `dripd status` tells a stuck loop by it)
+        values: dict[str, Any] = {"expires_at": db_epoch() + TTL}
         if campaigns is not None:
             values["campaigns"] = campaigns
         with self.engine.begin() as conn:

@@ -135,11 +135,11 @@ def test_renewal_keeps_an_instance_alive_and_a_stopped_one_cannot_renew(
     _expire(apps[0], a)
     with apps[1].reader.connect() as conn:
         assert not leases.instance_alive(conn, a.id)
-    assert a.renew(NOW)
+    assert a.renew()
     with apps[1].reader.connect() as conn:
         assert leases.instance_alive(conn, a.id)
     a.stop(NOW)
-    assert not a.renew(NOW) and not a.valid()
+    assert not a.renew() and not a.valid()
 
 
 # -- claims left behind -----------------------------------------------------------------
