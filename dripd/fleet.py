@@ -58,10 +58,15 @@ class Fleet:
 
     @classmethod
     def join(cls, app: App, *, start: Start, stop: Stop, greedy: bool = False) -> Fleet:
-        """Register this instance; on SQLite, the instances before it are gone for sure."""
+        """Register this instance; on SQLite, the instances before it are gone for sure.
+
+        `greedy`: `run --once`, which takes every free mailbox for its run and
+        is not counted when daemons work out their fair shares.
+        """
         now = app.clock.now()
         version = instances.campaigns_version(app.config.campaigns_dir)
-        member = leases.Membership.register(app.engine, now, version)
+        role = "once" if greedy else "daemon"
+        member = leases.Membership.register(app.engine, now, version, role)
         single = app.engine.dialect.name == "sqlite"
         if single:
             with app.engine.begin() as conn:
@@ -87,7 +92,8 @@ class Fleet:
             elif holders.get(rep) != self.member.id:
                 self._let_go(rep, "lost")
         if take:
-            target = len(names) if self.greedy else math.ceil(len(names) / max(1, len(live)))
+            daemons = sum(1 for i in live if i["role"] == "daemon")
+            target = len(names) if self.greedy else math.ceil(len(names) / max(1, daemons))
             self._rebalance(self.app.clock.now(), names, holders, target)
 
     async def _renew(self) -> bool:

@@ -76,8 +76,10 @@ class Membership:
         self._renewed = float("-inf")  # monotonic time a successful renewal started
 
     @classmethod
-    def register(cls, engine: sa.Engine, now: datetime, campaigns: str) -> Membership:
-        """A new row for this process, alive from now on."""
+    def register(
+        cls, engine: sa.Engine, now: datetime, campaigns: str, role: str = "daemon"
+    ) -> Membership:
+        """A new row for this process, alive from now on (`role`: "daemon" or "once")."""
         from dripd import instances
 
         host = socket.gethostname()
@@ -95,6 +97,7 @@ class Membership:
                     seen_at=now,
                     expires_at=db_epoch() + TTL,
                     campaigns=campaigns,
+                    role=role,
                 )
             )
         member._renewed = started
@@ -191,9 +194,15 @@ class Membership:
 
 
 def live_instances(conn: sa.Connection) -> list[dict[str, Any]]:
-    """The instances alive now: id, host, pid, campaigns version."""
+    """The instances alive now: id, host, pid, campaigns version, role."""
     rows = conn.execute(
-        sa.select(_instances.c.id, _instances.c.host, _instances.c.pid, _instances.c.campaigns)
+        sa.select(
+            _instances.c.id,
+            _instances.c.host,
+            _instances.c.pid,
+            _instances.c.campaigns,
+            _instances.c.role,
+        )
         .where(alive_clause())
         .order_by(_instances.c.started_at)
     )

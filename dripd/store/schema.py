@@ -295,6 +295,8 @@ instances = sa.Table(
     sa.Column("stopped_at", UTCDateTime),
     sa.Column("expires_at", sa.Float, nullable=False, server_default="0"),
     sa.Column("campaigns", sa.Text, nullable=False, server_default=""),  # version hash
+    # "daemon" (dripd run) or "once" (run --once: not counted in the fair shares)
+    sa.Column("role", sa.String(16), nullable=False, server_default="daemon"),
 )
 
 # Which instance does a rep's mailbox work (sending, inbox, digests, Sent

@@ -383,3 +383,35 @@ async def _cut_off(app: app_mod.App, admin: sa.Engine, name: str) -> None:
         conn.execute(sa.text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
     await member.tick()  # renewed; the leases still in its name are its own again
     assert working == {"r0", "r1"} and member.may_work("r1")
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)  # SQLite: one at a time
+def test_a_run_once_beside_a_daemon_takes_nothing_from_it(apps: list[app_mod.App]) -> None:
+    """`run --once` (cron) is not counted in the daemons' shares, and takes only what is free."""
+    asyncio.run(_beside(apps[0], apps[1]))
+
+
+async def _beside(daemon_app: app_mod.App, once_app: app_mod.App) -> None:
+    daemon_took: list[str] = []
+    once_took: list[str] = []
+
+    async def stop(_rep: str) -> None:
+        pass
+
+    daemon = fleet.Fleet.join(daemon_app, start=lambda rep, _p: daemon_took.append(rep), stop=stop)
+    daemon.greedy = False  # a fleet of daemons is played on SQLite too
+    await daemon.tick()
+    assert len(daemon.held) == REPS
+    once = fleet.Fleet.join(
+        once_app, start=lambda rep, _p: once_took.append(rep), stop=stop, greedy=True
+    )
+    await once.tick()
+    assert once_took == []  # everything is held by a live daemon
+    for _ in range(3):
+        await daemon.tick()  # the cron run is alive: the daemon still works every mailbox
+        await asyncio.sleep(0)
+    assert len(daemon.held) == REPS and len(daemon_took) == REPS
+    await once.leave_all(forget=True)
+    with once_app.reader.connect() as conn:
+        assert [i.id for i in instances.listed(conn)] == [daemon.member.id]

@@ -22,6 +22,8 @@ def upgrade() -> None:
         "instances", sa.Column("expires_at", sa.Float, nullable=False, server_default="0")
     )
     op.add_column("instances", sa.Column("campaigns", sa.Text, nullable=False, server_default=""))
+    role = sa.Column("role", sa.String(16), nullable=False, server_default="daemon")
+    op.add_column("instances", role)
     op.add_column("outbox", sa.Column("claimed_by", sa.String(64)))
     op.create_table(
         "leases",
@@ -36,5 +38,6 @@ def downgrade() -> None:
     with op.batch_alter_table("outbox") as batch:
         batch.drop_column("claimed_by")
     with op.batch_alter_table("instances") as batch:
+        batch.drop_column("role")
         batch.drop_column("campaigns")
         batch.drop_column("expires_at")
