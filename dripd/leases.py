@@ -163,12 +163,6 @@ class Membership:
         query = sa.select(_leases.c.holder).where(_leases.c.name == name).with_for_update(read=True)
         return bool(conn.execute(query).scalar() == self.id)
 
-    def held(self) -> set[str]:
-        """The leases the database says this instance holds."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(_leases.c.name).where(_leases.c.holder == self.id))
-            return {name for (name,) in rows}
-
     def release(self, name: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(
