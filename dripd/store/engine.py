@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,10 +69,16 @@ def _sqlite_begin(connection: sa.Connection) -> None:
     # a reader that later writes and another writer. Connections opened with
     # `reader()` only read: a deferred BEGIN lets them read beside a writer
     # (WAL), e.g. `dripd status` while the daemon sends.
-    if connection.get_execution_options().get(READ_ONLY):
-        connection.exec_driver_sql("BEGIN")
-    else:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    # Issued on the driver's connection: through exec_driver_sql it was an
+    # eighth of each email's claim transaction (16 of 126 µs). Its errors
+    # are raised as SQLAlchemy raises those of any statement.
+    begin = "BEGIN" if connection.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE"
+    driver = connection.connection.driver_connection
+    assert driver is not None, "a connection being begun is open"
+    try:
+        driver.execute(begin)
+    except sqlite3.Error as exc:
+        raise sa.exc.DBAPIError.instance(begin, None, exc, sqlite3.Error) from exc
 
 
 def reader(engine: sa.Engine) -> sa.Engine:

@@ -217,6 +217,26 @@ def test_a_reader_is_not_blocked_by_an_open_write(app: app_mod.App) -> None:
         assert time.monotonic() - started < 2
 
 
+def test_a_second_writer_waits_then_gets_sqlalchemys_error(tmp_path: Path) -> None:
+    # BEGIN IMMEDIATE goes straight to the driver (engine._sqlite_begin); a
+    # lock it cannot get must still surface as sa.exc.OperationalError, which
+    # the CLI reports in one line and store.retry understands.
+    url = f"sqlite:///{tmp_path / 'dripd.db'}"
+    first, second = store_engine.open_engine(url), store_engine.open_engine(url)
+    try:
+        with first.begin(), second.connect() as conn:
+            conn.connection.driver_connection.execute("PRAGMA busy_timeout=50")
+            started = time.monotonic()
+            with pytest.raises(sa.exc.OperationalError, match="database is locked"), conn.begin():
+                pass
+            assert time.monotonic() - started >= 0.04  # it waited for the lock
+        with second.begin() as conn:  # free again: the same engine writes
+            conn.exec_driver_sql("select 1")
+    finally:
+        first.dispose()
+        second.dispose()
+
+
 def test_prepared_statements_store_exactly_what_execute_stores(app: app_mod.App) -> None:
     # queries.Prepared runs the per-email statements on the DBAPI connection:
     # same SQL, same bind processing (UTCDateTime), rowcounts as the driver gives.
