@@ -76,21 +76,30 @@ _READY_IDS = (
 )
 _READY = _ROWS.where(_t.c.id.in_(_READY_IDS)).order_by(*_ORDER)
 _INSTALL_ID = sa.select(schema.settings.c.value).where(schema.settings.c.key == "install_id")
+_UNRECORDED_COLUMNS = (
+    _t.c.id,
+    _t.c.contact_id,
+    _t.c.campaign,
+    _t.c.step,
+    _t.c.subject,
+    _t.c.rep,
+    _t.c.message_id,
+    _t.c.sent_at,
+)
+# Instances on one PostgreSQL record apart: each its own rows, none twice.
 _UNRECORDED = (
-    sa.select(
-        _t.c.id,
-        _t.c.contact_id,
-        _t.c.campaign,
-        _t.c.step,
-        _t.c.subject,
-        _t.c.rep,
-        _t.c.message_id,
-        _t.c.sent_at,
-    )
+    sa.select(*_UNRECORDED_COLUMNS)
     .where(_t.c.status == "sent", _t.c.recorded_at.is_(None))
     .order_by(_t.c.id)
     .limit(sa.bindparam("limit"))
-    # Instances on one PostgreSQL record apart: each its own rows, none twice.
+    .with_for_update(skip_locked=True)
+)
+# The sender's own, just marked sent: found by primary key. (With `status`
+# in the condition SQLite's planner went through the status index instead.)
+_UNRECORDED_OF = (
+    sa.select(*_UNRECORDED_COLUMNS)
+    .where(_t.c.id.in_(sa.bindparam("ids", expanding=True)), _t.c.recorded_at.is_(None))
+    .order_by(_t.c.id)
     .with_for_update(skip_locked=True)
 )
 _DELIVERABLE = (
@@ -246,14 +255,26 @@ def mark_sent(conn: sa.Connection, row: Row, now: datetime) -> None:
     _MARK_SENT.execute(conn, {"oid": row.id, "status": "sent", "sent_at": now})
 
 
-def record_sent(conn: sa.Connection, now: datetime, limit: int = 1000) -> int:
+def record_sent(
+    conn: sa.Connection, now: datetime, limit: int = 1000, *, ids: Collection[int] | None = None
+) -> int:
     """Write the history event and the touch of emails marked sent; how many.
+
+    `ids`: only these, emails the caller marked sent (the sender's own);
+    else any sent email not yet recorded, which on SQLite reads the state of
+    every email ever sent (its planner, without statistics, takes the status
+    index over ix_outbox_unrecorded: 44 ms at 200,000 sent, against 0.02 ms
+    through the partial index), so that is for catching up after a crash
+    (daemon.reconcile).
 
     Kept out of the per-email transaction so the one commit that matters for
     exactly-once (status = sent) is as short as possible; a crash in between
-    only delays these records until the next call.
+    only delays these records until the catching up.
     """
-    rows = conn.execute(_UNRECORDED, {"limit": limit}).all()
+    if ids is None:
+        rows = conn.execute(_UNRECORDED, {"limit": limit}).all()
+    else:
+        rows = conn.execute(_UNRECORDED_OF, {"ids": list(ids)}).all()
     if not rows:
         return 0
     to_contacts = [r for r in rows if r.contact_id is not None]

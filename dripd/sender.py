@@ -95,7 +95,7 @@ class Sender:
         self._db: sa.Connection | None = None
         self._accepted: list[tuple[outbox.Row, datetime]] = []  # 250 received, not yet committed
         self._rules_cache: _Rules | None = None
-        self._unrecorded = 0  # sent since the last record()
+        self._unrecorded: list[int] = []  # outbox ids sent since the last record()
         self._recorded_at = datetime.min.replace(tzinfo=UTC)
 
     def _now(self) -> datetime:
@@ -170,7 +170,6 @@ class Sender:
             if not all(results) or len(rows) < BATCH:
                 break
         sent = self.stats.sent + self.stats.to_rep - sent_before
-        self._unrecorded += sent
         if self._unrecorded and (sent == 0 or self._record_due()):
             self.record()
         return sent
@@ -181,7 +180,8 @@ class Sender:
         While `run --once` queues and sends, drains come every few emails:
         one transaction each would rewrite the same pages again and again.
         """
-        return self._unrecorded >= RECORD_LIMIT or self._now() - self._recorded_at >= RECORD_EVERY
+        since = self._now() - self._recorded_at
+        return len(self._unrecorded) >= RECORD_LIMIT or since >= RECORD_EVERY
 
     def _paused(self, now: datetime) -> bool:
         with self.app.reader.connect() as conn:
@@ -219,6 +219,7 @@ class Sender:
         # of its next email, or the flush when it stops), with no await in
         # between: one commit per email instead of two.
         self._accepted.append((row, self._now()))
+        self._unrecorded.append(row.id)
         self._connect_failures = 0
         if row.contact_id is None:
             self.stats.to_rep += 1
@@ -290,13 +291,17 @@ class Sender:
         self.stats.skipped += 1
 
     def record(self) -> None:
-        """Write the history and touches of what was sent (see outbox.record_sent)."""
-        while True:
+        """Write the history and touches of what this sender sent (see outbox.record_sent).
+
+        By id: finding them by state instead read every email ever sent.
+        Any left unrecorded (a crash, a database error) are found by state
+        when a mailbox is next taken (daemon.reconcile).
+        """
+        while self._unrecorded:
+            ids = self._unrecorded[:RECORD_LIMIT]
             with self._transaction() as conn:
-                recorded = outbox.record_sent(conn, self._now(), RECORD_LIMIT)
-            if recorded < RECORD_LIMIT:
-                break
-        self._unrecorded = 0
+                outbox.record_sent(conn, self._now(), ids=ids)
+            del self._unrecorded[: len(ids)]
         self._recorded_at = self._now()
 
     def _stale(self, row: outbox.Row, now: datetime, rules: _Rules) -> str | None:

@@ -183,7 +183,9 @@ sa.Index("ix_outbox_status_next_attempt_at", outbox.c.status, outbox.c.next_atte
 sa.Index("ix_outbox_rep_sent_at", outbox.c.rep, outbox.c.sent_at)
 sa.Index("ix_outbox_enrollment_id", outbox.c.enrollment_id)
 # Sent emails whose history and touch are not written yet, and those without
-# a Sent-folder copy: small sets found without scanning every email ever sent.
+# a Sent-folder copy: small sets found without scanning every email ever sent
+# (SQLite's planner passes over the first without statistics: see
+# outbox.record_sent).
 sa.Index(
     "ix_outbox_unrecorded",
     outbox.c.id,

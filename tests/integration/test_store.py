@@ -264,17 +264,16 @@ def test_prepared_statements_store_exactly_what_execute_stores(app: app_mod.App)
         assert [e["at"] for e in queries.history(conn, bob.id) if e["kind"] == "note"] == [stamp]
 
 
-def test_outbox_claim_and_marks_on_both_databases(app: app_mod.App) -> None:
-    ann = add_contact(app, "ann@example.com")
-    row = {
-        "message_id": "<m1@example.com>",
+def _outbox_row(contact: queries.Contact, message_id: str) -> dict[str, object]:
+    return {
+        "message_id": message_id,
         "enrollment_id": None,
-        "contact_id": ann.id,
+        "contact_id": contact.id,
         "campaign": "c",
         "step": "s",
         "occurrence": 1,
         "rep": "mike",
-        "recipient": "ann@example.com",
+        "recipient": contact.email,
         "subject": "Hi",
         "message": b"Subject: Hi\r\n\r\nHi\r\n",
         "status": "queued",
@@ -284,6 +283,29 @@ def test_outbox_claim_and_marks_on_both_databases(app: app_mod.App) -> None:
         "next_attempt_at": NOW,
         "created_at": NOW,
     }
+
+
+def test_recording_by_id_records_just_those(app: app_mod.App) -> None:
+    # The sender records what it sent by id; the search by state (every email
+    # ever sent) is left for catching up, which finds the rest.
+    people = [add_contact(app, f"c{i}@example.com") for i in range(3)]
+    with app.engine.begin() as conn:
+        outbox.insert_many(conn, [_outbox_row(c, f"<m{c.id}@example.com>") for c in people])
+        rows = outbox.ready(conn, "mike", NOW, 10)
+        for row in rows:
+            assert outbox.claim(conn, row, NOW)
+            outbox.mark_sent(conn, row, NOW)
+        assert outbox.record_sent(conn, NOW, ids=[rows[0].id, rows[2].id]) == 2
+        assert outbox.record_sent(conn, NOW, ids=[rows[0].id]) == 0  # not twice
+        touched = [queries.contact_by_id(conn, c.id).touches for c in people]
+        assert sorted(touched) == [0, 1, 1]
+        assert outbox.record_sent(conn, NOW) == 1  # the one left over
+        assert [queries.contact_by_id(conn, c.id).touches for c in people] == [1, 1, 1]
+
+
+def test_outbox_claim_and_marks_on_both_databases(app: app_mod.App) -> None:
+    ann = add_contact(app, "ann@example.com")
+    row = _outbox_row(ann, "<m1@example.com>")
     with app.engine.begin() as conn:
         outbox.insert_many(conn, [row])
         (queued,) = outbox.ready(conn, "mike", NOW, 10)
