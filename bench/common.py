@@ -40,6 +40,12 @@ def run_dripd(*args: str, config: Path, check: bool = True) -> float:
     return elapsed
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) process `pid` has used so far (/proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def workdir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"dripd-bench-{prefix}-"))
 

@@ -7,6 +7,10 @@ connections (2, dripd's default per mailbox). The raw side sends pre-built
 its message (text and HTML parts, headers) is also about 2 KB, writes it to
 the outbox, sends it and records it (claim, sent, touch, history), so the
 ratio is the price of that work. Both average sizes are printed.
+
+Beside the rates, the CPU each side used per email: the sink's share shows
+how near to its limit the raw run drives it (the sink is what bounds raw
+here), and dripd's shows the work it does per email on its one core.
 """
 
 from __future__ import annotations
@@ -14,11 +18,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
 import statistics
 import subprocess
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiosmtplib
@@ -75,8 +81,32 @@ async def _raw(port: int, messages: list[bytes]) -> float:
     return len(messages) / (time.perf_counter() - start)
 
 
-def raw_rate(port: int) -> float:
-    return asyncio.run(_raw(port, [raw_message(i) for i in range(EMAILS)]))
+@dataclass(frozen=True, slots=True)
+class Run:
+    rate: float  # emails a second
+    client_cpu: float  # CPU seconds of the sending side
+    sink_cpu: float  # CPU seconds of the sink meanwhile
+    seconds: float
+
+
+def raw_run(sink: servers.SmtpSinkProcess) -> Run:
+    assert sink.pid is not None
+    messages = [raw_message(i) for i in range(EMAILS)]
+    sink_before, client_before = common.process_cpu(sink.pid), _own_cpu()
+    start = time.perf_counter()
+    rate = asyncio.run(_raw(sink.port, messages))
+    seconds = time.perf_counter() - start
+    return Run(
+        rate=rate,
+        client_cpu=_own_cpu() - client_before,
+        sink_cpu=common.process_cpu(sink.pid) - sink_before,
+        seconds=seconds,
+    )
+
+
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def prepare(folder: Path, port: int) -> Path:
@@ -106,38 +136,53 @@ def dripd_size(folder: Path) -> float:
         return float(db.execute("select avg(length(data)) from outbox_bodies").fetchone()[0])
 
 
-def dripd_rate(config: Path) -> tuple[float, float]:
-    """Emails per second of `dripd run --once`, and its peak memory in MB."""
+def dripd_run(config: Path, sink: servers.SmtpSinkProcess) -> tuple[Run, float]:
+    """`dripd run --once` sending the 10,000 emails, and its peak memory in MB."""
+    assert sink.pid is not None
     env = {**os.environ, "DRIPD_LOG_LEVEL": "WARNING"}
+    sink_before = common.process_cpu(sink.pid)
     start = time.perf_counter()
     process = subprocess.Popen([common.DRIPD, "--config", str(config), "run", "--once"], env=env)
     _, status, usage = os.wait4(process.pid, 0)
     elapsed = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit("dripd run --once failed")
-    return EMAILS / elapsed, usage.ru_maxrss / 1024
+    run = Run(
+        rate=EMAILS / elapsed,
+        client_cpu=usage.ru_utime + usage.ru_stime,
+        sink_cpu=common.process_cpu(sink.pid) - sink_before,
+        seconds=elapsed,
+    )
+    return run, usage.ru_maxrss / 1024
 
 
 def main() -> None:
     folder = common.workdir("send")
     with servers.SmtpSinkProcess(folder / "sink.log") as sink:
         config = prepare(folder, sink.port)
-        before = raw_rate(sink.port)
+        before = raw_run(sink)
         sink.log_path.write_text("")
-        rate, peak_mb = dripd_rate(config)
+        dripd, peak_mb = dripd_run(config, sink)
         ids = [r.message_id for r in sink.records()]
-        after = raw_rate(sink.port)
-    raw = statistics.median([before, after])
+        after = raw_run(sink)
+    raw = statistics.median([before.rate, after.rate])
+    rate = dripd.rate
     twice = sum(1 for count in Counter(ids).values() if count > 1)
     print(f"sending {EMAILS:,} emails over {CONNECTIONS} connections to an aiosmtpd sink")
     raw_size = len(raw_message(0))
     print(
         f"  raw aiosmtplib, pre-built {raw_size:,}-byte messages: {raw:7.0f} msg/s  "
-        f"(runs before/after: {before:.0f}, {after:.0f})"
+        f"(runs before/after: {before.rate:.0f}, {after.rate:.0f})"
     )
     print(
         f"  dripd run --once (render+outbox+send+record), {dripd_size(folder):,.0f}-byte "
         f"messages: {rate:7.0f} msg/s  peak memory {peak_mb:.0f} MB"
     )
     print(f"  ratio dripd / raw: {rate / raw:5.2f}   (goal >= 0.70)")
+    for name, run in (("raw (first run)", before), ("dripd", dripd)):
+        print(
+            f"  CPU per email, {name}: sender {1000 * run.client_cpu / EMAILS:.2f} ms, "
+            f"sink {1000 * run.sink_cpu / EMAILS:.2f} ms (sink busy "
+            f"{100 * run.sink_cpu / run.seconds:.0f}% of its {run.seconds:.1f} s)"
+        )
     print(f"  arrived: {len(ids):,} messages, {len(set(ids)):,} distinct, {twice} twice")
