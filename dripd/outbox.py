@@ -190,6 +190,9 @@ def orphaned(conn: sa.Connection, reps: Collection[str]) -> list[Row]:
     """Emails of `reps` left `sending` by an instance that is gone (killed, or its host lost).
 
     Those claimed by a live instance are in flight there and left alone.
+    The mailboxes are picked here rather than in SQL: with `rep` in the
+    condition SQLite went through every email of the rep (70 ms at 200,000)
+    instead of the few in `sending`.
     """
     claimer_alive = (
         sa.exists()
@@ -197,11 +200,9 @@ def orphaned(conn: sa.Connection, reps: Collection[str]) -> list[Row]:
         .correlate(_t)
     )
     query = _ROWS.where(
-        _t.c.status == "sending",
-        _t.c.rep.in_(sorted(reps)),
-        sa.or_(_t.c.claimed_by.is_(None), ~claimer_alive),
+        _t.c.status == "sending", sa.or_(_t.c.claimed_by.is_(None), ~claimer_alive)
     ).order_by(_t.c.id)
-    return [_row(r) for r in conn.execute(query)]
+    return [row for row in map(_row, conn.execute(query)) if row.rep in reps]
 
 
 def deliverable(conn: sa.Connection, row: Row) -> str | None:
@@ -348,15 +349,18 @@ def give_up(
 
 
 def sent_since(conn: sa.Connection, rep: str, since: datetime) -> list[datetime]:
-    """When each email of the mailbox went out since `since` (sent or being sent)."""
-    query = sa.select(sa.func.coalesce(_t.c.sent_at, _t.c.sending_at)).where(
-        _t.c.rep == rep,
-        _t.c.status.in_(("sending", "sent")),
-        sa.func.coalesce(_t.c.sent_at, _t.c.sending_at) >= since,
+    """When each email of the mailbox went out since `since` (sent or being sent).
+
+    Two index ranges: the mailbox's sent emails by `sent_at`, and the few in
+    `sending` (one condition on both read every email of the mailbox).
+    """
+    sent = sa.select(_t.c.sent_at).where(_t.c.rep == rep, _t.c.sent_at >= since)
+    sending = sa.select(_t.c.rep, _t.c.sending_at).where(
+        _t.c.status == "sending", _t.c.sending_at >= since
     )
-    decode = schema.UTCDateTime().process_result_value
-    times = (decode(value, conn.dialect) for (value,) in conn.execute(query))
-    return sorted(t for t in times if t is not None)
+    times: list[datetime] = list(conn.execute(sent).scalars())
+    times += [at for who, at in conn.execute(sending) if who == rep]
+    return sorted(times)
 
 
 def uncopied(conn: sa.Connection, rep: str, limit: int) -> list[Row]:

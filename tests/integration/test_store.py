@@ -303,6 +303,44 @@ def test_recording_by_id_records_just_those(app: app_mod.App) -> None:
         assert [queries.contact_by_id(conn, c.id).touches for c in people] == [1, 1, 1]
 
 
+def test_catching_up_reads_the_few_rows_not_the_history(make_config, sqlite_url: str) -> None:
+    # What a daemon runs when it takes a mailbox (emails left in flight, the
+    # rate limit's last day, sent emails left unrecorded) and what the sender
+    # records by id must not read every email ever sent. SQLite's planner has
+    # no statistics, so each query is checked for the index it goes through.
+    app = app_mod.open_app(str(make_config(database=sqlite_url)), the_clock=clock.FakeClock(NOW))
+    ann = add_contact(app, "ann@example.com")
+    statements: list[tuple[str, object]] = []
+
+    def capture(_conn, _cursor, statement, parameters, _context, _many) -> None:  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith("SELECT"):
+            statements.append((statement, parameters))
+
+    try:
+        with app.engine.begin() as conn:
+            outbox.insert_many(conn, [_outbox_row(ann, "<m1@example.com>")])
+            (row,) = outbox.ready(conn, "mike", NOW, 10)
+            assert outbox.claim(conn, row, NOW)
+            outbox.mark_sent(conn, row, NOW)
+            sa.event.listen(conn, "before_cursor_execute", capture)
+            outbox.orphaned(conn, ["mike"])
+            outbox.sent_since(conn, "mike", NOW - timedelta(days=1))
+            outbox.record_sent(conn, NOW, ids=[row.id])
+            sa.event.remove(conn, "before_cursor_execute", capture)
+            plans = [
+                " | ".join(r[3] for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", args))
+                for sql, args in statements
+            ]
+    finally:
+        app.engine.dispose()
+    assert len(plans) == 4, plans
+    assert "ix_outbox_status_next_attempt_at (status=?)" in plans[0]  # orphaned
+    assert "ix_outbox_rep_sent_at (rep=? AND sent_at>?)" in plans[1]  # sent_since: sent
+    assert "ix_outbox_status_next_attempt_at (status=?)" in plans[2]  # ... and sending
+    assert "INTEGER PRIMARY KEY" in plans[3]  # record_sent by id
+    assert not any("(rep=?)" in plan for plan in plans), plans
+
+
 def test_outbox_claim_and_marks_on_both_databases(app: app_mod.App) -> None:
     ann = add_contact(app, "ann@example.com")
     row = _outbox_row(ann, "<m1@example.com>")
