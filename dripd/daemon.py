@@ -135,7 +135,8 @@ async def read_inboxes(app: App, reps: Collection[str]) -> int:
 
     `run --once` does this before anything else, so a reply that came in
     since the last run stops its sequence before the next email goes out. An
-    unreachable inbox is logged and skipped (the next run catches up).
+    inbox that cannot be read (unreachable, its password missing) is logged
+    and skipped: the next run catches up.
     """
     handled = 0
     for rep in app.config.reps:
@@ -144,7 +145,7 @@ async def read_inboxes(app: App, reps: Collection[str]) -> int:
         box = watcher.Watcher(app, rep, asyncio.Event())
         try:
             handled += await box.read_once()
-        except imap.ImapError as exc:
+        except (imap.ImapError, errors.ConfigError) as exc:  # e.g. its password file is missing
             logger.warning(
                 "inbox unreachable",
                 extra={"action": "inbox_error", "rep": box.rep.id, "error": str(exc)},

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from dripd import config, imap, inbox, incoming
+from dripd import config, errors, imap, inbox, incoming
 from dripd.app import App
 from dripd.store import retry
 
@@ -62,11 +62,16 @@ class Watcher:
         self._failures = 0
 
     async def run(self) -> None:
-        """Watch until `stop`; reconnects after every failure."""
+        """Watch until `stop`; reconnects after every failure.
+
+        A password that cannot be read (its file or variable missing) is
+        such a failure too: this rep's inbox waits for it, and the daemon's
+        other work goes on.
+        """
         while not self.stop.is_set():
             try:
                 await self._session()
-            except imap.ImapError as exc:
+            except (imap.ImapError, errors.ConfigError) as exc:
                 self.connected.clear()
                 self._failures += 1
                 wait = min(RECONNECT[0] * 2 ** (self._failures - 1), RECONNECT[1])

@@ -317,3 +317,36 @@ def test_out_of_office_without_a_date_pauses_then_skips_what_went_stale(
     assert (summary.sent, summary.skipped) == (0, 1)
     assert "out_of_office" in world.history("bob@example.org")
     assert "skipped" in world.history("bob@example.org")
+
+
+def test_an_inbox_password_that_is_missing_waits_and_the_rest_goes_on(
+    make_world,
+    dovecot: servers.Dovecot,
+    imap_user: servers.ImapAccount,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # `dripd check` calls this a warning; at run time it once ended `run --once`
+    # before anything was sent, and took the whole daemon down with the watcher.
+    world = make_world(imap=imap_user, dovecot=dovecot)
+    world.add("ann@example.org", first_name="Ann")
+    monkeypatch.delenv("DRIPD_TEST_IMAP_PASSWORD")
+
+    summary = world.run()  # run --once: the inbox is skipped, the email goes
+    assert summary.sent == 1
+    assert "DRIPD_TEST_IMAP_PASSWORD" in caplog.text and "inbox unreachable" in caplog.text
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        box = watcher.Watcher(world.app, world.app.config.rep("mike"), stop)
+        task = asyncio.create_task(box.run())
+        try:
+            await _until(lambda: caplog.text.count("inbox unreachable, retrying") >= 1)
+            assert not task.done() and not box.connected.is_set()
+            monkeypatch.setenv("DRIPD_TEST_IMAP_PASSWORD", imap_user.password)  # fixed
+            await asyncio.wait_for(box.connected.wait(), 10)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)
+
+    servers.run_client(main())
