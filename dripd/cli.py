@@ -129,6 +129,9 @@ def _mailbox_warnings(cfg: config.Config, catalog: campaigns.Catalog) -> list[st
 
 
 def _secret_warnings(cfg: config.Config) -> list[str]:
+    """Passwords and CA files that can't be read here (they may be, under systemd)."""
+    from dripd import smtp  # aiosmtplib: only for `check`
+
     found: list[str] = []
     for rep in cfg.reps:
         for name, box in (("smtp", rep.smtp), ("imap", rep.imap)):
@@ -138,6 +141,11 @@ def _secret_warnings(cfg: config.Config) -> list[str]:
                 box.password()
             except errors.ConfigError as exc:
                 found.append(f"rep {rep.id} {name}: {exc}")
+            if box.security != "none":
+                try:
+                    smtp.tls_context(box.ca_file)
+                except errors.ConfigError as exc:
+                    found.append(f"rep {rep.id} {name}: {exc}")
     return found
 
 

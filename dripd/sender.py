@@ -134,10 +134,12 @@ class Sender:
             self.limit.load(outbox.sent_since(conn, self.rep.id, now - ratelimit.DAY))
 
     def _connection_pool(self) -> list[smtp.Connection]:
+        """The mailbox's connections; ConfigError if its password or CA file can't be read."""
         if not self._connections:
             self._password = self.settings.password()
+            tls = smtp.mailbox_tls(self.settings)
             self._connections = [
-                smtp.Connection(self.settings, self._password)
+                smtp.Connection(self.settings, self._password, tls)
                 for _ in range(self.settings.connections)
             ]
         return self._connections

@@ -21,7 +21,7 @@ from typing import Literal
 
 import aiosmtplib
 
-from dripd import config
+from dripd import config, errors
 
 Kind = Literal["temporary", "recipient", "sender", "message", "auth"]
 _RECIPIENT_TEXT = re.compile(
@@ -93,16 +93,36 @@ def classify(code: int, text: str, *, stage: Literal["mail", "rcpt", "data"]) ->
 
 
 def tls_context(ca_file: str | None) -> ssl.SSLContext:
-    """Verification always on; `ca_file` adds a private CA."""
-    return ssl.create_default_context(cafile=ca_file) if ca_file else ssl.create_default_context()
+    """Verification always on; `ca_file` adds a private CA (ConfigError if it can't be read)."""
+    if not ca_file:
+        return ssl.create_default_context()
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except ssl.SSLError as exc:
+        raise errors.ConfigError(
+            f"ca_file {ca_file}: no PEM certificate in it ({exc.reason or exc})"
+        ) from exc
+    except OSError as exc:  # missing or unreadable
+        raise errors.ConfigError(f"ca_file {ca_file}: {exc.strerror or exc}") from exc
+
+
+def mailbox_tls(settings: config.SmtpConfig) -> ssl.SSLContext | None:
+    """The TLS context of a mailbox's connections, made once for all of them."""
+    return tls_context(settings.ca_file) if settings.security != "none" else None
 
 
 class Connection:
     """One SMTP session to a mailbox, opened on first use and reopened after a drop."""
 
-    def __init__(self, settings: config.SmtpConfig, password: str | None) -> None:
+    def __init__(
+        self,
+        settings: config.SmtpConfig,
+        password: str | None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.settings = settings
         self._password = password
+        self._tls = tls if tls is not None or settings.security == "none" else mailbox_tls(settings)
         self._client: aiosmtplib.SMTP | None = None
 
     @property
@@ -117,7 +137,7 @@ class Connection:
             timeout=s.timeout,
             use_tls=s.security == "tls",
             start_tls=s.security == "starttls",
-            tls_context=tls_context(s.ca_file) if s.security != "none" else None,
+            tls_context=self._tls,
         )
         try:
             await client.connect()

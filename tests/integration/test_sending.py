@@ -7,16 +7,20 @@ windows, retries and rate limits are tested over simulated days in seconds.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email
 import email.policy
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import servers
 import sqlalchemy as sa
+from click.testing import CliRunner
 
-from dripd import config, contacts, smtp
+from dripd import app as app_mod
+from dripd import cli, config, contacts, smtp
 from dripd.store import queries, schema
 
 
@@ -343,3 +347,39 @@ def test_a_server_that_stops_answering_times_out_and_the_next_email_reconnects(
     assert error.kind == "temporary" and "no reply in 0.3 s" in str(error)
     assert took < 1.5
     assert [m.rcpt_tos for m in server.wait_for(1)] == [("bob@example.org",)]
+
+
+def test_a_ca_file_that_cannot_be_read_rests_that_mailbox_only(
+    make_world, tmp_path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # It ended `run --once` with "internal error: FileNotFoundError" (and would
+    # have taken the daemon down): now it is the mailbox's problem, said in the
+    # log and by `dripd check`, and the email goes once the file is there.
+    world = make_world(window="mon-fri 00:00-24:00")
+    ca_copy = tmp_path / "private-ca.pem"
+    ca_copy.write_bytes(Path(world.smtp.ca_file).read_bytes())
+    config_path = tmp_path / "config.toml"
+    config_path.write_text(
+        config_path.read_text(encoding="utf-8").replace(str(world.smtp.ca_file), str(ca_copy)),
+        encoding="utf-8",
+    )
+    world = dataclasses.replace(
+        world, app=app_mod.open_app(str(config_path), the_clock=world.clock)
+    )
+    try:
+        world.add("ann@example.org", first_name="Ann", company="X")
+        for broken, reason in ((None, "No such file or directory"), (b"junk\n", "no PEM")):
+            if broken is None:
+                ca_copy.unlink()
+            else:
+                ca_copy.write_bytes(broken)
+            assert world.run().sent == 0
+            assert f"cannot send: ca_file {ca_copy}" in caplog.text and reason in caplog.text
+            assert [r.status for r in world.rows()] == ["queued"]
+            caplog.clear()
+        result = CliRunner().invoke(cli.cli, ["--config", str(config_path), "check"])
+        assert f"warning rep mike smtp: ca_file {ca_copy}: no PEM" in result.output
+        ca_copy.write_bytes(Path(world.smtp.ca_file).read_bytes())
+        assert world.run().sent == 1
+    finally:
+        world.app.engine.dispose()
