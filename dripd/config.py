@@ -62,10 +62,32 @@ class _Model(pydantic.BaseModel):
 
 
 class Secret(_Model):
-    """A password named by environment variable or file, never written in the config."""
+    """A mailbox's password, named by environment variable or file, never written in the config.
+
+    Its `ca_file` and `password_file`, when relative, are looked up like the
+    config's other paths: in the config file's folder (given as the
+    validation context `folder`); a relative `password_file` first in
+    `$CREDENTIALS_DIRECTORY`, where systemd's LoadCredential= puts it.
+    """
 
     password_env: str | None = None
     password_file: str | None = None
+    _folder: Path | None = pydantic.PrivateAttr(default=None)
+
+    @pydantic.field_validator("ca_file", check_fields=False)
+    @classmethod
+    def _ca_file_in_config_folder(
+        cls, value: str | None, info: pydantic.ValidationInfo
+    ) -> str | None:
+        folder = (info.context or {}).get("folder")
+        if value and folder is not None and not Path(value).is_absolute():
+            return str(Path(folder) / value)
+        return value
+
+    @pydantic.model_validator(mode="after")
+    def _remember_folder(self, info: pydantic.ValidationInfo) -> Secret:
+        self._folder = (info.context or {}).get("folder")
+        return self
 
     def password(self) -> str | None:
         """The secret's value; raises ConfigError if it is named but unavailable."""
@@ -75,15 +97,15 @@ class Secret(_Model):
                 raise errors.ConfigError(f"environment variable {self.password_env} is not set")
             return value
         if self.password_file:
-            return _read_secret_file(self.password_file)
+            return _read_secret_file(self.password_file, self._folder)
         return None
 
 
-def _read_secret_file(name: str) -> str:
+def _read_secret_file(name: str, folder: Path | None) -> str:
     path = Path(name)
     credentials = os.environ.get("CREDENTIALS_DIRECTORY")
-    if not path.is_absolute() and credentials:
-        path = Path(credentials) / path
+    if not path.is_absolute():
+        path = Path(credentials or folder or ".") / path
     try:
         return path.read_text(encoding="utf-8").rstrip("\r\n")
     except OSError as exc:
@@ -237,11 +259,11 @@ def load(path: Path) -> Config:
     """Read and validate the config at `path`."""
     document = tomlfile.load(path, errors.ConfigError)
     try:
-        model = ConfigModel.model_validate(document)
+        base = path.resolve().parent
+        model = ConfigModel.model_validate(document, context={"folder": base})
     except pydantic.ValidationError as exc:
         where = _config_place(path, document)
         raise errors.ConfigError(validation.first_error(exc, ConfigModel, where)) from exc
-    base = path.resolve().parent
     state = Path(os.environ["STATE_DIRECTORY"]) if os.environ.get("STATE_DIRECTORY") else base
     return Config(
         path=path,

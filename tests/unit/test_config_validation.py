@@ -244,6 +244,24 @@ def test_password_file_relative_to_credentials_directory(
     assert imap.password() == SECRET  # trailing newline stripped
 
 
+def test_relative_password_and_ca_files_are_beside_the_config_without_systemd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Run by hand from another folder: found beside config.toml, as the
+    # config's other relative paths are (they were looked for in the cwd).
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    path = _write(tmp_path, GOOD.replace("[reps.imap]", '[reps.imap]\nca_file = "private-ca.pem"'))
+    (path.parent / "mike.secret").write_text(SECRET + "\n", encoding="utf-8")
+
+    imap = config.load(path).reps[0].imap
+    assert imap is not None
+    assert imap.password() == SECRET
+    assert imap.ca_file == str(path.parent.resolve() / "private-ca.pem")
+
+
 def test_password_file_absolute(tmp_path: Path) -> None:
     secret_file = tmp_path / "secrets" / "imap.txt"
     secret_file.parent.mkdir()
