@@ -238,6 +238,7 @@ async def advance_all(
     summary: Summary,
     on_queued: Callable[[], None] | None = None,
     on_chunk: Callable[[], None] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> None:
     """Advance every enrollment that is due now, in small transactions.
 
@@ -246,9 +247,10 @@ async def advance_all(
     what was just queued while the next chunk renders, so rendering overlaps
     the time spent waiting for the SMTP server. A transaction never spans an
     await (SQLite allows one writer: one held across an await would block the
-    senders).
+    senders). Once `stop` is set, no new chunk is started: a backlog of tens
+    of thousands would otherwise keep SIGTERM waiting past its 10 s.
     """
-    while True:
+    while stop is None or not stop.is_set():
         result = await engine.advance(app, app.clock.now(), limit=ADVANCE_CHUNK)
         for name in ("queued", "tasks", "skipped", "held", "completed"):
             setattr(summary, name, getattr(summary, name) + getattr(result, name))
@@ -427,7 +429,7 @@ class Daemon:
             if self._reload.is_set():
                 self._reload.clear()
                 self._apply_reload()
-            await advance_all(self.app, self.summary, self._wake_senders, self._progress)
+            await advance_all(self.app, self.summary, self._wake_senders, self._progress, self.stop)
             # After the engine: the calls and cards due by a slot are tasks by now.
             self.summary.digests += digest.queue_due(self.app, self.app.clock.now(), self._held())
             self._wake_senders()

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from dripd import app as app_mod
-from dripd import cli, config, contacts, smtp
+from dripd import cli, config, contacts, daemon, smtp
 from dripd.store import queries, schema
 
 
@@ -383,3 +383,17 @@ def test_a_ca_file_that_cannot_be_read_rests_that_mailbox_only(
         assert world.run().sent == 1
     finally:
         world.app.engine.dispose()
+
+
+def test_a_stop_ends_the_engine_pass_between_chunks(make_world, monkeypatch) -> None:
+    # SIGTERM during a backlog of 30,000 due enrollments took 11.8 s to exit
+    # (the promise is 10 s; systemd kills at 20): the pass went on to the end.
+    monkeypatch.setattr(daemon, "ADVANCE_CHUNK", 2)
+    world = make_world(window="mon-fri 00:00-24:00")
+    for i in range(5):
+        world.add(f"c{i}@example.org", first_name="C", company="X")
+    stop, summary = asyncio.Event(), daemon.Summary()
+    servers.run_client(daemon.advance_all(world.app, summary, on_chunk=stop.set, stop=stop))
+    assert summary.queued == 2  # one chunk, then it stopped
+    servers.run_client(daemon.advance_all(world.app, summary))
+    assert summary.queued == 5  # the rest waited for the next pass
