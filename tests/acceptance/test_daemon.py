@@ -270,6 +270,18 @@ def test_sigkill_while_sending_loses_nothing_and_sends_nothing_twice(
 # -- 2. SIGTERM: the transaction in flight finishes, exit 0 ----------------------
 
 
+def _terminate(proc: subprocess.Popen[bytes], log: Path) -> tuple[float, str]:
+    """SIGTERM `proc`; the seconds it took to exit 0 (asserted), and its log."""
+    stopped_at = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    code = proc.wait(20)
+    took = time.monotonic() - stopped_at
+    errors = log.read_text(encoding="utf-8")
+    assert code == 0, errors
+    _no_traceback(errors)
+    return took, errors
+
+
 def test_sigterm_finishes_the_email_in_flight_and_exits_cleanly(
     tmp_path: Path,
     smtp_server: Callable[..., servers.SmtpServer],
@@ -285,14 +297,8 @@ def test_sigterm_finishes_the_email_in_flight_and_exits_cleanly(
         _wait(lambda: stall.used >= 1 or proc.poll() is not None, START, "the DATA command")
         assert proc.poll() is None, log.read_text()
         time.sleep(0.3)  # well inside the 2 s stall
-        stopped_at = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(10)
-        took = time.monotonic() - stopped_at
-    errors = log.read_text(encoding="utf-8")
-    assert code == 0, errors
+        took, errors = _terminate(proc, log)
     assert took < 10
-    _no_traceback(errors)
     assert any(line.startswith("info stopping") for line in errors.splitlines()), errors
 
     # The stalled email was delivered and committed as sent; no new one was started.
@@ -315,13 +321,7 @@ def test_sigterm_during_a_big_backlog_stops_between_engine_chunks(
     with log.open("ab") as stderr:
         proc = _start(setup, procs, stderr)
         _wait(_sending(smtp_sink, 0, proc), START, "the daemon to send")
-        stopped_at = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(20)
-        took = time.monotonic() - stopped_at
-    errors = log.read_text(encoding="utf-8")
-    assert code == 0, errors
-    _no_traceback(errors)
+        took, _ = _terminate(proc, log)
     assert took < 3, f"{took:.1f} s to stop"
     statuses = setup.statuses()
     assert "sending" not in statuses, statuses
