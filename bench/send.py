@@ -10,7 +10,11 @@ ratio is the price of that work. Both average sizes are printed.
 
 Beside the rates, the CPU each side used per email: the sink's share shows
 how near to its limit the raw run drives it (the sink is what bounds raw
-here), and dripd's shows the work it does per email on its one core.
+here), and dripd's shows the work it does per email on its one core. Then
+dripd's timeline, from the sink's arrival times: how long until its first
+email arrived (start-up), and its rate over each fifth of the emails (the
+first fifths go while the engine still renders and queues, the last ones
+are sending alone).
 """
 
 from __future__ import annotations
@@ -81,12 +85,16 @@ async def _raw(port: int, messages: list[bytes]) -> float:
     return len(messages) / (time.perf_counter() - start)
 
 
+SLICES = 5  # the timeline's parts
+
+
 @dataclass(frozen=True, slots=True)
 class Run:
     rate: float  # emails a second
     client_cpu: float  # CPU seconds of the sending side
     sink_cpu: float  # CPU seconds of the sink meanwhile
     seconds: float
+    started: float = 0.0  # time.time() when the sending side started
 
 
 def raw_run(sink: servers.SmtpSinkProcess) -> Run:
@@ -141,6 +149,7 @@ def dripd_run(config: Path, sink: servers.SmtpSinkProcess) -> tuple[Run, float]:
     assert sink.pid is not None
     env = {**os.environ, "DRIPD_LOG_LEVEL": "WARNING"}
     sink_before = common.process_cpu(sink.pid)
+    started = time.time()
     start = time.perf_counter()
     process = subprocess.Popen([common.DRIPD, "--config", str(config), "run", "--once"], env=env)
     _, status, usage = os.wait4(process.pid, 0)
@@ -152,8 +161,24 @@ def dripd_run(config: Path, sink: servers.SmtpSinkProcess) -> tuple[Run, float]:
         client_cpu=usage.ru_utime + usage.ru_stime,
         sink_cpu=common.process_cpu(sink.pid) - sink_before,
         seconds=elapsed,
+        started=started,
     )
     return run, usage.ru_maxrss / 1024
+
+
+def timeline(arrivals: list[float], started: float) -> str:
+    """When the first email arrived after `started`, and the rate over each slice."""
+    times = sorted(arrivals)
+    size = len(times) // SLICES
+    rates = []
+    for i in range(SLICES):
+        first = times[i * size - 1] if i else times[0]
+        last = times[(i + 1) * size - 1]
+        rates.append(f"{(size - (0 if i else 1)) / max(last - first, 1e-9):.0f}")
+    return (
+        f"first email after {times[0] - started:.2f} s; "
+        f"per {size:,} emails: {', '.join(rates)} msg/s"
+    )
 
 
 def main() -> None:
@@ -163,7 +188,8 @@ def main() -> None:
         before = raw_run(sink)
         sink.log_path.write_text("")
         dripd, peak_mb = dripd_run(config, sink)
-        ids = [r.message_id for r in sink.records()]
+        records = sink.records()
+        ids = [r.message_id for r in records]
         after = raw_run(sink)
     raw = statistics.median([before.rate, after.rate])
     rate = dripd.rate
@@ -185,4 +211,5 @@ def main() -> None:
             f"sink {1000 * run.sink_cpu / EMAILS:.2f} ms (sink busy "
             f"{100 * run.sink_cpu / run.seconds:.0f}% of its {run.seconds:.1f} s)"
         )
+    print(f"  dripd's timeline: {timeline([r.arrived for r in records], dripd.started)}")
     print(f"  arrived: {len(ids):,} messages, {len(set(ids)):,} distinct, {twice} twice")
