@@ -93,7 +93,10 @@ def single_instance(app: App) -> Iterator[None]:
         yield
         return
     path = Path(url.database + ".lock")
-    handle: IO[str] = path.open("a+")
+    try:
+        handle: IO[str] = path.open("a+")
+    except OSError as exc:
+        raise errors.StoreError(f"cannot open the lock file {path}: {exc.strerror}") from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -104,15 +107,31 @@ def single_instance(app: App) -> Iterator[None]:
             f"another dripd run ({holder}) is using {url.database}; one instance per SQLite "
             "database — for several instances use PostgreSQL"
         ) from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"pid {os.getpid()}")
-    handle.flush()
+    _note_holder(handle)
     try:
         yield
     finally:
         fcntl.flock(handle, fcntl.LOCK_UN)
         handle.close()
+
+
+def _note_holder(handle: IO[str]) -> None:
+    """Write this process's pid into the lock file, for the message a second run gets.
+
+    Only a courtesy: the lock is the flock. On a full disk the write fails,
+    and dripd still runs (SQLite can go on inside the pages it has).
+    """
+    holder = f"pid {os.getpid()}".encode()
+    try:  # unbuffered: a failed write must not be tried again at close
+        os.pwrite(handle.fileno(), holder, 0)
+        os.ftruncate(handle.fileno(), len(holder))
+    except OSError as exc:
+        logger.warning(
+            "cannot write the lock file %s: %s",
+            handle.name,
+            exc.strerror,
+            extra={"action": "lock_file"},
+        )
 
 
 def senders(app: App, stop: asyncio.Event, fleet: Fleet) -> dict[str, sender.Sender]:

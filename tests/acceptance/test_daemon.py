@@ -382,6 +382,31 @@ def test_second_instance_on_sqlite_is_refused(
     assert result.returncode == 0, result.stderr
 
 
+def test_a_lock_file_that_cannot_be_written_does_not_stop_sending(
+    tmp_path: Path, smtp_server: Callable[..., servers.SmtpServer]
+) -> None:
+    """A full disk: the pid can't be written into the lock file (here it is /dev/full).
+
+    It was an internal error (exit 70) and nothing went out, though SQLite can
+    go on inside the pages it has. The lock is the flock; the pid a courtesy.
+    """
+    server = smtp_server()
+    setup = Setup(tmp_path, server.port)
+    setup.import_contacts(2)
+    lock = Path(f"{setup.db}.lock")
+    lock.unlink(missing_ok=True)
+    lock.symlink_to("/dev/full")
+
+    result = setup.dripd("run", "--once")
+    assert result.returncode == 0, result.stderr
+    _no_traceback(result.stdout, result.stderr)
+    warnings = [line for line in result.stderr.splitlines() if "action=lock_file" in line]
+    assert len(warnings) == 1, result.stderr
+    assert f"cannot write the lock file {lock}: No space left on device" in warnings[0]
+    assert len(server.messages()) == 2
+    assert setup.statuses() == {"sent": 2}
+
+
 # -- 4. `dripd run --once`: summary line and JSON --------------------------------
 
 
