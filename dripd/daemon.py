@@ -93,8 +93,8 @@ def single_instance(app: App) -> Iterator[None]:
         yield
         return
     path = Path(url.database + ".lock")
-    try:
-        handle: IO[str] = path.open("a+")
+    try:  # not O_APPEND (as "a+" would be): the pid is written at the start
+        handle: IO[str] = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o666), "r+")
     except OSError as exc:
         raise errors.StoreError(f"cannot open the lock file {path}: {exc.strerror}") from None
     try:
@@ -107,7 +107,7 @@ def single_instance(app: App) -> Iterator[None]:
             f"another dripd run ({holder}) is using {url.database}; one instance per SQLite "
             "database — for several instances use PostgreSQL"
         ) from None
-    _note_holder(handle)
+    _note_holder(handle, path)
     try:
         yield
     finally:
@@ -115,7 +115,7 @@ def single_instance(app: App) -> Iterator[None]:
         handle.close()
 
 
-def _note_holder(handle: IO[str]) -> None:
+def _note_holder(handle: IO[str], path: Path) -> None:
     """Write this process's pid into the lock file, for the message a second run gets.
 
     Only a courtesy: the lock is the flock. On a full disk the write fails,
@@ -128,7 +128,7 @@ def _note_holder(handle: IO[str]) -> None:
     except OSError as exc:
         logger.warning(
             "cannot write the lock file %s: %s",
-            handle.name,
+            path,
             exc.strerror,
             extra={"action": "lock_file"},
         )
