@@ -16,6 +16,11 @@ from pathlib import Path
 from dripd import contacts, errors
 
 MAX_FIELD = 100_000  # characters in one CSV cell
+# Tried in this order on the header row; the first that finds an email column
+# is used. Excel writes ";" where the decimal separator is a comma.
+DELIMITERS = (",", ";", "\t")
+# Headers that mean the email address elsewhere (Outlook, Google, German Excel)
+EMAIL_LIKE = ("e_mail", "email_address", "e_mail_address", "mail", "email_1_value")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -41,7 +46,7 @@ class Problem:
 def read(path: Path, rules: contacts.Rules) -> tuple[list[Row], list[Problem]]:
     """Every row of `path`, validated; duplicates of an earlier row are problems."""
     text, clean = _decode(path)
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(text))
     header = _header(path, reader)
     rows: list[Row] = []
     problems: list[Problem] = []
@@ -68,19 +73,38 @@ def _decode(path: Path) -> tuple[str, bool]:
 
 def _header(path: Path, reader: Iterator[list[str]]) -> list[str]:
     try:
-        header = [contacts.field_name(name) for name in next(reader)]
+        given = next(reader)
     except StopIteration:
         raise errors.ContactError(f"{path}: the file is empty (expected a header row)") from None
     except csv.Error as exc:
         raise errors.ContactError(f"{path}: line 1: {exc}") from exc
+    header = [contacts.field_name(name) for name in given]
     if "email" not in header:
-        raise errors.ContactError(f"{path}: line 1: the header has no 'email' column")
+        near = next(
+            (raw for raw, name in zip(given, header, strict=True) if name in EMAIL_LIKE), None
+        )
+        hint = f" (rename the column {near.strip()!r} to email)" if near else ""
+        raise errors.ContactError(f"{path}: line 1: the header has no 'email' column{hint}")
     duplicates = sorted({name for name in header if header.count(name) > 1 and name})
     if duplicates:
         raise errors.ContactError(f"{path}: line 1: column {duplicates[0]!r} appears twice")
     if any(_has_surrogate(name) for name in header):
         raise errors.ContactError(f"{path}: line 1: not UTF-8 text (save the file as UTF-8)")
     return header
+
+
+def _delimiter(text: str) -> str:
+    """The delimiter with which the first line has an email column (else a comma).
+
+    Failing that, one with a column like it, so the message can name it.
+    """
+    first = text.split("\n", 1)[0]
+    for wanted in (("email",), EMAIL_LIKE):
+        for delimiter in DELIMITERS:
+            names = next(csv.reader([first], delimiter=delimiter), [])
+            if any(contacts.field_name(name) in wanted for name in names):
+                return delimiter
+    return ","
 
 
 def _records(reader: Iterator[list[str]]) -> Iterator[tuple[int, list[str] | csv.Error]]:

@@ -332,6 +332,50 @@ def test_too_many_cells_and_blank_lines(tmp_path: Path) -> None:
     assert [(p.line, p.message) for p in problems] == [(3, "3 cells but the header has 2")]
 
 
+def test_a_semicolon_file_from_excel_is_read(tmp_path: Path) -> None:
+    # Excel writes ";" where the decimal separator is a comma (most of Europe).
+    path = _csv(tmp_path, (
+        "email;First Name;company;hot_buttons\r\n"
+        'ann@example.com;Ann;"Lee, Smith & Co";"price; speed"\r\n'
+        "bad;Bob;;\r\n"
+    ))  # fmt: skip
+    rows, problems = csvfile.read(path, RULES)
+    assert [(r.values.email, r.values.standard["company"]) for r in rows] == [
+        ("ann@example.com", "Lee, Smith & Co")
+    ]
+    assert rows[0].values.custom == {"hot_buttons": "price; speed"}
+    assert [(p.line, p.message) for p in problems] == [(3, "'bad' is not an email address")]
+
+
+def test_a_tab_separated_file_is_read(tmp_path: Path) -> None:
+    path = _csv(tmp_path, "email\tfirst_name\nann@example.com\tAnn, the first\n")
+    rows, problems = csvfile.read(path, RULES)
+    assert problems == []
+    assert rows[0].values.standard["first_name"] == "Ann, the first"
+
+
+def test_a_comma_file_with_semicolons_in_it_stays_a_comma_file(tmp_path: Path) -> None:
+    path = _csv(tmp_path, "email,notes\nann@example.com;x,a;b\n")
+    rows, problems = csvfile.read(path, RULES)
+    assert rows == []
+    assert [p.message for p in problems] == ["'ann@example.com;x' is not an email address"]
+
+
+@pytest.mark.parametrize(
+    ("header", "column"),
+    [("E-Mail;Vorname", "E-Mail"), ("First Name,E-mail Address", "E-mail Address")],
+)
+def test_an_email_column_by_another_name_is_named_in_the_message(
+    tmp_path: Path, header: str, column: str
+) -> None:
+    path = _csv(tmp_path, f"{header}\nann@example.com,Ann\n")
+    with pytest.raises(errors.ContactError) as info:
+        csvfile.read(path, RULES)
+    assert str(info.value) == (
+        f"{path}: line 1: the header has no 'email' column (rename the column {column!r} to email)"
+    )
+
+
 def test_header_names_are_normalized(tmp_path: Path) -> None:
     path = _csv(tmp_path, "E-Mail,First Name,Appointment At\nann@example.com,Ann,2026-12-03\n")
     # "E-Mail" becomes e_mail, which is not "email": the header has no email column
