@@ -304,8 +304,8 @@ def retry_later(conn: sa.Connection, row: Row, now: datetime, error: str) -> dat
     """Count a failed try and put `row` back after an exponential, jittered delay.
 
     Only temporary failures of the email itself count; a rest of the mailbox
-    (refused login, quota), a closed window or a crash puts it back through
-    `requeue` without using up its tries.
+    (unreachable, refused login, quota), a closed window or a crash puts it
+    back through `requeue` without using up its tries.
     """
     tries = row.attempts + 1
     delay = min(RETRY_BASE * 2 ** (tries - 1), RETRY_MAX) * random.uniform(0.5, 1.5)

@@ -30,7 +30,7 @@ logger = logging.getLogger("dripd.sender")
 BATCH = 500  # queued emails read at once (choosing them sorts the backlog: ~5 ms for 10,000)
 RECORD_EVERY = timedelta(seconds=1)  # while sending goes on, history is written this often
 RECORD_LIMIT = 1000  # sent emails recorded per transaction
-CONNECT_BACKOFF = (30.0, 15 * 60.0)  # seconds: first and longest wait after a failed connect
+CONNECT_BACKOFF = (30.0, 15 * 60.0)  # seconds: first and longest rest of an unreachable mailbox
 AUTH_BACKOFF = 15 * 60.0  # seconds to wait after the server refused the login
 
 
@@ -365,6 +365,15 @@ class Sender:
         now: datetime,
         log: dict[str, str],
     ) -> bool:
+        if exc.mailbox:  # the session failed before the email went: not one of its tries
+            outbox.requeue(conn, row, now, str(exc))
+            self.stats.retried += 1
+            resume_at = self._rest_after_connection_failure(now)
+            logger.warning(
+                "mailbox unreachable, resting",
+                extra={"action": "mailbox_unreachable", "retry_at": resume_at.isoformat(), **log},
+            )
+            return False
         if row.attempts + 1 >= outbox.MAX_ATTEMPTS:
             outbox.give_up(
                 conn,
@@ -382,14 +391,18 @@ class Sender:
             "temporary failure, retrying",
             extra={"action": "send_retry", "retry_at": when.isoformat(), **log},
         )
-        if exc.code == 0 or exc.code == 421:  # the connection itself: rest the mailbox
-            self._connect_failures += 1
-            first, longest = CONNECT_BACKOFF
-            self.resume_at = now + timedelta(
-                seconds=min(first * 2 ** (self._connect_failures - 1), longest)
-            )
+        if exc.code == 0:  # the connection was lost with the message on its way
+            self._rest_after_connection_failure(now)
             return False
         return True
+
+    def _rest_after_connection_failure(self, now: datetime) -> datetime:
+        """Rest the mailbox, longer after each failure in a row; when it is tried again."""
+        self._connect_failures += 1
+        first, longest = CONNECT_BACKOFF
+        rest = min(first * 2 ** (self._connect_failures - 1), longest)
+        self.resume_at = now + timedelta(seconds=rest)
+        return self.resume_at
 
     def _bounce(
         self, conn: sa.Connection, row: outbox.Row, exc: smtp.SendError, now: datetime

@@ -52,11 +52,17 @@ _ENVELOPE = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9.-]+")
 
 @dataclass(frozen=True, slots=True)
 class SendError(Exception):
-    """An SMTP failure, classified."""
+    """An SMTP failure, classified.
+
+    `mailbox`: the session failed before this email's message was handed over
+    (no connection, a 421, the connection lost or silent at MAIL or RCPT): a
+    problem of the mailbox, not of the email, which is tried again unchanged.
+    """
 
     kind: Kind
     code: int
     text: str
+    mailbox: bool = False
 
     def __str__(self) -> str:
         return f"{self.code} {self.text}".strip() if self.code else self.text
@@ -124,6 +130,7 @@ class Connection:
         self._password = password
         self._tls = tls if tls is not None or settings.security == "none" else mailbox_tls(settings)
         self._client: aiosmtplib.SMTP | None = None
+        self._at_data = False  # the transaction under way reached DATA
 
     @property
     def is_open(self) -> bool:
@@ -151,7 +158,8 @@ class Connection:
             raise SendError("auth", exc.code, f"login refused: {exc.message}") from exc
         except (aiosmtplib.SMTPException, OSError) as exc:
             await _quiet_close(client)
-            raise SendError("temporary", 0, f"cannot connect to {s.host}:{s.port}: {exc}") from exc
+            message = f"cannot connect to {s.host}:{s.port}: {exc}"
+            raise SendError("temporary", 0, message, mailbox=True) from exc
         self._client = client
 
     async def send(self, sender: str, recipient: str, data: bytes) -> None:
@@ -171,32 +179,36 @@ class Connection:
             refused = await self._transaction(self._client, envelope, data)
         except aiosmtplib.SMTPResponseException as exc:  # DATA refused (SMTPDataError)
             await self._reset_after(exc.code)
-            raise SendError(
-                classify(exc.code, exc.message, stage="data"), exc.code, exc.message
-            ) from exc
+            kind = classify(exc.code, exc.message, stage="data")
+            raise SendError(kind, exc.code, exc.message, mailbox=exc.code == 421) from exc
         except TimeoutError as exc:  # the session is out of step with its replies
             await self.close()
-            raise SendError("temporary", 0, f"no reply in {self.settings.timeout:g} s") from exc
+            message = f"no reply in {self.settings.timeout:g} s"
+            raise SendError("temporary", 0, message, mailbox=not self._at_data) from exc
         except (aiosmtplib.SMTPException, OSError) as exc:
             await self.close()
-            raise SendError("temporary", 0, f"connection lost: {exc}") from exc
+            message = f"connection lost: {exc}"
+            raise SendError("temporary", 0, message, mailbox=not self._at_data) from exc
         if refused is not None:
             reply, stage = refused
             await self._reset_after(reply.code)
-            raise SendError(
-                classify(reply.code, reply.message, stage=stage), reply.code, reply.message
-            )
+            kind = classify(reply.code, reply.message, stage=stage)
+            raise SendError(kind, reply.code, reply.message, mailbox=reply.code == 421)
 
     async def _transaction(
         self, client: aiosmtplib.SMTP, envelope: tuple[bytes, bytes], data: bytes
     ) -> tuple[aiosmtplib.SMTPResponse, Literal["mail", "rcpt"]] | None:
         """MAIL, RCPT, DATA; the reply that refused MAIL or RCPT, if one did.
 
+        `_at_data` tells, when it fails, whether DATA was reached: from then on
+        the message may have gone out, and a failure may be the message's own.
+
         Each command's reply must come within `timeout` seconds (DATA: twice
         that, for its 354 and its final reply), kept by one asyncio.timeout
         moved forward at each command: aiosmtplib's own timeout, a wait_for
         per reply, was a quarter of the SMTP client's CPU.
         """
+        self._at_data = False
         mail_from, rcpt_to = envelope
         size = [b"SIZE=%d" % len(data)] if client.supports_extension("size") else []
         loop = asyncio.get_running_loop()
@@ -210,6 +222,7 @@ class Connection:
             if reply.code not in (250, 251):
                 return reply, "rcpt"
             deadline.reschedule(loop.time() + 2 * limit)
+            self._at_data = True
             await client.data(data, timeout=None)
         return None
 

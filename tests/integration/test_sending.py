@@ -114,6 +114,32 @@ def test_temporary_failure_is_retried_later(make_world) -> None:
     assert len(world.smtp.messages()) == 1
 
 
+@pytest.mark.parametrize("down", ["421 4.3.2 Service not available", "connection dropped"])
+def test_a_mailbox_down_for_a_day_and_a_half_fails_no_email(make_world, down: str) -> None:
+    # The server answers every session with 421 (or hangs up) for 36 hours; dripd
+    # tries every half hour. That is the mailbox's problem, not the emails': it
+    # must not use up their 12 tries (after which an email fails for good).
+    # Both go once it is back, inside max_late (2 days).
+    world = make_world(window="daily 00:00-24:00")
+    if down.startswith("421"):
+        world.smtp.faults.reply("RCPT", down, times=10_000)
+    else:
+        world.smtp.faults.drop("RCPT", times=10_000)
+    world.add("ann@example.org", first_name="Ann", company="X")
+    world.add("bob@example.org", first_name="Bob", company="Y")
+    for _ in range(72):
+        assert world.run().sent == 0
+        world.clock.advance(timedelta(minutes=30))
+    assert [r.status for r in world.rows()] == ["queued", "queued"]
+    world.smtp.faults.clear()
+    world.clock.advance(timedelta(hours=7))  # past any backoff
+    assert world.run().sent == 2
+    assert sorted(m.rcpt_tos[0] for m in world.smtp.messages()) == [
+        "ann@example.org",
+        "bob@example.org",
+    ]
+
+
 def test_unknown_recipient_bounces_the_contact(make_world) -> None:
     world = make_world(window="mon-fri 00:00-24:00")
     world.smtp.faults.reply("RCPT", servers.NO_SUCH_USER, recipient="gone@example.org")
@@ -347,6 +373,55 @@ def test_a_server_that_stops_answering_times_out_and_the_next_email_reconnects(
     assert error.kind == "temporary" and "no reply in 0.3 s" in str(error)
     assert took < 1.5
     assert [m.rcpt_tos for m in server.wait_for(1)] == [("bob@example.org",)]
+
+
+def test_which_failures_are_the_mailboxs_and_which_the_emails(smtp_server) -> None:
+    # The mailbox's: nothing of the message reached the server, and trying the
+    # same email later is right. The email's: a 4xx about it, or the
+    # connection lost once DATA was under way (the message may be the cause).
+    server = smtp_server(tls="none")
+    settings = config.SmtpConfig(host=server.host, port=server.port, security="none", timeout=0.3)
+    message = b"Subject: hi\r\nMessage-ID: <t2@example.com>\r\n\r\nHello.\r\n"
+    server.faults.reply("RCPT", "421 4.3.2 Closing: too busy")
+    server.faults.drop("RCPT")
+    server.faults.stall("RCPT", 2.0)
+    server.faults.reply("RCPT", servers.TEMPFAIL)
+    server.faults.drop("DATA")
+    server.faults.stall("DATA", 2.0)
+
+    async def scenario() -> list[tuple[int, bool]]:
+        connection = smtp.Connection(settings, None)
+        seen = []
+        for _ in range(6):
+            with pytest.raises(smtp.SendError) as caught:
+                await connection.send("mike@example.com", "ann@example.org", message)
+            assert caught.value.kind == "temporary"
+            seen.append((caught.value.code, caught.value.mailbox))
+        await connection.close()
+        closed = smtp.Connection(settings.model_copy(update={"port": _closed_port()}), None)
+        with pytest.raises(smtp.SendError) as caught:
+            await closed.send("mike@example.com", "ann@example.org", message)
+        seen.append((caught.value.code, caught.value.mailbox))
+        return seen
+
+    expected = [
+        (421, True),  # 421 at RCPT
+        (0, True),  # dropped at RCPT
+        (0, True),  # silent at RCPT
+        (int(servers.TEMPFAIL[:3]), False),  # 4xx about this recipient
+        (0, False),  # dropped after the message
+        (0, False),  # silent after the message
+        (0, True),  # no connection at all
+    ]
+    assert asyncio.run(scenario()) == expected
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def test_a_ca_file_that_cannot_be_read_rests_that_mailbox_only(
