@@ -137,6 +137,9 @@ class ImapConfig(Secret):
     ca_file: str | None = None
     folder: str = "INBOX"
     sent_folder: str | None = "Sent"
+    # False: the server files what it sends there itself (Gmail, Microsoft 365);
+    # dripd then only looks there, after a crash, and appends nothing.
+    save_copy: bool = True
     idle: bool = True  # IMAP IDLE where the server offers it; else (or when false) polling
     poll_interval: float = pydantic.Field(default=60.0, ge=1.0, le=3600.0)  # seconds
 

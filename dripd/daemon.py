@@ -230,8 +230,13 @@ async def copy_sent(app: App, reps: Collection[str]) -> int:
             continue
         with app.reader.connect() as conn:
             rows = outbox.uncopied(conn, rep.id, COPY_BATCH)
-        if rows:
+        if not rows:
+            continue
+        if rep.imap.save_copy:
             copied += await _copy_rows(app, rep.imap, rows)
+        else:  # the server filed its own copy when it accepted each one
+            with app.engine.begin() as conn:
+                outbox.mark_copied(conn, [row.id for row in rows], app.clock.now())
     return copied
 
 

@@ -72,6 +72,20 @@ def test_campaign_emails_arrive_once_threaded_with_parts_and_a_sent_copy(
     assert world.history("ann@example.org").count("email_sent") == 2
 
 
+def test_a_server_that_files_sent_mail_itself_gets_no_second_copy(
+    make_world, dovecot: servers.Dovecot, imap_user: servers.ImapAccount
+) -> None:
+    # Gmail and Microsoft 365 put what they send in the Sent folder themselves:
+    # with save_copy = false dripd appends nothing there (the rep would see every
+    # email twice), and does not try again at each pass.
+    world = make_world(imap=imap_user, dovecot=dovecot, imap_options={"save_copy": False})
+    world.add("ann@example.org", first_name="Ann", company="X")
+    assert world.run().sent == 1
+    assert dovecot.fetch_all(imap_user.address, "Sent") == []
+    (row,) = world.rows()
+    assert row.status == "sent" and row.copied_at is not None
+
+
 def test_nothing_goes_out_outside_the_window(make_world) -> None:
     world = make_world()
     world.clock.set(datetime(2026, 11, 28, 15, 0, tzinfo=UTC))  # Saturday
