@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from types import TracebackType
 
 import aioimaplib
+from imapclient import imap_utf7
 
 from dripd import config, smtp
 
@@ -99,7 +100,7 @@ class Session:
         return self._client
 
     async def select(self, folder: str) -> aioimaplib.Response:
-        response = await self._run(self.client.select(quote(folder)))
+        response = await self._run(self.client.select(mailbox(folder)))
         if response.result != "OK":
             raise ImapError(f"cannot open folder {folder!r}: {_text(response.lines)}")
         self._selected = folder
@@ -117,13 +118,13 @@ class Session:
         return any(_search_hits(line) for line in response.lines)
 
     async def append(self, folder: str, data: bytes, flags: str = r"(\Seen)") -> None:
-        response = await self._run(self.client.append(data, mailbox=quote(folder), flags=flags))
+        response = await self._run(self.client.append(data, mailbox=mailbox(folder), flags=flags))
         if response.result != "OK":
             raise ImapError(f"cannot append to {folder!r}: {_text(response.lines)}")
 
     async def examine(self, folder: str) -> Folder:
         """Open `folder` read-only: nothing dripd does can change a flag in it."""
-        response = await self._run(self.client.examine(quote(folder)))
+        response = await self._run(self.client.examine(mailbox(folder)))
         if response.result != "OK":
             raise ImapError(f"cannot open folder {folder!r}: {_text(response.lines)}")
         # aioimaplib only counts SELECT as selecting; EXAMINE selects too (RFC 3501 6.3.2).
@@ -223,8 +224,17 @@ class Session:
 
 
 def quote(text: str) -> str:
-    """An IMAP quoted string (folder names, Message-IDs)."""
+    """An IMAP quoted string (Message-IDs, folder names once encoded)."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def mailbox(name: str) -> str:
+    """A folder name as the config gives it (`Éléments envoyés`), as IMAP wants it.
+
+    RFC 3501 5.1.3: modified UTF-7 (`&AMk-l&AOk-ments envoy&AOk-s`), quoted.
+    Sent as UTF-8, Dovecot refused it ("not valid mUTF-7"), and so do others.
+    """
+    return quote(bytes(imap_utf7.encode(name)).decode("ascii"))
 
 
 def _uid_set(uids: list[int]) -> str:

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from dripd import app as app_mod
-from dripd import cli, config, contacts, daemon, smtp
+from dripd import cli, config, contacts, daemon, imap, smtp
 from dripd.store import queries, schema
 
 
@@ -84,6 +84,24 @@ def test_a_server_that_files_sent_mail_itself_gets_no_second_copy(
     assert dovecot.fetch_all(imap_user.address, "Sent") == []
     (row,) = world.rows()
     assert row.status == "sent" and row.copied_at is not None
+
+
+def test_a_sent_folder_with_a_non_ascii_name(
+    make_world, dovecot: servers.Dovecot, imap_user: servers.ImapAccount
+) -> None:
+    # French Outlook's Sent folder. IMAP names folders in modified UTF-7 (RFC 3501
+    # 5.1.3); sent as UTF-8, Dovecot refused the name and no copy was ever saved.
+    assert imap.mailbox("Éléments envoyés") == '"&AMk-l&AOk-ments envoy&AOk-s"'
+    assert imap.mailbox("R&D") == '"R&-D"'
+    with dovecot.imap(imap_user.address) as conn:
+        assert conn.create('"&AMk-l&AOk-ments envoy&AOk-s"')[0] == "OK"
+    options = {"sent_folder": '"Éléments envoyés"'}
+    world = make_world(imap=imap_user, dovecot=dovecot, imap_options=options)
+    world.add("ann@example.org", first_name="Ann", company="X")
+    assert world.run().sent == 1
+    (copy,) = dovecot.fetch_all(imap_user.address, "&AMk-l&AOk-ments envoy&AOk-s")
+    assert parse(copy.raw)["Message-ID"] == world.rows()[0].message_id
+    assert world.rows()[0].copied_at is not None
 
 
 def test_nothing_goes_out_outside_the_window(make_world) -> None:

@@ -114,11 +114,10 @@ security = "tls"
 username = "{imap.address}"
 password_env = "DRIPD_TEST_IMAP_PASSWORD"
 ca_file = "{imap.ca_file}"
-sent_folder = "Sent"
 """
         + "".join(
             f"{key} = {str(value).lower() if isinstance(value, bool) else value}\n"
-            for key, value in (imap_options or {}).items()
+            for key, value in ({"sent_folder": '"Sent"'} | (imap_options or {})).items()
         )
     )
     config = tmp_path / "config.toml"
