@@ -22,6 +22,7 @@ from dripd.store import queries, schema
 RETRY_BASE = 60.0  # seconds before the first retry of a temporary failure
 RETRY_MAX = 6 * 3600.0  # seconds: the longest wait between two tries
 MAX_ATTEMPTS = 12  # then the email fails for good and the rep is told
+STUCK = timedelta(minutes=10)  # a mailbox problem lasting this long is named by `status`
 
 _t = schema.outbox
 _bodies = schema.outbox_bodies
@@ -397,6 +398,43 @@ def pause_mailbox(
 
 def install_id(conn: sa.Connection) -> str:
     return str(conn.execute(_INSTALL_ID).scalar_one())
+
+
+def stuck(conn: sa.Connection, rep: str, now: datetime) -> tuple[int, datetime, str] | None:
+    """Emails of `rep` that may go now, due for over STUCK, put back with an error.
+
+    How many, since when, and the latest error: what `status` says of a
+    mailbox the daemon cannot reach (the daemon's rests are in its memory).
+    """
+    ready = (
+        _t.c.rep == rep,
+        _t.c.status == "queued",
+        _t.c.next_attempt_at <= now,
+        _t.c.due_at <= now - STUCK,
+        _t.c.last_error.is_not(None),
+    )
+    count, since = conn.execute(
+        sa.select(sa.func.count(), sa.func.min(_t.c.due_at)).where(*ready)
+    ).one()
+    if not count:
+        return None
+    latest = conn.execute(
+        sa.select(_t.c.last_error).where(*ready).order_by(_t.c.next_attempt_at.desc()).limit(1)
+    ).scalar_one()
+    first = schema.UTCDateTime().process_result_value(since, conn.dialect)
+    assert first is not None, "count > 0: there is a first"
+    return int(count), first, str(latest)
+
+
+def uncopied_count(conn: sa.Connection, rep: str, sent_before: datetime) -> int:
+    """Emails of `rep` sent before `sent_before` and still not in its Sent folder."""
+    query = sa.select(sa.func.count()).where(
+        _t.c.rep == rep,
+        _t.c.status == "sent",
+        _t.c.copied_at.is_(None),
+        _t.c.sent_at <= sent_before,
+    )
+    return int(conn.execute(query).scalar_one())
 
 
 def mailbox_stats(conn: sa.Connection) -> dict[str, dict[str, Any]]:

@@ -217,6 +217,7 @@ def _mailboxes(app: App, conn: sa.Connection) -> list[dict[str, Any]]:
             notes.append(f"resting until {rest:%Y-%m-%d %H:%M} UTC: {reason}")
         if rep_id in pauses and pauses[rep_id] > app.clock.now():
             notes.append(f"paused until {pauses[rep_id]:%Y-%m-%d %H:%M} UTC")
+        notes += _stuck_notes(app, conn, rep_id)
         result.append({
             "rep": rep_id,
             "sent": entry.get("sent", 0),
@@ -229,6 +230,21 @@ def _mailboxes(app: App, conn: sa.Connection) -> list[dict[str, Any]]:
             "notes": notes,
         })  # fmt: skip
     return result
+
+
+def _stuck_notes(app: App, conn: sa.Connection, rep_id: str) -> list[str]:
+    """What has kept a mailbox's emails from going, or its copies from being saved."""
+    now = app.clock.now()
+    notes = []
+    if (stuck := outbox.stuck(conn, rep_id, now)) is not None:
+        count, since, error = stuck
+        notes.append(f"{count} waiting since {since:%Y-%m-%d %H:%M} UTC; last try: {error}")
+    imap = app.config.rep(rep_id).imap if rep_id in app.config.rep_ids() else None
+    if imap is not None and imap.sent_folder and imap.save_copy:
+        late = outbox.uncopied_count(conn, rep_id, now - outbox.STUCK)
+        if late:
+            notes.append(f"{late} sent not yet copied to {imap.sent_folder!r} (the log says why)")
+    return notes
 
 
 _outbox = schema.outbox

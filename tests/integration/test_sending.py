@@ -379,6 +379,38 @@ def test_status_reports_each_mailbox(make_world) -> None:
     assert "failed" in problem and "554 5.6.0 Message content rejected" in problem
 
 
+def test_status_names_what_keeps_a_mailbox_from_sending_and_copying(
+    make_world, dovecot: servers.Dovecot, imap_user: servers.ImapAccount
+) -> None:
+    # The daemon's rests live in its memory; `dripd status` runs in another
+    # process. What it can see: emails that could go and carry an error, and
+    # copies that are not in the Sent folder (here: a folder that isn't there).
+    from dripd import views
+
+    options = {"sent_folder": '"Sent Items"'}
+    world = make_world(
+        window="daily 00:00-24:00", imap=imap_user, dovecot=dovecot, imap_options=options
+    )
+    world.add("ann@example.org", first_name="Ann", company="X")
+    assert world.run().sent == 1  # sent; its copy fails (no such folder)
+    world.smtp.faults.reply("RCPT", "421 4.3.2 Service not available", times=100)
+    world.add("bob@example.org", first_name="Bob", company="Y")
+    assert world.run().sent == 0
+
+    def notes() -> list[str]:
+        with world.app.reader.connect() as conn:
+            (mike,) = views.status(world.app, conn)["mailboxes"]
+        return list(mike["notes"])
+
+    assert notes() == []  # a few minutes: not yet worth a word
+    world.clock.advance(timedelta(minutes=11))
+    assert world.run().sent == 0
+    waiting, copies = notes()
+    assert waiting.startswith("1 waiting since ")
+    assert waiting.endswith("last try: 421 4.3.2 Service not available")
+    assert copies == "1 sent not yet copied to 'Sent Items' (the log says why)"
+
+
 def test_a_server_that_stops_answering_times_out_and_the_next_email_reconnects(
     smtp_server,
 ) -> None:
