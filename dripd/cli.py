@@ -21,7 +21,7 @@ from dripd import campaigns, config, contacts, dates, errors, templates
 # module only when they run: `dripd check` and `--help` start twice as fast.
 if TYPE_CHECKING:
     from dripd import app as app_mod
-    from dripd import importer
+    from dripd import importer, probe
     from dripd.store import queries
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -90,7 +90,12 @@ def cli() -> None:
 @cli.command()
 @config_option
 @json_option
-def check(as_json: bool) -> None:
+@click.option(
+    "--connect",
+    is_flag=True,
+    help="Also log in to every mailbox (SMTP and IMAP) and open its folders; sends nothing.",
+)
+def check(as_json: bool, connect: bool) -> None:
     """Validate the config, campaigns and templates; exit 1 with file:step messages."""
     from dripd import tables as out
 
@@ -99,20 +104,32 @@ def check(as_json: bool) -> None:
     options = campaigns.LoadOptions(rep_ids=cfg.rep_ids(), env=renderer)
     catalog = campaigns.load_all(cfg.campaigns_dir, options)
     warnings = _secret_warnings(cfg) + _mailbox_warnings(cfg, catalog)
+    probes = _probe(cfg) if connect else []
+    failed = bool(catalog.problems) or not all(p.ok for p in probes)
     if as_json:
         print_json(
             {
-                "ok": not catalog.problems,
+                "ok": not failed,
                 "config": str(cfg.path),
                 "campaigns": sorted(catalog.campaigns),
                 "problems": list(catalog.problems),
                 "warnings": warnings,
+                **({"mailboxes": [p.to_json() for p in probes]} if connect else {}),
             }
         )
     else:
-        out.check_report(stdout, cfg, catalog, warnings)
-    if catalog.problems:
+        out.check_report(stdout, cfg, catalog, warnings, probes)
+    if failed:
         raise SystemExit(1)
+
+
+def _probe(cfg: config.Config) -> list[probe.Probe]:
+    import asyncio
+
+    from dripd import probe
+
+    with stderr.status("trying the mailboxes…"):
+        return asyncio.run(probe.probe_all(cfg))
 
 
 def _mailbox_warnings(cfg: config.Config, catalog: campaigns.Catalog) -> list[str]:

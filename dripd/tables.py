@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -14,6 +14,9 @@ from rich.table import Table
 from dripd import campaigns, compose, config, importer, views
 from dripd.app import App
 from dripd.store.queries import Contact, Enrollment
+
+if TYPE_CHECKING:
+    from dripd import probe
 
 
 def _when(at: datetime | None, tz: Any = None) -> str:
@@ -24,14 +27,22 @@ def _when(at: datetime | None, tz: Any = None) -> str:
 
 
 def check_report(
-    console: Console, cfg: config.Config, catalog: campaigns.Catalog, warnings: Sequence[str]
+    console: Console,
+    cfg: config.Config,
+    catalog: campaigns.Catalog,
+    warnings: Sequence[str],
+    probes: Sequence[probe.Probe] = (),
 ) -> None:
     for problem in catalog.problems:
         console.print(f"[red]error[/red] {escape(problem)}", markup=True)
     for warning in warnings:
         console.print(f"[yellow]warning[/yellow] {escape(warning)}", markup=True)
+    for tried in probes:
+        mark = "[green]ok[/green]" if tried.ok else "[red]error[/red]"
+        console.print(f"{mark} {escape(str(tried))}", markup=True)
     steps = sum(len(c.steps) for c in catalog.campaigns.values())
-    verdict = "[red]FAILED[/red]" if catalog.problems else "[green]ok[/green]"
+    failed = catalog.problems or not all(p.ok for p in probes)
+    verdict = "[red]FAILED[/red]" if failed else "[green]ok[/green]"
     console.print(
         f"{verdict}: {cfg.path}, {len(cfg.reps)} rep(s), {len(catalog.campaigns)} campaign(s), "
         f"{steps} step(s) in {cfg.campaigns_dir}",

@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import email
 import email.policy
+import json
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -522,6 +523,48 @@ def test_a_ca_file_that_cannot_be_read_rests_that_mailbox_only(
         assert world.run().sent == 1
     finally:
         world.app.engine.dispose()
+
+
+def test_check_connect_tries_every_mailbox_and_names_what_fails(
+    make_world, dovecot: servers.Dovecot, imap_user: servers.ImapAccount, monkeypatch
+) -> None:
+    # A new user's first question: are host, port, TLS, password and folders
+    # right? `check --connect` logs in to each mailbox and opens its folders,
+    # sending nothing; exit 1 with one line per mailbox that fails.
+    world = make_world(imap=imap_user, dovecot=dovecot)
+    config_path = str(world.app.config.path)
+
+    def check() -> tuple[int, list[str], dict[str, object]]:
+        runner = CliRunner()
+        shown = runner.invoke(cli.cli, ["--config", config_path, "check", "--connect"])
+        data = runner.invoke(cli.cli, ["--config", config_path, "check", "--connect", "--json"])
+        lines = [line for line in shown.output.splitlines() if line.startswith(("ok ", "error "))]
+        assert shown.exit_code == data.exit_code
+        return shown.exit_code, lines, json.loads(data.output)
+
+    code, lines, data = check()
+    assert code == 0, lines
+    port = world.smtp.port
+    assert lines[0] == (
+        f"ok rep mike smtp: 127.0.0.1:{port} (starttls), logged in as mike@example.com"
+    )
+    assert (
+        lines[1] == f"ok rep mike imap: 127.0.0.1:{imap_user.tls_port}, opened 'INBOX' and 'Sent'"
+    )
+    assert data["ok"] is True and [m["ok"] for m in data["mailboxes"]] == [True, True]
+    assert world.smtp.messages() == [] and dovecot.fetch_all(imap_user.address, "Sent") == []
+
+    monkeypatch.setenv("DRIPD_TEST_SMTP_PASSWORD", "wrong")
+    monkeypatch.setenv("DRIPD_TEST_IMAP_PASSWORD", "wrong too")
+    code, lines, data = check()
+    assert code == 1 and data["ok"] is False
+    assert lines[0].startswith(
+        f"error rep mike smtp: 127.0.0.1:{port} (starttls): 535 login refused"
+    )
+    assert lines[1].startswith(
+        f"error rep mike imap: 127.0.0.1:{imap_user.tls_port}: login refused"
+    )
+    assert all("wrong" not in line for line in lines)  # never a password
 
 
 def test_a_stop_ends_the_engine_pass_between_chunks(make_world, monkeypatch) -> None:
