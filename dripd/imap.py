@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from types import TracebackType
 
 import aioimaplib
-from imapclient import imap_utf7
 
 from dripd import config, smtp
 
@@ -234,6 +233,10 @@ def mailbox(name: str) -> str:
     RFC 3501 5.1.3: modified UTF-7 (`&AMk-l&AOk-ments envoy&AOk-s`), quoted.
     Sent as UTF-8, Dovecot refused it ("not valid mUTF-7"), and so do others.
     """
+    # imapclient's codec; importing the package loads its whole client (~45 ms),
+    # so only once a folder is named, not at every dripd start.
+    from imapclient import imap_utf7
+
     return quote(bytes(imap_utf7.encode(name)).decode("ascii"))
 
 
