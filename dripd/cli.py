@@ -104,8 +104,8 @@ def check(as_json: bool, connect: bool) -> None:
     options = campaigns.LoadOptions(rep_ids=cfg.rep_ids(), env=renderer)
     catalog = campaigns.load_all(cfg.campaigns_dir, options)
     warnings = _secret_warnings(cfg) + _mailbox_warnings(cfg, catalog)
-    probes = _probe(cfg) if connect else []
-    failed = bool(catalog.problems) or not all(p.ok for p in probes)
+    tried = _connect(cfg) if connect else []
+    failed = bool(catalog.problems) or not all(t.ok for t in tried)
     if as_json:
         print_json(
             {
@@ -114,22 +114,23 @@ def check(as_json: bool, connect: bool) -> None:
                 "campaigns": sorted(catalog.campaigns),
                 "problems": list(catalog.problems),
                 "warnings": warnings,
-                **({"mailboxes": [p.to_json() for p in probes]} if connect else {}),
+                **({"connections": [t.to_json() for t in tried]} if connect else {}),
             }
         )
     else:
-        out.check_report(stdout, cfg, catalog, warnings, probes)
+        out.check_report(stdout, cfg, catalog, warnings, tried)
     if failed:
         raise SystemExit(1)
 
 
-def _probe(cfg: config.Config) -> list[probe.Probe]:
+def _connect(cfg: config.Config) -> list[probe.Tried]:
+    """`check --connect`: the database, then every mailbox."""
     import asyncio
 
     from dripd import probe
 
-    with stderr.status("trying the mailboxes…"):
-        return asyncio.run(probe.probe_all(cfg))
+    with stderr.status("trying the database and the mailboxes…"):
+        return [probe.database(cfg.database_url), *asyncio.run(probe.probe_all(cfg))]
 
 
 def _mailbox_warnings(cfg: config.Config, catalog: campaigns.Catalog) -> list[str]:

@@ -1,23 +1,31 @@
-"""Trying each rep's mailboxes as `dripd run` will use them (`dripd check --connect`).
+"""Trying the database and each rep's mailboxes as `dripd run` will (`check --connect`).
 
-SMTP: connect, TLS, log in, say goodbye; nothing is sent. IMAP: log in, open
-the watched folder and the Sent folder read-only (EXAMINE); nothing changes.
-Every failure is one line naming the rep, the mailbox and the server's words.
+Database: open it and read its schema version; a SQLite file that does not
+exist yet is not created. SMTP: connect, TLS, log in, say goodbye; nothing
+is sent. IMAP: log in, open the watched folder and the Sent folder read-only
+(EXAMINE); nothing changes. Every failure is one line naming what failed and
+the server's words.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
 
 from dripd import config, errors, imap, smtp
+from dripd.store import engine as store_engine
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Probe:
-    rep: str
-    mailbox: Literal["smtp", "imap"]
+class Tried:
+    """One thing `check --connect` tried: the database, or a rep's SMTP or IMAP mailbox."""
+
+    what: str  # "database sqlite:///…", "rep mike smtp"
     ok: bool
     detail: str
 
@@ -25,10 +33,44 @@ class Probe:
         return asdict(self)
 
     def __str__(self) -> str:
-        return f"rep {self.rep} {self.mailbox}: {self.detail}"
+        return f"{self.what}: {self.detail}"
 
 
-async def probe_all(cfg: config.Config) -> list[Probe]:
+def database(url: str) -> Tried:
+    """Whether dripd can open the database at `url`, and what it would find there."""
+    what = f"database {store_engine.safe_url(url)}"
+    found = sa.engine.make_url(store_engine.engine_url(url))
+    if found.drivername.startswith("sqlite") and found.database not in (None, "", ":memory:"):
+        path = Path(found.database)
+        if not path.parent.is_dir():
+            return Tried(what=what, ok=False, detail=f"its folder {path.parent} does not exist")
+        if not path.exists():
+            if os.access(path.parent, os.W_OK):
+                return Tried(what=what, ok=True, detail="not created yet; dripd run creates it")
+            detail = f"not created yet, and {path.parent} is not writable by this user"
+            return Tried(what=what, ok=False, detail=detail)
+    try:
+        engine = store_engine.create_engine(url)
+    except errors.StoreError as exc:
+        return Tried(what=what, ok=False, detail=str(exc))
+    try:
+        version = store_engine.schema_version(engine)
+    except sa.exc.SQLAlchemyError as exc:
+        return Tried(what=what, ok=False, detail=f"cannot open: {store_engine.first_line(exc)}")
+    finally:
+        engine.dispose()
+    head = store_engine.HEAD
+    if version is None:
+        return Tried(what=what, ok=True, detail="empty; dripd run creates the tables")
+    if version > head:
+        detail = f"schema {version}, newer than this dripd knows ({head}): upgrade dripd here"
+        return Tried(what=what, ok=False, detail=detail)
+    if version < head:
+        return Tried(what=what, ok=True, detail=f"schema {version}; dripd run migrates it")
+    return Tried(what=what, ok=True, detail=f"schema {version}, up to date")
+
+
+async def probe_all(cfg: config.Config) -> list[Tried]:
     """Every configured mailbox of every rep, tried at once; in config order."""
     tries = []
     for rep in cfg.reps:
@@ -39,19 +81,19 @@ async def probe_all(cfg: config.Config) -> list[Probe]:
     return list(await asyncio.gather(*tries))
 
 
-async def _smtp(rep: str, settings: config.SmtpConfig) -> Probe:
+async def _smtp(rep: str, settings: config.SmtpConfig) -> Tried:
     where = f"{settings.host}:{settings.port} ({settings.security})"
     try:
         connection = smtp.Connection(settings, settings.password(), smtp.mailbox_tls(settings))
         await connection.open()
         await connection.close()
     except (smtp.SendError, errors.ConfigError) as exc:
-        return Probe(rep=rep, mailbox="smtp", ok=False, detail=_failure(where, exc))
+        return Tried(what=f"rep {rep} smtp", ok=False, detail=_failure(where, exc))
     login = f"logged in as {settings.username}" if settings.username else "no login"
-    return Probe(rep=rep, mailbox="smtp", ok=True, detail=f"{where}, {login}")
+    return Tried(what=f"rep {rep} smtp", ok=True, detail=f"{where}, {login}")
 
 
-async def _imap(rep: str, settings: config.ImapConfig) -> Probe:
+async def _imap(rep: str, settings: config.ImapConfig) -> Tried:
     where = f"{settings.host}:{settings.port}"
     folders = [settings.folder]
     if settings.sent_folder:
@@ -61,9 +103,9 @@ async def _imap(rep: str, settings: config.ImapConfig) -> Probe:
             for folder in folders:
                 await session.examine(folder)
     except (imap.ImapError, errors.ConfigError) as exc:
-        return Probe(rep=rep, mailbox="imap", ok=False, detail=_failure(where, exc))
+        return Tried(what=f"rep {rep} imap", ok=False, detail=_failure(where, exc))
     opened = " and ".join(repr(f) for f in folders)
-    return Probe(rep=rep, mailbox="imap", ok=True, detail=f"{where}, opened {opened}")
+    return Tried(what=f"rep {rep} imap", ok=True, detail=f"{where}, opened {opened}")
 
 
 def _failure(where: str, exc: Exception) -> str:

@@ -31,17 +31,17 @@ def check_report(
     cfg: config.Config,
     catalog: campaigns.Catalog,
     warnings: Sequence[str],
-    probes: Sequence[probe.Probe] = (),
+    tried: Sequence[probe.Tried] = (),
 ) -> None:
     for problem in catalog.problems:
         console.print(f"[red]error[/red] {escape(problem)}", markup=True)
     for warning in warnings:
         console.print(f"[yellow]warning[/yellow] {escape(warning)}", markup=True)
-    for tried in probes:
-        mark = "[green]ok[/green]" if tried.ok else "[red]error[/red]"
-        console.print(f"{mark} {escape(str(tried))}", markup=True)
+    for one in tried:
+        mark = "[green]ok[/green]" if one.ok else "[red]error[/red]"
+        console.print(f"{mark} {escape(str(one))}", markup=True)
     steps = sum(len(c.steps) for c in catalog.campaigns.values())
-    failed = catalog.problems or not all(p.ok for p in probes)
+    failed = catalog.problems or not all(t.ok for t in tried)
     verdict = "[red]FAILED[/red]" if failed else "[green]ok[/green]"
     console.print(
         f"{verdict}: {cfg.path}, {len(cfg.reps)} rep(s), {len(catalog.campaigns)} campaign(s), "

@@ -174,18 +174,18 @@ def _opened(url: str) -> tuple[sa.Engine, str | None]:
         raise
     except sa.exc.OperationalError as exc:
         engine.dispose()
-        raise errors.StoreError(f"cannot open database {_safe(url)}: {_first_line(exc)}") from exc
+        raise errors.StoreError(f"cannot open database {safe_url(url)}: {first_line(exc)}") from exc
     return engine, before
 
 
-def _safe(url: str) -> str:
-    """`url` with any password hidden."""
+def safe_url(url: str) -> str:
+    """`url` as the config gives it, with any password hidden."""
     try:
-        return sa.engine.make_url(engine_url(url)).render_as_string(hide_password=True)
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
     except sa.exc.ArgumentError:
         return "(unparsable URL)"
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(getattr(exc, "orig", exc) or exc)
     return text.strip().splitlines()[0] if text.strip() else type(exc).__name__

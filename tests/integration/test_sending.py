@@ -545,19 +545,22 @@ def test_check_connect_tries_every_mailbox_and_names_what_fails(
     code, lines, data = check()
     assert code == 0, lines
     port = world.smtp.port
+    database = lines.pop(0)
+    assert database == f"ok database {world.app.config.database_url}: schema 0006, up to date"
     assert lines[0] == (
         f"ok rep mike smtp: 127.0.0.1:{port} (starttls), logged in as mike@example.com"
     )
     assert (
         lines[1] == f"ok rep mike imap: 127.0.0.1:{imap_user.tls_port}, opened 'INBOX' and 'Sent'"
     )
-    assert data["ok"] is True and [m["ok"] for m in data["mailboxes"]] == [True, True]
+    assert data["ok"] is True and [t["ok"] for t in data["connections"]] == [True, True, True]
     assert world.smtp.messages() == [] and dovecot.fetch_all(imap_user.address, "Sent") == []
 
     monkeypatch.setenv("DRIPD_TEST_SMTP_PASSWORD", "wrong")
     monkeypatch.setenv("DRIPD_TEST_IMAP_PASSWORD", "wrong too")
     code, lines, data = check()
     assert code == 1 and data["ok"] is False
+    assert lines.pop(0).startswith("ok database ")
     assert lines[0].startswith(
         f"error rep mike smtp: 127.0.0.1:{port} (starttls): 535 login refused"
     )

@@ -360,3 +360,37 @@ def test_outbox_claim_and_marks_on_both_databases(app: app_mod.App) -> None:
         (second,) = outbox.ready(conn, "mike", NOW, 10)
         assert not outbox.claim(conn, second, NOW)
         assert outbox.deliverable(conn, second) == "contact is unsubscribed"
+
+
+def test_check_connect_reads_the_database_without_changing_it(tmp_path: Path) -> None:
+    # `dripd check --connect` says whether `dripd run` could open the database
+    # and what it would find; it creates nothing, and never shows a password.
+    from dripd import probe
+
+    db = tmp_path / "dripd.db"
+    url = f"sqlite:///{db}"
+    assert str(probe.database(url)) == f"database {url}: not created yet; dripd run creates it"
+    assert not db.exists()
+    missing = probe.database(f"sqlite:///{tmp_path}/nope/dripd.db")
+    assert not missing.ok and missing.detail == f"its folder {tmp_path}/nope does not exist"
+
+    engine = store_engine.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("create table t (x int)"))
+    engine.dispose()
+    assert probe.database(url).detail == "empty; dripd run creates the tables"
+    store_engine.open_engine(url).dispose()
+    assert probe.database(url).detail == f"schema {store_engine.HEAD}, up to date"
+    engine = store_engine.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("update alembic_version set version_num = '9999'"))
+    engine.dispose()
+    newer = probe.database(url)
+    assert not newer.ok and "newer than this dripd knows" in newer.detail
+
+    closed = probe.database("postgresql://dripd:s3cret@127.0.0.1:1/dripd")
+    assert not closed.ok and closed.detail.startswith("cannot open: ")
+    assert (
+        "s3cret" not in str(closed)
+        and closed.what == "database postgresql://dripd:***@127.0.0.1:1/dripd"
+    )
