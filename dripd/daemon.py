@@ -41,6 +41,7 @@ from dripd import (
     errors,
     imap,
     instances,
+    mime,
     notify,
     outbox,
     reload,
@@ -245,7 +246,9 @@ async def _copy_rows(app: App, settings: config.ImapConfig, rows: list[outbox.Ro
     try:
         async with imap.Session(settings, settings.password()) as session:
             for row in rows:
-                await session.append(settings.sent_folder or "Sent", row.message)
+                # dated as it was sent (sender: mime.dated at the claim, sending_at)
+                sent = mime.dated(row.message, row.sending_at) if row.sending_at else row.message
+                await session.append(settings.sent_folder or "Sent", sent)
                 done.append(row.id)
     except (imap.ImapError, errors.ConfigError) as exc:
         logger.warning("cannot copy to the Sent folder: %s", exc, extra={"action": "copy_failed"})

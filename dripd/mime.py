@@ -118,6 +118,23 @@ def build(
     return Built(data=head.encode("ascii") + body, headers={**headers, "Subject": subject})
 
 
+def dated(data: bytes, when: datetime) -> bytes:
+    """`data` (as `build` made it) with its Date header set to `when`.
+
+    A message is built when it is queued; one that then waits (a rate limit
+    spreading a backlog, a retry, an outage) would arrive dated hours or days
+    back, which mail clients sort by and spam filters score. So the sender
+    dates it at the claim, and the Sent-folder copy gets the same date.
+    """
+    end = data.find(b"\r\n\r\n")
+    start = data.find(b"\r\nDate: ", 0, end)
+    if start < 0:
+        return data
+    start += 2
+    stop = data.index(b"\r\n", start)
+    return data[:start] + b"Date: " + format_datetime(when).encode("ascii") + data[stop:]
+
+
 # -- headers --------------------------------------------------------------------
 
 

@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from dripd import config, errors, outbox, pipeline, ratelimit, smtp
+from dripd import config, errors, mime, outbox, pipeline, ratelimit, smtp
 from dripd import windows as windows_mod
 from dripd.app import App
 from dripd.store import queries, retry
@@ -210,11 +210,12 @@ class Sender:
             self._flush()
 
     async def _send_one(self, connection: smtp.Connection, row: outbox.Row) -> bool:
-        claimed = self._claim(row)
+        now = self._now()
+        claimed = self._claim(row, now)
         if claimed != "claimed":
             return claimed == "passed"
-        try:
-            await connection.send(self.rep.email, row.recipient, row.message)
+        try:  # dated as claimed (sending_at): the Sent-folder copy carries the same Date
+            await connection.send(self.rep.email, row.recipient, mime.dated(row.message, now))
         except smtp.SendError as exc:
             return self._failed(row, exc)
         # Committed as sent in the very next transaction (this worker's claim
@@ -239,7 +240,7 @@ class Sender:
         )
         return True
 
-    def _claim(self, row: outbox.Row) -> Claimed:
+    def _claim(self, row: outbox.Row, now: datetime) -> Claimed:
         """The checks made at the moment of sending, and the claim, in one transaction.
 
         The same transaction commits the `sent` of the emails the server
@@ -248,7 +249,7 @@ class Sender:
 
         def claim() -> Claimed:
             with self._transaction() as conn:
-                return self._claim_in(conn, row, self._now())
+                return self._claim_in(conn, row, now)
 
         return retry.retrying(claim, "claim")
 

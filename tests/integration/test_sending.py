@@ -261,6 +261,38 @@ def test_rate_limits_hold_over_a_simulated_day_with_a_backlog(make_world) -> Non
     assert len(sent_times) >= 40  # and the limits were actually used
 
 
+def test_an_email_that_waited_in_the_queue_is_dated_when_it_is_sent(
+    make_world, dovecot: servers.Dovecot, imap_user: servers.ImapAccount
+) -> None:
+    # Queued together, sent hours apart under the rate limit: each arrives
+    # dated when it went, not when it was queued (clients sort by Date, spam
+    # filters score an old one), and its Sent-folder copy is the same bytes.
+    world = make_world(window="daily 00:00-24:00", limits=(1, 100), imap=imap_user, dovecot=dovecot)
+    queued_at = world.clock.now()
+    for name in ("ann", "bob", "cy"):
+        world.add(f"{name}@example.org", first_name=name.title(), company="X")
+    for _ in range(4 * 12):  # four hours, every five minutes
+        world.run()
+        world.clock.advance(timedelta(minutes=5))
+    arrived = [m for m in world.smtp.messages() if m.rcpt_tos[0].endswith("@example.org")]
+    assert len(arrived) == 3
+    rows = {r.message_id: r for r in world.rows()}
+    dates = []
+    for message in arrived:
+        row = rows[message.message_id]
+        assert row.sending_at is not None
+        date = message.message["Date"].datetime
+        assert abs(date - row.sending_at) < timedelta(seconds=1)
+        dates.append(date)
+    assert dates[0] - queued_at < timedelta(minutes=1)
+    assert dates[2] - queued_at >= timedelta(hours=2)  # the third waited two hours
+    copies = {
+        parse(c.raw)["Message-ID"]: c.raw for c in dovecot.fetch_all(imap_user.address, "Sent")
+    }
+    for message in arrived:
+        assert copies[message.message_id] == message.raw
+
+
 def test_follow_ups_go_before_first_emails_under_a_limit(make_world) -> None:
     # No digest on these days: it would take the one email the burst allows.
     world = make_world(

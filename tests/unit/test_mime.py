@@ -557,3 +557,13 @@ def test_message_ids_are_valid_and_one_to_one(
     message = built(make_email(), msgid=first)
     assert str(message["Message-ID"]) == first
     assert not message["Message-ID"].defects
+
+
+def test_dated_sets_the_date_header_and_nothing_else() -> None:
+    built = mime.build(make_email(), msgid="<m@x>", date=datetime(2026, 11, 23, 15, 0, tzinfo=UTC))
+    later = mime.dated(built.data, datetime(2026, 11, 24, 9, 30, 5, tzinfo=UTC))
+    assert b"\r\nDate: Tue, 24 Nov 2026 09:30:05 +0000\r\n" in later
+    assert later.replace(b"Tue, 24 Nov 2026 09:30:05", b"Mon, 23 Nov 2026 15:00:00") == built.data
+    assert mime.dated(b"Subject: x\r\n\r\nDate: in the body\r\n", datetime.now(UTC)) == (
+        b"Subject: x\r\n\r\nDate: in the body\r\n"
+    )
