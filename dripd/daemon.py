@@ -224,20 +224,27 @@ async def _in_sent_folder(app: App, row: outbox.Row) -> bool:
 
 
 async def copy_sent(app: App, reps: Collection[str]) -> int:
-    """Save a copy of each sent email of `reps` in their Sent folders; how many were copied."""
+    """Save a copy of each sent email of `reps` in their Sent folders; how many were copied.
+
+    All of them, a batch at a time (`run --once` leaves none for the next
+    run); a rep's copying stops at its first refusal and resumes next time.
+    """
     copied = 0
     for rep in app.config.reps:
         if rep.imap is None or not rep.imap.sent_folder or rep.id not in reps:
             continue
-        with app.reader.connect() as conn:
-            rows = outbox.uncopied(conn, rep.id, COPY_BATCH)
-        if not rows:
-            continue
-        if rep.imap.save_copy:
-            copied += await _copy_rows(app, rep.imap, rows)
-        else:  # the server filed its own copy when it accepted each one
-            with app.engine.begin() as conn:
-                outbox.mark_copied(conn, [row.id for row in rows], app.clock.now())
+        while True:
+            with app.reader.connect() as conn:
+                rows = outbox.uncopied(conn, rep.id, COPY_BATCH)
+            if not rows:
+                break
+            if not rep.imap.save_copy:  # the server filed its own copy when it accepted each
+                _mark_copied(app, [row.id for row in rows])
+                continue
+            done = await _copy_rows(app, rep.imap, rows)
+            copied += done
+            if done < len(rows):
+                break
     return copied
 
 
@@ -252,9 +259,14 @@ async def _copy_rows(app: App, settings: config.ImapConfig, rows: list[outbox.Ro
                 done.append(row.id)
     except (imap.ImapError, errors.ConfigError) as exc:
         logger.warning("cannot copy to the Sent folder: %s", exc, extra={"action": "copy_failed"})
-    with app.engine.begin() as conn:
-        outbox.mark_copied(conn, done, app.clock.now())
+    finally:  # even when stopped midway: a copy made is never made twice
+        _mark_copied(app, done)
     return len(done)
+
+
+def _mark_copied(app: App, ids: list[int]) -> None:
+    with app.engine.begin() as conn:
+        outbox.mark_copied(conn, ids, app.clock.now())
 
 
 # -- the loop -------------------------------------------------------------------

@@ -73,6 +73,23 @@ def test_campaign_emails_arrive_once_threaded_with_parts_and_a_sent_copy(
     assert world.history("ann@example.org").count("email_sent") == 2
 
 
+def test_run_once_copies_every_email_it_sent_to_the_sent_folder(
+    make_world, dovecot: servers.Dovecot, imap_user: servers.ImapAccount, monkeypatch
+) -> None:
+    # Copies go a batch at a time; `run --once` (cron) used to copy one batch
+    # and leave the rest for the next run.
+    monkeypatch.setattr(daemon, "COPY_BATCH", 2)
+    world = make_world(window="daily 00:00-24:00", imap=imap_user, dovecot=dovecot)
+    for i in range(5):
+        world.add(f"c{i}@example.org", first_name=f"C{i}", company="X")
+    assert world.run().sent == 5
+    copies = dovecot.fetch_all(imap_user.address, "Sent")
+    assert sorted(parse(c.raw)["Message-ID"] for c in copies) == sorted(
+        r.message_id for r in world.rows()
+    )
+    assert all(r.copied_at is not None for r in world.rows())
+
+
 def test_a_server_that_files_sent_mail_itself_gets_no_second_copy(
     make_world, dovecot: servers.Dovecot, imap_user: servers.ImapAccount
 ) -> None:
