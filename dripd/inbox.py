@@ -208,7 +208,7 @@ def _auto_reply(
     stated = "back " + verdict.return_date.isoformat() if verdict.return_date else "no date given"
     detail = f"out of office ({stated}): emails wait until {until:%Y-%m-%d %H:%M} UTC"
     queries.update_contact(conn, contact_id, {"paused_until": until, "updated_at": now})
-    held = outbox.hold_contact(conn, contact_id, until, "the contact is out of office")
+    held = outbox.hold_contact(conn, contact_id, until, outbox.AWAY_WAIT)
     _event(conn, contact_id, now, "out_of_office", detail, mail, verdict.sent)
     return [f"paused until {until:%Y-%m-%d}" + (f", {held} queued email(s) held" if held else "")]
 

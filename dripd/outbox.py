@@ -23,6 +23,9 @@ RETRY_BASE = 60.0  # seconds before the first retry of a temporary failure
 RETRY_MAX = 6 * 3600.0  # seconds: the longest wait between two tries
 MAX_ATTEMPTS = 12  # then the email fails for good and the rep is told
 STUCK = timedelta(minutes=10)  # a mailbox problem lasting this long is named by `status`
+# Why an email waits that is no problem: it goes when the window opens or the contact is back.
+WINDOW_WAIT = "waiting for the sending window"
+AWAY_WAIT = "the contact is out of office"
 
 _t = schema.outbox
 _bodies = schema.outbox_bodies
@@ -401,25 +404,25 @@ def install_id(conn: sa.Connection) -> str:
 
 
 def stuck(conn: sa.Connection, rep: str, now: datetime) -> tuple[int, datetime, str] | None:
-    """Emails of `rep` that may go now, due for over STUCK, put back with an error.
+    """Emails of `rep` due for over STUCK and put back with an error (not a wait).
 
     How many, since when, and the latest error: what `status` says of a
     mailbox the daemon cannot reach (the daemon's rests are in its memory).
     """
-    ready = (
+    waiting = (
         _t.c.rep == rep,
         _t.c.status == "queued",
-        _t.c.next_attempt_at <= now,
         _t.c.due_at <= now - STUCK,
         _t.c.last_error.is_not(None),
+        _t.c.last_error.not_in((WINDOW_WAIT, AWAY_WAIT)),
     )
     count, since = conn.execute(
-        sa.select(sa.func.count(), sa.func.min(_t.c.due_at)).where(*ready)
+        sa.select(sa.func.count(), sa.func.min(_t.c.due_at)).where(*waiting)
     ).one()
     if not count:
         return None
     latest = conn.execute(
-        sa.select(_t.c.last_error).where(*ready).order_by(_t.c.next_attempt_at.desc()).limit(1)
+        sa.select(_t.c.last_error).where(*waiting).order_by(_t.c.next_attempt_at.desc()).limit(1)
     ).scalar_one()
     first = schema.UTCDateTime().process_result_value(since, conn.dialect)
     assert first is not None, "count > 0: there is a first"

@@ -277,7 +277,7 @@ class Sender:
         tz = ZoneInfo(row.timezone)
         if window and not windows_mod.is_open(now, window, tz, rules.holidays):
             opens = windows_mod.next_open(now, window, tz, rules.holidays)
-            outbox.requeue(conn, row, opens, "waiting for the sending window")
+            outbox.requeue(conn, row, opens, outbox.WINDOW_WAIT)
             return "passed"
         if outbox.claim(conn, row, now, self.instance):
             self.limit.record(now)
@@ -286,7 +286,7 @@ class Sender:
         if reason:
             self._skip(conn, row, now, reason)
         elif until := outbox.paused_until(conn, row, now):
-            outbox.requeue(conn, row, until, "the contact is out of office")
+            outbox.requeue(conn, row, until, outbox.AWAY_WAIT)
         return "passed"
 
     def _skip(self, conn: sa.Connection, row: outbox.Row, now: datetime, reason: str) -> None:
@@ -367,9 +367,11 @@ class Sender:
         log: dict[str, str],
     ) -> bool:
         if exc.mailbox:  # the session failed before the email went: not one of its tries
-            outbox.requeue(conn, row, now, str(exc))
-            self.stats.retried += 1
             resume_at = self._rest_after_connection_failure(now)
+            # Back in the queue behind the rest: after it, another email is tried
+            # first, so one that alone makes the server hang up holds up no other.
+            outbox.requeue(conn, row, resume_at + (resume_at - now), str(exc))
+            self.stats.retried += 1
             logger.warning(
                 "mailbox unreachable, resting",
                 extra={"action": "mailbox_unreachable", "retry_at": resume_at.isoformat(), **log},

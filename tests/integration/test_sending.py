@@ -190,6 +190,23 @@ def test_a_mailbox_down_for_a_day_and_a_half_fails_no_email(make_world, down: st
     ]
 
 
+def test_an_email_the_server_hangs_up_on_holds_up_no_other(make_world) -> None:
+    # The server drops the connection at one recipient's RCPT, every time. That
+    # looks like the mailbox's problem (no try is used up), but it must not keep
+    # the next email waiting behind it.
+    world = make_world(window="daily 00:00-24:00")
+    for name in ("bob", "cy"):  # one for each of the mailbox's two connections
+        world.smtp.faults.drop("RCPT", recipient=f"{name}@example.org", times=1000)
+        world.add(f"{name}@example.org", first_name=name.title(), company="Y")
+    world.add("ann@example.org", first_name="Ann", company="X")
+    assert world.run().sent == 0  # bob and cy first: the mailbox rests 30 s
+    world.clock.advance(timedelta(seconds=45))
+    assert world.run().sent == 1
+    assert [m.rcpt_tos for m in world.smtp.messages()] == [("ann@example.org",)]
+    held = [r for r in world.rows() if r.recipient != "ann@example.org"]
+    assert [(r.status, r.attempts) for r in held] == [("queued", 0), ("queued", 0)]
+
+
 def test_unknown_recipient_bounces_the_contact(make_world) -> None:
     world = make_world(window="mon-fri 00:00-24:00")
     world.smtp.faults.reply("RCPT", servers.NO_SUCH_USER, recipient="gone@example.org")
