@@ -220,6 +220,12 @@ class Session:
             return
         with contextlib.suppress(OSError, TimeoutError, aioimaplib.AioImapException):
             await client.logout()
+        # aioimaplib leaves the socket to the server's hang-up after LOGOUT; a
+        # loop that ends right away (`check --connect`) would never see it.
+        # The session is over: no TLS goodbye to wait for.
+        transport = getattr(client.protocol, "transport", None)
+        if transport is not None:
+            transport.abort()
 
 
 def quote(text: str) -> str:

@@ -403,41 +403,47 @@ def install_id(conn: sa.Connection) -> str:
     return str(conn.execute(_INSTALL_ID).scalar_one())
 
 
-def stuck(conn: sa.Connection, rep: str, now: datetime) -> tuple[int, datetime, str] | None:
-    """Emails of `rep` due for over STUCK and put back with an error (not a wait).
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Stuck:
+    count: int
+    since: datetime  # the earliest due time among them
+    error: str  # the latest
 
-    How many, since when, and the latest error: what `status` says of a
-    mailbox the daemon cannot reach (the daemon's rests are in its memory).
+
+def stuck(conn: sa.Connection, now: datetime) -> dict[str, Stuck]:
+    """Per rep: emails due for over STUCK and put back with an error (not a wait).
+
+    What `status` says of a mailbox the daemon cannot reach (its rests are in
+    its memory). Read through the status index (the queue, not the history:
+    by rep, SQLite's planner took (rep, sent_at)); filtered here.
     """
-    waiting = (
-        _t.c.rep == rep,
-        _t.c.status == "queued",
-        _t.c.due_at <= now - STUCK,
-        _t.c.last_error.is_not(None),
-        _t.c.last_error.not_in((WINDOW_WAIT, AWAY_WAIT)),
+    query = sa.select(_t.c.rep, _t.c.due_at, _t.c.next_attempt_at, _t.c.last_error).where(
+        _t.c.status == "queued", _t.c.last_error.is_not(None)
     )
-    count, since = conn.execute(
-        sa.select(sa.func.count(), sa.func.min(_t.c.due_at)).where(*waiting)
-    ).one()
-    if not count:
-        return None
-    latest = conn.execute(
-        sa.select(_t.c.last_error).where(*waiting).order_by(_t.c.next_attempt_at.desc()).limit(1)
-    ).scalar_one()
-    first = schema.UTCDateTime().process_result_value(since, conn.dialect)
-    assert first is not None, "count > 0: there is a first"
-    return int(count), first, str(latest)
+    found: dict[str, list[tuple[datetime, datetime, str]]] = {}
+    for rep, due_at, next_at, error in conn.execute(query):
+        if due_at <= now - STUCK and error not in (WINDOW_WAIT, AWAY_WAIT):
+            found.setdefault(rep, []).append((due_at, next_at, error))
+    return {
+        rep: Stuck(
+            count=len(rows),
+            since=min(due for due, _, _ in rows),
+            error=max(rows, key=lambda r: r[1])[2],
+        )
+        for rep, rows in found.items()
+    }
 
 
 def uncopied_count(conn: sa.Connection, rep: str, sent_before: datetime) -> int:
-    """Emails of `rep` sent before `sent_before` and still not in its Sent folder."""
-    query = sa.select(sa.func.count()).where(
-        _t.c.rep == rep,
-        _t.c.status == "sent",
-        _t.c.copied_at.is_(None),
-        _t.c.sent_at <= sent_before,
+    """Emails of `rep` sent before `sent_before` and still not in its Sent folder.
+
+    Read through ix_outbox_uncopied (the few not yet copied); with `sent_at`
+    in the SQL, SQLite's planner took (rep, sent_at) and read the history.
+    """
+    query = sa.select(_t.c.sent_at).where(
+        _t.c.rep == rep, _t.c.status == "sent", _t.c.copied_at.is_(None)
     )
-    return int(conn.execute(query).scalar_one())
+    return sum(1 for (at,) in conn.execute(query) if at is not None and at <= sent_before)
 
 
 def mailbox_stats(conn: sa.Connection) -> dict[str, dict[str, Any]]:

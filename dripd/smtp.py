@@ -271,8 +271,14 @@ async def _greet(client: aiosmtplib.SMTP) -> None:
 
 
 async def _quiet_close(client: aiosmtplib.SMTP) -> None:
+    transport = client.transport
     try:
         if client.is_connected:
             await client.quit()
     except (aiosmtplib.SMTPException, OSError):
         client.close()
+    finally:
+        # After QUIT the session is over: no TLS goodbye to wait for, which a
+        # loop that ends right away (`check --connect`) would leave half done.
+        if isinstance(transport, asyncio.Transport):
+            transport.abort()

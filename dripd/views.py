@@ -207,6 +207,7 @@ def _mailboxes(app: App, conn: sa.Connection) -> list[dict[str, Any]]:
     inboxes = inbox.inbox_stats(conn)
     digests = digest.last_digests(conn)
     pauses = queries.rep_pauses(conn)
+    stuck = outbox.stuck(conn, app.clock.now())
     result = []
     for rep_id in sorted(app.config.rep_ids() | set(stats)):
         entry = stats.get(rep_id, {})
@@ -217,7 +218,7 @@ def _mailboxes(app: App, conn: sa.Connection) -> list[dict[str, Any]]:
             notes.append(f"resting until {rest:%Y-%m-%d %H:%M} UTC: {reason}")
         if rep_id in pauses and pauses[rep_id] > app.clock.now():
             notes.append(f"paused until {pauses[rep_id]:%Y-%m-%d %H:%M} UTC")
-        notes += _stuck_notes(app, conn, rep_id)
+        notes += _stuck_notes(app, conn, rep_id, stuck.get(rep_id))
         result.append({
             "rep": rep_id,
             "sent": entry.get("sent", 0),
@@ -232,13 +233,15 @@ def _mailboxes(app: App, conn: sa.Connection) -> list[dict[str, Any]]:
     return result
 
 
-def _stuck_notes(app: App, conn: sa.Connection, rep_id: str) -> list[str]:
+def _stuck_notes(
+    app: App, conn: sa.Connection, rep_id: str, stuck: outbox.Stuck | None
+) -> list[str]:
     """What has kept a mailbox's emails from going, or its copies from being saved."""
     now = app.clock.now()
     notes = []
-    if (stuck := outbox.stuck(conn, rep_id, now)) is not None:
-        count, since, error = stuck
-        notes.append(f"{count} waiting since {since:%Y-%m-%d %H:%M} UTC; last try: {error}")
+    if stuck is not None:
+        since = f"{stuck.since:%Y-%m-%d %H:%M} UTC"
+        notes.append(f"{stuck.count} waiting since {since}; last try: {stuck.error}")
     imap = app.config.rep(rep_id).imap if rep_id in app.config.rep_ids() else None
     if imap is not None and imap.sent_folder and imap.save_copy:
         late = outbox.uncopied_count(conn, rep_id, now - outbox.STUCK)

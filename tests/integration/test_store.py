@@ -326,6 +326,8 @@ def test_catching_up_reads_the_few_rows_not_the_history(make_config, sqlite_url:
             outbox.orphaned(conn, ["mike"])
             outbox.sent_since(conn, "mike", NOW - timedelta(days=1))
             outbox.record_sent(conn, NOW, ids=[row.id])
+            outbox.stuck(conn, NOW)  # what `status` says of each mailbox
+            outbox.uncopied_count(conn, "mike", NOW)
             sa.event.remove(conn, "before_cursor_execute", capture)
             plans = [
                 " | ".join(r[3] for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", args))
@@ -333,12 +335,14 @@ def test_catching_up_reads_the_few_rows_not_the_history(make_config, sqlite_url:
             ]
     finally:
         app.engine.dispose()
-    assert len(plans) == 4, plans
+    assert len(plans) == 6, plans
     assert "ix_outbox_status_next_attempt_at (status=?)" in plans[0]  # orphaned
     assert "ix_outbox_rep_sent_at (rep=? AND sent_at>?)" in plans[1]  # sent_since: sent
     assert "ix_outbox_status_next_attempt_at (status=?)" in plans[2]  # ... and sending
     assert "INTEGER PRIMARY KEY" in plans[3]  # record_sent by id
-    assert not any("(rep=?)" in plan for plan in plans), plans
+    assert "ix_outbox_status_next_attempt_at (status=?)" in plans[4]  # stuck: the queue
+    assert "ix_outbox_uncopied (rep=?)" in plans[5]  # uncopied_count
+    assert not any("ix_outbox_rep_sent_at (rep=?)" in plan for plan in plans), plans
 
 
 def test_outbox_claim_and_marks_on_both_databases(app: app_mod.App) -> None:
