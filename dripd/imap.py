@@ -76,7 +76,7 @@ class Session:
                 )
             await client.wait_hello_from_server()
         except (OSError, TimeoutError, aioimaplib.AioImapException) as exc:
-            raise ImapError(f"cannot connect to {s.host}:{s.port}: {exc}") from exc
+            raise ImapError(smtp.connect_failure(s.host, s.port, exc)) from exc
         self._client = client
         response = await self._run(client.login(s.username or "", self._password or ""))
         if response.result != "OK":

@@ -112,6 +112,17 @@ def tls_context(ca_file: str | None) -> ssl.SSLContext:
         raise errors.ConfigError(f"ca_file {ca_file}: {exc.strerror or exc}") from exc
 
 
+def connect_failure(host: str, port: int, exc: BaseException) -> str:
+    """The one line for a connection that failed; an untrusted certificate says what to do."""
+    message = f"cannot connect to {host}:{port}: {exc}"
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return f"{message}; if the server's certificate is from a private CA, set ca_file"
+        seen = seen.__cause__ or seen.__context__
+    return message
+
+
 def mailbox_tls(settings: config.SmtpConfig) -> ssl.SSLContext | None:
     """The TLS context of a mailbox's connections, made once for all of them."""
     return tls_context(settings.ca_file) if settings.security != "none" else None
@@ -158,7 +169,7 @@ class Connection:
             raise SendError("auth", exc.code, f"login refused: {exc.message}") from exc
         except (aiosmtplib.SMTPException, OSError) as exc:
             await _quiet_close(client)
-            message = f"cannot connect to {s.host}:{s.port}: {exc}"
+            message = connect_failure(s.host, s.port, exc)
             raise SendError("temporary", 0, message, mailbox=True) from exc
         self._client = client
 

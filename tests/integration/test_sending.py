@@ -638,6 +638,17 @@ def test_check_connect_tries_every_mailbox_and_names_what_fails(
     )
     assert all("wrong" not in line for line in lines)  # never a password
 
+    # The test servers' certificates come from the tests' own CA: without
+    # ca_file they are untrusted, and the line says what to set.
+    text = world.app.config.path.read_text(encoding="utf-8")
+    untrusted = "\n".join(line for line in text.splitlines() if not line.startswith("ca_file"))
+    world.app.config.path.write_text(untrusted, encoding="utf-8")
+    code, lines, data = check()
+    assert code == 1 and len(lines) == 3, lines
+    for line in lines[1:]:
+        assert "certificate verify failed" in line, line
+        assert line.endswith("if the server's certificate is from a private CA, set ca_file")
+
 
 def test_a_stop_ends_the_engine_pass_between_chunks(make_world, monkeypatch) -> None:
     # SIGTERM during a backlog of 30,000 due enrollments took 11.8 s to exit
