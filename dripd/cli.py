@@ -596,21 +596,31 @@ def run(once: bool, as_json: bool) -> None:
     import asyncio
     import dataclasses
 
-    from dripd import daemon, logs
+    from dripd import daemon, logs, views
+    from dripd import tables as out
 
     logs.configure(os.environ.get("DRIPD_LOG_LEVEL", "INFO"))
     app = open_app()
     main = daemon.run_once(app) if once else daemon.Daemon(app).run()
     summary = asyncio.run(main)
+    if not once:
+        if as_json:
+            print_json(dataclasses.asdict(summary))
+        return
+    with app.reader.connect() as conn:  # what a pass that sent nothing leaves a user asking
+        upcoming = views.next_up(app, conn)
     if as_json:
-        print_json(dataclasses.asdict(summary))
-    elif once:
-        stdout.print(
-            f"queued {summary.queued}, sent {summary.sent}, tasks {summary.tasks}, "
-            f"skipped {summary.skipped}, held {summary.held}, retrying {summary.retried}, "
-            f"failed {summary.failed}, bounced {summary.bounced}, inbox {summary.inbox}, "
-            f"digests {summary.digests}"
+        print_json(
+            {**dataclasses.asdict(summary), "next": upcoming.as_json() if upcoming else None}
         )
+        return
+    stdout.print(
+        f"queued {summary.queued}, sent {summary.sent}, tasks {summary.tasks}, "
+        f"skipped {summary.skipped}, held {summary.held}, retrying {summary.retried}, "
+        f"failed {summary.failed}, bounced {summary.bounced}, inbox {summary.inbox}, "
+        f"digests {summary.digests}"
+    )
+    stdout.print(out.next_line(upcoming, app.clock.now()), markup=False)
 
 
 @cli.command()

@@ -319,6 +319,7 @@ async def run_once(app: App) -> Summary:
         try:
             await fleet.tick()
             summary.reconciled = await reconcile(app, taken)
+            reload.replan_changed(app)  # files edited since the last run
             summary.inbox = await read_inboxes(app, taken)
             stop, queued, advanced = asyncio.Event(), asyncio.Event(), asyncio.Event()
             mailboxes = senders(app, stop, fleet)
@@ -407,6 +408,7 @@ class Daemon:
 
     async def run(self) -> Summary:
         with single_instance(self.app), on_signals(self.stop, self._reload):
+            reload.replan_changed(self.app)  # files edited while dripd was stopped
             self.fleet = Fleet.join(self.app, start=self._take_mailbox, stop=self._leave_mailbox)
             self.instance = self.fleet.member.id
             await self.fleet.tick()  # the first mailboxes: reconciled, then worked
@@ -648,6 +650,7 @@ class Daemon:
         if not change.schedule and not change.campaigns:
             return 0
         with self.app.engine.begin() as conn:
+            reload.remember_plans(self.app, conn)  # so the next start does not do it again
             return queries.recheck_enrollments(
                 conn, self.app.clock.now(), None if change.schedule else change.campaigns
             )

@@ -185,6 +185,13 @@ def next_attempt(conn: sa.Connection, rep: str | None = None) -> datetime | None
     return schema.UTCDateTime().process_result_value(value, conn.dialect) if value else None
 
 
+def next_queued(conn: sa.Connection) -> Row | None:
+    """The queued email to be tried first (through the status index)."""
+    query = _ROWS.where(_t.c.status == "queued").order_by(_t.c.next_attempt_at).limit(1)
+    record = conn.execute(query).first()
+    return _row(record) if record is not None else None
+
+
 def in_state(conn: sa.Connection, status: str) -> list[Row]:
     query = _ROWS.where(_t.c.status == status).order_by(_t.c.id)
     return [_row(r) for r in conn.execute(query)]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,26 @@ def _when(at: datetime | None, tz: Any = None) -> str:
         return "—"
     local = at.astimezone(tz) if tz else at.astimezone()
     return f"{local:%Y-%m-%d %H:%M}"
+
+
+def next_line(item: views.Scheduled | None, now: datetime) -> str:
+    """`run --once`'s last line: what happens next, and when (the contact's time)."""
+    if item is None:
+        return "next: nothing scheduled"
+    what = f"{item.kind} {item.campaign}/{item.step}" if item.campaign else item.kind
+    when = f"{item.local:%a %Y-%m-%d %H:%M %Z}"
+    wait = item.at - now
+    if wait <= timedelta(0):
+        soon = "now"
+    else:
+        minutes = -int(-wait.total_seconds() // 60)  # rounded up: never 'in 0 min'
+        hours, minutes = divmod(minutes, 60)
+        days, hours = divmod(hours, 24)
+        parts = [f"{days} d" if days else "", f"{hours} h" if hours else ""]
+        parts.append(f"{minutes} min" if minutes and not days else "")
+        soon = "in " + " ".join(p for p in parts if p)
+    why = f"; {item.note}" if item.note else ""
+    return f"next: {what} to {item.email}, {when} ({soon}{why}); dripd schedule shows the rest"
 
 
 def check_report(

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
@@ -98,6 +99,55 @@ def upcoming(
             )
     items.sort(key=lambda item: (item.at, item.email))
     return items, waiting
+
+
+NEXT_HORIZON_DAYS = 400  # looked this far ahead (a yearly drip step fits)
+NEXT_HEADS = 20  # enrollments (earliest next_due_at first) looked at for `next_up`
+
+
+def next_up(app: App, conn: sa.Connection) -> Scheduled | None:
+    """The first thing that will happen to any contact: a step due, or a queued email's try.
+
+    Reads the head of the due index and of the queue, not every enrollment:
+    `run --once` says it after each pass. A window or a pause can only
+    delay a step past its enrollment's `next_due_at`, so the earliest of
+    the first few heads' projections is the next (a later head could only
+    come first behind a long delay of all before it).
+    """
+    now = app.clock.now()
+    found: list[Scheduled] = []
+    heads = queries.due_enrollments(conn, now + timedelta(days=NEXT_HORIZON_DAYS), NEXT_HEADS)
+    people = queries.contacts_by_ids(conn, {e.contact_id for e in heads})
+    pauses = queries.rep_pauses(conn)
+    for enrollment in heads:
+        campaign = app.catalog.campaigns.get(enrollment.campaign)
+        contact = people.get(enrollment.contact_id)
+        if campaign is None or contact is None or enrollment.status != "active":
+            continue
+        ctx = pipeline.context(app, contact, campaign, enrollment.enrolled_at, pauses)
+        progress = schedule.Progress.from_json(enrollment.progress)
+        until = now + timedelta(days=NEXT_HORIZON_DAYS)
+        for due in schedule.project(campaign.plans, progress, ctx, until=until)[:1]:
+            kind = campaign.step(due.step_id).kind
+            found.append(
+                _scheduled(due, contact, kind, enrollment.campaign, ctx, now, app.config.max_late)
+            )
+    if (row := outbox.next_queued(conn)) is not None and row.contact_id is not None:
+        at = max(row.next_attempt_at, now)
+        found.append(
+            Scheduled(
+                at=at,
+                local=at.astimezone(ZoneInfo(row.timezone)),
+                email=row.recipient,
+                name="",
+                campaign=row.campaign or "",
+                step=row.step or "",
+                kind="email",
+                occurrence=row.occurrence,
+                note=row.last_error or ("due now" if row.next_attempt_at <= now else ""),
+            )
+        )
+    return min(found, key=lambda item: (item.at, item.email), default=None)
 
 
 def _scheduled(

@@ -24,6 +24,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
@@ -424,7 +425,8 @@ def test_run_once_sends_what_is_due_and_reports(
     _no_traceback(result.stdout, result.stderr)
     assert result.stdout.splitlines() == [
         "queued 3, sent 3, tasks 0, skipped 0, held 0, retrying 0, failed 0, bounced 0, inbox 0, "
-        "digests 0"
+        "digests 0",
+        "next: nothing scheduled",
     ]
     assert sorted(m.rcpt_tos[0] for m in server.messages()) == sorted(first)
     assert {m.mail_from for m in server.messages()} == {REP_EMAIL}
@@ -437,6 +439,7 @@ def test_run_once_sends_what_is_due_and_reports(
     idle = setup.dripd("run", "--once", "--json")
     assert idle.returncode == 0, idle.stderr
     assert json.loads(idle.stdout)["sent"] == 0
+    assert json.loads(idle.stdout)["next"] is None
 
     second = setup.import_contacts(2)
     result = setup.dripd("run", "--once", "--json")
@@ -449,6 +452,46 @@ def test_run_once_sends_what_is_due_and_reports(
     assert sorted(m.rcpt_tos[0] for m in server.messages()[3:]) == sorted(second)
     assert len(server.messages()) == 5
     assert setup.statuses() == {"sent": 5}
+
+
+def test_a_campaign_edited_between_two_runs_is_planned_again(
+    tmp_path: Path, smtp_server: Callable[..., servers.SmtpServer]
+) -> None:
+    """Files edited while dripd is stopped count from the next start, as a reload would.
+
+    The window first opens the day after tomorrow: `run --once` sends nothing
+    and says when the email will go. Widened to every day, the next `run
+    --once` sends it, not two days later.
+    """
+    server = smtp_server()
+    setup = Setup(tmp_path, server.port)
+    later = datetime.now(UTC) + timedelta(days=2)
+    campaign = setup.folder / "campaigns" / "blast.toml"
+    daily = 'send_window = "daily 00:00-24:00"'
+    campaign.write_text(CAMPAIGN.replace(daily, f'send_window = "{later:%a} 00:00-24:00"'))
+    [address] = setup.import_contacts(1)
+
+    waiting = setup.dripd("run", "--once")
+    assert waiting.returncode == 0, waiting.stderr
+    assert server.messages() == []
+    assert waiting.stdout.splitlines()[1].startswith(
+        f"next: email blast/hello to {address}, {later:%a %Y-%m-%d} 00:00 UTC (in 1 d"
+    ), waiting.stdout
+    data = json.loads(setup.dripd("run", "--once", "--json").stdout)
+    assert (data["sent"], data["next"]["step"], data["next"]["contact"]) == (0, "hello", address)
+    assert data["next"]["at"] == f"{later:%Y-%m-%d}T00:00:00+00:00"
+
+    campaign.write_text(CAMPAIGN)  # dripd is not running: no reload sees this
+    result = setup.dripd("run", "--once")
+    assert result.returncode == 0, result.stderr
+    _no_traceback(result.stdout, result.stderr)
+    assert [m.rcpt_tos[0] for m in server.messages()] == [address]
+    assert "action=replanned enrollments=1" in result.stderr
+    assert result.stdout.splitlines()[1] == "next: nothing scheduled"
+
+    again = setup.dripd("run", "--once")  # nothing changed since: nothing planned again
+    assert "action=replanned" not in again.stderr
+    assert len(server.messages()) == 1
 
 
 # -- 5. a wrong SMTP password ----------------------------------------------------

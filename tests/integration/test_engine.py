@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from dripd import app as app_mod
-from dripd import clock, contacts, engine, outbox, pipeline
+from dripd import clock, contacts, engine, outbox, pipeline, reload
 from dripd.store import queries, schema
 
 MONDAY = datetime(2026, 11, 23, 14, 0, tzinfo=UTC)  # 09:00 in New York
@@ -260,3 +260,47 @@ def test_a_change_after_rendering_ahead_is_not_sent_from_the_old_rendering(world
     assert subject == "Hello Annie"  # rendered again
     (cy_enrollment,) = {r.enrollment_id for r in rows(app) if r.contact_id == cy.id}
     assert sent["cy@example.com"].message == ahead[cy_enrollment].message.data  # used as is
+
+
+# -- campaign files edited while dripd was stopped (reload.replan_changed) ----------
+
+
+def _next_due(app: app_mod.App) -> dict[str, datetime | None]:
+    with app.engine.connect() as conn:
+        return {e.campaign: e.next_due_at for e in queries.all_active_enrollments(conn)}
+
+
+def test_a_start_plans_again_what_files_edited_since_the_last_run_concern(world) -> None:
+    app, fake = world
+    add(app, "ann@example.com", first_name="Ann")
+    values = contacts.validate({"email": "bob@example.com"}, app.contact_rules())
+    with app.engine.begin() as conn:
+        cid = pipeline.create_contact(app, conn, "bob@example.com", values, fake.now(), cause="t")
+        bob = queries.contact_by_id(conn, cid)
+        pipeline.enroll(app, conn, bob, "after", fake.now(), cause="test")
+    # A database without the record (new, or from an older dripd): everything, once.
+    assert reload.replan_changed(app) == 2
+    assert reload.replan_changed(app) == 0
+    engine.advance_due(app, fake.now())
+    planned = _next_due(app)
+    assert planned["after"] == MONDAY + timedelta(weeks=1)
+
+    fake.advance(timedelta(hours=1))
+    folder = app.config.campaigns_dir
+    text = (folder / "test.toml").read_text(encoding="utf-8")
+    (folder / "test.toml").write_text(text.replace('wait = "1 day"', 'wait = "2 days"', 1))
+    edited = app_mod.open_app(str(app.config.path), the_clock=fake)
+    try:
+        assert reload.replan_changed(edited) == 1  # the edited campaign's enrollments only
+        assert _next_due(edited) == {**planned, "test": fake.now()}
+        assert reload.replan_changed(edited) == 0
+
+        config = app.config.path.read_text(encoding="utf-8")
+        app.config.path.write_text(config.replace("09:00-17:00", "08:00-18:00", 1))
+        widened = app_mod.open_app(str(app.config.path), the_clock=fake)
+        try:
+            assert reload.replan_changed(widened) == 2  # a schedule setting: every one
+        finally:
+            widened.engine.dispose()
+    finally:
+        edited.engine.dispose()
