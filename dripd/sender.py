@@ -372,9 +372,11 @@ class Sender:
             # first, so one that alone makes the server hang up holds up no other.
             outbox.requeue(conn, row, resume_at + (resume_at - now), str(exc))
             self.stats.retried += 1
+            message, action = "mailbox unreachable, resting", "mailbox_unreachable"
+            if exc.code not in (0, 421):  # a 4xx to MAIL FROM: a rate limit, most often
+                message, action = "server defers the mailbox's mail, resting", "mailbox_deferred"
             logger.warning(
-                "mailbox unreachable, resting",
-                extra={"action": "mailbox_unreachable", "retry_at": resume_at.isoformat(), **log},
+                message, extra={"action": action, "retry_at": resume_at.isoformat(), **log}
             )
             return False
         if row.attempts + 1 >= outbox.MAX_ATTEMPTS:

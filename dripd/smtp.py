@@ -55,8 +55,9 @@ class SendError(Exception):
     """An SMTP failure, classified.
 
     `mailbox`: the session failed before this email's message was handed over
-    (no connection, a 421, the connection lost or silent at MAIL or RCPT): a
-    problem of the mailbox, not of the email, which is tried again unchanged.
+    (no connection, a 421, a 4xx to MAIL FROM, the connection lost or silent at
+    MAIL or RCPT): a problem of the mailbox, not of the email, which is tried
+    again unchanged.
     """
 
     kind: Kind
@@ -204,7 +205,10 @@ class Connection:
             reply, stage = refused
             await self._reset_after(reply.code)
             kind = classify(reply.code, reply.message, stage=stage)
-            raise SendError(kind, reply.code, reply.message, mailbox=reply.code == 421)
+            # A 4xx to MAIL FROM comes before any recipient is named: the
+            # mailbox's (Postfix's "450 4.7.1 too much mail"), as is a 421.
+            mailbox = reply.code == 421 or (stage == "mail" and kind == "temporary")
+            raise SendError(kind, reply.code, reply.message, mailbox=mailbox)
 
     async def _transaction(
         self, client: aiosmtplib.SMTP, envelope: tuple[bytes, bytes], data: bytes

@@ -62,7 +62,7 @@ STOP_TIMEOUT = 10.0  # seconds
 
 T = TypeVar("T")
 TlsMode = Literal["none", "starttls", "implicit"]
-Stage = Literal["RCPT", "DATA"]
+Stage = Literal["MAIL", "RCPT", "DATA"]
 
 # Replies real servers give; use them in fault plans.
 BUSY = "421 4.3.2 Service not available, closing transmission channel"
@@ -185,14 +185,15 @@ async def _connections_closed(timeout: float) -> None:
 
 @dataclass(slots=True, kw_only=True)
 class Fault:
-    """How the server misbehaves on the next `times` matching RCPT or DATA commands.
+    """How the server misbehaves on the next `times` matching MAIL, RCPT or DATA commands.
 
     `stall` seconds pass first; then `drop` closes the connection without a reply,
     or `reply` answers instead of accepting (a `421` reply also closes the
     connection, as real servers do); with neither, the command is accepted late.
     `recipient` limits the fault to one address (for DATA: any envelope
-    recipient); None matches every command. `deliver` (DATA only) records the
-    message before misbehaving: the "delivered but never acknowledged" case.
+    recipient; MAIL has none, so only None matches it); None matches every
+    command. `deliver` (DATA only) records the message before misbehaving:
+    the "delivered but never acknowledged" case.
     """
 
     stage: Stage
@@ -219,7 +220,7 @@ class FaultPlan:
         self._faults: list[Fault] = []
 
     def add(self, fault: Fault) -> Fault:
-        if fault.stage == "RCPT" and fault.deliver:
+        if fault.stage != "DATA" and fault.deliver:
             raise ValueError("deliver= only makes sense for DATA faults")
         with self._lock:
             self._faults.append(fault)
@@ -341,6 +342,23 @@ class _Handler:
     def __init__(self, faults: FaultPlan, inbox: _Inbox) -> None:
         self.faults = faults
         self.inbox = inbox
+
+    async def handle_MAIL(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        fault = self.faults.take("MAIL", [])
+        if fault is not None:
+            reply = await _misbehave(fault, server)
+            if reply is not None:
+                return reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 OK"
 
     async def handle_RCPT(
         self,

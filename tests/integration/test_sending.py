@@ -208,6 +208,30 @@ def test_an_email_the_server_hangs_up_on_holds_up_no_other(make_world) -> None:
     assert [(r.status, r.attempts) for r in held] == [("queued", 0), ("queued", 0)]
 
 
+def test_a_server_deferring_the_mailbox_is_left_alone_for_a_while(make_world) -> None:
+    # Postfix's rate limit (anvil) answers MAIL FROM with "450 4.7.1 Error: too
+    # much mail from …". Before the recipient is even named, a 4xx is about the
+    # mailbox: the email keeps its tries, the mailbox rests, and the other
+    # queued emails are not each sent to be refused in turn.
+    world = make_world(window="daily 00:00-24:00")
+    deferred = world.smtp.faults.reply(
+        "MAIL", "450 4.7.1 Error: too much mail from 127.0.0.1", times=100
+    )
+    for name in ("ann", "bob", "cy", "dee", "eve"):
+        world.add(f"{name}@example.org", first_name=name.title(), company="X")
+    summary = world.run()
+    assert (summary.sent, summary.failed) == (0, 0)
+    assert deferred.used <= 2  # once per connection at most, not once per email
+    assert {(r.status, r.attempts) for r in world.rows()} == {("queued", 0)}
+    world.smtp.faults.clear()
+    # The next run (cron's next `run --once`) sends those not tried; the
+    # deferred ones wait behind the mailbox's rest, their tries unused.
+    assert world.run().sent == 5 - deferred.used
+    world.clock.advance(timedelta(minutes=2))
+    assert world.run().sent == deferred.used
+    assert len(world.smtp.messages()) == 5
+
+
 def test_unknown_recipient_bounces_the_contact(make_world) -> None:
     world = make_world(window="mon-fri 00:00-24:00")
     world.smtp.faults.reply("RCPT", servers.NO_SUCH_USER, recipient="gone@example.org")
@@ -515,6 +539,7 @@ def test_which_failures_are_the_mailboxs_and_which_the_emails(smtp_server) -> No
     # A second per reply: short, yet far from what a loaded CI host takes to answer.
     settings = config.SmtpConfig(host=server.host, port=server.port, security="none", timeout=1.0)
     message = b"Subject: hi\r\nMessage-ID: <t2@example.com>\r\n\r\nHello.\r\n"
+    server.faults.reply("MAIL", "451 4.7.1 Too much mail, slow down")
     server.faults.reply("RCPT", "421 4.3.2 Closing: too busy")
     server.faults.drop("RCPT")
     server.faults.stall("RCPT", 4.0)
@@ -525,7 +550,7 @@ def test_which_failures_are_the_mailboxs_and_which_the_emails(smtp_server) -> No
     async def scenario() -> list[tuple[int, bool]]:
         connection = smtp.Connection(settings, None)
         seen = []
-        for _ in range(6):
+        for _ in range(7):
             with pytest.raises(smtp.SendError) as caught:
                 await connection.send("mike@example.com", "ann@example.org", message)
             assert caught.value.kind == "temporary"
@@ -538,6 +563,7 @@ def test_which_failures_are_the_mailboxs_and_which_the_emails(smtp_server) -> No
         return seen
 
     expected = [
+        (451, True),  # a 4xx at MAIL: before any recipient, about the mailbox
         (421, True),  # 421 at RCPT
         (0, True),  # dropped at RCPT
         (0, True),  # silent at RCPT
