@@ -15,6 +15,11 @@ from datetime import datetime, timedelta
 BURST_SPAN = timedelta(minutes=10)
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
+_NAMES = (  # the windows, as `holding` says them
+    "{limit} sent in the last 10 minutes (a backlog is spread over the hour)",
+    "{limit} sent in the last hour (max_per_hour)",
+    "{limit} sent in the last day (max_per_day)",
+)
 
 
 class RateLimit:
@@ -45,6 +50,18 @@ class RateLimit:
                 # the send that must leave the window before one more fits
                 earliest = max(earliest, self._sent[total - limit] + span)
         return earliest
+
+    def holding(self, now: datetime) -> str | None:
+        """The limit that keeps the next send back longest, in words; None if one may go."""
+        self._forget(now)
+        total = len(self._sent)
+        longest: tuple[datetime, str] | None = None
+        for (span, limit), name in zip(self.windows, _NAMES, strict=True):
+            if self.count(now, span) >= limit:
+                until = self._sent[total - limit] + span
+                if longest is None or until > longest[0]:
+                    longest = (until, name.format(limit=limit))
+        return None if longest is None else longest[1]
 
     def count(self, now: datetime, span: timedelta) -> int:
         return len(self._sent) - bisect.bisect_right(self._sent, now - span)

@@ -97,6 +97,7 @@ class Sender:
         self._rules_cache: _Rules | None = None
         self._unrecorded: list[int] = []  # outbox ids sent since the last record()
         self._recorded_at = datetime.min.replace(tzinfo=UTC)
+        self._limit_logged_at = datetime.min.replace(tzinfo=UTC)
 
     def _now(self) -> datetime:
         return self.app.clock.now()
@@ -268,6 +269,17 @@ class Sender:
         allowed = self.limit.next_free(now)
         if allowed > now:
             self.resume_at = allowed
+            if now - self._limit_logged_at >= ratelimit.BURST_SPAN:  # not once per email
+                self._limit_logged_at = now
+                logger.info(
+                    "mailbox at its sending limit: the next email waits",
+                    extra={
+                        "action": "rate_limited",
+                        "rep": self.rep.id,
+                        "limit": self.limit.holding(now),
+                        "next_at": allowed.isoformat(),
+                    },
+                )
             return "stop"
         rules = self._rules()
         if stale := self._stale(row, now, rules):

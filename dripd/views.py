@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from dripd import digest, inbox, instances, outbox, pipeline, schedule, stages
+from dripd import digest, inbox, instances, outbox, pipeline, ratelimit, schedule, stages
 from dripd.app import App
 from dripd.store import queries, schema
 
@@ -268,6 +268,8 @@ def _mailboxes(app: App, conn: sa.Connection) -> list[dict[str, Any]]:
             notes.append(f"resting until {rest:%Y-%m-%d %H:%M} UTC: {reason}")
         if rep_id in pauses and pauses[rep_id] > app.clock.now():
             notes.append(f"paused until {pauses[rep_id]:%Y-%m-%d %H:%M} UTC")
+        if configured and entry.get("queued", 0):
+            notes += _limit_note(app, conn, rep_id)
         notes += _stuck_notes(app, conn, rep_id, stuck.get(rep_id))
         result.append({
             "rep": rep_id,
@@ -281,6 +283,19 @@ def _mailboxes(app: App, conn: sa.Connection) -> list[dict[str, Any]]:
             "notes": notes,
         })  # fmt: skip
     return result
+
+
+def _limit_note(app: App, conn: sa.Connection, rep_id: str) -> list[str]:
+    """Why a mailbox with emails waiting sends none now: its limits (from what it sent)."""
+    smtp = app.config.rep(rep_id).smtp
+    assert smtp is not None
+    now = app.clock.now()
+    limit = ratelimit.RateLimit(per_hour=smtp.max_per_hour, per_day=smtp.max_per_day)
+    limit.load(outbox.sent_since(conn, rep_id, now - ratelimit.DAY))
+    holding = limit.holding(now)
+    if holding is None:
+        return []
+    return [f"at its limit, {holding}: the next email at {limit.next_free(now):%H:%M} UTC"]
 
 
 def _stuck_notes(

@@ -12,6 +12,7 @@ import email
 import email.policy
 import gc
 import json
+import logging
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -318,6 +319,36 @@ def test_rate_limits_hold_over_a_simulated_day_with_a_backlog(make_world) -> Non
     assert most_in(timedelta(days=1)) <= 40
     assert most_in(timedelta(minutes=10)) <= 2  # a backlog is spread out, not bursted
     assert len(sent_times) >= 40  # and the limits were actually used
+
+
+def test_a_mailbox_at_its_limit_says_so_in_the_log_and_in_status(make_world, caplog) -> None:
+    # Emails due and none going out, for minutes: the user must be able to
+    # see it is the limit (the log once, `status` while it lasts), not a fault.
+    from dripd import views
+
+    world = make_world(window="daily 00:00-24:00", limits=(12, 40))
+    for i in range(5):
+        world.add(f"c{i}@example.org", first_name=f"C{i}", company="X")
+    with caplog.at_level(logging.INFO, logger="dripd.sender"):
+        assert world.run().sent == 2  # a sixth of 12 an hour in any ten minutes
+    held = [r for r in caplog.records if getattr(r, "action", "") == "rate_limited"]
+    assert len(held) == 1, [r.getMessage() for r in held]
+    assert held[0].limit == "2 sent in the last 10 minutes (a backlog is spread over the hour)"
+    with world.app.reader.connect() as conn:
+        (mike,) = views.status(world.app, conn)["mailboxes"]
+    free = world.clock.now() + timedelta(minutes=10)
+    assert mike["notes"] == [
+        "at its limit, 2 sent in the last 10 minutes (a backlog is spread over the hour): "
+        f"the next email at {free:%H:%M} UTC"
+    ]
+    world.clock.advance(timedelta(minutes=10))
+    assert world.run().sent == 2
+    with world.app.reader.connect() as conn:
+        assert views.status(world.app, conn)["mailboxes"][0]["notes"] != []  # held again
+    world.clock.advance(timedelta(hours=2))
+    assert world.run().sent == 1  # the last one; nothing waits, nothing said
+    with world.app.reader.connect() as conn:
+        assert views.status(world.app, conn)["mailboxes"][0]["notes"] == []
 
 
 def test_an_email_that_waited_in_the_queue_is_dated_when_it_is_sent(

@@ -195,3 +195,24 @@ def test_next_free_is_never_in_the_past(per_hour: int, per_day: int, history: li
     for step in (0, 1, 10**6, 3600 * 10**6, 25 * 3600 * 10**6):
         now = T0 + timedelta(microseconds=step)
         assert limit.next_free(now) >= now
+
+
+def test_holding_names_the_window_that_is_full() -> None:
+    limit = RateLimit(per_hour=12, per_day=30)
+    assert limit.holding(T0) is None
+    for minute in (0, 1):
+        limit.record(T0 + timedelta(minutes=minute))
+    ten = "2 sent in the last 10 minutes (a backlog is spread over the hour)"
+    assert limit.holding(T0 + timedelta(minutes=2)) == ten
+    assert limit.holding(T0 + TEN + timedelta(minutes=1)) is None  # the first one left it
+    for minute in range(10, 50, 4):
+        limit.record(T0 + timedelta(minutes=minute))
+    assert limit.holding(T0 + timedelta(minutes=59)) == "12 sent in the last hour (max_per_hour)"
+    for minute in (58, 59):  # both full: the one that holds longer (the hour's) is named
+        limit.record(T0 + timedelta(minutes=minute))
+    assert limit.count(T0 + timedelta(minutes=59), TEN) == 2
+    assert limit.holding(T0 + timedelta(minutes=59)) == "12 sent in the last hour (max_per_hour)"
+    for hour in range(2, 20):
+        limit.record(T0 + timedelta(hours=hour))
+    assert limit.holding(T0 + timedelta(hours=20)) == "30 sent in the last day (max_per_day)"
+    assert limit.holding(T0 + DAY + timedelta(hours=2)) is None
