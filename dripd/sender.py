@@ -414,7 +414,13 @@ class Sender:
         return True
 
     def _rest_after_connection_failure(self, now: datetime) -> datetime:
-        """Rest the mailbox, longer after each failure in a row; when it is tried again."""
+        """Rest the mailbox, longer after each failure in a row; when it is tried again.
+
+        A failure met while the mailbox already rests (its other connection
+        failed at the same moment) is the same failure: the rest stays.
+        """
+        if self.resume_at is not None and self.resume_at > now:
+            return self.resume_at
         self._connect_failures += 1
         first, longest = CONNECT_BACKOFF
         rest = min(first * 2 ** (self._connect_failures - 1), longest)

@@ -224,6 +224,10 @@ def test_a_server_deferring_the_mailbox_is_left_alone_for_a_while(make_world) ->
     assert (summary.sent, summary.failed) == (0, 0)
     assert deferred.used <= 2  # once per connection at most, not once per email
     assert {(r.status, r.attempts) for r in world.rows()} == {("queued", 0)}
+    # Both connections refused at once are one rest of 30 s, not 30 then 60.
+    later = [r.next_attempt_at - world.clock.now() for r in world.rows() if r.last_error]
+    assert len(later) == deferred.used == 2
+    assert all(wait <= timedelta(seconds=60) for wait in later), later
     world.smtp.faults.clear()
     # The next run (cron's next `run --once`) sends those not tried; the
     # deferred ones wait behind the mailbox's rest, their tries unused.
