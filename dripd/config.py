@@ -132,7 +132,7 @@ class SmtpConfig(Secret):
 class ImapConfig(Secret):
     host: str
     port: int = pydantic.Field(default=993, ge=1, le=65535)
-    security: Literal["tls", "none"] = "tls"
+    security: Literal["tls", "starttls", "none"] = "tls"
     username: str | None = None
     ca_file: str | None = None
     folder: str = "INBOX"

@@ -1,7 +1,8 @@
 """Talking IMAP to a rep's mailbox (aioimaplib): log in, find, append, read, IDLE.
 
-aioimaplib has no STARTTLS, so `security` is implicit TLS ("tls", port 993)
-or, to localhost only, "none".
+`security`: implicit TLS ("tls", port 993), STARTTLS ("starttls", port 143:
+aioimaplib has none, so it is done here, `_start_tls`) or, to localhost
+only, "none".
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import ssl
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -34,6 +36,25 @@ class Folder:
 
 class ImapError(Exception):
     """The IMAP server refused, or the connection failed; the message says which."""
+
+
+async def _start_tls(client: aioimaplib.IMAP4, context: ssl.SSLContext, host: str) -> None:
+    """STARTTLS (RFC 3501 6.2.1), then the capabilities again: those said in clear don't count."""
+    protocol = client.protocol
+    if "STARTTLS" not in protocol.capabilities:
+        raise ImapError(
+            f'{host} offers no STARTTLS on this port (use port 993 with security = "tls")'
+        )
+    command = aioimaplib.Command("STARTTLS", protocol.new_tag(), loop=protocol.loop)
+    response = await protocol.execute(command)
+    if response.result != "OK":
+        raise ImapError(f"STARTTLS refused: {_text(response.lines)}")
+    loop = asyncio.get_running_loop()
+    transport = await loop.start_tls(protocol.transport, protocol, context, server_hostname=host)
+    if transport is None:
+        raise ImapError("STARTTLS: the connection was closed")
+    protocol.transport = transport
+    await protocol.capability()
 
 
 class Session:
@@ -74,10 +95,16 @@ class Session:
                 client = aioimaplib.IMAP4(
                     host=s.host, port=s.port, timeout=TIMEOUT, conn_lost_cb=self._on_lost
                 )
+            self._client = client  # closed by close() whatever fails from here
             await client.wait_hello_from_server()
+            if s.security == "starttls":
+                await _start_tls(client, smtp.tls_context(s.ca_file), s.host)
         except (OSError, TimeoutError, aioimaplib.AioImapException) as exc:
-            raise ImapError(smtp.connect_failure(s.host, s.port, exc)) from exc
-        self._client = client
+            self._abort()
+            raise ImapError(smtp.connect_failure(s.host, s.port, exc, s.security)) from exc
+        except ImapError:
+            self._abort()
+            raise
         response = await self._run(client.login(s.username or "", self._password or ""))
         if response.result != "OK":
             await self.close()
@@ -215,7 +242,7 @@ class Session:
             raise ImapError(f"NOOP failed: {_text(response.lines)}")
 
     async def close(self) -> None:
-        client, self._client = self._client, None
+        client = self._client
         if client is None:
             return
         with contextlib.suppress(OSError, TimeoutError, aioimaplib.AioImapException):
@@ -223,7 +250,12 @@ class Session:
         # aioimaplib leaves the socket to the server's hang-up after LOGOUT; a
         # loop that ends right away (`check --connect`) would never see it.
         # The session is over: no TLS goodbye to wait for.
-        transport = getattr(client.protocol, "transport", None)
+        self._abort()
+
+    def _abort(self) -> None:
+        """Drop the connection at once (it failed before a session began, or is over)."""
+        client, self._client = self._client, None
+        transport = getattr(client.protocol, "transport", None) if client else None
         if transport is not None:
             transport.abort()
 

@@ -113,13 +113,22 @@ def tls_context(ca_file: str | None) -> ssl.SSLContext:
         raise errors.ConfigError(f"ca_file {ca_file}: {exc.strerror or exc}") from exc
 
 
-def connect_failure(host: str, port: int, exc: BaseException) -> str:
-    """The one line for a connection that failed; an untrusted certificate says what to do."""
-    message = f"cannot connect to {host}:{port}: {exc}"
+def connect_failure(host: str, port: int, exc: BaseException, security: str) -> str:
+    """The one line for a connection that failed, with what to change where that is clear.
+
+    An untrusted certificate: `ca_file`. TLS or not, the wrong way round for
+    the port: a TLS handshake answered in clear ("wrong version number"), or
+    no greeting at all (the server waits for a handshake that never comes).
+    """
+    message = f"cannot connect to {host}:{port}: {exc or 'no greeting from the server'}"
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, ssl.SSLCertVerificationError):
             return f"{message}; if the server's certificate is from a private CA, set ca_file"
+        if isinstance(seen, ssl.SSLError) and seen.reason == "WRONG_VERSION_NUMBER":
+            return f'{message}; this port does not begin with TLS: security = "starttls"?'
+        if isinstance(seen, TimeoutError) and security != "tls":
+            return f'{message}; a port that begins with TLS (465, 993) needs security = "tls"'
         seen = seen.__cause__ or seen.__context__
     return message
 
@@ -170,7 +179,7 @@ class Connection:
             raise SendError("auth", exc.code, f"login refused: {exc.message}") from exc
         except (aiosmtplib.SMTPException, OSError) as exc:
             await _quiet_close(client)
-            message = connect_failure(s.host, s.port, exc)
+            message = connect_failure(s.host, s.port, exc, s.security)
             raise SendError("temporary", 0, message, mailbox=True) from exc
         self._client = client
 
