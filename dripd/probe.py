@@ -75,22 +75,32 @@ async def probe_all(cfg: config.Config) -> list[Tried]:
     tries = []
     for rep in cfg.reps:
         if rep.smtp is not None:
-            tries.append(_smtp(rep.id, rep.smtp))
+            tries.append(_smtp(rep, rep.smtp))
         if rep.imap is not None:
             tries.append(_imap(rep.id, rep.imap))
     return list(await asyncio.gather(*tries))
 
 
-async def _smtp(rep: str, settings: config.SmtpConfig) -> Tried:
+async def _smtp(rep: config.RepConfig, settings: config.SmtpConfig) -> Tried:
     where = f"{settings.host}:{settings.port} ({settings.security})"
+    connection: smtp.Connection | None = None
     try:
         connection = smtp.Connection(settings, settings.password(), smtp.mailbox_tls(settings))
         await connection.open()
-        await connection.close()
+        try:
+            await connection.try_sender(rep.email)
+        except smtp.SendError as exc:
+            refused = f"{where}: mail from {rep.email} refused: {exc}"
+            return Tried(what=f"rep {rep.id} smtp", ok=False, detail=refused)
     except (smtp.SendError, errors.ConfigError) as exc:
-        return Tried(what=f"rep {rep} smtp", ok=False, detail=_failure(where, exc))
+        return Tried(what=f"rep {rep.id} smtp", ok=False, detail=_failure(where, exc))
+    finally:
+        if connection is not None:
+            await connection.close()
     login = f"logged in as {settings.username}" if settings.username else "no login"
-    return Tried(what=f"rep {rep} smtp", ok=True, detail=f"{where}, {login}")
+    return Tried(
+        what=f"rep {rep.id} smtp", ok=True, detail=f"{where}, {login}, may send as {rep.email}"
+    )
 
 
 async def _imap(rep: str, settings: config.ImapConfig) -> Tried:

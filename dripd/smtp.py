@@ -219,6 +219,35 @@ class Connection:
             mailbox = reply.code == 421 or (stage == "mail" and kind == "temporary")
             raise SendError(kind, reply.code, reply.message, mailbox=mailbox)
 
+    async def try_sender(self, sender: str) -> None:
+        """Would the server take mail from `sender`? MAIL FROM and RCPT TO itself, then RSET.
+
+        Nothing is sent (no DATA). Postfix's and Exim's check that the login
+        owns the From address answer at RCPT ("553 5.7.1 Sender address
+        rejected: not owned by user"); `check --connect` asks before a
+        campaign finds out. Raises SendError as `send` does.
+        """
+        address = envelope_address(sender)
+        if not self.is_open:
+            await self.open()
+        assert self._client is not None
+        client = self._client
+        commands: tuple[tuple[bytes, bytes, Literal["mail", "rcpt"]], ...] = (
+            (b"MAIL", b"FROM:" + address, "mail"),
+            (b"RCPT", b"TO:" + address, "rcpt"),
+        )
+        try:
+            for command, argument, stage in commands:
+                reply = await client.execute_command(command, argument)
+                if reply.code not in (250, 251):
+                    await self._reset_after(reply.code)
+                    kind = classify(reply.code, reply.message, stage=stage)
+                    raise SendError(kind, reply.code, reply.message)
+            await client.rset()
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            await self.close()
+            raise SendError("temporary", 0, f"connection lost: {exc}", mailbox=True) from exc
+
     async def _transaction(
         self, client: aiosmtplib.SMTP, envelope: tuple[bytes, bytes], data: bytes
     ) -> tuple[aiosmtplib.SMTPResponse, Literal["mail", "rcpt"]] | None:

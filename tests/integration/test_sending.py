@@ -678,13 +678,27 @@ def test_check_connect_tries_every_mailbox_and_names_what_fails(
     database = lines.pop(0)
     assert database == f"ok database {world.app.config.database_url}: schema 0006, up to date"
     assert lines[0] == (
-        f"ok rep mike smtp: 127.0.0.1:{port} (starttls), logged in as mike@example.com"
+        f"ok rep mike smtp: 127.0.0.1:{port} (starttls), logged in as mike@example.com, "
+        "may send as mike@example.com"
     )
     assert (
         lines[1] == f"ok rep mike imap: 127.0.0.1:{imap_user.tls_port}, opened 'INBOX' and 'Sent'"
     )
     assert data["ok"] is True and [t["ok"] for t in data["connections"]] == [True, True, True]
     assert world.smtp.messages() == [] and dovecot.fetch_all(imap_user.address, "Sent") == []
+
+    # A login that may not send as the rep's address: Postfix's
+    # reject_sender_login_mismatch answers at RCPT. Asked without sending.
+    not_owned = "553 5.7.1 <mike@example.com>: Sender address rejected: not owned by user"
+    world.smtp.faults.reply("RCPT", not_owned, times=2)  # check() runs it twice
+    code, lines, data = check()
+    assert code == 1 and data["ok"] is False
+    assert lines[1] == (
+        f"error rep mike smtp: 127.0.0.1:{port} (starttls): mail from mike@example.com "
+        f"refused: {not_owned}"
+    )
+    assert lines[2].startswith("ok rep mike imap: ")
+    assert world.smtp.messages() == []
 
     monkeypatch.setenv("DRIPD_TEST_SMTP_PASSWORD", "wrong")
     monkeypatch.setenv("DRIPD_TEST_IMAP_PASSWORD", "wrong too")
