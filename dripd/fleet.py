@@ -130,7 +130,12 @@ class Fleet:
             if previous is False:
                 continue
             self.held.add(rep)
-            logger.info(
+            # Worth a line where instances share the mailboxes (PostgreSQL); on
+            # SQLite the one instance takes them all at every start (and every
+            # `run --once` from cron): noise.
+            shared = self.app.engine.dialect.name == "postgresql"
+            logger.log(
+                logging.INFO if shared or previous else logging.DEBUG,
                 "took mailbox",
                 extra={"action": "mailbox_taken", "rep": rep, "from": previous or "nobody"},
             )
