@@ -87,3 +87,24 @@ def test_smtp_tls_to_a_starttls_port_names_the_setting(
 
     message = asyncio.run(scenario())
     assert message.endswith('this port does not begin with TLS: security = "starttls"?'), message
+
+
+def test_starttls_to_a_server_that_offers_none_says_what_to_use() -> None:
+    # pymap (the demo's IMAP server) without a certificate offers no STARTTLS:
+    # refused before the login, so no password crosses in clear.
+    from dripd import demo
+
+    async def scenario() -> str:
+        port = servers.free_port()
+        async with demo.imap_server(port):
+            settings = config.ImapConfig(
+                host="127.0.0.1", port=port, security="starttls", username=demo.REP
+            )
+            with pytest.raises(imap.ImapError) as caught:
+                async with imap.Session(settings, demo.IMAP_PASSWORD):
+                    pass
+            return str(caught.value)
+
+    assert asyncio.run(scenario()) == (
+        '127.0.0.1 offers no STARTTLS on this port (use port 993 with security = "tls")'
+    )
