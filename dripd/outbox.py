@@ -186,8 +186,12 @@ def next_attempt(conn: sa.Connection, rep: str | None = None) -> datetime | None
 
 
 def next_queued(conn: sa.Connection) -> Row | None:
-    """The queued email to be tried first (through the status index)."""
-    query = _ROWS.where(_t.c.status == "queued").order_by(_t.c.next_attempt_at).limit(1)
+    """The queued email to a contact to be tried first (through the status index)."""
+    query = (
+        _ROWS.where(_t.c.status == "queued", _t.c.contact_id.is_not(None))
+        .order_by(_t.c.next_attempt_at)
+        .limit(1)
+    )
     record = conn.execute(query).first()
     return _row(record) if record is not None else None
 

@@ -132,7 +132,7 @@ def next_up(app: App, conn: sa.Connection) -> Scheduled | None:
             found.append(
                 _scheduled(due, contact, kind, enrollment.campaign, ctx, now, app.config.max_late)
             )
-    if (row := outbox.next_queued(conn)) is not None and row.contact_id is not None:
+    if (row := outbox.next_queued(conn)) is not None:
         at = max(row.next_attempt_at, now)
         found.append(
             Scheduled(

@@ -160,6 +160,17 @@ def test_temporary_failure_is_retried_later(make_world) -> None:
     (row,) = world.rows()
     assert row.status == "queued" and row.attempts == 1 and row.last_error
     assert row.next_attempt_at > world.clock.now() + timedelta(seconds=20)  # backoff
+    from dripd import views
+
+    with world.app.reader.connect() as conn:  # what `run --once` says is next
+        upcoming = views.next_up(world.app, conn)
+    assert upcoming is not None
+    assert (upcoming.email, upcoming.kind, upcoming.at) == (
+        "ann@example.org",
+        "email",
+        row.next_attempt_at,
+    )
+    assert upcoming.note == row.last_error
     assert world.run().sent == 0  # not before its time
     world.clock.set(row.next_attempt_at)
     assert world.run().sent == 1
