@@ -25,8 +25,8 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from email import message_from_bytes, policy
+from datetime import datetime, time, timedelta
+from email import message_from_bytes, policy, utils
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -39,13 +39,19 @@ from dripd import clock, contacts, daemon, errors, pipeline, views
 from dripd.store import queries, schema
 
 TZ = ZoneInfo("America/New_York")
+# The simulated week is fixed, not "the coming Monday": every date the story shows (the
+# appointment, the out-of-office's return, the Date of every email, the digest's day) is
+# worked out from START on the demo's own clock, so the story and its numbers are the same
+# whenever and wherever it runs. A moving week would cross holidays and clock changes.
 START = datetime(2026, 11, 30, 6, 30, tzinfo=TZ)  # a Monday morning; steps land on :30
 DAYS = 7
 STEP = timedelta(hours=1)
 REP = "mike@example.com"
 IMAP_PASSWORD = "demo-imap-password"  # the in-process server's only account
 CAMPAIGN = "qualification"
-APPOINTMENT = "2026-12-03 10:00"  # Thursday: the qualification sequence times its calls by it
+# Thursday 10:00: the qualification sequence times its calls by it
+APPOINTMENT = datetime.combine(START.date() + timedelta(days=3), time(10, 0), tzinfo=TZ)
+BACK = START.date() + timedelta(days=2)  # Wednesday: when the out-of-office says Bob is back
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -214,7 +220,8 @@ class World:
 
     def react(self) -> None:
         """Read what the SMTP server got since the last hour, and answer it as people would."""
-        for recipients, raw in self.sink.take():
+        # in the order of the recipients, not of the SMTP connections: the same story each run
+        for recipients, raw in sorted(self.sink.take(), key=lambda item: item[0]):
             message = message_from_bytes(raw, policy=policy.default)
             assert isinstance(message, EmailMessage)
             to = recipients[0]
@@ -246,7 +253,9 @@ class World:
             self.later(
                 timedelta(hours=1),
                 f'mike answers the digest: "{command}" (the cards are written)',
-                _reply(REP, message, f"{command}\r\n\r\n-- \r\nMike", sender_name="Mike Gulitz"),
+                lambda at: _reply(
+                    REP, message, f"{command}\r\n\r\n-- \r\nMike", at, sender_name="Mike Gulitz"
+                ),
             )
 
     def _answer(self, person: Person, message: EmailMessage) -> None:
@@ -258,29 +267,31 @@ class World:
             self.later(
                 timedelta(hours=5),
                 f"{person.email} replies: {text}",
-                _reply(person.email, message, text, sender_name=person.first_name),
+                lambda at: _reply(person.email, message, text, at, sender_name=person.first_name),
             )
         elif person.role == "away":
             self.later(
                 timedelta(minutes=1),
-                f"{person.email} is away: an out-of-office until Wednesday",
-                _out_of_office(person, message),
+                f"{person.email} is away: an out-of-office until {BACK:%A}",
+                lambda at: _out_of_office(person, message, at),
             )
         elif person.role == "bounces":
             self.later(
                 timedelta(minutes=1),
                 f"the mail server of {person.email} bounces it (user unknown)",
-                _bounce(person, message),
+                lambda at: _bounce(person, message, at),
             )
         elif person.role == "unsubscribes":
             self.later(
                 timedelta(hours=2),
                 f"{person.email} clicks unsubscribe",
-                _unsubscribe(person),
+                lambda at: _unsubscribe(person, at),
             )
 
-    def later(self, delay: timedelta, note: str, raw: bytes) -> None:
-        self.pending.append((self.clock.now() + delay, note, raw))
+    def later(self, delay: timedelta, note: str, write: Callable[[datetime], bytes]) -> None:
+        """Deliver what `write` makes, dated when it is written: `delay` from now."""
+        at = self.clock.now() + delay
+        self.pending.append((at, note, write(at)))
 
     async def deliver_due(self) -> None:
         """Put into the rep's INBOX what people have written by now."""
@@ -334,10 +345,11 @@ def _history_line(kind: str, detail: str, step: str | None) -> str | None:
     return shown.format(detail=detail, step=step or "") if shown else None
 
 
-def _headers(sender: str, to: str, subject: str, message: EmailMessage | None) -> str:
+def _headers(sender: str, to: str, subject: str, message: EmailMessage | None, at: datetime) -> str:
+    """The headers of a message someone in the demo writes at `at` (the demo's clock)."""
     parent = str(message["Message-ID"]) if message is not None else None
     thread = f"In-Reply-To: {parent}\r\nReferences: {parent}\r\n" if parent else ""
-    stamp = datetime.now(UTC).strftime("%a, %d %b %Y %H:%M:%S +0000")
+    stamp = utils.format_datetime(at.astimezone(TZ))
     token = os.urandom(6).hex()
     return (
         f"From: {sender}\r\nTo: {to}\r\nSubject: {subject}\r\nDate: {stamp}\r\n"
@@ -345,29 +357,38 @@ def _headers(sender: str, to: str, subject: str, message: EmailMessage | None) -
     )
 
 
-def _reply(address: str, message: EmailMessage, text: str, *, sender_name: str) -> bytes:
+def _written(message: EmailMessage) -> datetime:
+    """When dripd dated `message` (its Date header), in the demo's zone."""
+    return utils.parsedate_to_datetime(str(message["Date"])).astimezone(TZ)
+
+
+def _reply(
+    address: str, message: EmailMessage, text: str, at: datetime, *, sender_name: str
+) -> bytes:
     subject = f"Re: {message['Subject']}"
     body = message.get_body(("plain",))
     quoted = "\r\n".join("> " + line for line in (body.get_content() if body else "").splitlines())
     return (
-        _headers(f"{sender_name} <{address}>", REP, subject, message)
+        _headers(f"{sender_name} <{address}>", REP, subject, message, at)
         + "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
-        + f"{text}\r\n\r\nOn Monday, Mike Gulitz <{REP}> wrote:\r\n{quoted}\r\n"
+        + f"{text}\r\n\r\nOn {_written(message):%A}, Mike Gulitz <{REP}> wrote:\r\n{quoted}\r\n"
     ).encode()
 
 
-def _out_of_office(person: Person, message: EmailMessage) -> bytes:
+def _out_of_office(person: Person, message: EmailMessage, at: datetime) -> bytes:
+    back = f"{BACK:%A} {BACK.day} {BACK:%B %Y}"  # "Wednesday 2 December 2026"
     return (
-        _headers(person.email, REP, f"Automatic reply: {message['Subject']}", message)
+        _headers(person.email, REP, f"Automatic reply: {message['Subject']}", message, at)
         + "Auto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n"
         + "Content-Type: text/plain; charset=utf-8\r\n\r\n"
-        + "I am out of the office and will be back on Wednesday 2 December 2026.\r\n"
+        + f"I am out of the office and will be back on {back}.\r\n"
     ).encode()
 
 
-def _bounce(person: Person, message: EmailMessage) -> bytes:
+def _bounce(person: Person, message: EmailMessage, at: datetime) -> bytes:
+    subject = "Undelivered Mail Returned to Sender"
     return (
-        _headers("MAILER-DAEMON@mx.gone.example", REP, "Undelivered Mail Returned to Sender", None)
+        _headers("MAILER-DAEMON@mx.gone.example", REP, subject, None, at)
         + "Auto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n"
         + 'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
         + "--B\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n\r\n"
@@ -383,9 +404,9 @@ def _bounce(person: Person, message: EmailMessage) -> bytes:
     ).encode()
 
 
-def _unsubscribe(person: Person) -> bytes:
+def _unsubscribe(person: Person, at: datetime) -> bytes:
     return (
-        _headers(person.email, REP, "unsubscribe", None)
+        _headers(person.email, REP, "unsubscribe", None, at)
         + "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\r\n"
     ).encode()
 
@@ -542,7 +563,7 @@ def _enroll_people(
                 "company": person.company,
                 "phone": person.phone,
                 "owner": "mike",
-                "appointment_at": APPOINTMENT,
+                "appointment_at": f"{APPOINTMENT:%Y-%m-%d %H:%M}",
             }
             values = contacts.validate(raw, rules)
             cid = pipeline.create_contact(app, conn, person.email, values, now, cause="demo")
@@ -553,7 +574,8 @@ def _enroll_people(
         )
     say(
         f"{world.when(now)}  {len(PEOPLE)} contacts enrolled in {CAMPAIGN} "
-        f"(their demo is Thu 3 Dec 10:00): " + ", ".join(p.first_name for p in PEOPLE)
+        f"(their demo is {APPOINTMENT:%a} {APPOINTMENT.day} {APPOINTMENT:%b %H:%M}): "
+        + ", ".join(p.first_name for p in PEOPLE)
     )
 
 

@@ -51,14 +51,17 @@ class Contact:
         return f"{self.first_name} {self.last_name}".strip()
 
     def values(self) -> dict[str, str]:
-        """Every field as text, standard and custom, as templates and anchors see them."""
+        """Every field as text, standard and custom, as templates and anchors see them.
+
+        Every standard field is there, empty when unset: a template may test
+        `{% if contact.referred_by %}` for any contact. A custom field is there
+        only when the contact has it.
+        """
         result = {key: str(value) for key, value in self.fields.items()}
         for key in ("email", "first_name", "last_name", "company", "phone", "stage", "status"):
             result[key] = getattr(self, key)
         for key in ("timezone", "owner", "referred_by"):
-            value = getattr(self, key)
-            if value is not None:
-                result[key] = value
+            result[key] = getattr(self, key) or ""
         result["created_at"] = self.created_at.isoformat()
         return result
 

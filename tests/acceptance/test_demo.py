@@ -3,31 +3,53 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
 import subprocess
 import sys
 import time
+from datetime import date, datetime, timedelta
 from email import message_from_bytes, policy
 from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
 
 DRIPD = str(Path(sys.executable).with_name("dripd"))
+
+
+def _demo(folder: Path, *, clock: datetime | None = None) -> str:
+    """`dripd demo --out FOLDER`'s story; with `clock`, the process's clock starts there."""
+    command = [DRIPD, "demo", "--out", str(folder)]
+    if clock is not None:
+        command = [_faketime(), "-f", f"@{clock:%Y-%m-%d %H:%M:%S}", *command]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FAKETIME", "LD_PRELOAD"))}
+    run = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert run.returncode == 0, run.stderr
+    assert "Traceback" not in run.stdout + run.stderr
+    return run.stdout
+
+
+def _faketime() -> str:
+    found = shutil.which("faketime")
+    if found is None:  # ./dev test installs Debian's faketime: missing is a failure, not a skip
+        pytest.fail("faketime is not installed (Debian package faketime; ./dev test installs it)")
+    return found
 
 
 def test_the_demo_shows_the_whole_loop_in_under_a_minute(tmp_path: Path) -> None:
     folder = tmp_path / "demo"
     started = time.monotonic()
-    run = subprocess.run(
-        [DRIPD, "demo", "--out", str(folder)], capture_output=True, text=True, timeout=120
-    )
+    story = _demo(folder)
     seconds = time.monotonic() - started
-    assert run.returncode == 0, run.stderr
-    assert "Traceback" not in run.stdout + run.stderr
     assert seconds < 60, seconds
-    story = run.stdout
 
     # Emails go out; a reply stops a sequence; an auto-reply doesn't; a bounce; an unsubscribe.
     assert "sent    → ann.lee@acme.example: Thank you for your time, Ann" in story
     assert "ann.lee@acme.example: replied: sequence stopped" in story
-    assert "bob.stone@stone.example: out of office" in story and "nothing stops" in story
+    assert "bob.stone@stone.example: out of office (back 2026-12-02)" in story
+    assert "nothing stops" in story
     assert "sent    → bob.stone@stone.example: Re: Thank you for your time, Bob" in story
     assert "carl.diaz@gone.example: bounced: every sequence stopped" in story
     assert "dora.eve@evco.example: unsubscribed: every sequence stopped" in story
@@ -36,6 +58,10 @@ def test_the_demo_shows_the_whole_loop_in_under_a_minute(tmp_path: Path) -> None
     assert 'mike answers the digest: "done 1 2"' in story
     assert "dripd carried out 1 of 1 line" in story and "marked done" in story
     assert "The pipeline after a week:" in story
+    # Every note and email was filled in: the shipped campaigns work for any contact.
+    assert "could not be filled in" not in story
+    for path in folder.glob("*/*.eml"):
+        assert b"could not be filled in" not in path.read_bytes(), path.name
 
     status = subprocess.run(
         [DRIPD, "--config", str(folder / "config.toml"), "status", "--json"],
@@ -56,3 +82,50 @@ def test_the_demo_shows_the_whole_loop_in_under_a_minute(tmp_path: Path) -> None
         assert message["Message-ID"] and message.get_body(("plain",)) is not None
     digests = [p for p in sent if "your-day" in p.name]
     assert digests and all("to-mike-example-com" in p.name for p in digests)
+
+
+def _awkward_days(today: date) -> list[datetime]:
+    """Clocks years ahead of `today`, on days that break date code: computed, never literal.
+
+    29 February, the day New York's clocks spring forward, the day Europe's
+    fall back, and the last seconds of 31 December.
+    """
+    leap = next(y for y in range(today.year + 2, today.year + 10) if _is_leap(y))
+    new_york = _clock_change(today.year + 3, 3, ZoneInfo("America/New_York"))
+    europe = _clock_change(today.year + 5, 10, ZoneInfo("Europe/Berlin"))
+    return [
+        datetime(leap, 2, 29, 12, 0),
+        datetime.combine(new_york, datetime.min.time()).replace(hour=7),  # 03:00 in New York
+        datetime.combine(europe, datetime.min.time()).replace(hour=1),  # 02:00 → 02:00 again
+        datetime(today.year + 8, 12, 31, 23, 59, 30),
+    ]
+
+
+def _is_leap(year: int) -> bool:
+    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+
+
+def _clock_change(year: int, month: int, tz: ZoneInfo) -> date:
+    """The day of `month` in `year` on which `tz` changes its offset from UTC."""
+    day = date(year, month, 1)
+    while day.month == month:
+        noon = datetime.combine(day, datetime.min.time()).replace(hour=12, tzinfo=tz)
+        if (noon - timedelta(days=1)).utcoffset() != noon.utcoffset():
+            return day
+        day += timedelta(days=1)
+    raise AssertionError(f"{tz} does not change its clocks in {year}-{month:02}")
+
+
+def _same_story(story: str) -> str:
+    """The story without what differs between two runs: ports and the folder."""
+    return re.sub(r"127\.0\.0\.1:\d+|/\S*/demo-\w+", "…", story)
+
+
+def test_the_demo_tells_the_same_story_whatever_the_date(tmp_path: Path) -> None:
+    """The week is the demo's own: a clock years ahead, on awkward days, changes nothing."""
+    today = date.today()
+    reference = _same_story(_demo(tmp_path / "demo-now"))
+    for clock in _awkward_days(today):
+        story = _same_story(_demo(tmp_path / f"demo-{clock:%Y%m%d}", clock=clock))
+        assert story == reference, f"the story changed with the clock at {clock}"
+        assert "out of office (back 2026-12-02)" in story, clock
