@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pydantic
 
-from dripd import addresses, durations, errors, tomlfile, validation
+from dripd import addresses, calendars, durations, errors, tomlfile, validation
 from dripd import windows as windows_mod
 
 DEFAULT_PATHS = (Path("/etc/dripd/config.toml"), Path("config.toml"))
@@ -51,6 +51,8 @@ def _check_slots(text: str) -> str:
 
 
 Address = Annotated[str, pydantic.AfterValidator(addresses.normalize_address)]
+# A named calendar ("US", "DE-BY": the `holidays` package, any year) or a date
+HolidayEntry = Annotated[date | str, pydantic.AfterValidator(calendars.check_entry)]
 TimeZoneName = Annotated[str, pydantic.AfterValidator(_check_timezone)]
 WindowText = Annotated[str, pydantic.AfterValidator(_check_window)]
 SlotsText = Annotated[str, pydantic.AfterValidator(_check_slots)]
@@ -163,6 +165,8 @@ class RepConfig(_Model):
     phone: str = ""
     company: str = ""
     timezone: TimeZoneName | None = None
+    # This rep's holidays, instead of [dripd]'s: business days and windows of the rep's contacts
+    holidays: list[HolidayEntry] | None = None
     smtp: SmtpConfig | None = None
     imap: ImapConfig | None = None
 
@@ -177,7 +181,7 @@ class DripdSection(_Model):
     attachments: str = "attachments"
     timezone: TimeZoneName = "UTC"
     send_window: WindowText = "mon-fri 09:00-17:00"
-    holidays: list[date] = []
+    holidays: list[HolidayEntry] = []
     max_late: DurationText = "2 days"
     out_of_office_days: int = pydantic.Field(default=3, ge=0)
 
@@ -215,8 +219,16 @@ class Config:
         return ZoneInfo(self.model.dripd.timezone)
 
     @property
-    def holidays(self) -> frozenset[date]:
-        return frozenset(self.model.dripd.holidays)
+    def holidays(self) -> calendars.Holidays:
+        """The holidays of [dripd]: those of contacts whose rep has no list of their own."""
+        return calendars.parse(self.model.dripd.holidays)
+
+    def holidays_for(self, rep_id: str | None) -> calendars.Holidays:
+        """The holidays of a rep's contacts: the rep's own list, else [dripd]'s."""
+        for rep in self.model.reps:
+            if rep.id == rep_id and rep.holidays is not None:
+                return calendars.parse(rep.holidays)
+        return self.holidays
 
     @property
     def max_late(self) -> timedelta:

@@ -10,6 +10,7 @@ appointment is 10:00 the day before, whatever the clocks did in between.
 from __future__ import annotations
 
 import re
+from collections.abc import Container
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal, get_args
@@ -81,7 +82,7 @@ def localize(wall: datetime, tz: ZoneInfo) -> datetime:
     return wall.replace(tzinfo=tz, fold=0).astimezone(UTC)
 
 
-def is_business_day(day: date, holidays: frozenset[date]) -> bool:
+def is_business_day(day: date, holidays: Container[date]) -> bool:
     """True on Monday to Friday unless `day` is one of `holidays`."""
     return day.weekday() < SATURDAY and day not in holidays
 
@@ -91,7 +92,7 @@ def add(
     duration: Duration,
     *,
     tz: ZoneInfo,
-    holidays: frozenset[date] = frozenset(),
+    holidays: Container[date] = frozenset(),
 ) -> datetime:
     """`start` plus `duration`, as aware UTC (calendar units in `tz`)."""
     return _shift(start, duration, 1, tz, holidays)
@@ -102,14 +103,14 @@ def subtract(
     duration: Duration,
     *,
     tz: ZoneInfo,
-    holidays: frozenset[date] = frozenset(),
+    holidays: Container[date] = frozenset(),
 ) -> datetime:
     """`start` minus `duration`, as aware UTC: the mirror of `add`."""
     return _shift(start, duration, -1, tz, holidays)
 
 
 def _shift(
-    start: datetime, duration: Duration, sign: int, tz: ZoneInfo, holidays: frozenset[date]
+    start: datetime, duration: Duration, sign: int, tz: ZoneInfo, holidays: Container[date]
 ) -> datetime:
     amount = sign * duration.amount
     if duration.unit == "minutes":
@@ -132,7 +133,7 @@ def _shift(
     return local.astimezone(UTC)
 
 
-def step_business_days(day: date, amount: int, holidays: frozenset[date]) -> date:
+def step_business_days(day: date, amount: int, holidays: Container[date]) -> date:
     """The |amount|-th business day after (amount > 0) or before (< 0) `day`.
 
     `day` itself need not be a business day: 1 business day after a Saturday is

@@ -284,8 +284,9 @@ def _queue_email(
     app, contact = run.app, target.contact
     tz = app.contact_tz(contact.timezone, contact.owner)
     window = target.campaign.send_window or pipeline.default_window(app)
-    if not windows_mod.is_open(run.now, window, tz, app.config.holidays):
-        opens = windows_mod.next_open(run.now, window, tz, app.config.holidays)
+    holidays = app.config.holidays_for(contact.owner)
+    if not windows_mod.is_open(run.now, window, tz, holidays):
+        opens = windows_mod.next_open(run.now, window, tz, holidays)
         return _Hold(reason="outside the sending window", until=opens)
     try:
         message, email = _render(run, target, step, due)
@@ -418,7 +419,8 @@ def _render_ahead(ahead: _Ahead, enrollment: Enrollment, contact: Contact) -> Re
     step = campaign.step(due.step_id)
     tz = app.contact_tz(contact.timezone, contact.owner)
     window = campaign.send_window or pipeline.default_window(app)
-    if not step.is_email or not windows_mod.is_open(now, window, tz, app.config.holidays):
+    holidays = app.config.holidays_for(contact.owner)
+    if not step.is_email or not windows_mod.is_open(now, window, tz, holidays):
         return None
     earlier = ahead.threads.get(enrollment.id, [])
     key = _Key(enrollment_id=enrollment.id, occurrence=due.occurrence, earlier=earlier)

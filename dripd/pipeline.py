@@ -45,7 +45,7 @@ def context(
     """The schedule context of one contact in one campaign."""
     return schedule.Context(
         tz=app.contact_tz(contact.timezone, contact.owner),
-        holidays=app.config.holidays,
+        holidays=app.config.holidays_for(contact.owner),
         window=campaign.send_window or default_window(app),
         enrolled_at=enrolled_at,
         fields=contact.values(),

@@ -25,7 +25,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from dripd import app as app_mod
-from dripd import config, errors
+from dripd import calendars, config, errors
 from dripd.app import App
 from dripd.store import queries, retry
 
@@ -112,8 +112,9 @@ def _changed_reps(
 
 def _schedule_inputs(cfg: config.Config) -> object:
     section = cfg.model.dripd
-    zones = sorted((rep.id, rep.timezone) for rep in cfg.reps)
-    return (section.timezone, section.send_window, section.holidays, zones)
+    zones = sorted((rep.id, rep.timezone, rep.holidays) for rep in cfg.reps)
+    holidays = (section.holidays, calendars.library_version())  # a new release may move one
+    return (section.timezone, section.send_window, holidays, zones)
 
 
 PLANNED_UNDER = "planned_under"  # settings key: the campaign versions and schedule settings

@@ -137,15 +137,14 @@ def _skip(ctx: _Context, command: commands.Skip) -> str:
 
 def _snooze(ctx: _Context, command: commands.Snooze) -> str:
     tz = ctx.app.config.rep_timezone(ctx.rep.id)
+    holidays = ctx.app.config.holidays_for(ctx.rep.id)
     shown = []
     for task in _tasks(ctx, command.numbers):
         if task["status"] != "open":
             raise Refused(f"{_who(ctx, task)} is already {task['status']}")
         due = task["due_at"]
         assert isinstance(due, datetime)
-        later = durations.add(
-            max(due, ctx.now), command.duration, tz=tz, holidays=ctx.app.config.holidays
-        )
+        later = durations.add(max(due, ctx.now), command.duration, tz=tz, holidays=holidays)
         pipeline.snooze_task(ctx.conn, int(str(task["id"])), later, ctx.now, cause="by email")
         shown.append(f"{_who(ctx, task)} moved to {later.astimezone(tz):%a %d %b %H:%M}")
     return "; ".join(shown)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from types import MappingProxyType
@@ -143,7 +143,7 @@ class Context:
     tz: ZoneInfo
     enrolled_at: datetime
     fields: Mapping[str, str]  # the contact's raw field values
-    holidays: frozenset[date] = frozenset()
+    holidays: Container[date] = frozenset()
     window: windows.Window | None = None
     hold_until: datetime | None = None  # windowed steps are not due before this
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
@@ -38,17 +38,20 @@ AUTH_BACKOFF = 15 * 60.0  # seconds to wait after the server refused the login
 class _Rules:
     """What the checks at claim time read from the config, worked out once per app.
 
-    `Config.max_late` parses the setting at each call, `holidays` builds a set:
-    ~60 µs an email. A reload swaps the sender's app, so this follows it.
+    `Config.max_late` parses the setting at each call: ~60 µs an email. A
+    reload swaps the sender's app, so this follows it. The holidays are the
+    sending rep's (their contacts' windows follow them; an email sent `from`
+    another rep is held to that rep's holidays here, its owner's when queued).
     """
 
     app: App
     max_late: timedelta
-    holidays: frozenset[date]
+    holidays: Container[date]
 
     @classmethod
-    def of(cls, app: App) -> _Rules:
-        return cls(app=app, max_late=app.config.max_late, holidays=app.config.holidays)
+    def of(cls, app: App, rep_id: str) -> _Rules:
+        holidays = app.config.holidays_for(rep_id)
+        return cls(app=app, max_late=app.config.max_late, holidays=holidays)
 
 
 Claimed = Literal["claimed", "passed", "stop"]  # passed: skipped, put back or taken
@@ -105,7 +108,7 @@ class Sender:
     def _rules(self) -> _Rules:
         rules = self._rules_cache
         if rules is None or rules.app is not self.app:
-            rules = self._rules_cache = _Rules.of(self.app)
+            rules = self._rules_cache = _Rules.of(self.app, self.rep.id)
         return rules
 
     @contextlib.contextmanager

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Container
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -153,7 +154,7 @@ def _parse_slot_times(part: str) -> SlotTimes:
 
 
 def is_open(
-    at: datetime, window: Window, tz: ZoneInfo, holidays: frozenset[date] = frozenset()
+    at: datetime, window: Window, tz: ZoneInfo, holidays: Container[date] = frozenset()
 ) -> bool:
     """True when `at` lies inside one of the window's ranges in `tz`."""
     at = at.astimezone(UTC)
@@ -165,7 +166,7 @@ def is_open(
 
 
 def next_open(
-    at: datetime, window: Window, tz: ZoneInfo, holidays: frozenset[date] = frozenset()
+    at: datetime, window: Window, tz: ZoneInfo, holidays: Container[date] = frozenset()
 ) -> datetime:
     """`at` (as UTC) if the window is open then, else the instant it next opens.
 
@@ -228,7 +229,7 @@ def first_valid_instant(wall: datetime, tz: ZoneInfo) -> datetime:
 
 
 def _intervals(
-    day: date, window: Window, tz: ZoneInfo, holidays: frozenset[date]
+    day: date, window: Window, tz: ZoneInfo, holidays: Container[date]
 ) -> tuple[tuple[datetime, datetime], ...]:
     """The non-empty [opens, closes) instants of the ranges that open on `day`."""
     if day in holidays:
