@@ -36,6 +36,7 @@ class App:
             rep_ids=self.config.rep_ids(),
             date_fields=anchor_fields(self.catalog),
             default_tz=self.config.timezone,
+            now=self.clock.now(),
         )
 
     def contact_tz(self, contact_tz: str | None, owner: str | None) -> ZoneInfo:

@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -15,7 +15,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from dripd import campaigns, config, contacts, dates, errors, templates
+from dripd import campaigns, clock, config, contacts, dates, errors, templates
 
 # Commands import the database layer (SQLAlchemy, Alembic) and the output
 # module only when they run: `dripd check` and `--help` start twice as fast.
@@ -103,7 +103,10 @@ def check(as_json: bool, connect: bool) -> None:
     renderer = templates.Renderer(cfg.campaigns_dir)
     options = campaigns.LoadOptions(rep_ids=cfg.rep_ids(), env=renderer)
     catalog = campaigns.load_all(cfg.campaigns_dir, options)
-    warnings = _secret_warnings(cfg) + _mailbox_warnings(cfg, catalog)
+    catalog, rendered = _render_every_step(cfg, catalog, renderer)
+    warnings = (
+        _secret_warnings(cfg) + _mailbox_warnings(cfg, catalog) + rendered + _holiday_warnings(cfg)
+    )
     tried = _connect(cfg) if connect else []
     failed = bool(catalog.problems) or not all(t.ok for t in tried)
     if as_json:
@@ -131,6 +134,37 @@ def _connect(cfg: config.Config) -> list[probe.Tried]:
 
     with stderr.status("trying the database and the mailboxes…"):
         return [probe.database(cfg.database_url), *asyncio.run(probe.probe_all(cfg))]
+
+
+def _render_every_step(
+    cfg: config.Config, catalog: campaigns.Catalog, renderer: templates.Renderer
+) -> tuple[campaigns.Catalog, list[str]]:
+    """The catalog with a problem for each step that fails to render; warnings for the rest."""
+    import dataclasses
+
+    from dripd import app as app_mod
+    from dripd import compose
+
+    the_clock = clock.SystemClock()
+    app = app_mod.App(config=cfg, catalog=catalog, renderer=renderer, clock=the_clock)
+    failed, warnings = compose.try_every_step(app, the_clock.now())
+    return dataclasses.replace(catalog, problems=catalog.problems + tuple(failed)), warnings
+
+
+def _holiday_warnings(cfg: config.Config) -> list[str]:
+    """A holidays list of dates only, all of them past: it closes nothing any more."""
+    today = clock.SystemClock().now().date()
+    found: list[str] = []
+    lists = [("dripd.holidays", cfg.model.dripd.holidays)]
+    lists += [(f"reps[{rep.id}].holidays", rep.holidays or []) for rep in cfg.reps]
+    for key, entries in lists:
+        days = [e for e in entries if isinstance(e, date)]
+        if days and len(days) == len(entries) and max(days) < today:
+            found.append(
+                f"{cfg.path}: {key}: every date is past, so no day is a holiday any more: "
+                'name a calendar instead, e.g. holidays = ["US"] or ["DE-BY"]'
+            )
+    return found
 
 
 def _mailbox_warnings(cfg: config.Config, catalog: campaigns.Catalog) -> list[str]:
@@ -452,7 +486,9 @@ def status(as_json: bool) -> None:
 @cli.command()
 @config_option
 @click.option("--rep", "rep_id", required=True, metavar="ID")
-@click.option("--until", "until", required=True, metavar="DATE", help="e.g. 2026-12-28")
+@click.option(
+    "--until", "until", required=True, metavar="DATE", help="YYYY-MM-DD, or e.g. 'next mon'"
+)
 def pause(rep_id: str, until: str) -> None:
     """Hold a rep's emails and digests until DATE (vacation)."""
     from dripd import pipeline
@@ -460,8 +496,9 @@ def pause(rep_id: str, until: str) -> None:
 
     app = open_app()
     app.config.rep(rep_id)
+    tz = app.config.rep_timezone(rep_id)
     try:
-        when = dates.parse_when(until, app.config.rep_timezone(rep_id))
+        when = dates.parse_when(dates.resolve_relative(until, app.clock.now(), tz) or until, tz)
     except ValueError as exc:
         raise errors.UsageError(f"--until: {exc}") from exc
     now = app.clock.now()

@@ -36,8 +36,8 @@ EXAMPLES = {
     "snooze": "snooze 2 3d",
     "stop": "stop bob@x.com",
     "stage": "stage bob@x.com lead",
-    "enroll": 'enroll bob@x.com presentation appointment_at="2026-12-03 10:00"',
-    "set": 'set bob@x.com appointment_at="2026-12-04 15:00"',
+    "enroll": 'enroll bob@x.com presentation appointment_at="thu 10:00"',
+    "set": 'set bob@x.com appointment_at="fri 15:00"',
     "referral": "referral ann@y.com from bob@x.com Ann Lee",
 }
 VERBS = tuple(EXAMPLES)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import html as html_mod
+import re
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dripd import campaigns, config, templates
+from dripd import contacts as contacts_mod
 from dripd.app import App
 from dripd.store.queries import Contact
 
@@ -133,3 +136,59 @@ def render_note(
     context = template_context(app, contact, campaign, step, occurrence)
     what = f"{campaign.id}/{step.id} note"
     return app.renderer.render_string(step.note or "", context, what).strip()
+
+
+# -- `dripd check`: every step rendered for the barest contact ------------------------------
+
+_MISSING_FIELD = re.compile(r"'dict object' has no attribute '(?P<name>[a-z_][a-z0-9_]*)'")
+SAMPLE_EMAIL = "someone@example.com"
+
+
+def try_every_step(app: App, now: datetime) -> tuple[list[str], list[str]]:
+    """Render each email and note for a contact that has only an email address.
+
+    Returns (errors, warnings). A template that fails on a standard field or
+    any other way is an error: it would fail for real contacts. One that needs
+    a custom field is a warning naming the field: contacts without it get
+    their email held and a note that could not be filled in. Anchored and
+    yearly steps get their date field, as they only come due with one.
+    """
+    errors: list[str] = []
+    warnings: list[str] = []
+    for campaign in app.catalog.campaigns.values():
+        for step in campaign.steps:
+            problem = _try_step(app, campaign, step, _bare_contact(step, now))
+            if problem is None:
+                continue
+            place = f"{campaign.path}: step {step.id!r}: "
+            missing = _MISSING_FIELD.search(problem)
+            if missing and missing["name"] not in contacts_mod.STANDARD:
+                warnings.append(
+                    f"{place}needs the contact field {missing['name']!r}: "
+                    "contacts without it are held and the rep is told"
+                )
+            else:
+                errors.append(f"{place}{problem}")
+    return errors, warnings
+
+
+def _try_step(
+    app: App, campaign: campaigns.Campaign, step: campaigns.Step, contact: Contact
+) -> str | None:
+    try:
+        if step.is_email:
+            render_email(app, contact, campaign, step)
+        else:
+            render_note(app, contact, campaign, step)
+    except templates.RenderError as exc:
+        return str(exc)
+    return None
+
+
+def _bare_contact(step: campaigns.Step, now: datetime) -> Contact:
+    """A contact with an email address, and the date its step is timed by (if any)."""
+    fields: dict[str, str] = {}
+    anchor = getattr(step.timing, "anchor", None) or getattr(step.timing, "field", None)
+    if isinstance(anchor, str):
+        fields[anchor] = f"{(now + timedelta(days=7)).date().isoformat()} 10:00"
+    return Contact(id=0, email=SAMPLE_EMAIL, fields=fields, created_at=now, updated_at=now)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dripd import addresses, dates, stages
@@ -43,6 +44,8 @@ class Rules:
     rep_ids: frozenset[str] = frozenset()
     date_fields: frozenset[str] = frozenset()  # custom fields that must hold dates
     default_tz: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
+    # when values are typed: "thu 10:00" or "in 3 days" in a date field is fixed from it
+    now: datetime | None = None
     # field name → its kind, filled as names are met (imports validate the
     # same few names 100,000 times)
     kinds: dict[str, str] = field(default_factory=dict, compare=False, hash=False, repr=False)
@@ -156,6 +159,8 @@ def _custom(name: str, value: str, rules: Rules, *, is_date: bool) -> str:
     if len(value) > MAX_CUSTOM:
         raise ValueError(f"{name} is longer than {MAX_CUSTOM} characters")
     if is_date:
+        if rules.now is not None:
+            value = dates.resolve_relative(value, rules.now, rules.default_tz) or value
         try:
             dates.parse_when(value, rules.default_tz)
         except ValueError as exc:

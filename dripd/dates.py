@@ -99,3 +99,52 @@ def _offset_of(text: str, offset: str) -> timezone:
     if delta >= timedelta(hours=24) or int(digits[2:]) >= 60:
         raise ValueError(f'bad date "{text}": offset {offset} is out of range')
     return timezone(-delta if offset[0] == "-" else delta)
+
+
+# -- days said the way people say them, fixed when typed -----------------------------------
+
+_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_RELATIVE_RE = re.compile(
+    r"(?:(?P<word>today|tomorrow)"
+    r"|(?:next\s+)?(?P<weekday>mon|tue|wed|thu|fri|sat|sun)(?:day|sday|nesday|rsday|urday)?"
+    r"|(?:in\s+|\+)(?P<days>\d{1,3})\s*(?:d|days?))"
+    r"(?:\s+(?:at\s+)?(?P<hour>\d{1,2}):(?P<minute>\d{2}))?"
+)
+
+
+def resolve_relative(text: str, now: datetime, tz: ZoneInfo) -> str | None:
+    """`thu 10:00`, `tomorrow 15:00`, `in 3 days` as a date people mean from `now`, else None.
+
+    The result is the absolute form dripd keeps (`2026-12-03 10:00`, a wall
+    time in the contact's zone): a relative value is fixed when it is typed,
+    so the appointment does not move again tomorrow. A weekday is its next
+    occurrence that is still ahead (today, if its time has not come yet).
+    """
+    match = _RELATIVE_RE.fullmatch(" ".join(text.strip().lower().split()))
+    if match is None:
+        return None
+    local = now.astimezone(tz)
+    clock = _clock_of(text, match)
+    day = _relative_day(match, local, clock)
+    return f"{day.isoformat()} {clock:%H:%M}" if clock is not None else day.isoformat()
+
+
+def _clock_of(text: str, match: re.Match[str]) -> time | None:
+    if match["hour"] is None:
+        return None
+    try:
+        return time(int(match["hour"]), int(match["minute"]))
+    except ValueError as exc:
+        raise ValueError(f'bad date "{text}": {exc}') from exc
+
+
+def _relative_day(match: re.Match[str], local: datetime, clock: time | None) -> date:
+    today = local.date()
+    if match["word"]:
+        return today + timedelta(days=1 if match["word"] == "tomorrow" else 0)
+    if match["days"]:
+        return today + timedelta(days=int(match["days"]))
+    ahead = (_WEEKDAYS.index(match["weekday"]) - today.weekday()) % 7
+    if ahead == 0 and clock is not None and clock <= local.time():
+        ahead = 7  # "thu 10:00" said on Thursday at 11:00: next week's
+    return today + timedelta(days=ahead)

@@ -48,8 +48,8 @@ COMMANDS = (
     ("snooze 2 3d", "move a task later"),
     ("stop bob@x.com", "end every sequence of that contact"),
     ("stage bob@x.com lead", "set the contact's stage"),
-    ('enroll bob@x.com presentation appointment_at="2026-12-03 10:00"', "start a campaign"),
-    ('set bob@x.com appointment_at="2026-12-04 15:00"', "change a field of the contact"),
+    ('enroll bob@x.com presentation appointment_at="thu 10:00"', "start a campaign"),
+    ('set bob@x.com appointment_at="fri 15:00"', "change a field of the contact"),
     (
         "referral ann@y.com from bob@x.com Ann Lee",
         "new contact, referred by Bob; a thank-you card task for Bob",

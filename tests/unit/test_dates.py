@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -93,3 +93,47 @@ def test_parse_month_day(text: str, expected: tuple[int, int]) -> None:
 def test_parse_month_day_errors(text: str) -> None:
     with pytest.raises(ValueError, match=re.escape(f'bad month-day "{text}"')):
         dates.parse_month_day(text)
+
+
+# -- relative days, fixed when typed ---------------------------------------------------------
+
+
+
+
+def _thursday_at(hour: int) -> datetime:
+    """A Thursday years ahead of today, at `hour` in New York (computed, never literal)."""
+    day = date.today() + timedelta(days=3 * 365)
+    day += timedelta(days=(3 - day.weekday()) % 7)
+    return datetime.combine(day, time(hour, 0), tzinfo=NY)
+
+
+@pytest.mark.parametrize(
+    ("text", "days", "clock"),
+    [
+        ("today", 0, None),
+        ("tomorrow 15:00", 1, "15:00"),
+        ("thu 12:00", 0, "12:00"),  # today, its time still ahead
+        ("thu 10:00", 7, "10:00"),  # today's has passed: next week's
+        ("Thursday", 0, None),
+        ("fri", 1, None),
+        ("next mon 09:30", 4, "09:30"),
+        ("wednesday at 8:15", 6, "08:15"),
+        ("in 3 days", 3, None),
+        ("+10d 17:00", 10, "17:00"),
+    ],
+)
+def test_relative_days_become_the_date_people_mean(text: str, days: int, clock: str | None) -> None:
+    now = _thursday_at(11)
+    day = (now.date() + timedelta(days=days)).isoformat()
+    expected = f"{day} {clock}" if clock else day
+    assert dates.resolve_relative(text, now, NY) == expected
+
+
+@pytest.mark.parametrize("text", ["2026-12-03 10:00", "thursdays", "in three days", "soon", ""])
+def test_other_text_is_not_a_relative_day(text: str) -> None:
+    assert dates.resolve_relative(text, _thursday_at(11), NY) is None
+
+
+def test_a_relative_day_with_a_bad_time_is_refused() -> None:
+    with pytest.raises(ValueError, match='bad date "fri 25:00"'):
+        dates.resolve_relative("fri 25:00", _thursday_at(11), NY)

@@ -372,8 +372,8 @@ SPEC_COMMANDS = (
     "snooze 2 3d",
     "stop bob@x.com",
     "stage bob@x.com lead",
-    'enroll bob@x.com presentation appointment_at="2026-12-03 10:00"',
-    'set bob@x.com appointment_at="2026-12-04 15:00"',
+    'enroll bob@x.com presentation appointment_at="thu 10:00"',
+    'set bob@x.com appointment_at="fri 15:00"',
     "referral ann@y.com from bob@x.com Ann Lee",
 )
 
