@@ -436,8 +436,9 @@ def reply_text(text: str) -> str:
 
 
 def _normal_lines(text: str) -> list[str]:
-    text = _INVISIBLE.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
-    return [line.replace("\xa0", " ").rstrip() for line in text.split("\n")]
+    # every line boundary Python knows (\x1e, \u2028, … too): a "line" that hides a
+    # second one behind a separator must not smuggle a quote past the "> " check
+    return [line.replace("\xa0", " ").rstrip() for line in _INVISIBLE.sub("", text).splitlines()]
 
 
 def _own_lines(lines: list[str], *, rounds: int) -> list[str]:
