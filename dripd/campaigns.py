@@ -51,6 +51,8 @@ class CampaignModel(_Model):
     description: str = ""
     stage: str | None = None
     on_reply: Literal["stop", "continue"] = "stop"
+    # a reply in the thread from someone else at the contact's company: stop, or tell the rep
+    colleague_replies: Literal["stop", "note"] = "stop"
     promote_on_reply: str | None = None
     next: str | None = None
     send_window: str | None = None
@@ -100,6 +102,7 @@ class Campaign:
     description: str
     stage: str | None
     on_reply: Literal["stop", "continue"]
+    colleague_replies: Literal["stop", "note"]
     promote_on_reply: str | None
     next: str | None
     send_window: windows_mod.Window | None
@@ -232,6 +235,7 @@ def _campaign(
         description=model.description,
         stage=model.stage,
         on_reply=model.on_reply,
+        colleague_replies=model.colleague_replies,
         promote_on_reply=model.promote_on_reply,
         next=model.next,
         send_window=window,

@@ -18,7 +18,7 @@ from datetime import date
 from email.message import EmailMessage, Message
 from typing import Protocol
 
-from dripd import autoreply, bounces, incoming, mailtext
+from dripd import addresses, autoreply, bounces, incoming, mailtext
 
 CLASSES = ("reply", "auto-reply", "bounce", "unsubscribe", "complaint", "command", "other")
 _UNSUBSCRIBE_SUBJECT = re.compile(r"^\s*(?:re:\s*)*unsubscribe\b", re.IGNORECASE)
@@ -82,6 +82,9 @@ class Verdict:
     return_date: date | None = None
     reply: str = ""  # what the sender wrote, quotes and signature stripped
     summary: str = ""  # its first lines, for the rep
+    # someone other than the contact answering in the thread of `sent`: a colleague at
+    # the contact's own company (a "reply"), or anyone else (an "other", told the rep)
+    answered_by: str | None = None
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -96,6 +99,7 @@ class Verdict:
             "out_of_office": self.out_of_office if self.cls == "auto-reply" else None,
             "return_date": self.return_date.isoformat() if self.return_date else None,
             "summary": self.summary,
+            "answered_by": self.answered_by,
         }
 
 
@@ -293,6 +297,8 @@ def _from_person(reading: _Reading) -> Verdict:
     mail, known = reading.mail, reading.known
     contact = known.contact(mail.sender) if mail.sender else None
     quoted = _first_sent(known, mail.referenced)
+    if contact is None and quoted is not None and mail.sender:
+        return _someone_else(reading, quoted, mail.sender)
     if contact is None:
         return _stranger(reading, quoted)
     sent = quoted if quoted is not None and quoted.contact_id == contact.id else None
@@ -325,6 +331,40 @@ def _from_person(reading: _Reading) -> Verdict:
     reasons = (f"from the contact {contact.email}", why)
     return Verdict(
         cls="reply", reasons=reasons, contact=contact, sent=sent, reply=reply, summary=summary
+    )
+
+
+def _someone_else(reading: _Reading, quoted: SentRef, sender: str) -> Verdict:
+    """A message in the thread of an email to a contact, from another address.
+
+    From the contact's own company (the same domain, never a free-mail one)
+    it is a colleague answering: a reply for that contact (HubSpot's rule).
+    From anywhere else it stops nothing; the rep is told. Automatic answers
+    (a colleague's out-of-office) are neither.
+    """
+    contact = reading.known.contact(quoted.recipient)
+    where = f"in the thread of {quoted.message_id}, sent to {quoted.recipient}"
+    automatic = autoreply.detect_auto_reply(
+        reading.mail.message, reading.text, received=reading.received
+    )
+    if contact is None or automatic is not None:
+        return _stranger(reading, quoted)
+    reply = mailtext.reply_text(reading.text)
+    company = addresses.same_company(sender, contact.email)
+    if company is not None:
+        cls, rule = "reply", f"a colleague at the contact's company ({company}): counts as a reply"
+    elif addresses.domain_of(sender) == addresses.domain_of(contact.email):
+        cls, rule = "other", "a free-mail domain is no company: stops nothing, the rep is told"
+    else:
+        cls, rule = "other", "another domain than the contact's: stops nothing, the rep is told"
+    return Verdict(
+        cls=cls,
+        reasons=(f"from {sender}, not the contact", where, rule),
+        contact=contact if cls == "reply" else None,  # an "other" touches no contact
+        sent=quoted,
+        reply=reply,
+        summary=mailtext.first_lines(reply),
+        answered_by=sender,
     )
 
 

@@ -43,6 +43,8 @@ NEWS_KINDS = {
     "unsubscribed": "unsubscribe",
     "complaint": "complaint",
     "send_failed": "failed",
+    "colleague_replied": "colleague",
+    "someone_answered": "someone",
 }
 
 _digests, _tasks, _contacts, _events = schema.digests, schema.tasks, schema.contacts, schema.events

@@ -40,6 +40,8 @@ NEWS_LABELS = {
     "unsubscribe": "Unsubscribed",
     "complaint": "Spam complaint",
     "failed": "Not sent",
+    "colleague": "A colleague answered",
+    "someone": "Someone else answered",
 }
 # SPEC section 6, with a meaning added where the spec's list has none.
 COMMANDS = (

@@ -166,15 +166,62 @@ def _reply(
 ) -> Effect:
     assert verdict.contact is not None
     contact_id = verdict.contact.id
-    actions: Effect = []
-    _event(conn, contact_id, now, "replied", verdict.summary or mail.subject, mail, verdict.sent)
     active = queries.active_enrollments(conn, contact_id)
+    if verdict.answered_by:
+        return _colleague(app, conn, mail, verdict, now, active)
+    _event(conn, contact_id, now, "replied", verdict.summary or mail.subject, mail, verdict.sent)
+    return _stop_and_promote(app, conn, verdict, now, active, reason="the contact replied")
+
+
+def _colleague(
+    app: App,
+    conn: sa.Connection,
+    mail: incoming.Incoming,
+    verdict: classify.Verdict,
+    now: datetime,
+    active: list[queries.Enrollment],
+) -> Effect:
+    """A colleague of the contact answered in the thread: their campaigns say stop or note."""
+    assert verdict.contact is not None and verdict.answered_by is not None
+    detail = _someone_detail(verdict)
+    campaigns = [app.catalog.campaigns.get(e.campaign) for e in active]
+    if active and all(c is not None and c.colleague_replies == "note" for c in campaigns):
+        _event(conn, verdict.contact.id, now, "colleague_replied", detail, mail, verdict.sent)
+        return ["noted for the rep: a colleague answered (colleague_replies = note)"]
+    _event(conn, verdict.contact.id, now, "replied", detail, mail, verdict.sent)
+    pairs = zip(active, campaigns, strict=True)
+    stopping = [e for e, c in pairs if c is None or c.colleague_replies == "stop"]
+    reason = f"{verdict.answered_by}, a colleague, replied"
+    return _stop_and_promote(app, conn, verdict, now, stopping, reason=reason)
+
+
+def _someone_detail(verdict: classify.Verdict) -> str:
+    """What the rep reads: who answered, their first lines, the command that adds them."""
+    assert verdict.sent is not None and verdict.answered_by is not None
+    said = verdict.summary or "(nothing but the quote)"
+    add = f"referral {verdict.answered_by} from {verdict.sent.recipient}"
+    return f"{verdict.answered_by} answered: {said}\nTo add them as a contact, reply:\n{add}"
+
+
+def _stop_and_promote(
+    app: App,
+    conn: sa.Connection,
+    verdict: classify.Verdict,
+    now: datetime,
+    active: list[queries.Enrollment],
+    *,
+    reason: str,
+) -> Effect:
+    """A reply's effect: `on_reply = "stop"` campaigns end; `promote_on_reply` promotes."""
+    assert verdict.contact is not None
+    actions: Effect = []
     promote_to = _promotions(app, active, verdict.sent)
     for enrollment in active:
         campaign = app.catalog.campaigns.get(enrollment.campaign)
         if campaign is None or campaign.on_reply == "stop":
-            pipeline.end(conn, enrollment, now, status="stopped", reason="the contact replied")
+            pipeline.end(conn, enrollment, now, status="stopped", reason=reason)
             actions.append(f"stopped {enrollment.campaign}")
+    contact_id = verdict.contact.id
     for stage in promote_to:
         if pipeline.promote(app, conn, contact_id, stage, now, cause="replied"):
             actions.append(f"promoted to {stage}")
@@ -274,10 +321,15 @@ def _command(
     return [f"carried out {done} of {len(results)} command line(s)", "confirmation queued"]
 
 
-def _nothing(
+def _other(
     app: App, conn: sa.Connection, mail: incoming.Incoming, verdict: classify.Verdict, now: datetime
 ) -> Effect:
-    return []
+    """Nothing changes; someone else answering in a contact's thread is told to the rep."""
+    if verdict.sent is None or not verdict.answered_by:
+        return []
+    detail = _someone_detail(verdict)
+    _event(conn, verdict.sent.contact_id, now, "someone_answered", detail, mail, verdict.sent)
+    return ["noted for the rep: someone else answered"]
 
 
 def _end_contact(
@@ -321,7 +373,7 @@ _EFFECTS = {
     "unsubscribe": _unsubscribe,
     "complaint": _complaint,
     "command": _command,
-    "other": _nothing,
+    "other": _other,
 }
 
 

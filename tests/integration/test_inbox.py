@@ -350,3 +350,72 @@ def test_an_inbox_password_that_is_missing_waits_and_the_rest_goes_on(
             await asyncio.wait_for(task, 10)
 
     servers.run_client(main())
+
+
+# -- someone else answering in the thread (SPEC §11) ------------------------------------
+
+
+NOTE_ONLY = """
+name = "Gentle"
+colleague_replies = "note"
+[[steps]]
+id = "hello"
+kind = "email"
+wait = "0m"
+subject = "Hello {{ contact.first_name }}"
+body = "Hi {{ contact.first_name }}"
+[[steps]]
+id = "again"
+kind = "email"
+wait = "2 days"
+subject = "Again"
+body = "Hi again"
+"""
+
+
+def test_a_colleagues_reply_stops_the_sequence_and_a_strangers_does_not(
+    make_world, dovecot: servers.Dovecot, imap_user: servers.ImapAccount
+) -> None:
+    world = make_world(imap=imap_user, dovecot=dovecot, campaigns={"gentle": NOTE_ONLY})
+    world.add("ann@northwind.example", first_name="Ann", company="Northwind")
+    world.add("bob@contoso.example", first_name="Bob", company="Contoso")
+    world.add("cleo@fabrikam.example", first_name="Cleo", company="Fabrikam", campaign="gentle")
+    assert world.run().sent == 3
+    ann, bob, cleo = (
+        sent_ids(world, a)[0]
+        for a in ("ann@northwind.example", "bob@contoso.example", "cleo@fabrikam.example")
+    )
+    user = imap_user.address
+    # Ann's colleague takes over; someone at another company answers Bob's; Cleo's
+    # colleague answers where the campaign says colleague_replies = "note".
+    dovecot.deliver(user, reply("carl@northwind.example", ann, "Ann is on leave, I handle this now.", msgid="<c1@x>"))  # noqa: E501
+    dovecot.deliver(user, reply("jo@ridgeline.example", bob, "Bob asked me to look.", msgid="<c2@x>"))  # noqa: E501
+    dovecot.deliver(user, reply("dan@fabrikam.example", cleo, "Cleo is travelling.", msgid="<c3@x>"))  # noqa: E501
+
+    world.clock.advance(timedelta(days=2, hours=1))
+    summary = world.run()
+    assert summary.inbox == 3
+    assert statuses(world) == {
+        "ann@northwind.example": ("active", "lead"),  # promoted like her own reply
+        "bob@contoso.example": ("active", "prospect"),
+        "cleo@fabrikam.example": ("active", "suspect"),
+    }
+    # Ann's sequence stopped; Bob's and Cleo's go on with their second email.
+    assert [len(sent_ids(world, a)) for a in ("ann@northwind.example", "bob@contoso.example",
+                                              "cleo@fabrikam.example")] == [1, 2, 2]  # fmt: skip
+    assert "replied" in world.history("ann@northwind.example")
+    assert "someone_answered" in world.history("bob@contoso.example")
+    assert "colleague_replied" in world.history("cleo@fabrikam.example")
+
+    # The rep's digest says who answered, with the command that adds them.
+    (digest_email,) = [m for m in world.smtp.messages() if m.rcpt_tos == ("mike@example.com",)]
+    body = digest_email.message.get_body(("plain",))
+    assert body is not None
+    lines = [line.strip().removeprefix("> ") for line in body.get_content().splitlines()]
+    text = " ".join(" ".join(lines).split())
+    assert "carl@northwind.example answered: Ann is on leave, I handle this now." in text
+    assert "    > referral carl@northwind.example from ann@northwind.example" in (
+        body.get_content()  # a line of its own: the rep copies it into a reply
+    )
+    assert "Someone else answered" in text and "jo@ridgeline.example answered" in text
+    assert "A colleague answered" in text and "dan@fabrikam.example answered" in text

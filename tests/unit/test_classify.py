@@ -123,15 +123,61 @@ def test_the_corpus_covers_every_class_with_real_variety() -> None:
     assert sum(counts.values()) >= 30
 
 
-def test_a_third_party_quoting_our_message_id_cannot_stop_the_contact() -> None:
+def _answer_to_ann(sender: str, *, extra: bytes = b"") -> classify.Verdict:
+    """Someone answering dripd's email to ann@northwind.example, in its thread."""
     raw = (
-        b"From: Carl Colleague <carl@northwind.example>\r\nTo: mike@acme.example\r\n"
-        b"Subject: Re: Quick question\r\nMessage-ID: <fwd@northwind.example>\r\n"
-        b"In-Reply-To: <dripd.7f3a9c.e1.intro.0@acme.example>\r\n\r\nAnn is not interested.\r\n"
+        f"From: Someone <{sender}>\r\nTo: mike@acme.example\r\n".encode()
+        + b"Subject: Re: Quick question\r\nMessage-ID: <fwd@elsewhere.example>\r\n"
+        + b"In-Reply-To: <dripd.7f3a9c.e1.intro.0@acme.example>\r\n"
+        + extra
+        + b"\r\nAnn is on leave; I look after this now.\r\n"
     )
-    verdict = classify.classify(incoming.parse(raw), KNOWN, received=date(2026, 11, 20))
+    return classify.classify(incoming.parse(raw), KNOWN, received=date(2026, 11, 20))
+
+
+def test_a_colleague_at_the_contacts_company_answering_in_the_thread_is_a_reply() -> None:
+    verdict = _answer_to_ann("carl@northwind.example")
+    assert verdict.cls == "reply"
+    assert verdict.contact is not None and verdict.contact.email == "ann@northwind.example"
+    assert verdict.answered_by == "carl@northwind.example"
+    assert verdict.summary.startswith("Ann is on leave")
+    rule = "a colleague at the contact's company (northwind.example)"
+    assert any(rule in reason for reason in verdict.reasons)
+
+
+@pytest.mark.parametrize(
+    ("sender", "why"),
+    [
+        ("jorge@ridgeline.example", "another domain than the contact's"),
+        ("carl@NorthWind.example.net", "another domain than the contact's"),
+    ],
+)
+def test_someone_from_another_domain_quoting_our_message_id_stops_nothing(
+    sender: str, why: str
+) -> None:
+    verdict = _answer_to_ann(sender)
     assert verdict.cls == "other" and verdict.contact is None
-    assert any("not from the contact" in reason for reason in verdict.reasons)
+    assert verdict.sent is not None and verdict.sent.recipient == "ann@northwind.example"
+    assert verdict.answered_by == sender.lower()
+    assert any(why in reason for reason in verdict.reasons)
+
+
+def test_a_free_mail_domain_is_never_the_same_company() -> None:
+    known = WorldKnown(
+        {**WORLD, "contacts": [{**WORLD["contacts"][0], "email": "ann.baker@gmail.com"}]}
+    )
+    raw = (
+        b"From: Bob <bob.smith@gmail.com>\r\nTo: mike@acme.example\r\nSubject: Re: Hi\r\n"
+        b"In-Reply-To: <dripd.7f3a9c.e1.intro.0@acme.example>\r\n\r\nShe is not interested.\r\n"
+    )
+    verdict = classify.classify(incoming.parse(raw), known, received=date(2026, 11, 20))
+    assert verdict.cls == "other" and verdict.answered_by == "bob.smith@gmail.com"
+    assert any("a free-mail domain is no company" in r for r in verdict.reasons)
+
+
+def test_a_colleagues_out_of_office_in_the_thread_is_not_a_reply() -> None:
+    verdict = _answer_to_ann("carl@northwind.example", extra=b"Auto-Submitted: auto-replied\r\n")
+    assert verdict.cls == "other" and verdict.contact is None
 
 
 def test_every_real_bounce_with_a_contact_recipient_is_a_bounce() -> None:
