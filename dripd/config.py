@@ -136,7 +136,9 @@ class ImapConfig(Secret):
     username: str | None = None
     ca_file: str | None = None
     folder: str = "INBOX"
-    sent_folder: str | None = "Sent"
+    # Unset: the folder the server marks \Sent, else a usual name, else "Sent",
+    # created at the first copy (dripd/sent.py). "": no Sent folder at all.
+    sent_folder: str | None = None
     # False: the server files what it sends there itself (Gmail, Microsoft 365);
     # dripd then only looks there, after a crash, and appends nothing.
     save_copy: bool = True
@@ -147,6 +149,11 @@ class ImapConfig(Secret):
     def _plain_only_to_loopback(self) -> ImapConfig:
         _refuse_plain(self.security, self.host)
         return self
+
+    @property
+    def uses_sent_folder(self) -> bool:
+        """False when `sent_folder = ""`: no copies, and no look there after a crash."""
+        return self.sent_folder != ""
 
 
 def _refuse_plain(security: str, host: str) -> None:
