@@ -13,12 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pydantic
 
-from dripd import addresses, durations, errors, tomlfile, validation
+from dripd import addresses, durations, errors, presets, tomlfile, validation
 from dripd import windows as windows_mod
 
 DEFAULT_PATHS = (Path("/etc/dripd/config.toml"), Path("config.toml"))
@@ -161,10 +161,19 @@ def _refuse_plain(security: str, host: str) -> None:
         raise ValueError(f'security = "none" is only allowed to localhost, not to {host!r}')
 
 
+def _check_preset(name: str) -> str:
+    presets.get(name)
+    return name
+
+
+PresetName = Annotated[str, pydantic.AfterValidator(_check_preset)]
+
+
 class RepConfig(_Model):
     id: str = pydantic.Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
     name: str
     email: Address
+    preset: PresetName | None = None  # dripd/presets.py: fills smtp and imap; explicit keys win
     digest: SlotsText = "mon-fri 07:30"
     signature: str = ""
     phone: str = ""
@@ -173,9 +182,41 @@ class RepConfig(_Model):
     smtp: SmtpConfig | None = None
     imap: ImapConfig | None = None
 
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _fill_from_preset(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not isinstance(data.get("preset"), str):
+            return data
+        found = presets.PRESETS.get(data["preset"])
+        if found is None:  # unknown: the `preset` field says so, with the near name
+            return data
+        return _with_preset(cls, data, found.settings(str(data.get("email", ""))))
+
     @property
     def first_name(self) -> str:
         return self.name.split()[0] if self.name.split() else self.name
+
+
+def _with_preset(
+    model: type[pydantic.BaseModel],
+    data: dict[str, Any],
+    tables: dict[str, dict[str, object]],
+) -> dict[str, Any]:
+    """`data` with the preset's `tables` under it: the preset's keys first, the config's win.
+
+    Only the tables and keys this schema has are filled: the preset's `auth`
+    and `oauth2` wait for OAuth2 sign-in (issue 17, items 1-4), and apply by
+    themselves once SmtpConfig, ImapConfig and RepConfig have those fields.
+    """
+    merged = dict(data)
+    for name, values in tables.items():
+        table = validation.model_of(model, name)
+        given = data.get(name)
+        if table is None or not isinstance(given, dict | None):
+            continue  # TODO(issue 17 merge): `oauth2` lands here until RepConfig has it
+        known = {key: value for key, value in values.items() if key in table.model_fields}
+        merged[name] = known | (given or {})
+    return merged
 
 
 class DripdSection(_Model):
