@@ -101,7 +101,7 @@ def check(as_json: bool, connect: bool) -> None:
 
     cfg = config.load(config.find_path(_config_path()))
     renderer = templates.Renderer(cfg.campaigns_dir)
-    options = campaigns.LoadOptions(rep_ids=cfg.rep_ids(), env=renderer)
+    options = campaigns.LoadOptions(env=renderer)
     catalog = campaigns.load_all(cfg.campaigns_dir, options)
     warnings = _secret_warnings(cfg) + _mailbox_warnings(cfg, catalog)
     tried = _connect(cfg) if connect else []
@@ -134,16 +134,33 @@ def _connect(cfg: config.Config) -> list[probe.Tried]:
 
 
 def _mailbox_warnings(cfg: config.Config, catalog: campaigns.Catalog) -> list[str]:
-    """Reps that campaigns send as (`from`) but that have no SMTP mailbox configured."""
+    """Campaign `from`s that name no rep, or a rep without an SMTP mailbox."""
     found: list[str] = []
     for campaign in catalog.campaigns.values():
         for step in campaign.steps:
-            if step.sender and step.sender in cfg.rep_ids() and cfg.rep(step.sender).smtp is None:
-                found.append(
-                    f"{campaign.path}: step {step.id!r}: from = {step.sender!r}, but rep "
-                    f"{step.sender} has no [reps.smtp]: these emails will wait"
-                )
+            if step.sender:
+                found += _sender_warning(cfg, f"{campaign.path}: step {step.id!r}", step.sender)
     return found
+
+
+def _sender_warning(cfg: config.Config, where: str, name: str) -> list[str]:
+    from dripd import validation
+
+    rep_id = cfg.sender_of(name)
+    if rep_id is None:
+        hint = validation.suggest(name, sorted(cfg.rep_ids() | set(cfg.model.roles)))
+        return [
+            f"{where}: from = {name!r} is no rep, and [roles] gives it none{hint}: "
+            f'these emails go from the contact\'s owner (to change that: [roles] {name} = "REP")'
+        ]
+    if cfg.rep(rep_id).smtp is None:
+        via = (
+            f"from = {name!r}, but rep {rep_id}"
+            if rep_id == name
+            else (f"from = {name!r} is rep {rep_id}, who")
+        )
+        return [f"{where}: {via} has no [reps.smtp]: these emails will wait"]
+    return []
 
 
 def _secret_warnings(cfg: config.Config) -> list[str]:

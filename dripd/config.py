@@ -232,6 +232,8 @@ class DripdSection(_Model):
 
 class ConfigModel(_Model):
     dripd: DripdSection = DripdSection()
+    # A campaign's `from = "associate"` sends as the rep its role names here.
+    roles: dict[str, str] = {}
     reps: list[RepConfig] = []
 
     @pydantic.model_validator(mode="after")
@@ -241,6 +243,18 @@ class ConfigModel(_Model):
             if rep.id in seen:
                 raise ValueError(f"rep id {rep.id!r} is used twice")
             seen.add(rep.id)
+        return self
+
+    @pydantic.model_validator(mode="after")
+    def _roles_name_reps(self) -> ConfigModel:
+        ids = [rep.id for rep in self.reps]
+        for role, rep_id in self.roles.items():
+            if role in ids:
+                raise ValueError(f"roles: {role!r} is a rep id; a role needs a name of its own")
+            if rep_id not in ids:
+                known = ", ".join(ids) or "none configured"
+                hint = validation.suggest(rep_id, ids)
+                raise ValueError(f"roles: {role} = {rep_id!r} is not a rep{hint} (reps: {known})")
         return self
 
 
@@ -282,6 +296,12 @@ class Config:
 
     def rep_ids(self) -> frozenset[str]:
         return frozenset(r.id for r in self.model.reps)
+
+    def sender_of(self, name: str | None) -> str | None:
+        """The rep a campaign's `from` names: a rep id, or a role of [roles]; None if neither."""
+        if name in self.rep_ids():
+            return name
+        return self.model.roles.get(name) if name else None
 
     def rep_timezone(self, rep_id: str | None) -> ZoneInfo:
         for rep in self.model.reps:

@@ -403,6 +403,9 @@ campaigns = "{campaigns}"
 attachments = "{folder / "attachments"}"
 timezone = "America/New_York"
 
+[roles]
+associate = "sam"
+
 [[reps]]
 id = "mike"
 name = "Mike Gulitz"
