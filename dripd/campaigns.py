@@ -168,6 +168,14 @@ class Catalog:
         return digest.hexdigest()[:12]
 
 
+SHIPPED = Path(__file__).resolve().parents[1] / "campaigns"  # beside the package, in the repository
+
+
+def shipped_folder() -> Path | None:
+    """The campaigns that come with dripd (the demo's, `dripd init`'s first copy), if here."""
+    return SHIPPED if (SHIPPED / "qualification.toml").is_file() else None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LoadOptions:
     """What a campaign is checked against beyond its own file."""

@@ -22,6 +22,7 @@ from dripd import campaigns, config, contacts, dates, errors, templates
 if TYPE_CHECKING:
     from dripd import app as app_mod
     from dripd import importer, probe
+    from dripd import init as init_mod
     from dripd.store import queries
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -728,6 +729,61 @@ def demo(out: Path | None, as_json: bool) -> None:
         f"open them in a mail client) and inbox/ (what people answered). See more with\n"
         f"  dripd --config {result.folder / 'config.toml'} contacts show ann.lee@acme.example"
     )
+
+
+# -- init -----------------------------------------------------------------------
+
+
+@cli.command()
+@config_option
+@click.option("--name", help="Your name, as your emails are signed.")
+@click.option("--email", help="Your email address: the mailbox dripd sends from.")
+@click.option("--id", "rep_id", help="A short id for you (default: the address's local part).")
+@click.option("--preset", help="Your mail provider: microsoft365, google, fastmail, … or other.")
+@click.option("--timezone", help="Your IANA time zone (default: this system's).")
+@click.option("--window", help='When emails may go out (default: "mon-fri 09:00-17:00").')
+@click.option("--smtp-host", help="With --preset other: the SMTP server.")
+@click.option("--smtp-port", type=int, help="With --preset other: its port.")
+@click.option("--smtp-security", help="With --preset other: starttls, tls or none.")
+@click.option("--imap-host", help="With --preset other: the IMAP server ('' for none).")
+@click.option("--imap-port", type=int, help="With --preset other: its port.")
+@click.option("--imap-security", help="With --preset other: tls, starttls or none.")
+@click.option("--ca-file", help="A private CA's certificate, to verify the servers with.")
+@click.option("--client-id", help="OAuth2 providers: your app registration's client ID.")
+@click.option("--tenant", help="Microsoft: your organization's tenant (default: organizations).")
+@click.option("--yes", is_flag=True, help="Ask nothing: defaults for what the flags don't say.")
+@click.option("--force", is_flag=True, help="Replace an existing config file.")
+@click.option("--no-connect", is_flag=True, help="End with `check`, not `check --connect`.")
+def init(yes: bool, force: bool, no_connect: bool, **flags: Any) -> None:
+    """Write a first config.toml and campaigns folder from a few questions."""
+    from dripd import init as init_mod
+
+    target = Path(_config_path() or os.environ.get("DRIPD_CONFIG") or "config.toml")
+    written = init_mod.setup(target, init_mod.Given(yes=yes, **flags), force=force)
+    _tell_written(written)
+    rep = written.answers.rep_id
+    where = ["--config", str(written.config)]
+    if written.needs_sign_in:
+        if "auth" not in cli.commands:  # OAuth2 sign-in: issue 17's `dripd auth`
+            click.echo(f"Next: dripd {' '.join(where)} auth {rep}   (signs you in)")
+            click.echo(f"Then: dripd {' '.join(where)} check --connect")
+            return
+        cli.main(args=[*where, "auth", rep], prog_name="dripd", standalone_mode=False)
+    checking = [*where, "check"] + ([] if no_connect else ["--connect"])
+    click.echo(f"\nChecking it: dripd {' '.join(checking)}")
+    cli.main(args=checking, prog_name="dripd", standalone_mode=False)
+
+
+def _tell_written(written: init_mod.Written) -> None:
+    click.echo(f"Wrote {written.config}")
+    if written.password_file is not None:
+        click.echo(f"Wrote {written.password_file} (the password; readable by you only)")
+    if written.campaigns_copied:
+        click.echo(
+            f"Wrote {written.campaigns}/ (the shipped campaigns: edit them to make them yours)"
+        )
+    else:
+        click.echo(f"Kept {written.campaigns}/ as it was")
 
 
 # -- the error boundary -------------------------------------------------------

@@ -25,7 +25,7 @@ DEFAULT_PATHS = (Path("/etc/dripd/config.toml"), Path("config.toml"))
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
-def _check_timezone(name: str) -> str:
+def check_timezone(name: str) -> str:
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as exc:
@@ -51,7 +51,7 @@ def _check_slots(text: str) -> str:
 
 
 Address = Annotated[str, pydantic.AfterValidator(addresses.normalize_address)]
-TimeZoneName = Annotated[str, pydantic.AfterValidator(_check_timezone)]
+TimeZoneName = Annotated[str, pydantic.AfterValidator(check_timezone)]
 WindowText = Annotated[str, pydantic.AfterValidator(_check_window)]
 SlotsText = Annotated[str, pydantic.AfterValidator(_check_slots)]
 DurationText = Annotated[str, pydantic.AfterValidator(_check_duration)]

@@ -23,7 +23,7 @@ from typing import Literal
 from dripd import validation
 
 Auth = Literal["password", "oauth2"]
-Security = Literal["starttls", "tls"]
+Security = Literal["starttls", "tls", "none"]  # "none": to localhost only (config)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
