@@ -135,8 +135,18 @@ def _connect(cfg: config.Config) -> list[probe.Tried]:
 
 
 def _mailbox_warnings(cfg: config.Config, catalog: campaigns.Catalog) -> list[str]:
-    """Campaign `from`s that name no rep, or a rep without an SMTP mailbox."""
+    """Roles and campaign `from`s that name no rep, or a rep without an SMTP mailbox."""
+    from dripd import validation
+
     found: list[str] = []
+    reps = sorted(cfg.rep_ids())
+    for role, rep_id in cfg.model.roles.items():
+        if rep_id not in reps:
+            found.append(
+                f"{cfg.path}: roles: {role} = {rep_id!r} is not a rep"
+                f"{validation.suggest(rep_id, reps)} (reps: {', '.join(reps) or 'none'}): "
+                f"emails from = {role!r} go from the contact's owner"
+            )
     for campaign in catalog.campaigns.values():
         for step in campaign.steps:
             if step.sender:
@@ -148,6 +158,8 @@ def _sender_warning(cfg: config.Config, where: str, name: str) -> list[str]:
     from dripd import validation
 
     rep_id = cfg.sender_of(name)
+    if rep_id is None and name in cfg.model.roles:
+        return []  # the role's own warning says it
     if rep_id is None:
         hint = validation.suggest(name, sorted(cfg.rep_ids() | set(cfg.model.roles)))
         return [
