@@ -204,16 +204,25 @@ def _with_preset(
 ) -> dict[str, Any]:
     """`data` with the preset's `tables` under it: the preset's keys first, the config's win.
 
-    Only the tables and keys this schema has are filled: the preset's `auth`
-    and `oauth2` wait for OAuth2 sign-in (issue 17, items 1-4), and apply by
-    themselves once SmtpConfig, ImapConfig and RepConfig have those fields.
+    The mailboxes are filled in even when the config has no table for them;
+    `[reps.oauth2]` only completed (provider, tenant) where the config has one
+    (it needs the user's client_id). Only the tables and keys this schema has
+    are filled: the preset's `auth` and `oauth2` wait for OAuth2 sign-in
+    (issue 17, items 1-4), and apply by themselves once SmtpConfig,
+    ImapConfig and RepConfig have those fields.
     """
     merged = dict(data)
     for name, values in tables.items():
         table = validation.model_of(model, name)
         given = data.get(name)
+        if given is None and name not in presets.MAILBOXES:
+            continue
         if table is None or not isinstance(given, dict | None):
-            continue  # TODO(issue 17 merge): `oauth2` lands here until RepConfig has it
+            # TODO(issue 17 merge): `[reps.oauth2]` is skipped here, and the mailboxes'
+            # `auth` filtered out below, until the schema has them. The preset's
+            # auth = "oauth2" then becomes the default of microsoft365/outlook/google
+            # reps: one who logs in with a password there sets auth = "password".
+            continue
         known = {key: value for key, value in values.items() if key in table.model_fields}
         merged[name] = known | (given or {})
     return merged

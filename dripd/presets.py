@@ -23,6 +23,7 @@ from typing import Literal
 from dripd import validation
 
 Auth = Literal["password", "oauth2"]
+MAILBOXES = ("smtp", "imap")  # the tables a preset fills even where the config has none
 Security = Literal["starttls", "tls", "none"]  # "none": to localhost only (config)
 
 
