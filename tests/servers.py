@@ -819,7 +819,7 @@ mailbox_idle_check_interval = 1 secs
 mail_max_userip_connections = 100
 namespace inbox {{
   inbox = yes
-{sent_mailbox}}}
+{namespace_prefix}{sent_mailbox}}}
 default_login_user = {user}
 default_internal_user = {user}
 default_internal_group = {group}
@@ -927,8 +927,13 @@ class Dovecot:
         *,
         certificates: Certificates | None = None,
         sent_folder: str | None = "Sent",
+        prefix: str = "",
     ):
-        """`sent_folder`: the folder every user has, marked `\\Sent` (RFC 6154); None: none."""
+        """`sent_folder`: the folder every user has, marked `\\Sent` (RFC 6154); None: none.
+
+        `prefix`: the personal namespace's, e.g. "INBOX." (cPanel's and Courier's
+        layout: every folder is under INBOX, "." between levels).
+        """
         if root is None:
             root = Path(tempfile.mkdtemp(prefix="dripd-dovecot-"))
             self._owns_root = True
@@ -947,6 +952,7 @@ class Dovecot:
         self._process: subprocess.Popen[bytes] | None = None
         self._counter = itertools.count(1)
         self.sent_folder = sent_folder
+        self.prefix = prefix
         self._prepare()
 
     @staticmethod
@@ -983,6 +989,7 @@ class Dovecot:
             imaps_port=self.imaps_port,
             lmtp_port=self.lmtp_port,
             sent_mailbox=_sent_mailbox(self.sent_folder),
+            namespace_prefix=f"  prefix = {self.prefix}\n  separator = .\n" if self.prefix else "",
         )
         self.config_path.write_text(config, encoding="utf-8")
 

@@ -134,3 +134,19 @@ def test_a_configured_folder_that_is_missing_is_not_created(
     assert "cannot append to 'Sent Itmes': [TRYCREATE]" in warning
     assert "sent_folder names a folder this mailbox does not have" in warning
     assert world.rows()[0].copied_at is None
+
+
+def test_a_new_sent_folder_goes_under_the_personal_namespace(make_world) -> None:
+    # cPanel's Dovecot and Courier keep every folder under "INBOX.": a top-level
+    # "Sent" can't be created there, and mail clients show "INBOX.Sent" as Sent.
+    with servers.Dovecot(sent_folder=None, prefix="INBOX.") as dovecot:
+        user = dovecot.new_user()
+        world = make_world(imap=user, dovecot=dovecot, imap_options={"sent_folder": None})
+        line = _check_connect(str(world.app.config.path))
+        assert line.endswith(
+            "Sent folder 'INBOX.Sent' (not there yet: dripd creates it at the first copy)"
+        )
+        world.add("ann@example.org", first_name="Ann", company="X")
+        assert world.run().sent == 1
+        assert _folders(dovecot, user.address) == {"INBOX", "INBOX.Sent"}
+        assert _message_ids(dovecot, user.address, "INBOX.Sent") == [world.rows()[0].message_id]
