@@ -11,6 +11,7 @@ typo would otherwise file every copy where nobody looks.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Literal
@@ -59,7 +60,9 @@ async def find(session: imap.Session) -> SentFolder:
         return SentFolder(name=configured, how="configured")
     listed: list[imap.Listed] = []
     if session.client.has_capability("SPECIAL-USE"):
-        listed = await session.list_folders(special_use=True)
+        # a server that offers it but refuses the selection: the plain LIST below
+        with contextlib.suppress(imap.ImapError):
+            listed = await session.list_folders(special_use=True)
     marked = _marked(listed)
     if marked is None:
         listed = await session.list_folders()
