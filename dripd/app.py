@@ -88,5 +88,5 @@ def reloaded(app: App) -> App:
 def _load(path: Path) -> tuple[config.Config, campaigns.Catalog, templates.Renderer]:
     cfg = config.load(path)
     renderer = templates.Renderer(cfg.campaigns_dir)
-    options = campaigns.LoadOptions(rep_ids=cfg.rep_ids(), env=renderer)
+    options = campaigns.LoadOptions(env=renderer)
     return cfg, campaigns.load_checked(cfg.campaigns_dir, options), renderer

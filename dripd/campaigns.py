@@ -171,11 +171,18 @@ class Catalog:
         return digest.hexdigest()[:12]
 
 
+SHIPPED = Path(__file__).resolve().parents[1] / "campaigns"  # beside the package, in the repository
+
+
+def shipped_folder() -> Path | None:
+    """The campaigns that come with dripd (the demo's, `dripd init`'s first copy), if here."""
+    return SHIPPED if (SHIPPED / "qualification.toml").is_file() else None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LoadOptions:
     """What a campaign is checked against beyond its own file."""
 
-    rep_ids: frozenset[str] | None = None  # None: `from` is not checked
     env: templates.Renderer | None = None
 
 
@@ -272,11 +279,10 @@ def _check_campaign(path: Path, model: CampaignModel) -> list[str]:
 def _build_step(model: StepModel, renderer: templates.Renderer, options: LoadOptions) -> Step:
     timing = parse_timing(model)
     _check_content(model, renderer)
-    if model.sender is not None:
-        if model.kind != "email":
-            raise ValueError("'from' is only for email steps")
-        if options.rep_ids is not None and model.sender not in options.rep_ids:
-            raise ValueError(f"from = {model.sender!r} is not a rep in the config")
+    # `from` names a rep or a role ([roles] in the config): config.Config.sender_of;
+    # one that names neither is a `check` warning, and the contact's owner sends.
+    if model.sender is not None and model.kind != "email":
+        raise ValueError("'from' is only for email steps")
     return Step(
         id=model.id,
         kind=model.kind,

@@ -22,6 +22,7 @@ from dripd import campaigns, clock, config, contacts, dates, errors, templates
 if TYPE_CHECKING:
     from dripd import app as app_mod
     from dripd import importer, probe
+    from dripd import init as init_mod
     from dripd.store import queries
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -101,7 +102,7 @@ def check(as_json: bool, connect: bool) -> None:
 
     cfg = config.load(config.find_path(_config_path()))
     renderer = templates.Renderer(cfg.campaigns_dir)
-    options = campaigns.LoadOptions(rep_ids=cfg.rep_ids(), env=renderer)
+    options = campaigns.LoadOptions(env=renderer)
     catalog = campaigns.load_all(cfg.campaigns_dir, options)
     catalog, rendered = _render_every_step(cfg, catalog, renderer)
     warnings = (
@@ -168,16 +169,45 @@ def _holiday_warnings(cfg: config.Config) -> list[str]:
 
 
 def _mailbox_warnings(cfg: config.Config, catalog: campaigns.Catalog) -> list[str]:
-    """Reps that campaigns send as (`from`) but that have no SMTP mailbox configured."""
+    """Roles and campaign `from`s that name no rep, or a rep without an SMTP mailbox."""
+    from dripd import validation
+
     found: list[str] = []
+    reps = sorted(cfg.rep_ids())
+    for role, rep_id in cfg.model.roles.items():
+        if rep_id not in reps:
+            found.append(
+                f"{cfg.path}: roles: {role} = {rep_id!r} is not a rep"
+                f"{validation.suggest(rep_id, reps)} (reps: {', '.join(reps) or 'none'}): "
+                f"emails from = {role!r} go from the contact's owner"
+            )
     for campaign in catalog.campaigns.values():
         for step in campaign.steps:
-            if step.sender and step.sender in cfg.rep_ids() and cfg.rep(step.sender).smtp is None:
-                found.append(
-                    f"{campaign.path}: step {step.id!r}: from = {step.sender!r}, but rep "
-                    f"{step.sender} has no [reps.smtp]: these emails will wait"
-                )
+            if step.sender:
+                found += _sender_warning(cfg, f"{campaign.path}: step {step.id!r}", step.sender)
     return found
+
+
+def _sender_warning(cfg: config.Config, where: str, name: str) -> list[str]:
+    from dripd import validation
+
+    rep_id = cfg.sender_of(name)
+    if rep_id is None and name in cfg.model.roles:
+        return []  # the role's own warning says it
+    if rep_id is None:
+        hint = validation.suggest(name, sorted(cfg.rep_ids() | set(cfg.model.roles)))
+        return [
+            f"{where}: from = {name!r} is no rep, and [roles] gives it none{hint}: "
+            f'these emails go from the contact\'s owner (to change that: [roles] {name} = "REP")'
+        ]
+    if cfg.rep(rep_id).smtp is None:
+        via = (
+            f"from = {name!r}, but rep {rep_id}"
+            if rep_id == name
+            else (f"from = {name!r} is rep {rep_id}, who")
+        )
+        return [f"{where}: {via} has no [reps.smtp]: these emails will wait"]
+    return []
 
 
 def _secret_warnings(cfg: config.Config) -> list[str]:
@@ -748,6 +778,61 @@ def demo(out: Path | None, as_json: bool) -> None:
         f"open them in a mail client) and inbox/ (what people answered). See more with\n"
         f"  dripd --config {result.folder / 'config.toml'} contacts show ann.lee@acme.example"
     )
+
+
+# -- init -----------------------------------------------------------------------
+
+
+@cli.command()
+@config_option
+@click.option("--name", help="Your name, as your emails are signed.")
+@click.option("--email", help="Your email address: the mailbox dripd sends from.")
+@click.option("--id", "rep_id", help="A short id for you (default: the address's local part).")
+@click.option("--preset", help="Your mail provider: microsoft365, google, fastmail, … or other.")
+@click.option("--timezone", help="Your IANA time zone (default: this system's).")
+@click.option("--window", help='When emails may go out (default: "mon-fri 09:00-17:00").')
+@click.option("--smtp-host", help="With --preset other: the SMTP server.")
+@click.option("--smtp-port", type=int, help="With --preset other: its port.")
+@click.option("--smtp-security", help="With --preset other: starttls, tls or none.")
+@click.option("--imap-host", help="With --preset other: the IMAP server ('' for none).")
+@click.option("--imap-port", type=int, help="With --preset other: its port.")
+@click.option("--imap-security", help="With --preset other: tls, starttls or none.")
+@click.option("--ca-file", help="A private CA's certificate, to verify the servers with.")
+@click.option("--client-id", help="OAuth2 providers: your app registration's client ID.")
+@click.option("--tenant", help="Microsoft: your organization's tenant (default: organizations).")
+@click.option("--yes", is_flag=True, help="Ask nothing: defaults for what the flags don't say.")
+@click.option("--force", is_flag=True, help="Replace an existing config file.")
+@click.option("--no-connect", is_flag=True, help="End with `check`, not `check --connect`.")
+def init(yes: bool, force: bool, no_connect: bool, **flags: Any) -> None:
+    """Write a first config.toml and campaigns folder from a few questions."""
+    from dripd import init as init_mod
+
+    target = Path(_config_path() or os.environ.get("DRIPD_CONFIG") or "config.toml")
+    written = init_mod.setup(target, init_mod.Given(yes=yes, **flags), force=force)
+    _tell_written(written)
+    rep = written.answers.rep_id
+    where = ["--config", str(written.config)]
+    if written.needs_sign_in:
+        if "auth" not in cli.commands:  # OAuth2 sign-in: issue 17's `dripd auth`
+            click.echo(f"Next: dripd {' '.join(where)} auth {rep}   (signs you in)")
+            click.echo(f"Then: dripd {' '.join(where)} check --connect")
+            return
+        cli.main(args=[*where, "auth", rep], prog_name="dripd", standalone_mode=False)
+    checking = [*where, "check"] + ([] if no_connect else ["--connect"])
+    click.echo(f"\nChecking it: dripd {' '.join(checking)}")
+    cli.main(args=checking, prog_name="dripd", standalone_mode=False)
+
+
+def _tell_written(written: init_mod.Written) -> None:
+    click.echo(f"Wrote {written.config}")
+    if written.password_file is not None:
+        click.echo(f"Wrote {written.password_file} (the password; readable by you only)")
+    if written.campaigns_copied:
+        click.echo(
+            f"Wrote {written.campaigns}/ (the shipped campaigns: edit them to make them yours)"
+        )
+    else:
+        click.echo(f"Kept {written.campaigns}/ as it was")
 
 
 # -- the error boundary -------------------------------------------------------

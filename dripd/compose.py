@@ -65,7 +65,7 @@ def _rep_view(rep: config.RepConfig) -> dict[str, str]:
 
 
 def _sender(app: App, contact: Contact, step: campaigns.Step) -> config.RepConfig | None:
-    rep_id = step.sender or contact.owner
+    rep_id = app.config.sender_of(step.sender) or contact.owner
     for rep in app.config.reps:
         if rep.id == rep_id:
             return rep

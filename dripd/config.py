@@ -13,19 +13,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pydantic
 
-from dripd import addresses, calendars, durations, errors, tomlfile, validation
+from dripd import addresses, calendars, durations, errors, presets, tomlfile, validation
 from dripd import windows as windows_mod
 
 DEFAULT_PATHS = (Path("/etc/dripd/config.toml"), Path("config.toml"))
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
-def _check_timezone(name: str) -> str:
+def check_timezone(name: str) -> str:
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as exc:
@@ -53,7 +53,7 @@ def _check_slots(text: str) -> str:
 Address = Annotated[str, pydantic.AfterValidator(addresses.normalize_address)]
 # A named calendar ("US", "DE-BY": the `holidays` package, any year) or a date
 HolidayEntry = Annotated[date | str, pydantic.AfterValidator(calendars.check_entry)]
-TimeZoneName = Annotated[str, pydantic.AfterValidator(_check_timezone)]
+TimeZoneName = Annotated[str, pydantic.AfterValidator(check_timezone)]
 WindowText = Annotated[str, pydantic.AfterValidator(_check_window)]
 SlotsText = Annotated[str, pydantic.AfterValidator(_check_slots)]
 DurationText = Annotated[str, pydantic.AfterValidator(_check_duration)]
@@ -138,7 +138,9 @@ class ImapConfig(Secret):
     username: str | None = None
     ca_file: str | None = None
     folder: str = "INBOX"
-    sent_folder: str | None = "Sent"
+    # Unset: the folder the server marks \Sent, else a usual name, else "Sent",
+    # created at the first copy (dripd/sent.py). "": no Sent folder at all.
+    sent_folder: str | None = None
     # False: the server files what it sends there itself (Gmail, Microsoft 365);
     # dripd then only looks there, after a crash, and appends nothing.
     save_copy: bool = True
@@ -150,16 +152,30 @@ class ImapConfig(Secret):
         _refuse_plain(self.security, self.host)
         return self
 
+    @property
+    def uses_sent_folder(self) -> bool:
+        """False when `sent_folder = ""`: no copies, and no look there after a crash."""
+        return self.sent_folder != ""
+
 
 def _refuse_plain(security: str, host: str) -> None:
     if security == "none" and host not in LOOPBACK_HOSTS:
         raise ValueError(f'security = "none" is only allowed to localhost, not to {host!r}')
 
 
+def _check_preset(name: str) -> str:
+    presets.get(name)
+    return name
+
+
+PresetName = Annotated[str, pydantic.AfterValidator(_check_preset)]
+
+
 class RepConfig(_Model):
     id: str = pydantic.Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
     name: str
     email: Address
+    preset: PresetName | None = None  # dripd/presets.py: fills smtp and imap; explicit keys win
     digest: SlotsText = "mon-fri 07:30"
     signature: str = ""
     phone: str = ""
@@ -170,9 +186,50 @@ class RepConfig(_Model):
     smtp: SmtpConfig | None = None
     imap: ImapConfig | None = None
 
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _fill_from_preset(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not isinstance(data.get("preset"), str):
+            return data
+        found = presets.PRESETS.get(data["preset"])
+        if found is None:  # unknown: the `preset` field says so, with the near name
+            return data
+        return _with_preset(cls, data, found.settings(str(data.get("email", ""))))
+
     @property
     def first_name(self) -> str:
         return self.name.split()[0] if self.name.split() else self.name
+
+
+def _with_preset(
+    model: type[pydantic.BaseModel],
+    data: dict[str, Any],
+    tables: dict[str, dict[str, object]],
+) -> dict[str, Any]:
+    """`data` with the preset's `tables` under it: the preset's keys first, the config's win.
+
+    The mailboxes are filled in even when the config has no table for them;
+    `[reps.oauth2]` only completed (provider, tenant) where the config has one
+    (it needs the user's client_id). Only the tables and keys this schema has
+    are filled: the preset's `auth` and `oauth2` wait for OAuth2 sign-in
+    (issue 17, items 1-4), and apply by themselves once SmtpConfig,
+    ImapConfig and RepConfig have those fields.
+    """
+    merged = dict(data)
+    for name, values in tables.items():
+        table = validation.model_of(model, name)
+        given = data.get(name)
+        if given is None and name not in presets.MAILBOXES:
+            continue
+        if table is None or not isinstance(given, dict | None):
+            # TODO(issue 17 merge): `[reps.oauth2]` is skipped here, and the mailboxes'
+            # `auth` filtered out below, until the schema has them. The preset's
+            # auth = "oauth2" then becomes the default of microsoft365/outlook/google
+            # reps: one who logs in with a password there sets auth = "password".
+            continue
+        known = {key: value for key, value in values.items() if key in table.model_fields}
+        merged[name] = known | (given or {})
+    return merged
 
 
 class DripdSection(_Model):
@@ -188,6 +245,8 @@ class DripdSection(_Model):
 
 class ConfigModel(_Model):
     dripd: DripdSection = DripdSection()
+    # A campaign's `from = "associate"` sends as the rep its role names here.
+    roles: dict[str, str] = {}
     reps: list[RepConfig] = []
 
     @pydantic.model_validator(mode="after")
@@ -197,6 +256,16 @@ class ConfigModel(_Model):
             if rep.id in seen:
                 raise ValueError(f"rep id {rep.id!r} is used twice")
             seen.add(rep.id)
+        return self
+
+    @pydantic.model_validator(mode="after")
+    def _roles_are_not_reps(self) -> ConfigModel:
+        # A role naming a rep that is not (any more) here is a `check` warning: the
+        # contact's owner sends, as for a role [roles] does not name.
+        ids = [rep.id for rep in self.reps]
+        for role in self.roles:
+            if role in ids:
+                raise ValueError(f"roles: {role!r} is a rep id; a role needs a name of its own")
         return self
 
 
@@ -246,6 +315,13 @@ class Config:
 
     def rep_ids(self) -> frozenset[str]:
         return frozenset(r.id for r in self.model.reps)
+
+    def sender_of(self, name: str | None) -> str | None:
+        """The rep a campaign's `from` names: a rep id, or a role of [roles]; None if neither."""
+        if name in self.rep_ids():
+            return name
+        rep_id = self.model.roles.get(name) if name else None
+        return rep_id if rep_id in self.rep_ids() else None
 
     def rep_timezone(self, rep_id: str | None) -> ZoneInfo:
         for rep in self.model.reps:

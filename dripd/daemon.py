@@ -46,6 +46,7 @@ from dripd import (
     outbox,
     reload,
     sender,
+    sent,
     service,
     watcher,
 )
@@ -210,11 +211,14 @@ async def reconcile(app: App, reps: Collection[str]) -> dict[str, int]:
 
 async def _in_sent_folder(app: App, row: outbox.Row) -> bool:
     rep = next((r for r in app.config.reps if r.id == row.rep), None)
-    if rep is None or rep.imap is None or not rep.imap.sent_folder:
+    if rep is None or rep.imap is None or not rep.imap.uses_sent_folder:
         return False
     try:
         async with imap.Session(rep.imap, rep.imap.password()) as session:
-            return await session.find_message_id(rep.imap.sent_folder, row.message_id)
+            folder = await sent.find(session)
+            if folder.how == "new":  # no Sent folder yet: nothing can be in it
+                return False
+            return await session.find_message_id(folder.name, row.message_id)
     except (imap.ImapError, errors.ConfigError) as exc:
         logger.warning("cannot check the Sent folder: %s", exc, extra={"rep": rep.id})
         return False
@@ -231,7 +235,7 @@ async def copy_sent(app: App, reps: Collection[str]) -> int:
     """
     copied = 0
     for rep in app.config.reps:
-        if rep.imap is None or not rep.imap.sent_folder or rep.id not in reps:
+        if rep.imap is None or not rep.imap.uses_sent_folder or rep.id not in reps:
             continue
         while True:
             with app.reader.connect() as conn:
@@ -252,10 +256,11 @@ async def _copy_rows(app: App, settings: config.ImapConfig, rows: list[outbox.Ro
     done: list[int] = []
     try:
         async with imap.Session(settings, settings.password()) as session:
+            folder = await sent.find(session)
             for row in rows:
                 # dated as it was sent (sender: mime.dated at the claim, sending_at)
-                sent = mime.dated(row.message, row.sending_at) if row.sending_at else row.message
-                await session.append(settings.sent_folder or "Sent", sent)
+                copy = mime.dated(row.message, row.sending_at) if row.sending_at else row.message
+                await sent.save(session, folder, copy)
                 done.append(row.id)
     except (imap.ImapError, errors.ConfigError) as exc:
         logger.warning("cannot copy to the Sent folder: %s", exc, extra={"action": "copy_failed"})

@@ -35,7 +35,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 
 from dripd import app as app_mod
-from dripd import clock, contacts, daemon, errors, pipeline, views
+from dripd import campaigns, clock, contacts, daemon, errors, pipeline, views
 from dripd.store import queries, schema
 
 TZ = ZoneInfo("America/New_York")
@@ -424,6 +424,9 @@ campaigns = "{campaigns}"
 attachments = "{folder / "attachments"}"
 timezone = "America/New_York"
 
+[roles]
+associate = "sam"
+
 [[reps]]
 id = "mike"
 name = "Mike Gulitz"
@@ -462,10 +465,11 @@ security = "none"
 
 
 def shipped_campaigns() -> Path:
-    folder = Path(__file__).resolve().parents[1] / "campaigns"
-    if not (folder / f"{CAMPAIGN}.toml").is_file():
+    folder = campaigns.shipped_folder()
+    if folder is None:
         raise DemoError(
-            f"the shipped campaigns are not at {folder}: run the demo from the repository"
+            f"the shipped campaigns are not at {campaigns.SHIPPED}: "
+            "run the demo from the repository"
         )
     return folder
 

@@ -23,6 +23,10 @@ FETCH_LIMIT = 256 * 1024  # bytes of a message read: headers and the parts that 
 _FETCH_HEAD = re.compile(rb"^\d+ FETCH \(")
 _UID = re.compile(rb"\bUID (\d+)")
 _CODE = re.compile(rb"\[(UIDVALIDITY|UIDNEXT) (\d+)\]")
+# LIST reply: (attributes) delimiter name; the name quoted, an atom, or a literal {n}
+_LIST = re.compile(rb'^\((?P<attrs>[^)]*)\) (?:NIL|"(?:\\.|[^"\\])*") (?P<name>.*)$', re.IGNORECASE)
+_LITERAL = re.compile(rb"^\{\d+\}$")
+_NAMESPACE = re.compile(rb'^\(\((?P<prefix>"(?:\\.|[^"\\])*")')
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -34,8 +38,20 @@ class Folder:
     uidnext: int
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Listed:
+    """A folder as LIST reports it: its name (decoded) and attributes (`\\Sent`, …)."""
+
+    name: str
+    attributes: frozenset[str]
+
+
 class ImapError(Exception):
     """The IMAP server refused, or the connection failed; the message says which."""
+
+    def __init__(self, message: str, *, trycreate: bool = False) -> None:
+        super().__init__(message)
+        self.trycreate = trycreate  # an APPEND refused with [TRYCREATE]: the folder is missing
 
 
 async def _start_tls(client: aioimaplib.IMAP4, context: ssl.SSLContext, host: str) -> None:
@@ -146,7 +162,40 @@ class Session:
     async def append(self, folder: str, data: bytes, flags: str = r"(\Seen)") -> None:
         response = await self._run(self.client.append(data, mailbox=mailbox(folder), flags=flags))
         if response.result != "OK":
-            raise ImapError(f"cannot append to {folder!r}: {_text(response.lines)}")
+            text = _text(response.lines)
+            trycreate = "[TRYCREATE]" in text.upper()
+            raise ImapError(f"cannot append to {folder!r}: {text}", trycreate=trycreate)
+
+    async def list_folders(self, *, special_use: bool = False) -> list[Listed]:
+        """Every folder (LIST "" "*"), or only those with a special use (RFC 6154)."""
+        selection = ("(SPECIAL-USE)",) if special_use else ()
+        command = self.client.protocol.simple_command("LIST", *selection, '""', '"*"')
+        response = await self._run(asyncio.wait_for(command, TIMEOUT))
+        if response.result != "OK":
+            raise ImapError(f"cannot list the folders: {_text(response.lines)}")
+        return _listed(response.lines)
+
+    async def create(self, folder: str, *, use: str | None = None) -> None:
+        """CREATE `folder`; with its special use (`\\Sent`) where CREATE-SPECIAL-USE is offered."""
+        args = [mailbox(folder)]
+        if use and self.client.has_capability("CREATE-SPECIAL-USE"):
+            args.append(f"(USE ({use}))")
+        command = self.client.protocol.simple_command("CREATE", *args)
+        response = await self._run(asyncio.wait_for(command, TIMEOUT))
+        if response.result != "OK":
+            raise ImapError(f"cannot create folder {folder!r}: {_text(response.lines)}")
+
+    async def personal_prefix(self) -> str:
+        """The personal namespace's prefix (`INBOX.` on Courier-style servers), else ""."""
+        if not self.client.has_capability("NAMESPACE"):
+            return ""
+        response = await self._run(self.client.namespace())
+        found = next(
+            (m for line in response.lines if (m := _NAMESPACE.match(_line_bytes(line)))), None
+        )
+        if response.result != "OK" or found is None:
+            return ""
+        return _decode_name(_unquote(found.group("prefix")))
 
     async def examine(self, folder: str) -> Folder:
         """Open `folder` read-only: nothing dripd does can change a flag in it."""
@@ -276,6 +325,40 @@ def mailbox(name: str) -> str:
     from imapclient import imap_utf7
 
     return quote(bytes(imap_utf7.encode(name)).decode("ascii"))
+
+
+def _listed(lines: list[bytes | bytearray | str]) -> list[Listed]:
+    """The folders of a LIST reply; a name sent as a literal is the line that follows."""
+    found: list[Listed] = []
+    for index, line in enumerate(lines):
+        if isinstance(line, bytearray):
+            continue
+        match = _LIST.match(_line_bytes(line))
+        if match is None:
+            continue
+        name = match.group("name").strip()
+        if _LITERAL.match(name) and index + 1 < len(lines):
+            name = _line_bytes(lines[index + 1])
+        attributes = frozenset(a.decode("ascii", "replace") for a in match.group("attrs").split())
+        found.append(Listed(name=_decode_name(_unquote(name)), attributes=attributes))
+    return found
+
+
+def _line_bytes(line: bytes | bytearray | str) -> bytes:
+    return line.encode() if isinstance(line, str) else bytes(line)
+
+
+def _unquote(text: bytes) -> bytes:
+    if len(text) >= 2 and text[:1] == b'"' and text[-1:] == b'"':
+        return re.sub(rb"\\(.)", rb"\1", text[1:-1])
+    return text
+
+
+def _decode_name(raw: bytes) -> str:
+    """A folder name from the server (modified UTF-7) as the config writes it."""
+    from imapclient import imap_utf7
+
+    return str(imap_utf7.decode(raw))
 
 
 def _uid_set(uids: list[int]) -> str:

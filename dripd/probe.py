@@ -17,7 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from dripd import config, errors, imap, smtp
+from dripd import config, errors, imap, sent, smtp
 from dripd.store import engine as store_engine
 
 
@@ -105,17 +105,24 @@ async def _smtp(rep: config.RepConfig, settings: config.SmtpConfig) -> Tried:
 
 async def _imap(rep: str, settings: config.ImapConfig) -> Tried:
     where = f"{settings.host}:{settings.port}"
-    folders = [settings.folder]
-    if settings.sent_folder:
-        folders.append(settings.sent_folder)
     try:
         async with imap.Session(settings, settings.password()) as session:
-            for folder in folders:
-                await session.examine(folder)
+            await session.examine(settings.folder)
+            found = await _sent_folder(session)
     except (imap.ImapError, errors.ConfigError) as exc:
         return Tried(what=f"rep {rep} imap", ok=False, detail=_failure(where, exc))
-    opened = " and ".join(repr(f) for f in folders)
-    return Tried(what=f"rep {rep} imap", ok=True, detail=f"{where}, opened {opened}")
+    detail = f"{where}, opened {settings.folder!r}{found}"
+    return Tried(what=f"rep {rep} imap", ok=True, detail=detail)
+
+
+async def _sent_folder(session: imap.Session) -> str:
+    """`, Sent folder 'Sent Items' (marked \\Sent by the server)`, opened when it is there."""
+    if not session.settings.uses_sent_folder:
+        return ', no Sent folder (sent_folder = "")'
+    folder = await sent.find(session)
+    if folder.how != "new":
+        await session.examine(folder.name)
+    return f", Sent folder {folder.describe()}"
 
 
 def _failure(where: str, exc: Exception) -> str:

@@ -24,7 +24,7 @@ def first_error(
     if error["type"] == "extra_forbidden":
         key = str(loc[-1])
         place = where(loc[:-1])
-        hint = _suggest(key, _allowed_keys(model, loc[:-1]))
+        hint = suggest(key, _allowed_keys(model, loc[:-1]))
         return f"{place}unknown key {key!r}{hint}"
     if error["type"] == "missing":
         return f"{where(loc[:-1])}missing key {str(loc[-1])!r}"
@@ -32,7 +32,8 @@ def first_error(
     return f"{where(loc)}{message}"
 
 
-def _suggest(key: str, allowed: Sequence[str]) -> str:
+def suggest(key: str, allowed: Sequence[str]) -> str:
+    """` — did you mean 'near'?` when one of `allowed` is close to `key`, else ""."""
     close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
     return f" — did you mean {close[0]!r}?" if close else ""
 
@@ -50,6 +51,13 @@ def _allowed_keys(model: type[pydantic.BaseModel], loc: Sequence[int | str]) -> 
     if not _is_model(current):
         return []
     return [f.alias or name for name, f in current.model_fields.items()]
+
+
+def model_of(model: type[pydantic.BaseModel], key: str) -> type[pydantic.BaseModel] | None:
+    """The model of `model`'s field `key` (`smtp: SmtpConfig | None` → SmtpConfig), if any."""
+    field = model.model_fields.get(key)
+    found = _model_in(field.annotation) if field is not None else None
+    return found if _is_model(found) else None
 
 
 def _model_in(annotation: Any) -> Any:

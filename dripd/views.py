@@ -308,10 +308,11 @@ def _stuck_notes(
         since = f"{stuck.since:%Y-%m-%d %H:%M} UTC"
         notes.append(f"{stuck.count} waiting since {since}; last try: {stuck.error}")
     imap = app.config.rep(rep_id).imap if rep_id in app.config.rep_ids() else None
-    if imap is not None and imap.sent_folder and imap.save_copy:
+    if imap is not None and imap.uses_sent_folder and imap.save_copy:
         late = outbox.uncopied_count(conn, rep_id, now - outbox.STUCK)
         if late:
-            notes.append(f"{late} sent not yet copied to {imap.sent_folder!r} (the log says why)")
+            folder = repr(imap.sent_folder) if imap.sent_folder else "the Sent folder"
+            notes.append(f"{late} sent not yet copied to {folder} (the log says why)")
     return notes
 
 

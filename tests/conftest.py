@@ -52,6 +52,9 @@ timezone = "America/New_York"
 send_window = "mon-fri 09:00-17:00"
 holidays = ["2026-12-25"]
 
+[roles]
+associate = "sam"
+
 [[reps]]
 id = "mike"
 name = "Mike Gulitz"

@@ -819,11 +819,7 @@ mailbox_idle_check_interval = 1 secs
 mail_max_userip_connections = 100
 namespace inbox {{
   inbox = yes
-  mailbox Sent {{
-    special_use = \\Sent
-    auto = subscribe
-  }}
-}}
+{namespace_prefix}{sent_mailbox}}}
 default_login_user = {user}
 default_internal_user = {user}
 default_internal_group = {group}
@@ -901,6 +897,13 @@ def _make_traversable(path: Path) -> None:
         path = path.parent
 
 
+def _sent_mailbox(name: str | None) -> str:
+    """The namespace's block that gives every user a `\\Sent` folder (none for None)."""
+    if name is None:
+        return ""
+    return f"  mailbox {_quote(name)} {{\n    special_use = \\Sent\n    auto = subscribe\n  }}\n"
+
+
 def _quote(mailbox: str) -> str:
     return '"' + mailbox.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -918,7 +921,19 @@ class Dovecot:
     passwd-file each, read at the user's first login).
     """
 
-    def __init__(self, root: Path | None = None, *, certificates: Certificates | None = None):
+    def __init__(
+        self,
+        root: Path | None = None,
+        *,
+        certificates: Certificates | None = None,
+        sent_folder: str | None = "Sent",
+        prefix: str = "",
+    ):
+        """`sent_folder`: the folder every user has, marked `\\Sent` (RFC 6154); None: none.
+
+        `prefix`: the personal namespace's, e.g. "INBOX." (cPanel's and Courier's
+        layout: every folder is under INBOX, "." between levels).
+        """
         if root is None:
             root = Path(tempfile.mkdtemp(prefix="dripd-dovecot-"))
             self._owns_root = True
@@ -936,6 +951,8 @@ class Dovecot:
         self._users: dict[str, str] = {}
         self._process: subprocess.Popen[bytes] | None = None
         self._counter = itertools.count(1)
+        self.sent_folder = sent_folder
+        self.prefix = prefix
         self._prepare()
 
     @staticmethod
@@ -971,6 +988,8 @@ class Dovecot:
             imap_port=self.imap_port,
             imaps_port=self.imaps_port,
             lmtp_port=self.lmtp_port,
+            sent_mailbox=_sent_mailbox(self.sent_folder),
+            namespace_prefix=f"  prefix = {self.prefix}\n  separator = .\n" if self.prefix else "",
         )
         self.config_path.write_text(config, encoding="utf-8")
 

@@ -692,8 +692,9 @@ def test_check_connect_tries_every_mailbox_and_names_what_fails(
         f"ok rep mike smtp: 127.0.0.1:{port} (starttls), logged in as mike@example.com, "
         "may send as mike@example.com"
     )
-    assert (
-        lines[1] == f"ok rep mike imap: 127.0.0.1:{imap_user.tls_port}, opened 'INBOX' and 'Sent'"
+    assert lines[1] == (
+        f"ok rep mike imap: 127.0.0.1:{imap_user.tls_port}, opened 'INBOX', "
+        "Sent folder 'Sent' (sent_folder)"
     )
     assert data["ok"] is True and [t["ok"] for t in data["connections"]] == [True, True, True]
     assert world.smtp.messages() == [] and dovecot.fetch_all(imap_user.address, "Sent") == []

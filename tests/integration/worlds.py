@@ -118,6 +118,7 @@ ca_file = "{imap.ca_file}"
         + "".join(
             f"{key} = {str(value).lower() if isinstance(value, bool) else value}\n"
             for key, value in ({"sent_folder": '"Sent"'} | (imap_options or {})).items()
+            if value is not None  # None: the key is left out (its default applies)
         )
     )
     config = tmp_path / "config.toml"
