@@ -53,6 +53,8 @@ class CampaignModel(_Model):
     on_reply: Literal["stop", "continue"] = "stop"
     # a reply in the thread from someone else at the contact's company: stop, or tell the rep
     colleague_replies: Literal["stop", "note"] = "stop"
+    # the contact's date field a meeting they book or accept by calendar email sets
+    meeting_field: str = pydantic.Field(default="appointment_at", pattern=r"^[a-z_][a-z0-9_]*$")
     promote_on_reply: str | None = None
     next: str | None = None
     send_window: str | None = None
@@ -103,6 +105,7 @@ class Campaign:
     stage: str | None
     on_reply: Literal["stop", "continue"]
     colleague_replies: Literal["stop", "note"]
+    meeting_field: str
     promote_on_reply: str | None
     next: str | None
     send_window: windows_mod.Window | None
@@ -243,6 +246,7 @@ def _campaign(
         stage=model.stage,
         on_reply=model.on_reply,
         colleague_replies=model.colleague_replies,
+        meeting_field=model.meeting_field,
         promote_on_reply=model.promote_on_reply,
         next=model.next,
         send_window=window,

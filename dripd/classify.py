@@ -18,9 +18,18 @@ from datetime import date
 from email.message import EmailMessage, Message
 from typing import Protocol
 
-from dripd import addresses, autoreply, bounces, incoming, mailtext
+from dripd import addresses, autoreply, bounces, incoming, mailtext, meetings
 
-CLASSES = ("reply", "auto-reply", "bounce", "unsubscribe", "complaint", "command", "other")
+CLASSES = (
+    "reply",
+    "auto-reply",
+    "bounce",
+    "unsubscribe",
+    "complaint",
+    "command",
+    "meeting",
+    "other",
+)
 _UNSUBSCRIBE_SUBJECT = re.compile(r"^\s*(?:re:\s*)*unsubscribe\b", re.IGNORECASE)
 
 
@@ -85,6 +94,7 @@ class Verdict:
     # someone other than the contact answering in the thread of `sent`: a colleague at
     # the contact's own company (a "reply"), or anyone else (an "other", told the rep)
     answered_by: str | None = None
+    meeting: meetings.Meeting | None = None  # an invitation, acceptance, decline or cancel
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -100,7 +110,15 @@ class Verdict:
             "return_date": self.return_date.isoformat() if self.return_date else None,
             "summary": self.summary,
             "answered_by": self.answered_by,
+            "meeting": _meeting_json(self.meeting),
         }
+
+
+def _meeting_json(meeting: meetings.Meeting | None) -> dict[str, object] | None:
+    if meeting is None:
+        return None
+    start = meeting.start.isoformat() if meeting.start else None
+    return {"action": meeting.action, "start": start, "title": meeting.title, "why": meeting.why}
 
 
 def _failed_json(item: Failed) -> dict[str, object]:
@@ -314,6 +332,11 @@ def _from_person(reading: _Reading) -> Verdict:
     if _is_receipt(mail.message):
         reasons = (f"from the contact {contact.email}", "a read receipt, not a reply")
         return Verdict(cls="other", reasons=reasons)
+    meeting = meetings.read(mail.message, contact.email)
+    if meeting is not None:
+        when = f": {meeting.start:%Y-%m-%d %H:%M %Z}".rstrip() if meeting.start else ""
+        reasons = (f"from the contact {contact.email}", f"a calendar email: {meeting.why}{when}")
+        return Verdict(cls="meeting", reasons=reasons, contact=contact, sent=sent, meeting=meeting)
     automatic = autoreply.detect_auto_reply(mail.message, reading.text, received=reading.received)
     if automatic is not None:
         return _automatic(reading, automatic, contact, sent)

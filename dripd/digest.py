@@ -44,6 +44,7 @@ NEWS_KINDS = {
     "complaint": "complaint",
     "send_failed": "failed",
     "colleague_replied": "colleague",
+    "meeting": "meeting",
     "someone_answered": "someone",
 }
 

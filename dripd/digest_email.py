@@ -41,6 +41,7 @@ NEWS_LABELS = {
     "complaint": "Spam complaint",
     "failed": "Not sent",
     "colleague": "A colleague answered",
+    "meeting": "Meeting",
     "someone": "Someone else answered",
 }
 # SPEC section 6, with a meaning added where the spec's list has none.

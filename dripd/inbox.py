@@ -16,7 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from dripd import classify, digest, incoming, outbox, pipeline, rep_commands
+from dripd import classify, contacts, digest, incoming, meetings, outbox, pipeline, rep_commands
 from dripd.addresses import address_key
 from dripd.app import App
 from dripd.store import queries, schema
@@ -321,6 +321,32 @@ def _command(
     return [f"carried out {done} of {len(results)} command line(s)", "confirmation queued"]
 
 
+def _meeting(
+    app: App, conn: sa.Connection, mail: incoming.Incoming, verdict: classify.Verdict, now: datetime
+) -> Effect:
+    """A meeting booked or accepted sets the contact's date field; declined or cancelled clears
+    it. Anchored steps move with it; nothing stops (the sequence is built around the meeting)."""
+    assert verdict.contact is not None and verdict.meeting is not None
+    meeting = verdict.meeting
+    contact = queries.contact_by_id(conn, verdict.contact.id)
+    active = queries.active_enrollments(conn, contact.id)
+    named = [
+        app.catalog.campaigns[e.campaign] for e in active if e.campaign in app.catalog.campaigns
+    ]
+    field = named[0].meeting_field if named else "appointment_at"
+    tz = app.contact_tz(contact.timezone, contact.owner)
+    value = meetings.local_text(meeting.start, tz) if meeting.start else None
+    if value is None and field not in contact.fields:
+        _event(conn, contact.id, now, "meeting", f"{meeting.why} (no {field} was set)", mail)
+        return []
+    values = contacts.Values(email=None, standard={}, custom={field: value})
+    pipeline.set_fields(app, conn, contact, values, now, cause=f"calendar email: {meeting.why}")
+    title = f" '{meeting.title}'" if meeting.title else ""
+    done = f"{field} = {value}" if value else f"{field} cleared"
+    _event(conn, contact.id, now, "meeting", f"{meeting.why}{title}: {done}", mail, verdict.sent)
+    return [done]
+
+
 def _other(
     app: App, conn: sa.Connection, mail: incoming.Incoming, verdict: classify.Verdict, now: datetime
 ) -> Effect:
@@ -373,6 +399,7 @@ _EFFECTS = {
     "unsubscribe": _unsubscribe,
     "complaint": _complaint,
     "command": _command,
+    "meeting": _meeting,
     "other": _other,
 }
 

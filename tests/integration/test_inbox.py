@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import servers
@@ -419,3 +420,68 @@ def test_a_colleagues_reply_stops_the_sequence_and_a_strangers_does_not(
     )
     assert "Someone else answered" in text and "jo@ridgeline.example answered" in text
     assert "A colleague answered" in text and "dan@fabrikam.example answered" in text
+
+
+# -- meetings from calendar emails (SPEC §11) ----------------------------------------------
+
+CORPUS = Path(__file__).resolve().parent.parent / "corpus" / "messages"
+MEET = """
+name = "Meet"
+[[steps]]
+id = "confirm"
+kind = "email"
+before = "24 hours"
+anchor = "appointment_at"
+subject = "See you tomorrow"
+body = "Hi {{ contact.first_name }}, see you {{ contact.appointment_at | time }}."
+"""
+
+
+def _next_due(world: World, address: str) -> datetime | None:
+    with world.app.engine.connect() as conn:
+        contact = queries.contact_by_email(conn, address)
+        assert contact is not None
+        (enrollment,) = queries.active_enrollments(conn, contact.id)
+        return enrollment.next_due_at
+
+
+def _field(world: World, address: str, name: str) -> str | None:
+    with world.app.engine.connect() as conn:
+        contact = queries.contact_by_email(conn, address)
+        assert contact is not None
+        return contact.fields.get(name)
+
+
+def test_a_meeting_accepted_or_sent_sets_the_appointment_and_a_cancel_clears_it(
+    make_world, dovecot: servers.Dovecot, imap_user: servers.ImapAccount
+) -> None:
+    """Real Outlook and Google Calendar emails (tests/corpus/messages) through Dovecot."""
+    world = make_world(imap=imap_user, dovecot=dovecot, campaigns={"meet": MEET})
+    ann = "ann@northwind.example"  # accepts in Outlook, then declines
+    bob = "bob@contoso.example"  # invites from Google Calendar, then cancels
+    for address, zone in ((ann, "America/New_York"), (bob, "Europe/Berlin")):
+        world.add(address, campaign="meet", first_name=address[:3].title(), timezone=zone)
+    assert _next_due(world, ann) is None  # no appointment yet: the confirm step waits
+    world.add("carl@example.org", first_name="Carl", company="Acme")
+    assert world.run().sent == 1  # the inbox is read from the day before the first email
+    user = imap_user.address
+    dovecot.deliver(user, (CORPUS / "meeting-outlook-accepted.eml").read_bytes())
+    dovecot.deliver(user, (CORPUS / "meeting-google-invitation.eml").read_bytes())
+    assert world.run().inbox == 2
+    assert _field(world, ann, "appointment_at") == "2026-12-03 10:00"  # Eastern, as Outlook said
+    assert _field(world, bob, "appointment_at") == "2026-12-10 15:00"  # Berlin
+    # The anchored step moved with it: 24 hours before each meeting.
+    assert _next_due(world, ann) == datetime(2026, 12, 2, 15, 0, tzinfo=UTC)
+    assert _next_due(world, bob) == datetime(2026, 12, 9, 14, 0, tzinfo=UTC)
+    assert "meeting" in world.history(ann)
+
+    dovecot.deliver(user, (CORPUS / "meeting-outlook-declined.eml").read_bytes())
+    dovecot.deliver(user, (CORPUS / "meeting-google-cancelled.eml").read_bytes())
+    world.clock.advance(timedelta(hours=1))
+    assert world.run().inbox == 2
+    assert _field(world, ann, "appointment_at") is None
+    assert _field(world, bob, "appointment_at") is None
+    assert _next_due(world, ann) is None and _next_due(world, bob) is None
+    with world.app.engine.connect() as conn:
+        contact = queries.contact_by_email(conn, ann)
+        assert contact is not None and contact.status == "active"  # nothing stopped

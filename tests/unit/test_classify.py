@@ -104,6 +104,11 @@ def test_each_corpus_message_is_read_as_expected(name: str) -> None:
         assert verdict.return_date == date.fromisoformat(expected["return_date"]), why
     if expected["class"] == "bounce":
         _check_bounce(verdict, expected)
+    if expected["class"] == "meeting":
+        assert verdict.meeting is not None, why
+        assert verdict.meeting.action == expected["meeting_action"], why
+        start = verdict.meeting.start
+        assert (start.isoformat() if start else None) == expected.get("meeting_start"), why
 
 
 def _check_bounce(verdict: classify.Verdict, expected: dict[str, Any]) -> None:
