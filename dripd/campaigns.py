@@ -7,6 +7,7 @@ whatever version it had before.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
@@ -27,6 +28,17 @@ class _Model(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+class VariantModel(_Model):
+    """One version of an email step (A/B testing): the step's content keys, any of them."""
+
+    id: str = pydantic.Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
+    weight: float = pydantic.Field(default=1.0, gt=0)
+    subject: str | None = None
+    template: str | None = None
+    body: str | None = None
+    attach: list[str] | None = None
+
+
 class StepModel(_Model):
     id: str = pydantic.Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
     kind: StepKind
@@ -44,6 +56,7 @@ class StepModel(_Model):
     attach: list[str] = []
     sender: str | None = pydantic.Field(default=None, alias="from")
     wait_for_task: bool = False
+    variants: list[VariantModel] = []
 
 
 class CampaignModel(_Model):
@@ -65,6 +78,18 @@ class CampaignModel(_Model):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Variant:
+    """A version of an email step, its content complete (the step's where it sets none)."""
+
+    id: str
+    weight: float
+    subject: str | None
+    template: str | None
+    body: str | None
+    attach: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Step:
     """One step of a campaign, with its timing parsed."""
 
@@ -78,6 +103,7 @@ class Step:
     attach: tuple[str, ...] = ()
     sender: str | None = None
     wait_for_task: bool = False
+    variants: tuple[Variant, ...] = ()  # A/B versions of an email step: see `version_for`
 
     @property
     def is_email(self) -> bool:
@@ -298,6 +324,85 @@ def _build_step(model: StepModel, renderer: templates.Renderer, options: LoadOpt
         attach=tuple(model.attach),
         sender=model.sender,
         wait_for_task=model.wait_for_task,
+        variants=_variants(model, renderer),
+    )
+
+
+def _variants(model: StepModel, renderer: templates.Renderer) -> tuple[Variant, ...]:
+    """The step's variants, each checked as an email of its own; ValueError names the bad one."""
+    if not model.variants:
+        return ()
+    if model.kind != "email":
+        raise ValueError("only email steps have variants")
+    ids = [v.id for v in model.variants]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"variant ids must differ: {', '.join(ids)}")
+    found = []
+    for variant in model.variants:
+        content = _variant_content(model, variant)
+        try:
+            _check_email(content, renderer)
+        except ValueError as exc:
+            raise ValueError(f"variant {variant.id!r}: {exc}") from exc
+        found.append(
+            Variant(
+                id=variant.id,
+                weight=variant.weight,
+                subject=content.subject,
+                template=content.template,
+                body=content.body,
+                attach=tuple(content.attach),
+            )
+        )
+    return tuple(found)
+
+
+def _variant_content(step: StepModel, variant: VariantModel) -> StepModel:
+    """The step as this variant has it: its template or body replaces the step's both."""
+    text = (
+        {"template": variant.template, "body": variant.body}
+        if variant.template is not None or variant.body is not None
+        else {}
+    )
+    return step.model_copy(
+        update={
+            "subject": variant.subject if variant.subject is not None else step.subject,
+            "attach": variant.attach if variant.attach is not None else step.attach,
+            "variants": [],
+            **text,
+        }
+    )
+
+
+def version_for(step: Step, enrollment_id: int) -> tuple[Step, str | None]:
+    """The step as this enrollment gets it, and the id of its variant (None: no variants).
+
+    Chosen by weight and remembered: a stable number per enrollment picks the
+    variant, so every render of the step picks the same one, and a later step
+    with the same variants and weights keeps the contact's (a thread stays
+    one version). Removing a variant moves its enrollments to the others.
+    """
+    if not step.variants:
+        return step, None
+    digest = hashlib.sha256(f"dripd-variant:{enrollment_id}".encode()).digest()
+    point = int.from_bytes(digest[:8], "big") / 2**64 * sum(v.weight for v in step.variants)
+    chosen = step.variants[-1]
+    for variant in step.variants:
+        if point < variant.weight:
+            chosen = variant
+            break
+        point -= variant.weight
+    return variant_step(step, chosen), chosen.id
+
+
+def variant_step(step: Step, variant: Variant) -> Step:
+    """`step` with `variant`'s content."""
+    return dataclasses.replace(
+        step,
+        subject=variant.subject,
+        template=variant.template,
+        body=variant.body,
+        attach=variant.attach,
     )
 
 
@@ -369,6 +474,8 @@ def _check_content(model: StepModel, renderer: templates.Renderer) -> None:
 
 
 def _check_email(model: StepModel, renderer: templates.Renderer) -> None:
+    if model.variants:
+        return  # each variant is checked as an email of its own (_variants)
     if model.note:
         raise ValueError("an email step takes 'template' or 'body', not 'note'")
     if not model.subject:

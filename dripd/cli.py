@@ -475,14 +475,17 @@ def schedule_cmd(days: int, email: str | None, as_json: bool) -> None:
 @click.option("--contact", "email", required=True, metavar="EMAIL")
 @click.option("--occurrence", default=1, type=click.IntRange(1), help="For repeating steps.")
 @click.option("--html", "show_html", is_flag=True, help="Show the HTML part too.")
-def preview(campaign: str, step: str, email: str, occurrence: int, show_html: bool) -> None:
+@click.option("--variant", "variant", metavar="ID", help="One A/B version of the step.")
+def preview(
+    campaign: str, step: str, email: str, occurrence: int, show_html: bool, variant: str | None
+) -> None:
     """The rendered email or task of a step for a contact."""
     from dripd import compose
     from dripd import tables as out
 
     app = open_app()
     the_campaign = app.catalog.get(campaign)
-    the_step = the_campaign.step(step)
+    the_step = _version(the_campaign.step(step), variant)
     with app.reader.connect() as conn:
         contact = _contact(conn, email)
     if the_step.is_email:
@@ -491,6 +494,17 @@ def preview(campaign: str, step: str, email: str, occurrence: int, show_html: bo
     else:
         note = compose.render_note(app, contact, the_campaign, the_step, occurrence)
         out.task_preview(stdout, the_step, contact, note)
+
+
+def _version(step: campaigns.Step, variant: str | None) -> campaigns.Step:
+    """The step as one of its variants has it (--variant); without one, as the step says."""
+    if variant is None:
+        return step if not step.variants else campaigns.variant_step(step, step.variants[0])
+    for version in step.variants:
+        if version.id == variant:
+            return campaigns.variant_step(step, version)
+    known = ", ".join(v.id for v in step.variants) or "none: it has no variants"
+    raise errors.UsageError(f"step {step.id!r} has no variant {variant!r} (variants: {known})")
 
 
 @cli.command()
@@ -505,7 +519,8 @@ def status(as_json: bool) -> None:
     with app.reader.connect() as conn:
         data = views.status(app, conn)
     if as_json:
-        print_json({**data, "steps": views.steps_json(data["steps"])})
+        versions = [step.to_json() for step in data["variants"]]
+        print_json({**data, "steps": views.steps_json(data["steps"]), "variants": versions})
     else:
         out.status_report(stdout, data)
 

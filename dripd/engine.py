@@ -335,7 +335,8 @@ def _compose(
     install_id: str,
 ) -> tuple[mime.Built, compose.Email]:
     """The message of one email step: a function of its arguments (and the attachment files)."""
-    email = compose.render_email(app, contact, campaign, step, key.occurrence)
+    version, _ = campaigns.version_for(step, key.enrollment_id)
+    email = compose.render_email(app, contact, campaign, version, key.occurrence)
     earlier = key.earlier
     thread = (
         mime.Thread(subject=earlier[0][1], references=tuple(m for m, _ in earlier))
@@ -483,6 +484,7 @@ def _outbox_row(
         "contact_id": target.contact.id,
         "campaign": campaign.id,
         "step": step.id,
+        "variant": campaigns.version_for(step, target.enrollment.id)[1],
         "occurrence": due.occurrence,
         "rep": email.sender.id,
         "recipient": email.to,

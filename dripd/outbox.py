@@ -142,6 +142,7 @@ class Row:
     sent_at: datetime | None
     copied_at: datetime | None
     recorded_at: datetime | None
+    variant: str | None = None
 
 
 def _row(record: sa.Row[Any]) -> Row:

@@ -299,6 +299,7 @@ def status_report(console: Console, data: Mapping[str, Any]) -> None:
             str(s.done),
         )
     console.print(table)
+    _variants_report(console, data.get("variants", []))
     boxes = Table(title="mailboxes", title_justify="left")
     numbers = ("sent", "waiting", "failed", "replies")
     columns = ("rep", *numbers[:3], "last sent", "replies", "inbox read", "last digest", "notes")
@@ -323,6 +324,25 @@ def status_report(console: Console, data: Mapping[str, Any]) -> None:
     for campaign, counts in data["campaigns"].items():
         enrolled.add_row(campaign, *(str(counts[k]) for k in ("active", "completed", "stopped")))
     console.print(enrolled)
+
+
+def _variants_report(console: Console, steps: Sequence[Any]) -> None:
+    """A/B versions of a step: sent, replied, reply rate, and whether it tells yet."""
+    if not steps:
+        return
+    table = Table(title="A/B variants", title_justify="left")
+    for column in ("campaign", "step", "variant", "sent", "replied", "reply rate", "verdict"):
+        numeric = column in ("sent", "replied", "reply rate")
+        table.add_column(column, justify="right" if numeric else "left")
+    for step in steps:
+        for number, version in enumerate(step.versions):
+            rate = f"{version.reply_rate:.0%}" if version.reply_rate is not None else "—"
+            verdict = step.note if number == 0 else ""
+            table.add_row(
+                step.campaign, step.step, version.variant,
+                str(version.sent), str(version.replied), rate, verdict,
+            )  # fmt: skip
+    console.print(table)
 
 
 def health_report(console: Console, health: Mapping[str, Any]) -> None:

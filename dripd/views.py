@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from dripd import digest, inbox, instances, outbox, pipeline, ratelimit, schedule, stages
+from dripd import digest, inbox, instances, outbox, pipeline, ratelimit, schedule, stages, variants
 from dripd.app import App
 from dripd.store import queries, schema
 
@@ -226,6 +226,7 @@ def status(app: App, conn: sa.Connection) -> dict[str, Any]:
             for c in (campaign.id for campaign in app.catalog.ordered())
         },
         "steps": steps,
+        "variants": variants.stats(conn),
         "touches": queries.touch_total(conn),
         "mailboxes": _mailboxes(app, conn),
         "health": health(app, conn),

@@ -178,6 +178,7 @@ outbox = sa.Table(
     sa.Column("sent_at", UTCDateTime),
     sa.Column("copied_at", UTCDateTime),
     sa.Column("recorded_at", UTCDateTime),
+    sa.Column("variant", sa.String(64)),  # the A/B version of its step (campaigns.Variant)
 )
 sa.Index("ix_outbox_status_next_attempt_at", outbox.c.status, outbox.c.next_attempt_at)
 sa.Index("ix_outbox_rep_sent_at", outbox.c.rep, outbox.c.sent_at)
