@@ -35,6 +35,9 @@ from email.message import EmailMessage, Message
 
 from flufl import bounce as flufl_bounce
 
+from dripd import bounce_formats, bounce_reasons, ses
+from dripd.bounce_reasons import Reason
+
 logger = logging.getLogger("dripd.bounces")
 
 DIAGNOSTIC_MAX = 200  # characters of the remote server's words kept per failure
@@ -121,6 +124,7 @@ _GIVEN_UP = re.compile(
     r"permanent(?:ly)? (?:fatal )?(?:error|failure|failed)|given up|giving up", re.I
 )
 
+_NULL = frozenset({"<>", "<<>>"})
 _FAILED_ACTIONS = frozenset({"failed", "failure", "error", "undeliverable", "bounced"})
 _DELAYED_ACTIONS = frozenset({"delayed", "delay"})
 _SUCCESS_ACTIONS = frozenset({"delivered", "relayed", "expanded"})
@@ -138,6 +142,24 @@ class Failure:
     diagnostic: str  # one line of the remote server's own words, "" if none
     permanent: bool  # True: hard failure; False: delayed / transient, still being retried
     final_recipient: str | None = None  # the DSN's Final-Recipient when it differs from recipient
+    reason: Reason = Reason.OTHER
+
+    @property
+    def policy(self) -> bool:
+        """Refused for the sender's sake (policy, spam, reputation), not for the address."""
+        return self.reason is Reason.POLICY
+
+    @property
+    def bounces_contact(self) -> bool:
+        """Whether this failure alone ends the address: permanent, and not a policy block."""
+        return self.permanent and not self.policy
+
+    @property
+    def kind(self) -> str:
+        """'hard', 'soft' (temporary) or 'policy': how `dripd explain` names it."""
+        if self.policy:
+            return "policy"
+        return "hard" if self.permanent else "soft"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -162,6 +184,9 @@ def parse_bounce(msg: EmailMessage) -> Bounce | None:
 
 
 def _parse(msg: Message) -> Bounce | None:
+    notice = ses_notice(msg)
+    if notice is not None:
+        return _from_ses(notice)
     envelope = _envelope_evidence(msg)
     report = _report_type(msg)
     if report == "feedback-report" or (report and report != "delivery-status" and not envelope):
@@ -195,7 +220,10 @@ def _report_type(msg: Message) -> str:
 def _envelope_evidence(msg: Message) -> list[str]:
     """Signs that a mail system, not a person, sent this."""
     found = []
-    if _raw_header(msg, "Return-Path").strip() in {"<>", "<<>>"}:
+    if (
+        _raw_header(msg, "Return-Path").strip() in _NULL
+        or _raw_header(msg, "From").strip() in _NULL
+    ):
         found.append("null sender")
     for name in ("From", "Sender", "Return-Path"):
         value = _raw_header(msg, name)
@@ -225,7 +253,40 @@ def _subject_evidence(msg: Message) -> list[str]:
 
 
 def _phrase_evidence(text: str) -> list[str]:
-    return [label for label, pattern in _MTA_PHRASES if pattern.search(text)]
+    found = [label for label, pattern in _MTA_PHRASES if pattern.search(text)]
+    family = bounce_formats.family(bounce_formats.notice(text))
+    return found + ([f"{family.name} notice"] if family else [])
+
+
+# --- Amazon SES notifications ----------------------------------------------
+
+
+def ses_notice(msg: Message) -> ses.Notice | None:
+    """An Amazon SES bounce or complaint notification (JSON, sent through SNS), if `msg` is one."""
+    sender = _first_address(_raw_header(msg, "From")) or ""
+    subject = _raw_header(msg, "Subject")
+    if not (sender.endswith(".amazonaws.com") or subject == "AWS Notification Message"):
+        return None  # the fast road: only SNS sends these
+    text = "\n".join(_part_text(p) for p in _own_parts(msg) if p.get_content_type() == "text/plain")
+    return ses.read(text)
+
+
+def _from_ses(notice: ses.Notice) -> Bounce | None:
+    if notice.kind != "Bounce" or not notice.recipients:
+        return None
+    failures = tuple(
+        Failure(
+            recipient=r.address,
+            status=_enhanced(r.status or ""),
+            diagnostic=r.diagnostic,
+            permanent=notice.permanent,
+            reason=bounce_reasons.reason_of(_enhanced(r.status or ""), r.diagnostic),
+        )
+        for r in notice.recipients
+    )
+    return Bounce(
+        failures=failures, original_message_id=None, reasons=("Amazon SES bounce notification",)
+    )
 
 
 # --- RFC 3464 -------------------------------------------------------------
@@ -275,12 +336,14 @@ def _dsn_recipient(block: Message) -> _Recipient | None:
     status_field = _header(block, "Status")
     status = _enhanced(status_field)
     action = _action(_header(block, "Action"), status or status_field.strip()[:1])
+    diagnostic = _diagnostic(_header(block, "Diagnostic-Code"))
     failure = Failure(
         recipient=recipient,
         status=status,
-        diagnostic=_diagnostic(_header(block, "Diagnostic-Code")),
+        diagnostic=diagnostic,
         permanent=action != "delayed",
         final_recipient=final if final and final != recipient else None,
+        reason=bounce_reasons.reason_of(status, diagnostic),
     )
     return _Recipient(failure=failure, action=action)
 
@@ -314,7 +377,7 @@ def _from_text(
     content = [*_phrase_evidence(text), *subject]
     if not _enough(envelope, subject, content, _looks_personal(msg)):
         return None
-    failures = _text_failures(msg, text)
+    failures = _text_failures(msg, text, worded=len(content) > len(subject))
     if not failures:
         return None  # nobody named as failed: an auto-reply from a mail system, or unreadable
     message_id = _original_message_id(msg, parts, [], text)
@@ -346,11 +409,14 @@ def _looks_personal(msg: Message) -> bool:
     return _raw_header(msg, "Precedence").lower() in {"bulk", "list"}
 
 
-def _text_failures(msg: Message, text: str) -> tuple[Failure, ...]:
+def _text_failures(msg: Message, text: str, *, worded: bool) -> tuple[Failure, ...]:
+    """The failed recipients named by the notice; its own words are needed for the fallback."""
     temporary, permanent = _flufl_failures(msg)
     listed = _addresses(_header(msg, "X-Failed-Recipients"))
     ours = _our_addresses(msg, text)
     recipients = [a for a in _unique_strings([*listed, *permanent, *temporary]) if a not in ours]
+    if not recipients and worded:
+        recipients = bounce_formats.recipients(text, ours)
     lines = text.splitlines()
     delayed = bool(_DELAYED.search(text)) and not _GIVEN_UP.search(text)
     return tuple(
@@ -392,11 +458,13 @@ def _text_failure(address: str, lines: list[str], others: list[str], delayed: bo
     window = _window(address, lines, others)
     status = next((s for s in map(_enhanced, window) if s), None)
     diagnostic = next((m.group(0) for m in map(_SMTP_REPLY.search, window) if m), "")
+    words = " ".join(diagnostic.split())[:DIAGNOSTIC_MAX]
     return Failure(
         recipient=address,
         status=status,
-        diagnostic=" ".join(diagnostic.split())[:DIAGNOSTIC_MAX],
+        diagnostic=words,
         permanent=not delayed,
+        reason=bounce_reasons.reason_of(status, " ".join(window)),
     )
 
 

@@ -154,7 +154,7 @@ def _complaint(reading: _Reading) -> Verdict | None:
             contact = known.contact(address)
             if contact:
                 break
-    reasons = ["an abuse/feedback report (ARF, RFC 5965, or Microsoft JMRP)"]
+    reasons = ["an abuse/feedback report (ARF, RFC 5965, Microsoft JMRP or Amazon SES)"]
     if contact is None:
         reasons.append("about no message or address dripd knows")
         return Verdict(cls="other", reasons=tuple(reasons), sent=sent)
@@ -171,6 +171,9 @@ class _Report:
 def _feedback_report(message: EmailMessage) -> _Report | None:
     """An abuse report: ARF (RFC 5965), or Microsoft's JMRP format (multipart/mixed, the
     complaint's address in X-HmXmrOriginalRecipient of the attached message)."""
+    notice = bounces.ses_notice(message)
+    if notice is not None and notice.kind == "Complaint":
+        return _Report(recipients=tuple(r.address for r in notice.recipients), original=None)
     kind = message.get_content_type()
     arf = (
         kind == "multipart/report"
