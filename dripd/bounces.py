@@ -31,6 +31,7 @@ import logging
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from email.message import EmailMessage, Message
 
 from flufl import bounce as flufl_bounce
@@ -44,6 +45,8 @@ DIAGNOSTIC_MAX = 200  # characters of the remote server's words kept per failure
 MAX_PART = 1024 * 1024  # characters: bigger text parts are not a notification, skip them
 MAX_TEXT = 64 * 1024  # characters of notification text scanned per part
 MAX_PARTS = 64  # MIME parts looked at; a bounce has a handful
+GIVE_UP_REPORTS = 3  # temporary failures for one address, this one included...
+GIVE_UP_AFTER = timedelta(days=7)  # ...spread over at least this long: the address is dead
 WINDOW = 8  # lines after a recipient's line searched for its code and diagnostic
 
 _ENHANCED = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
@@ -204,6 +207,19 @@ def _parse(msg: Message) -> Bounce | None:
     if not (envelope or subject):
         return None
     return _from_text(msg, parts, envelope, subject)
+
+
+def gives_up(delays: Iterable[datetime], now: datetime) -> bool:
+    """Whether repeated temporary failures of one address count as a bounce (the rule).
+
+    `delays` are the times earlier temporary-failure reports for the address arrived;
+    `now` is this one's. A mailbox full for a week is as dead as an unknown user: at
+    least GIVE_UP_REPORTS reports, the first GIVE_UP_AFTER or more before this one.
+    """
+    earlier = [t for t in delays if t <= now]
+    if len(earlier) + 1 < GIVE_UP_REPORTS:
+        return False
+    return now - min(earlier) >= GIVE_UP_AFTER
 
 
 # --- evidence -------------------------------------------------------------

@@ -77,7 +77,9 @@ class Verdict:
     sent: SentRef | None = None
     rep: str | None = None  # commands: the rep who wrote them
     failed: tuple[Failed, ...] = ()
-    permanent: bool = False  # bounces: a hard failure (not a delay warning)
+    permanent: bool = (
+        False  # bounces: a hard failure of a contact (not a delay, not a policy block)
+    )
     out_of_office: bool = False
     return_date: date | None = None
     reply: str = ""  # what the sender wrote, quotes and signature stripped
@@ -105,6 +107,8 @@ def _failed_json(item: Failed) -> dict[str, object]:
         "status": item.failure.status,
         "diagnostic": item.failure.diagnostic,
         "permanent": item.failure.permanent,
+        "kind": item.failure.kind,
+        "reason": str(item.failure.reason),
         "contact": item.contact.email if item.contact else None,
     }
 
@@ -212,15 +216,14 @@ def _bounce(reading: _Reading) -> Verdict | None:
     if sent is None:  # Gmail and Exchange thread their bounces to the original
         sent = _first_sent(known, reading.mail.referenced)
     failed = tuple(_failed(known, failure, sent) for failure in report.failures)
-    permanent = any(f.failure.permanent for f in failed)
     reasons = list(report.reasons)
     matched = [f for f in failed if f.contact is not None]
     if not matched:
         reasons.append("for no address or message of dripd's: not ours to act on")
         return Verdict(cls="other", reasons=tuple(reasons), failed=failed)
     reasons.append("failed recipient " + ", ".join(f.failure.recipient for f in matched))
-    if not permanent:
-        reasons.append("a delay warning: delivery is still being tried")
+    reasons.extend(_what_it_means(matched))
+    permanent = any(f.failure.bounces_contact for f in matched)
     return Verdict(
         cls="bounce",
         reasons=tuple(reasons),
@@ -229,6 +232,17 @@ def _bounce(reading: _Reading) -> Verdict | None:
         failed=failed,
         permanent=permanent,
     )
+
+
+def _what_it_means(matched: list[Failed]) -> list[str]:
+    """What the failures of dripd's contacts say, for the reasons: hard, policy or delay."""
+    failures = [f.failure for f in matched]
+    said = []
+    if any(f.policy for f in failures):
+        said.append("refused by policy or as spam: the rep's mail is blocked, nobody bounced")
+    if any(not f.permanent and not f.policy for f in failures):
+        said.append("a delay warning: delivery is still being tried")
+    return said
 
 
 def _failed(known: Known, failure: bounces.Failure, sent: SentRef | None) -> Failed:

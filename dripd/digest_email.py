@@ -37,6 +37,7 @@ TASK_LABELS = {"call": "Call", "card": "Card", "task": "Task"}
 NEWS_LABELS = {
     "reply": "Reply",
     "bounce": "Bounced",
+    "blocked": "Your email refused by policy (spam/reputation), the address is fine",
     "unsubscribe": "Unsubscribed",
     "complaint": "Spam complaint",
     "failed": "Not sent",
@@ -86,7 +87,7 @@ class TaskItem:
 class NewsItem:
     """Something that happened since the last digest."""
 
-    kind: str  # "reply" | "bounce" | "unsubscribe" | "complaint" | "failed"
+    kind: str  # "reply" | "bounce" | "blocked" | "unsubscribe" | "complaint" | "failed"
     at: datetime  # aware (UTC)
     contact_name: str
     email: str

@@ -16,7 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from dripd import classify, digest, incoming, outbox, pipeline, rep_commands
+from dripd import bounces, classify, digest, incoming, outbox, pipeline, rep_commands
 from dripd.addresses import address_key
 from dripd.app import App
 from dripd.store import queries, schema
@@ -234,9 +234,16 @@ def _bounce(
             continue
         status = f" {failure.status}" if failure.status else ""
         detail = f"{failure.recipient}{status} {failure.diagnostic}".strip()
-        if not failure.permanent:
-            _event(conn, contact.id, now, "delivery_delayed", detail, mail)
+        if failure.policy:  # the rep's mail refused, not the address: the digest tells the rep
+            _event(conn, contact.id, now, "delivery_blocked", detail, mail)
+            actions.append(f"blocked by policy for {failure.recipient}: nobody bounced")
             continue
+        if not failure.permanent:
+            earlier = queries.event_times(conn, contact.id, "delivery_delayed")
+            _event(conn, contact.id, now, "delivery_delayed", detail, mail)
+            if not bounces.gives_up(earlier, now):
+                continue
+            detail = f"{detail} (temporary failures for {(now - min(earlier)).days} days)"
         sent = verdict.sent if verdict.sent and verdict.sent.contact_id == contact.id else None
         _event(conn, contact.id, now, "bounced", detail, mail, sent)
         actions += _end_contact(app, conn, contact.id, "bounced", now, cause=f"bounced: {detail}")
