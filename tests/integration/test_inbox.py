@@ -374,13 +374,19 @@ def dsn_for(recipient: str, msgid: str, *, status: str, said: str, action: str =
     ).encode()
 
 
+def _one_sent(world: World, address: str) -> str:
+    """Add one contact, send its first email; that email's Message-ID."""
+    world.add(address, first_name=address.split("@")[0].title(), company="Acme")
+    assert world.run().sent == 1
+    (first,) = sent_ids(world, address)
+    return first
+
+
 def test_a_policy_block_bounces_nobody_and_the_digest_names_it(
     make_world, dovecot: servers.Dovecot, imap_user: servers.ImapAccount
 ) -> None:
     world = make_world(imap=imap_user, dovecot=dovecot)
-    world.add("erin@example.org", first_name="Erin", company="Acme")
-    assert world.run().sent == 1
-    (first,) = sent_ids(world, "erin@example.org")
+    first = _one_sent(world, "erin@example.org")
     said = "550 5.7.1 Message rejected: not accepted for policy reasons (sender IP listed)"
     dovecot.deliver(
         imap_user.address, dsn_for("erin@example.org", first, status="5.7.1", said=said)
@@ -400,9 +406,7 @@ def test_a_mailbox_full_for_a_week_becomes_a_bounce(
     make_world, dovecot: servers.Dovecot, imap_user: servers.ImapAccount
 ) -> None:
     world = make_world(imap=imap_user, dovecot=dovecot)
-    world.add("finn@example.org", first_name="Finn", company="Acme")
-    assert world.run().sent == 1
-    (first,) = sent_ids(world, "finn@example.org")
+    first = _one_sent(world, "finn@example.org")
     finn, said = "finn@example.org", "452 4.2.2 Mailbox full"
     for day in range(3):  # day 0, day 4, day 8: the third report, eight days after the first
         report = dsn_for(finn, first, status="4.2.2", said=f"{said} {day}", action="delayed")
