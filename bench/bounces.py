@@ -148,6 +148,8 @@ def _kind(msg: EmailMessage) -> str:
         return "complaint"
     if '"notificationType":"Bounce"' in text:
         return "bounce"
+    if '"notificationType":"Delivery"' in text:
+        return "not-bounce"  # SES's delivery notification: a success
     if re.match(r"\s*unsubscribe\b", str(msg.get("Subject", "")), re.I):
         return "unsubscribe"  # sisimai files List-Unsubscribe mails with its ARF samples
     return "bounce"

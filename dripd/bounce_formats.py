@@ -81,6 +81,12 @@ FORMATS: tuple[Format, ...] = (
         rf"^\s*<?({_ADDR})>?\s*$|was not delivered to:\s*\n?\s*<?({_ADDR})>?",
     ),
     _format(
+        "Oracle Messaging Server / PMDF",
+        r"this report relates to a message you sent|"
+        r"cannot be delivered to the following recipients",
+        rf"^\s*Recipient address:\s*<?({_ADDR})>?",
+    ),
+    _format(
         "Amazon WorkMail / SES",
         r"an error occurred while trying to deliver the mail to the following recipients",
         rf"following recipients:\s*\n\s*<?({_ADDR})>?|Final-Recipient:\s*rfc822;\s*<?({_ADDR})>?",
@@ -164,10 +170,24 @@ def recipients(text: str, ours: set[str]) -> list[str]:
     own = notice(text)
     found = family(own)
     if found is not None:
-        named = _clean(_groups(found.recipient, own), ours)
+        named = _clean(_groups(found.recipient, own), ours, system=True)
         if named:
             return named
-    return fallback(own, ours)
+    return fallback(own, ours) or returned_recipient(text, ours)
+
+
+def returned_recipient(text: str, ours: set[str]) -> list[str]:
+    """The last resort: the one To: address of the returned message quoted below the notice.
+
+    Only when it names exactly one address that is not ours: a notice that names nobody
+    (an MMS gateway, an old Sendmail giving up) was about the message it returns.
+    """
+    start = _RETURNED.search(text)
+    if start is None:
+        return []
+    to = re.search(r"^[ \t>]*To:[ \t]*(.*)$", text[start.start() :], re.IGNORECASE | re.MULTILINE)
+    found = _clean(_ADDRESS.findall(to.group(1)), ours, system=True) if to else []
+    return found if len(found) == 1 else []
 
 
 def fallback(own: str, ours: set[str]) -> list[str]:
@@ -177,7 +197,7 @@ def fallback(own: str, ours: set[str]) -> list[str]:
         if _NOT_RECIPIENT_LINE.search(line):
             continue
         candidates.extend(_ADDRESS.findall(line))
-    return _clean(candidates, ours)
+    return _clean(candidates, ours, system=False)
 
 
 def _groups(pattern: re.Pattern[str], text: str) -> list[str]:
@@ -187,12 +207,14 @@ def _groups(pattern: re.Pattern[str], text: str) -> list[str]:
     return found
 
 
-def _clean(addresses: list[str], ours: set[str]) -> list[str]:
+def _clean(addresses: list[str], ours: set[str], *, system: bool) -> list[str]:
+    """Lower-cased, once each, without ours; `system`: keep postmaster@ and the like
+    (a family's own recipient line may name one; free text names them as contacts)."""
     out: list[str] = []
     for raw in addresses:
         address = raw.strip("<>.'\"").lower()
         local = address.split("@", 1)[0]
-        if address in ours or _SYSTEM_LOCAL.match(local) or address in out:
+        if address in ours or address in out or (not system and _SYSTEM_LOCAL.match(local)):
             continue
         out.append(address)
     return out

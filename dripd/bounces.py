@@ -36,7 +36,7 @@ from email.message import EmailMessage, Message
 
 from flufl import bounce as flufl_bounce
 
-from dripd import bounce_formats, bounce_reasons, ses
+from dripd import bounce_formats, bounce_reasons, incoming, ses
 from dripd.bounce_reasons import Reason
 
 logger = logging.getLogger("dripd.bounces")
@@ -73,7 +73,8 @@ _BOUNCE_SUBJECT = re.compile(
     r"delivery status notification|returned mail|failure notice|delivery failure|"
     r"non[- ]?deliver|delivery (?:has )?failed|mail could not be delivered|"
     r"delayed mail|warning: could not send|delivery delayed|message delivery delayed|"
-    r"mail system error|nondeliverable|delivery notification|could not send message)",
+    r"mail system error|nondeliverable|delivery notification|could not send message|"
+    r"メールエラー|配信(?:エラー|不能|失敗)|送信(?:エラー|失敗)|未達)",
     re.I,
 )
 
@@ -112,7 +113,8 @@ _MTA_PHRASES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
             r"no such user|mailbox (?:unavailable|full|is full)|delivery failed|"
             r"the following recipients? (?:was|were)? ?not|rejected your message|"
             r"returned to sender|smtp error|remote host said|i was unable to deliver|"
-            r"message could not be sent|retry timeout exceeded|host unknown",
+            r"message could not be sent|retry timeout exceeded|host unknown|"
+            r"could not be delivered|cannot be delivered|delivery report unavailable",
         ),
     )
 )
@@ -262,9 +264,7 @@ def _is_daemon(value: str) -> bool:
 
 
 def _subject_evidence(msg: Message) -> list[str]:
-    subject = _raw_header(msg, "Subject")
-    if "=?" in subject:  # encoded words: decode (slower, and rare in an MTA's subject)
-        subject = " ".join(_header(msg, "Subject").split())
+    subject = incoming.header(msg, "Subject")
     return [f"subject {subject[:60]!r}"] if _BOUNCE_SUBJECT.match(subject) else []
 
 
@@ -523,7 +523,14 @@ def _notification_text(msg: Message, parts: list[Message]) -> str:
     if any(plain):
         return "\n".join(plain)
     markup = [_part_text(p) for p in parts if p.get_content_type() == "text/html"]
-    return "\n".join(html.unescape(_TAG.sub(" ", m)) for m in markup)
+    if any(markup):
+        return "\n".join(html.unescape(_TAG.sub(" ", m)) for m in markup)
+    # A multipart whose boundary matches none of its lines: its whole body is text.
+    return "\n".join(
+        str(p.get_payload())[:MAX_TEXT]
+        for p in parts
+        if p.is_multipart() is False and p.get_content_maintype() == "multipart"
+    )
 
 
 def _part_text(part: Message) -> str:
