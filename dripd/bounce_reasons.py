@@ -32,7 +32,7 @@ _WORDS: tuple[tuple[Reason, re.Pattern[str]], ...] = tuple(
     for reason, pattern in (
         (
             Reason.POLICY,
-            r"spam|blocklist|blacklist|block ?list|listed (?:at|by|on|in)|\brbl\b|spamhaus|"
+            r"spam|blocklist|blacklist|block ?list|\blisted (?:at|by|on)\b|\brbl\b|spamhaus|"
             r"dnsbl|reputation|policy reasons|not accepted (?:for|due to) policy|dmarc|"
             r"\bspf\b|dkim|content (?:rejected|filter)|rejected (?:due to|for) (?:content|policy)|"
             r"message (?:was )?(?:blocked|rejected) (?:by|as|because)|bulk mail|junk|"
@@ -59,7 +59,8 @@ _WORDS: tuple[tuple[Reason, re.Pattern[str]], ...] = tuple(
             r"account (?:is )?(?:disabled|inactive|closed|suspended|expired|deactivated)|"
             r"not (?:a )?(?:valid|known) (?:user|recipient|mailbox)|no mailbox|"
             r"user not found|recipient not found|no longer (?:available|valid|active)|"
-            r"addressee unknown|not listed in|undeliverable address|unrouteable address|"
+            r"addressee unknown|not listed in|undeliverable address|no such account|"
+            r"doesn't have an? .{0,40}account|"
             r"bad destination mailbox|mailbox .{0,30}not (?:found|exist)|unknown or illegal",
         ),
         (
@@ -67,7 +68,8 @@ _WORDS: tuple[tuple[Reason, re.Pattern[str]], ...] = tuple(
             r"host (?:or domain name )?not found|domain (?:does not exist|not found)|"
             r"domain name not found|"
             r"name service error|no mx|mx record|host unknown|unknown host|nxdomain|"
-            r"unrouteable domain|no route to host|domain .{0,40}(?:not exist|no longer)|"
+            r"unrouteable (?:domain|address)|no route to host|"
+            r"domain .{0,40}(?:not exist|no longer)|"
             r"not resolv|could not be resolved|dns error|bad domain",
         ),
         (

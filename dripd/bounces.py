@@ -435,8 +435,10 @@ def _text_failures(msg: Message, text: str, *, worded: bool) -> tuple[Failure, .
         recipients = bounce_formats.recipients(text, ours)
     lines = text.splitlines()
     delayed = bool(_DELAYED.search(text)) and not _GIVEN_UP.search(text)
+    # With one recipient, the whole notice is about it: its words count where its lines don't.
+    context = bounce_formats.notice(text) if len(recipients) == 1 else ""
     return tuple(
-        _text_failure(address, lines, recipients, address in temporary or delayed)
+        _text_failure(address, lines, recipients, address in temporary or delayed, context)
         for address in recipients
     )
 
@@ -470,7 +472,9 @@ def _our_addresses(msg: Message, text: str) -> set[str]:
     return ours
 
 
-def _text_failure(address: str, lines: list[str], others: list[str], delayed: bool) -> Failure:
+def _text_failure(
+    address: str, lines: list[str], others: list[str], delayed: bool, context: str
+) -> Failure:
     window = _window(address, lines, others)
     status = next((s for s in map(_enhanced, window) if s), None)
     diagnostic = next((m.group(0) for m in map(_SMTP_REPLY.search, window) if m), "")
@@ -480,8 +484,15 @@ def _text_failure(address: str, lines: list[str], others: list[str], delayed: bo
         status=status,
         diagnostic=words,
         permanent=not delayed,
-        reason=bounce_reasons.reason_of(status, " ".join(window)),
+        reason=_text_reason(status, " ".join(window), context),
     )
+
+
+def _text_reason(status: str | None, window: str, context: str) -> Reason:
+    reason = bounce_reasons.reason_of(status, window)
+    if reason is Reason.OTHER and context:
+        return bounce_reasons.reason_of(status or _enhanced(context), context)
+    return reason
 
 
 def _window(address: str, lines: list[str], others: list[str]) -> list[str]:
