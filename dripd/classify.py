@@ -102,15 +102,7 @@ class Verdict:
 
 
 def _failed_json(item: Failed) -> dict[str, object]:
-    return {
-        "recipient": item.failure.recipient,
-        "status": item.failure.status,
-        "diagnostic": item.failure.diagnostic,
-        "permanent": item.failure.permanent,
-        "kind": item.failure.kind,
-        "reason": str(item.failure.reason),
-        "contact": item.contact.email if item.contact else None,
-    }
+    return {**_failure_json(item.failure), "contact": item.contact.email if item.contact else None}
 
 
 @dataclass(slots=True)
@@ -138,6 +130,40 @@ def classify(mail: incoming.Incoming, known: Known, *, received: date) -> Verdic
         if verdict is not None:
             return verdict
     return _from_person(reading)
+
+
+# -- what a message says, before dripd's world -----------------------------------
+
+
+def reading_json(message: EmailMessage) -> dict[str, object]:
+    """The structural reading of a machine report, whoever it is about (`dripd explain`).
+
+    `kind`: "bounce", "complaint" or None; for a bounce every failed recipient with its
+    status, diagnostic, hard/soft/policy and reason, and the returned Message-ID.
+    """
+    report = _feedback_report(message)
+    if report is not None:
+        return {"kind": "complaint", "recipients": list(report.recipients), "failed": []}
+    bounce = bounces.parse_bounce(message)
+    if bounce is None:
+        return {"kind": None, "failed": []}
+    return {
+        "kind": "bounce",
+        "failed": [_failure_json(f) for f in bounce.failures],
+        "original_message_id": bounce.original_message_id,
+        "read_by": list(bounce.reasons),
+    }
+
+
+def _failure_json(failure: bounces.Failure) -> dict[str, object]:
+    return {
+        "recipient": failure.recipient,
+        "status": failure.status,
+        "diagnostic": failure.diagnostic,
+        "permanent": failure.permanent,
+        "kind": failure.kind,
+        "reason": str(failure.reason),
+    }
 
 
 # -- machine reports -----------------------------------------------------------

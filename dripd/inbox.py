@@ -321,6 +321,42 @@ def _event(
     )
 
 
+def would_do(verdict: classify.Verdict) -> list[str]:
+    """What acting on `verdict` would do, in words (`dripd explain`): the effects below."""
+    if verdict.cls == "bounce":
+        return [_bounce_consequence(f) for f in verdict.failed if f.contact is not None]
+    if verdict.failed:  # a bounce for nobody dripd knows
+        return ["not a contact: nothing to do; did you import them under another address?"]
+    contact = verdict.contact.email if verdict.contact else ""
+    said = {
+        "reply": f"record {contact}'s reply; stop or promote per campaign",
+        "auto-reply": (
+            f"pause {contact} until they are back"
+            if verdict.out_of_office
+            else f"note an automatic answer from {contact}"
+        ),
+        "unsubscribe": f"mark {contact} unsubscribed and stop their sequences",
+        "complaint": f"mark {contact} unsubscribed (spam complaint) and stop their sequences",
+        "command": f"carry out {verdict.rep}'s commands and confirm them",
+    }
+    return [said.get(verdict.cls, "nothing to do")]
+
+
+def _bounce_consequence(failed: classify.Failed) -> str:
+    failure, contact = failed.failure, failed.contact
+    assert contact is not None
+    if failure.policy:
+        return (
+            f"{contact.email}: refused by policy or as spam, not bounced; the rep's digest names it"
+        )
+    if not failure.permanent:
+        return (
+            f"{contact.email}: note the delay; {bounces.GIVE_UP_REPORTS} such reports over "
+            f"{bounces.GIVE_UP_AFTER.days} days count as a bounce"
+        )
+    return f"{contact.email}: mark bounced ({failure.reason}) and stop their sequences"
+
+
 _EFFECTS = {
     "reply": _reply,
     "auto-reply": _auto_reply,
