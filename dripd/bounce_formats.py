@@ -142,7 +142,9 @@ _RETURNED = re.compile(
 # Lines of a notice that name mail systems or people, never a failed recipient.
 _NOT_RECIPIENT_LINE = re.compile(
     r"^\s*(?:from|reply-to|sender|return-path|reporting-mta|received|by|message-id|"
-    r"x-[\w-]+|arrival-date|dsn;|mail from)\b|please (?:contact|include|send)|"
+    r"x-[\w-]+|arrival-date|dsn;|mail from)\b|"
+    r"^[ \t>]*(?:to|cc|bcc|subject|date|delivered-to|references|in-reply-to):|"
+    r"please (?:contact|include|send)|"
     r"for (?:further )?(?:assistance|help)|contact (?:your|the) |postmaster|"
     r"mail(?:er)?[-_ ]?daemon",
     re.IGNORECASE,

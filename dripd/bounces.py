@@ -58,6 +58,11 @@ _BARE = re.compile(
 _MSGID = re.compile(r"<[^<>\s]+@[^<>\s]+>")
 _QUOTED_MSGID = re.compile(r"^[ \t>]*Message-I[Dd]:[ \t]*(<[^<>\s]+@[^<>\s]+>)", re.MULTILINE)
 _TAG = re.compile(r"<[^>]*>")
+_QUOTED_SENDER = re.compile(
+    r"^[ \t>]*(?:From|Sender|Return-Path|Reply-To|Errors-To):[ \t]*(.*)$|"
+    r"envelope-from <?([^>\s)]+)",
+    re.IGNORECASE | re.MULTILINE,
+)
 
 # Local parts and display names of the mail system's own senders.
 _DAEMON_LOCAL = frozenset(
@@ -123,6 +128,16 @@ _DELAYED = re.compile(
     r"delivery status notification \(delay\)|has been delayed|not yet been delivered|"
     r"will (?:continue|keep) (?:trying|to try)|still trying|could not send message for past|"
     r"will retry|delayed mail|transient non-fatal|this is only a warning|no action is required",
+    re.I,
+)
+_SUCCESS = re.compile(
+    r"successfully delivered|delivery (?:was )?successful|successful (?:mail )?delivery|"
+    r"(?:has|have) been delivered|action: (?:delivered|relayed|expanded)",
+    re.I,
+)
+_FAILURE_WORDS = re.compile(
+    r"could not|couldn't|cannot|unable|failed|failure|undeliver|rejected|error|not delivered|"
+    r"action: (?:failed|delayed)",
     re.I,
 )
 _GIVEN_UP = re.compile(
@@ -390,6 +405,8 @@ def _from_text(
     msg: Message, parts: list[Message], envelope: list[str], subject: list[str]
 ) -> Bounce | None:
     text = _notification_text(msg, parts)
+    if _SUCCESS.search(text) and not _FAILURE_WORDS.search(text):
+        return None  # a delivery report that says it worked, its report part unreadable
     content = [*_phrase_evidence(text), *subject]
     if not _enough(envelope, subject, content, _looks_personal(msg)):
         return None
@@ -437,10 +454,11 @@ def _text_failures(msg: Message, text: str, *, worded: bool) -> tuple[Failure, .
     delayed = bool(_DELAYED.search(text)) and not _GIVEN_UP.search(text)
     # With one recipient, the whole notice is about it: its words count where its lines don't.
     context = bounce_formats.notice(text) if len(recipients) == 1 else ""
-    return tuple(
+    failures = (
         _text_failure(address, lines, recipients, address in temporary or delayed, context)
         for address in recipients
     )
+    return tuple(f for f in failures if not (f.status or "").startswith("2"))  # 2.x.x: delivered
 
 
 def _flufl_failures(msg: Message) -> tuple[list[str], list[str]]:
@@ -469,6 +487,8 @@ def _our_addresses(msg: Message, text: str) -> set[str]:
         ours.update(_addresses(_header(msg, name)))
     for found in (*_MSGID.findall(_header(msg, "Message-ID")), *_QUOTED_MSGID.findall(text)):
         ours.update(_addresses(found))
+    for line, envelope in _QUOTED_SENDER.findall(text):  # the returned message's sender
+        ours.update(_addresses(line)[:1] + _addresses(envelope))
     return ours
 
 

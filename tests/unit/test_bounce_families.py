@@ -3,12 +3,16 @@ whom it is about, permanent or not, and why; then what the classifier makes of i
 
 from __future__ import annotations
 
+import random
+import re
 import tomllib
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from dripd import bounce_reasons, bounces, classify, incoming
 
@@ -107,3 +111,63 @@ def test_sample(name: str) -> None:
 )
 def test_reason(status: str | None, words: str, reason: str) -> None:
     assert str(bounce_reasons.reason_of(status, words)) == reason
+
+
+# --- hostile and broken copies: never raise, never bounce the wrong contact -----------
+
+ADDRESS = re.compile(rb"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+MESSAGE_ID = re.compile(rb"(?im)^message-id:[ \t]*<([^<>\s]+)>")
+SAMPLES = sorted(EXPECTED)
+
+
+def everyone_in(raw: bytes, expected: list[str]) -> World:
+    """Every address the sample names is a contact (the rep too): the failed ones first,
+    then bystanders. Message-IDs look like addresses but name no one."""
+    ids = {a.lower() for a in MESSAGE_ID.findall(raw)}
+    named = [a.decode().lower().strip(".") for a in ADDRESS.findall(raw) if a.lower() not in ids]
+    return World(list(dict.fromkeys([*expected, *named])))
+
+
+def bounced(raw: bytes, world: World) -> set[str]:
+    """The contacts dripd would mark bounced on reading `raw`."""
+    verdict = classify.classify(incoming.parse(raw), world, received=date(2025, 6, 2))
+    if verdict.cls != "bounce":
+        return set()
+    return {f.contact.email for f in verdict.failed if f.contact and f.failure.bounces_contact}
+
+
+@pytest.mark.parametrize("name", SAMPLES, ids=str)
+def test_truncated_copies_bounce_no_one_else(name: str) -> None:
+    raw = (FAMILIES / name).read_bytes()
+    expected = EXPECTED[name]
+    allowed = set(expected["recipients"]) if expected["class"] == "bounce" else set()
+    world = everyone_in(raw, expected["recipients"])
+    for cut in range(0, len(raw), max(1, len(raw) // 24)):
+        assert bounced(raw[:cut], world) <= allowed, cut
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(SAMPLES), st.integers(0, 2**32), st.integers(1, 10))
+def test_mutated_copies_bounce_no_one_else(name: str, seed: int, edits: int) -> None:
+    raw = (FAMILIES / name).read_bytes()
+    expected = EXPECTED[name]
+    allowed = set(expected["recipients"]) if expected["class"] == "bounce" else set()
+    assert bounced(mutate(raw, seed, edits), everyone_in(raw, expected["recipients"])) <= allowed
+
+
+def mutate(raw: bytes, seed: int, edits: int) -> bytes:
+    """Random damage of the kinds real mail has: stray bytes, cuts, broken MIME, truncation."""
+    rng = random.Random(seed)
+    data = bytearray(raw)
+    for _ in range(edits):
+        at = rng.randrange(len(data) + 1)
+        op = rng.randrange(4)
+        if op == 0:
+            data[at:at] = bytes([rng.randrange(256)]) * rng.randrange(1, 4)
+        elif op == 1:
+            del data[at : at + rng.randrange(1, 40)]
+        elif op == 2:
+            data[at:at] = rng.choice([b"\r\n", b"\n\n", b"=?utf-8?b?", b"<>", b"--", b";", b"\xff"])
+        else:
+            data = data[:at]
+    return bytes(data)
