@@ -73,7 +73,7 @@ FORMATS: tuple[Format, ...] = (
         "Exchange",
         r"delivery has failed to these recipients|did not reach the following recipient|"
         r"couldn't be delivered|could not be delivered to the following",
-        rf"^\s*(?:[^<\n]*<)?({_ADDR})>?\s*(?:on \d|$)|^\s*({_ADDR})\s*$",
+        rf"^\s*(?![\w-]+:)(?:[^<\n]*<)?({_ADDR})>?\s*(?:on \d|$)|^\s*({_ADDR})\s*$",
     ),
     _format(
         "Lotus Notes / Domino",
@@ -149,9 +149,14 @@ _NOT_RECIPIENT_LINE = re.compile(
     r"mail(?:er)?[-_ ]?daemon",
     re.IGNORECASE,
 )
+# Mail systems' own senders: never a failed recipient, however a notice is damaged.
+_DAEMON_LOCAL = re.compile(
+    r"^(?:mailer[-_]?daemon|mail-daemon|mdaemon|microsoftexchange[0-9a-f]*)$", re.IGNORECASE
+)
+# Mailboxes of a site's staff: a free-text notice names them as contacts, not as failures.
 _SYSTEM_LOCAL = re.compile(
-    r"^(?:mailer[-_]?daemon|postmaster|abuse|root|nobody|noreply|no-reply|support|"
-    r"help|hostmaster|webmaster|sysadmin|mail-daemon)$",
+    r"^(?:postmaster|abuse|root|nobody|noreply|no-reply|support|help|hostmaster|webmaster|"
+    r"sysadmin)$",
     re.IGNORECASE,
 )
 
@@ -216,7 +221,9 @@ def _clean(addresses: list[str], ours: set[str], *, system: bool) -> list[str]:
     for raw in addresses:
         address = raw.strip("<>.'\"").lower()
         local = address.split("@", 1)[0]
-        if address in ours or address in out or (not system and _SYSTEM_LOCAL.match(local)):
+        if address in ours or address in out or _DAEMON_LOCAL.match(local):
+            continue
+        if not system and _SYSTEM_LOCAL.match(local):
             continue
         out.append(address)
     return out

@@ -3,7 +3,6 @@ whom it is about, permanent or not, and why; then what the classifier makes of i
 
 from __future__ import annotations
 
-import random
 import re
 import tomllib
 from datetime import date
@@ -13,6 +12,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_bounces import mutate  # random damage of the kinds real mail has
 
 from dripd import bounce_reasons, bounces, classify, incoming
 
@@ -153,21 +153,3 @@ def test_mutated_copies_bounce_no_one_else(name: str, seed: int, edits: int) -> 
     expected = EXPECTED[name]
     allowed = set(expected["recipients"]) if expected["class"] == "bounce" else set()
     assert bounced(mutate(raw, seed, edits), everyone_in(raw, expected["recipients"])) <= allowed
-
-
-def mutate(raw: bytes, seed: int, edits: int) -> bytes:
-    """Random damage of the kinds real mail has: stray bytes, cuts, broken MIME, truncation."""
-    rng = random.Random(seed)
-    data = bytearray(raw)
-    for _ in range(edits):
-        at = rng.randrange(len(data) + 1)
-        op = rng.randrange(4)
-        if op == 0:
-            data[at:at] = bytes([rng.randrange(256)]) * rng.randrange(1, 4)
-        elif op == 1:
-            del data[at : at + rng.randrange(1, 40)]
-        elif op == 2:
-            data[at:at] = rng.choice([b"\r\n", b"\n\n", b"=?utf-8?b?", b"<>", b"--", b";", b"\xff"])
-        else:
-            data = data[:at]
-    return bytes(data)
