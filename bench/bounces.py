@@ -29,6 +29,7 @@ Two kinds of folder:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import email
 import email.policy
 import hashlib
@@ -85,8 +86,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--corpus", type=Path, help="sisimai set-of-emails checkout, or a folder")
     parser.add_argument("--held-out", action="store_true", help="score the held-out part too")
     parser.add_argument("--misses", action="store_true", help="list the tuning part's misses")
+    parser.add_argument(
+        "--no-labels", action="store_true", help="score the tuning part as the held-out one is"
+    )
     args = parser.parse_args(argv)
     samples = _samples(args.corpus)
+    if args.no_labels:  # the samples' own fields only, as for the held-out part
+        samples = [dataclasses.replace(s, expected=_own_expectation(s)) for s in samples]
     tuning = [s for s in samples if not s.held_out]
     _report("tuning" if args.corpus else "own corpus", tuning, show_misses=args.misses)
     if args.held_out:
@@ -129,11 +135,16 @@ def _fetched(path: Path, *, not_bounce: bool) -> Sample:
     msg = _load(path)
     kind = "not-bounce" if not_bounce or family.startswith("rfc3834") else _kind(msg)
     expected = _expected_recipients(msg) if kind == "bounce" else None
-    expected = LABELS.get(path.name, expected)
-    digest = hashlib.sha256(path.name.encode()).digest()
-    return Sample(
-        path=path, family=family, kind=kind, expected=expected, held_out=digest[0] % 100 < HELD_OUT
-    )
+    held_out = hashlib.sha256(path.name.encode()).digest()[0] % 100 < HELD_OUT
+    if not held_out:
+        expected = LABELS.get(path.name, expected)
+    return Sample(path=path, family=family, kind=kind, expected=expected, held_out=held_out)
+
+
+def _own_expectation(sample: Sample) -> frozenset[str] | None:
+    if sample.kind != "bounce" or sample.path.name not in LABELS:
+        return sample.expected
+    return _expected_recipients(_load(sample.path))
 
 
 def _kind(msg: EmailMessage) -> str:
@@ -271,13 +282,14 @@ def _report(title: str, samples: list[Sample], *, show_misses: bool) -> None:
         score.total += 1
         score.right += right
         score.unchecked += unchecked
-        if not right:
+        if not right or unchecked:
             score.misses.append(f"{sample.path.name}: {seen}")
     _print_table(title, families)
     if show_misses:
         for name, score in sorted(families.items()):
             for miss in score.misses:
-                print(f"  miss {name}: {miss}")
+                label = "unchecked" if miss.endswith("(unchecked)") else "miss"
+                print(f"  {label} {name}: {miss}")
 
 
 def _print_table(title: str, families: dict[str, Score]) -> None:
@@ -288,8 +300,10 @@ def _print_table(title: str, families: dict[str, Score]) -> None:
     for kind, names in _kinds(families).items():
         total = sum(families[n].total for n in names)
         right = sum(families[n].right for n in names)
+        unchecked = sum(families[n].unchecked for n in names)
         if total:
-            print(f"  {kind}: {right}/{total} = {right / total:.1%}")
+            also = f" ({unchecked} of them with no recipient to check against)" if unchecked else ""
+            print(f"  {kind}: {right}/{total} = {right / total:.1%}{also}")
 
 
 def _kinds(families: dict[str, Score]) -> dict[str, list[str]]:
