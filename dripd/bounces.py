@@ -170,16 +170,22 @@ class Failure:
         return self.reason is Reason.POLICY
 
     @property
+    def soft(self) -> bool:
+        """Temporary for the address: a delay, or a full mailbox (even one reported as 5.2.2:
+        people empty their mailboxes). Repeated soft failures become a bounce (`gives_up`)."""
+        return not self.policy and (not self.permanent or self.reason is Reason.MAILBOX_FULL)
+
+    @property
     def bounces_contact(self) -> bool:
-        """Whether this failure alone ends the address: permanent, and not a policy block."""
-        return self.permanent and not self.policy
+        """Whether this failure alone ends the address: permanent, not policy, not soft."""
+        return self.permanent and not self.policy and not self.soft
 
     @property
     def kind(self) -> str:
         """'hard', 'soft' (temporary) or 'policy': how `dripd explain` names it."""
         if self.policy:
             return "policy"
-        return "hard" if self.permanent else "soft"
+        return "soft" if self.soft else "hard"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

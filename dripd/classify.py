@@ -268,6 +268,11 @@ def _what_it_means(matched: list[Failed]) -> list[str]:
         said.append("refused by policy or as spam: the rep's mail is blocked, nobody bounced")
     if any(not f.permanent and not f.policy for f in failures):
         said.append("a delay warning: delivery is still being tried")
+    elif any(f.soft for f in failures):
+        said.append(
+            f"a full mailbox: no bounce until {bounces.GIVE_UP_REPORTS} reports over "
+            f"{bounces.GIVE_UP_AFTER.days} days"
+        )
     return said
 
 

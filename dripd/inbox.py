@@ -238,7 +238,7 @@ def _bounce(
             _event(conn, contact.id, now, "delivery_blocked", detail, mail)
             actions.append(f"blocked by policy for {failure.recipient}: nobody bounced")
             continue
-        if not failure.permanent:
+        if failure.soft:
             earlier = queries.event_times(conn, contact.id, "delivery_delayed")
             _event(conn, contact.id, now, "delivery_delayed", detail, mail)
             if not bounces.gives_up(earlier, now):
@@ -349,7 +349,7 @@ def _bounce_consequence(failed: classify.Failed) -> str:
         return (
             f"{contact.email}: refused by policy or as spam, not bounced; the rep's digest names it"
         )
-    if not failure.permanent:
+    if failure.soft:
         return (
             f"{contact.email}: note the delay; {bounces.GIVE_UP_REPORTS} such reports over "
             f"{bounces.GIVE_UP_AFTER.days} days count as a bounce"

@@ -74,8 +74,10 @@ def test_sample(name: str) -> None:
     assert verdict.cls == expected["class"]
     assert verdict.contact is not None and verdict.contact.email in expected["recipients"]
     if expected["class"] == "bounce":
-        # Only a permanent failure that is not a policy block ends the contact.
-        ends = expected["permanent"] and expected["reason"] != str(bounce_reasons.Reason.POLICY)
+        # Only a permanent failure that is neither a policy block nor a full mailbox ends
+        # the contact (those go to the rep, and to the repeated-failures rule).
+        soft = {str(bounce_reasons.Reason.POLICY), str(bounce_reasons.Reason.MAILBOX_FULL)}
+        ends = expected["permanent"] and expected["reason"] not in soft
         assert verdict.permanent is ends
 
 
