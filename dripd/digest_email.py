@@ -37,7 +37,7 @@ TASK_LABELS = {"call": "Call", "card": "Card", "task": "Task"}
 NEWS_LABELS = {
     "reply": "Reply",
     "bounce": "Bounced",
-    "blocked": "Your email refused by policy (spam/reputation), the address is fine",
+    "blocked": "Refused by policy (your sending, not the address)",
     "unsubscribe": "Unsubscribed",
     "complaint": "Spam complaint",
     "failed": "Not sent",
