@@ -77,7 +77,8 @@ FORMATS: tuple[Format, ...] = (
     ),
     _format(
         "Lotus Notes / Domino",
-        r"failure reasons|was not delivered to:|domino|lotus",
+        r"-{3,}\s*failure reasons\s*-{3,}|was not delivered to:|domino directory|lotus smtp|"
+        r"lotus notes|not listed in public name",
         rf"^\s*<?({_ADDR})>?\s*$|was not delivered to:\s*\n?\s*<?({_ADDR})>?",
     ),
     _format(
@@ -115,12 +116,13 @@ FORMATS: tuple[Format, ...] = (
     ),
     _format(
         "InterScan / mail filters",
-        r"interscan|m-filter|mailmarshal|mfilter|surfcontrol|trend micro",
+        r"interscan|m-filter|mailmarshal|surfcontrol",
         rf"RCPT TO:\s*<({_ADDR})>|^\s*<?({_ADDR})>?\s*$",
     ),
     _format(
         "Japanese mobile carriers",
-        r"au one net|ezweb|docomo|softbank|could not be delivered to:\s*<",
+        r"au one net|ezweb mail|could not be delivered to:\s*<|"
+        r"following recipients was rejected by a remote mail server",
         rf"could not be delivered to:\s*<?({_ADDR})>?|^\s*<?({_ADDR})>?\s*$",
     ),
     _format(
