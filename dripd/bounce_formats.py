@@ -209,6 +209,11 @@ def fallback(own: str, ours: set[str]) -> list[str]:
     return _clean(candidates, ours, system=False)
 
 
+def is_mail_system(address: str) -> bool:
+    """A mail system's own sender (MAILER-DAEMON, MDaemon…): never a failed recipient."""
+    return bool(_DAEMON_LOCAL.match(address.split("@", 1)[0]))
+
+
 def _groups(pattern: re.Pattern[str], text: str) -> list[str]:
     found: list[str] = []
     for match in pattern.finditer(text):
@@ -223,7 +228,7 @@ def _clean(addresses: list[str], ours: set[str], *, system: bool) -> list[str]:
     for raw in addresses:
         address = raw.strip("<>.'\"").lower()
         local = address.split("@", 1)[0]
-        if address in ours or address in out or _DAEMON_LOCAL.match(local):
+        if address in ours or address in out or is_mail_system(address):
             continue
         if not system and _SYSTEM_LOCAL.match(local):
             continue

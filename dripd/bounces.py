@@ -453,7 +453,8 @@ def _text_failures(msg: Message, text: str, *, worded: bool) -> tuple[Failure, .
     temporary, permanent = _flufl_failures(msg)
     listed = _addresses(_header(msg, "X-Failed-Recipients"))
     ours = _our_addresses(msg, text)
-    recipients = [a for a in _unique_strings([*listed, *permanent, *temporary]) if a not in ours]
+    found = _unique_strings([*listed, *permanent, *temporary])
+    recipients = [a for a in found if a not in ours and not bounce_formats.is_mail_system(a)]
     if not recipients and worded:
         recipients = bounce_formats.recipients(text, ours)
     lines = text.splitlines()
