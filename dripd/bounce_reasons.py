@@ -43,7 +43,8 @@ _WORDS: tuple[tuple[Reason, re.Pattern[str]], ...] = tuple(
             Reason.MAILBOX_FULL,
             r"mailbox (?:is )?full|over ?quota|quota exceeded|exceeded (?:the )?(?:storage|quota)|"
             r"insufficient (?:system )?storage|mailbox size limit|out of storage|disk full|"
-            r"full mailbox|storage allocation|inbox is full|box is full|user is over",
+            r"full mailbox|storage allocation|inbox is full|box is full|user is over|"
+            r"mailbox.{0,40}(?:exceeded|limit)|more messages than",
         ),
         (
             Reason.TOO_LARGE,
