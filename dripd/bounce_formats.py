@@ -6,7 +6,8 @@ that identifies it, and where it puts the address. They were learned from the
 formats' public descriptions (sisimai's documentation and sample set, GNU
 Mailman's detectors); the patterns are ours. When no family names anyone, the
 fallback takes the addresses written in the notice itself, above the returned
-message, that are neither ours nor a mail system's.
+message, that are neither ours nor a mail system's; as the last resort, the one
+To: address of the returned message.
 
 Pure: text in, addresses out. `bounces` decides whether the message is a
 notice at all before asking.
