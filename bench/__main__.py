@@ -5,11 +5,14 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("due_query", "cli_core", "send", "inbox", "instances")
+BENCHMARKS = ("due_query", "cli_core", "send", "inbox", "instances", "bounces")
 
 
 def main() -> None:
     names = sys.argv[1:] or ["all"]
+    if names[0] == "bounces":  # the one that takes options: python -m bench bounces --corpus P
+        importlib.import_module("bench.bounces").main(names[1:])
+        return
     if names == ["all"]:
         names = list(BENCHMARKS)
     for name in names:

@@ -86,7 +86,9 @@ class Verdict:
     sent: SentRef | None = None
     rep: str | None = None  # commands: the rep who wrote them
     failed: tuple[Failed, ...] = ()
-    permanent: bool = False  # bounces: a hard failure (not a delay warning)
+    permanent: bool = (
+        False  # bounces: a hard failure of a contact (not a delay, not a policy block)
+    )
     out_of_office: bool = False
     return_date: date | None = None
     reply: str = ""  # what the sender wrote, quotes and signature stripped
@@ -122,13 +124,7 @@ def _meeting_json(meeting: meetings.Meeting | None) -> dict[str, object] | None:
 
 
 def _failed_json(item: Failed) -> dict[str, object]:
-    return {
-        "recipient": item.failure.recipient,
-        "status": item.failure.status,
-        "diagnostic": item.failure.diagnostic,
-        "permanent": item.failure.permanent,
-        "contact": item.contact.email if item.contact else None,
-    }
+    return {**_failure_json(item.failure), "contact": item.contact.email if item.contact else None}
 
 
 @dataclass(slots=True)
@@ -158,6 +154,40 @@ def classify(mail: incoming.Incoming, known: Known, *, received: date) -> Verdic
     return _from_person(reading)
 
 
+# -- what a message says, before dripd's world -----------------------------------
+
+
+def reading_json(message: EmailMessage) -> dict[str, object]:
+    """The structural reading of a machine report, whoever it is about (`dripd explain`).
+
+    `kind`: "bounce", "complaint" or None; for a bounce every failed recipient with its
+    status, diagnostic, hard/soft/policy and reason, and the returned Message-ID.
+    """
+    report = _feedback_report(message)
+    if report is not None:
+        return {"kind": "complaint", "recipients": list(report.recipients), "failed": []}
+    bounce = bounces.parse_bounce(message)
+    if bounce is None:
+        return {"kind": None, "failed": []}
+    return {
+        "kind": "bounce",
+        "failed": [_failure_json(f) for f in bounce.failures],
+        "original_message_id": bounce.original_message_id,
+        "read_by": list(bounce.reasons),
+    }
+
+
+def _failure_json(failure: bounces.Failure) -> dict[str, object]:
+    return {
+        "recipient": failure.recipient,
+        "status": failure.status,
+        "diagnostic": failure.diagnostic,
+        "permanent": failure.permanent,
+        "kind": failure.kind,
+        "reason": str(failure.reason),
+    }
+
+
 # -- machine reports -----------------------------------------------------------
 
 
@@ -176,7 +206,7 @@ def _complaint(reading: _Reading) -> Verdict | None:
             contact = known.contact(address)
             if contact:
                 break
-    reasons = ["an abuse/feedback report (ARF, RFC 5965, or Microsoft JMRP)"]
+    reasons = ["an abuse/feedback report (ARF, RFC 5965, Microsoft JMRP or Amazon SES)"]
     if contact is None:
         reasons.append("about no message or address dripd knows")
         return Verdict(cls="other", reasons=tuple(reasons), sent=sent)
@@ -193,6 +223,9 @@ class _Report:
 def _feedback_report(message: EmailMessage) -> _Report | None:
     """An abuse report: ARF (RFC 5965), or Microsoft's JMRP format (multipart/mixed, the
     complaint's address in X-HmXmrOriginalRecipient of the attached message)."""
+    notice = bounces.ses_notice(message)
+    if notice is not None and notice.kind == "Complaint":
+        return _Report(recipients=tuple(r.address for r in notice.recipients), original=None)
     kind = message.get_content_type()
     arf = (
         kind == "multipart/report"
@@ -231,15 +264,14 @@ def _bounce(reading: _Reading) -> Verdict | None:
     if sent is None:  # Gmail and Exchange thread their bounces to the original
         sent = _first_sent(known, reading.mail.referenced)
     failed = tuple(_failed(known, failure, sent) for failure in report.failures)
-    permanent = any(f.failure.permanent for f in failed)
     reasons = list(report.reasons)
     matched = [f for f in failed if f.contact is not None]
     if not matched:
         reasons.append("for no address or message of dripd's: not ours to act on")
         return Verdict(cls="other", reasons=tuple(reasons), failed=failed)
     reasons.append("failed recipient " + ", ".join(f.failure.recipient for f in matched))
-    if not permanent:
-        reasons.append("a delay warning: delivery is still being tried")
+    reasons.extend(_what_it_means(matched))
+    permanent = any(f.failure.bounces_contact for f in matched)
     return Verdict(
         cls="bounce",
         reasons=tuple(reasons),
@@ -250,7 +282,25 @@ def _bounce(reading: _Reading) -> Verdict | None:
     )
 
 
+def _what_it_means(matched: list[Failed]) -> list[str]:
+    """What the failures of dripd's contacts say, for the reasons: hard, policy or delay."""
+    failures = [f.failure for f in matched]
+    said = []
+    if any(f.policy for f in failures):
+        said.append("refused by policy or as spam: the rep's mail is blocked, nobody bounced")
+    if any(not f.permanent and not f.policy for f in failures):
+        said.append("a delay warning: delivery is still being tried")
+    elif any(f.soft for f in failures):
+        said.append(
+            f"a full mailbox: no bounce until {bounces.GIVE_UP_REPORTS} reports over "
+            f"{bounces.GIVE_UP_AFTER.days} days"
+        )
+    return said
+
+
 def _failed(known: Known, failure: bounces.Failure, sent: SentRef | None) -> Failed:
+    if known.rep_of(failure.recipient):  # a damaged report naming its own addressee, the rep
+        return Failed(failure=failure, contact=None)
     contact = known.contact(failure.recipient)
     if contact is None and failure.final_recipient:
         contact = known.contact(failure.final_recipient)

@@ -640,7 +640,7 @@ def tasks_skip(ids: tuple[int, ...]) -> None:
 @json_option
 def explain(message: Path, as_json: bool) -> None:
     """How dripd reads an email file: its class, the contact it matches, and why."""
-    from dripd import inbox, incoming
+    from dripd import classify, inbox, incoming
     from dripd import tables as out
 
     try:
@@ -657,6 +657,8 @@ def explain(message: Path, as_json: bool) -> None:
         "subject": mail.subject,
         "message_id": mail.message_id or None,
         **verdict.to_json(),
+        "reading": classify.reading_json(mail.message),
+        "would_do": inbox.would_do(verdict),
     }
     if as_json:
         print_json(data)

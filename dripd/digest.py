@@ -40,6 +40,7 @@ MAX_LISTED = 50  # per section: a digest is read, not scrolled
 NEWS_KINDS = {
     "replied": "reply",
     "bounced": "bounce",
+    "delivery_blocked": "blocked",
     "unsubscribed": "unsubscribe",
     "complaint": "complaint",
     "send_failed": "failed",
@@ -364,7 +365,7 @@ def _news(
 
 
 def _summary(kind: str, detail: str) -> str:
-    if kind == "send_failed" or kind == "bounced":
+    if kind in {"send_failed", "bounced", "delivery_blocked"}:
         return detail.removeprefix("sent: ")
     return detail
 

@@ -37,6 +37,7 @@ TASK_LABELS = {"call": "Call", "card": "Card", "task": "Task"}
 NEWS_LABELS = {
     "reply": "Reply",
     "bounce": "Bounced",
+    "blocked": "Refused by policy (your sending, not the address)",
     "unsubscribe": "Unsubscribed",
     "complaint": "Spam complaint",
     "failed": "Not sent",
@@ -89,7 +90,7 @@ class TaskItem:
 class NewsItem:
     """Something that happened since the last digest."""
 
-    kind: str  # "reply" | "bounce" | "unsubscribe" | "complaint" | "failed"
+    kind: str  # "reply" | "bounce" | "blocked" | "unsubscribe" | "complaint" | "failed"
     at: datetime  # aware (UTC)
     contact_name: str
     email: str

@@ -16,7 +16,17 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from dripd import classify, contacts, digest, incoming, meetings, outbox, pipeline, rep_commands
+from dripd import (
+    bounces,
+    classify,
+    contacts,
+    digest,
+    incoming,
+    meetings,
+    outbox,
+    pipeline,
+    rep_commands,
+)
 from dripd.addresses import address_key
 from dripd.app import App
 from dripd.store import queries, schema
@@ -281,9 +291,16 @@ def _bounce(
             continue
         status = f" {failure.status}" if failure.status else ""
         detail = f"{failure.recipient}{status} {failure.diagnostic}".strip()
-        if not failure.permanent:
-            _event(conn, contact.id, now, "delivery_delayed", detail, mail)
+        if failure.policy:  # the rep's mail refused, not the address: the digest tells the rep
+            _event(conn, contact.id, now, "delivery_blocked", detail, mail)
+            actions.append(f"blocked by policy for {failure.recipient}: nobody bounced")
             continue
+        if failure.soft:
+            earlier = queries.event_times(conn, contact.id, "delivery_delayed")
+            _event(conn, contact.id, now, "delivery_delayed", detail, mail)
+            if not bounces.gives_up(earlier, now):
+                continue
+            detail = f"{detail} (temporary failures for {(now - min(earlier)).days} days)"
         sent = verdict.sent if verdict.sent and verdict.sent.contact_id == contact.id else None
         _event(conn, contact.id, now, "bounced", detail, mail, sent)
         actions += _end_contact(app, conn, contact.id, "bounced", now, cause=f"bounced: {detail}")
@@ -390,6 +407,42 @@ def _event(
         cause=f"email from {mail.sender}" if mail.sender else "incoming email",
         message_id=mail.message_id or None,
     )
+
+
+def would_do(verdict: classify.Verdict) -> list[str]:
+    """What acting on `verdict` would do, in words (`dripd explain`): the effects below."""
+    if verdict.cls == "bounce":
+        return [_bounce_consequence(f) for f in verdict.failed if f.contact is not None]
+    if verdict.failed:  # a bounce for nobody dripd knows
+        return ["not a contact: nothing to do; did you import them under another address?"]
+    contact = verdict.contact.email if verdict.contact else ""
+    said = {
+        "reply": f"record {contact}'s reply; stop or promote per campaign",
+        "auto-reply": (
+            f"pause {contact} until they are back"
+            if verdict.out_of_office
+            else f"note an automatic answer from {contact}"
+        ),
+        "unsubscribe": f"mark {contact} unsubscribed and stop their sequences",
+        "complaint": f"mark {contact} unsubscribed (spam complaint) and stop their sequences",
+        "command": f"carry out {verdict.rep}'s commands and confirm them",
+    }
+    return [said.get(verdict.cls, "nothing to do")]
+
+
+def _bounce_consequence(failed: classify.Failed) -> str:
+    failure, contact = failed.failure, failed.contact
+    assert contact is not None
+    if failure.policy:
+        return (
+            f"{contact.email}: refused by policy or as spam, not bounced; the rep's digest names it"
+        )
+    if failure.soft:
+        return (
+            f"{contact.email}: note the delay; {bounces.GIVE_UP_REPORTS} such reports over "
+            f"{bounces.GIVE_UP_AFTER.days} days count as a bounce"
+        )
+    return f"{contact.email}: mark bounced ({failure.reason}) and stop their sequences"
 
 
 _EFFECTS = {

@@ -89,8 +89,13 @@ def header(message: email.message.Message, name: str) -> str:
 
 
 def decode_words(value: str) -> str:
-    """RFC 2047 encoded-words decoded; an unknown charset or bad encoding keeps the raw text."""
+    """RFC 2047 encoded-words decoded; an unknown charset or bad encoding keeps the raw text.
+
+    Raw 8-bit headers (the parser keeps their bytes as surrogates) are read as UTF-8.
+    """
     text = _SPACE.sub(" ", value).strip()
+    if any("\udc80" <= c <= "\udcff" for c in text):
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     if "=?" not in text:
         return text
     try:

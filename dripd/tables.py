@@ -463,16 +463,37 @@ def explain_report(console: Console, file: Path, data: Mapping[str, Any]) -> Non
     for label, value in rows:
         if value:
             table.add_row(label, escape(str(value)))
-    for failed in data.get("failed") or []:
-        status = failed["status"] or "no status"
-        kind = "permanent" if failed["permanent"] else "delayed"
-        who = f" (contact {failed['contact']})" if failed["contact"] else " (not a contact)"
-        table.add_row("failed", escape(f"{failed['recipient']}{who}: {status}, {kind}"))
-        if failed["diagnostic"]:
-            table.add_row("", escape(failed["diagnostic"]))
     if data.get("summary"):
         table.add_row("says", escape(data["summary"]))
     console.print(table)
+    _print_reading(console, data.get("reading") or {}, data.get("failed") or [])
+    console.print("[dim]dripd would:[/dim]")
+    for line in data.get("would_do") or []:
+        console.print(f"  - {escape(line)}")
     console.print("[dim]why:[/dim]")
     for reason in data["reasons"]:
         console.print(f"  - {escape(reason)}")
+
+
+def _print_reading(
+    console: Console, reading: Mapping[str, Any], failed: list[Mapping[str, Any]]
+) -> None:
+    """What the report itself says, whoever it is about: recipients, codes, hard/soft/policy."""
+    if not reading.get("kind"):
+        return
+    console.print(f"[dim]read as:[/dim] a {reading['kind']} report")
+    if reading["kind"] == "complaint":
+        for address in reading.get("recipients") or []:
+            console.print(f"  - complaint from {escape(address)}")
+        return
+    contacts = {f["recipient"]: f.get("contact") for f in failed}
+    for item in reading.get("failed") or []:
+        status = item["status"] or "no status"
+        contact = contacts.get(item["recipient"])
+        who = f"contact {contact}" if contact else "not a contact"
+        line = f"{item['recipient']} ({who}): {item['kind']}, {item['reason']}, {status}"
+        console.print(f"  - failed {escape(line)}")
+        if item["diagnostic"]:
+            console.print(f"      {escape(item['diagnostic'])}")
+    if reading.get("original_message_id"):
+        console.print(f"  - original message {escape(reading['original_message_id'])}")

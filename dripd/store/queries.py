@@ -407,6 +407,16 @@ def add_events(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> None:
         prepared(_INSERT_EVENT, rows[0]).executemany(conn, rows)
 
 
+def event_times(conn: sa.Connection, contact_id: int, kind: str) -> list[datetime]:
+    """When the contact's events of one kind happened, oldest first."""
+    query = (
+        sa.select(events.c.at)
+        .where(events.c.contact_id == contact_id, events.c.kind == kind)
+        .order_by(events.c.at)
+    )
+    return list(conn.execute(query).scalars())
+
+
 def history(conn: sa.Connection, contact_id: int) -> list[dict[str, Any]]:
     query = (
         sa.select(events)

@@ -419,6 +419,45 @@ def test_explain_reads_a_message_file_without_acting_on_it(
     assert missing.err.startswith("dripd: cannot read") and "nope.eml" in missing.err
 
 
+FAMILIES = Path(__file__).resolve().parents[1] / "corpus" / "families"
+
+
+def test_explain_shows_what_a_bounce_says_apart_from_what_dripd_would_do(
+    make_config: ConfigFactory,
+) -> None:
+    dripd = Dripd(make_config())
+    dripd("contacts", "set", "fay@gsuite.example", "first_name=Fay", "owner=mike")
+    stranger, policy = dripd.many([
+        ["explain", str(FAMILIES / "postfix-unknown-user.eml"), "--json"],
+        ["explain", str(FAMILIES / "google-workspace-dmarc.eml"), "--json"],
+    ])  # fmt: skip
+    data = stranger.json()
+    assert data["class"] == "other" and data["contact"] is None  # the keys of before
+    assert data["reading"]["kind"] == "bounce"
+    assert data["reading"]["original_message_id"] == "<q3-003@acme.example>"
+    (failed,) = data["reading"]["failed"]
+    assert (failed["recipient"], failed["status"], failed["kind"], failed["reason"]) == (
+        "paula@postfix.example",
+        "5.1.1",
+        "hard",
+        "unknown user",
+    )
+    assert data["would_do"] == [
+        "not a contact: nothing to do; did you import them under another address?"
+    ]
+    data = policy.json()
+    assert data["class"] == "bounce" and data["permanent"] is False
+    assert data["reading"]["failed"][0]["kind"] == "policy"
+    assert "not bounced" in data["would_do"][0]
+
+    shown = dripd("explain", str(FAMILIES / "postfix-unknown-user.eml")).out
+    assert "read as: a bounce report" in shown
+    assert "paula@postfix.example (not a contact): hard, unknown user, 5.1.1" in shown
+    assert "original message <q3-003@acme.example>" in shown
+    assert "did you import them under another address?" in shown
+    assert dripd("contacts", "show", "fay@gsuite.example", "--json").json()["status"] == "active"
+
+
 CALL_NOW = """
 name = "Call now"
 [[steps]]

@@ -8,6 +8,7 @@ test's event loop; `run --once` reads the inbox before it sends.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -18,7 +19,7 @@ import servers
 import sqlalchemy as sa
 from worlds import World
 
-from dripd import inbox, views, watcher
+from dripd import digest, inbox, views, watcher
 from dripd.store import queries, schema
 
 
@@ -485,3 +486,68 @@ def test_a_meeting_accepted_or_sent_sets_the_appointment_and_a_cancel_clears_it(
     with world.app.engine.connect() as conn:
         contact = queries.contact_by_email(conn, ann)
         assert contact is not None and contact.status == "active"  # nothing stopped
+
+
+def dsn_for(recipient: str, msgid: str, *, status: str, said: str, action: str = "failed") -> bytes:
+    """A Postfix-like DSN about one recipient of one of our messages, with its own code."""
+    digest_of = hashlib.sha256(f"{recipient} {status} {said} {action}".encode()).hexdigest()
+    report_id = f"<dsn.{digest_of[:16]}@mx.example.org>"
+    return (
+        "From: MAILER-DAEMON@mx.example.org (Mail Delivery System)\r\n"
+        "To: mike@example.com\r\nSubject: Undelivered Mail Returned to Sender\r\n"
+        f"Date: Mon, 23 Nov 2026 16:02:00 +0000\r\nMessage-ID: {report_id}\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
+        "--B\r\nContent-Type: text/plain\r\n\r\nThis is the mail system at host mx.example.org.\r\n"
+        "\r\n--B\r\nContent-Type: message/delivery-status\r\n\r\n"
+        "Reporting-MTA: dns; mx.example.org\r\n\r\n"
+        f"Final-Recipient: rfc822; {recipient}\r\nAction: {action}\r\nStatus: {status}\r\n"
+        f"Diagnostic-Code: smtp; {said}\r\n\r\n"
+        "--B\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+        f"From: Mike Gulitz <mike@example.com>\r\nTo: {recipient}\r\nMessage-ID: {msgid}\r\n"
+        "Subject: Hello\r\n\r\n--B--\r\n"
+    ).encode()
+
+
+def _one_sent(world: World, address: str) -> str:
+    """Add one contact, send its first email; that email's Message-ID."""
+    world.add(address, first_name=address.split("@")[0].title(), company="Acme")
+    assert world.run().sent == 1
+    (first,) = sent_ids(world, address)
+    return first
+
+
+def test_a_policy_block_bounces_nobody_and_the_digest_names_it(
+    make_world, dovecot: servers.Dovecot, imap_user: servers.ImapAccount
+) -> None:
+    world = make_world(imap=imap_user, dovecot=dovecot)
+    first = _one_sent(world, "erin@example.org")
+    said = "550 5.7.1 Message rejected: not accepted for policy reasons (sender IP listed)"
+    dovecot.deliver(
+        imap_user.address, dsn_for("erin@example.org", first, status="5.7.1", said=said)
+    )
+    world.clock.advance(timedelta(hours=1))
+    assert world.run().inbox == 1
+    assert statuses(world)["erin@example.org"][0] == "active"
+    assert "bounced" not in world.history("erin@example.org")
+    assert "delivery_blocked" in world.history("erin@example.org")
+    with world.app.engine.connect() as conn:
+        gathered = digest.gather(world.app, conn, world.app.config.rep("mike"), world.clock.now())
+    (item,) = [n for n in gathered.content.news if n.email == "erin@example.org"]
+    assert item.kind == "blocked" and "5.7.1" in item.summary
+
+
+def test_a_mailbox_full_for_a_week_becomes_a_bounce(
+    make_world, dovecot: servers.Dovecot, imap_user: servers.ImapAccount
+) -> None:
+    world = make_world(imap=imap_user, dovecot=dovecot)
+    first = _one_sent(world, "finn@example.org")
+    finn, said = "finn@example.org", "452 4.2.2 Mailbox full"
+    for day in range(3):  # day 0, day 4, day 8: the third report, eight days after the first
+        report = dsn_for(finn, first, status="4.2.2", said=f"{said} {day}", action="delayed")
+        dovecot.deliver(imap_user.address, report)
+        world.run()
+        expected = "bounced" if day == 2 else "active"
+        assert statuses(world)[finn][0] == expected, day
+        world.clock.advance(timedelta(days=4))
+    assert world.history(finn).count("delivery_delayed") == 3

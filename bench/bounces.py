@@ -1,0 +1,313 @@
+"""Bounces and complaints read right, per mail-server family (issue 19).
+
+`python -m bench bounces [--corpus PATH] [--held-out] [--misses]`
+
+Reads every .eml sample of a folder and checks what dripd makes of it:
+
+- a bounce must be read as one, with the right failed recipient(s);
+- an ARF report (RFC 5965) must be classified as a complaint;
+- anything else (replies, auto-replies, read receipts) must never be a bounce.
+
+Two kinds of folder:
+
+- sisimai's `set-of-emails` (github sisimai/set-of-emails, BSD-2), fetched
+  outside the repository: `maildir/bsd` and `maildir/not`. The family is the
+  file name without its number (`lhost-postfix-07.eml` -> `lhost-postfix`);
+  `arf-*` are complaints, `rfc3834-*` and `maildir/not/*` are not bounces, the
+  rest are bounces. The expected recipient is read from the sample itself, in
+  this order: the DSN's failed/delayed Final-Recipient or Original-Recipient,
+  X-Failed-Recipients, the To: of the returned message. A sample with none of
+  these counts as "read" but its recipient as unchecked.
+  The set is split by a hash of the file name: ~30% is held out. Tuning looks
+  at the tuning part only (`--misses` lists its failures); `--held-out` prints
+  the held-out score, per family, once the tuning is done.
+- the repository's own corpus (the default): `tests/corpus/families`, whose
+  `expected.toml` gives each sample's class and recipient, and
+  `tests/corpus/not-bounces`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import email
+import email.policy
+import hashlib
+import re
+import tomllib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date
+from email.message import EmailMessage, Message
+from pathlib import Path
+
+from bench import common
+from dripd import bounces, classify, incoming
+
+HELD_OUT = 30  # percent of the fetched set never looked at while tuning
+# Tuning-part samples whose failed recipient was checked by reading them, where the
+# sample's own fields don't name it (a notice without a DSN whose returned message
+# went to an alias or a forward). Our labels, not sisimai's.
+LABELS: dict[str, frozenset[str]] = {
+    name: frozenset(addresses)
+    for name, addresses in tomllib.loads(
+        (Path(__file__).with_name("bounces_labels.toml")).read_text()
+    ).items()
+}
+_NUMBERED = re.compile(r"-\d+$")
+_ADDRESS = re.compile(r"[^@\s<>\"'();,:\[\]]+@[A-Za-z0-9][A-Za-z0-9.-]*[A-Za-z0-9]")
+_HEADERS_FOLLOW = re.compile(
+    r"headers? (?:follow|of the original)|original message|returned message|"
+    r"message headers|below this line|undelivered message",
+    re.I,
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sample:
+    path: Path
+    family: str
+    kind: str  # "bounce", "complaint" or "not-bounce"
+    expected: frozenset[str] | None  # acceptable recipients, None when unknown
+    held_out: bool
+
+
+@dataclass(slots=True)
+class Score:
+    kind: str = ""
+    total: int = 0
+    right: int = 0  # read as it should be (bounce + right recipient, complaint, not a bounce)
+    unchecked: int = 0  # bounces read as bounces whose recipient could not be checked
+    misses: list[str] = field(default_factory=list)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench bounces")
+    parser.add_argument("--corpus", type=Path, help="sisimai set-of-emails checkout, or a folder")
+    parser.add_argument("--held-out", action="store_true", help="score the held-out part too")
+    parser.add_argument("--misses", action="store_true", help="list the tuning part's misses")
+    parser.add_argument(
+        "--no-labels", action="store_true", help="score the tuning part as the held-out one is"
+    )
+    args = parser.parse_args(argv)
+    samples = _samples(args.corpus)
+    if args.no_labels:  # the samples' own fields only, as for the held-out part
+        samples = [dataclasses.replace(s, expected=_own_expectation(s)) for s in samples]
+    tuning = [s for s in samples if not s.held_out]
+    _report("tuning" if args.corpus else "own corpus", tuning, show_misses=args.misses)
+    if args.held_out:
+        _report("held out", [s for s in samples if s.held_out], show_misses=False)
+
+
+# --- samples --------------------------------------------------------------------
+
+
+def _samples(corpus: Path | None) -> list[Sample]:
+    if corpus is None:
+        return _own_samples(common.REPO / "tests" / "corpus")
+    root = corpus / "maildir" if (corpus / "maildir" / "bsd").is_dir() else corpus
+    found = [_fetched(p, not_bounce=False) for p in sorted((root / "bsd").glob("*.eml"))]
+    found += [_fetched(p, not_bounce=True) for p in sorted((root / "not").glob("*.eml"))]
+    if not found:
+        found = [_fetched(p, not_bounce=False) for p in sorted(root.rglob("*.eml"))]
+    return found
+
+
+def _own_samples(corpus: Path) -> list[Sample]:
+    expected = tomllib.loads((corpus / "families" / "expected.toml").read_text())
+    found = []
+    for name, item in expected.items():
+        recipients = frozenset(item.get("recipients", []))
+        kind = {"bounce": "bounce", "complaint": "complaint"}.get(item["class"], "not-bounce")
+        path = corpus / "families" / name
+        found.append(
+            Sample(path=path, family=item["family"], kind=kind, expected=recipients, held_out=False)
+        )
+    for path in sorted((corpus / "not-bounces").glob("*.eml")):
+        found.append(
+            Sample(path=path, family="not-bounce", kind="not-bounce", expected=None, held_out=False)
+        )
+    return found
+
+
+def _fetched(path: Path, *, not_bounce: bool) -> Sample:
+    family = "not-bounce" if not_bounce else _NUMBERED.sub("", path.stem)
+    msg = _load(path)
+    kind = "not-bounce" if not_bounce or family.startswith("rfc3834") else _kind(msg)
+    expected = _expected_recipients(msg) if kind == "bounce" else None
+    held_out = hashlib.sha256(path.name.encode()).digest()[0] % 100 < HELD_OUT
+    if not held_out:
+        expected = LABELS.get(path.name, expected)
+    return Sample(path=path, family=family, kind=kind, expected=expected, held_out=held_out)
+
+
+def _own_expectation(sample: Sample) -> frozenset[str] | None:
+    if sample.kind != "bounce" or sample.path.name not in LABELS:
+        return sample.expected
+    return _expected_recipients(_load(sample.path))
+
+
+def _kind(msg: EmailMessage) -> str:
+    """A feedback report (ARF, SES complaint), an unsubscribe request, or a bounce."""
+    if str(msg.get_param("report-type", "")).lower() == "feedback-report":
+        return "complaint"
+    if b"X-HmXmrOriginalRecipient:" in msg.as_bytes():
+        return "complaint"  # Microsoft's JMRP
+    body = msg.get_body(("plain",))
+    text = body.get_content() if isinstance(body, EmailMessage) else ""
+    if '"notificationType":"Complaint"' in text:
+        return "complaint"
+    if '"notificationType":"Bounce"' in text:
+        return "bounce"
+    if '"notificationType":"Delivery"' in text:
+        return "not-bounce"  # SES's delivery notification: a success
+    if re.match(r"\s*unsubscribe\b", str(msg.get("Subject", "")), re.I):
+        return "unsubscribe"  # sisimai files List-Unsubscribe mails with its ARF samples
+    return "bounce"
+
+
+def _load(path: Path) -> EmailMessage:
+    return email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+
+
+def _expected_recipients(msg: EmailMessage) -> frozenset[str] | None:
+    """What the sample itself says failed, independently of dripd's reader."""
+    for reader in (_dsn_expected, _x_failed_expected, _returned_to_expected):
+        found = reader(msg)
+        if found:
+            return frozenset(found)
+    return None
+
+
+def _dsn_expected(msg: EmailMessage) -> set[str]:
+    found: set[str] = set()
+    for part in msg.walk():
+        if part.get_content_type() != "message/delivery-status":
+            continue
+        for block in re.split(r"\n\s*\n", _text(part)):
+            action = re.search(r"(?im)^action:\s*(\w+)", block)
+            if action and action.group(1).lower() in {"delivered", "relayed", "expanded"}:
+                continue
+            for key in ("final-recipient", "original-recipient", "x-actual-recipient"):
+                for value in re.findall(rf"(?im)^{key}:\s*(.*)$", block):
+                    found.update(_addresses(value.split(";", 1)[-1]))
+    return found
+
+
+def _x_failed_expected(msg: EmailMessage) -> set[str]:
+    return set(_addresses(str(msg.get("X-Failed-Recipients", "") or "")))
+
+
+def _returned_to_expected(msg: EmailMessage) -> set[str]:
+    """The returned message's To/Cc and its Received "for <...>": weaker (aliases, forwards)."""
+    for part in msg.walk():
+        kind = part.get_content_type()
+        if kind in {"message/rfc822", "text/rfc822-headers", "message/rfc822-headers"}:
+            found = _to_and_for(_text(part))
+            if found:
+                return found
+    text = "\n".join(_text(p) for p in msg.walk() if p.get_content_type() == "text/plain")
+    follow = _HEADERS_FOLLOW.search(text)
+    return _to_and_for(text[follow.end() :]) if follow else set()
+
+
+def _to_and_for(headers: str) -> set[str]:
+    found: set[str] = set()
+    for value in re.findall(r"(?im)^[ \t>]*(?:to|cc):[ \t]*(.*(?:\n[ \t]+\S.*)*)", headers):
+        found.update(_addresses(value))
+    for value in re.findall(r"(?i)\bfor <([^>]+)>", headers):
+        found.update(_addresses(value))
+    return found
+
+
+def _text(part: Message) -> str:
+    payload = part.get_payload()
+    if isinstance(payload, list):
+        return "\n\n".join(p.as_string() if isinstance(p, Message) else str(p) for p in payload)
+    raw = part.get_payload(decode=True)
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(payload)
+
+
+def _addresses(value: str) -> list[str]:
+    return [a.lower().rstrip(".") for a in _ADDRESS.findall(value)]
+
+
+# --- scoring --------------------------------------------------------------------
+
+
+class _Everyone:
+    """A world where every address is a contact and every message was ours."""
+
+    def sent(self, message_id: str) -> classify.SentRef | None:
+        return classify.SentRef(
+            message_id=message_id, contact_id=1, recipient="a@b.example", rep="r"
+        )
+
+    def contact(self, address: str) -> classify.ContactRef | None:
+        return classify.ContactRef(id=1, email=address)
+
+    def rep_of(self, address: str) -> str | None:
+        return None
+
+    def digest(self, message_id: str) -> str | None:
+        return None
+
+
+def _judge(sample: Sample) -> tuple[bool, bool, str]:
+    """(right, unchecked, what was read)."""
+    raw = sample.path.read_bytes()
+    mail = incoming.parse(raw)
+    if sample.kind in {"complaint", "unsubscribe"}:
+        verdict = classify.classify(mail, _Everyone(), received=date(2026, 1, 1))
+        return verdict.cls == sample.kind, False, verdict.cls
+    bounce = bounces.parse_bounce(mail.message)
+    got = sorted({f.recipient for f in bounce.failures}) if bounce else []
+    if sample.kind == "not-bounce":
+        return bounce is None, False, f"bounce {got}" if bounce else "not a bounce"
+    if bounce is None:
+        return False, False, "not a bounce"
+    if sample.expected is None:
+        return True, True, f"bounce {got} (unchecked)"
+    right = bool(got) and all(r in sample.expected for r in got)
+    return right, False, f"bounce {got}, expected {sorted(sample.expected)}"
+
+
+def _report(title: str, samples: list[Sample], *, show_misses: bool) -> None:
+    families: dict[str, Score] = defaultdict(Score)
+    for sample in samples:
+        right, unchecked, seen = _judge(sample)
+        key = sample.family if sample.kind == "bounce" else f"{sample.family} [{sample.kind}]"
+        score = families[key]
+        score.kind = sample.kind
+        score.total += 1
+        score.right += right
+        score.unchecked += unchecked
+        if not right or unchecked:
+            score.misses.append(f"{sample.path.name}: {seen}")
+    _print_table(title, families)
+    if show_misses:
+        for name, score in sorted(families.items()):
+            for miss in score.misses:
+                label = "unchecked" if miss.endswith("(unchecked)") else "miss"
+                print(f"  {label} {name}: {miss}")
+
+
+def _print_table(title: str, families: dict[str, Score]) -> None:
+    print(f"{title}: {sum(s.total for s in families.values())} samples")
+    print(f"  {'family':<24} {'right':>9} {'unchecked':>9}")
+    for name, score in sorted(families.items()):
+        print(f"  {name:<24} {score.right:>4}/{score.total:<4} {score.unchecked:>9}")
+    for kind, names in _kinds(families).items():
+        total = sum(families[n].total for n in names)
+        right = sum(families[n].right for n in names)
+        unchecked = sum(families[n].unchecked for n in names)
+        if total:
+            also = f" ({unchecked} of them with no recipient to check against)" if unchecked else ""
+            print(f"  {kind}: {right}/{total} = {right / total:.1%}{also}")
+
+
+def _kinds(families: dict[str, Score]) -> dict[str, list[str]]:
+    kinds: dict[str, list[str]] = {}
+    for name, score in families.items():
+        kinds.setdefault(score.kind, []).append(name)
+    return kinds

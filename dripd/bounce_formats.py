@@ -1,0 +1,237 @@
+"""Plain-text delivery notices: one small reader per family of formats, then a fallback.
+
+A notice without a machine-readable report (RFC 3464) names its failed
+recipients in its own words. Each `Format` below is one family: the wording
+that identifies it, and where it puts the address. They were learned from the
+formats' public descriptions (sisimai's documentation and sample set, GNU
+Mailman's detectors); the patterns are ours. When no family names anyone, the
+fallback takes the addresses written in the notice itself, above the returned
+message, that are neither ours nor a mail system's; as the last resort, the one
+To: address of the returned message.
+
+Pure: text in, addresses out. `bounces` decides whether the message is a
+notice at all before asking.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_ADDR = r"[^@\s<>\"'();,:\[\]]+@[A-Za-z0-9][A-Za-z0-9.-]*[A-Za-z0-9]"
+_ADDRESS = re.compile(_ADDR)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Format:
+    """A family of notices: its own wording, and the lines that name a failed recipient."""
+
+    name: str
+    marker: re.Pattern[str]
+    recipient: re.Pattern[str]  # group 1 is the address
+
+
+def _format(name: str, marker: str, recipient: str) -> Format:
+    flags = re.IGNORECASE | re.MULTILINE
+    return Format(
+        name=name, marker=re.compile(marker, flags), recipient=re.compile(recipient, flags)
+    )
+
+
+FORMATS: tuple[Format, ...] = (
+    _format(
+        "DragonFly",
+        r"dragonfly mail agent|there was an error delivering your mail to",
+        rf"error delivering your mail to <?({_ADDR})>?",
+    ),
+    _format(
+        "OpenSMTPD",
+        r"following list of recipients|this is the mailer-daemon at",
+        rf"^\s*<?({_ADDR})>?:\s",
+    ),
+    _format(
+        "Postfix",
+        r"this is the (?:mail system|postfix program) at host",
+        rf"^\s*<({_ADDR})>(?: \(expanded from <[^>]*>\))?:",
+    ),
+    _format(
+        "qmail",
+        r"this is the qmail-send program|i'm afraid i wasn't able to deliver",
+        rf"^\s*<({_ADDR})>:",
+    ),
+    _format(
+        "Exim",
+        r"created automatically by mail delivery software|message that you sent could not be",
+        rf"^\s+<?({_ADDR})>?(?:\s*$|\s*\n?\s*(?:SMTP error|host |mailbox|retry|unrouteable|all ))",
+    ),
+    _format(
+        "Sendmail",
+        r"transcript of session follows|the original message was received at|"
+        r"following addresses had (?:permanent|transient)",
+        rf"^\s*<({_ADDR})>(?:\s*\(.*\))?\s*$|^\s*(?:\d{{3}}[ -]|\.\.\. ?)?<?({_ADDR})>?\.\.\. ",
+    ),
+    _format(
+        "Exchange",
+        r"delivery has failed to these recipients|did not reach the following recipient|"
+        r"couldn't be delivered|could not be delivered to the following",
+        rf"^\s*(?![\w-]+:)(?:[^<\n]*<)?({_ADDR})>?\s*(?:on \d|$)|^\s*({_ADDR})\s*$",
+    ),
+    _format(
+        "Lotus Notes / Domino",
+        r"-{3,}\s*failure reasons\s*-{3,}|was not delivered to:|domino directory|lotus smtp|"
+        r"lotus notes|not listed in public name",
+        rf"^\s*<?({_ADDR})>?\s*$|was not delivered to:\s*\n?\s*<?({_ADDR})>?",
+    ),
+    _format(
+        "Oracle Messaging Server / PMDF",
+        r"this report relates to a message you sent|"
+        r"cannot be delivered to the following recipients",
+        rf"^\s*Recipient address:\s*<?({_ADDR})>?",
+    ),
+    _format(
+        "Amazon WorkMail / SES",
+        r"an error occurred while trying to deliver the mail to the following recipients",
+        rf"following recipients:\s*\n\s*<?({_ADDR})>?|Final-Recipient:\s*rfc822;\s*<?({_ADDR})>?",
+    ),
+    _format(
+        "Yahoo",
+        r"unable to deliver (?:your )?message to the following address",
+        rf"^\s*<({_ADDR})>:",
+    ),
+    _format(
+        "Gmail",
+        r"delivery to the following recipients? (?:failed|has been delayed)|"
+        r"your message wasn't delivered to|address not found",
+        rf"(?:wasn't delivered to|couldn't be delivered to|failed permanently:|"
+        rf"following recipients? failed[^\n]*:)\s*\n?\s*<?({_ADDR})>?",
+    ),
+    _format(
+        "Courier",
+        r"courier mail server|this is a delivery status notification from",
+        rf"^<({_ADDR})>:",
+    ),
+    _format(
+        "MessageLabs / Symantec",
+        r"messagelabs|symantec email security",
+        rf"^\s*<?({_ADDR})>?\s*$",
+    ),
+    _format(
+        "InterScan / mail filters",
+        r"interscan|m-filter|mailmarshal|surfcontrol",
+        rf"RCPT TO:\s*<({_ADDR})>|^\s*<?({_ADDR})>?\s*$",
+    ),
+    _format(
+        "Japanese mobile carriers",
+        r"au one net|ezweb mail|could not be delivered to:\s*<|"
+        r"following recipients was rejected by a remote mail server",
+        rf"could not be delivered to:\s*<?({_ADDR})>?|^\s*<?({_ADDR})>?\s*$",
+    ),
+    _format(
+        "Verizon / MMS gateways",
+        r"message could not be delivered to mobile|mmsc|no valid recipients",
+        rf"^\s*To:\s*(?:[^<\n]*<)?({_ADDR})",
+    ),
+)
+
+# Where the notice ends and the returned message (or its headers) begins.
+_RETURNED = re.compile(
+    r"^[ \t>|-]*(?:-{2,}|={2,}|\*{2,})?[ \t]*(?:original message|unsent message|"
+    r"returned message|undelivered message|message headers follow|headers of the original|"
+    r"below (?:this line )?is a copy|this is a copy of|copy of the original|"
+    r"original message headers|message headers|returned mail|rfc822|unsent message follows)"
+    r"|^(?:Received|Return-Path|Message-I[Dd]|DKIM-Signature): ",
+    re.IGNORECASE | re.MULTILINE,
+)
+# Lines of a notice that name mail systems or people, never a failed recipient.
+_NOT_RECIPIENT_LINE = re.compile(
+    r"^\s*(?:from|reply-to|sender|return-path|reporting-mta|received|by|message-id|"
+    r"x-[\w-]+|arrival-date|dsn;|mail from)\b|"
+    r"^[ \t>]*(?:to|cc|bcc|subject|date|delivered-to|references|in-reply-to):|"
+    r"please (?:contact|include|send)|"
+    r"for (?:further )?(?:assistance|help)|contact (?:your|the) |postmaster|"
+    r"mail(?:er)?[-_ ]?daemon",
+    re.IGNORECASE,
+)
+# Mail systems' own senders: never a failed recipient, however a notice is damaged.
+_DAEMON_LOCAL = re.compile(
+    r"^(?:mailer[-_]?daemon|mail-daemon|mdaemon|microsoftexchange[0-9a-f]*)$", re.IGNORECASE
+)
+# Mailboxes of a site's staff: a free-text notice names them as contacts, not as failures.
+_SYSTEM_LOCAL = re.compile(
+    r"^(?:postmaster|abuse|root|nobody|noreply|no-reply|support|help|hostmaster|webmaster|"
+    r"sysadmin)$",
+    re.IGNORECASE,
+)
+
+
+def family(text: str) -> Format | None:
+    """The family whose wording this notice has, first found in `FORMATS` order."""
+    return next((f for f in FORMATS if f.marker.search(text)), None)
+
+
+def notice(text: str) -> str:
+    """The notice itself: the text above the returned message."""
+    match = _RETURNED.search(text)
+    return text[: match.start()] if match else text
+
+
+def recipients(text: str, ours: set[str]) -> list[str]:
+    """The failed recipients this notice names: by its family's rule, else the fallback."""
+    own = notice(text)
+    found = family(own)
+    if found is not None:
+        named = _clean(_groups(found.recipient, own), ours, system=True)
+        if named:
+            return named
+    return fallback(own, ours) or returned_recipient(text, ours)
+
+
+def returned_recipient(text: str, ours: set[str]) -> list[str]:
+    """The last resort: the one To: address of the returned message quoted below the notice.
+
+    Only when it names exactly one address that is not ours: a notice that names nobody
+    (an MMS gateway, an old Sendmail giving up) was about the message it returns.
+    """
+    start = _RETURNED.search(text)
+    if start is None:
+        return []
+    to = re.search(r"^[ \t>]*To:[ \t]*(.*)$", text[start.start() :], re.IGNORECASE | re.MULTILINE)
+    found = _clean(_ADDRESS.findall(to.group(1)), ours, system=True) if to else []
+    return found if len(found) == 1 else []
+
+
+def fallback(own: str, ours: set[str]) -> list[str]:
+    """Addresses written in a free-text notice, on lines that don't name a mail system."""
+    candidates: list[str] = []
+    for line in own.splitlines():
+        if _NOT_RECIPIENT_LINE.search(line):
+            continue
+        candidates.extend(_ADDRESS.findall(line))
+    return _clean(candidates, ours, system=False)
+
+
+def is_mail_system(address: str) -> bool:
+    """A mail system's own sender (MAILER-DAEMON, MDaemon…): never a failed recipient."""
+    return bool(_DAEMON_LOCAL.match(address.split("@", 1)[0]))
+
+
+def _groups(pattern: re.Pattern[str], text: str) -> list[str]:
+    found: list[str] = []
+    for match in pattern.finditer(text):
+        found.extend(g for g in match.groups() if g)
+    return found
+
+
+def _clean(addresses: list[str], ours: set[str], *, system: bool) -> list[str]:
+    """Lower-cased, once each, without ours; `system`: keep postmaster@ and the like
+    (a family's own recipient line may name one; free text names them as contacts)."""
+    out: list[str] = []
+    for raw in addresses:
+        address = raw.strip("<>.'\"").lower()
+        local = address.split("@", 1)[0]
+        if address in ours or address in out or is_mail_system(address):
+            continue
+        if not system and _SYSTEM_LOCAL.match(local):
+            continue
+        out.append(address)
+    return out

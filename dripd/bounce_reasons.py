@@ -1,0 +1,111 @@
+"""Why a recipient failed, as a small enum: from the status code and the server's words.
+
+The remote server's own words win over the code when they are specific (a
+"5.7.1 ... user unknown" is an unknown user, not a policy block), then the
+RFC 3463 code, then "other". Pure.
+
+What it means for a contact (see `bounces.Failure.bounces_contact`): only a
+permanent failure for a reason that is the recipient's (unknown user, domain
+gone, a mailbox full for good, too large, other) bounces the contact. A policy
+or reputation block is about the rep's mail, not the address: nobody bounces
+and the rep hears about it.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+
+
+class Reason(enum.StrEnum):
+    UNKNOWN_USER = "unknown user"
+    MAILBOX_FULL = "mailbox full"
+    POLICY = "policy or spam block"
+    DOMAIN_GONE = "domain gone"
+    TOO_LARGE = "message too large"
+    TEMPORARY = "rate or temporary"
+    OTHER = "other"
+
+
+_WORDS: tuple[tuple[Reason, re.Pattern[str]], ...] = tuple(
+    (reason, re.compile(pattern, re.IGNORECASE))
+    for reason, pattern in (
+        (
+            Reason.POLICY,
+            r"spam|blocklist|blacklist|block ?list|\blisted (?:at|by|on)\b|\brbl\b|spamhaus|"
+            r"dnsbl|reputation|policy reasons|not accepted (?:for|due to) policy|dmarc|"
+            r"\bspf\b|dkim|content (?:rejected|filter)|rejected (?:due to|for) (?:content|policy)|"
+            r"message (?:was )?(?:blocked|rejected) (?:by|as|because)|bulk mail|junk|"
+            r"suspicious|virus|malware|poor reputation|access denied.{0,40}(?:ip|sender)|"
+            r"sender (?:address )?(?:rejected|blocked)|client host .{0,60}blocked",
+        ),
+        (
+            Reason.MAILBOX_FULL,
+            r"mailbox (?:is )?full|over ?quota|quota exceeded|exceeded (?:the )?(?:storage|quota)|"
+            r"insufficient (?:system )?storage|mailbox size limit|out of storage|disk full|"
+            r"full mailbox|storage allocation|inbox is full|box is full|user is over|"
+            r"mailbox.{0,40}(?:exceeded|limit)|more messages than",
+        ),
+        (
+            Reason.TOO_LARGE,
+            r"message (?:size )?(?:exceeds|too (?:large|big))|too large|size limit|"
+            r"message is larger|exceeds (?:the )?(?:maximum|fixed maximum) (?:message )?size",
+        ),
+        (
+            Reason.UNKNOWN_USER,
+            r"user unknown|unknown user|no such (?:user|mailbox|recipient|address|person)|"
+            r"unknown (?:recipient|mailbox|address|local[- ]part)|does not exist|doesn't exist|"
+            r"not exist|invalid (?:recipient|mailbox|address|user)|recipient (?:address )?rejected|"
+            r"address rejected|mailbox (?:unavailable|not found|disabled|inactive)|"
+            r"account (?:is )?(?:disabled|inactive|closed|suspended|expired|deactivated)|"
+            r"not (?:a )?(?:valid|known) (?:user|recipient|mailbox)|no mailbox|"
+            r"user not found|recipient not found|no longer (?:available|valid|active)|"
+            r"addressee unknown|not listed in|undeliverable address|no such account|"
+            r"doesn't have an? .{0,40}account|"
+            r"bad destination mailbox|mailbox .{0,30}not (?:found|exist)|unknown or illegal",
+        ),
+        (
+            Reason.DOMAIN_GONE,
+            r"host (?:or domain name )?not found|domain (?:does not exist|not found)|"
+            r"domain name not found|"
+            r"name service error|no mx|mx record|host unknown|unknown host|nxdomain|"
+            r"unrouteable (?:domain|address)|no route to host|"
+            r"domain .{0,40}(?:not exist|no longer)|"
+            r"not resolv|could not be resolved|dns error|bad domain",
+        ),
+        (
+            Reason.TEMPORARY,
+            r"rate limit|too many|try again later|temporar|deferred|greylist|"
+            r"timed? ?out|connection (?:refused|reset|lost)|will retry|service unavailable",
+        ),
+    )
+)
+
+_CODES: dict[str, Reason] = {
+    "5.1.0": Reason.UNKNOWN_USER,
+    "5.1.1": Reason.UNKNOWN_USER,
+    "5.1.6": Reason.UNKNOWN_USER,
+    "5.2.1": Reason.UNKNOWN_USER,
+    "5.1.2": Reason.DOMAIN_GONE,
+    "5.1.10": Reason.DOMAIN_GONE,
+    "5.4.4": Reason.DOMAIN_GONE,
+    "4.4.4": Reason.DOMAIN_GONE,
+    "5.2.2": Reason.MAILBOX_FULL,
+    "4.2.2": Reason.MAILBOX_FULL,
+    "5.2.3": Reason.TOO_LARGE,
+    "5.3.4": Reason.TOO_LARGE,
+}
+
+
+def reason_of(status: str | None, diagnostic: str) -> Reason:
+    """The reason a recipient failed, from its RFC 3463 code and the server's words."""
+    for reason, pattern in _WORDS:
+        if pattern.search(diagnostic):
+            return reason
+    if status in _CODES:
+        return _CODES[status]
+    if status and status.startswith("5.7."):
+        return Reason.POLICY
+    if status and status.startswith("4."):
+        return Reason.TEMPORARY
+    return Reason.OTHER

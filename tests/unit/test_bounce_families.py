@@ -1,0 +1,157 @@
+"""Every mail-server family's sample (tests/corpus/families, written for dripd): what it is,
+whom it is about, permanent or not, and why; then what the classifier makes of it."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_bounces import mutate  # random damage of the kinds real mail has
+
+from dripd import bounce_reasons, bounces, classify, incoming
+
+FAMILIES = Path(__file__).resolve().parents[1] / "corpus" / "families"
+EXPECTED: dict[str, dict[str, Any]] = tomllib.loads((FAMILIES / "expected.toml").read_text())
+
+
+class World:
+    """The expected addresses are contacts, and every quoted Message-ID was sent to the first."""
+
+    def __init__(self, addresses: list[str]) -> None:
+        self.contacts = {a: classify.ContactRef(id=i + 1, email=a) for i, a in enumerate(addresses)}
+
+    def sent(self, message_id: str) -> classify.SentRef | None:
+        if not message_id.startswith("<q3-") or not self.contacts:
+            return None
+        first = next(iter(self.contacts.values()))
+        return classify.SentRef(
+            message_id=message_id, contact_id=first.id, recipient=first.email, rep="mike"
+        )
+
+    def contact(self, address: str) -> classify.ContactRef | None:
+        return self.contacts.get(address)
+
+    def rep_of(self, address: str) -> str | None:
+        return "mike" if address == "mike@acme.example" else None
+
+    def digest(self, message_id: str) -> str | None:
+        return None
+
+
+def mail(name: str) -> incoming.Incoming:
+    return incoming.parse((FAMILIES / name).read_bytes())
+
+
+def test_the_corpus_covers_forty_families() -> None:
+    assert {p.name for p in FAMILIES.glob("*.eml")} == set(EXPECTED)
+    bounce_families = {e["family"] for e in EXPECTED.values() if e["class"] == "bounce"}
+    assert len(bounce_families) >= 40
+    assert sum(e["class"] == "complaint" for e in EXPECTED.values()) >= 4
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED), ids=str)
+def test_sample(name: str) -> None:
+    expected = EXPECTED[name]
+    message = mail(name)
+    bounce = bounces.parse_bounce(message.message)
+    if expected["class"] != "bounce":
+        assert bounce is None
+    else:
+        assert bounce is not None
+        assert sorted(f.recipient for f in bounce.failures) == sorted(expected["recipients"])
+        assert {f.permanent for f in bounce.failures} == {expected["permanent"]}
+        assert {str(f.reason) for f in bounce.failures} == {expected["reason"]}
+    verdict = classify.classify(message, World(expected["recipients"]), received=date(2025, 6, 2))
+    if expected["class"] == "not-bounce":
+        assert verdict.cls not in {"bounce", "complaint"}
+        return
+    assert verdict.cls == expected["class"]
+    assert verdict.contact is not None and verdict.contact.email in expected["recipients"]
+    if expected["class"] == "bounce":
+        # Only a permanent failure that is neither a policy block nor a full mailbox ends
+        # the contact (those go to the rep, and to the repeated-failures rule).
+        soft = {str(bounce_reasons.Reason.POLICY), str(bounce_reasons.Reason.MAILBOX_FULL)}
+        ends = expected["permanent"] and expected["reason"] not in soft
+        assert verdict.permanent is ends
+
+
+@pytest.mark.parametrize(
+    ("status", "words", "reason"),
+    [
+        ("5.1.1", "550 5.1.1 User unknown", "unknown user"),
+        (
+            "5.7.1",
+            "550 5.7.1 <x@y.example>: Recipient address rejected: user unknown",
+            "unknown user",
+        ),
+        (
+            "5.7.1",
+            "554 5.7.1 Service unavailable; client host blocked using zen.spamhaus",
+            "policy or spam block",
+        ),
+        ("5.7.1", "550 5.7.1 Message rejected as spam", "policy or spam block"),
+        (
+            "5.7.26",
+            "550 5.7.26 unauthenticated email is not accepted due to DMARC policy",
+            "policy or spam block",
+        ),
+        ("5.2.2", "552 5.2.2 Mailbox full", "mailbox full"),
+        ("4.2.2", "452 4.2.2 over quota", "mailbox full"),
+        ("5.4.4", "Host or domain name not found", "domain gone"),
+        ("5.3.4", "552 5.3.4 Message too big", "message too large"),
+        ("4.7.0", "421 4.7.0 Try again later", "rate or temporary"),
+        ("4.4.1", "connection timed out", "rate or temporary"),
+        ("5.0.0", "550 Requested action not taken", "other"),
+        (None, "", "other"),
+    ],
+)
+def test_reason(status: str | None, words: str, reason: str) -> None:
+    assert str(bounce_reasons.reason_of(status, words)) == reason
+
+
+# --- hostile and broken copies: never raise, never bounce the wrong contact -----------
+
+ADDRESS = re.compile(rb"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+MESSAGE_ID = re.compile(rb"(?im)^message-id:[ \t]*<([^<>\s]+)>")
+SAMPLES = sorted(EXPECTED)
+
+
+def everyone_in(raw: bytes, expected: list[str]) -> World:
+    """Every address the sample names is a contact (the rep too): the failed ones first,
+    then bystanders. Message-IDs look like addresses but name no one."""
+    ids = {a.lower() for a in MESSAGE_ID.findall(raw)}
+    named = [a.decode().lower().strip(".") for a in ADDRESS.findall(raw) if a.lower() not in ids]
+    return World(list(dict.fromkeys([*expected, *named])))
+
+
+def bounced(raw: bytes, world: World) -> set[str]:
+    """The contacts dripd would mark bounced on reading `raw`."""
+    verdict = classify.classify(incoming.parse(raw), world, received=date(2025, 6, 2))
+    if verdict.cls != "bounce":
+        return set()
+    return {f.contact.email for f in verdict.failed if f.contact and f.failure.bounces_contact}
+
+
+@pytest.mark.parametrize("name", SAMPLES, ids=str)
+def test_truncated_copies_bounce_no_one_else(name: str) -> None:
+    raw = (FAMILIES / name).read_bytes()
+    expected = EXPECTED[name]
+    allowed = set(expected["recipients"]) if expected["class"] == "bounce" else set()
+    world = everyone_in(raw, expected["recipients"])
+    for cut in range(0, len(raw), max(1, len(raw) // 24)):
+        assert bounced(raw[:cut], world) <= allowed, cut
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(SAMPLES), st.integers(0, 2**32), st.integers(1, 10))
+def test_mutated_copies_bounce_no_one_else(name: str, seed: int, edits: int) -> None:
+    raw = (FAMILIES / name).read_bytes()
+    expected = EXPECTED[name]
+    allowed = set(expected["recipients"]) if expected["class"] == "bounce" else set()
+    assert bounced(mutate(raw, seed, edits), everyone_in(raw, expected["recipients"])) <= allowed
