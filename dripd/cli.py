@@ -312,6 +312,49 @@ def contacts_list(stage: str | None, campaign: str | None, as_json: bool) -> Non
         out.contact_table(stdout, people, current)
 
 
+@contacts_group.command("export")
+@config_option
+@click.option("--stage", type=click.Choice(["suspect", "prospect", "lead", "customer"]))
+@click.option("--campaign", metavar="CAMPAIGN", help="Only contacts active in this campaign.")
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines: one object a contact.")
+def contacts_export(stage: str | None, campaign: str | None, as_json: bool) -> None:
+    """Every contact (fields, stage, status, touches, campaigns) as CSV that import reads back."""
+    from dripd import export
+
+    app = open_app()
+    if campaign:
+        app.catalog.get(campaign)
+    write = export.write_json_lines if as_json else export.write_csv
+    with app.reader.connect() as conn:
+        write(conn, sys.stdout, stage=stage, campaign=campaign)
+
+
+@contacts_group.command("forget")
+@config_option
+@click.argument("email")
+@click.option("--yes", is_flag=True, help="Do not ask: erase at once (scripts).")
+def contacts_forget(email: str, yes: bool) -> None:
+    """Erase a person (fields, history, emails, inbox records); their address is refused later."""
+    from dripd import forget
+
+    try:
+        address = contacts.validate({"email": email}, contacts.Rules()).email
+    except ValueError as exc:
+        raise errors.ContactError(str(exc)) from exc
+    assert address is not None
+    if not yes and not click.confirm(f"erase {address} and everything about them?", err=True):
+        raise errors.UsageError("nothing erased")
+    app = open_app()
+    with app.engine.begin() as conn:
+        erased = forget.erase(conn, address, app.clock.now())
+    forget.flush(app.engine)
+    what = "the contact and" if erased.contact else "no contact, but"
+    stdout.print(
+        f"forgot {address}: {what} {erased.rows + erased.blanked} record(s) erased or blanked; "
+        "a later import of this address is refused"
+    )
+
+
 @contacts_group.command("show")
 @config_option
 @click.argument("email")

@@ -29,6 +29,8 @@ STANDARD = (
     "created_at",
 )
 TEXT_FIELDS = ("first_name", "last_name", "company", "phone")
+# What `contacts export` adds of dripd's own records: an import passes over them
+RECORDED = frozenset({"touches", "last_touch_at", "campaigns"})
 MAX_TEXT = 200  # characters in a name, company or phone
 MAX_CUSTOM = 5000  # characters in a custom field value
 CUSTOM_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
@@ -81,6 +83,8 @@ def validate(
     for key, text in raw.items():
         name = key if normalized else field_name(key)
         kind = rules.kinds.get(name) or rules.kinds.setdefault(name, _kind(name, rules))
+        if kind == "recorded":
+            continue
         if kind != "custom" and not LINE_BREAKS.isdisjoint(text):
             # checked before trimming: "Bob\r\n" is a broken or hostile value, not "Bob"
             raise ValueError(f"{name} contains a control character or line break")
@@ -112,6 +116,8 @@ def _kind(name: str, rules: Rules) -> str:
         return "email"
     if name in STANDARD:
         return "standard"
+    if name in RECORDED:
+        return "recorded"
     if not CUSTOM_NAME.match(name):
         raise ValueError(
             f"field name {name!r}: use letters, digits and underscores, starting with a letter"

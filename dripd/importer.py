@@ -15,7 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from dripd import campaigns, csvfile, errors, pipeline, schedule, stages
+from dripd import campaigns, csvfile, errors, forget, pipeline, schedule, stages
 from dripd.app import App
 from dripd.store import queries, schema
 
@@ -42,6 +42,14 @@ def import_csv(
     cause = f"imported from {path.name}"
     bulk = campaign is not None and not _needs_slow_path(app, campaign)
     with app.engine.begin() as conn:
+        erased = forget.forgotten(conn, [r.key for r in rows])
+        if erased:
+            report.problems += [
+                f"line {r.line}: {r.key} asked to be forgotten: not imported"
+                for r in rows
+                if r.key in erased
+            ]
+            rows = [r for r in rows if r.key not in erased]
         existing = queries.existing_keys(conn, [r.key for r in rows])
         new = [r for r in rows if r.key not in existing]
         old = [r for r in rows if r.key in existing]

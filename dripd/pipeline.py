@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from dripd import campaigns, contacts, dates, errors, schedule, stages, windows
+from dripd import campaigns, contacts, dates, errors, forget, schedule, stages, windows
 from dripd.app import App
 from dripd.store import queries, schema
 from dripd.store.queries import Contact, Enrollment
@@ -287,8 +287,8 @@ def set_fields(
 def _changes(contact: Contact, values: contacts.Values) -> tuple[dict[str, Any], dict[str, str]]:
     changes: dict[str, Any] = {}
     for key, value in values.standard.items():
-        if key in ("created_at",):
-            continue
+        if key == "created_at" or (value is None and key in ("stage", "status")):
+            continue  # an empty stage or status cell leaves it as it is
         stored = value if value is not None or key in ("timezone", "owner", "referred_by") else ""
         if getattr(contact, key) != stored:
             changes[key] = stored
@@ -363,7 +363,12 @@ def _fields_json(custom: Mapping[str, str | None]) -> str:
 def create_contact(
     app: App, conn: sa.Connection, email: str, values: contacts.Values, now: datetime, *, cause: str
 ) -> int:
-    """Store a new contact from validated values; its id."""
+    """Store a new contact from validated values; its id.
+
+    An address that asked to be forgotten is refused (ContactError).
+    """
+    if forget.forgotten(conn, [email]):
+        raise errors.ContactError(f"{email} asked to be forgotten: not added")
     std = values.standard
     default_owner = app.config.reps[0].id if app.config.reps else None
     contact_id = queries.insert_contact(conn, contact_row(email, values, now, default_owner))

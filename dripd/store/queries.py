@@ -221,6 +221,11 @@ def prepared(statement: Any, keys: Iterable[str]) -> Prepared:
     return found
 
 
+def contact_from_row(row: sa.Row[Any]) -> Contact:
+    """A contact from a row of the contacts table."""
+    return _contact(row)
+
+
 def _contact(row: sa.Row[Any]) -> Contact:
     data = dict(row._mapping)
     data.pop("email_key", None)

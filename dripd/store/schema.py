@@ -210,6 +210,15 @@ outbox_bodies = sa.Table(
     sa.Column("data", sa.LargeBinary, nullable=False),
 )
 
+# Addresses erased by `dripd contacts forget`: only a keyed hash (HMAC-SHA256 with
+# this database's own key, settings "forget_key"), so a later import is refused.
+forgotten = sa.Table(
+    "forgotten",
+    metadata,
+    sa.Column("hash", sa.String(64), primary_key=True),
+    sa.Column("at", UTCDateTime, nullable=False),
+)
+
 settings = sa.Table(
     "settings",
     metadata,
