@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pydantic
@@ -61,6 +62,14 @@ class _Model(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+def _in_config_folder(value: str | None, info: pydantic.ValidationInfo) -> str | None:
+    """A relative path in the config, resolved in the config file's folder."""
+    folder = (info.context or {}).get("folder")
+    if value and folder is not None and not Path(value).is_absolute():
+        return str(Path(folder) / value)
+    return value
+
+
 class Secret(_Model):
     """A mailbox's password, named by environment variable or file, never written in the config.
 
@@ -79,10 +88,7 @@ class Secret(_Model):
     def _ca_file_in_config_folder(
         cls, value: str | None, info: pydantic.ValidationInfo
     ) -> str | None:
-        folder = (info.context or {}).get("folder")
-        if value and folder is not None and not Path(value).is_absolute():
-            return str(Path(folder) / value)
-        return value
+        return _in_config_folder(value, info)
 
     @pydantic.model_validator(mode="after")
     def _remember_folder(self, info: pydantic.ValidationInfo) -> Secret:
@@ -112,8 +118,12 @@ def _read_secret_file(name: str, folder: Path | None) -> str:
         raise errors.ConfigError(f"password file {path}: {exc.strerror or exc}") from exc
 
 
+Auth = Literal["password", "oauth2"]
+
+
 class SmtpConfig(Secret):
     host: str
+    auth: Auth = "password"  # oauth2: XOAUTH2 with the rep's [reps.oauth2] sign-in
     port: int = pydantic.Field(default=587, ge=1, le=65535)
     security: Literal["starttls", "tls", "none"] = "starttls"
     username: str | None = None
@@ -131,6 +141,7 @@ class SmtpConfig(Secret):
 
 class ImapConfig(Secret):
     host: str
+    auth: Auth = "password"
     port: int = pydantic.Field(default=993, ge=1, le=65535)
     security: Literal["tls", "starttls", "none"] = "tls"
     username: str | None = None
@@ -149,6 +160,86 @@ class ImapConfig(Secret):
         return self
 
 
+class OAuth2Config(_Model):
+    """How a rep signs in with OAuth2 (dripd.tokens): the provider and the app registration.
+
+    `microsoft` and `google` carry their endpoints and scopes (dripd.tokens.PRESETS);
+    the URL keys and `scopes` override them, and a `custom` provider must set
+    `token_url` and a way to sign in (`device_authorization_url` or
+    `authorization_url`).
+    """
+
+    provider: Literal["microsoft", "google", "custom"]
+    client_id: str = pydantic.Field(min_length=1)
+    client_secret_env: str | None = None
+    client_secret_file: str | None = None
+    tenant: str | None = pydantic.Field(default=None, pattern=r"^[A-Za-z0-9.-]+$")
+    device_authorization_url: str | None = None
+    authorization_url: str | None = None
+    token_url: str | None = None
+    revocation_url: str | None = None
+    scopes: list[str] | None = None
+    ca_file: str | None = None
+    _folder: Path | None = pydantic.PrivateAttr(default=None)
+
+    @pydantic.field_validator(
+        "device_authorization_url", "authorization_url", "token_url", "revocation_url"
+    )
+    @classmethod
+    def _https_or_loopback(cls, value: str | None) -> str | None:
+        if value is not None:
+            _check_endpoint(value)
+        return value
+
+    @pydantic.field_validator("ca_file")
+    @classmethod
+    def _ca_file_in_config_folder(
+        cls, value: str | None, info: pydantic.ValidationInfo
+    ) -> str | None:
+        return _in_config_folder(value, info)
+
+    @pydantic.model_validator(mode="after")
+    def _complete(self, info: pydantic.ValidationInfo) -> OAuth2Config:
+        self._folder = (info.context or {}).get("folder")
+        if self.client_secret_env and self.client_secret_file:
+            raise ValueError("set client_secret_env or client_secret_file, not both")
+        if self.tenant is not None and self.provider != "microsoft":
+            raise ValueError('tenant is only for provider = "microsoft"')
+        if self.provider == "custom":
+            if not self.token_url:
+                raise ValueError('provider = "custom" needs token_url')
+            if not (self.device_authorization_url or self.authorization_url):
+                raise ValueError(
+                    'provider = "custom" needs device_authorization_url or authorization_url'
+                )
+        return self
+
+    def client_secret(self) -> str | None:
+        """The app's secret where its client type has one (Google); ConfigError if unreadable."""
+        if self.client_secret_env:
+            value = os.environ.get(self.client_secret_env)
+            if value is None:
+                raise errors.ConfigError(
+                    f"environment variable {self.client_secret_env} is not set"
+                )
+            return value
+        if self.client_secret_file:
+            return _read_secret_file(self.client_secret_file, self._folder)
+        return None
+
+
+def _check_endpoint(url: str) -> None:
+    """https://, or http:// to loopback only (as security = "none" is for mail)."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return
+    if parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS:
+        return
+    if parts.scheme == "http":
+        raise ValueError(f"http:// is only allowed to localhost, not to {parts.hostname!r}")
+    raise ValueError(f"not an https:// URL: {url!r}")
+
+
 def _refuse_plain(security: str, host: str) -> None:
     if security == "none" and host not in LOOPBACK_HOSTS:
         raise ValueError(f'security = "none" is only allowed to localhost, not to {host!r}')
@@ -165,6 +256,34 @@ class RepConfig(_Model):
     timezone: TimeZoneName | None = None
     smtp: SmtpConfig | None = None
     imap: ImapConfig | None = None
+    oauth2: OAuth2Config | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _oauth2_where_used(self) -> RepConfig:
+        for name, box in (("smtp", self.smtp), ("imap", self.imap)):
+            if box is None or box.auth != "oauth2":
+                continue
+            if self.oauth2 is None:
+                raise ValueError(f'{name}.auth = "oauth2" needs a [reps.oauth2] table')
+            if box.password_env or box.password_file:
+                raise ValueError(
+                    f'{name}: auth = "oauth2" signs in with `dripd auth {self.id}`, '
+                    "not a password: remove password_env/password_file"
+                )
+        return self
+
+    @property
+    def uses_oauth2(self) -> bool:
+        """Whether any of the rep's mailboxes signs in with OAuth2."""
+        return any(box is not None and box.auth == "oauth2" for box in (self.smtp, self.imap))
+
+    @property
+    def login(self) -> str:
+        """The mailbox's user name for XOAUTH2: the SMTP or IMAP username, else the address."""
+        for box in (self.smtp, self.imap):
+            if box is not None and box.auth == "oauth2" and box.username:
+                return box.username
+        return self.email
 
     @property
     def first_name(self) -> str:
