@@ -152,6 +152,11 @@ def _secret_warnings(cfg: config.Config) -> list[str]:
 
     found: list[str] = []
     for rep in cfg.reps:
+        if rep.oauth2 is not None and rep.uses_oauth2:
+            try:
+                rep.oauth2.client_secret()
+            except errors.ConfigError as exc:
+                found.append(f"rep {rep.id} oauth2: {exc}")
         for name, box in (("smtp", rep.smtp), ("imap", rep.imap)):
             if box is None:
                 continue
@@ -447,6 +452,40 @@ def status(as_json: bool) -> None:
 
 
 # -- reps -------------------------------------------------------------------
+
+
+@cli.command()
+@config_option
+@click.argument("rep_id", metavar="REP", required=False)
+@click.option("--list", "listing", is_flag=True, help="Each rep's sign-in: as whom, since when.")
+@click.option("--forget", is_flag=True, help="Drop REP's sign-in (and revoke it where possible).")
+@click.option(
+    "--browser",
+    is_flag=True,
+    help="Sign in through a browser (code + PKCE) even where a device code is offered.",
+)
+@json_option
+def auth(rep_id: str | None, listing: bool, forget: bool, browser: bool, as_json: bool) -> None:
+    """Sign REP in to their mail provider (OAuth2); --list shows every rep's sign-in."""
+    from dripd import signin
+
+    app = open_app()
+    if listing or rep_id is None:
+        if rep_id is not None or forget:
+            raise errors.UsageError("--list takes no REP and no --forget")
+        found = signin.statuses(app)
+        if as_json:
+            print_json([s.to_json() for s in found])
+        else:
+            from dripd import tables as out
+
+            out.sign_in_table(stdout, found)
+        return
+    rep = app.config.rep(rep_id)
+    if forget:
+        click.echo(signin.forget(app, rep))
+        return
+    signin.sign_in(app, rep, click.echo, sys.stdin, browser=browser)
 
 
 @cli.command()

@@ -86,6 +86,17 @@ class _XOAuth2(aioimaplib.Command):  # type: ignore[misc]
         super().append_to_resp(line, result)
 
 
+def _authenticated(protocol: aioimaplib.IMAP4ClientProtocol, response: aioimaplib.Response) -> None:
+    """What aioimaplib's LOGIN does on OK: the state, and the capabilities the OK lists.
+
+    Dovecot announces IDLE only after login: without them, the watcher polled.
+    """
+    protocol.state = aioimaplib.AUTH
+    for line in response.lines:
+        if isinstance(line, bytes) and line.startswith(b"CAPABILITY"):
+            protocol.capabilities |= set(line.decode().split()[1:])
+
+
 def _sasl_reason(challenge: bytes) -> str:
     """The server's reason in an XOAUTH2 error challenge (`{"status":"401",...}`), briefly."""
     try:
@@ -176,7 +187,7 @@ class Session:
             execute = client.protocol.execute(command, scrub=command.sasl)
             response = await self._run(asyncio.wait_for(execute, TIMEOUT))
             if response.result == "OK":
-                client.protocol.state = aioimaplib.AUTH
+                _authenticated(client.protocol, response)
                 return
             source.reject(token)
             if attempt == 2:
@@ -321,8 +332,9 @@ class Session:
         client = self._client
         if client is None:
             return
-        with contextlib.suppress(OSError, TimeoutError, aioimaplib.AioImapException):
-            await client.logout()
+        if not self._lost.is_set():  # after a hang-up (a BYE) LOGOUT would wait out TIMEOUT
+            with contextlib.suppress(OSError, TimeoutError, aioimaplib.AioImapException):
+                await client.logout()
         # aioimaplib leaves the socket to the server's hang-up after LOGOUT; a
         # loop that ends right away (`check --connect`) would never see it.
         # The session is over: no TLS goodbye to wait for.

@@ -194,12 +194,8 @@ class Sender:
         if self.settings.auth != "oauth2":
             return True
         with self.app.reader.connect() as conn:
-            stored = tokens.read(conn, self.rep.id)
-        if stored is None:
-            problem = str(tokens.not_signed_in(self.rep.id))
-        elif stored.lost:
-            problem = str(tokens.lost_error(self.rep.id, stored))
-        else:
+            problem = tokens.problem(self.rep, tokens.read(conn, self.rep.id))
+        if problem is None:
             if self._signin_lost is not None:
                 self._signin_lost = None
                 self.resume_at = None

@@ -32,13 +32,16 @@ import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from dripd import config, errors, oauth
+from dripd import config, errors
 from dripd.clock import Clock
 from dripd.store import schema
+
+if TYPE_CHECKING:  # authlib and requests load only when a token is refreshed
+    from dripd import oauth
 
 logger = logging.getLogger("dripd.tokens")
 
@@ -206,6 +209,17 @@ def lost_error(rep: str, stored: Stored) -> errors.SignInError:
     )
 
 
+def problem(rep: config.RepConfig, stored: Stored | None) -> str | None:
+    """Why an OAuth2 rep cannot log in (not signed in, sign-in lost), or None."""
+    if not rep.uses_oauth2:
+        return None
+    if stored is None:
+        return str(not_signed_in(rep.id))
+    if stored.lost:
+        return str(lost_error(rep.id, stored))
+    return None
+
+
 class TokenSource:
     """Access tokens for one rep's mailboxes; `await access_token()` before each login.
 
@@ -276,6 +290,8 @@ class TokenSource:
 
     async def _refresh(self, old: str) -> str | None:
         """Refresh with `old` (this instance holds the claim); None to look again."""
+        from dripd import oauth
+
         try:
             token = await asyncio.to_thread(self.provider.refresh, old)
         except oauth.Refused as exc:
@@ -341,5 +357,7 @@ def source(
     key = (rep.id, rep.oauth2.model_dump_json() + rep.login)
     found = by_rep.get(key)
     if found is None:
+        from dripd import oauth
+
         found = by_rep[key] = TokenSource(engine, rep, clock, oauth.Provider(rep.oauth2))
     return found
