@@ -310,6 +310,9 @@ def test_paste_back_list_and_forget(world: World) -> None:
     assert mike["signed_in"] is True and mike["problem"] is None
     table = world.dripd("auth", "--list")
     assert "mike" in table.stdout and world.account.address in table.stdout
+    check = world.dripd("check", "--connect")
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert f"logged in as {world.account.address} (OAuth2)" in check.stdout
     refresh = [t for t in world.provider.issued() if t.startswith("rt-")][-1]
     forgot = world.dripd("auth", "mike", "--forget")
     assert "revoked it at the provider" in forgot.stdout
