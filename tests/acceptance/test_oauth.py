@@ -6,7 +6,7 @@ XOAUTH2 only and checking each token there, Dovecot with its oauth2 passdb.
 
 - `dripd auth mike` by the device flow; `dripd run` sends three batches and
   reads a reply, across several access-token expiries (the SMTP server hangs
-  up idle sessions after 2 s, Dovecot's sessions are kicked as Outlook ends
+  up idle sessions after 1.5 s, Dovecot's sessions are kicked as Outlook ends
   them at expiry), with refresh-token rotations; nothing is sent twice.
 - The admin revokes the sign-in mid-run: the mailbox rests with one log
   line saying what to run, `status` and `check --connect` say it, the batch
@@ -36,7 +36,7 @@ import pytest
 import servers
 
 DRIPD = str(Path(sys.executable).with_name("dripd"))
-LIFETIME = 3  # seconds an access token lives
+LIFETIME = 2  # seconds an access token lives
 CAMPAIGN = """\
 name = "Blast"
 send_window = "daily 00:00-24:00"
@@ -56,7 +56,7 @@ class World:
     def __init__(self, folder: Path, provider: oauth_server.OAuthServer) -> None:
         self.folder = folder
         self.provider = provider
-        self.smtp = servers.SmtpServer(oauth2=provider.introspect, timeout=2.0).start()
+        self.smtp = servers.SmtpServer(oauth2=provider.introspect, timeout=1.5).start()
         self.dovecot = servers.Dovecot(oauth2_introspection=provider.introspection_url).start()
         self.account = self.dovecot.new_user("mike")
         self.db = folder / "dripd.db"
@@ -284,7 +284,7 @@ def _run_and_revoke(world: World, log: Path, wake: Callable[[], None]) -> None:
 
     # The admin revokes dripd's access: the next logins fail, the mailbox rests.
     provider.revoke_user(world.account.address)
-    time.sleep(2.5)  # the SMTP server hangs up the idle session
+    time.sleep(2)  # the SMTP server hangs up the idle session
     world.kick()
     world.import_contacts(1)
     wake()

@@ -112,14 +112,14 @@ def test_logins_through_expiries_and_rotations(
 ) -> None:
     rep, engine, source = _signed_in(sqlite_url, provider, dovecot_oauth, smtp_server)
     refresh_tokens = {_stored(engine).refresh_token}
-    for _ in range(3):  # each round after the access token expired
+    for _ in range(2):  # each round after the access token expired
         servers.run_client(_log_in_both(rep, source))
         refresh_tokens.add(_stored(engine).refresh_token)
         time.sleep(LIFETIME * 0.85)  # past its fresh-until (expiry less 20 %)
-    assert source.refreshes >= 2
+    assert source.refreshes >= 1
     assert len(refresh_tokens) == source.refreshes + 1  # every rotation kept
     assert provider.count("refresh_refused") == 0
-    assert dovecot_oauth.log_tail().count("method=XOAUTH2") >= 3
+    assert dovecot_oauth.log_tail().count("method=XOAUTH2") >= 2
     engine.dispose()
 
 
@@ -153,13 +153,13 @@ def test_two_instances_refresh_at_once_without_losing_a_rotation(
         async def both() -> list[str]:
             return list(await asyncio.gather(*(s.access_token() for s in sources)))
 
-        for _ in range(3):
+        for _ in range(2):
             time.sleep(LIFETIME * 0.85)
             got = asyncio.run(both())
             for token in got:
                 assert provider.introspect(token)["active"] is True
         assert provider.count("refresh_refused") == 0  # no refresh token used twice
-        assert sum(s.refreshes for s in sources) == 3  # one refresher per expiry
+        assert sum(s.refreshes for s in sources) == 2  # one refresher per expiry
         issued = [t for t in provider.issued() if t.startswith("rt-")]
         assert _stored(engines[0]).refresh_token == issued[-1]  # the last rotation kept
     finally:
