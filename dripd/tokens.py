@@ -30,7 +30,7 @@ import os
 import socket
 import weakref
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -61,8 +61,8 @@ class Stored:
 
     rep: str
     subject: str
-    refresh_token: str | None
-    access_token: str | None
+    refresh_token: str | None = field(repr=False)  # secrets: never in a repr or a traceback
+    access_token: str | None = field(repr=False)
     access_fresh_until: datetime | None
     signed_in_at: datetime
     refreshed_at: datetime | None

@@ -122,3 +122,25 @@ def test_login_is_the_username_else_the_address(tmp_path: Path) -> None:
     assert rep.uses_oauth2 and rep.login == "mike@contoso.com"
     named = BASE.replace('auth = "oauth2"\n', 'auth = "oauth2"\nusername = "m.g@contoso.com"\n', 1)
     assert _load(tmp_path, named).reps[0].login == "m.g@contoso.com"
+
+
+def test_a_stored_sign_in_never_shows_its_tokens() -> None:
+    from datetime import UTC, datetime
+
+    from dripd import tokens
+
+    stored = tokens.Stored(
+        rep="mike",
+        subject="mike@contoso.com",
+        refresh_token="rt-never-shown",
+        access_token="at-never-shown",
+        access_fresh_until=None,
+        signed_in_at=datetime(2026, 1, 1, tzinfo=UTC),
+        refreshed_at=None,
+        refreshing_by=None,
+        refreshing_until=None,
+        lost_at=None,
+        lost_reason=None,
+    )
+    assert "never-shown" not in repr(stored)
+    assert "never-shown" not in str(tokens.lost_error("mike", stored))
