@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import oauth_server
@@ -73,7 +72,8 @@ def _sign_in(engine: sa.Engine, rep: Any, provider: oauth_server.OAuthServer) ->
     provider.approve_device(grant.user_code, rep.email)
     token = client.wait_device(grant, sleep=lambda _: None)
     with engine.begin() as conn:
-        tokens.save_sign_in(conn, rep.id, rep.email, token, datetime.now(UTC))
+        # the provider keeps real time: so do the tokens (the system clock, as in `dripd auth`)
+        tokens.save_sign_in(conn, rep.id, rep.email, token, clock.SystemClock().now())
 
 
 def _stored(engine: sa.Engine) -> tokens.Stored:
