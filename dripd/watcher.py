@@ -83,18 +83,20 @@ class Watcher:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stop.wait(), SIGNIN_RECHECK)
             except (imap.ImapError, errors.ConfigError, errors.SignInUnavailable) as exc:
+                ended = self.connected.is_set()  # a working session ended, not a failed start
                 self.connected.clear()
                 self._failures += 1
                 wait = min(RECONNECT[0] * 2 ** (self._failures - 1), RECONNECT[1])
-                logger.warning(
-                    "inbox unreachable, retrying",
-                    extra={
-                        "action": "inbox_error",
-                        "rep": self.rep.id,
-                        "error": str(exc),
-                        "retry_in": f"{wait:.0f}s",
-                    },
-                )
+                log = {"rep": self.rep.id, "error": str(exc), "retry_in": f"{wait:.0f}s"}
+                if ended:  # the server's BYE at an OAuth2 token's expiry, every hour: routine
+                    logger.info(
+                        "inbox session ended, reconnecting",
+                        extra={"action": "inbox_reconnect", **log},
+                    )
+                else:
+                    logger.warning(
+                        "inbox unreachable, retrying", extra={"action": "inbox_error", **log}
+                    )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stop.wait(), wait)
         self.connected.clear()

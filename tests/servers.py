@@ -139,6 +139,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_ports(count: int) -> list[int]:
+    """`count` different free ports (one after the other, the kernel may hand out one twice)."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
 def wait_until(predicate: Any, timeout: float, interval: float = 0.01) -> bool:
     """Poll `predicate()` until it is true or `timeout` seconds pass; its last value."""
     deadline = time.monotonic() + timeout
@@ -987,9 +997,7 @@ class Dovecot:
         self.root = root
         self.certificates = certificates or shared_certificates()
         self.host = HOST
-        self.imap_port = free_port()
-        self.imaps_port = free_port()
-        self.lmtp_port = free_port()
+        self.imap_port, self.imaps_port, self.lmtp_port = free_ports(3)
         self.config_path = root / "dovecot.conf"
         self.log_path = root / "dovecot.log"
         self._users: dict[str, str] = {}

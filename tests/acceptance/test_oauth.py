@@ -263,6 +263,8 @@ def test_auth_then_run_through_expiries_rotation_and_revocation(world: World) ->
 def _run_and_revoke(world: World, log: Path, wake: Callable[[], None]) -> None:
     """`wake`: SIGHUP, so the daemon sees imported contacts now rather than at its next poll."""
     provider = world.provider
+    # Up first: a SIGHUP before dripd has its handlers would end it.
+    _wait(lambda: "action=started" in log.read_text(), 30, "dripd run to start")
     world.import_contacts(3)
     wake()
     _wait(lambda: len(world.delivered()) == 3, 30, "the first batch")
