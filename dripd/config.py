@@ -51,23 +51,24 @@ def _check_slots(text: str) -> str:
     return text
 
 
-Address = Annotated[str, pydantic.AfterValidator(addresses.normalize_address)]
-TimeZoneName = Annotated[str, pydantic.AfterValidator(_check_timezone)]
-WindowText = Annotated[str, pydantic.AfterValidator(_check_window)]
-SlotsText = Annotated[str, pydantic.AfterValidator(_check_slots)]
-DurationText = Annotated[str, pydantic.AfterValidator(_check_duration)]
-
-
-class _Model(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-
-def _in_config_folder(value: str | None, info: pydantic.ValidationInfo) -> str | None:
+def _in_config_folder(value: str, info: pydantic.ValidationInfo) -> str:
     """A relative path in the config, resolved in the config file's folder."""
     folder = (info.context or {}).get("folder")
     if value and folder is not None and not Path(value).is_absolute():
         return str(Path(folder) / value)
     return value
+
+
+Address = Annotated[str, pydantic.AfterValidator(addresses.normalize_address)]
+TimeZoneName = Annotated[str, pydantic.AfterValidator(_check_timezone)]
+WindowText = Annotated[str, pydantic.AfterValidator(_check_window)]
+SlotsText = Annotated[str, pydantic.AfterValidator(_check_slots)]
+DurationText = Annotated[str, pydantic.AfterValidator(_check_duration)]
+ConfigPath = Annotated[str, pydantic.AfterValidator(_in_config_folder)]  # relative: config's folder
+
+
+class _Model(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 class Secret(_Model):
@@ -82,13 +83,6 @@ class Secret(_Model):
     password_env: str | None = None
     password_file: str | None = None
     _folder: Path | None = pydantic.PrivateAttr(default=None)
-
-    @pydantic.field_validator("ca_file", check_fields=False)
-    @classmethod
-    def _ca_file_in_config_folder(
-        cls, value: str | None, info: pydantic.ValidationInfo
-    ) -> str | None:
-        return _in_config_folder(value, info)
 
     @pydantic.model_validator(mode="after")
     def _remember_folder(self, info: pydantic.ValidationInfo) -> Secret:
@@ -127,7 +121,7 @@ class SmtpConfig(Secret):
     port: int = pydantic.Field(default=587, ge=1, le=65535)
     security: Literal["starttls", "tls", "none"] = "starttls"
     username: str | None = None
-    ca_file: str | None = None
+    ca_file: ConfigPath | None = None
     timeout: float = pydantic.Field(default=30.0, gt=0)
     max_per_hour: int = pydantic.Field(default=100, ge=1)
     max_per_day: int = pydantic.Field(default=400, ge=1)
@@ -145,7 +139,7 @@ class ImapConfig(Secret):
     port: int = pydantic.Field(default=993, ge=1, le=65535)
     security: Literal["tls", "starttls", "none"] = "tls"
     username: str | None = None
-    ca_file: str | None = None
+    ca_file: ConfigPath | None = None
     folder: str = "INBOX"
     sent_folder: str | None = "Sent"
     # False: the server files what it sends there itself (Gmail, Microsoft 365);
@@ -179,7 +173,7 @@ class OAuth2Config(_Model):
     token_url: str | None = None
     revocation_url: str | None = None
     scopes: list[str] | None = None
-    ca_file: str | None = None
+    ca_file: ConfigPath | None = None
     _folder: Path | None = pydantic.PrivateAttr(default=None)
 
     @pydantic.field_validator(
@@ -190,13 +184,6 @@ class OAuth2Config(_Model):
         if value is not None:
             _check_endpoint(value)
         return value
-
-    @pydantic.field_validator("ca_file")
-    @classmethod
-    def _ca_file_in_config_folder(
-        cls, value: str | None, info: pydantic.ValidationInfo
-    ) -> str | None:
-        return _in_config_folder(value, info)
 
     @pydantic.model_validator(mode="after")
     def _complete(self, info: pydantic.ValidationInfo) -> OAuth2Config:
