@@ -134,6 +134,9 @@ class Provider:
     def __init__(self, settings: config.OAuth2Config) -> None:
         self.settings = settings
         self.endpoints = endpoints(settings)
+        # Given with each request: requests lets $REQUESTS_CA_BUNDLE override a
+        # session's `verify`, which would drop ca_file on hosts that set it.
+        self.http: dict[str, Any] = {"timeout": TIMEOUT, "verify": settings.ca_file or True}
 
     def _session(self) -> OAuth2Session:
         """A new client: raises ConfigError if the client secret can't be read."""
@@ -145,7 +148,6 @@ class Provider:
             token_endpoint_auth_method="client_secret_post" if secret else "none",
             code_challenge_method="S256",
         )
-        session.verify = self.settings.ca_file or True
         return session
 
     def _call(self, action: Callable[[OAuth2Session], Any]) -> dict[str, Any]:
@@ -171,9 +173,7 @@ class Provider:
     def refresh(self, refresh_token: str) -> dict[str, Any]:
         """A new access token (and, where the provider rotates them, a new refresh token)."""
         url = self.endpoints.token_url
-        return self._call(
-            lambda s: s.refresh_token(url, refresh_token=refresh_token, timeout=TIMEOUT)
-        )
+        return self._call(lambda s: s.refresh_token(url, refresh_token=refresh_token, **self.http))
 
     def start_device(self) -> DeviceGrant:
         """RFC 8628 3.1: ask for a device code and the code the person types."""
@@ -183,7 +183,7 @@ class Provider:
         data = {"client_id": self.settings.client_id, "scope": " ".join(self.endpoints.scopes)}
 
         def ask(session: OAuth2Session) -> dict[str, Any]:
-            response = session.post(url, data=data, withhold_token=True, timeout=TIMEOUT)
+            response = session.post(url, data=data, withhold_token=True, **self.http)
             body = response.json()
             if "error" in body:
                 raise OAuthError(body["error"], body.get("error_description", ""))
@@ -211,7 +211,7 @@ class Provider:
             try:
                 return self._call(
                     lambda s: s.fetch_token(
-                        url, grant_type=DEVICE_GRANT, device_code=grant.device_code, timeout=TIMEOUT
+                        url, grant_type=DEVICE_GRANT, device_code=grant.device_code, **self.http
                     )
                 )
             except Refused as exc:
@@ -251,7 +251,7 @@ class Provider:
                     redirect_uri=request.redirect_uri,
                     code_verifier=request.code_verifier,
                     state=request.state,
-                    timeout=TIMEOUT,
+                    **self.http,
                 )
             )
 
@@ -265,7 +265,7 @@ class Provider:
         self._call(
             lambda s: {
                 "status": s.revoke_token(
-                    url, refresh_token, token_type_hint="refresh_token", timeout=TIMEOUT
+                    url, refresh_token, token_type_hint="refresh_token", **self.http
                 ).status_code
             }
         )

@@ -26,6 +26,7 @@ import base64
 import json
 import secrets
 import socketserver
+import ssl
 import threading
 import time
 import urllib.parse
@@ -441,8 +442,16 @@ class _Quiet(WSGIRequestHandler):
 class OAuthServer:
     """The authorization server; start() it, point dripd at `url(...)`, approve in the test."""
 
-    def __init__(self, *, access_lifetime: int = 3600) -> None:
+    def __init__(
+        self,
+        *,
+        access_lifetime: int = 3600,
+        tls: ssl.SSLContext | None = None,
+        client_tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.access_lifetime = access_lifetime  # seconds; tests set a few
+        self.tls = tls  # a server context: https:// (clients then need the test CA)
+        self.client_tls = client_tls  # what `introspect` and `sign_in` trust, with `tls`
         self.state = _State()
         self.state.clients[CLIENT_ID] = Client(client_id=CLIENT_ID)
         self.state.clients[RESOURCE_ID] = Client(
@@ -465,6 +474,8 @@ class OAuthServer:
 
     def start(self) -> OAuthServer:
         http = make_server(HOST, 0, self._wsgi, server_class=_Threading, handler_class=_Quiet)
+        if self.tls is not None:
+            http.socket = self.tls.wrap_socket(http.socket, server_side=True)
         self._http = http
         self.port = int(http.server_address[1])
         server: Any = self._server
@@ -486,7 +497,8 @@ class OAuthServer:
         self.stop()
 
     def url(self, path: str) -> str:
-        return f"http://{HOST}:{self.port}/{path}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://{HOST}:{self.port}/{path}"
 
     @property
     def introspection_url(self) -> str:
@@ -511,7 +523,9 @@ class OAuthServer:
         parts = urllib.parse.urlsplit(authorization_url)
         query = parts.query + "&" + urllib.parse.urlencode({"test_user": user})
         request = urllib.request.Request(urllib.parse.urlunsplit(parts._replace(query=query)))
-        opener = urllib.request.build_opener(_NoRedirect())
+        opener = urllib.request.build_opener(
+            _NoRedirect(), urllib.request.HTTPSHandler(context=self.client_tls)
+        )
         try:
             opener.open(request, timeout=10)
         except urllib.error.HTTPError as exc:
@@ -548,7 +562,7 @@ class OAuthServer:
         request = urllib.request.Request(self.url("introspect"), data=data)
         basic = base64.b64encode(f"{RESOURCE_ID}:{RESOURCE_SECRET}".encode()).decode()
         request.add_header("Authorization", f"Basic {basic}")
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10, context=self.client_tls) as response:
             return dict(json.load(response))
 
     # -- WSGI

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import aioimaplib
 import aiosmtplib
@@ -18,6 +19,9 @@ import servers
 from authlib.common.security import generate_token
 from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.requests_client import OAuth2Session
+
+from dripd import config, errors
+from dripd import oauth as dripd_oauth
 
 SCOPE = "mail.send mail.read offline_access"
 USER = "mike@example.test"
@@ -127,3 +131,26 @@ def test_aiosmtpd_and_dovecot_take_xoauth2(oauth: oauth_server.OAuthServer) -> N
     finally:
         dovecot.cleanup()
         smtp.stop()
+
+
+def test_a_provider_with_a_private_ca_needs_ca_file(tmp_path: Any) -> None:
+    """Over https, the provider's certificate is verified: the test CA only with `ca_file`."""
+    certificates = servers.shared_certificates()
+    tls = {"tls": certificates.server_context(), "client_tls": certificates.client_context()}
+    with oauth_server.OAuthServer(**tls) as server:
+        settings: dict[str, Any] = {
+            "provider": "custom",
+            "client_id": oauth_server.CLIENT_ID,
+            "device_authorization_url": server.url("devicecode"),
+            "token_url": server.url("token"),
+            "scopes": list(oauth_server.SCOPES),
+        }
+        untrusted = dripd_oauth.Provider(config.OAuth2Config.model_validate(settings))
+        with pytest.raises(errors.SignInUnavailable, match=r"set ca_file in \[reps.oauth2\]"):
+            untrusted.start_device()
+        settings["ca_file"] = str(certificates.ca_file)
+        trusted = dripd_oauth.Provider(config.OAuth2Config.model_validate(settings))
+        grant = trusted.start_device()
+        server.approve_device(grant.user_code, USER)
+        token = trusted.wait_device(grant, sleep=lambda _: None)
+        assert server.introspect(token["access_token"])["username"] == USER
