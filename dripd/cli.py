@@ -216,6 +216,11 @@ def _secret_warnings(cfg: config.Config) -> list[str]:
 
     found: list[str] = []
     for rep in cfg.reps:
+        if rep.oauth2 is not None and rep.uses_oauth2:
+            try:
+                rep.oauth2.client_secret()
+            except errors.ConfigError as exc:
+                found.append(f"rep {rep.id} oauth2: {exc}")
         for name, box in (("smtp", rep.smtp), ("imap", rep.imap)):
             if box is None:
                 continue
@@ -573,6 +578,40 @@ def status(as_json: bool) -> None:
 
 @cli.command()
 @config_option
+@click.argument("rep_id", metavar="REP", required=False)
+@click.option("--list", "listing", is_flag=True, help="Each rep's sign-in: as whom, since when.")
+@click.option("--forget", is_flag=True, help="Drop REP's sign-in (and revoke it where possible).")
+@click.option(
+    "--browser",
+    is_flag=True,
+    help="Sign in through a browser (code + PKCE) even where a device code is offered.",
+)
+@json_option
+def auth(rep_id: str | None, listing: bool, forget: bool, browser: bool, as_json: bool) -> None:
+    """Sign REP in to their mail provider (OAuth2); --list shows every rep's sign-in."""
+    from dripd import signin
+
+    app = open_app()
+    if listing or rep_id is None:
+        if rep_id is not None or forget:
+            raise errors.UsageError("--list takes no REP and no --forget")
+        found = signin.statuses(app)
+        if as_json:
+            print_json([s.to_json() for s in found])
+        else:
+            from dripd import tables as out
+
+            out.sign_in_table(stdout, found)
+        return
+    rep = app.config.rep(rep_id)
+    if forget:
+        click.echo(signin.forget(app, rep))
+        return
+    signin.sign_in(app, rep, click.echo, sys.stdin, browser=browser)
+
+
+@cli.command()
+@config_option
 @click.option("--rep", "rep_id", required=True, metavar="ID")
 @click.option(
     "--until", "until", required=True, metavar="DATE", help="YYYY-MM-DD, or e.g. 'next mon'"
@@ -873,7 +912,7 @@ def init(yes: bool, force: bool, no_connect: bool, **flags: Any) -> None:
     rep = written.answers.rep_id
     where = ["--config", str(written.config)]
     if written.needs_sign_in:
-        if "auth" not in cli.commands:  # OAuth2 sign-in: issue 17's `dripd auth`
+        if yes:  # a script: signing in needs the person, at a browser
             click.echo(f"Next: dripd {' '.join(where)} auth {rep}   (signs you in)")
             click.echo(f"Then: dripd {' '.join(where)} check --connect")
             return

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pydantic
@@ -50,6 +51,14 @@ def _check_slots(text: str) -> str:
     return text
 
 
+def _in_config_folder(value: str, info: pydantic.ValidationInfo) -> str:
+    """A relative path in the config, resolved in the config file's folder."""
+    folder = (info.context or {}).get("folder")
+    if value and folder is not None and not Path(value).is_absolute():
+        return str(Path(folder) / value)
+    return value
+
+
 Address = Annotated[str, pydantic.AfterValidator(addresses.normalize_address)]
 # A named calendar ("US", "DE-BY": the `holidays` package, any year) or a date
 HolidayEntry = Annotated[date | str, pydantic.AfterValidator(calendars.check_entry)]
@@ -57,6 +66,7 @@ TimeZoneName = Annotated[str, pydantic.AfterValidator(check_timezone)]
 WindowText = Annotated[str, pydantic.AfterValidator(_check_window)]
 SlotsText = Annotated[str, pydantic.AfterValidator(_check_slots)]
 DurationText = Annotated[str, pydantic.AfterValidator(_check_duration)]
+ConfigPath = Annotated[str, pydantic.AfterValidator(_in_config_folder)]  # relative: config's folder
 
 
 class _Model(pydantic.BaseModel):
@@ -75,16 +85,6 @@ class Secret(_Model):
     password_env: str | None = None
     password_file: str | None = None
     _folder: Path | None = pydantic.PrivateAttr(default=None)
-
-    @pydantic.field_validator("ca_file", check_fields=False)
-    @classmethod
-    def _ca_file_in_config_folder(
-        cls, value: str | None, info: pydantic.ValidationInfo
-    ) -> str | None:
-        folder = (info.context or {}).get("folder")
-        if value and folder is not None and not Path(value).is_absolute():
-            return str(Path(folder) / value)
-        return value
 
     @pydantic.model_validator(mode="after")
     def _remember_folder(self, info: pydantic.ValidationInfo) -> Secret:
@@ -114,12 +114,16 @@ def _read_secret_file(name: str, folder: Path | None) -> str:
         raise errors.ConfigError(f"password file {path}: {exc.strerror or exc}") from exc
 
 
+Auth = Literal["password", "oauth2"]
+
+
 class SmtpConfig(Secret):
     host: str
+    auth: Auth = "password"  # oauth2: XOAUTH2 with the rep's [reps.oauth2] sign-in
     port: int = pydantic.Field(default=587, ge=1, le=65535)
     security: Literal["starttls", "tls", "none"] = "starttls"
     username: str | None = None
-    ca_file: str | None = None
+    ca_file: ConfigPath | None = None
     timeout: float = pydantic.Field(default=30.0, gt=0)
     max_per_hour: int = pydantic.Field(default=100, ge=1)
     max_per_day: int = pydantic.Field(default=400, ge=1)
@@ -133,10 +137,11 @@ class SmtpConfig(Secret):
 
 class ImapConfig(Secret):
     host: str
+    auth: Auth = "password"
     port: int = pydantic.Field(default=993, ge=1, le=65535)
     security: Literal["tls", "starttls", "none"] = "tls"
     username: str | None = None
-    ca_file: str | None = None
+    ca_file: ConfigPath | None = None
     folder: str = "INBOX"
     # Unset: the folder the server marks \Sent, else a usual name, else "Sent",
     # created at the first copy (dripd/sent.py). "": no Sent folder at all.
@@ -156,6 +161,79 @@ class ImapConfig(Secret):
     def uses_sent_folder(self) -> bool:
         """False when `sent_folder = ""`: no copies, and no look there after a crash."""
         return self.sent_folder != ""
+
+
+class OAuth2Config(_Model):
+    """How a rep signs in with OAuth2 (dripd.tokens): the provider and the app registration.
+
+    `microsoft` and `google` carry their endpoints and scopes (dripd.tokens.PRESETS);
+    the URL keys and `scopes` override them, and a `custom` provider must set
+    `token_url` and a way to sign in (`device_authorization_url` or
+    `authorization_url`).
+    """
+
+    provider: Literal["microsoft", "google", "custom"]
+    client_id: str = pydantic.Field(min_length=1)
+    client_secret_env: str | None = None
+    client_secret_file: str | None = None
+    tenant: str | None = pydantic.Field(default=None, pattern=r"^[A-Za-z0-9.-]+$")
+    device_authorization_url: str | None = None
+    authorization_url: str | None = None
+    token_url: str | None = None
+    revocation_url: str | None = None
+    scopes: list[str] | None = None
+    ca_file: ConfigPath | None = None
+    _folder: Path | None = pydantic.PrivateAttr(default=None)
+
+    @pydantic.field_validator(
+        "device_authorization_url", "authorization_url", "token_url", "revocation_url"
+    )
+    @classmethod
+    def _https_or_loopback(cls, value: str | None) -> str | None:
+        if value is not None:
+            _check_endpoint(value)
+        return value
+
+    @pydantic.model_validator(mode="after")
+    def _complete(self, info: pydantic.ValidationInfo) -> OAuth2Config:
+        self._folder = (info.context or {}).get("folder")
+        if self.client_secret_env and self.client_secret_file:
+            raise ValueError("set client_secret_env or client_secret_file, not both")
+        if self.tenant is not None and self.provider != "microsoft":
+            raise ValueError('tenant is only for provider = "microsoft"')
+        if self.provider == "custom":
+            if not self.token_url:
+                raise ValueError('provider = "custom" needs token_url')
+            if not (self.device_authorization_url or self.authorization_url):
+                raise ValueError(
+                    'provider = "custom" needs device_authorization_url or authorization_url'
+                )
+        return self
+
+    def client_secret(self) -> str | None:
+        """The app's secret where its client type has one (Google); ConfigError if unreadable."""
+        if self.client_secret_env:
+            value = os.environ.get(self.client_secret_env)
+            if value is None:
+                raise errors.ConfigError(
+                    f"environment variable {self.client_secret_env} is not set"
+                )
+            return value
+        if self.client_secret_file:
+            return _read_secret_file(self.client_secret_file, self._folder)
+        return None
+
+
+def _check_endpoint(url: str) -> None:
+    """https://, or http:// to loopback only (as security = "none" is for mail)."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return
+    if parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS:
+        return
+    if parts.scheme == "http":
+        raise ValueError(f"http:// is only allowed to localhost, not to {parts.hostname!r}")
+    raise ValueError(f"not an https:// URL: {url!r}")
 
 
 def _refuse_plain(security: str, host: str) -> None:
@@ -185,6 +263,44 @@ class RepConfig(_Model):
     holidays: list[HolidayEntry] | None = None
     smtp: SmtpConfig | None = None
     imap: ImapConfig | None = None
+    oauth2: OAuth2Config | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _oauth2_where_used(self) -> RepConfig:
+        for name, box in (("smtp", self.smtp), ("imap", self.imap)):
+            if box is None or box.auth != "oauth2":
+                continue
+            by = f"preset {self.preset!r} signs in with OAuth2" if self.preset else None
+            if self.oauth2 is None:
+                if by:
+                    raise ValueError(
+                        f"{by}: add a [reps.oauth2] table with your app's client_id "
+                        f'(docs/oauth2.md), or set auth = "password" in [reps.{name}]'
+                    )
+                raise ValueError(f'{name}.auth = "oauth2" needs a [reps.oauth2] table')
+            if box.password_env or box.password_file:
+                if by:
+                    raise ValueError(
+                        f'{by}: for an app password instead, set auth = "password" in [reps.{name}]'
+                    )
+                raise ValueError(
+                    f'{name}: auth = "oauth2" signs in with `dripd auth {self.id}`, '
+                    "not a password: remove password_env/password_file"
+                )
+        return self
+
+    @property
+    def uses_oauth2(self) -> bool:
+        """Whether any of the rep's mailboxes signs in with OAuth2."""
+        return any(box is not None and box.auth == "oauth2" for box in (self.smtp, self.imap))
+
+    @property
+    def login(self) -> str:
+        """The mailbox's user name for XOAUTH2: the SMTP or IMAP username, else the address."""
+        for box in (self.smtp, self.imap):
+            if box is not None and box.auth == "oauth2" and box.username:
+                return box.username
+        return self.email
 
     @pydantic.model_validator(mode="before")
     @classmethod
@@ -210,10 +326,9 @@ def _with_preset(
 
     The mailboxes are filled in even when the config has no table for them;
     `[reps.oauth2]` only completed (provider, tenant) where the config has one
-    (it needs the user's client_id). Only the tables and keys this schema has
-    are filled: the preset's `auth` and `oauth2` wait for OAuth2 sign-in
-    (issue 17, items 1-4), and apply by themselves once SmtpConfig,
-    ImapConfig and RepConfig have those fields.
+    (it needs the user's client_id). The preset's `auth = "oauth2"` is the
+    default of microsoft365, outlook and google reps: one who logs in with a
+    password there sets `auth = "password"`.
     """
     merged = dict(data)
     for name, values in tables.items():
@@ -222,10 +337,6 @@ def _with_preset(
         if given is None and name not in presets.MAILBOXES:
             continue
         if table is None or not isinstance(given, dict | None):
-            # TODO(issue 17 merge): `[reps.oauth2]` is skipped here, and the mailboxes'
-            # `auth` filtered out below, until the schema has them. The preset's
-            # auth = "oauth2" then becomes the default of microsoft365/outlook/google
-            # reps: one who logs in with a password there sets auth = "password".
             continue
         known = {key: value for key, value in values.items() if key in table.model_fields}
         merged[name] = known | (given or {})

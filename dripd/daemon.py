@@ -48,6 +48,7 @@ from dripd import (
     sender,
     sent,
     service,
+    tokens,
     watcher,
 )
 from dripd.app import App
@@ -166,7 +167,7 @@ async def read_inboxes(app: App, reps: Collection[str]) -> int:
         box = watcher.Watcher(app, rep, asyncio.Event())
         try:
             handled += await box.read_once()
-        except (imap.ImapError, errors.ConfigError) as exc:  # e.g. its password file is missing
+        except (imap.ImapError, errors.DripdError) as exc:  # its password file missing, no sign-in
             logger.warning(
                 "inbox unreachable",
                 extra={"action": "inbox_error", "rep": box.rep.id, "error": str(exc)},
@@ -214,12 +215,12 @@ async def _in_sent_folder(app: App, row: outbox.Row) -> bool:
     if rep is None or rep.imap is None or not rep.imap.uses_sent_folder:
         return False
     try:
-        async with imap.Session(rep.imap, rep.imap.password()) as session:
+        async with _session(app, rep, rep.imap) as session:
             folder = await sent.find(session)
             if folder.how == "new":  # no Sent folder yet: nothing can be in it
                 return False
             return await session.find_message_id(folder.name, row.message_id)
-    except (imap.ImapError, errors.ConfigError) as exc:
+    except (imap.ImapError, errors.DripdError) as exc:
         logger.warning("cannot check the Sent folder: %s", exc, extra={"rep": rep.id})
         return False
 
@@ -245,24 +246,32 @@ async def copy_sent(app: App, reps: Collection[str]) -> int:
             if not rep.imap.save_copy:  # the server filed its own copy when it accepted each
                 _mark_copied(app, [row.id for row in rows])
                 continue
-            done = await _copy_rows(app, rep.imap, rows)
+            done = await _copy_rows(app, rep, rep.imap, rows)
             copied += done
             if done < len(rows):
                 break
     return copied
 
 
-async def _copy_rows(app: App, settings: config.ImapConfig, rows: list[outbox.Row]) -> int:
+def _session(app: App, rep: config.RepConfig, settings: config.ImapConfig) -> imap.Session:
+    """A session to one of the rep's folders, logged in as its config says (password, OAuth2)."""
+    source = tokens.source(app.engine, rep, app.clock, settings)
+    return imap.Session(settings, settings.password(), token_source=source)
+
+
+async def _copy_rows(
+    app: App, rep: config.RepConfig, settings: config.ImapConfig, rows: list[outbox.Row]
+) -> int:
     done: list[int] = []
     try:
-        async with imap.Session(settings, settings.password()) as session:
+        async with _session(app, rep, settings) as session:
             folder = await sent.find(session)
             for row in rows:
                 # dated as it was sent (sender: mime.dated at the claim, sending_at)
                 copy = mime.dated(row.message, row.sending_at) if row.sending_at else row.message
                 await sent.save(session, folder, copy)
                 done.append(row.id)
-    except (imap.ImapError, errors.ConfigError) as exc:
+    except (imap.ImapError, errors.DripdError) as exc:
         logger.warning("cannot copy to the Sent folder: %s", exc, extra={"action": "copy_failed"})
     finally:  # even when stopped midway: a copy made is never made twice
         _mark_copied(app, done)

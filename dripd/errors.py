@@ -29,3 +29,11 @@ class UsageError(DripdError):
     """A command was given arguments it cannot act on."""
 
     exit_code = 2
+
+
+class SignInError(DripdError):
+    """A rep's OAuth2 sign-in is missing or no longer works: `dripd auth REP` fixes it."""
+
+
+class SignInUnavailable(DripdError):
+    """The OAuth2 provider could not be reached or failed for now: try again later."""

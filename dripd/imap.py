@@ -8,7 +8,9 @@ only, "none".
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import json
 import re
 import ssl
 from dataclasses import dataclass
@@ -16,7 +18,7 @@ from types import TracebackType
 
 import aioimaplib
 
-from dripd import config, smtp
+from dripd import config, errors, smtp, tokens
 
 TIMEOUT = 30.0  # seconds for any one IMAP command
 FETCH_LIMIT = 256 * 1024  # bytes of a message read: headers and the parts that matter come first
@@ -73,12 +75,72 @@ async def _start_tls(client: aioimaplib.IMAP4, context: ssl.SSLContext, host: st
     await protocol.capability()
 
 
-class Session:
-    """One logged-in IMAP connection; use as `async with Session(settings, password) as s:`."""
+class _XOAuth2(aioimaplib.Command):  # type: ignore[misc]
+    """AUTHENTICATE XOAUTH2 with its initial response (RFC 4959 SASL-IR).
 
-    def __init__(self, settings: config.ImapConfig, password: str | None) -> None:
+    A refused token is answered with a continuation holding the server's
+    reason (base64 JSON) and the server waits for the client's empty line
+    before its NO; aioimaplib's own `xoauth2()` never sends it and hangs
+    until its timeout. This command sends it, and keeps the reason.
+    """
+
+    def __init__(self, protocol: aioimaplib.IMAP4ClientProtocol, user: str, token: str) -> None:
+        self.sasl = base64.b64encode(
+            f"user={user}\x01auth=Bearer {token}\x01\x01".encode()
+        ).decode()
+        super().__init__(
+            "AUTHENTICATE", protocol.new_tag(), "XOAUTH2", self.sasl, loop=protocol.loop
+        )
+        self._transport = protocol.transport
+        self.reason = ""
+
+    def append_to_resp(self, line: bytes, result: str = "Pending") -> None:
+        if result == "Pending" and isinstance(line, bytes) and line.startswith(b"+"):
+            self.reason = _sasl_reason(line[1:].strip())
+            self._transport.write(b"\r\n")
+            return
+        super().append_to_resp(line, result)
+
+
+def _authenticated(protocol: aioimaplib.IMAP4ClientProtocol, response: aioimaplib.Response) -> None:
+    """What aioimaplib's LOGIN does on OK: the state, and the capabilities the OK lists.
+
+    Dovecot announces IDLE only after login: without them, the watcher polled.
+    """
+    protocol.state = aioimaplib.AUTH
+    for line in response.lines:
+        if isinstance(line, bytes) and line.startswith(b"CAPABILITY"):
+            protocol.capabilities |= set(line.decode().split()[1:])
+
+
+def _sasl_reason(challenge: bytes) -> str:
+    """The server's reason in an XOAUTH2 error challenge (`{"status":"401",...}`), briefly."""
+    try:
+        data = json.loads(base64.b64decode(challenge, validate=True))
+    except ValueError:
+        return ""
+    if not isinstance(data, dict):
+        return ""
+    return ", ".join(f"{k} {v}" for k, v in data.items() if isinstance(v, str | int))[:200]
+
+
+class Session:
+    """One logged-in IMAP connection; use as `async with Session(settings, password) as s:`.
+
+    With `token_source` (auth = "oauth2"), it logs in with XOAUTH2; a rep
+    whose sign-in is gone raises errors.SignInError.
+    """
+
+    def __init__(
+        self,
+        settings: config.ImapConfig,
+        password: str | None,
+        *,
+        token_source: tokens.TokenSource | None = None,
+    ) -> None:
         self.settings = settings
         self._password = password
+        self._tokens = token_source
         self._client: aioimaplib.IMAP4 | None = None
         self._selected: str | None = None
         self._lost = asyncio.Event()
@@ -121,10 +183,35 @@ class Session:
         except ImapError:
             self._abort()
             raise
+        if self._tokens is not None:
+            await self._login_oauth2(client, self._tokens)
+            return
         response = await self._run(client.login(s.username or "", self._password or ""))
         if response.result != "OK":
             await self.close()
             raise ImapError(f"login refused for {s.username}: {_text(response.lines)}")
+
+    async def _login_oauth2(self, client: aioimaplib.IMAP4, source: tokens.TokenSource) -> None:
+        """XOAUTH2; a refused token is rejected and tried once more, refreshed."""
+        for attempt in (1, 2):
+            try:
+                token = await source.access_token()
+            except (errors.SignInError, errors.SignInUnavailable):
+                self._abort()
+                raise
+            command = _XOAuth2(client.protocol, source.login, token)
+            execute = client.protocol.execute(command, scrub=command.sasl)
+            response = await self._run(asyncio.wait_for(execute, TIMEOUT))
+            if response.result == "OK":
+                _authenticated(client.protocol, response)
+                return
+            source.reject(token)
+            if attempt == 2:
+                await self.close()
+                reason = f" ({command.reason})" if command.reason else ""
+                raise ImapError(
+                    f"XOAUTH2 login refused for {source.login}: {_text(response.lines)}{reason}"
+                )
 
     def _on_lost(self, exc: Exception | None) -> None:
         self._lost.set()
@@ -294,8 +381,9 @@ class Session:
         client = self._client
         if client is None:
             return
-        with contextlib.suppress(OSError, TimeoutError, aioimaplib.AioImapException):
-            await client.logout()
+        if not self._lost.is_set():  # after a hang-up (a BYE) LOGOUT would wait out TIMEOUT
+            with contextlib.suppress(OSError, TimeoutError, aioimaplib.AioImapException):
+                await client.logout()
         # aioimaplib leaves the socket to the server's hang-up after LOGOUT; a
         # loop that ends right away (`check --connect`) would never see it.
         # The session is over: no TLS goodbye to wait for.

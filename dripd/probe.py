@@ -17,7 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from dripd import config, errors, imap, sent, smtp
+from dripd import clock, config, errors, imap, sent, smtp, tokens
 from dripd.store import engine as store_engine
 
 
@@ -71,45 +71,94 @@ def database(url: str) -> Tried:
 
 
 async def probe_all(cfg: config.Config) -> list[Tried]:
-    """Every configured mailbox of every rep, tried at once; in config order."""
-    tries = []
-    for rep in cfg.reps:
-        if rep.smtp is not None:
-            tries.append(_smtp(rep, rep.smtp))
-        if rep.imap is not None:
-            tries.append(_imap(rep.id, rep.imap))
-    return list(await asyncio.gather(*tries))
+    """Every configured mailbox of every rep, tried at once; in config order.
+
+    An OAuth2 mailbox logs in with the rep's sign-in from the database (its
+    access token refreshed, and a rotated refresh token saved, as the daemon would).
+    """
+    engine = None
+    if any(rep.uses_oauth2 for rep in cfg.reps) and _database_exists(cfg.database_url):
+        engine = store_engine.create_engine(cfg.database_url)
+    try:
+        tries = []
+        for rep in cfg.reps:
+            if rep.smtp is not None:
+                tries.append(_smtp(rep, rep.smtp, _source(engine, rep, rep.smtp)))
+            if rep.imap is not None:
+                tries.append(_imap(rep.id, rep.imap, _source(engine, rep, rep.imap)))
+        return list(await asyncio.gather(*tries))
+    finally:
+        if engine is not None:
+            engine.dispose()
 
 
-async def _smtp(rep: config.RepConfig, settings: config.SmtpConfig) -> Tried:
+def _database_exists(url: str) -> bool:
+    path = sa.engine.make_url(store_engine.engine_url(url)).database
+    return not url.startswith("sqlite") or (path is not None and Path(path).exists())
+
+
+def _source(
+    engine: sa.Engine | None,
+    rep: config.RepConfig,
+    box: config.SmtpConfig | config.ImapConfig,
+) -> tokens.TokenSource | errors.SignInError | None:
+    """The mailbox's token source; a SignInError (to report) when it can have none."""
+    if box.auth != "oauth2":
+        return None
+    if engine is None:
+        return tokens.not_signed_in(rep.id)
+    try:
+        with engine.connect() as conn:
+            tokens.read(conn, rep.id)
+    except sa.exc.SQLAlchemyError:  # an older schema: no sign-in stored yet
+        return tokens.not_signed_in(rep.id)
+    return tokens.source(engine, rep, clock.SystemClock(), box)
+
+
+async def _smtp(
+    rep: config.RepConfig,
+    settings: config.SmtpConfig,
+    source: tokens.TokenSource | errors.SignInError | None,
+) -> Tried:
     where = f"{settings.host}:{settings.port} ({settings.security})"
     connection: smtp.Connection | None = None
     try:
-        connection = smtp.Connection(settings, settings.password(), smtp.mailbox_tls(settings))
+        if isinstance(source, errors.SignInError):
+            raise source
+        tls = smtp.mailbox_tls(settings)
+        connection = smtp.Connection(settings, settings.password(), tls, token_source=source)
         await connection.open()
         try:
             await connection.try_sender(rep.email)
         except smtp.SendError as exc:
             refused = f"{where}: mail from {rep.email} refused: {exc}"
             return Tried(what=f"rep {rep.id} smtp", ok=False, detail=refused)
-    except (smtp.SendError, errors.ConfigError) as exc:
+    except (smtp.SendError, errors.DripdError) as exc:
         return Tried(what=f"rep {rep.id} smtp", ok=False, detail=_failure(where, exc))
     finally:
         if connection is not None:
             await connection.close()
     login = f"logged in as {settings.username}" if settings.username else "no login"
+    if source is not None:
+        login = f"logged in as {rep.login} (OAuth2)"
     return Tried(
         what=f"rep {rep.id} smtp", ok=True, detail=f"{where}, {login}, may send as {rep.email}"
     )
 
 
-async def _imap(rep: str, settings: config.ImapConfig) -> Tried:
+async def _imap(
+    rep: str,
+    settings: config.ImapConfig,
+    source: tokens.TokenSource | errors.SignInError | None,
+) -> Tried:
     where = f"{settings.host}:{settings.port}"
     try:
-        async with imap.Session(settings, settings.password()) as session:
+        if isinstance(source, errors.SignInError):
+            raise source
+        async with imap.Session(settings, settings.password(), token_source=source) as session:
             await session.examine(settings.folder)
             found = await _sent_folder(session)
-    except (imap.ImapError, errors.ConfigError) as exc:
+    except (imap.ImapError, errors.DripdError) as exc:
         return Tried(what=f"rep {rep} imap", ok=False, detail=_failure(where, exc))
     detail = f"{where}, opened {settings.folder!r}{found}"
     return Tried(what=f"rep {rep} imap", ok=True, detail=detail)

@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from dripd import config, errors, mime, outbox, pipeline, ratelimit, smtp
+from dripd import config, errors, mime, outbox, pipeline, ratelimit, smtp, tokens
 from dripd import windows as windows_mod
 from dripd.app import App
 from dripd.store import queries, retry
@@ -32,6 +32,7 @@ RECORD_EVERY = timedelta(seconds=1)  # while sending goes on, history is written
 RECORD_LIMIT = 1000  # sent emails recorded per transaction
 CONNECT_BACKOFF = (30.0, 15 * 60.0)  # seconds: first and longest rest of an unreachable mailbox
 AUTH_BACKOFF = 15 * 60.0  # seconds to wait after the server refused the login
+SIGNIN_RECHECK = 5.0  # seconds between looks for a new sign-in (`dripd auth`): a database read
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,6 +94,7 @@ class Sender:
         self.stats = Stats()
         self.resume_at: datetime | None = None  # when this mailbox may be tried again
         self._connect_failures = 0
+        self._signin_lost: str | None = None  # why the rep must sign in again (logged once)
         self._password: str | None = None
         self._connections: list[smtp.Connection] = []
         self._db: sa.Connection | None = None
@@ -142,8 +144,9 @@ class Sender:
         if not self._connections:
             self._password = self.settings.password()
             tls = smtp.mailbox_tls(self.settings)
+            source = tokens.source(self.app.engine, self.rep, self.app.clock, self.settings)
             self._connections = [
-                smtp.Connection(self.settings, self._password, tls)
+                smtp.Connection(self.settings, self._password, tls, token_source=source)
                 for _ in range(self.settings.connections)
             ]
         return self._connections
@@ -153,7 +156,7 @@ class Sender:
         now = self._now()
         if self.resume_at and self.resume_at > now:
             return 0
-        if self._paused(now):
+        if self._paused(now) or not self._signed_in(now):
             return 0
         try:
             pool = self._connection_pool()
@@ -188,6 +191,34 @@ class Sender:
         """
         since = self._now() - self._recorded_at
         return len(self._unrecorded) >= RECORD_LIMIT or since >= RECORD_EVERY
+
+    def _signed_in(self, now: datetime) -> bool:
+        """False while an OAuth2 mailbox waits for `dripd auth` (nothing is claimed meanwhile)."""
+        if self.settings.auth != "oauth2":
+            return True
+        with self.app.reader.connect() as conn:
+            problem = tokens.problem(self.rep, tokens.read(conn, self.rep.id))
+        if problem is None:
+            if self._signin_lost is not None:
+                self._signin_lost = None
+                self.resume_at = None
+                logger.info(
+                    "mailbox signed in again: its waiting emails go out",
+                    extra={"action": "signin_back", "rep": self.rep.id},
+                )
+            return True
+        self._sign_in_needed(problem, now)
+        return False
+
+    def _sign_in_needed(self, problem: str, now: datetime) -> None:
+        """Rest the mailbox until the rep signs in again; one log line per loss."""
+        self.resume_at = now + timedelta(seconds=SIGNIN_RECHECK)
+        if self._signin_lost is None:
+            self._signin_lost = problem
+            logger.error(
+                "mailbox needs a sign-in: its emails wait",
+                extra={"action": "signin_lost", "rep": self.rep.id, "error": problem},
+            )
 
     def _paused(self, now: datetime) -> bool:
         with self.app.reader.connect() as conn:
@@ -352,7 +383,10 @@ class Sender:
                 logger.warning("email refused", extra={"action": "send_failed", **log})
                 return True
             outbox.requeue(conn, row, now, str(exc))
-            self._rest_mailbox(conn, exc, now)
+            if exc.kind == "signin":
+                self._sign_in_needed(str(exc), now)
+            else:
+                self._rest_mailbox(conn, exc, now)
         return False
 
     def _rest_mailbox(self, conn: sa.Connection, exc: smtp.SendError, now: datetime) -> None:

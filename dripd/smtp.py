@@ -8,7 +8,8 @@
 - message (any other 5xx on the message, a too-big SIZE= at MAIL FROM): this email
   fails, the rep is told;
 - auth (530/535, and a refused login): the mailbox's credentials are wrong; nothing
-  can be sent until fixed.
+  can be sent until fixed;
+- signin (OAuth2): the rep's sign-in is missing or was revoked; `dripd auth REP`.
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ import asyncio
 import re
 import ssl
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import aiosmtplib
 
-from dripd import config, errors
+from dripd import config, errors, tokens
 
-Kind = Literal["temporary", "recipient", "sender", "message", "auth"]
+Kind = Literal["temporary", "recipient", "sender", "message", "auth", "signin"]
 _RECIPIENT_TEXT = re.compile(
     r"user unknown|no such user|unknown user|does not exist|mailbox unavailable|"
     r"recipient rejected|address rejected|invalid recipient|not found|disabled|"
@@ -139,16 +140,23 @@ def mailbox_tls(settings: config.SmtpConfig) -> ssl.SSLContext | None:
 
 
 class Connection:
-    """One SMTP session to a mailbox, opened on first use and reopened after a drop."""
+    """One SMTP session to a mailbox, opened on first use and reopened after a drop.
+
+    With `token_source` (auth = "oauth2"), it logs in with XOAUTH2: aiosmtplib
+    asks the source for an access token at each login.
+    """
 
     def __init__(
         self,
         settings: config.SmtpConfig,
         password: str | None,
         tls: ssl.SSLContext | None = None,
+        *,
+        token_source: tokens.TokenSource | None = None,
     ) -> None:
         self.settings = settings
         self._password = password
+        self._tokens = token_source
         self._tls = tls if tls is not None or settings.security == "none" else mailbox_tls(settings)
         self._client: aiosmtplib.SMTP | None = None
         self._at_data = False  # the transaction under way reached DATA
@@ -158,7 +166,18 @@ class Connection:
         return self._client is not None and self._client.is_connected
 
     async def open(self) -> None:
+        try:
+            await self._open()
+        except SendError as exc:
+            if exc.kind != "auth" or self._tokens is None:
+                raise
+            # The server refused the access token (revoked early, or its clock is
+            # ahead): once more with a refreshed one; a lost sign-in says so then.
+            await self._open()
+
+    async def _open(self) -> None:
         s = self.settings
+        used: list[str] = []  # the access token handed to the server, to reject if refused
         client = aiosmtplib.SMTP(
             hostname=s.host,
             port=s.port,
@@ -166,22 +185,52 @@ class Connection:
             use_tls=s.security == "tls",
             start_tls=s.security == "starttls",
             tls_context=self._tls,
+            **self._oauth_login(used),
         )
         try:
-            await client.connect()
-            if s.username:
+            await client.connect()  # with XOAUTH2, connect() logs in
+            if s.username and self._tokens is None:
                 await client.ehlo()  # STARTTLS leaves the session un-EHLO'd (aiosmtplib 5)
                 await client.login(s.username, self._password or "")
             if client.is_ehlo_or_helo_needed:  # `send` issues its commands itself
                 await _greet(client)
-        except aiosmtplib.SMTPAuthenticationError as exc:
+        except BaseException as exc:
             await _quiet_close(client)
-            raise SendError("auth", exc.code, f"login refused: {exc.message}") from exc
-        except (aiosmtplib.SMTPException, OSError) as exc:
-            await _quiet_close(client)
-            message = connect_failure(s.host, s.port, exc, s.security)
-            raise SendError("temporary", 0, message, mailbox=True) from exc
+            failure = self._open_failure(exc, used)
+            if failure is exc:
+                raise
+            raise failure from exc
         self._client = client
+
+    def _oauth_login(self, used: list[str]) -> dict[str, Any]:
+        source = self._tokens
+        if source is None:
+            return {}
+
+        async def access_token() -> str:
+            used.append(await source.access_token())
+            return used[-1]
+
+        return {"username": source.login, "oauth_token_generator": access_token}
+
+    def _open_failure(self, exc: BaseException, used: list[str]) -> BaseException:
+        """What a failed open raises (SendError), or `exc` itself if it is not ours to read."""
+        s = self.settings
+        if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+            if used and self._tokens is not None:
+                self._tokens.reject(used[-1])
+            return SendError("auth", exc.code, f"login refused: {exc.message}")
+        if isinstance(exc, errors.SignInError):
+            return SendError("signin", 0, str(exc), mailbox=True)
+        if isinstance(exc, errors.SignInUnavailable):
+            return SendError("temporary", 0, str(exc), mailbox=True)
+        if isinstance(exc, aiosmtplib.SMTPException) and "XOAUTH2" in str(exc):
+            message = f'{s.host}:{s.port} offers no XOAUTH2 login: auth = "oauth2" cannot work'
+            return SendError("auth", 0, message)
+        if isinstance(exc, aiosmtplib.SMTPException | OSError):
+            message = connect_failure(s.host, s.port, exc, s.security)
+            return SendError("temporary", 0, message, mailbox=True)
+        return exc
 
     async def send(self, sender: str, recipient: str, data: bytes) -> None:
         """Send one message (CRLF line ends, as mime.build makes them); raises SendError.

@@ -16,7 +16,7 @@ from dripd.app import App
 from dripd.store.queries import Contact, Enrollment
 
 if TYPE_CHECKING:
-    from dripd import probe
+    from dripd import probe, signin
 
 
 def _when(at: datetime | None, tz: Any = None) -> str:
@@ -371,6 +371,7 @@ def health_report(console: Console, health: Mapping[str, Any]) -> None:
         markup=False,
     )
     counts = [
+        (health.get("sign_ins_needed", 0), "mailbox sign-in(s) needed"),
         (health["failed_emails"], "email(s) failed"),
         (health["held_steps"], "step(s) held"),
         (health["unreadable_messages"], "incoming message(s) unreadable"),
@@ -380,6 +381,27 @@ def health_report(console: Console, health: Mapping[str, Any]) -> None:
     console.print(f"needs a look: {needing or 'nothing'}", markup=False)
     for line in health["attention"]:
         console.print(f"  - {line}", markup=False)
+
+
+def sign_in_table(console: Console, found: Sequence[signin.Status]) -> None:
+    """`dripd auth --list`: each rep's sign-in."""
+    table = Table(title="sign-ins", title_justify="left")
+    for column in ("rep", "auth", "signed in", "as", "since", "refresh token last used"):
+        table.add_column(column)
+    for s in found:
+        state = "—" if s.auth == "password" else ("yes" if s.signed_in else "no")
+        table.add_row(
+            s.rep,
+            s.auth,
+            state,
+            s.subject or "—",
+            _when(s.since) if s.since else "—",
+            _when(s.refreshed_at) if s.refreshed_at else "—",
+        )
+    console.print(table)
+    for s in found:
+        if s.problem:
+            console.print(f"  - {s.problem}", markup=False)
 
 
 def _instances_table(alive: list[Mapping[str, Any]]) -> Table:

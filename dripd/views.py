@@ -10,7 +10,18 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from dripd import digest, inbox, instances, outbox, pipeline, ratelimit, schedule, stages, variants
+from dripd import (
+    digest,
+    inbox,
+    instances,
+    outbox,
+    pipeline,
+    ratelimit,
+    schedule,
+    stages,
+    tokens,
+    variants,
+)
 from dripd.app import App
 from dripd.store import queries, schema
 
@@ -356,8 +367,10 @@ def health(app: App, conn: sa.Connection) -> dict[str, Any]:
     ).all()
     fleet = instances.listed(conn)
     differ = mismatch(fleet)
+    sign_ins = sign_ins_needed(app, conn)
     problems = (
-        differ
+        sign_ins
+        + differ
         + [f"email to {r.recipient} failed: {r.last_error}" for r in failed]
         + [f"{r.email} is held in {r.campaign}: {r.waiting}" for r in held]
         + [f"a message from {r.sender or '?'} to {r.rep}: {r.reasons}" for r in unreadable]
@@ -371,8 +384,16 @@ def health(app: App, conn: sa.Connection) -> dict[str, Any]:
         "held_steps": len(held),
         "unreadable_messages": len(unreadable),
         "campaign_mismatch": bool(differ),
+        "sign_ins_needed": len(sign_ins),
         "attention": problems[:ATTENTION_SHOWN],
     }
+
+
+def sign_ins_needed(app: App, conn: sa.Connection) -> list[str]:
+    """A line for each rep whose OAuth2 sign-in is missing or stopped working."""
+    stored = tokens.read_all(conn)
+    found = (tokens.problem(rep, stored.get(rep.id)) for rep in app.config.reps)
+    return [f"{problem}; its emails wait" for problem in found if problem]
 
 
 def mismatch(fleet: list[instances.Instance]) -> list[str]:

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from dripd import config, errors, imap, inbox, incoming
+from dripd import config, errors, imap, inbox, incoming, tokens
 from dripd.app import App
 from dripd.store import retry
 
@@ -32,6 +32,7 @@ logger = logging.getLogger("dripd.watcher")
 IDLE_RENEW = 25 * 60.0  # seconds: servers may end an IDLE after 29 minutes (RFC 2177)
 FETCH_BATCH = 50  # messages fetched per round trip
 RECONNECT = (1.0, 60.0)  # seconds: first and longest wait before reconnecting
+SIGNIN_RECHECK = 5.0  # seconds between looks for a new sign-in (`dripd auth`)
 RESCAN_MARGIN = timedelta(days=2)  # how far before the last check a UIDVALIDITY change re-reads
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -60,6 +61,11 @@ class Watcher:
         self.handled = 0
         self.connected = asyncio.Event()  # set while a session is open and caught up
         self._failures = 0
+        self._signin_lost = False  # logged once per loss
+
+    def _session(self) -> imap.Session:
+        source = tokens.source(self.app.engine, self.rep, self.app.clock, self.settings)
+        return imap.Session(self.settings, self.settings.password(), token_source=source)
 
     async def run(self) -> None:
         """Watch until `stop`; reconnects after every failure.
@@ -70,35 +76,61 @@ class Watcher:
         """
         while not self.stop.is_set():
             try:
-                await self._session()
-            except (imap.ImapError, errors.ConfigError) as exc:
+                await self._watch()
+            except errors.SignInError as exc:
+                self.connected.clear()
+                self._sign_in_needed(exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), SIGNIN_RECHECK)
+            except (imap.ImapError, errors.ConfigError, errors.SignInUnavailable) as exc:
+                ended = self.connected.is_set()  # a working session ended, not a failed start
                 self.connected.clear()
                 self._failures += 1
                 wait = min(RECONNECT[0] * 2 ** (self._failures - 1), RECONNECT[1])
-                logger.warning(
-                    "inbox unreachable, retrying",
-                    extra={
-                        "action": "inbox_error",
-                        "rep": self.rep.id,
-                        "error": str(exc),
-                        "retry_in": f"{wait:.0f}s",
-                    },
-                )
+                log = {"rep": self.rep.id, "error": str(exc), "retry_in": f"{wait:.0f}s"}
+                if ended:  # the server's BYE at an OAuth2 token's expiry, every hour: routine
+                    logger.info(
+                        "inbox session ended, reconnecting",
+                        extra={"action": "inbox_reconnect", **log},
+                    )
+                else:
+                    logger.warning(
+                        "inbox unreachable, retrying", extra={"action": "inbox_error", **log}
+                    )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stop.wait(), wait)
         self.connected.clear()
 
+    def _sign_in_needed(self, exc: errors.SignInError) -> None:
+        if not self._signin_lost:
+            self._signin_lost = True
+            logger.error(
+                "inbox needs a sign-in: it is not watched until then",
+                extra={"action": "signin_lost", "rep": self.rep.id, "error": str(exc)},
+            )
+
     async def read_once(self) -> int:
         """Connect, handle what is new, disconnect; how many messages were new."""
-        async with imap.Session(self.settings, self.settings.password()) as session:
+        async with self._session() as session:
             folder = await session.examine(self.folder)
             return await self.catch_up(session, folder)
 
-    async def _session(self) -> None:
-        async with imap.Session(self.settings, self.settings.password()) as session:
+    async def _watch(self) -> None:
+        """One session: catch up, then IDLE (or poll) until it ends.
+
+        A session that ends (the server's BYE when an OAuth2 access token
+        expires, a dropped connection) is an ImapError: `run` opens the next
+        one, which logs in with a fresh token.
+        """
+        async with self._session() as session:
             folder = await session.examine(self.folder)
             await self.catch_up(session, folder)
             self._failures = 0
+            if self._signin_lost:
+                self._signin_lost = False
+                logger.info(
+                    "inbox signed in again", extra={"action": "signin_back", "rep": self.rep.id}
+                )
             self.connected.set()
             idle = self.settings.idle and session.can_idle
             while not self.stop.is_set():

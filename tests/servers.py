@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import atexit
+import base64
 import contextlib
 import grp
 import imaplib
@@ -44,7 +45,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from email import policy
 from email.message import EmailMessage
@@ -136,6 +137,16 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((HOST, 0))
         return int(sock.getsockname()[1])
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` different free ports (one after the other, the kernel may hand out one twice)."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
 
 
 def wait_until(predicate: Any, timeout: float, interval: float = 0.01) -> bool:
@@ -429,6 +440,44 @@ async def _close_and_wait(server: SMTP) -> None:
     await asyncio.Future()  # cancelled by SMTP.connection_lost
 
 
+Introspect = Callable[[str], Mapping[str, Any]]
+
+
+class _OAuthHandler(_Handler):
+    """With AUTH XOAUTH2: the token checked by RFC 7662 introspection (tests/oauth_server.py).
+
+    A refused token is answered as Gmail and Outlook do: a 334 challenge with a
+    base64 JSON error, then 535 after the client's empty line.
+    """
+
+    def __init__(self, faults: FaultPlan, inbox: _Inbox, introspect: Introspect) -> None:
+        super().__init__(faults, inbox)
+        self.introspect = introspect
+        self.refused = 0
+
+    async def auth_XOAUTH2(self, server: SMTP, args: list[bytes]) -> AuthResult:
+        user, token = _xoauth2_fields(args[1] if len(args) > 1 else b"")
+        loop = asyncio.get_running_loop()
+        info = await loop.run_in_executor(None, self.introspect, token) if token else {}
+        if info.get("active") is True and info.get("username") == user:
+            login = LoginPassword(login=user.encode(), password=b"")
+            return AuthResult(success=True, auth_data=login, handled=False)
+        self.refused += 1
+        error = {"status": "401", "schemes": "bearer", "scope": "mail.send"}
+        await server.challenge_auth(json.dumps(error).encode())
+        return AuthResult(success=False, handled=False)
+
+
+def _xoauth2_fields(initial: bytes) -> tuple[str, str]:
+    """(user, token) from a SASL XOAUTH2 initial response (`user=U^Aauth=Bearer T^A^A`)."""
+    try:
+        text = base64.b64decode(initial, validate=True).decode("utf-8")
+    except ValueError:
+        return "", ""
+    fields = dict(part.split("=", 1) for part in text.split("\x01") if "=" in part)
+    return fields.get("user", ""), fields.get("auth", "").removeprefix("Bearer ")
+
+
 class _Authenticator:
     """AUTH PLAIN/LOGIN against a username → password table."""
 
@@ -508,8 +557,10 @@ class SmtpServer:
         auth: Mapping[str, str] | None = None,
         certificates: Certificates | None = None,
         timeout: float = 300.0,  # seconds of client silence before the server hangs up
+        oauth2: Introspect | None = None,
     ) -> None:
         self.tls: TlsMode = tls
+        self.oauth2 = oauth2  # with it, AUTH XOAUTH2 only, required, the token introspected
         self.auth = dict(auth) if auth is not None else None
         self.certificates = certificates or shared_certificates()
         self.faults = FaultPlan()
@@ -529,9 +580,13 @@ class SmtpServer:
 
     def start(self) -> SmtpServer:
         _quiet_aiosmtpd()
-        controller = _Controller(
-            _Handler(self.faults, self._inbox), on_connect=self._count, **self._smtp_options()
+        handler = (
+            _OAuthHandler(self.faults, self._inbox, self.oauth2)
+            if self.oauth2 is not None
+            else _Handler(self.faults, self._inbox)
         )
+        self.handler = handler
+        controller = _Controller(handler, on_connect=self._count, **self._smtp_options())
         controller.start()
         self._controller = controller
         self.port = controller.port
@@ -552,6 +607,10 @@ class SmtpServer:
             options["authenticator"] = _Authenticator(self.auth)
             options["auth_required"] = True
             # aiosmtpd only knows a STARTTLS upgrade as "TLS"; implicit TLS is TLS too.
+            options["auth_require_tls"] = self.tls == "starttls"
+        if self.oauth2 is not None:
+            options["auth_required"] = True
+            options["auth_exclude_mechanism"] = ["LOGIN", "PLAIN"]
             options["auth_require_tls"] = self.tls == "starttls"
         return options
 
@@ -796,14 +855,14 @@ log_path = {root}/dovecot.log
 listen = {host}
 protocols = imap lmtp
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = plain login{mechanisms}
 # A wrong password is answered in ~0.5 s (Dovecot's failure timer) instead of 2 s.
 auth_failure_delay = 0
 ssl = yes
 ssl_cert = <{cert}
 ssl_key = <{key}
 ssl_dh = <{dh}
-# One passwd-file per user: Dovecot re-reads a changed passwd-file at most once a
+{oauth2_passdb}# One passwd-file per user: Dovecot re-reads a changed passwd-file at most once a
 # second, so users added to one shared file within that second would not log in.
 passdb {{
   driver = passwd-file
@@ -928,12 +987,16 @@ class Dovecot:
         certificates: Certificates | None = None,
         sent_folder: str | None = "Sent",
         prefix: str = "",
+        oauth2_introspection: str | None = None,
     ):
         """`sent_folder`: the folder every user has, marked `\\Sent` (RFC 6154); None: none.
 
         `prefix`: the personal namespace's, e.g. "INBOX." (cPanel's and Courier's
         layout: every folder is under INBOX, "." between levels).
+        `oauth2_introspection`: an RFC 7662 URL (tests/oauth_server.py); with it, users
+        also log in with XOAUTH2/OAUTHBEARER, their tokens checked there (Dovecot's oauth2 passdb).
         """
+        self.oauth2_introspection = oauth2_introspection
         if root is None:
             root = Path(tempfile.mkdtemp(prefix="dripd-dovecot-"))
             self._owns_root = True
@@ -943,9 +1006,7 @@ class Dovecot:
         self.root = root
         self.certificates = certificates or shared_certificates()
         self.host = HOST
-        self.imap_port = free_port()
-        self.imaps_port = free_port()
-        self.lmtp_port = free_port()
+        self.imap_port, self.imaps_port, self.lmtp_port = free_ports(3)
         self.config_path = root / "dovecot.conf"
         self.log_path = root / "dovecot.log"
         self._users: dict[str, str] = {}
@@ -990,8 +1051,28 @@ class Dovecot:
             lmtp_port=self.lmtp_port,
             sent_mailbox=_sent_mailbox(self.sent_folder),
             namespace_prefix=f"  prefix = {self.prefix}\n  separator = .\n" if self.prefix else "",
+            **self._oauth2_settings(),
         )
         self.config_path.write_text(config, encoding="utf-8")
+
+    def _oauth2_settings(self) -> dict[str, str]:
+        if self.oauth2_introspection is None:
+            return {"mechanisms": "", "oauth2_passdb": ""}
+        settings = self.root / "oauth2.conf.ext"
+        settings.write_text(
+            f"introspection_url = {self.oauth2_introspection}\n"
+            "introspection_mode = post\n"
+            "username_attribute = username\n"
+            "active_attribute = active\n"
+            "active_value = true\n",
+            encoding="utf-8",
+        )
+        settings.chmod(0o644)
+        passdb = (
+            "passdb {\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n"
+            f"  args = {settings}\n}}\n"
+        )
+        return {"mechanisms": " xoauth2 oauthbearer", "oauth2_passdb": passdb}
 
     # -- lifecycle
 

@@ -321,3 +321,27 @@ leases = sa.Table(
     sa.Column("holder", sa.String(64)),
     sa.Column("taken_at", UTCDateTime),
 )
+
+# A rep's OAuth2 sign-in (dripd.tokens): its refresh token, shared by every
+# instance of a fleet, and the access token it last gave (used until
+# `access_fresh_until`, a margin before it expires, then refreshed).
+# `refreshing_by`/`refreshing_until`: the instance refreshing right now (one
+# at a time, so a provider that rotates refresh tokens never sees one used
+# twice); the new refresh token is written by compare-and-swap on the old one.
+# `lost_at`/`lost_reason`: the provider refused the refresh token (revoked,
+# expired): the rep must sign in again.
+oauth_tokens = sa.Table(
+    "oauth_tokens",
+    metadata,
+    sa.Column("rep", sa.String(64), primary_key=True),
+    sa.Column("subject", sa.Text, nullable=False, server_default=""),
+    sa.Column("refresh_token", sa.Text),
+    sa.Column("access_token", sa.Text),
+    sa.Column("access_fresh_until", UTCDateTime),
+    sa.Column("signed_in_at", UTCDateTime, nullable=False),
+    sa.Column("refreshed_at", UTCDateTime),
+    sa.Column("refreshing_by", sa.String(64)),
+    sa.Column("refreshing_until", UTCDateTime),
+    sa.Column("lost_at", UTCDateTime),
+    sa.Column("lost_reason", sa.Text),
+)

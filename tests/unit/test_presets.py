@@ -42,8 +42,13 @@ def test_a_preset_fills_both_mailboxes(
     imap: tuple[str, int, str],
     save_copy: bool,
 ) -> None:
-    (rep,) = _load(tmp_path, REP.format(preset=preset)).reps
+    sign_in = '[reps.oauth2]\nclient_id = "app-id"\n' if presets.get(preset).uses_oauth2 else ""
+    (rep,) = _load(tmp_path, REP.format(preset=preset) + sign_in).reps
     assert rep.smtp is not None and rep.imap is not None
+    assert rep.smtp.auth == rep.imap.auth == ("oauth2" if sign_in else "password")
+    if sign_in:  # the preset's provider (and tenant) complete the app registration
+        assert rep.oauth2 is not None and rep.oauth2.client_id == "app-id"
+        assert rep.oauth2.provider == ("google" if preset == "google" else "microsoft")
     assert (rep.smtp.host, rep.smtp.port, rep.smtp.security) == smtp
     assert (rep.imap.host, rep.imap.port, rep.imap.security) == imap
     assert rep.smtp.username == rep.imap.username == "mike@example.com"
@@ -74,8 +79,8 @@ def test_a_preset_records_how_its_users_sign_in(
 def test_what_the_config_sets_wins_over_the_preset(tmp_path: Path) -> None:
     text = REP.format(preset="google") + (
         '[reps.smtp]\nport = 465\nsecurity = "tls"\npassword_file = "mike-app-password"\n'
-        "max_per_day = 90\n"
-        '[reps.imap]\nusername = "mike.g@example.com"\nsave_copy = true\n'
+        'max_per_day = 90\nauth = "password"\n'  # an app password instead of OAuth2
+        '[reps.imap]\nusername = "mike.g@example.com"\nsave_copy = true\nauth = "password"\n'
         'sent_folder = "[Gmail]/Sent Mail"\n'
     )
     (rep,) = _load(tmp_path, text).reps
