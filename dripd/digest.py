@@ -276,7 +276,7 @@ def gather(app: App, conn: sa.Connection, rep: config.RepConfig, now: datetime) 
         tz=tz,
         due=tuple(items[: len(due_rows)]),
         ahead=tuple(items[len(due_rows) :]),
-        news=tuple(_news(app, conn, rep.id, since)),
+        news=(*_sign_in_lost(conn, rep), *_news(app, conn, rep.id, since)),
         stuck=tuple(stuck),
     )
     return Digest(
@@ -284,6 +284,32 @@ def gather(app: App, conn: sa.Connection, rep: config.RepConfig, now: datetime) 
         task_ids=tuple(item.task_id for item in items),
         newly_stuck=newly_stuck,
     )
+
+
+def _sign_in_lost(conn: sa.Connection, rep: config.RepConfig) -> list[digest_email.NewsItem]:
+    """The rep's OAuth2 sign-in stopped working: said in every digest until it is renewed.
+
+    A digest waits in the rep's own mailbox like their other emails: when the
+    inbox's sign-in is the one lost it goes out at once; when sending's is,
+    it goes out (with this) as soon as the rep has signed in again.
+    """
+    from dripd import tokens
+
+    if rep.oauth2 is None:
+        return []
+    stored = tokens.read(conn, rep.id)
+    if stored is None or stored.lost_at is None:
+        return []
+    why = f" ({stored.lost_reason})" if stored.lost_reason else ""
+    summary = (
+        f"dripd can no longer sign in to your mailbox{why}. Run `dripd auth {rep.id}` "
+        "on the server to sign in again: until then your emails wait; nothing is lost."
+    )
+    return [
+        digest_email.NewsItem(
+            kind="signin", at=stored.lost_at, contact_name="", email=rep.email, summary=summary
+        )
+    ]
 
 
 def _mine(app: App, column: sa.ColumnElement[Any], rep_id: str) -> sa.ColumnElement[bool]:

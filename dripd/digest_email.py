@@ -35,6 +35,7 @@ MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "O
 TASK_LABELS = {"call": "Call", "card": "Card", "task": "Task"}
 # In the order "Since your last digest" lists them: what needs the rep first.
 NEWS_LABELS = {
+    "signin": "Sign-in needed",
     "reply": "Reply",
     "bounce": "Bounced",
     "blocked": "Refused by policy (your sending, not the address)",

@@ -431,3 +431,35 @@ def test_two_instances_at_the_same_slot_queue_one_digest(make_config, database_u
     finally:
         for app in apps:
             app.engine.dispose()
+
+
+def test_a_lost_sign_in_is_in_the_reps_digest_until_renewed(make_config, sqlite_url) -> None:  # type: ignore[no-untyped-def]
+    """Issue 17, item 4: the rep hears of it in the digest, with the command to run."""
+    from datetime import UTC, datetime
+
+    from dripd import app as app_mod
+    from dripd import clock, tokens
+
+    config = make_config(
+        database=sqlite_url,
+        extra='\n[reps.oauth2]\nprovider = "custom"\nclient_id = "app"\n'
+        'token_url = "http://127.0.0.1:9/token"\n'
+        'device_authorization_url = "http://127.0.0.1:9/device"\n',
+    )
+    now = datetime(2031, 3, 4, 12, 0, tzinfo=UTC)
+    app = app_mod.open_app(str(config), the_clock=clock.FakeClock(now))
+    sam = app.config.rep("sam")
+    try:
+        with app.engine.begin() as conn:
+            token = {"refresh_token": "r-1", "access_token": "a-1", "expires_in": 60}
+            tokens.save_sign_in(conn, "sam", sam.email, token, now)
+            assert not [i for i in digest.gather(app, conn, sam, now).content.news]
+            assert tokens.mark_lost(conn, "sam", "r-1", "invalid_grant: revoked", now)
+            (item,) = digest.gather(app, conn, sam, now).content.news
+            assert item.kind == "signin" and "`dripd auth sam`" in item.summary
+            assert "invalid_grant: revoked" in item.summary
+            assert digest.gather(app, conn, sam, now).says_something
+            tokens.save_sign_in(conn, "sam", sam.email, {"refresh_token": "r-2"}, now)
+            assert not digest.gather(app, conn, sam, now).content.news
+    finally:
+        app.engine.dispose()
