@@ -380,6 +380,12 @@ def all_active_enrollments(conn: sa.Connection) -> list[Enrollment]:
     return [_enrollment(row) for row in conn.execute(query.order_by(enrollments.c.id))]
 
 
+def any_active(conn: sa.Connection) -> bool:
+    """Whether any enrollment is active."""
+    query = sa.select(enrollments.c.id).where(enrollments.c.status == "active").limit(1)
+    return conn.execute(query).first() is not None
+
+
 def insert_enrollment(conn: sa.Connection, row: dict[str, Any]) -> int:
     result = conn.execute(sa.insert(enrollments).returning(enrollments.c.id), row)
     return int(result.scalar_one())
