@@ -62,13 +62,16 @@ def head(rows: Iterator[Any], size: int = PAGE) -> tuple[list[Any], bool]:
     return first[:size], len(first) <= size
 
 
-def write_json_array(out: TextIO, items: Iterable[Any], *, indent: int = 2, end: str = "\n") -> int:
-    """A JSON array written item by item (the same text as `json.dumps(list)`); the count."""
+def write_json_array(out: TextIO, items: Iterable[Any], *, end: str = "\n") -> int:
+    """A JSON array written item by item, one a line; the count.
+
+    Items are not indented: json's C encoder does only the compact form,
+    several times faster over a million contacts.
+    """
     count = 0
-    pad = " " * indent
     for item in items:
-        text = json.dumps(item, indent=indent, default=str, ensure_ascii=False)
-        out.write(("[\n" if count == 0 else ",\n") + pad + text.replace("\n", "\n" + pad))
+        text = json.dumps(item, default=str, ensure_ascii=False)
+        out.write(("[\n  " if count == 0 else ",\n  ") + text)
         count += 1
     out.write(("\n]" if count else "[]") + end)
     out.flush()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -65,24 +66,28 @@ def upcoming(
     Reads the due index (`next_due_at`) up to the window's end a page at a
     time: an enrollment due after the window has nothing in it (a window or
     a pause only delays a step past its `next_due_at`), so the cost follows
-    what is due, not how many contacts there are. For the same reason an
-    item earlier than the last `next_due_at` read can come from no later
-    enrollment: it is yielded then, and only later ones are held back.
+    what is due, not how many contacts there are. For the same reason no
+    later enrollment can bring an item earlier than the last `next_due_at`
+    read: items up to it are yielded then, and only later ones held back.
+    Items at the same instant come in the due index's order.
     """
     now = app.clock.now()
     until = now + timedelta(days=days)
+    window = Window(now=now, until=until, max_late=app.config.max_late)
     pauses = queries.rep_pauses(conn)
-    held: list[tuple[datetime, str, int, Scheduled]] = []
+    held: list[tuple[datetime, int, Scheduled]] = []
+    found = itertools.count()
     for page in _due_pages(conn, until, email):
         people = queries.contacts_by_ids(conn, {e.contact_id for e in page})
         for enrollment in page:
-            for item in _projected(app, enrollment, people[enrollment.contact_id], pauses, until):
-                heapq.heappush(held, (item.at, item.email, len(held), item))
+            contact = people[enrollment.contact_id]
+            for item in _projected(app, enrollment, contact, pauses, window):
+                heapq.heappush(held, (item.at, next(found), item))
         boundary = page[-1].next_due_at
-        while held and boundary is not None and held[0][0] < boundary:
-            yield heapq.heappop(held)[3]
+        while held and boundary is not None and held[0][0] <= boundary:
+            yield heapq.heappop(held)[2]
     while held:
-        yield heapq.heappop(held)[3]
+        yield heapq.heappop(held)[2]
 
 
 def _due_pages(
@@ -107,17 +112,25 @@ def _due_pages(
         after = (last.next_due_at, last.id)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Window:
+    """What `schedule` asks of every enrollment: its items from now until `until`."""
+
+    now: datetime
+    until: datetime
+    max_late: timedelta
+
+
 def _projected(
     app: App,
     enrollment: queries.Enrollment,
     contact: queries.Contact,
     pauses: dict[str, datetime],
-    until: datetime,
+    window: Window,
 ) -> list[Scheduled]:
     campaign = app.catalog.campaigns.get(enrollment.campaign)
     if campaign is None:
         return []
-    now = app.clock.now()
     ctx = pipeline.context(app, contact, campaign, enrollment.enrolled_at, pauses)
     progress = schedule.Progress.from_json(enrollment.progress)
     return [
@@ -127,10 +140,10 @@ def _projected(
             campaign.step(due.step_id).kind,
             enrollment.campaign,
             ctx,
-            now,
-            app.config.max_late,
+            window.now,
+            window.max_late,
         )
-        for due in schedule.project(campaign.plans, progress, ctx, until=until)
+        for due in schedule.project(campaign.plans, progress, ctx, until=window.until)
     ]
 
 
@@ -244,6 +257,9 @@ class StepStats:
         return self.replied / self.sent if self.sent else None
 
 
+DUE_NOW_CAP = 10_000  # `status` counts what is due up to this many
+
+
 def status(app: App, conn: sa.Connection) -> dict[str, Any]:
     """The pipeline: contacts per stage and status, per-step results, touches, backlog."""
     counts = queries.step_counts(conn)
@@ -266,18 +282,19 @@ def status(app: App, conn: sa.Connection) -> dict[str, Any]:
     ]
     enrolled = queries.enrollment_counts(conn)
     stage_counts = queries.stage_counts(conn)
+    statuses, touches = queries.status_counts(conn)
     return {
         "stages": {stage: stage_counts.get(stage, 0) for stage in stages.STAGES},
-        "statuses": queries.status_counts(conn),
+        "statuses": statuses,
         "campaigns": {
             c: {s: enrolled.get((c, s), 0) for s in ("active", "completed", "stopped")}
             for c in (campaign.id for campaign in app.catalog.ordered())
         },
         "steps": steps,
-        "touches": queries.touch_total(conn),
+        "touches": touches,
         "mailboxes": _mailboxes(app, conn),
         "health": health(app, conn),
-        "due_now": len(queries.due_enrollments(conn, app.clock.now(), 10_000)),
+        "due_now": queries.due_count(conn, app.clock.now(), DUE_NOW_CAP),
         "campaigns_version": app.catalog.version,
     }
 

@@ -423,9 +423,12 @@ def due_page(
         .limit(limit)
     )
     if after is not None:
+        # A row value: SQLite and PostgreSQL start the index scan at it (an OR
+        # of the two cases rescans every tie of the same instant, each page).
         at, last_id = after
         query = query.where(
-            sa.or_(e.c.next_due_at > at, sa.and_(e.c.next_due_at == at, e.c.id > last_id))
+            sa.tuple_(e.c.next_due_at, e.c.id)
+            > sa.tuple_(sa.literal(at, UTCDateTime()), sa.literal(last_id))
         )
     return [_enrollment(row) for row in conn.execute(query)]
 
@@ -541,15 +544,19 @@ def stage_counts(conn: sa.Connection) -> dict[str, int]:
     return {stage: count for stage, count in conn.execute(query)}
 
 
-def status_counts(conn: sa.Connection) -> dict[str, int]:
-    query = sa.select(contacts.c.status, sa.func.count()).group_by(contacts.c.status)
-    return {status: count for status, count in conn.execute(query)}
+def status_counts(conn: sa.Connection) -> tuple[dict[str, int], int]:
+    """Contacts per status, and the touches of all: one pass over the contacts."""
+    query = sa.select(
+        contacts.c.status, sa.func.count(), sa.func.coalesce(sa.func.sum(contacts.c.touches), 0)
+    ).group_by(contacts.c.status)
+    rows = conn.execute(query).all()
+    return {status: count for status, count, _ in rows}, sum(int(t) for _, _, t in rows)
 
 
-def touch_total(conn: sa.Connection) -> int:
-    return int(
-        conn.execute(sa.select(sa.func.coalesce(sa.func.sum(contacts.c.touches), 0))).scalar_one()
-    )
+def due_count(conn: sa.Connection, now: datetime, cap: int) -> int:
+    """How many enrollments are due at `now`, counted up to `cap` (the due index's head)."""
+    head = sa.select(enrollments.c.id).where(enrollments.c.next_due_at <= now).limit(cap)
+    return int(conn.execute(sa.select(sa.func.count()).select_from(head.subquery())).scalar_one())
 
 
 # -- tasks ------------------------------------------------------------------
