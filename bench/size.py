@@ -70,7 +70,7 @@ BASELINES = {
         "db = sqlite3.connect(sys.argv[1])\n"
         'for row in db.execute("select e.next_due_at, c.email, e.campaign from enrollments e'
         " join contacts c on c.id = e.contact_id where e.status = 'active'"
-        " and e.next_due_at <= '9999' order by e.next_due_at, e.id\"):\n"
+        " and e.next_due_at <= '9999-12-31 00:00:00' order by e.next_due_at, e.id\"):\n"
         "    print(*row)\n"
     ),
 }

@@ -57,9 +57,12 @@ def contacts(conn: sa.Connection, where: Filter, *, page: int = PAGE) -> Iterato
 
 
 def head(rows: Iterator[Any], size: int = PAGE) -> tuple[list[Any], bool]:
-    """The first `size` rows, and whether that was all of them."""
+    """The rows up to one past `size`, and whether that was all of them (at most `size`).
+
+    The rest follow with `itertools.chain(first, rows)`.
+    """
     first = list(itertools.islice(rows, size + 1))
-    return first[:size], len(first) <= size
+    return first, len(first) <= size
 
 
 def write_json_array(out: TextIO, items: Iterable[Any], *, end: str = "\n") -> int:
@@ -96,7 +99,7 @@ def write_columns(
     Flushed every page, so `| head` sees its lines at once.
     """
     iterator = iter(rows)
-    first, _ = head(iterator)
+    first = list(itertools.islice(iterator, PAGE))
     widths = [max([len(name), *(len(row[i]) for row in first)]) for i, name in enumerate(headers)]
     aligns: list[Callable[[str, int], str]] = [
         str.rjust if name in right else str.ljust for name in headers
