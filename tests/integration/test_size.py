@@ -216,3 +216,28 @@ def test_import_in_chunks_reports_bad_rows_by_line_and_records_its_plans(
     # The first `dripd run` finds the plans made under these files: nothing to time again.
     assert reload.replan_changed(app) == 0
     app.engine.dispose()
+
+
+def test_pages_by_key_on_each_database(make_config: Any, database_url: str) -> None:
+    """Keyset paging (contacts by email, the due index by time then id) on SQLite and PostgreSQL."""
+    app = app_mod.open_app(str(make_config(database=database_url)), the_clock=clock.FakeClock(NOW))
+    fill(app, 50)
+    with app.engine.begin() as conn:  # ties: ten enrollments due at each instant
+        conn.execute(sa.update(schema.enrollments).values(next_due_at=NOW))
+        conn.execute(
+            sa.update(schema.enrollments)
+            .where(schema.enrollments.c.id % 5 == 0)
+            .values(status="stopped")
+        )
+    where = listing.Filter(stage="lead", campaign="qualification", after="c0000010@example.com")
+    with app.reader.connect() as conn:
+        listed = [x.contact.email for x in listing.contacts(conn, where, page=3)]
+        due: list[int] = []
+        after = None
+        while page := queries.due_page(conn, NOW, after, 4):
+            due += [e.id for e in page]
+            after = (NOW, page[-1].id)
+    stopped = {i for i in range(50) if (i + 1) % 5 == 0}
+    assert listed == [f"c{i:07d}@example.com" for i in range(11, 50, 2) if i not in stopped]
+    assert due == [i + 1 for i in range(50) if i not in stopped]
+    app.engine.dispose()
