@@ -319,6 +319,20 @@ def active_campaigns(conn: sa.Connection, ids: Collection[int]) -> dict[int, lis
     return found
 
 
+def contact_ids_owned_by(conn: sa.Connection, rep_id: str, page: int = 1000) -> Iterator[int]:
+    """The ids of a rep's contacts, in id order, read a page at a time (the owner index)."""
+    query = (
+        sa.select(contacts.c.id)
+        .where(contacts.c.owner == rep_id)
+        .order_by(contacts.c.id)
+        .limit(page)
+    )
+    last = 0
+    while ids := list(conn.execute(query.where(contacts.c.id > last)).scalars()):
+        yield from ids
+        last = ids[-1]
+
+
 def existing_keys(conn: sa.Connection, keys: Sequence[str]) -> dict[str, int]:
     """email_key → contact id for those of `keys` already stored."""
     found: dict[str, int] = {}

@@ -152,8 +152,8 @@ def test_first_row_is_written_before_the_last_is_read(
     out = Recorder(read)
     monkeypatch.setattr(sys, "stdout", out)
     wanted = 5 * listing.PAGE
-    cli.main(["--config", str(big.config.path), "contacts", "list", "--stage", "lead",
-              "--limit", str(wanted)])  # fmt: skip
+    args = ["--config", str(big.config.path), "contacts", "list", "--stage", "lead"]
+    cli.cli.main(args=[*args, "--limit", str(wanted)], standalone_mode=False)
     assert out.read_at_first_row == listing.PAGE
     assert sum(read) == wanted
     assert out.getvalue().count("@example.com") == wanted
