@@ -253,8 +253,18 @@ def _run_import(
         return importer.import_csv(app, file, enroll=campaign)
     columns = (TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=stderr, transient=True) as bar:
-        task = bar.add_task("import", total=None)
+        task = bar.add_task("import", total=_data_lines(file))
         return importer.import_csv(app, file, enroll=campaign, tick=lambda n: bar.advance(task, n))
+
+
+def _data_lines(file: Path) -> int | None:
+    """The lines after the header (the rows, unless a cell holds a line break), for the bar."""
+    try:
+        with file.open("rb") as handle:
+            lines = sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
+    except OSError:
+        return None  # the import says why
+    return max(lines - 1, 0)
 
 
 @contacts_group.command("list")
