@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("due_query", "cli_core", "send", "inbox", "instances", "bounces")
+BENCHMARKS = ("due_query", "cli_core", "send", "inbox", "instances", "bounces", "size")
 
 
 def main() -> None:
@@ -13,6 +13,8 @@ def main() -> None:
     if names[0] == "bounces":  # the one that takes options: python -m bench bounces --corpus P
         importlib.import_module("bench.bounces").main(names[1:])
         return
+    # Other options (--quick) are read by the benchmarks themselves from sys.argv.
+    names = [arg for arg in names if not arg.startswith("--")] or ["all"]
     if names == ["all"]:
         names = list(BENCHMARKS)
     for name in names:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -287,34 +288,67 @@ def _run_import(
         return importer.import_csv(app, file, enroll=campaign)
     columns = (TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=stderr, transient=True) as bar:
-        task = bar.add_task("import", total=None)
+        task = bar.add_task("import", total=_data_lines(file))
         return importer.import_csv(app, file, enroll=campaign, tick=lambda n: bar.advance(task, n))
+
+
+def _data_lines(file: Path) -> int | None:
+    """The lines after the header (the rows, unless a cell holds a line break), for the bar."""
+    try:
+        with file.open("rb") as handle:
+            lines = sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
+    except OSError:
+        return None  # the import says why
+    return max(lines - 1, 0)
 
 
 @contacts_group.command("list")
 @config_option
 @click.option("--stage", type=click.Choice(["suspect", "prospect", "lead", "customer"]))
 @click.option("--campaign", metavar="CAMPAIGN", help="Only contacts active in this campaign.")
+@click.option("--limit", type=click.IntRange(1), help="At most this many contacts.")
+@click.option(
+    "--after",
+    metavar="EMAIL",
+    help="Start after this email (the last one of the previous page: keyset paging).",
+)
 @json_option
-def contacts_list(stage: str | None, campaign: str | None, as_json: bool) -> None:
-    """List contacts with stage, status, touches and last touch."""
+@click.option("--jsonl", "as_jsonl", is_flag=True, help="Print one JSON object a line.")
+def contacts_list(
+    stage: str | None,
+    campaign: str | None,
+    limit: int | None,
+    after: str | None,
+    as_json: bool,
+    as_jsonl: bool,
+) -> None:
+    """List contacts in email order: stage, status, campaigns, touches, last touch.
+
+    Rows are printed as they are read. On a terminal a list that fits a page
+    is a table; a longer one, or one going to a file or pipe, plain columns.
+    """
+    from dripd import listing
     from dripd import tables as out
-    from dripd.store import queries
 
     app = open_app()
     if campaign:
         app.catalog.get(campaign)
+    where = listing.Filter(stage=stage, campaign=campaign, after=after, limit=limit)
     with app.reader.connect() as conn:
-        people = queries.list_contacts(conn, stage=stage, campaign=campaign)
-        current = (
-            {c.id: [e.campaign for e in queries.active_enrollments(conn, c.id)] for c in people}
-            if len(people) <= 5000
-            else {}
-        )
-    if as_json:
-        print_json([out.contact_json(c, current.get(c.id, [])) for c in people])
-    else:
-        out.contact_table(stdout, people, current)
+        found = listing.contacts(conn, where)
+        if as_json or as_jsonl:
+            items = (out.contact_json(x.contact, x.campaigns) for x in found)
+            write = listing.write_json_lines if as_jsonl else listing.write_json_array
+            write(sys.stdout, items)
+            return
+        rows: Iterator[tuple[str, ...]] = (out.contact_cells(x.contact, x.campaigns) for x in found)
+        if stdout.is_terminal:
+            first, complete = listing.head(rows)
+            if complete:
+                out.contact_table(stdout, first)
+                return
+            rows = itertools.chain(first, rows)
+        listing.write_columns(sys.stdout, out.CONTACT_COLUMNS, rows, right=("touches",))
 
 
 @contacts_group.command("export")
@@ -495,25 +529,36 @@ def stop(email: str) -> None:
 @click.option("--contact", "email", metavar="EMAIL", help="Only this contact.")
 @json_option
 def schedule_cmd(days: int, email: str | None, as_json: bool) -> None:
-    """What will happen when, per contact."""
+    """What will happen when, per contact (printed as it is worked out)."""
+    from dripd import listing, views
     from dripd import tables as out
-    from dripd import views
 
     app = open_app()
     with app.reader.connect() as conn:
-        items, waiting = views.upcoming(app, conn, days, email)
-    if as_json:
-        print_json(
-            {
-                "items": [i.as_json() for i in items],
-                "waiting": [
-                    {"contact": w.email, "campaign": w.campaign, "reason": w.reason}
-                    for w in waiting
-                ],
-            }
-        )
-    else:
-        out.schedule_table(stdout, items, waiting, days)
+        items = views.upcoming(app, conn, days, email)
+        if as_json:
+            sys.stdout.write('{"items": ')
+            listing.write_json_array(sys.stdout, (i.as_json() for i in items), end="")
+            sys.stdout.write(', "waiting": ')
+            waiting = views.waiting(app, conn, email)
+            listing.write_json_array(sys.stdout, (w.as_json() for w in waiting), end="")
+            sys.stdout.write("}\n")
+            return
+        rows: Iterator[tuple[str, ...]] = (out.scheduled_cells(i) for i in items)
+        if stdout.is_terminal:
+            first, complete = listing.head(rows)
+            if complete:
+                out.schedule_table(stdout, first, list(views.waiting(app, conn, email)), days)
+                return
+            rows = itertools.chain(first, rows)
+        sys.stdout.write(f"the next {days} day(s):\n")
+        listing.write_columns(sys.stdout, out.SCHEDULE_COLUMNS, rows)
+        waiting_rows = (out.waiting_cells(w) for w in views.waiting(app, conn, email))
+        first_waiting, _ = listing.head(waiting_rows, 1)
+        if first_waiting:
+            sys.stdout.write("\nwaiting:\n")
+            columns = out.WAITING_COLUMNS
+            listing.write_columns(sys.stdout, columns, itertools.chain(first_waiting, waiting_rows))
 
 
 @cli.command()
@@ -958,6 +1003,9 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(exc.exit_code) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+    except BrokenPipeError:  # `dripd contacts list | head` has read its lines
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(0) from None
     except Exception as exc:  # the boundary: no traceback reaches a user
         logger.debug("internal error", exc_info=True)
         if _database_lost(exc):  # e.g. PostgreSQL restarted under `dripd run`

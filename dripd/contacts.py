@@ -30,7 +30,7 @@ STANDARD = (
 )
 TEXT_FIELDS = ("first_name", "last_name", "company", "phone")
 # What `contacts export` adds of dripd's own records: an import passes over them
-RECORDED = frozenset({"touches", "last_touch_at", "campaigns"})
+RECORDED = ("touches", "last_touch_at", "campaigns")
 MAX_TEXT = 200  # characters in a name, company or phone
 MAX_CUSTOM = 5000  # characters in a custom field value
 CUSTOM_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")

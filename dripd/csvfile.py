@@ -7,11 +7,11 @@ UTF-8 are kept, each other row is reported by line.
 from __future__ import annotations
 
 import csv
-import io
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from dripd import contacts, errors
 
@@ -45,30 +45,44 @@ class Problem:
 
 def read(path: Path, rules: contacts.Rules) -> tuple[list[Row], list[Problem]]:
     """Every row of `path`, validated; duplicates of an earlier row are problems."""
-    text, clean = _decode(path)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(text))
-    header = _header(path, reader)
     rows: list[Row] = []
     problems: list[Problem] = []
-    first_line: dict[str, int] = {}
-    for line, cells in _records(reader):
-        result = _row(line, header, cells, rules, first_line, clean)
+    for result in stream(path, rules):
         (rows if isinstance(result, Row) else problems).append(result)  # type: ignore[arg-type]
     return rows, problems
 
 
-def _decode(path: Path) -> tuple[str, bool]:
-    """The file's text, and whether it was all valid UTF-8."""
+def stream(path: Path, rules: contacts.Rules) -> Iterator[Row | Problem]:
+    """The rows of `path` in file order, validated as they are read (the file is not held).
+
+    Raises ContactError at once for a file that can't be opened or a bad header.
+    """
+    handle = _open(path)
     try:
-        data = path.read_bytes()
+        reader = csv.reader(handle, delimiter=_delimiter(handle.readline()))
+        handle.seek(0)
+        header = _header(path, reader)
+    except BaseException:
+        handle.close()
+        raise
+    return _validated(handle, reader, header, rules)
+
+
+def _validated(
+    handle: TextIO, reader: Iterator[list[str]], header: list[str], rules: contacts.Rules
+) -> Iterator[Row | Problem]:
+    first_line: dict[str, int] = {}
+    with handle:
+        for line, cells in _records(reader):
+            yield _row(line, header, cells, rules, first_line)
+
+
+def _open(path: Path) -> TextIO:
+    """The file as text; bytes that are not UTF-8 become lone surrogates, reported by row."""
+    try:
+        return path.open(encoding="utf-8-sig", errors="surrogateescape", newline="")
     except OSError as exc:
         raise errors.ContactError(f"{path}: {exc.strerror or exc}") from exc
-    try:
-        return data.decode("utf-8-sig"), True
-    except UnicodeDecodeError:
-        # surrogateescape keeps undecodable bytes as lone surrogates so the
-        # rows holding them can be reported one by one.
-        return data.decode("utf-8-sig", errors="surrogateescape"), False
 
 
 def _header(path: Path, reader: Iterator[list[str]]) -> list[str]:
@@ -93,12 +107,11 @@ def _header(path: Path, reader: Iterator[list[str]]) -> list[str]:
     return header
 
 
-def _delimiter(text: str) -> str:
+def _delimiter(first: str) -> str:
     """The delimiter with which the first line has an email column (else a comma).
 
     Failing that, one with a column like it, so the message can name it.
     """
-    first = text.split("\n", 1)[0]
     for wanted in (("email",), EMAIL_LIKE):
         for delimiter in DELIMITERS:
             names = next(csv.reader([first], delimiter=delimiter), [])
@@ -128,11 +141,10 @@ def _row(
     cells: list[str] | csv.Error,
     rules: contacts.Rules,
     first_line: dict[str, int],
-    clean: bool,
 ) -> Row | Problem:
     if isinstance(cells, csv.Error):
         return Problem(line=line, message=f"unreadable CSV: {cells}")
-    if not clean and any(_has_surrogate(cell) for cell in cells):
+    if _has_surrogate("".join(cells)):
         return Problem(line=line, message="not UTF-8 text (save the file as UTF-8)")
     if len(cells) > len(header):
         return Problem(line=line, message=f"{len(cells)} cells but the header has {len(header)}")

@@ -7,19 +7,21 @@ contacts that already exist go through the ordinary field-update path.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from dripd import campaigns, csvfile, errors, forget, pipeline, schedule, stages
+from dripd import campaigns, csvfile, errors, forget, pipeline, reload, schedule, stages
 from dripd.app import App
 from dripd.store import queries, schema
 
 Tick = Callable[[int], None]
+T = TypeVar("T")
 CHUNK = 5000  # rows per bulk statement
 
 
@@ -34,42 +36,99 @@ class Report:
 def import_csv(
     app: App, path: Path, *, enroll: str | None = None, tick: Tick | None = None
 ) -> Report:
-    """Import `path`; `tick(n)` is called as rows are processed (for a progress bar)."""
+    """Import `path`; `tick(n)` is called as rows are processed (for a progress bar).
+
+    The file is read as a stream and written `CHUNK` rows at a time, one
+    statement per table per chunk, all in one transaction: memory follows the
+    chunk, not the file (but for the emails seen, kept to report duplicates).
+    """
     campaign = app.catalog.get(enroll) if enroll else None
-    rows, problems = csvfile.read(path, app.contact_rules())
-    report = Report(problems=[str(p) for p in problems])
-    now = app.clock.now()
-    cause = f"imported from {path.name}"
-    bulk = campaign is not None and not _needs_slow_path(app, campaign)
+    results = csvfile.stream(path, app.contact_rules())
+    report = Report()
+    late: list[str] = []  # enrollment problems, reported after the file's own
+    batch = Batch(
+        now=app.clock.now(),
+        cause=f"imported from {path.name}",
+        campaign=campaign,
+        bulk=campaign is not None and not _needs_slow_path(app, campaign),
+    )
     with app.engine.begin() as conn:
-        erased = forget.forgotten(conn, [r.key for r in rows])
-        if erased:
-            report.problems += [
-                f"line {r.line}: {r.key} asked to be forgotten: not imported"
-                for r in rows
-                if r.key in erased
-            ]
-            rows = [r for r in rows if r.key not in erased]
-        existing = queries.existing_keys(conn, [r.key for r in rows])
-        new = [r for r in rows if r.key not in existing]
-        old = [r for r in rows if r.key in existing]
-        created, promoted = _create(
-            app, conn, new, now, cause=cause, campaign=campaign if bulk else None, tick=tick
-        )
-        report.created = len(created)
-        _update(app, conn, old, existing, now, cause=cause, tick=tick)
-        report.updated = len(old)
-        if campaign is None:
-            return report
-        if bulk:
-            report.enrolled += _enroll_bulk(app, conn, campaign, created, now)
-            _insert_chunked(conn, schema.events, promoted)
-            targets = [(row, existing[row.key]) for row in old]
-        else:
-            targets = [(p.row, p.id) for p in created]
-            targets += [(row, existing[row.key]) for row in old]
-        _enroll_each(app, conn, campaign, targets, now, report)
+        fresh = campaign is not None and _plans_recordable(app, conn)
+        for chunk in _chunks(results, CHUNK):
+            rows = [r for r in chunk if isinstance(r, csvfile.Row)]
+            report.problems += [str(p) for p in chunk if isinstance(p, csvfile.Problem)]
+            _import_chunk(app, conn, rows, batch, report, late, tick)
+        if fresh:
+            reload.remember_plans(app, conn)
+    report.problems += late
     return report
+
+
+def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """`items` in lists of `size` (itertools.batched, Python 3.12)."""
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Batch:
+    """What every chunk of one import shares."""
+
+    now: datetime
+    cause: str
+    campaign: campaigns.Campaign | None
+    bulk: bool  # new contacts enrolled in bulk (no starts_when chain can fire)
+
+
+def _import_chunk(
+    app: App,
+    conn: sa.Connection,
+    rows: Sequence[csvfile.Row],
+    batch: Batch,
+    report: Report,
+    late: list[str],
+    tick: Tick | None,
+) -> None:
+    now, cause, campaign = batch.now, batch.cause, batch.campaign
+    erased = forget.forgotten(conn, [r.key for r in rows])
+    if erased:  # `contacts forget`: never back by an import
+        report.problems += [
+            f"line {r.line}: {r.key} asked to be forgotten: not imported"
+            for r in rows
+            if r.key in erased
+        ]
+        rows = [r for r in rows if r.key not in erased]
+    existing = queries.existing_keys(conn, [r.key for r in rows])
+    new = [r for r in rows if r.key not in existing]
+    old = [r for r in rows if r.key in existing]
+    created, promoted = _create(
+        app, conn, new, now, cause=cause, campaign=campaign if batch.bulk else None, tick=tick
+    )
+    report.created += len(created)
+    _update(app, conn, old, existing, now, cause=cause, tick=tick)
+    report.updated += len(old)
+    if campaign is None:
+        return
+    if batch.bulk:
+        report.enrolled += _enroll_bulk(app, conn, campaign, created, now)
+        _insert_chunked(conn, schema.events, promoted)
+        targets = [(row, existing[row.key]) for row in old]
+    else:
+        targets = [(p.row, p.id) for p in created]
+        targets += [(row, existing[row.key]) for row in old]
+    report.enrolled += _enroll_each(app, conn, campaign, targets, now, late)
+
+
+def _plans_recordable(app: App, conn: sa.Connection) -> bool:
+    """Whether the enrollments after this import are all planned under `app`'s files.
+
+    True when the database has no active enrollment yet and no record of
+    what plans were made under: the import then records it, so the first
+    `dripd run` does not time every enrollment again. (A record that differs
+    is left alone: older enrollments may need planning again.)
+    """
+    return queries.setting(conn, reload.PLANNED_UNDER) is None and not queries.any_active(conn)
 
 
 def _needs_slow_path(app: App, campaign: campaigns.Campaign) -> bool:
@@ -192,8 +251,10 @@ def _enroll_each(
     campaign: campaigns.Campaign,
     targets: Sequence[tuple[csvfile.Row, int]],
     now: datetime,
-    report: Report,
-) -> None:
+    problems: list[str],
+) -> int:
+    """Enroll contacts one by one (chains may fire); how many were enrolled."""
+    enrolled = 0
     for row, contact_id in targets:
         contact = queries.contact_by_id(conn, contact_id)
         try:
@@ -202,9 +263,10 @@ def _enroll_each(
                     app, conn, contact, campaign.id, now, cause="contacts import --enroll"
                 )
         except errors.ContactError as exc:
-            report.problems.append(f"line {row.line}: not enrolled: {exc}")
+            problems.append(f"line {row.line}: not enrolled: {exc}")
         else:
-            report.enrolled += 1
+            enrolled += 1
+    return enrolled
 
 
 def _enroll_bulk(

@@ -324,9 +324,8 @@ def reschedule(app: App, conn: sa.Connection, contact_id: int, now: datetime) ->
 
 def reschedule_rep(app: App, conn: sa.Connection, rep_id: str, now: datetime) -> None:
     """Recompute due times of every contact the rep owns (after a pause or resume)."""
-    for contact in queries.list_contacts(conn):
-        if contact.owner == rep_id:
-            reschedule(app, conn, contact.id, now)
+    for contact_id in queries.contact_ids_owned_by(conn, rep_id):
+        reschedule(app, conn, contact_id, now)
 
 
 def contact_row(

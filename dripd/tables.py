@@ -11,12 +11,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from dripd import campaigns, compose, config, importer, views
-from dripd.app import App
 from dripd.store.queries import Contact, Enrollment
 
+# Only for annotations: `contacts list` imports this module and need not load
+# the views, the composer and the importer (a fifth of a second at start).
 if TYPE_CHECKING:
-    from dripd import probe, signin
+    from dripd import campaigns, compose, config, importer, probe, signin, views
+    from dripd.app import App
 
 
 def _when(at: datetime | None, tz: Any = None) -> str:
@@ -119,32 +120,33 @@ def event_json(event: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def contact_table(
-    console: Console, people: Sequence[Contact], current: Mapping[int, Sequence[str]]
-) -> None:
-    table = Table(title=f"{len(people)} contact(s)", title_justify="left")
-    for column in (
-        "email",
-        "name",
-        "company",
-        "stage",
-        "status",
-        "campaign",
-        "touches",
-        "last touch",
-    ):
+CONTACT_COLUMNS = (
+    "email",
+    "name",
+    "company",
+    "stage",
+    "status",
+    "campaign",
+    "touches",
+    "last touch",
+)
+
+
+def contact_cells(contact: Contact, campaigns_now: Sequence[str]) -> tuple[str, ...]:
+    """A contact's row of `contacts list`, as CONTACT_COLUMNS."""
+    c = contact
+    touched = _when(c.last_touch_at)
+    return (c.email, c.name, c.company, c.stage, c.status, ", ".join(campaigns_now),
+            str(c.touches), touched)  # fmt: skip
+
+
+def contact_table(console: Console, rows: Sequence[tuple[str, ...]]) -> None:
+    """`contacts list` on a terminal when it fits a page: a rich table of contact_cells."""
+    table = Table(title=f"{len(rows)} contact(s)", title_justify="left")
+    for column in CONTACT_COLUMNS:
         table.add_column(column, justify="right" if column == "touches" else "left")
-    for c in people:
-        table.add_row(
-            c.email,
-            c.name,
-            c.company,
-            c.stage,
-            c.status,
-            ", ".join(current.get(c.id, [])),
-            str(c.touches),
-            _when(c.last_touch_at),
-        )
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
 
 
@@ -205,29 +207,40 @@ def _history_table(console: Console, history: Sequence[Mapping[str, Any]], tz: A
     console.print(table)
 
 
+SCHEDULE_COLUMNS = ("when (contact's time)", "contact", "campaign", "step", "kind", "note")
+WAITING_COLUMNS = ("contact", "campaign", "waiting for")
+
+
+def scheduled_cells(item: views.Scheduled) -> tuple[str, ...]:
+    """An item's row of `schedule`, as SCHEDULE_COLUMNS."""
+    step = item.step + (f" #{item.occurrence}" if item.occurrence > 1 else "")
+    when = f"{item.local:%a %Y-%m-%d %H:%M %Z}"
+    return (when, item.email, item.campaign, step, item.kind, item.note)
+
+
+def waiting_cells(w: views.Waiting) -> tuple[str, ...]:
+    return (w.email, w.campaign, w.reason)
+
+
 def schedule_table(
-    console: Console, items: Sequence[views.Scheduled], waiting: Sequence[views.Waiting], days: int
+    console: Console,
+    rows: Sequence[tuple[str, ...]],
+    waiting: Sequence[views.Waiting],
+    days: int,
 ) -> None:
-    table = Table(title=f"the next {days} day(s): {len(items)} item(s)", title_justify="left")
-    for column in ("when (contact's time)", "contact", "campaign", "step", "kind", "note"):
+    """`schedule` on a terminal when it fits a page: rich tables of scheduled_cells."""
+    table = Table(title=f"the next {days} day(s): {len(rows)} item(s)", title_justify="left")
+    for column in SCHEDULE_COLUMNS:
         table.add_column(column)
-    for item in items:
-        step = item.step + (f" #{item.occurrence}" if item.occurrence > 1 else "")
-        table.add_row(
-            f"{item.local:%a %Y-%m-%d %H:%M %Z}",
-            item.email,
-            item.campaign,
-            step,
-            item.kind,
-            item.note,
-        )
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
     if waiting:
         wait_table = Table(title="waiting", title_justify="left")
-        for column in ("contact", "campaign", "waiting for"):
+        for column in WAITING_COLUMNS:
             wait_table.add_column(column)
         for w in waiting:
-            wait_table.add_row(w.email, w.campaign, w.reason)
+            wait_table.add_row(*waiting_cells(w))
         console.print(wait_table)
 
 

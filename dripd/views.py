@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import heapq
+import itertools
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -60,56 +62,115 @@ class Waiting:
     campaign: str
     reason: str
 
+    def as_json(self) -> dict[str, Any]:
+        return {"contact": self.email, "campaign": self.campaign, "reason": self.reason}
+
+
+SCHEDULE_PAGE = 500  # enrollments read from the due index per query
+
 
 def upcoming(
     app: App, conn: sa.Connection, days: int, email: str | None = None
-) -> tuple[list[Scheduled], list[Waiting]]:
-    """Everything due in the next `days` days (and overdue now), in time order."""
+) -> Iterator[Scheduled]:
+    """Everything due in the next `days` days (and overdue now), in time order, as it is found.
+
+    Reads the due index (`next_due_at`) up to the window's end a page at a
+    time: an enrollment due after the window has nothing in it (a window or
+    a pause only delays a step past its `next_due_at`), so the cost follows
+    what is due, not how many contacts there are. For the same reason no
+    later enrollment can bring an item earlier than the last `next_due_at`
+    read: items up to it are yielded then, and only later ones held back.
+    Items at the same instant come in the due index's order.
+    """
     now = app.clock.now()
     until = now + timedelta(days=days)
+    window = Window(now=now, until=until, max_late=app.config.max_late)
+    pauses = queries.rep_pauses(conn)
+    held: list[tuple[datetime, int, Scheduled]] = []
+    found = itertools.count()
+    for page in _due_pages(conn, until, email):
+        people = queries.contacts_by_ids(conn, {e.contact_id for e in page})
+        for enrollment in page:
+            contact = people[enrollment.contact_id]
+            for item in _projected(app, enrollment, contact, pauses, window):
+                heapq.heappush(held, (item.at, next(found), item))
+        boundary = page[-1].next_due_at
+        while held and boundary is not None and held[0][0] <= boundary:
+            yield heapq.heappop(held)[2]
+    while held:
+        yield heapq.heappop(held)[2]
+
+
+def _due_pages(
+    conn: sa.Connection, until: datetime, email: str | None
+) -> Iterator[list[queries.Enrollment]]:
     if email:
         contact = queries.contact_by_email(conn, email)
         active = queries.active_enrollments(conn, contact.id) if contact else []
-    else:
-        active = queries.all_active_enrollments(conn)
-    people = queries.contacts_by_ids(conn, {e.contact_id for e in active})
-    pauses = queries.rep_pauses(conn)
-    items: list[Scheduled] = []
-    waiting: list[Waiting] = []
-    for enrollment in active:
-        contact = people[enrollment.contact_id]
-        campaign = app.catalog.campaigns.get(enrollment.campaign)
-        if campaign is None:
-            waiting.append(
-                Waiting(
-                    email=contact.email,
-                    campaign=enrollment.campaign,
-                    reason="campaign file is gone",
-                )
-            )
-            continue
-        ctx = pipeline.context(app, contact, campaign, enrollment.enrolled_at, pauses)
-        progress = schedule.Progress.from_json(enrollment.progress)
-        for due in schedule.project(campaign.plans, progress, ctx, until=until):
-            items.append(
-                _scheduled(
-                    due,
-                    contact,
-                    campaign.step(due.step_id).kind,
-                    enrollment.campaign,
-                    ctx,
-                    now,
-                    app.config.max_late,
-                )
-            )
-        if enrollment.waiting:
-            waiting.append(
-                Waiting(
-                    email=contact.email, campaign=enrollment.campaign, reason=enrollment.waiting
-                )
-            )
-    items.sort(key=lambda item: (item.at, item.email))
-    return items, waiting
+        due = [e for e in active if e.next_due_at is not None and e.next_due_at <= until]
+        if due:
+            yield sorted(due, key=lambda e: (e.next_due_at or until, e.id))
+        return
+    after: tuple[datetime, int] | None = None
+    while True:
+        page = queries.due_page(conn, until, after, SCHEDULE_PAGE)
+        if page:
+            yield page
+        if len(page) < SCHEDULE_PAGE:
+            return
+        last = page[-1]
+        assert last.next_due_at is not None
+        after = (last.next_due_at, last.id)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Window:
+    """What `schedule` asks of every enrollment: its items from now until `until`."""
+
+    now: datetime
+    until: datetime
+    max_late: timedelta
+
+
+def _projected(
+    app: App,
+    enrollment: queries.Enrollment,
+    contact: queries.Contact,
+    pauses: dict[str, datetime],
+    window: Window,
+) -> list[Scheduled]:
+    campaign = app.catalog.campaigns.get(enrollment.campaign)
+    if campaign is None:
+        return []
+    ctx = pipeline.context(app, contact, campaign, enrollment.enrolled_at, pauses)
+    progress = schedule.Progress.from_json(enrollment.progress)
+    return [
+        _scheduled(
+            due,
+            contact,
+            campaign.step(due.step_id).kind,
+            enrollment.campaign,
+            ctx,
+            window.now,
+            window.max_late,
+        )
+        for due in schedule.project(campaign.plans, progress, ctx, until=window.until)
+    ]
+
+
+def waiting(app: App, conn: sa.Connection, email: str | None = None) -> Iterator[Waiting]:
+    """Active enrollments waiting on something (a field, a task, a gone campaign file)."""
+    contact = queries.contact_by_email(conn, email) if email else None
+    if email and contact is None:
+        return
+    known = set(app.catalog.campaigns)
+    for email_of, campaign, reason in queries.waiting_enrollments(
+        conn, known, contact.id if contact else None
+    ):
+        gone = campaign not in known
+        yield Waiting(
+            email=email_of, campaign=campaign, reason="campaign file is gone" if gone else reason
+        )
 
 
 NEXT_HORIZON_DAYS = 400  # looked this far ahead (a yearly drip step fits)
@@ -207,6 +268,9 @@ class StepStats:
         return self.replied / self.sent if self.sent else None
 
 
+DUE_NOW_CAP = 10_000  # `status` counts what is due up to this many
+
+
 def status(app: App, conn: sa.Connection) -> dict[str, Any]:
     """The pipeline: contacts per stage and status, per-step results, touches, backlog."""
     counts = queries.step_counts(conn)
@@ -229,19 +293,20 @@ def status(app: App, conn: sa.Connection) -> dict[str, Any]:
     ]
     enrolled = queries.enrollment_counts(conn)
     stage_counts = queries.stage_counts(conn)
+    statuses, touches = queries.status_counts(conn)
     return {
         "stages": {stage: stage_counts.get(stage, 0) for stage in stages.STAGES},
-        "statuses": queries.status_counts(conn),
+        "statuses": statuses,
         "campaigns": {
             c: {s: enrolled.get((c, s), 0) for s in ("active", "completed", "stopped")}
             for c in (campaign.id for campaign in app.catalog.ordered())
         },
         "steps": steps,
         "variants": variants.stats(conn),
-        "touches": queries.touch_total(conn),
+        "touches": touches,
         "mailboxes": _mailboxes(app, conn),
         "health": health(app, conn),
-        "due_now": len(queries.due_enrollments(conn, app.clock.now(), 10_000)),
+        "due_now": queries.due_count(conn, app.clock.now(), DUE_NOW_CAP),
         "campaigns_version": app.catalog.version,
     }
 

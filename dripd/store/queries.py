@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import operator
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -276,6 +276,68 @@ def list_contacts(
     return [_contact(row) for row in conn.execute(query)]
 
 
+def contacts_page(
+    conn: sa.Connection,
+    *,
+    after: str | None,
+    limit: int,
+    stage: str | None = None,
+    campaign: str | None = None,
+) -> list[Contact]:
+    """Up to `limit` contacts with an email_key past `after`, in email_key order.
+
+    Keyset paging: each page reads the email_key index from where the last
+    one stopped, so the first page of a million contacts costs what the
+    first page of ten does.
+    """
+    query = sa.select(contacts).order_by(contacts.c.email_key).limit(limit)
+    if after is not None:
+        query = query.where(contacts.c.email_key > after)
+    if stage:
+        # `stage || ''`: not the stage index (which would sort every contact
+        # of the stage before the first row), the email_key order's.
+        query = query.where(sa.func.coalesce(contacts.c.stage, "").op("||")("") == stage)
+    if campaign:
+        query = query.where(
+            sa.exists().where(
+                enrollments.c.contact_id == contacts.c.id,
+                enrollments.c.status == "active",
+                enrollments.c.campaign == campaign,
+            )
+        )
+    return [_contact(row) for row in conn.execute(query)]
+
+
+def active_campaigns(conn: sa.Connection, ids: Collection[int]) -> dict[int, list[str]]:
+    """contact id → its active enrollments' campaigns (in enrollment order), for a page."""
+    query = (
+        sa.select(enrollments.c.contact_id, enrollments.c.campaign)
+        .where(
+            enrollments.c.contact_id.in_(sorted(ids)),
+            enrollments.c.status == "active",
+        )
+        .order_by(enrollments.c.id)
+    )
+    found: dict[int, list[str]] = {}
+    for contact_id, name in conn.execute(query):
+        found.setdefault(contact_id, []).append(name)
+    return found
+
+
+def contact_ids_owned_by(conn: sa.Connection, rep_id: str, page: int = 1000) -> Iterator[int]:
+    """The ids of a rep's contacts, in id order, read a page at a time (the owner index)."""
+    query = (
+        sa.select(contacts.c.id)
+        .where(contacts.c.owner == rep_id)
+        .order_by(contacts.c.id)
+        .limit(page)
+    )
+    last = 0
+    while ids := list(conn.execute(query.where(contacts.c.id > last)).scalars()):
+        yield from ids
+        last = ids[-1]
+
+
 def existing_keys(conn: sa.Connection, keys: Sequence[str]) -> dict[str, int]:
     """email_key → contact id for those of `keys` already stored."""
     found: dict[str, int] = {}
@@ -337,6 +399,12 @@ def all_active_enrollments(conn: sa.Connection) -> list[Enrollment]:
     return [_enrollment(row) for row in conn.execute(query.order_by(enrollments.c.id))]
 
 
+def any_active(conn: sa.Connection) -> bool:
+    """Whether any enrollment is active."""
+    query = sa.select(enrollments.c.id).where(enrollments.c.status == "active").limit(1)
+    return conn.execute(query).first() is not None
+
+
 def insert_enrollment(conn: sa.Connection, row: dict[str, Any]) -> int:
     result = conn.execute(sa.insert(enrollments).returning(enrollments.c.id), row)
     return int(result.scalar_one())
@@ -357,6 +425,65 @@ def due_enrollments(
     """
     query = _DUE_LOCKED if lock else _DUE
     return [_enrollment(row) for row in conn.execute(query, {"now": now, "limit": limit})]
+
+
+def due_page(
+    conn: sa.Connection, until: datetime, after: tuple[datetime, int] | None, limit: int
+) -> list[Enrollment]:
+    """Up to `limit` active enrollments due by `until`, in (next_due_at, id) order after `after`.
+
+    Keyset paging over the due index: `schedule` reads what falls in its window only.
+    """
+    e = enrollments
+    query = (
+        sa.select(e)
+        .where(e.c.next_due_at <= until, e.c.status == "active")
+        .order_by(e.c.next_due_at, e.c.id)
+        .limit(limit)
+    )
+    if after is not None:
+        # A row value: SQLite and PostgreSQL start the index scan at it (an OR
+        # of the two cases rescans every tie of the same instant, each page).
+        at, last_id = after
+        query = query.where(
+            sa.tuple_(e.c.next_due_at, e.c.id)
+            > sa.tuple_(sa.literal(at, UTCDateTime()), sa.literal(last_id))
+        )
+    return [_enrollment(row) for row in conn.execute(query)]
+
+
+WAITING_PAGE = 1000  # rows per query of waiting_enrollments
+
+
+def waiting_enrollments(
+    conn: sa.Connection, known: Collection[str], contact_id: int | None = None
+) -> Iterator[tuple[str, str, str]]:
+    """(email, campaign, waiting) of the active enrollments waiting on something, by id.
+
+    An enrollment of a campaign not in `known` (its file is gone) counts too.
+    Read a page at a time.
+    """
+    e = enrollments
+    query = (
+        sa.select(e.c.id, contacts.c.email, e.c.campaign, e.c.waiting)
+        .join(contacts, contacts.c.id == e.c.contact_id)
+        .where(
+            e.c.status == "active",
+            sa.or_(e.c.waiting.is_not(None), e.c.campaign.not_in(sorted(known))),
+        )
+        .order_by(e.c.id)
+        .limit(WAITING_PAGE)
+    )
+    if contact_id is not None:
+        query = query.where(e.c.contact_id == contact_id)
+    last = 0
+    while True:
+        rows = conn.execute(query.where(e.c.id > last)).all()
+        for _, email, campaign, waiting in rows:
+            yield email, campaign, waiting or ""
+        if len(rows) < WAITING_PAGE:
+            return
+        last = rows[-1][0]
 
 
 def setting(conn: sa.Connection, key: str) -> str | None:
@@ -446,15 +573,19 @@ def stage_counts(conn: sa.Connection) -> dict[str, int]:
     return {stage: count for stage, count in conn.execute(query)}
 
 
-def status_counts(conn: sa.Connection) -> dict[str, int]:
-    query = sa.select(contacts.c.status, sa.func.count()).group_by(contacts.c.status)
-    return {status: count for status, count in conn.execute(query)}
+def status_counts(conn: sa.Connection) -> tuple[dict[str, int], int]:
+    """Contacts per status, and the touches of all: one pass over the contacts."""
+    query = sa.select(
+        contacts.c.status, sa.func.count(), sa.func.coalesce(sa.func.sum(contacts.c.touches), 0)
+    ).group_by(contacts.c.status)
+    rows = conn.execute(query).all()
+    return {status: count for status, count, _ in rows}, sum(int(t) for _, _, t in rows)
 
 
-def touch_total(conn: sa.Connection) -> int:
-    return int(
-        conn.execute(sa.select(sa.func.coalesce(sa.func.sum(contacts.c.touches), 0))).scalar_one()
-    )
+def due_count(conn: sa.Connection, now: datetime, cap: int) -> int:
+    """How many enrollments are due at `now`, counted up to `cap` (the due index's head)."""
+    head = sa.select(enrollments.c.id).where(enrollments.c.next_due_at <= now).limit(cap)
+    return int(conn.execute(sa.select(sa.func.count()).select_from(head.subquery())).scalar_one())
 
 
 # -- tasks ------------------------------------------------------------------

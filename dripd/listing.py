@@ -1,0 +1,119 @@
+"""Long listings, streamed: rows read a page at a time by key and written as they come.
+
+`dripd contacts list` is built on it, and so can an export be: `contacts()`
+yields every matching contact with its active campaigns, in email order,
+holding one page (`PAGE` rows) at a time whatever the database holds. The
+writers print an iterator of rows without collecting it: a JSON array or JSON
+Lines, or plain columns aligned on the first page.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+import sqlalchemy as sa
+
+from dripd.store import queries
+
+PAGE = 1000  # rows per query; also what a terminal sees before its format is chosen
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Filter:
+    """Which contacts: a stage, a campaign they are active in, after an email, how many."""
+
+    stage: str | None = None
+    campaign: str | None = None
+    after: str | None = None  # keyset: the last email of the previous page
+    limit: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Listed:
+    contact: queries.Contact
+    campaigns: tuple[str, ...]  # active enrollments
+
+
+def contacts(conn: sa.Connection, where: Filter, *, page: int = PAGE) -> Iterator[Listed]:
+    """The contacts matching `where`, in email order, read `page` at a time."""
+    after = where.after.strip().lower() if where.after else None
+    left = where.limit
+    while left is None or left > 0:
+        size = page if left is None else min(page, left)
+        people = queries.contacts_page(
+            conn, after=after, limit=size, stage=where.stage, campaign=where.campaign
+        )
+        current = queries.active_campaigns(conn, [c.id for c in people]) if people else {}
+        for contact in people:
+            yield Listed(contact=contact, campaigns=tuple(current.get(contact.id, ())))
+        if len(people) < size:
+            return
+        after = people[-1].email.lower()
+        left = None if left is None else left - size
+
+
+def head(rows: Iterator[Any], size: int = PAGE) -> tuple[list[Any], bool]:
+    """The rows up to one past `size`, and whether that was all of them (at most `size`).
+
+    The rest follow with `itertools.chain(first, rows)`.
+    """
+    first = list(itertools.islice(rows, size + 1))
+    return first, len(first) <= size
+
+
+def write_json_array(out: TextIO, items: Iterable[Any], *, end: str = "\n") -> int:
+    """A JSON array written item by item, one a line; the count.
+
+    Items are not indented: json's C encoder does only the compact form,
+    several times faster over a million contacts.
+    """
+    count = 0
+    for item in items:
+        text = json.dumps(item, default=str, ensure_ascii=False)
+        out.write(("[\n  " if count == 0 else ",\n  ") + text)
+        count += 1
+    out.write(("\n]" if count else "[]") + end)
+    out.flush()
+    return count
+
+
+def write_json_lines(out: TextIO, items: Iterable[Any]) -> int:
+    """One JSON object a line; the count."""
+    count = 0
+    for item in items:
+        out.write(json.dumps(item, default=str, ensure_ascii=False) + "\n")
+        count += 1
+    out.flush()
+    return count
+
+
+def write_columns(
+    out: TextIO, headers: Sequence[str], rows: Iterable[Sequence[str]], *, right: Sequence[str] = ()
+) -> int:
+    """Plain columns, aligned on the widths of the first page (longer cells push on); the count.
+
+    Flushed every page, so `| head` sees its lines at once.
+    """
+    iterator = iter(rows)
+    first = list(itertools.islice(iterator, PAGE))
+    widths = [max([len(name), *(len(row[i]) for row in first)]) for i, name in enumerate(headers)]
+    aligns: list[Callable[[str, int], str]] = [
+        str.rjust if name in right else str.ljust for name in headers
+    ]
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [fit(cell, width) for fit, cell, width in zip(aligns, cells, widths, strict=True)]
+        return "  ".join(parts).rstrip() + "\n"
+
+    out.write(line(headers))
+    count = 0
+    for count, row in enumerate(itertools.chain(first, iterator), start=1):
+        out.write(line(row))
+        if count % PAGE == 0:
+            out.flush()
+    out.flush()
+    return count
