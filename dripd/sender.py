@@ -92,7 +92,6 @@ class Sender:
         self._connect_failures = 0
         self._password: str | None = None
         self._connections: list[smtp.Connection] = []
-        self._db: sa.Connection | None = None
         self._accepted: list[tuple[outbox.Row, datetime]] = []  # 250 received, not yet committed
         self._rules_cache: _Rules | None = None
         self._unrecorded: list[int] = []  # outbox ids sent since the last record()
@@ -110,15 +109,18 @@ class Sender:
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sa.Connection]:
-        """A transaction on this mailbox's own connection (kept open: ~100 µs less a send)."""
-        if self._db is None or self._db.closed:
-            self._db = self.app.engine.connect()
+        """A short transaction that first commits the `sent` of the emails accepted since the last.
+
+        Its connection goes back to the pool when it ends: none is held while
+        an SMTP server answers (one per mailbox made the pool's size the
+        number of mailboxes that could send).
+        """
         accepted, self._accepted = self._accepted, []
         try:
-            with self._db.begin():
+            with self.app.engine.begin() as conn:
                 for row, at in accepted:
-                    outbox.mark_sent(self._db, row, at)
-                yield self._db
+                    outbox.mark_sent(conn, row, at)
+                yield conn
         except BaseException:
             self._accepted = accepted + self._accepted  # not committed: the next one will
             raise
@@ -438,13 +440,12 @@ class Sender:
         self.stats.bounced += 1
 
     async def close(self) -> None:
+        """Commit what the server accepted and record it; then close the SMTP connections."""
+        self._flush()
         if self._unrecorded:
             self.record()
         for connection in self._connections:
             await connection.close()
-        if self._db is not None:
-            self._db.close()
-            self._db = None
 
 
 def _window(text: str | None) -> windows_mod.Window | None:
