@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import textwrap
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import dbguard
 import pytest
 import sqlalchemy as sa
 
@@ -20,6 +22,43 @@ POSTGRES_URL = os.environ.get(
     "DRIPD_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
 REQUIRE_POSTGRES = os.environ.get("DRIPD_TEST_REQUIRE_POSTGRES") == "1"
+
+# No connection held across a network wait, here and in `dripd run` subprocesses
+# (tests/dbguard.py): they load the guard from tests/guardsite and write to GUARD_REPORT.
+_handle, _name = tempfile.mkstemp(prefix="dripd-dbguard-", suffix=".txt")
+os.close(_handle)
+GUARD_REPORT = Path(_name)
+dbguard.install()
+os.environ["DRIPD_DBGUARD"] = str(GUARD_REPORT)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p
+    for p in (str(REPO / "tests" / "guardsite"), str(REPO / "tests"), os.environ.get("PYTHONPATH"))
+    if p
+)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    GUARD_REPORT.unlink(missing_ok=True)
+
+
+@pytest.fixture(autouse=True)
+def no_connection_held_across_network() -> Iterator[None]:
+    """Fail the test if dripd awaited SMTP or IMAP with a database connection checked out."""
+    seen = len(dbguard.violations)
+    with GUARD_REPORT.open("rb") as report:
+        report.seek(0, os.SEEK_END)
+        offset = report.tell()
+    yield
+    with GUARD_REPORT.open("rb") as report:
+        report.seek(offset)
+        found = dbguard.violations[seen:] + report.read().decode().splitlines()
+    if found:
+        pytest.fail(
+            "a database connection was held across a network wait:\n"
+            + "\n".join(sorted(set(found))[:10]),
+            pytrace=False,
+        )
+
 
 BASE_CONFIG = """
 [dripd]
