@@ -2,9 +2,11 @@
 
 The loop waits on whichever comes first: the next due time in the database,
 a poll interval (for changes made by other `dripd` commands), or stop. Each
-mailbox has its own sender task. APScheduler runs the periodic jobs (copies
-to the Sent folder). SIGTERM/SIGINT: stop taking new work, let the SMTP
-transaction in flight finish and commit, exit 0 within `STOP_GRACE`.
+mailbox has its own sender task; a periodic task copies to the Sent folder.
+Every task is supervised (dripd.supervise): one that fails is logged and
+restarted, one the daemon cannot do without stops it, non-zero.
+SIGTERM/SIGINT: stop taking new work, let the SMTP transaction in flight
+finish and commit, exit 0 within `STOP_GRACE`.
 SIGHUP or a saved campaign file: reload between two passes (dripd.reload).
 Under systemd it says READY/RELOADING/STOPPING, what it is doing (STATUS=),
 and pings the watchdog while its loop makes progress (dripd.service).
@@ -25,14 +27,13 @@ import fcntl
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import sqlalchemy as sa
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from dripd import (
     config,
@@ -47,6 +48,7 @@ from dripd import (
     reload,
     sender,
     service,
+    supervise,
     watcher,
 )
 from dripd.app import App
@@ -379,8 +381,9 @@ def _add_stats(summary: Summary, stats: sender.Stats) -> None:
 class Daemon:
     """The long-running loop, its side tasks, and reloads between its passes.
 
-    Side tasks: one sender per rep mailbox (`send-REP`), one watcher per rep
-    inbox (`inbox-REP`), the campaigns-folder watch, and the service task
+    Side tasks, all supervised: one sender per rep mailbox (`send-REP`), one
+    watcher per rep inbox (`inbox-REP`), the fleet's leases, the
+    campaigns-folder watch, the Sent-folder copies, and the service task
     (watchdog and status, under systemd). Each sender and watcher has its own
     halt event, so a reload can replace one: the new one starts once the old
     one has finished the email or message in flight.
@@ -396,8 +399,8 @@ class Daemon:
         self.inboxes: dict[str, watcher.Watcher] = {}
         # one per mailbox: a sender clearing its own never hides work from another
         self.wakes: dict[str, asyncio.Event] = {}
-        self.scheduler = AsyncIOScheduler()
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self.supervisor = supervise.Supervisor(self.stop, on_failure=self._note_failure)
+        self._tasks = self.supervisor.tasks
         self._halts: dict[str, asyncio.Event] = {}
         self._advance = asyncio.Event()
         self._reload = asyncio.Event()
@@ -409,15 +412,15 @@ class Daemon:
     async def run(self) -> Summary:
         with single_instance(self.app), on_signals(self.stop, self._reload):
             reload.replan_changed(self.app)  # files edited while dripd was stopped
-            self.fleet = Fleet.join(self.app, start=self._take_mailbox, stop=self._leave_mailbox)
-            self.instance = self.fleet.member.id
-            await self.fleet.tick()  # the first mailboxes: reconciled, then worked
+            fleet = Fleet.join(self.app, start=self._take_mailbox, stop=self._leave_mailbox)
+            self.fleet, self.instance = fleet, fleet.member.id
+            await fleet.tick()  # the first mailboxes: reconciled, then worked
             taking = [t for name, t in self._tasks.items() if name.startswith("mailbox-")]
             if taking:  # READY means sending and watching (systemd), so wait for them
                 await asyncio.wait(taking)
-            self._start_task("fleet", self.fleet.keep_alive(self.stop))
-            self._start_task("watch-campaigns", self._watch_campaigns())
-            self._start_scheduler()
+            self._start_task("fleet", lambda: fleet.keep_alive(self.stop), essential=True)
+            self._start_task("watch-campaigns", self._watch_campaigns)
+            self._start_task("copy-sent", self._copy_sent_every)
             logger.info(
                 "dripd running",
                 extra={
@@ -429,36 +432,44 @@ class Daemon:
             )
             self._ready()
             if self.notifier.enabled:
-                tending = service.tend(
-                    self.notifier,
-                    self.heartbeat,
-                    self.status_line,
-                    self.stop,
-                    ping_every=notify.watchdog_interval(),
-                )
-                self._start_task("service", tending)
+                self._start_task("service", self._tend)
             try:
                 await self._main_loop()
             finally:
                 await self._shutdown()
         return self.summary
 
-    def _start_task(self, name: str, work: Coroutine[Any, Any, None]) -> None:
-        self._tasks[name] = asyncio.create_task(work, name=name)
+    def _start_task(
+        self,
+        name: str,
+        work: supervise.Work,
+        *,
+        rep: str | None = None,
+        essential: bool = False,
+        halt: asyncio.Event | None = None,
+    ) -> None:
+        self.supervisor.start(name, work, rep=rep, essential=essential, halt=halt)
 
-    def _start_scheduler(self) -> None:
-        self.scheduler.add_job(
-            self._copy_sent,
-            "interval",
-            seconds=COPY_INTERVAL,
-            id="copy-sent",
-            max_instances=1,
-            coalesce=True,
+    def _note_failure(self, _failure: supervise.Failure) -> None:
+        """A task failed and will be restarted: `dripd status` says so."""
+        lines = [failure.line() for failure in self.supervisor.failures.values()]
+        instances.note_troubles(self.app.engine, self.instance, lines)
+
+    async def _tend(self) -> None:
+        await service.tend(
+            self.notifier,
+            self.heartbeat,
+            self.status_line,
+            self.stop,
+            ping_every=notify.watchdog_interval(),
         )
-        self.scheduler.start()
 
-    async def _copy_sent(self) -> None:
-        await copy_sent(self.app, self._held())  # the app of the moment: reloads apply too
+    async def _copy_sent_every(self) -> None:
+        """Copy the sent emails to the Sent folders every COPY_INTERVAL."""
+        while not self.stop.is_set():
+            await _wait_any(self.stop, COPY_INTERVAL)
+            if not self.stop.is_set():  # the app of the moment: reloads apply too
+                await copy_sent(self.app, self._held())
 
     def _held(self) -> set[str]:
         return set(self.fleet.held) if self.fleet is not None else set()
@@ -474,11 +485,12 @@ class Daemon:
             # After the engine: the calls and cards due by a slot are tasks by now.
             self.summary.digests += digest.queue_due(self.app, self.app.clock.now(), self._held())
             self._wake_senders()
-            _raise_if_crashed(self._tasks.values())
+            self.supervisor.raise_if_failed()
             self._advance.clear()
             wait = self._seconds_to_next_due()
             self.heartbeat.expect_within(wait + PASS_STALL)
-            await _wait_any(self.stop, wait, self._advance, self._reload)
+            await _wait_any(self.stop, wait, self._advance, self._reload, self.supervisor.failed)
+        self.supervisor.raise_if_failed()
 
     def _progress(self) -> None:
         """A chunk of a long pass is done: the loop is alive."""
@@ -518,7 +530,7 @@ class Daemon:
                 self._start_sender(rep)
                 self._start_watcher(rep)
 
-        self._start_task(f"mailbox-{rep_id}", take())
+        self._start_task(f"mailbox-{rep_id}", take, rep=rep_id)
 
     async def _leave_mailbox(self, rep_id: str) -> None:
         """Stop working `rep_id`'s mailbox; returns once the email or message in flight is done."""
@@ -542,7 +554,7 @@ class Daemon:
         halt = self._halts[name] = asyncio.Event()
         box = self.mailboxes[rep.id] = _sender(self.app, rep, halt, self.fleet)
         self.wakes.setdefault(rep.id, asyncio.Event())
-        self._start_task(name, self._send_loop(box, halt, self._tasks.get(name)))
+        self._start_task(name, lambda: self._send_loop(box, halt), rep=rep.id, halt=halt)
 
     def _start_watcher(self, rep: config.RepConfig) -> None:
         if rep.imap is None or self.fleet is None:
@@ -557,12 +569,10 @@ class Daemon:
             on_change=self._inbox_changed,
             fence=lambda conn: member.still_holds(conn, rep.id),
         )
-        self._start_task(name, _after(self._tasks.get(name), box.run))
+        self._start_task(name, box.run, rep=rep.id, halt=halt)
 
-    async def _send_loop(
-        self, box: sender.Sender, halt: asyncio.Event, previous: asyncio.Task[None] | None
-    ) -> None:
-        await _finished(previous)
+    async def _send_loop(self, box: sender.Sender, halt: asyncio.Event) -> None:
+        """Send as emails become ready until `halt`; run again (same box) after a failure."""
         box.load_history()
         wake = self.wakes[box.rep.id]
         while not halt.is_set():
@@ -677,7 +687,12 @@ class Daemon:
             f"{rep} {'watching' if box.connected.is_set() else 'connecting'}"
             for rep, box in sorted(self.inboxes.items())
         )
-        return f"{sending}; inboxes: {inboxes or 'none'}"
+        line = f"{sending}; inboxes: {inboxes or 'none'}"
+        if failures := self.supervisor.failures:
+            line += "; restarted: " + ", ".join(
+                f"{name} ({f.count}x: {f.error})" for name, f in sorted(failures.items())
+            )
+        return line
 
     async def _shutdown(self) -> None:
         self.stop.set()
@@ -690,34 +705,15 @@ class Daemon:
         _, pending = await asyncio.wait(tasks, timeout=STOP_GRACE) if tasks else (set(), set())
         for task in pending:
             task.cancel()
-        for box in self.mailboxes.values():
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(box.close(), 1.0)
-        self.scheduler.shutdown(wait=False)
+        if pending:
+            await asyncio.wait(pending, timeout=1.0)
+        closing = [asyncio.wait_for(box.close(), 1.0) for box in self.mailboxes.values()]
+        for result in await asyncio.gather(*closing, return_exceptions=True):
+            if isinstance(result, Exception):
+                logger.warning("could not close a mailbox: %s", supervise.describe(result))
         self.notifier.close()
         if self.fleet is not None:
             await self.fleet.leave_all()  # every mailbox free for the other instances at once
-
-
-async def _finished(previous: asyncio.Task[None] | None) -> None:
-    """Wait for the task a new sender or watcher replaces; its crash is this one's."""
-    if previous is None:
-        return
-    await asyncio.wait([previous])
-    if not previous.cancelled() and (exc := previous.exception()) is not None:
-        raise exc
-
-
-async def _after(previous: asyncio.Task[None] | None, work: Callable[[], Awaitable[None]]) -> None:
-    await _finished(previous)
-    await work()
-
-
-def _raise_if_crashed(tasks: Iterable[asyncio.Task[None]]) -> None:
-    """A side task that died takes the daemon down (systemd restarts it)."""
-    for task in tasks:
-        if task.done() and not task.cancelled() and task.exception() is not None:
-            raise task.exception()  # type: ignore[misc]
 
 
 async def _wait_any(stop: asyncio.Event, seconds: float, *events: asyncio.Event) -> None:

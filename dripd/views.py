@@ -356,6 +356,7 @@ def health(app: App, conn: sa.Connection) -> dict[str, Any]:
     differ = mismatch(fleet)
     problems = (
         differ
+        + [f"{line} (pid {i.pid} on {i.host})" for i in fleet for line in i.troubles]
         + [f"email to {r.recipient} failed: {r.last_error}" for r in failed]
         + [f"{r.email} is held in {r.campaign}: {r.waiting}" for r in held]
         + [f"a message from {r.sender or '?'} to {r.rep}: {r.reasons}" for r in unreadable]
