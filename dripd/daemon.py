@@ -451,7 +451,9 @@ class Daemon:
         self.supervisor.start(name, work, rep=rep, essential=essential, halt=halt)
 
     def _note_failure(self, _failure: supervise.Failure) -> None:
-        """A task failed and will be restarted: `dripd status` says so."""
+        """A task failed and will be restarted: `dripd status` and STATUS= say so at once."""
+        if self.notifier.enabled:
+            self.notifier.status(self.status_line())
         lines = [failure.line() for failure in self.supervisor.failures.values()]
         instances.note_troubles(self.app.engine, self.instance, lines)
 

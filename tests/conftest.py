@@ -24,7 +24,7 @@ POSTGRES_URL = os.environ.get(
 REQUIRE_POSTGRES = os.environ.get("DRIPD_TEST_REQUIRE_POSTGRES") == "1"
 
 # No connection held across a network wait, here and in `dripd run` subprocesses
-# (tests/dbguard.py): they load the guard from tests/guardsite and write to GUARD_REPORT.
+# (tests/dbguard.py): they load the guard from tests/sitehooks and write to GUARD_REPORT.
 _handle, _name = tempfile.mkstemp(prefix="dripd-dbguard-", suffix=".txt")
 os.close(_handle)
 GUARD_REPORT = Path(_name)
@@ -32,7 +32,7 @@ dbguard.install()
 os.environ["DRIPD_DBGUARD"] = str(GUARD_REPORT)
 os.environ["PYTHONPATH"] = os.pathsep.join(
     p
-    for p in (str(REPO / "tests" / "guardsite"), str(REPO / "tests"), os.environ.get("PYTHONPATH"))
+    for p in (str(REPO / "tests" / "sitehooks"), str(REPO / "tests"), os.environ.get("PYTHONPATH"))
     if p
 )
 
@@ -120,19 +120,25 @@ def _database_url(name: str) -> str:
     return sa.engine.make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty database URL: SQLite, and PostgreSQL when reachable."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'dripd.db'}"
-        return
-    admin, template = request.getfixturevalue("postgres_template")
+@pytest.fixture
+def postgres_url(postgres_template: tuple[sa.Engine, str]) -> Iterator[str]:
+    """A fresh PostgreSQL database cloned from the migrated template; dropped after the test."""
+    admin, template = postgres_template
     name = f"dripd_t_{uuid.uuid4().hex[:12]}"
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
     yield _database_url(name)
     with admin.connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database URL: SQLite, and PostgreSQL when reachable."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'dripd.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
 
 
 @pytest.fixture

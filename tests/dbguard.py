@@ -10,7 +10,7 @@ other threads' connections are their own business) and looks before and
 after each call of `dripd.smtp.Connection` and `dripd.imap.Session`.
 
 In the tests' own process (tests/conftest.py installs it) a violation fails
-the test that met it; in `dripd run` subprocesses (tests/guardsite) each
+the test that met it; in `dripd run` subprocesses (tests/sitehooks) each
 is appended to the file named by DRIPD_DBGUARD, which conftest reads after
 each test.
 """
