@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("due_query", "cli_core", "send", "inbox", "instances")
+BENCHMARKS = ("due_query", "cli_core", "send", "inbox", "instances", "mailboxes")
 
 
 def main() -> None:

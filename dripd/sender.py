@@ -171,13 +171,30 @@ class Sender:
             queue: asyncio.Queue[outbox.Row] = asyncio.Queue()
             for row in rows:
                 queue.put_nowait(row)
-            results = await asyncio.gather(*(self._worker(c, queue) for c in pool))
+            results = await self._work(pool, queue)
             if not all(results) or len(rows) < BATCH:
                 break
         sent = self.stats.sent + self.stats.to_rep - sent_before
         if self._unrecorded and (sent == 0 or self._record_due()):
             self.record()
         return sent
+
+    async def _work(
+        self, pool: list[smtp.Connection], queue: asyncio.Queue[outbox.Row]
+    ) -> list[bool]:
+        """One worker per connection on `queue`; if one fails, the others stop with it.
+
+        Left running, they would share their connections with the workers of
+        the sender its supervisor starts again (dripd.supervise).
+        """
+        workers = [asyncio.ensure_future(self._worker(c, queue)) for c in pool]
+        try:
+            return list(await asyncio.gather(*workers))
+        except BaseException:
+            for worker in workers:
+                worker.cancel()
+            await asyncio.wait(workers)
+            raise
 
     def _record_due(self) -> bool:
         """Whether to write history and touches now rather than after the next drain.
