@@ -277,7 +277,7 @@ def _mark_copied(app: App, ids: list[int]) -> None:
 async def advance_all(
     app: App,
     summary: Summary,
-    on_queued: Callable[[], None] | None = None,
+    on_queued: Callable[[set[str]], None] | None = None,
     on_chunk: Callable[[], None] | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
@@ -296,7 +296,7 @@ async def advance_all(
         for name in ("queued", "tasks", "skipped", "held", "completed"):
             setattr(summary, name, getattr(summary, name) + getattr(result, name))
         if on_queued is not None and result.queued:
-            on_queued()
+            on_queued(result.senders)  # the mailboxes with new emails: the others sleep on
         if on_chunk is not None:
             on_chunk()
         if result.enrollments < ADVANCE_CHUNK:
@@ -328,7 +328,7 @@ async def run_once(app: App) -> Summary:
 
             async def produce() -> None:
                 try:
-                    await advance_all(app, summary, queued.set)
+                    await advance_all(app, summary, lambda _senders: queued.set())
                     # After the engine: the calls and cards due by a slot are tasks by now.
                     summary.digests = digest.queue_due(app, app.clock.now(), taken)
                     queued.set()
@@ -485,8 +485,12 @@ class Daemon:
                 self._apply_reload()
             await advance_all(self.app, self.summary, self._wake_senders, self._progress, self.stop)
             # After the engine: the calls and cards due by a slot are tasks by now.
-            self.summary.digests += digest.queue_due(self.app, self.app.clock.now(), self._held())
-            self._wake_senders()
+            digests = digest.queue_due(self.app, self.app.clock.now(), self._held())
+            self.summary.digests += digests
+            if digests:
+                self._wake_senders()
+            # Else each sender sleeps on: emails queued here woke theirs (advance_all),
+            # and one sleeps at most POLL, so it finds what other instances queued.
             self.supervisor.raise_if_failed()
             self._advance.clear()
             wait = self._seconds_to_next_due()
@@ -510,13 +514,19 @@ class Daemon:
             times.append(slot)
         return max(0.05, (min(times) - now).total_seconds())
 
-    def _inbox_changed(self) -> None:
-        """A reply may have stopped a sequence: let the main loop look again."""
-        self._advance.set()
+    def _inbox_changed(self, rep_id: str) -> None:
+        """A reply may have stopped a sequence: let the main loop look again.
 
-    def _wake_senders(self) -> None:
-        for event in self.wakes.values():
-            event.set()
+        A command by email may have queued its confirmation: its sender looks too.
+        """
+        self._advance.set()
+        self._wake_senders([rep_id])
+
+    def _wake_senders(self, reps: Collection[str] | None = None) -> None:
+        """Let the senders of `reps` (None: all) look for ready emails now."""
+        for rep, event in self.wakes.items():
+            if reps is None or rep in reps:
+                event.set()
 
     # -- senders and watchers --------------------------------------------------
 
@@ -568,7 +578,7 @@ class Daemon:
             self.app,
             rep,
             halt,
-            on_change=self._inbox_changed,
+            on_change=lambda: self._inbox_changed(rep.id),
             fence=lambda conn: member.still_holds(conn, rep.id),
         )
         self._start_task(name, box.run, rep=rep.id, halt=halt)
