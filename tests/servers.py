@@ -788,6 +788,20 @@ DOVECOT = Path("/usr/sbin/dovecot")
 DOVEADM = Path("/usr/bin/doveadm")
 DH_PARAMS = Path("/usr/share/dovecot/dh.pem")
 
+_STATIC_USERDB = """\
+userdb {{
+  driver = static
+  args = uid={uid} gid={gid} home={root}/mail/%u
+}}"""
+# A uid of its own per user: Linux allows 128 inotify instances per uid, and each
+# IDLE beyond them falls back to polling every second (bench/mailboxes.py's 200 inboxes).
+_USERDB_FILES = """\
+userdb {{
+  driver = passwd-file
+  args = username_format=%u {root}/userdb/%u
+}}"""
+FIRST_USER_UID = 40000
+
 _CONFIG = """\
 # A private Dovecot for dripd's tests, written by tests/servers.py.
 base_dir = {root}/run
@@ -809,10 +823,7 @@ passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {root}/users/%u
 }}
-userdb {{
-  driver = static
-  args = uid={uid} gid={gid} home={root}/mail/%u
-}}
+{userdb}
 mail_location = maildir:~/Maildir
 mail_fsync = never
 mailbox_idle_check_interval = 1 secs
@@ -905,6 +916,14 @@ def _make_traversable(path: Path) -> None:
         path = path.parent
 
 
+def _write_atomically(path: Path, text: str) -> None:
+    """Dovecot never reads half a file."""
+    staging = path.with_name(f".{path.name}.new")
+    staging.write_text(text, encoding="utf-8")
+    staging.chmod(0o644)
+    staging.replace(path)
+
+
 def _quote(mailbox: str) -> str:
     return '"' + mailbox.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -922,7 +941,13 @@ class Dovecot:
     passwd-file each, read at the user's first login).
     """
 
-    def __init__(self, root: Path | None = None, *, certificates: Certificates | None = None):
+    def __init__(
+        self,
+        root: Path | None = None,
+        *,
+        certificates: Certificates | None = None,
+        uid_per_user: bool = False,
+    ):
         if root is None:
             root = Path(tempfile.mkdtemp(prefix="dripd-dovecot-"))
             self._owns_root = True
@@ -938,6 +963,9 @@ class Dovecot:
         self.config_path = root / "dovecot.conf"
         self.log_path = root / "dovecot.log"
         self._users: dict[str, str] = {}
+        # As root only: a uid each (see _USERDB_FILES), else all are Dovecot's account's.
+        self.uid_per_user = uid_per_user and os.geteuid() == 0
+        self._uids: dict[str, int] = {}
         self._process: subprocess.Popen[bytes] | None = None
         self._counter = itertools.count(1)
         self._prepare()
@@ -962,7 +990,13 @@ class Dovecot:
         if os.geteuid() == 0:
             os.chown(mail, uid, gid)  # Dovecot's mail processes create the maildirs
         (self.root / "users").mkdir(mode=0o755, exist_ok=True)
+        userdb = _STATIC_USERDB.format(uid=uid, gid=gid, root=self.root)
+        if self.uid_per_user:
+            mail.chmod(0o1777)  # each user's processes make their own maildir
+            (self.root / "userdb").mkdir(mode=0o755, exist_ok=True)
+            userdb = _USERDB_FILES.format(root=self.root)
         config = _CONFIG.format(
+            userdb=userdb,
             root=self.root,
             host=self.host,
             cert=self.certificates.cert_file,
@@ -1093,11 +1127,12 @@ class Dovecot:
         )
 
     def _write_user(self, address: str, password: str) -> None:
-        path = self.root / "users" / address
-        staging = path.with_name(f".{address}.new")
-        staging.write_text(f"{address}:{{PLAIN}}{password}\n", encoding="utf-8")
-        staging.chmod(0o644)
-        staging.replace(path)  # atomic: Dovecot never reads half a file
+        _write_atomically(self.root / "users" / address, f"{address}:{{PLAIN}}{password}\n")
+        if self.uid_per_user:
+            uid = self._uids.setdefault(address, FIRST_USER_UID + len(self._uids))
+            gid = _unprivileged_account()[3]
+            home = self.root / "mail" / address
+            _write_atomically(self.root / "userdb" / address, f"{address}::{uid}:{gid}::{home}::\n")
 
     # -- putting messages in, taking them out
 
