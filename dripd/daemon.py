@@ -68,6 +68,7 @@ COPY_BATCH = 100
 # chunk, commits and per-chunk queries were a third of the engine's time
 # (bench/README.md, "send").
 ADVANCE_CHUNK = 100
+INBOXES_LISTED = 10  # inboxes named one by one in STATUS=; past that, counted
 PASS_STALL = 30.0  # seconds a pass may go without progress before the watchdog pings stop
 
 
@@ -695,16 +696,28 @@ class Daemon:
             if self.mailboxes
             else "sending: no mailbox"
         )
-        inboxes = ", ".join(
-            f"{rep} {'watching' if box.connected.is_set() else 'connecting'}"
-            for rep, box in sorted(self.inboxes.items())
-        )
-        line = f"{sending}; inboxes: {inboxes or 'none'}"
-        if failures := self.supervisor.failures:
-            line += "; restarted: " + ", ".join(
+        line = f"{sending}; inboxes: {self._inboxes_line()}"
+        if failures := self.supervisor.failures:  # first: a long line may be cut
+            restarted = ", ".join(
                 f"{name} ({f.count}x: {f.error})" for name, f in sorted(failures.items())
             )
+            line = f"restarted: {restarted}; {line}"
         return line
+
+    def _inboxes_line(self) -> str:
+        """Each inbox and its state; past INBOXES_LISTED, counts and the ones connecting."""
+        connecting = sorted(rep for rep, box in self.inboxes.items() if not box.connected.is_set())
+        if len(self.inboxes) > INBOXES_LISTED:
+            watching = len(self.inboxes) - len(connecting)
+            waiting = f", {len(connecting)} connecting ({', '.join(connecting[:5])}" + (
+                ", ...)" if len(connecting) > 5 else ")"
+            )
+            return f"{watching} watching" + (waiting if connecting else "")
+        listed = ", ".join(
+            f"{rep} {'connecting' if rep in connecting else 'watching'}"
+            for rep in sorted(self.inboxes)
+        )
+        return listed or "none"
 
     async def _shutdown(self) -> None:
         self.stop.set()

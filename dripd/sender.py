@@ -132,6 +132,12 @@ class Sender:
                 pass
 
     def load_history(self) -> None:
+        """Read what this mailbox sent in the last day (its rate limit).
+
+        After a failure of this sender's task (dripd.supervise), the emails the
+        server accepted that were not committed yet are committed first.
+        """
+        self._flush()
         now = self._now()
         with self.app.reader.connect() as conn:
             self.limit.load(outbox.sent_since(conn, self.rep.id, now - ratelimit.DAY))
