@@ -59,6 +59,9 @@ logger = logging.getLogger("dripd.daemon")
 
 POLL = 15.0  # seconds: the longest sleep, so other commands' changes are seen
 STOP_GRACE = 8.0  # seconds the in-flight sends get after SIGTERM
+# seconds, twice: for the tasks cancelled after STOP_GRACE to end, then for the
+# mailboxes' SMTP connections to close (all at once): exit well within 10 s
+CLOSE_GRACE = 0.5
 COPY_INTERVAL = 30  # seconds between Sent-folder copy runs
 COPY_BATCH = 100
 # Enrollments per engine transaction while senders run. The replies of SMTP
@@ -731,8 +734,8 @@ class Daemon:
         for task in pending:
             task.cancel()
         if pending:
-            await asyncio.wait(pending, timeout=1.0)
-        closing = [asyncio.wait_for(box.close(), 1.0) for box in self.mailboxes.values()]
+            await asyncio.wait(pending, timeout=CLOSE_GRACE)
+        closing = [asyncio.wait_for(box.close(), CLOSE_GRACE) for box in self.mailboxes.values()]
         for result in await asyncio.gather(*closing, return_exceptions=True):
             if isinstance(result, Exception):
                 logger.warning("could not close a mailbox: %s", supervise.describe(result))

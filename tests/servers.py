@@ -765,6 +765,9 @@ async def _serve_sink(args: argparse.Namespace) -> None:
         host=HOST,
         port=0,
         ssl=context if args.tls == "implicit" else None,
+        # asyncio's default of 100 drops the SYNs of a few hundred mailboxes'
+        # connections at once (bench/mailboxes.py): retried only after 1 s.
+        backlog=1024,
     )
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
