@@ -182,15 +182,18 @@ async def read_inboxes(app: App, reps: Collection[str]) -> int:
 # -- crash recovery ---------------------------------------------------------------
 
 
-async def reconcile(app: App, reps: Collection[str]) -> dict[str, int]:
+async def reconcile(
+    app: App, reps: Collection[str], *, instance: str | None = None
+) -> dict[str, int]:
     """Decide the emails of `reps` left `sending` by a crash: sent (found in Sent) or queued again.
 
     Run when this instance takes a mailbox: its previous holder is gone (on
     SQLite, any earlier `dripd run`); an email claimed by an instance still
-    alive is in flight there and is left alone (outbox.orphaned).
+    alive is in flight there and is left alone (outbox.orphaned). And when a
+    sender of this `instance` starts again after a failure: those it claimed too.
     """
     with app.reader.connect() as conn:
-        uncertain = outbox.orphaned(conn, reps)
+        uncertain = outbox.orphaned(conn, reps, instance)
     counts = {"found_sent": 0, "requeued": 0}
     for row in uncertain:
         found = await _in_sent_folder(app, row)
@@ -570,7 +573,7 @@ class Daemon:
         halt = self._halts[name] = asyncio.Event()
         box = self.mailboxes[rep.id] = _sender(self.app, rep, halt, self.fleet)
         self.wakes.setdefault(rep.id, asyncio.Event())
-        self._start_task(name, lambda: self._send_loop(box, halt), rep=rep.id, halt=halt)
+        self._start_task(name, self._sending(box, halt), rep=rep.id, halt=halt)
 
     def _start_watcher(self, rep: config.RepConfig) -> None:
         if rep.imap is None or self.fleet is None:
@@ -586,6 +589,23 @@ class Daemon:
             fence=lambda conn: member.still_holds(conn, rep.id),
         )
         self._start_task(name, box.run, rep=rep.id, halt=halt)
+
+    def _sending(self, box: sender.Sender, halt: asyncio.Event) -> supervise.Work:
+        """The sender's task; run again after a failure, it first decides what it left `sending`.
+
+        An email it had claimed when it failed was in flight as at a crash:
+        found in the Sent folder it is marked sent, else it is sent again.
+        """
+        runs = 0
+
+        async def work() -> None:
+            nonlocal runs
+            runs += 1
+            if runs > 1:
+                await reconcile(self.app, [box.rep.id], instance=self.instance)
+            await self._send_loop(box, halt)
+
+        return work
 
     async def _send_loop(self, box: sender.Sender, halt: asyncio.Event) -> None:
         """Send as emails become ready until `halt`; run again (same box) after a failure."""

@@ -1,8 +1,9 @@
 """An unexpected failure injected into a `dripd run` subprocess, to test its supervision.
 
 Set DRIPD_TEST_FAULT (tests/sitehooks loads this module):
-- "send:REP": the sender of REP's mailbox raises RuntimeError the first time
-  it drains (the others are untouched);
+- "send:REP": the sender of REP's mailbox raises RuntimeError at its first
+  email, claimed (`sending`) but not yet handed to the server; the others
+  are untouched;
 - "fleet": the fleet's lease renewal raises RuntimeError at its first tick
   after the start, in the supervised `fleet` task.
 """
@@ -25,18 +26,18 @@ def install(spec: str) -> None:
 
 
 def _fail_sender(rep: str) -> None:
-    from dripd import sender
+    from dripd import smtp
 
-    drain = sender.Sender.drain
+    send = smtp.Connection.send
     failed: list[str] = []
 
-    async def failing(self: sender.Sender) -> int:
-        if self.rep.id == rep and not failed:
+    async def failing(self: smtp.Connection, sender: str, recipient: str, data: bytes) -> None:
+        if sender.startswith(f"{rep}@") and not failed:
             failed.append(rep)
             raise RuntimeError(MESSAGE)
-        return await drain(self)
+        await send(self, sender, recipient, data)
 
-    sender.Sender.drain = failing  # type: ignore[method-assign]
+    smtp.Connection.send = failing  # type: ignore[method-assign]
 
 
 def _fail_fleet() -> None:
