@@ -260,8 +260,9 @@ def test_sixty_reps_send_once_stop_on_replies_and_stop_cleanly(
     assert set(stopped) == set(repliers)
 
     # SIGTERM while the next emails go out: exit 0 in time, every accepted email recorded.
-    team.import_contacts(IN_FLIGHT)
     before = len(smtp_sink.records())
+    team.import_contacts(IN_FLIGHT)
+    proc.send_signal(signal.SIGHUP)  # a reload: it looks now, not at its next poll (15 s)
     _wait(lambda: len(smtp_sink.records()) > before + TEAM // 2, START, "the next emails")
     proc.send_signal(signal.SIGTERM)
     signalled = time.monotonic()
