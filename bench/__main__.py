@@ -5,7 +5,16 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("due_query", "cli_core", "send", "inbox", "instances", "bounces", "size")
+BENCHMARKS = (
+    "due_query",
+    "cli_core",
+    "send",
+    "inbox",
+    "instances",
+    "bounces",
+    "size",
+    "mailboxes",
+)
 
 
 def main() -> None:

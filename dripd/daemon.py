@@ -2,9 +2,11 @@
 
 The loop waits on whichever comes first: the next due time in the database,
 a poll interval (for changes made by other `dripd` commands), or stop. Each
-mailbox has its own sender task. APScheduler runs the periodic jobs (copies
-to the Sent folder). SIGTERM/SIGINT: stop taking new work, let the SMTP
-transaction in flight finish and commit, exit 0 within `STOP_GRACE`.
+mailbox has its own sender task; a periodic task copies to the Sent folder.
+Every task is supervised (dripd.supervise): one that fails is logged and
+restarted, one the daemon cannot do without stops it, non-zero.
+SIGTERM/SIGINT: stop taking new work, let the SMTP transaction in flight
+finish and commit, exit 0 within `STOP_GRACE`.
 SIGHUP or a saved campaign file: reload between two passes (dripd.reload).
 Under systemd it says READY/RELOADING/STOPPING, what it is doing (STATUS=),
 and pings the watchdog while its loop makes progress (dripd.service).
@@ -25,14 +27,13 @@ import fcntl
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import sqlalchemy as sa
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from dripd import (
     config,
@@ -48,6 +49,7 @@ from dripd import (
     sender,
     sent,
     service,
+    supervise,
     tokens,
     watcher,
 )
@@ -59,6 +61,9 @@ logger = logging.getLogger("dripd.daemon")
 
 POLL = 15.0  # seconds: the longest sleep, so other commands' changes are seen
 STOP_GRACE = 8.0  # seconds the in-flight sends get after SIGTERM
+# seconds, twice: for the tasks cancelled after STOP_GRACE to end, then for the
+# mailboxes' SMTP connections to close (all at once): exit well within 10 s
+CLOSE_GRACE = 0.5
 COPY_INTERVAL = 30  # seconds between Sent-folder copy runs
 COPY_BATCH = 100
 # Enrollments per engine transaction while senders run. The replies of SMTP
@@ -68,6 +73,7 @@ COPY_BATCH = 100
 # chunk, commits and per-chunk queries were a third of the engine's time
 # (bench/README.md, "send").
 ADVANCE_CHUNK = 100
+INBOXES_LISTED = 10  # inboxes named one by one in STATUS=; past that, counted
 PASS_STALL = 30.0  # seconds a pass may go without progress before the watchdog pings stop
 
 
@@ -178,15 +184,18 @@ async def read_inboxes(app: App, reps: Collection[str]) -> int:
 # -- crash recovery ---------------------------------------------------------------
 
 
-async def reconcile(app: App, reps: Collection[str]) -> dict[str, int]:
+async def reconcile(
+    app: App, reps: Collection[str], *, instance: str | None = None
+) -> dict[str, int]:
     """Decide the emails of `reps` left `sending` by a crash: sent (found in Sent) or queued again.
 
     Run when this instance takes a mailbox: its previous holder is gone (on
     SQLite, any earlier `dripd run`); an email claimed by an instance still
-    alive is in flight there and is left alone (outbox.orphaned).
+    alive is in flight there and is left alone (outbox.orphaned). And when a
+    sender of this `instance` starts again after a failure: those it claimed too.
     """
     with app.reader.connect() as conn:
-        uncertain = outbox.orphaned(conn, reps)
+        uncertain = outbox.orphaned(conn, reps, instance)
     counts = {"found_sent": 0, "requeued": 0}
     for row in uncertain:
         found = await _in_sent_folder(app, row)
@@ -289,7 +298,7 @@ def _mark_copied(app: App, ids: list[int]) -> None:
 async def advance_all(
     app: App,
     summary: Summary,
-    on_queued: Callable[[], None] | None = None,
+    on_queued: Callable[[set[str]], None] | None = None,
     on_chunk: Callable[[], None] | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
@@ -308,7 +317,7 @@ async def advance_all(
         for name in ("queued", "tasks", "skipped", "held", "completed"):
             setattr(summary, name, getattr(summary, name) + getattr(result, name))
         if on_queued is not None and result.queued:
-            on_queued()
+            on_queued(result.senders)  # the mailboxes with new emails: the others sleep on
         if on_chunk is not None:
             on_chunk()
         if result.enrollments < ADVANCE_CHUNK:
@@ -340,7 +349,7 @@ async def run_once(app: App) -> Summary:
 
             async def produce() -> None:
                 try:
-                    await advance_all(app, summary, queued.set)
+                    await advance_all(app, summary, lambda _senders: queued.set())
                     # After the engine: the calls and cards due by a slot are tasks by now.
                     summary.digests = digest.queue_due(app, app.clock.now(), taken)
                     queued.set()
@@ -393,8 +402,9 @@ def _add_stats(summary: Summary, stats: sender.Stats) -> None:
 class Daemon:
     """The long-running loop, its side tasks, and reloads between its passes.
 
-    Side tasks: one sender per rep mailbox (`send-REP`), one watcher per rep
-    inbox (`inbox-REP`), the campaigns-folder watch, and the service task
+    Side tasks, all supervised: one sender per rep mailbox (`send-REP`), one
+    watcher per rep inbox (`inbox-REP`), the fleet's leases, the
+    campaigns-folder watch, the Sent-folder copies, and the service task
     (watchdog and status, under systemd). Each sender and watcher has its own
     halt event, so a reload can replace one: the new one starts once the old
     one has finished the email or message in flight.
@@ -410,8 +420,8 @@ class Daemon:
         self.inboxes: dict[str, watcher.Watcher] = {}
         # one per mailbox: a sender clearing its own never hides work from another
         self.wakes: dict[str, asyncio.Event] = {}
-        self.scheduler = AsyncIOScheduler()
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self.supervisor = supervise.Supervisor(self.stop, on_failure=self._note_failure)
+        self._tasks = self.supervisor.tasks
         self._halts: dict[str, asyncio.Event] = {}
         self._advance = asyncio.Event()
         self._reload = asyncio.Event()
@@ -423,15 +433,15 @@ class Daemon:
     async def run(self) -> Summary:
         with single_instance(self.app), on_signals(self.stop, self._reload):
             reload.replan_changed(self.app)  # files edited while dripd was stopped
-            self.fleet = Fleet.join(self.app, start=self._take_mailbox, stop=self._leave_mailbox)
-            self.instance = self.fleet.member.id
-            await self.fleet.tick()  # the first mailboxes: reconciled, then worked
+            fleet = Fleet.join(self.app, start=self._take_mailbox, stop=self._leave_mailbox)
+            self.fleet, self.instance = fleet, fleet.member.id
+            await fleet.tick()  # the first mailboxes: reconciled, then worked
             taking = [t for name, t in self._tasks.items() if name.startswith("mailbox-")]
             if taking:  # READY means sending and watching (systemd), so wait for them
                 await asyncio.wait(taking)
-            self._start_task("fleet", self.fleet.keep_alive(self.stop))
-            self._start_task("watch-campaigns", self._watch_campaigns())
-            self._start_scheduler()
+            self._start_task("fleet", lambda: fleet.keep_alive(self.stop), essential=True)
+            self._start_task("watch-campaigns", self._watch_campaigns)
+            self._start_task("copy-sent", self._copy_sent_every)
             logger.info(
                 "dripd running",
                 extra={
@@ -443,36 +453,46 @@ class Daemon:
             )
             self._ready()
             if self.notifier.enabled:
-                tending = service.tend(
-                    self.notifier,
-                    self.heartbeat,
-                    self.status_line,
-                    self.stop,
-                    ping_every=notify.watchdog_interval(),
-                )
-                self._start_task("service", tending)
+                self._start_task("service", self._tend)
             try:
                 await self._main_loop()
             finally:
                 await self._shutdown()
         return self.summary
 
-    def _start_task(self, name: str, work: Coroutine[Any, Any, None]) -> None:
-        self._tasks[name] = asyncio.create_task(work, name=name)
+    def _start_task(
+        self,
+        name: str,
+        work: supervise.Work,
+        *,
+        rep: str | None = None,
+        essential: bool = False,
+        halt: asyncio.Event | None = None,
+    ) -> None:
+        self.supervisor.start(name, work, rep=rep, essential=essential, halt=halt)
 
-    def _start_scheduler(self) -> None:
-        self.scheduler.add_job(
-            self._copy_sent,
-            "interval",
-            seconds=COPY_INTERVAL,
-            id="copy-sent",
-            max_instances=1,
-            coalesce=True,
+    def _note_failure(self, _failure: supervise.Failure) -> None:
+        """A task failed and will be restarted: `dripd status` and STATUS= say so at once."""
+        if self.notifier.enabled:
+            self.notifier.status(self.status_line())
+        lines = [failure.line() for failure in self.supervisor.failures.values()]
+        instances.note_troubles(self.app.engine, self.instance, lines)
+
+    async def _tend(self) -> None:
+        await service.tend(
+            self.notifier,
+            self.heartbeat,
+            self.status_line,
+            self.stop,
+            ping_every=notify.watchdog_interval(),
         )
-        self.scheduler.start()
 
-    async def _copy_sent(self) -> None:
-        await copy_sent(self.app, self._held())  # the app of the moment: reloads apply too
+    async def _copy_sent_every(self) -> None:
+        """Copy the sent emails to the Sent folders every COPY_INTERVAL."""
+        while not self.stop.is_set():
+            await _wait_any(self.stop, COPY_INTERVAL)
+            if not self.stop.is_set():  # the app of the moment: reloads apply too
+                await copy_sent(self.app, self._held())
 
     def _held(self) -> set[str]:
         return set(self.fleet.held) if self.fleet is not None else set()
@@ -486,13 +506,18 @@ class Daemon:
                 self._apply_reload()
             await advance_all(self.app, self.summary, self._wake_senders, self._progress, self.stop)
             # After the engine: the calls and cards due by a slot are tasks by now.
-            self.summary.digests += digest.queue_due(self.app, self.app.clock.now(), self._held())
-            self._wake_senders()
-            _raise_if_crashed(self._tasks.values())
+            digests = digest.queue_due(self.app, self.app.clock.now(), self._held())
+            self.summary.digests += digests
+            if digests:
+                self._wake_senders()
+            # Else each sender sleeps on: emails queued here woke theirs (advance_all),
+            # and one sleeps at most POLL, so it finds what other instances queued.
+            self.supervisor.raise_if_failed()
             self._advance.clear()
             wait = self._seconds_to_next_due()
             self.heartbeat.expect_within(wait + PASS_STALL)
-            await _wait_any(self.stop, wait, self._advance, self._reload)
+            await _wait_any(self.stop, wait, self._advance, self._reload, self.supervisor.failed)
+        self.supervisor.raise_if_failed()
 
     def _progress(self) -> None:
         """A chunk of a long pass is done: the loop is alive."""
@@ -510,13 +535,19 @@ class Daemon:
             times.append(slot)
         return max(0.05, (min(times) - now).total_seconds())
 
-    def _inbox_changed(self) -> None:
-        """A reply may have stopped a sequence: let the main loop look again."""
-        self._advance.set()
+    def _inbox_changed(self, rep_id: str) -> None:
+        """A reply may have stopped a sequence: let the main loop look again.
 
-    def _wake_senders(self) -> None:
-        for event in self.wakes.values():
-            event.set()
+        A command by email may have queued its confirmation: its sender looks too.
+        """
+        self._advance.set()
+        self._wake_senders([rep_id])
+
+    def _wake_senders(self, reps: Collection[str] | None = None) -> None:
+        """Let the senders of `reps` (None: all) look for ready emails now."""
+        for rep, event in self.wakes.items():
+            if reps is None or rep in reps:
+                event.set()
 
     # -- senders and watchers --------------------------------------------------
 
@@ -532,7 +563,7 @@ class Daemon:
                 self._start_sender(rep)
                 self._start_watcher(rep)
 
-        self._start_task(f"mailbox-{rep_id}", take())
+        self._start_task(f"mailbox-{rep_id}", take, rep=rep_id)
 
     async def _leave_mailbox(self, rep_id: str) -> None:
         """Stop working `rep_id`'s mailbox; returns once the email or message in flight is done."""
@@ -556,7 +587,7 @@ class Daemon:
         halt = self._halts[name] = asyncio.Event()
         box = self.mailboxes[rep.id] = _sender(self.app, rep, halt, self.fleet)
         self.wakes.setdefault(rep.id, asyncio.Event())
-        self._start_task(name, self._send_loop(box, halt, self._tasks.get(name)))
+        self._start_task(name, self._sending(box, halt), rep=rep.id, halt=halt)
 
     def _start_watcher(self, rep: config.RepConfig) -> None:
         if rep.imap is None or self.fleet is None:
@@ -568,15 +599,30 @@ class Daemon:
             self.app,
             rep,
             halt,
-            on_change=self._inbox_changed,
+            on_change=lambda: self._inbox_changed(rep.id),
             fence=lambda conn: member.still_holds(conn, rep.id),
         )
-        self._start_task(name, _after(self._tasks.get(name), box.run))
+        self._start_task(name, box.run, rep=rep.id, halt=halt)
 
-    async def _send_loop(
-        self, box: sender.Sender, halt: asyncio.Event, previous: asyncio.Task[None] | None
-    ) -> None:
-        await _finished(previous)
+    def _sending(self, box: sender.Sender, halt: asyncio.Event) -> supervise.Work:
+        """The sender's task; run again after a failure, it first decides what it left `sending`.
+
+        An email it had claimed when it failed was in flight as at a crash:
+        found in the Sent folder it is marked sent, else it is sent again.
+        """
+        runs = 0
+
+        async def work() -> None:
+            nonlocal runs
+            runs += 1
+            if runs > 1:
+                await reconcile(self.app, [box.rep.id], instance=self.instance)
+            await self._send_loop(box, halt)
+
+        return work
+
+    async def _send_loop(self, box: sender.Sender, halt: asyncio.Event) -> None:
+        """Send as emails become ready until `halt`; run again (same box) after a failure."""
         box.load_history()
         wake = self.wakes[box.rep.id]
         while not halt.is_set():
@@ -687,11 +733,28 @@ class Daemon:
             if self.mailboxes
             else "sending: no mailbox"
         )
-        inboxes = ", ".join(
-            f"{rep} {'watching' if box.connected.is_set() else 'connecting'}"
-            for rep, box in sorted(self.inboxes.items())
+        line = f"{sending}; inboxes: {self._inboxes_line()}"
+        if failures := self.supervisor.failures:  # first: a long line may be cut
+            restarted = ", ".join(
+                f"{name} ({f.count}x: {f.error})" for name, f in sorted(failures.items())
+            )
+            line = f"restarted: {restarted}; {line}"
+        return line
+
+    def _inboxes_line(self) -> str:
+        """Each inbox and its state; past INBOXES_LISTED, counts and the ones connecting."""
+        connecting = sorted(rep for rep, box in self.inboxes.items() if not box.connected.is_set())
+        if len(self.inboxes) > INBOXES_LISTED:
+            watching = len(self.inboxes) - len(connecting)
+            waiting = f", {len(connecting)} connecting ({', '.join(connecting[:5])}" + (
+                ", ...)" if len(connecting) > 5 else ")"
+            )
+            return f"{watching} watching" + (waiting if connecting else "")
+        listed = ", ".join(
+            f"{rep} {'connecting' if rep in connecting else 'watching'}"
+            for rep in sorted(self.inboxes)
         )
-        return f"{sending}; inboxes: {inboxes or 'none'}"
+        return listed or "none"
 
     async def _shutdown(self) -> None:
         self.stop.set()
@@ -704,34 +767,15 @@ class Daemon:
         _, pending = await asyncio.wait(tasks, timeout=STOP_GRACE) if tasks else (set(), set())
         for task in pending:
             task.cancel()
-        for box in self.mailboxes.values():
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(box.close(), 1.0)
-        self.scheduler.shutdown(wait=False)
+        if pending:
+            await asyncio.wait(pending, timeout=CLOSE_GRACE)
+        closing = [asyncio.wait_for(box.close(), CLOSE_GRACE) for box in self.mailboxes.values()]
+        for result in await asyncio.gather(*closing, return_exceptions=True):
+            if isinstance(result, Exception):
+                logger.warning("could not close a mailbox: %s", supervise.describe(result))
         self.notifier.close()
         if self.fleet is not None:
             await self.fleet.leave_all()  # every mailbox free for the other instances at once
-
-
-async def _finished(previous: asyncio.Task[None] | None) -> None:
-    """Wait for the task a new sender or watcher replaces; its crash is this one's."""
-    if previous is None:
-        return
-    await asyncio.wait([previous])
-    if not previous.cancelled() and (exc := previous.exception()) is not None:
-        raise exc
-
-
-async def _after(previous: asyncio.Task[None] | None, work: Callable[[], Awaitable[None]]) -> None:
-    await _finished(previous)
-    await work()
-
-
-def _raise_if_crashed(tasks: Iterable[asyncio.Task[None]]) -> None:
-    """A side task that died takes the daemon down (systemd restarts it)."""
-    for task in tasks:
-        if task.done() and not task.cancelled() and task.exception() is not None:
-            raise task.exception()  # type: ignore[misc]
 
 
 async def _wait_any(stop: asyncio.Event, seconds: float, *events: asyncio.Event) -> None:

@@ -48,6 +48,7 @@ class Result:
     held: int = 0
     completed: int = 0
     enrollments: int = 0
+    senders: set[str] = field(default_factory=set)  # reps whose mailboxes got emails queued
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -163,6 +164,7 @@ def _advance_due(app: App, now: datetime, limit: int, rendered: Prerendered | No
         for enrollment in due:
             _advance(run, enrollment, people[enrollment.contact_id])
         outbox.insert_many(conn, run.queued)
+        run.result.senders.update(row["rep"] for row in run.queued)
         run.result.enrollments = len(due)
         return run.result
 

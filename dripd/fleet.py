@@ -25,7 +25,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from dripd import errors, instances, leases
+from dripd import errors, instances, leases, supervise
 from dripd.app import App
 
 logger = logging.getLogger("dripd.fleet")
@@ -179,6 +179,13 @@ class Fleet:
                         "stopped working a mailbox this instance no longer holds",
                         extra={"action": "mailbox_lost", "rep": rep, "reason": reason},
                     )
+            except Exception as exc:  # nobody awaits this task: say it here
+                # Its lease lapses with this instance's or is taken back at the next tick.
+                logger.error(
+                    "could not let go of a mailbox: %s",
+                    supervise.describe(exc),
+                    extra={"action": "mailbox_release_failed", "rep": rep},
+                )
             finally:
                 self.held.discard(rep)
                 self._leaving.pop(rep, None)

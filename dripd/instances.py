@@ -36,6 +36,7 @@ class Instance:
     alive: bool
     holds: tuple[str, ...]
     campaigns: str
+    troubles: tuple[str, ...] = ()  # its tasks that failed and were restarted (dripd.supervise)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -48,6 +49,7 @@ class Instance:
             "alive": self.alive,
             "holds": list(self.holds),
             "campaigns": self.campaigns,
+            "troubles": list(self.troubles),
         }
 
 
@@ -62,6 +64,12 @@ def beat(engine: sa.Engine, instance_id: str, now: datetime) -> None:
         conn.execute(sa.update(_t).where(_t.c.id == instance_id).values(seen_at=now))
 
 
+def note_troubles(engine: sa.Engine, instance_id: str, lines: list[str]) -> None:
+    """Keep what went wrong in this instance's tasks, for `dripd status`."""
+    with engine.begin() as conn:
+        conn.execute(sa.update(_t).where(_t.c.id == instance_id).values(troubles="\n".join(lines)))
+
+
 def listed(conn: sa.Connection) -> list[Instance]:
     """Every instance of the last week, newest first."""
     query = sa.select(
@@ -72,6 +80,7 @@ def listed(conn: sa.Connection) -> list[Instance]:
         _t.c.seen_at,
         _t.c.stopped_at,
         _t.c.campaigns,
+        _t.c.troubles,
         sa.case((leases.alive_clause(), 1), else_=0).label("alive"),
     ).order_by(_t.c.seen_at.desc())
     held: dict[str, list[str]] = {}
@@ -81,6 +90,7 @@ def listed(conn: sa.Connection) -> list[Instance]:
     for row in conn.execute(query):
         values = dict(row._mapping)
         alive = bool(values.pop("alive"))
+        values["troubles"] = tuple(values["troubles"].splitlines()) if alive else ()
         holds = tuple(sorted(held.get(values["id"], []))) if alive else ()
         found.append(Instance(**values, alive=alive, holds=holds))
     return found

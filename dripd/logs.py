@@ -34,7 +34,7 @@ def configure(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("apscheduler", "aioimaplib", "aiosmtplib", "alembic"):
+    for noisy in ("aioimaplib", "aiosmtplib", "alembic"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     # flufl.bounce logs every detector it runs; dripd.bounces reports what matters.
     logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)

@@ -202,10 +202,12 @@ def in_state(conn: sa.Connection, status: str) -> list[Row]:
     return [_row(r) for r in conn.execute(query)]
 
 
-def orphaned(conn: sa.Connection, reps: Collection[str]) -> list[Row]:
+def orphaned(conn: sa.Connection, reps: Collection[str], mine: str | None = None) -> list[Row]:
     """Emails of `reps` left `sending` by an instance that is gone (killed, or its host lost).
 
-    Those claimed by a live instance are in flight there and left alone.
+    Those claimed by a live instance are in flight there and left alone,
+    except those claimed by `mine`: this instance, whose sender for `reps`
+    failed and is starting again (nothing of theirs is in flight).
     The mailboxes are picked here rather than in SQL: with `rep` in the
     condition SQLite went through every email of the rep (70 ms at 200,000)
     instead of the few in `sending`.
@@ -215,9 +217,10 @@ def orphaned(conn: sa.Connection, reps: Collection[str]) -> list[Row]:
         .where(schema.instances.c.id == _t.c.claimed_by, leases.alive_clause())
         .correlate(_t)
     )
-    query = _ROWS.where(
-        _t.c.status == "sending", sa.or_(_t.c.claimed_by.is_(None), ~claimer_alive)
-    ).order_by(_t.c.id)
+    left = sa.or_(_t.c.claimed_by.is_(None), ~claimer_alive)
+    if mine is not None:
+        left = sa.or_(left, _t.c.claimed_by == mine)
+    query = _ROWS.where(_t.c.status == "sending", left).order_by(_t.c.id)
     return [row for row in map(_row, conn.execute(query)) if row.rep in reps]
 
 

@@ -97,7 +97,6 @@ class Sender:
         self._signin_lost: str | None = None  # why the rep must sign in again (logged once)
         self._password: str | None = None
         self._connections: list[smtp.Connection] = []
-        self._db: sa.Connection | None = None
         self._accepted: list[tuple[outbox.Row, datetime]] = []  # 250 received, not yet committed
         self._rules_cache: _Rules | None = None
         self._unrecorded: list[int] = []  # outbox ids sent since the last record()
@@ -115,15 +114,18 @@ class Sender:
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sa.Connection]:
-        """A transaction on this mailbox's own connection (kept open: ~100 µs less a send)."""
-        if self._db is None or self._db.closed:
-            self._db = self.app.engine.connect()
+        """A short transaction that first commits the `sent` of the emails accepted since the last.
+
+        Its connection goes back to the pool when it ends: none is held while
+        an SMTP server answers (one per mailbox made the pool's size the
+        number of mailboxes that could send).
+        """
         accepted, self._accepted = self._accepted, []
         try:
-            with self._db.begin():
+            with self.app.engine.begin() as conn:
                 for row, at in accepted:
-                    outbox.mark_sent(self._db, row, at)
-                yield self._db
+                    outbox.mark_sent(conn, row, at)
+                yield conn
         except BaseException:
             self._accepted = accepted + self._accepted  # not committed: the next one will
             raise
@@ -135,6 +137,12 @@ class Sender:
                 pass
 
     def load_history(self) -> None:
+        """Read what this mailbox sent in the last day (its rate limit).
+
+        After a failure of this sender's task (dripd.supervise), the emails the
+        server accepted that were not committed yet are committed first.
+        """
+        self._flush()
         now = self._now()
         with self.app.reader.connect() as conn:
             self.limit.load(outbox.sent_since(conn, self.rep.id, now - ratelimit.DAY))
@@ -175,13 +183,30 @@ class Sender:
             queue: asyncio.Queue[outbox.Row] = asyncio.Queue()
             for row in rows:
                 queue.put_nowait(row)
-            results = await asyncio.gather(*(self._worker(c, queue) for c in pool))
+            results = await self._work(pool, queue)
             if not all(results) or len(rows) < BATCH:
                 break
         sent = self.stats.sent + self.stats.to_rep - sent_before
         if self._unrecorded and (sent == 0 or self._record_due()):
             self.record()
         return sent
+
+    async def _work(
+        self, pool: list[smtp.Connection], queue: asyncio.Queue[outbox.Row]
+    ) -> list[bool]:
+        """One worker per connection on `queue`; if one fails, the others stop with it.
+
+        Left running, they would share their connections with the workers of
+        the sender its supervisor starts again (dripd.supervise).
+        """
+        workers = [asyncio.ensure_future(self._worker(c, queue)) for c in pool]
+        try:
+            return list(await asyncio.gather(*workers))
+        except BaseException:
+            for worker in workers:
+                worker.cancel()
+            await asyncio.wait(workers)
+            raise
 
     def _record_due(self) -> bool:
         """Whether to write history and touches now rather than after the next drain.
@@ -475,13 +500,12 @@ class Sender:
         self.stats.bounced += 1
 
     async def close(self) -> None:
+        """Commit what the server accepted and record it; then close the SMTP connections."""
+        self._flush()
         if self._unrecorded:
             self.record()
         for connection in self._connections:
             await connection.close()
-        if self._db is not None:
-            self._db.close()
-            self._db = None
 
 
 def _window(text: str | None) -> windows_mod.Window | None:

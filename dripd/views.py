@@ -436,6 +436,7 @@ def health(app: App, conn: sa.Connection) -> dict[str, Any]:
     problems = (
         sign_ins
         + differ
+        + [f"{line} (pid {i.pid} on {i.host})" for i in fleet for line in i.troubles]
         + [f"email to {r.recipient} failed: {r.last_error}" for r in failed]
         + [f"{r.email} is held in {r.campaign}: {r.waiting}" for r in held]
         + [f"a message from {r.sender or '?'} to {r.rep}: {r.reasons}" for r in unreadable]

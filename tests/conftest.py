@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import textwrap
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import dbguard
 import pytest
 import sqlalchemy as sa
 
@@ -42,6 +44,43 @@ def _needs_real_clock(item: pytest.Item) -> bool:
     if item.get_closest_marker("realclock") or item.get_closest_marker("postgres"):
         return True
     return bool(REAL_CLOCK_FIXTURES & set(getattr(item, "fixturenames", ())))
+
+# No connection held across a network wait, here and in `dripd run` subprocesses
+# (tests/dbguard.py): they load the guard from tests/sitehooks and write to GUARD_REPORT.
+_handle, _name = tempfile.mkstemp(prefix="dripd-dbguard-", suffix=".txt")
+os.close(_handle)
+GUARD_REPORT = Path(_name)
+dbguard.install()
+os.environ["DRIPD_DBGUARD"] = str(GUARD_REPORT)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p
+    for p in (str(REPO / "tests" / "sitehooks"), str(REPO / "tests"), os.environ.get("PYTHONPATH"))
+    if p
+)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    GUARD_REPORT.unlink(missing_ok=True)
+
+
+@pytest.fixture(autouse=True)
+def no_connection_held_across_network() -> Iterator[None]:
+    """Fail the test if dripd awaited SMTP or IMAP with a database connection checked out."""
+    seen = len(dbguard.violations)
+    with GUARD_REPORT.open("rb") as report:
+        report.seek(0, os.SEEK_END)
+        offset = report.tell()
+    yield
+    with GUARD_REPORT.open("rb") as report:
+        report.seek(offset)
+        found = dbguard.violations[seen:] + report.read().decode().splitlines()
+    if found:
+        pytest.fail(
+            "a database connection was held across a network wait:\n"
+            + "\n".join(sorted(set(found))[:10]),
+            pytrace=False,
+        )
+
 
 BASE_CONFIG = """
 [dripd]
@@ -106,19 +145,25 @@ def _database_url(name: str) -> str:
     return sa.engine.make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty database URL: SQLite, and PostgreSQL when reachable."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'dripd.db'}"
-        return
-    admin, template = request.getfixturevalue("postgres_template")
+@pytest.fixture
+def postgres_url(postgres_template: tuple[sa.Engine, str]) -> Iterator[str]:
+    """A fresh PostgreSQL database cloned from the migrated template; dropped after the test."""
+    admin, template = postgres_template
     name = f"dripd_t_{uuid.uuid4().hex[:12]}"
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
     yield _database_url(name)
     with admin.connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database URL: SQLite, and PostgreSQL when reachable."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'dripd.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
 
 
 @pytest.fixture

@@ -824,6 +824,9 @@ async def _serve_sink(args: argparse.Namespace) -> None:
         host=HOST,
         port=0,
         ssl=context if args.tls == "implicit" else None,
+        # asyncio's default of 100 drops the SYNs of a few hundred mailboxes'
+        # connections at once (bench/mailboxes.py): retried only after 1 s.
+        backlog=1024,
     )
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -847,6 +850,20 @@ DOVECOT = Path("/usr/sbin/dovecot")
 DOVEADM = Path("/usr/bin/doveadm")
 DH_PARAMS = Path("/usr/share/dovecot/dh.pem")
 
+_STATIC_USERDB = """\
+userdb {{
+  driver = static
+  args = uid={uid} gid={gid} home={root}/mail/%u
+}}"""
+# A uid of its own per user: Linux allows 128 inotify instances per uid, and each
+# IDLE beyond them falls back to polling every second (bench/mailboxes.py's 200 inboxes).
+_USERDB_FILES = """\
+userdb {{
+  driver = passwd-file
+  args = username_format=%u {root}/userdb/%u
+}}"""
+FIRST_USER_UID = 40000
+
 _CONFIG = """\
 # A private Dovecot for dripd's tests, written by tests/servers.py.
 base_dir = {root}/run
@@ -868,14 +885,15 @@ passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {root}/users/%u
 }}
-userdb {{
-  driver = static
-  args = uid={uid} gid={gid} home={root}/mail/%u
-}}
+{userdb}
 mail_location = maildir:~/Maildir
 mail_fsync = never
 mailbox_idle_check_interval = 1 secs
 mail_max_userip_connections = 100
+# One imap process per logged-in connection: room for a few hundred IDLEs at once
+# (tests/acceptance/test_mailboxes.py, bench/mailboxes.py).
+default_process_limit = 1000
+default_client_limit = 4000
 namespace inbox {{
   inbox = yes
 {namespace_prefix}{sent_mailbox}}}
@@ -963,6 +981,14 @@ def _sent_mailbox(name: str | None) -> str:
     return f"  mailbox {_quote(name)} {{\n    special_use = \\Sent\n    auto = subscribe\n  }}\n"
 
 
+def _write_atomically(path: Path, text: str) -> None:
+    """Dovecot never reads half a file."""
+    staging = path.with_name(f".{path.name}.new")
+    staging.write_text(text, encoding="utf-8")
+    staging.chmod(0o644)
+    staging.replace(path)
+
+
 def _quote(mailbox: str) -> str:
     return '"' + mailbox.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -988,6 +1014,7 @@ class Dovecot:
         sent_folder: str | None = "Sent",
         prefix: str = "",
         oauth2_introspection: str | None = None,
+        uid_per_user: bool = False,
     ):
         """`sent_folder`: the folder every user has, marked `\\Sent` (RFC 6154); None: none.
 
@@ -995,6 +1022,8 @@ class Dovecot:
         layout: every folder is under INBOX, "." between levels).
         `oauth2_introspection`: an RFC 7662 URL (tests/oauth_server.py); with it, users
         also log in with XOAUTH2/OAUTHBEARER, their tokens checked there (Dovecot's oauth2 passdb).
+        `uid_per_user`: each user its own uid (past 128 IDLE processes per uid, Linux
+        refuses inotify and Dovecot polls).
         """
         self.oauth2_introspection = oauth2_introspection
         if root is None:
@@ -1010,6 +1039,9 @@ class Dovecot:
         self.config_path = root / "dovecot.conf"
         self.log_path = root / "dovecot.log"
         self._users: dict[str, str] = {}
+        # As root only: a uid each (see _USERDB_FILES), else all are Dovecot's account's.
+        self.uid_per_user = uid_per_user and os.geteuid() == 0
+        self._uids: dict[str, int] = {}
         self._process: subprocess.Popen[bytes] | None = None
         self._counter = itertools.count(1)
         self.sent_folder = sent_folder
@@ -1036,7 +1068,13 @@ class Dovecot:
         if os.geteuid() == 0:
             os.chown(mail, uid, gid)  # Dovecot's mail processes create the maildirs
         (self.root / "users").mkdir(mode=0o755, exist_ok=True)
+        userdb = _STATIC_USERDB.format(uid=uid, gid=gid, root=self.root)
+        if self.uid_per_user:
+            mail.chmod(0o1777)  # each user's processes make their own maildir
+            (self.root / "userdb").mkdir(mode=0o755, exist_ok=True)
+            userdb = _USERDB_FILES.format(root=self.root)
         config = _CONFIG.format(
+            userdb=userdb,
             root=self.root,
             host=self.host,
             cert=self.certificates.cert_file,
@@ -1189,11 +1227,12 @@ class Dovecot:
         )
 
     def _write_user(self, address: str, password: str) -> None:
-        path = self.root / "users" / address
-        staging = path.with_name(f".{address}.new")
-        staging.write_text(f"{address}:{{PLAIN}}{password}\n", encoding="utf-8")
-        staging.chmod(0o644)
-        staging.replace(path)  # atomic: Dovecot never reads half a file
+        _write_atomically(self.root / "users" / address, f"{address}:{{PLAIN}}{password}\n")
+        if self.uid_per_user:
+            uid = self._uids.setdefault(address, FIRST_USER_UID + len(self._uids))
+            gid = _unprivileged_account()[3]
+            home = self.root / "mail" / address
+            _write_atomically(self.root / "userdb" / address, f"{address}::{uid}:{gid}::{home}::\n")
 
     # -- putting messages in, taking them out
 

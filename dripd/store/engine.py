@@ -18,10 +18,19 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 # The newest migration's revision. Checked against alembic's own view of the
 # migrations folder by a test; comparing it with a plain query lets commands
 # skip importing alembic (a third of the CLI's start-up) when nothing is to do.
-HEAD = "0009"
+HEAD = "0010"
 SQLITE_BUSY_TIMEOUT = 10_000  # milliseconds a writer waits for the lock
 READ_ONLY = "dripd_read_only"  # execution option: this connection never writes
 SQLITE_CACHE_KIB = 65_536  # page cache per connection: big imports touch many index pages
+# The pool. dripd takes a connection only for a synchronous step, never across
+# an await (tests/dbguard.py fails the tests otherwise), so its one event loop
+# holds one at a time, two when a step reads beside its transaction: the pool
+# does not grow with the mailboxes (docs/postgresql.md counts the connections).
+POOL_SIZE = 2  # connections kept open
+POOL_OVERFLOW = 3  # opened for a moment beyond those, closed when returned
+# seconds a checkout may wait. In the event loop's thread no one else can give
+# a connection back meanwhile: waiting longer only freezes every mailbox.
+POOL_TIMEOUT = 2.0
 
 
 def engine_url(url: str) -> str:
@@ -35,12 +44,23 @@ def create_engine(url: str) -> sa.Engine:
     """An engine for `url`; SQLite gets WAL and explicit `BEGIN IMMEDIATE` transactions."""
     url = engine_url(url)
     if not url.startswith("sqlite"):
-        return sa.create_engine(url, pool_pre_ping=True, future=True)
+        return sa.create_engine(url, pool_pre_ping=True, **_pool_options())
     _ensure_sqlite_folder(url)
-    engine = sa.create_engine(url, future=True)
+    memory = sa.engine.make_url(url).database in (None, "", ":memory:")  # one connection
+    engine = sa.create_engine(url, **({} if memory else _pool_options()))
     sa.event.listen(engine, "connect", _sqlite_connect)
     sa.event.listen(engine, "begin", _sqlite_begin)
     return engine
+
+
+def _pool_options() -> dict[str, Any]:
+    """A small pool; last in, first out, so the connection reused is the one with a warm cache."""
+    return {
+        "pool_size": POOL_SIZE,
+        "max_overflow": POOL_OVERFLOW,
+        "pool_timeout": POOL_TIMEOUT,
+        "pool_use_lifo": True,
+    }
 
 
 def _ensure_sqlite_folder(url: str) -> None:

@@ -309,6 +309,9 @@ instances = sa.Table(
     sa.Column("campaigns", sa.Text, nullable=False, server_default=""),  # version hash
     # "daemon" (dripd run) or "once" (run --once: not counted in the fair shares)
     sa.Column("role", sa.String(16), nullable=False, server_default="daemon"),
+    # Its tasks that failed and were restarted, one line each (dripd.supervise),
+    # for `dripd status`; empty while all is well.
+    sa.Column("troubles", sa.Text, nullable=False, server_default=""),
 )
 
 # Which instance does a rep's mailbox work (sending, inbox, digests, Sent

@@ -70,25 +70,6 @@ def smtp_server() -> Iterator[Callable[..., servers.SmtpServer]]:
         server.stop()
 
 
-@pytest.fixture
-def smtp_sink(tmp_path: Path) -> Iterator[servers.SmtpSinkProcess]:
-    """An aiosmtpd sink in its own process, logging each Message-ID before its 250."""
-    sink = servers.SmtpSinkProcess(tmp_path / "sink.log").start()
-    yield sink
-    sink.stop()
-
-
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    """dripd processes a test started; any still running at teardown is killed."""
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
 def _env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     for name in ("DRIPD_CONFIG", "DRIPD_DATABASE", "STATE_DIRECTORY", "CREDENTIALS_DIRECTORY"):

@@ -102,14 +102,6 @@ def postgres_url(postgres_template: tuple[sa.Engine, str]) -> Iterator[str]:
 
 
 @pytest.fixture
-def smtp_sink(tmp_path: Path) -> Iterator[servers.SmtpSinkProcess]:
-    """An aiosmtpd sink in its own process, logging each Message-ID before its 250."""
-    sink = servers.SmtpSinkProcess(tmp_path / "sink.log").start()
-    yield sink
-    sink.stop()
-
-
-@pytest.fixture
 def dovecot() -> Iterator[servers.Dovecot]:
     """A private Dovecot for mike's inbox (fails instead of skipping under REQUIRE_IMAP)."""
     if not servers.Dovecot.available():
