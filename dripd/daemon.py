@@ -11,7 +11,7 @@ SIGHUP or a saved campaign file: reload between two passes (dripd.reload).
 Under systemd it says READY/RELOADING/STOPPING, what it is doing (STATUS=),
 and pings the watchdog while its loop makes progress (dripd.service).
 
-Crash rule (documented in the README): an email whose state is `sending` at
+Crash rule (documented in docs/operator.md, "Sending"): an email whose state is `sending` at
 start was in flight when dripd died. If the rep's Sent folder (IMAP) has its
 Message-ID, it went out and is marked sent; otherwise it is sent again. A
 duplicate is therefore possible only for an email whose data had reached the
@@ -71,7 +71,7 @@ COPY_BATCH = 100
 # rendered before it; and an email whose reply waits is one a crash could leave
 # uncertain), but each commit rewrites every index page it touched: at 10 a
 # chunk, commits and per-chunk queries were a third of the engine's time
-# (bench/README.md, "send").
+# (docs/developer.md, "Performance history", session 3).
 ADVANCE_CHUNK = 100
 INBOXES_LISTED = 10  # inboxes named one by one in STATUS=; past that, counted
 PASS_STALL = 30.0  # seconds a pass may go without progress before the watchdog pings stop

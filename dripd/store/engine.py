@@ -25,7 +25,7 @@ SQLITE_CACHE_KIB = 65_536  # page cache per connection: big imports touch many i
 # The pool. dripd takes a connection only for a synchronous step, never across
 # an await (tests/dbguard.py fails the tests otherwise), so its one event loop
 # holds one at a time, two when a step reads beside its transaction: the pool
-# does not grow with the mailboxes (docs/postgresql.md counts the connections).
+# does not grow with the mailboxes (docs/operator.md, "Database connections", counts them).
 POOL_SIZE = 2  # connections kept open
 POOL_OVERFLOW = 3  # opened for a moment beyond those, closed when returned
 # seconds a checkout may wait. In the event loop's thread no one else can give

@@ -1,7 +1,7 @@
 """`dripd run`, the sending daemon, as a user runs it: real processes, real SMTP servers.
 
 - SIGKILL at random moments while it sends, restart, finish: nothing lost, nothing
-  sent twice unless the documented crash rule explains it (README "Sending").
+  sent twice unless the documented crash rule explains it (docs/operator.md, "Sending").
 - SIGTERM while an SMTP transaction is in flight: it finishes, is committed, exit 0.
 - A second `dripd run` on the same SQLite database is refused.
 - `dripd run --once`: its summary line and `--json`.

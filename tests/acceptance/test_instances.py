@@ -1,5 +1,5 @@
-"""Several `dripd run` on one PostgreSQL database, as a team runs them (README "Running several
-instances"; issue 7).
+"""Several `dripd run` on one PostgreSQL database, as a team runs them (docs/operator.md, "Running
+several instances"; issue 7).
 
 - Three instances, three mailboxes, 1,000 due emails: each arrives exactly once. Then SIGKILL
   the instance holding mike's mailbox in the middle of a second batch: the survivors finish,
