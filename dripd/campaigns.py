@@ -149,9 +149,6 @@ class Campaign:
         known = ", ".join(s.id for s in self.steps)
         raise errors.CampaignError(f"campaign {self.id!r} has no step {step_id!r} (steps: {known})")
 
-    def find_step(self, step_id: str) -> Step | None:
-        return next((s for s in self.steps if s.id == step_id), None)
-
     @property
     def starts_at_stage(self) -> str | None:
         """The stage whose reaching enrolls a contact automatically (`starts_when`)."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -45,18 +44,3 @@ class FakeClock:
         self._now += timedelta(seconds=max(0.0, seconds))
         await asyncio.sleep(0)
 
-
-class ScaledClock:
-    """Simulated time running `speed` times faster than real time (the demo's fast clock)."""
-
-    def __init__(self, start: datetime, speed: float) -> None:
-        self._start = start.astimezone(UTC)
-        self._origin = time.monotonic()
-        self.speed = speed
-
-    def now(self) -> datetime:
-        elapsed = (time.monotonic() - self._origin) * self.speed
-        return self._start + timedelta(seconds=elapsed)
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(max(0.0, seconds) / self.speed)

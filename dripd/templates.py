@@ -10,7 +10,6 @@ import html
 import html.parser
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -32,13 +31,6 @@ _MARKDOWN_OPTIONS = CmarkOptions.CMARK_OPT_DEFAULT
 
 class RenderError(errors.DripdError):
     """A template could not be rendered for a contact (a missing field, a bad date)."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RenderedEmail:
-    subject: str
-    text: str
-    html: str | None
 
 
 class Renderer:
