@@ -41,7 +41,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def _needs_real_clock(item: pytest.Item) -> bool:
-    if item.get_closest_marker("realclock") or item.get_closest_marker("postgres"):
+    if any(item.get_closest_marker(name) for name in ("realclock", "postgres", "own_clock")):
         return True
     return bool(REAL_CLOCK_FIXTURES & set(getattr(item, "fixturenames", ())))
 

@@ -121,6 +121,7 @@ def _same_story(story: str) -> str:
     return re.sub(r"127\.0\.0\.1:\d+|/\S*/demo-\w+", "…", story)
 
 
+@pytest.mark.own_clock
 def test_the_demo_tells_the_same_story_whatever_the_date(tmp_path: Path) -> None:
     """The week is the demo's own: a clock years ahead, on awkward days, changes nothing."""
     today = date.today()
