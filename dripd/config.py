@@ -9,8 +9,8 @@ systemd provides one (so `database = "sqlite:///dripd.db"` means
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -389,6 +389,8 @@ class Config:
     database_url: str
     campaigns_dir: Path
     attachments_dir: Path
+    # each rep's holidays, worked out once: the engine asks for every contact it plans
+    rep_holidays: Mapping[str, calendars.Holidays] = field(default_factory=dict)
 
     @property
     def reps(self) -> Sequence[RepConfig]:
@@ -405,10 +407,8 @@ class Config:
 
     def holidays_for(self, rep_id: str | None) -> calendars.Holidays:
         """The holidays of a rep's contacts: the rep's own list, else [dripd]'s."""
-        for rep in self.model.reps:
-            if rep.id == rep_id and rep.holidays is not None:
-                return calendars.parse(rep.holidays)
-        return self.holidays
+        found = self.rep_holidays.get(rep_id) if rep_id is not None else None
+        return found if found is not None else self.holidays
 
     @property
     def max_late(self) -> timedelta:
@@ -473,6 +473,9 @@ def load(path: Path) -> Config:
         database_url=os.environ.get("DRIPD_DATABASE") or _resolve_db(model.dripd.database, state),
         campaigns_dir=_resolve(model.dripd.campaigns, base),
         attachments_dir=_resolve(model.dripd.attachments, state),
+        rep_holidays={
+            rep.id: calendars.parse(rep.holidays) for rep in model.reps if rep.holidays is not None
+        },
     )
 
 
