@@ -48,14 +48,12 @@ class App:
 
 def anchor_fields(catalog: campaigns.Catalog) -> frozenset[str]:
     """Custom fields that campaigns use as dates (anchors and yearly fields)."""
-    names: set[str] = set()
-    for campaign in catalog.campaigns.values():
-        for step in campaign.steps:
-            timing = step.timing
-            anchor = getattr(timing, "anchor", None) or getattr(timing, "field", None)
-            if isinstance(anchor, str):
-                names.add(anchor)
-    return frozenset(names)
+    return frozenset(
+        step.date_field
+        for campaign in catalog.campaigns.values()
+        for step in campaign.steps
+        if step.date_field is not None
+    )
 
 
 def open_app(

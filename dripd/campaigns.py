@@ -110,6 +110,12 @@ class Step:
         return self.kind == "email"
 
     @property
+    def date_field(self) -> str | None:
+        """The contact's date field this step is timed by (an anchor, a yearly field), if any."""
+        field = getattr(self.timing, "anchor", None) or getattr(self.timing, "field", None)
+        return field if isinstance(field, str) else None
+
+    @property
     def plan(self) -> schedule.StepPlan:
         return schedule.StepPlan(
             id=self.id,

@@ -188,7 +188,6 @@ def _try_step(
 def _bare_contact(step: campaigns.Step, now: datetime) -> Contact:
     """A contact with an email address, and the date its step is timed by (if any)."""
     fields: dict[str, str] = {}
-    anchor = getattr(step.timing, "anchor", None) or getattr(step.timing, "field", None)
-    if isinstance(anchor, str):
-        fields[anchor] = f"{(now + timedelta(days=7)).date().isoformat()} 10:00"
+    if step.date_field is not None:
+        fields[step.date_field] = f"{(now + timedelta(days=7)).date().isoformat()} 10:00"
     return Contact(id=0, email=SAMPLE_EMAIL, fields=fields, created_at=now, updated_at=now)

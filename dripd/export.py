@@ -20,7 +20,7 @@ from dripd import listing
 from dripd.store import queries
 
 RECORDED = contacts_mod.RECORDED  # dripd's records: import passes over these
-STANDARD = tuple(name for name in contacts_mod.STANDARD)
+STANDARD = contacts_mod.STANDARD
 
 
 def write_csv(
