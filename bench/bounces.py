@@ -42,7 +42,7 @@ from email.message import EmailMessage, Message
 from pathlib import Path
 
 from bench import common
-from dripd import bounces, classify, incoming
+from dripd.mail import bounces, classify, incoming
 
 HELD_OUT = 30  # percent of the fetched set never looked at while tuning
 # Tuning-part samples whose failed recipient was checked by reading them, where the

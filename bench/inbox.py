@@ -30,8 +30,8 @@ from bench import common
 sys.path.insert(0, str(common.REPO / "tests"))
 import servers
 
-from dripd import app as app_mod
-from dripd import watcher
+from dripd.daemon import watcher
+from dripd.pipeline import app as app_mod
 from dripd.store import queries
 
 CONTACTS = 150  # the bench CSV spreads owners over mike and sam; mike's get sent
@@ -100,7 +100,7 @@ def stranger(n: int) -> bytes:
 
 def contacts_and_ids(app: app_mod.App) -> list[tuple[str, int, str]]:
     """(address, contact id, Message-ID sent) per contact."""
-    from dripd import outbox
+    from dripd.store import outbox
 
     with app.engine.connect() as conn:
         rows = outbox.in_state(conn, "sent")

@@ -126,8 +126,8 @@ def dripd(config: Path, *args: str, head: int | None = None) -> Run:
 def first_start_retimes(config: Path) -> int:
     """Enrollments the first `dripd run` would time again (0: the import recorded its plans)."""
     code = (
-        "import sys; from dripd import app, reload\n"
-        "print(reload.replan_changed(app.open_app(sys.argv[1])))\n"
+        "import sys; from dripd.pipeline import app, plans\n"
+        "print(plans.replan_changed(app.open_app(sys.argv[1])))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code, str(config)], capture_output=True, text=True, check=True

@@ -43,4 +43,3 @@ class FakeClock:
     async def sleep(self, seconds: float) -> None:
         self._now += timedelta(seconds=max(0.0, seconds))
         await asyncio.sleep(0)
-

@@ -45,6 +45,7 @@ def _needs_real_clock(item: pytest.Item) -> bool:
         return True
     return bool(REAL_CLOCK_FIXTURES & set(getattr(item, "fixturenames", ())))
 
+
 # No connection held across a network wait, here and in `dripd run` subprocesses
 # (tests/dbguard.py): they load the guard from tests/sitehooks and write to GUARD_REPORT.
 _handle, _name = tempfile.mkstemp(prefix="dripd-dbguard-", suffix=".txt")

@@ -7,7 +7,7 @@ await: it is held across a network wait, and with one such holder per
 mailbox the pool's size becomes the number of mailboxes that work (issue
 22). The guard follows the pool's checkout and checkin events (per thread:
 other threads' connections are their own business) and looks before and
-after each call of `dripd.smtp.Connection` and `dripd.imap.Session`.
+after each call of `dripd.mailbox.smtp.Connection` and `dripd.mailbox.imap.Session`.
 
 In the tests' own process (tests/conftest.py installs it) a violation fails
 the test that met it; in `dripd run` subprocesses (tests/sitehooks) each
@@ -121,7 +121,7 @@ def install(report: Path | None = None, peaks: Path | None = None) -> None:
     """
     global _report
     _report = report
-    from dripd import imap, smtp
+    from dripd.mailbox import imap, smtp
 
     if not sa.event.contains(sa.pool.Pool, "checkout", _on_checkout):
         sa.event.listen(sa.pool.Pool, "checkout", _on_checkout)

@@ -26,7 +26,7 @@ def install(spec: str) -> None:
 
 
 def _fail_sender(rep: str) -> None:
-    from dripd import smtp
+    from dripd.mailbox import smtp
 
     send = smtp.Connection.send
     failed: list[str] = []
@@ -41,7 +41,7 @@ def _fail_sender(rep: str) -> None:
 
 
 def _fail_fleet() -> None:
-    from dripd import fleet
+    from dripd.daemon import fleet
 
     tick = fleet.Fleet.tick
     ticks: list[int] = []

@@ -32,8 +32,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from dripd import app as app_mod
-from dripd import compose, config, digest_email, mime
+from dripd.files import config
+from dripd.mail import mime
+from dripd.pipeline import app as app_mod
+from dripd.pipeline import compose, digest_render
 from dripd.store import queries
 
 ConfigFactory = Callable[..., Path]  # the `make_config` fixture of tests/conftest.py
@@ -100,9 +102,9 @@ def tools() -> Tools:
 # -- the rep's digest -----------------------------------------------------------------
 
 
-def digest_content() -> digest_email.Content:
+def digest_content() -> digest_render.Content:
     """Two calls (one with a phone) and a card due, a reply, a stuck contact, the week ahead."""
-    return digest_email.Content(
+    return digest_render.Content(
         rep=config.RepConfig(id="mike", name="Mike Gulitz", email="mike@example.com"),
         now=NOW,
         tz=NEW_YORK,
@@ -138,7 +140,7 @@ def digest_content() -> digest_email.Content:
             ),
         ),
         news=(
-            digest_email.NewsItem(
+            digest_render.NewsItem(
                 kind="reply",
                 at=datetime(2026, 3, 9, 10, 12, tzinfo=UTC),
                 contact_name="Bob Stone",
@@ -147,7 +149,7 @@ def digest_content() -> digest_email.Content:
             ),
         ),
         stuck=(
-            digest_email.StuckItem(
+            digest_render.StuckItem(
                 contact_name="Fay Wu",
                 email="fay@wu.example",
                 company="Wu LLC",
@@ -170,8 +172,8 @@ def _task(
     company: str = "",
     phone: str = "",
     note: str = "",
-) -> digest_email.TaskItem:
-    return digest_email.TaskItem(
+) -> digest_render.TaskItem:
+    return digest_render.TaskItem(
         number=number,
         task_id=100 + number,
         kind=kind,
@@ -189,7 +191,7 @@ def _task(
 
 
 def test_the_digest_reads_right_in_a_browser(tools: Tools, tmp_path: Path) -> None:
-    rendered = digest_email.render(digest_content())
+    rendered = digest_render.render(digest_content())
     seen = look(tools, rendered.html, tmp_path)
 
     for heading in (
@@ -213,7 +215,7 @@ def test_the_digest_reads_right_in_a_browser(tools: Tools, tmp_path: Path) -> No
         "Reply to this email with one command a line:",
     ):
         assert shown in seen.text, f"{shown!r} not visible in:\n{seen.text}"
-    for command, meaning in digest_email.COMMANDS:
+    for command, meaning in digest_render.COMMANDS:
         assert command in seen.text and meaning in seen.text
 
     assert_no_script(seen, title=rendered.subject)

@@ -16,7 +16,7 @@ PEOPLE = (
     'ann@northwind.example,Ann,Lee,"Lee & Co, Ltd",+1 555 0101,America/New_York,mike,lead,'
     '"rates; ""fast"" approval",1980-03-14\n'
     "bo@contoso.example,Bø,Ström,Contoso,,Europe/Berlin,sam,prospect,,\n"
-    "cy@fabrikam.example,Cy,,,,,,,\"multi\nline\",\n"
+    'cy@fabrikam.example,Cy,,,,,,,"multi\nline",\n'
 )
 
 

@@ -36,8 +36,8 @@ import pytest
 import servers
 import sqlalchemy as sa
 
-from dripd import leases
 from dripd.store import engine as store_engine
+from dripd.store import membership
 
 pytestmark = pytest.mark.postgres
 
@@ -47,7 +47,7 @@ IMAP_PASSWORD_ENV = "DRIPD_TEST_IMAP_PASSWORD"
 START = 30.0  # seconds a dripd process may take to get going on a loaded machine
 TAKEOVER = 30.0  # seconds: the bound for a survivor to take a dead holder's mailbox
 CLEAN_HANDOVER = 5.0  # seconds: after SIGTERM, leases are released at once, taken within a tick
-TICK = leases.TICK  # seconds between lease renewals and looks for free mailboxes
+TICK = membership.TICK  # seconds between lease renewals and looks for free mailboxes
 FIRST_BATCH = 1000
 SECOND_BATCH = 600
 REPS = ("mike", "sam", "kim")

@@ -36,8 +36,8 @@ import pytest
 import servers
 import sqlalchemy as sa
 
-from dripd import leases
 from dripd.store import engine as store_engine
+from dripd.store import membership
 
 DRIPD = str(Path(sys.executable).with_name("dripd"))
 REQUIRE_IMAP = os.environ.get("DRIPD_TEST_REQUIRE_IMAP") == "1"
@@ -355,11 +355,11 @@ def test_a_failure_dripd_cannot_go_on_without_ends_it_at_once_non_zero(
     procs.append(proc)
     _wait(lambda: "dripd running" in team.text() or proc.poll() is not None, START, "the start")
     started = time.monotonic()
-    code = proc.wait(leases.TICK + 5)  # the fault comes at the fleet's first tick
+    code = proc.wait(membership.TICK + 5)  # the fault comes at the fleet's first tick
     ended_in = time.monotonic() - started
     text = team.text()
     assert code == 70, text
-    assert ended_in <= leases.TICK + 3, f"{ended_in:.1f} s"
+    assert ended_in <= membership.TICK + 3, f"{ended_in:.1f} s"
     assert "task failed: dripd stops" in text and "task=fleet" in text
     assert f"dripd: internal error: RuntimeError: {faults.MESSAGE}" in text
     assert "never retrieved" not in text and "Traceback" not in text

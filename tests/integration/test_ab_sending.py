@@ -9,8 +9,8 @@ import servers
 from test_inbox import reply
 from worlds import World
 
-from dripd import app as app_mod
-from dripd import views
+from dripd.pipeline import app as app_mod
+from dripd.pipeline import reports
 
 AB = """
 name = "AB"
@@ -33,7 +33,7 @@ weight = 2
 
 def _versions(world: World) -> dict[str, dict[str, int]]:
     with world.app.reader.connect() as conn:
-        (step,) = views.status(world.app, conn)["variants"]
+        (step,) = reports.status(world.app, conn)["variants"]
     return {v["variant"]: v for v in step.to_json()["versions"]}
 
 
@@ -70,7 +70,7 @@ def test_each_contact_gets_one_version_and_status_counts_replies_per_version(
 
     # A version removed from the file keeps its history in status.
     (world.app.config.campaigns_dir / "ab.toml").write_text(
-        AB.split("[[steps.variants]]\nid = \"long\"")[0], encoding="utf-8"
+        AB.split('[[steps.variants]]\nid = "long"')[0], encoding="utf-8"
     )
     world.app = app_mod.reloaded(world.app)
     assert _versions(world)["long"]["sent"] == got["long"]

@@ -23,8 +23,11 @@ import servers
 import sqlalchemy as sa
 from worlds import World
 
-from dripd import app as app_mod
-from dripd import clock, contacts, daemon, digest, engine, pipeline, views
+from dripd import clock
+from dripd.daemon import daemon, planner
+from dripd.pipeline import app as app_mod
+from dripd.pipeline import digest, lifecycle, reports
+from dripd.plan import contacts
 from dripd.store import queries, schema
 
 MEETING = """
@@ -169,7 +172,7 @@ def test_the_digest_arrives_at_its_slot_once_with_calls_on_the_calendar(
     assert by_summary["Call Bob Smith (Acme)"].decoded("DTSTART") == MONDAY_6AM
 
     with world.app.reader.connect() as conn:
-        (mike,) = views.status(world.app, conn)["mailboxes"]
+        (mike,) = reports.status(world.app, conn)["mailboxes"]
     assert mike["last_digest_at"] == SLOT
 
     # Once per slot: a later run, and a restarted dripd, send nothing more.
@@ -374,15 +377,15 @@ def test_a_slot_waits_while_another_instance_advances_the_steps(
             values = contacts.validate(
                 {"email": "zoe@example.org", "owner": "sam"}, holder.contact_rules()
             )
-            cid = pipeline.create_contact(holder, conn, "zoe@example.org", values, now, cause="t")
+            cid = lifecycle.create_contact(holder, conn, "zoe@example.org", values, now, cause="t")
             zoe = queries.contact_by_id(conn, cid)
-            pipeline.enroll(holder, conn, zoe, "meeting", now, cause="t")
+            lifecycle.enroll(holder, conn, zoe, "meeting", now, cause="t")
         with other.engine.begin() as conn:  # the other instance's engine, mid-transaction
             assert len(queries.due_enrollments(conn, now, 10, lock=True)) == 1
             assert digest.queue_due(holder, now) == 0
             with holder.reader.connect() as peek:
                 assert peek.execute(sa.select(schema.digests)).all() == []  # slot not used up
-        daemon_pass = asyncio.run(engine.advance(holder, now))  # (or the other one's, committed)
+        daemon_pass = asyncio.run(planner.advance(holder, now))  # (or the other one's, committed)
         assert daemon_pass.tasks == 2
         assert digest.queue_due(holder, now) == 1
         with holder.reader.connect() as conn:
@@ -404,8 +407,8 @@ def test_two_instances_at_the_same_slot_queue_one_digest(make_config, database_u
             {"email": "zoe@example.org", "owner": "sam"}, first.contact_rules()
         )
         with first.engine.begin() as conn:
-            cid = pipeline.create_contact(first, conn, "zoe@example.org", values, slot, cause="t")
-            pipeline.create_task(
+            cid = lifecycle.create_contact(first, conn, "zoe@example.org", values, slot, cause="t")
+            lifecycle.create_task(
                 conn, contact_id=cid, kind="call", rep="sam", due_at=slot, note="Call Zoe", now=slot
             )
         barrier = threading.Barrier(len(apps))
@@ -437,8 +440,9 @@ def test_a_lost_sign_in_is_in_the_reps_digest_until_renewed(make_config, sqlite_
     """Issue 17, item 4: the rep hears of it in the digest, with the command to run."""
     from datetime import UTC, datetime
 
-    from dripd import app as app_mod
-    from dripd import clock, tokens
+    from dripd import clock
+    from dripd.mailbox import tokens
+    from dripd.pipeline import app as app_mod
 
     config = make_config(
         database=sqlite_url,

@@ -11,9 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from dripd import app as app_mod
-from dripd import clock, contacts, engine, outbox, pipeline, reload
-from dripd.store import queries, schema
+from dripd import clock
+from dripd.daemon import planner
+from dripd.pipeline import app as app_mod
+from dripd.pipeline import lifecycle, plans
+from dripd.plan import contacts
+from dripd.store import outbox, queries, schema
 
 MONDAY = datetime(2026, 11, 23, 14, 0, tzinfo=UTC)  # 09:00 in New York
 
@@ -88,9 +91,9 @@ def world(
 def add(app: app_mod.App, address: str, **fields: str) -> queries.Contact:
     values = contacts.validate({"email": address, **fields}, app.contact_rules())
     with app.engine.begin() as conn:
-        cid = pipeline.create_contact(app, conn, address, values, app.clock.now(), cause="test")
+        cid = lifecycle.create_contact(app, conn, address, values, app.clock.now(), cause="test")
         contact = queries.contact_by_id(conn, cid)
-        pipeline.enroll(app, conn, contact, "test", app.clock.now(), cause="test")
+        lifecycle.enroll(app, conn, contact, "test", app.clock.now(), cause="test")
         return contact
 
 
@@ -104,13 +107,13 @@ def open_tasks(app: app_mod.App) -> list[dict]:
         return queries.open_tasks(conn)
 
 
-def _advance_due(app: app_mod.App, now: datetime) -> engine.Result:
-    return engine.advance_due(app, now)
+def _advance_due(app: app_mod.App, now: datetime) -> planner.Result:
+    return planner.advance_due(app, now)
 
 
-def _advance(app: app_mod.App, now: datetime) -> engine.Result:
+def _advance(app: app_mod.App, now: datetime) -> planner.Result:
     """The daemon's way: emails rendered ahead, the event loop running in between."""
-    return asyncio.run(engine.advance(app, now))
+    return asyncio.run(planner.advance(app, now))
 
 
 @pytest.mark.parametrize("advance", [_advance_due, _advance], ids=["advance_due", "advance"])
@@ -137,7 +140,7 @@ def test_a_sequence_runs_step_by_step(world, advance) -> None:
     fake.advance(timedelta(days=3))  # the follow-up waits for the call to be done
     assert advance(app, fake.now()).queued == 0
     with app.engine.begin() as conn:
-        pipeline.finish_task(app, conn, task["id"], fake.now(), status="done", cause="test")
+        lifecycle.finish_task(app, conn, task["id"], fake.now(), status="done", cause="test")
         assert queries.contact_by_email(conn, "ann@example.com").touches == 1
     fake.advance(timedelta(days=1))  # Saturday: outside the mon-fri window
     assert advance(app, fake.now()).queued == 0
@@ -156,14 +159,14 @@ def test_stale_anchor_is_skipped_not_sent_late(world) -> None:
     )
     with app.engine.begin() as conn:  # jump straight to the anchored step
         (enrollment,) = queries.active_enrollments(conn, contact.id)
-        from dripd import schedule
+        from dripd.plan import schedule
 
         progress = schedule.Progress(done=("hello", "call", "follow-up"), last_due_at=MONDAY)
         queries.update_enrollment(
             conn, enrollment.id, {"progress": progress.to_json(), "next_due_at": MONDAY}
         )
     fake.set(datetime(2026, 11, 24, 16, 0, tzinfo=UTC))  # after the 10:00 appointment
-    result = engine.advance_due(app, fake.now())
+    result = planner.advance_due(app, fake.now())
     assert result.skipped == 1 and result.queued == 0
     with app.engine.connect() as conn:
         kinds = [e["kind"] for e in queries.history(conn, contact.id)]
@@ -174,7 +177,7 @@ def test_outside_the_window_waits_for_it(world) -> None:
     app, fake = world
     fake.set(datetime(2026, 11, 28, 15, 0, tzinfo=UTC))  # a Saturday
     contact = add(app, "ann@example.com", first_name="Ann")
-    assert engine.advance_due(app, fake.now()).queued == 0
+    assert planner.advance_due(app, fake.now()).queued == 0
     with app.engine.connect() as conn:
         (enrollment,) = queries.active_enrollments(conn, contact.id)
     # Monday 09:00 New York
@@ -186,7 +189,7 @@ def test_unsubscribed_contact_gets_nothing(world) -> None:
     contact = add(app, "ann@example.com", first_name="Ann")
     with app.engine.begin() as conn:
         queries.update_contact(conn, contact.id, {"status": "unsubscribed"})
-    result = engine.advance_due(app, fake.now())
+    result = planner.advance_due(app, fake.now())
     assert result.queued == 0 and rows(app) == []
     with app.engine.connect() as conn:
         assert queries.active_enrollments(conn, contact.id) == []
@@ -196,28 +199,28 @@ def test_missing_field_holds_the_step_with_a_reason(world) -> None:
     app, fake = world
     values = contacts.validate({"email": "ann@example.com"}, app.contact_rules())
     with app.engine.begin() as conn:
-        cid = pipeline.create_contact(app, conn, "ann@example.com", values, fake.now(), cause="t")
-        pipeline.enroll(
+        cid = lifecycle.create_contact(app, conn, "ann@example.com", values, fake.now(), cause="t")
+        lifecycle.enroll(
             app, conn, queries.contact_by_id(conn, cid), "fields", fake.now(), cause="t"
         )
-    result = engine.advance_due(app, fake.now())
+    result = planner.advance_due(app, fake.now())
     assert result.held == 1 and rows(app) == []
     with app.engine.connect() as conn:
         (enrollment,) = queries.active_enrollments(conn, cid)
         history = queries.history(conn, cid)
     assert enrollment.waiting is not None and "hot_buttons" in enrollment.waiting
-    assert enrollment.next_due_at == fake.now() + engine.HOLD_RETRY
+    assert enrollment.next_due_at == fake.now() + planner.HOLD_RETRY
     assert [h["kind"] for h in history].count("held") == 1
     # once the field is there, the email goes out
     with app.engine.begin() as conn:
         extra = contacts.validate(
             {"hot_buttons": "speed"}, app.contact_rules(), require_email=False
         )
-        pipeline.set_fields(
+        lifecycle.set_fields(
             app, conn, queries.contact_by_id(conn, cid), extra, fake.now(), cause="t"
         )
-    fake.advance(engine.HOLD_RETRY)
-    assert engine.advance_due(app, fake.now()).queued == 1
+    fake.advance(planner.HOLD_RETRY)
+    assert planner.advance_due(app, fake.now()).queued == 1
 
 
 def test_completion_enrolls_the_next_campaign(world) -> None:
@@ -225,34 +228,34 @@ def test_completion_enrolls_the_next_campaign(world) -> None:
     contact = add(
         app, "ann@example.com", first_name="Ann", phone="1", appointment_at="2026-11-30 10:00"
     )
-    engine.advance_due(app, fake.now())
+    planner.advance_due(app, fake.now())
     fake.advance(timedelta(days=1))
-    engine.advance_due(app, fake.now())
+    planner.advance_due(app, fake.now())
     (task,) = open_tasks(app)
     with app.engine.begin() as conn:
-        pipeline.finish_task(app, conn, task["id"], fake.now(), status="skipped", cause="test")
+        lifecycle.finish_task(app, conn, task["id"], fake.now(), status="skipped", cause="test")
     fake.set(datetime(2026, 11, 29, 16, 0, tzinfo=UTC))  # Sunday: confirm is due 10:00 Sun
-    engine.advance_due(app, fake.now())
+    planner.advance_due(app, fake.now())
     fake.set(datetime(2026, 11, 30, 14, 30, tzinfo=UTC))
-    engine.advance_due(app, fake.now())
+    planner.advance_due(app, fake.now())
     with app.engine.connect() as conn:
         states = {e.campaign: e.status for e in queries.enrollments_of(conn, contact.id)}
     assert states == {"test": "completed", "after": "active"}
 
 
 def test_a_change_after_rendering_ahead_is_not_sent_from_the_old_rendering(world) -> None:
-    # engine.advance renders before its transaction; the transaction uses a
+    # planner.advance renders before its transaction; the transaction uses a
     # rendering only if the enrollment and the contact are as they were.
     app, fake = world
     ann = add(app, "ann@example.com", first_name="Ann")
     bob = add(app, "bob@example.com", first_name="Bob")
     cy = add(app, "cy@example.com", first_name="Cy")
-    ahead: engine.Prerendered = {}
-    assert len(list(engine.prerender(app, fake.now(), 100, ahead))) == 3
+    ahead: planner.Prerendered = {}
+    assert len(list(planner.prerender(app, fake.now(), 100, ahead))) == 3
     with app.engine.begin() as conn:
         queries.update_contact(conn, ann.id, {"first_name": "Annie", "updated_at": fake.now()})
         queries.update_contact(conn, bob.id, {"status": "unsubscribed", "updated_at": fake.now()})
-    result = engine.advance_due(app, fake.now(), rendered=ahead)
+    result = planner.advance_due(app, fake.now(), rendered=ahead)
     assert (result.queued, result.enrollments) == (2, 3)
     sent = {row.recipient: row for row in rows(app)}
     assert set(sent) == {"ann@example.com", "cy@example.com"}
@@ -262,7 +265,7 @@ def test_a_change_after_rendering_ahead_is_not_sent_from_the_old_rendering(world
     assert sent["cy@example.com"].message == ahead[cy_enrollment].message.data  # used as is
 
 
-# -- campaign files edited while dripd was stopped (reload.replan_changed) ----------
+# -- campaign files edited while dripd was stopped (plans.replan_changed) ----------
 
 
 def _next_due(app: app_mod.App) -> dict[str, datetime | None]:
@@ -275,13 +278,13 @@ def test_a_start_plans_again_what_files_edited_since_the_last_run_concern(world)
     add(app, "ann@example.com", first_name="Ann")
     values = contacts.validate({"email": "bob@example.com"}, app.contact_rules())
     with app.engine.begin() as conn:
-        cid = pipeline.create_contact(app, conn, "bob@example.com", values, fake.now(), cause="t")
+        cid = lifecycle.create_contact(app, conn, "bob@example.com", values, fake.now(), cause="t")
         bob = queries.contact_by_id(conn, cid)
-        pipeline.enroll(app, conn, bob, "after", fake.now(), cause="test")
+        lifecycle.enroll(app, conn, bob, "after", fake.now(), cause="test")
     # A database without the record (new, or from an older dripd): everything, once.
-    assert reload.replan_changed(app) == 2
-    assert reload.replan_changed(app) == 0
-    engine.advance_due(app, fake.now())
+    assert plans.replan_changed(app) == 2
+    assert plans.replan_changed(app) == 0
+    planner.advance_due(app, fake.now())
     planned = _next_due(app)
     assert planned["after"] == MONDAY + timedelta(weeks=1)
 
@@ -291,15 +294,15 @@ def test_a_start_plans_again_what_files_edited_since_the_last_run_concern(world)
     (folder / "test.toml").write_text(text.replace('wait = "1 day"', 'wait = "2 days"', 1))
     edited = app_mod.open_app(str(app.config.path), the_clock=fake)
     try:
-        assert reload.replan_changed(edited) == 1  # the edited campaign's enrollments only
+        assert plans.replan_changed(edited) == 1  # the edited campaign's enrollments only
         assert _next_due(edited) == {**planned, "test": fake.now()}
-        assert reload.replan_changed(edited) == 0
+        assert plans.replan_changed(edited) == 0
 
         config = app.config.path.read_text(encoding="utf-8")
         app.config.path.write_text(config.replace("09:00-17:00", "08:00-18:00", 1))
         widened = app_mod.open_app(str(app.config.path), the_clock=fake)
         try:
-            assert reload.replan_changed(widened) == 2  # a schedule setting: every one
+            assert plans.replan_changed(widened) == 2  # a schedule setting: every one
         finally:
             widened.engine.dispose()
     finally:

@@ -23,10 +23,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from dripd import app as app_mod
-from dripd import clock, errors, fleet, instances, leases, outbox, views
+from dripd import clock, errors
+from dripd.daemon import fleet
+from dripd.pipeline import app as app_mod
+from dripd.pipeline import reports
 from dripd.store import engine as store_engine
-from dripd.store import retry, schema
+from dripd.store import membership, outbox, retry, schema
 
 NOW = datetime(2026, 11, 30, 15, 0, tzinfo=UTC)
 REPS = 6
@@ -51,11 +53,11 @@ def apps(make_config, database_url: str) -> Iterator[list[app_mod.App]]:
         app.engine.dispose()
 
 
-def _member(app: app_mod.App, version: str = "v1") -> leases.Membership:
-    return leases.Membership.register(app.engine, NOW, version)
+def _member(app: app_mod.App, version: str = "v1") -> membership.Membership:
+    return membership.Membership.register(app.engine, NOW, version)
 
 
-def _expire(app: app_mod.App, member: leases.Membership) -> None:
+def _expire(app: app_mod.App, member: membership.Membership) -> None:
     """What SIGKILL amounts to once TTL has passed: the row stops being renewed."""
     with app.engine.begin() as conn:
         conn.execute(
@@ -97,7 +99,7 @@ def test_a_mailbox_has_one_holder_until_that_holder_dies(apps: list[app_mod.App]
     with apps[0].engine.begin() as conn:
         assert not a.still_holds(conn, "r0")
     with apps[2].reader.connect() as conn:
-        assert leases.holders(conn) == {"r0": b.id}
+        assert membership.holders(conn) == {"r0": b.id}
 
 
 def test_a_clean_stop_frees_every_lease_at_once(apps: list[app_mod.App]) -> None:
@@ -106,7 +108,7 @@ def test_a_clean_stop_frees_every_lease_at_once(apps: list[app_mod.App]) -> None
     a.stop(NOW)
     assert b.take("r0", NOW) is None and b.take("r1", NOW) is None
     with apps[2].reader.connect() as conn:
-        listed = {i.id: i for i in instances.listed(conn)}
+        listed = {i.id: i for i in membership.listed(conn)}
     assert not listed[a.id].alive and listed[a.id].stopped_at == NOW
     assert listed[b.id].alive
 
@@ -115,7 +117,7 @@ def test_racing_takers_agree_on_one_holder(apps: list[app_mod.App]) -> None:
     members = [_member(app) for app in apps]
     barrier = threading.Barrier(len(members))
 
-    def race(member: leases.Membership) -> bool:
+    def race(member: membership.Membership) -> bool:
         barrier.wait()
         return member.take("r3", NOW) is not False
 
@@ -134,10 +136,10 @@ def test_renewal_keeps_an_instance_alive_and_a_stopped_one_cannot_renew(
     assert a.valid()
     _expire(apps[0], a)
     with apps[1].reader.connect() as conn:
-        assert not leases.instance_alive(conn, a.id)
+        assert not membership.instance_alive(conn, a.id)
     assert a.renew()
     with apps[1].reader.connect() as conn:
-        assert leases.instance_alive(conn, a.id)
+        assert membership.instance_alive(conn, a.id)
     a.stop(NOW)
     assert not a.renew() and not a.valid()
 
@@ -234,10 +236,10 @@ def test_instances_running_different_campaigns_are_reported(apps: list[app_mod.A
     _member(apps[0], "aaaa11112222")
     _member(apps[1], "aaaa11112222")
     with apps[2].reader.connect() as conn:
-        assert views.health(apps[2], conn)["campaign_mismatch"] is False
+        assert reports.health(apps[2], conn)["campaign_mismatch"] is False
     _member(apps[1], "bbbb33334444")
     with apps[2].reader.connect() as conn:
-        health = views.health(apps[2], conn)
+        health = reports.health(apps[2], conn)
     assert health["campaign_mismatch"] is True
     assert "different campaigns" in health["attention"][0]
     assert "aaaa11112222" in health["attention"][0] and "bbbb33334444" in health["attention"][0]
@@ -248,11 +250,11 @@ def test_the_campaigns_version_follows_any_file_in_the_folder(tmp_path) -> None:
     (folder / "t").mkdir(parents=True)
     (folder / "a.toml").write_text('name = "A"\n')
     (folder / "t" / "hello.md").write_text("Hi\n")
-    first = instances.campaigns_version(folder)
+    first = membership.campaigns_version(folder)
     (folder / ".a.toml.swp").write_text("editor noise")
-    assert instances.campaigns_version(folder) == first
+    assert membership.campaigns_version(folder) == first
     (folder / "t" / "hello.md").write_text("Hello\n")
-    assert instances.campaigns_version(folder) != first
+    assert membership.campaigns_version(folder) != first
 
 
 # -- PostgreSQL: concurrent transactions and migrations ----------------------------------
@@ -337,8 +339,8 @@ def test_an_instance_cut_off_from_the_database_stops_working_its_mailboxes(
     make_config, postgres_template, empty_postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No renewal for TTL - MARGIN: its mailboxes' work ends; back, it resumes them."""
-    monkeypatch.setattr(leases, "TTL", 3.0)
-    monkeypatch.setattr(leases, "MARGIN", 1.0)
+    monkeypatch.setattr(membership, "TTL", 3.0)
+    monkeypatch.setattr(membership, "MARGIN", 1.0)
     admin, _ = postgres_template
     name = sa.engine.make_url(empty_postgres_url).database
     path = make_config(database=empty_postgres_url, extra=_mailboxes(2))
@@ -373,7 +375,7 @@ async def _cut_off(app: app_mod.App, admin: sa.Engine, name: str) -> None:
         )
     await member.tick()  # renewal fails: still inside its lease, work goes on
     assert working == {"r0", "r1"}
-    await asyncio.sleep(leases.TTL - leases.MARGIN + 0.2)
+    await asyncio.sleep(membership.TTL - membership.MARGIN + 0.2)
     assert not member.may_work("r0")  # the fence, before the work is even let go
     await member.tick()
     await asyncio.sleep(0)
@@ -414,4 +416,4 @@ async def _beside(daemon_app: app_mod.App, once_app: app_mod.App) -> None:
     assert len(daemon.held) == REPS and len(daemon_took) == REPS
     await once.leave_all(forget=True)
     with once_app.reader.connect() as conn:
-        assert [i.id for i in instances.listed(conn)] == [daemon.member.id]
+        assert [i.id for i in membership.listed(conn)] == [daemon.member.id]

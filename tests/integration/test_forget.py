@@ -11,7 +11,9 @@ import sqlalchemy as sa
 from test_inbox import reply, sent_ids
 from worlds import World
 
-from dripd import contacts, errors, forget, importer, pipeline
+from dripd import errors
+from dripd.pipeline import forget, importer, lifecycle
+from dripd.plan import contacts
 from dripd.store import queries, schema
 
 ANN = "Ann.Lee@Northwind.example"  # erased; written with capitals on purpose
@@ -61,5 +63,5 @@ def test_forget_leaves_no_trace_of_the_address_and_refuses_it_later(
     assert report.problems == [f"line 2: {ANN.lower()} asked to be forgotten: not imported"]
     values = contacts.validate({"email": ANN}, world.app.contact_rules())
     with world.app.engine.begin() as conn, pytest.raises(errors.ContactError, match="forgotten"):
-        pipeline.create_contact(world.app, conn, ANN, values, world.clock.now(), cause="test")
+        lifecycle.create_contact(world.app, conn, ANN, values, world.clock.now(), cause="test")
     assert _traces(world, ANN) == []

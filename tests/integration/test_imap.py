@@ -14,7 +14,8 @@ from collections.abc import Callable
 import pytest
 import servers
 
-from dripd import config, imap, smtp
+from dripd.files import config
+from dripd.mailbox import imap, smtp
 
 
 def _settings(account: servers.ImapAccount, port: int, security: str) -> config.ImapConfig:
@@ -92,7 +93,7 @@ def test_smtp_tls_to_a_starttls_port_names_the_setting(
 def test_starttls_to_a_server_that_offers_none_says_what_to_use() -> None:
     # pymap (the demo's IMAP server) without a certificate offers no STARTTLS:
     # refused before the login, so no password crosses in clear.
-    from dripd import demo
+    from dripd.cli import demo
 
     async def scenario() -> str:
         port = servers.free_port()

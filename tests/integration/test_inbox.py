@@ -19,7 +19,8 @@ import servers
 import sqlalchemy as sa
 from worlds import World
 
-from dripd import digest, inbox, views, watcher
+from dripd.daemon import watcher
+from dripd.pipeline import digest, inbox, reports
 from dripd.store import queries, schema
 
 
@@ -131,11 +132,11 @@ def test_reply_auto_reply_bounce_and_unsubscribe_steer_the_sequences(
     assert "bounced" in world.history("carl@example.org")
     assert "unsubscribed" in world.history("dora@example.org")
     with world.app.reader.connect() as conn:
-        status = views.status(world.app, conn)
+        status = reports.status(world.app, conn)
     (mike,) = status["mailboxes"]
     assert mike["replies"] == 1 and mike["inbox_checked_at"] == world.clock.now()
     # Each answer counts for the step it answers: `dripd status` shows which touches work.
-    hello = next(s for s in views.steps_json(status["steps"]) if s["step"] == "hello")
+    hello = next(s for s in reports.steps_json(status["steps"]) if s["step"] == "hello")
     assert (hello["sent"], hello["replied"], hello["auto_replied"], hello["bounced"]) == (
         4,
         1,
@@ -277,7 +278,7 @@ def test_a_message_that_breaks_the_classifier_does_not_block_the_next(
     world.add("ann@example.org", first_name="Ann")
     world.run()
     ann = sent_ids(world, "ann@example.org")[0]
-    from dripd import classify
+    from dripd.mail import classify
 
     real = classify.classify
 
@@ -390,9 +391,16 @@ def test_a_colleagues_reply_stops_the_sequence_and_a_strangers_does_not(
     user = imap_user.address
     # Ann's colleague takes over; someone at another company answers Bob's; Cleo's
     # colleague answers where the campaign says colleague_replies = "note".
-    dovecot.deliver(user, reply("carl@northwind.example", ann, "Ann is on leave, I handle this now.", msgid="<c1@x>"))  # noqa: E501
-    dovecot.deliver(user, reply("jo@ridgeline.example", bob, "Bob asked me to look.", msgid="<c2@x>"))  # noqa: E501
-    dovecot.deliver(user, reply("dan@fabrikam.example", cleo, "Cleo is travelling.", msgid="<c3@x>"))  # noqa: E501
+    dovecot.deliver(
+        user,
+        reply("carl@northwind.example", ann, "Ann is on leave, I handle this now.", msgid="<c1@x>"),
+    )
+    dovecot.deliver(
+        user, reply("jo@ridgeline.example", bob, "Bob asked me to look.", msgid="<c2@x>")
+    )
+    dovecot.deliver(
+        user, reply("dan@fabrikam.example", cleo, "Cleo is travelling.", msgid="<c3@x>")
+    )
 
     world.clock.advance(timedelta(days=2, hours=1))
     summary = world.run()

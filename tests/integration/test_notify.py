@@ -26,7 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from dripd import notify, service
+from dripd.daemon import heartbeat as heartbeat_mod
+from dripd.daemon import notify
 
 
 @pytest.fixture
@@ -145,7 +146,7 @@ def test_pings_stop_while_the_loop_is_stuck_and_resume_when_it_runs(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     sock, path = listener
-    monkeypatch.setattr(service, "STATUS_EVERY", 0.2)
+    monkeypatch.setattr(heartbeat_mod, "STATUS_EVERY", 0.2)
     calls: list[float] = []
 
     def status() -> str:
@@ -153,11 +154,11 @@ def test_pings_stop_while_the_loop_is_stuck_and_resume_when_it_runs(
         return "sending: 0 queued" if len(calls) <= 3 else "sending: 1 queued"
 
     async def scenario() -> tuple[list[tuple[float, str]], list[tuple[float, str]], float]:
-        heartbeat, stop = service.Heartbeat(), asyncio.Event()
+        heartbeat, stop = heartbeat_mod.Heartbeat(), asyncio.Event()
         heartbeat.expect_within(0.5)  # the loop checks in, then hangs
         notifier = notify.Notifier(path)
         tending = asyncio.create_task(
-            service.tend(notifier, heartbeat, status, stop, ping_every=0.05)
+            heartbeat_mod.tend(notifier, heartbeat, status, stop, ping_every=0.05)
         )
         stuck = await _collect(sock, 1.5)
         heartbeat.expect_within(60)  # running again

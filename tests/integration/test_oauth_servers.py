@@ -20,8 +20,9 @@ from authlib.common.security import generate_token
 from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.requests_client import OAuth2Session
 
-from dripd import config, errors
-from dripd import oauth as dripd_oauth
+from dripd import errors
+from dripd.files import config
+from dripd.mailbox import oauth as dripd_oauth
 
 SCOPE = "mail.send mail.read offline_access"
 USER = "mike@example.test"

@@ -23,7 +23,9 @@ import pytest
 import servers
 import sqlalchemy as sa
 
-from dripd import clock, config, errors, imap, oauth, smtp, tokens
+from dripd import clock, errors
+from dripd.files import config
+from dripd.mailbox import imap, oauth, smtp, tokens
 from dripd.store import engine as store_engine
 
 LIFETIME = 2  # seconds an access token lives

@@ -22,8 +22,12 @@ import servers
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from dripd import app as app_mod
-from dripd import cli, config, contacts, daemon, imap, smtp
+from dripd.cli import main as cli
+from dripd.daemon import daemon
+from dripd.files import config
+from dripd.mailbox import imap, smtp
+from dripd.pipeline import app as app_mod
+from dripd.plan import contacts
 from dripd.store import engine as store_engine
 from dripd.store import queries, schema
 
@@ -141,9 +145,9 @@ def test_queued_email_is_not_sent_to_a_contact_who_unsubscribed(make_world) -> N
     world = make_world(window="mon-fri 00:00-24:00")
     world.add("ann@example.org", first_name="Ann", company="X")
     world.add("bob@example.org", first_name="Bob", company="Y")
-    from dripd import engine
+    from dripd.daemon import planner
 
-    engine.advance_due(world.app, world.clock.now())  # both queued
+    planner.advance_due(world.app, world.clock.now())  # both queued
     ann_id = world.contact("ann@example.org").id
     with world.app.engine.begin() as conn:
         queries.update_contact(conn, ann_id, {"status": "unsubscribed"})
@@ -161,10 +165,10 @@ def test_temporary_failure_is_retried_later(make_world) -> None:
     (row,) = world.rows()
     assert row.status == "queued" and row.attempts == 1 and row.last_error
     assert row.next_attempt_at > world.clock.now() + timedelta(seconds=20)  # backoff
-    from dripd import views
+    from dripd.pipeline import reports
 
     with world.app.reader.connect() as conn:  # what `run --once` says is next
-        upcoming = views.next_up(world.app, conn)
+        upcoming = reports.next_up(world.app, conn)
     assert upcoming is not None
     assert (upcoming.email, upcoming.kind, upcoming.at) == (
         "ann@example.org",
@@ -340,7 +344,7 @@ def test_rate_limits_hold_over_a_simulated_day_with_a_backlog(make_world) -> Non
 def test_a_mailbox_at_its_limit_says_so_in_the_log_and_in_status(make_world, caplog) -> None:
     # Emails due and none going out, for minutes: the user must be able to
     # see it is the limit (the log once, `status` while it lasts), not a fault.
-    from dripd import views
+    from dripd.pipeline import reports
 
     world = make_world(window="daily 00:00-24:00", limits=(12, 40))
     for i in range(5):
@@ -351,7 +355,7 @@ def test_a_mailbox_at_its_limit_says_so_in_the_log_and_in_status(make_world, cap
     assert len(held) == 1, [r.getMessage() for r in held]
     assert held[0].limit == "2 sent in the last 10 minutes (a backlog is spread over the hour)"
     with world.app.reader.connect() as conn:
-        (mike,) = views.status(world.app, conn)["mailboxes"]
+        (mike,) = reports.status(world.app, conn)["mailboxes"]
     free = world.clock.now() + timedelta(minutes=10)
     assert mike["notes"] == [
         "at its limit, 2 sent in the last 10 minutes (a backlog is spread over the hour): "
@@ -360,11 +364,11 @@ def test_a_mailbox_at_its_limit_says_so_in_the_log_and_in_status(make_world, cap
     world.clock.advance(timedelta(minutes=10))
     assert world.run().sent == 2
     with world.app.reader.connect() as conn:
-        assert views.status(world.app, conn)["mailboxes"][0]["notes"] != []  # held again
+        assert reports.status(world.app, conn)["mailboxes"][0]["notes"] != []  # held again
     world.clock.advance(timedelta(hours=2))
     assert world.run().sent == 1  # the last one; nothing waits, nothing said
     with world.app.reader.connect() as conn:
-        assert views.status(world.app, conn)["mailboxes"][0]["notes"] == []
+        assert reports.status(world.app, conn)["mailboxes"][0]["notes"] == []
 
 
 def test_an_email_that_waited_in_the_queue_is_dated_when_it_is_sent(
@@ -420,9 +424,9 @@ def test_crash_while_sending_is_reconciled_against_the_sent_folder(
     world = make_world(imap=imap_user, dovecot=dovecot, window="daily 00:00-24:00")
     world.add("ann@example.org", first_name="Ann", company="X")
     world.add("bob@example.org", first_name="Bob", company="Y")
-    from dripd import engine
+    from dripd.daemon import planner
 
-    engine.advance_due(world.app, world.clock.now())
+    planner.advance_due(world.app, world.clock.now())
     ann, bob = world.rows()
     with world.app.engine.begin() as conn:  # as a crash mid-send would leave them
         for row in (ann, bob):
@@ -497,7 +501,7 @@ def test_wrong_password_sends_nothing_and_keeps_the_email(make_world, monkeypatc
 
 
 def test_status_reports_each_mailbox(make_world) -> None:
-    from dripd import views
+    from dripd.pipeline import reports
 
     world = make_world(window="daily 00:00-24:00")
     world.smtp.faults.reply("DATA", "554 5.6.0 Message content rejected")
@@ -505,7 +509,7 @@ def test_status_reports_each_mailbox(make_world) -> None:
     world.add("bob@example.org", first_name="Bob", company="Y")
     world.run()
     with world.app.reader.connect() as conn:
-        status = views.status(world.app, conn)
+        status = reports.status(world.app, conn)
     (mike,) = status["mailboxes"]
     assert (mike["rep"], mike["sent"], mike["failed"], mike["waiting"]) == ("mike", 1, 1, 0)
     assert mike["last_sent_at"] == world.clock.now() and mike["notes"] == []
@@ -524,7 +528,7 @@ def test_status_names_what_keeps_a_mailbox_from_sending_and_copying(
     # The daemon's rests live in its memory; `dripd status` runs in another
     # process. What it can see: emails that could go and carry an error, and
     # copies that are not in the Sent folder (here: a folder that isn't there).
-    from dripd import views
+    from dripd.pipeline import reports
 
     options = {"sent_folder": '"Sent Items"'}
     world = make_world(
@@ -538,7 +542,7 @@ def test_status_names_what_keeps_a_mailbox_from_sending_and_copying(
 
     def notes() -> list[str]:
         with world.app.reader.connect() as conn:
-            (mike,) = views.status(world.app, conn)["mailboxes"]
+            (mike,) = reports.status(world.app, conn)["mailboxes"]
         return list(mike["notes"])
 
     assert notes() == []  # a few minutes: not yet worth a word

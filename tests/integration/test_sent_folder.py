@@ -17,7 +17,7 @@ import pytest
 import servers
 from click.testing import CliRunner
 
-from dripd import cli
+from dripd.cli import main as cli
 
 
 @pytest.fixture(scope="module")

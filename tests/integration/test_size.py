@@ -15,10 +15,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from dripd import app as app_mod
-from dripd import cli, clock, importer, listing, reload, views
+from dripd import clock
+from dripd.cli import main as cli
+from dripd.pipeline import app as app_mod
+from dripd.pipeline import importer, plans, reports
 from dripd.store import engine as store_engine
-from dripd.store import queries, schema
+from dripd.store import listing, queries, schema
 
 REPO = Path(__file__).resolve().parents[2]
 DRIPD = str(Path(sys.executable).with_name("dripd"))
@@ -179,7 +181,7 @@ def test_schedule_of_one_day_reads_only_the_due_rows(
 
     monkeypatch.setattr(queries, "due_page", counted)
     with big.reader.connect() as conn:
-        items = list(views.upcoming(big, conn, 1))
+        items = list(reports.upcoming(big, conn, 1))
     due = {f"c{i:07d}@example.com" for i in range(0, CONTACTS, SPREAD)}
     assert sum(read) == len(due)  # 1,000 of 200,000 enrollments
     assert {i.email for i in items} == due
@@ -214,7 +216,7 @@ def test_import_in_chunks_reports_bad_rows_by_line_and_records_its_plans(
     ]
     assert (report.created, report.enrolled) == (3, 3)
     # The first `dripd run` finds the plans made under these files: nothing to time again.
-    assert reload.replan_changed(app) == 0
+    assert plans.replan_changed(app) == 0
     app.engine.dispose()
 
 

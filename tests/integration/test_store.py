@@ -13,10 +13,12 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from dripd import app as app_mod
-from dripd import clock, contacts, errors, outbox, pipeline, schedule
+from dripd import clock, errors
+from dripd.pipeline import app as app_mod
+from dripd.pipeline import lifecycle
+from dripd.plan import contacts, schedule
 from dripd.store import engine as store_engine
-from dripd.store import queries, schema
+from dripd.store import outbox, queries, schema
 
 NOW = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)  # a Monday, 10:00 in New York
 
@@ -39,7 +41,7 @@ def opened(database_url: str) -> Iterator[sa.Engine]:
 def add_contact(app: app_mod.App, email: str, **fields: str) -> queries.Contact:
     values = contacts.validate({"email": email, **fields}, app.contact_rules())
     with app.engine.begin() as conn:
-        contact_id = pipeline.create_contact(app, conn, email, values, NOW, cause="test")
+        contact_id = lifecycle.create_contact(app, conn, email, values, NOW, cause="test")
         return queries.contact_by_id(conn, contact_id)
 
 
@@ -87,7 +89,7 @@ def test_email_is_unique_case_insensitively(app: app_mod.App) -> None:
 def test_enroll_promotes_and_records_history(app: app_mod.App) -> None:
     contact = add_contact(app, "ann@example.com", appointment_at="2026-11-26 10:00")
     with app.engine.begin() as conn:
-        pipeline.enroll(app, conn, contact, "qualification", NOW, cause="test")
+        lifecycle.enroll(app, conn, contact, "qualification", NOW, cause="test")
         stored = queries.contact_by_id(conn, contact.id)
         kinds = [event["kind"] for event in queries.history(conn, contact.id)]
         (enrollment,) = queries.active_enrollments(conn, contact.id)
@@ -99,8 +101,8 @@ def test_enroll_promotes_and_records_history(app: app_mod.App) -> None:
 def test_exclusive_enrollment_ends_the_current_one(app: app_mod.App) -> None:
     contact = add_contact(app, "ann@example.com")
     with app.engine.begin() as conn:
-        pipeline.enroll(app, conn, contact, "qualification", NOW, cause="test")
-        pipeline.enroll(app, conn, contact, "presentation", NOW, cause="test")
+        lifecycle.enroll(app, conn, contact, "qualification", NOW, cause="test")
+        lifecycle.enroll(app, conn, contact, "presentation", NOW, cause="test")
         active = [e.campaign for e in queries.active_enrollments(conn, contact.id)]
         ended = [e for e in queries.enrollments_of(conn, contact.id) if e.status == "stopped"]
     assert active == ["presentation"]
@@ -111,8 +113,8 @@ def test_exclusive_enrollment_ends_the_current_one(app: app_mod.App) -> None:
 def test_non_exclusive_campaign_runs_beside(app: app_mod.App) -> None:
     contact = add_contact(app, "ann@example.com", stage="customer")
     with app.engine.begin() as conn:
-        pipeline.enroll(app, conn, contact, "drip", NOW, cause="test")
-        pipeline.enroll(app, conn, contact, "close", NOW, cause="test")
+        lifecycle.enroll(app, conn, contact, "drip", NOW, cause="test")
+        lifecycle.enroll(app, conn, contact, "close", NOW, cause="test")
         active = sorted(e.campaign for e in queries.active_enrollments(conn, contact.id))
     assert active == ["close", "drip"]
 
@@ -120,10 +122,10 @@ def test_non_exclusive_campaign_runs_beside(app: app_mod.App) -> None:
 def test_reaching_customer_starts_welcome_once(app: app_mod.App) -> None:
     contact = add_contact(app, "ann@example.com")
     with app.engine.begin() as conn:
-        pipeline.enroll(app, conn, contact, "close", NOW, cause="test")
+        lifecycle.enroll(app, conn, contact, "close", NOW, cause="test")
         values = contacts.validate({"stage": "customer"}, app.contact_rules(), require_email=False)
-        pipeline.set_fields(app, conn, contact, values, NOW, cause="test")
-        pipeline.set_fields(app, conn, queries.contact_by_id(conn, contact.id), values, NOW,
+        lifecycle.set_fields(app, conn, contact, values, NOW, cause="test")
+        lifecycle.set_fields(app, conn, queries.contact_by_id(conn, contact.id), values, NOW,
                             cause="test again")  # fmt: skip
         active = [e.campaign for e in queries.active_enrollments(conn, contact.id)]
     assert active == ["welcome"]
@@ -132,14 +134,14 @@ def test_reaching_customer_starts_welcome_once(app: app_mod.App) -> None:
 def test_automatic_promotion_never_moves_backwards(app: app_mod.App) -> None:
     contact = add_contact(app, "ann@example.com", stage="customer")
     with app.engine.begin() as conn:
-        pipeline.enroll(app, conn, contact, "qualification", NOW, cause="test")
+        lifecycle.enroll(app, conn, contact, "qualification", NOW, cause="test")
         assert queries.contact_by_id(conn, contact.id).stage == "customer"
 
 
 def test_unsubscribed_contact_cannot_be_enrolled(app: app_mod.App) -> None:
     contact = add_contact(app, "ann@example.com", status="unsubscribed")
     with pytest.raises(errors.ContactError, match="unsubscribed"), app.engine.begin() as conn:
-        pipeline.enroll(app, conn, contact, "qualification", NOW, cause="test")
+        lifecycle.enroll(app, conn, contact, "qualification", NOW, cause="test")
     with app.engine.connect() as conn:
         assert queries.enrollments_of(conn, contact.id) == []
 
@@ -147,15 +149,15 @@ def test_unsubscribed_contact_cannot_be_enrolled(app: app_mod.App) -> None:
 def test_changing_the_anchor_moves_the_due_time(app: app_mod.App) -> None:
     contact = add_contact(app, "ann@example.com", appointment_at="2026-11-30 10:00")
     with app.engine.begin() as conn:
-        enrollment_id = pipeline.enroll(app, conn, contact, "qualification", NOW, cause="test")
+        enrollment_id = lifecycle.enroll(app, conn, contact, "qualification", NOW, cause="test")
         # Pretend the first two steps ran, so the anchored call is next.
         progress = schedule.Progress(done=("thank-you", "thank-you-card"), last_due_at=NOW)
         queries.update_enrollment(conn, enrollment_id, {"progress": progress.to_json()})
-        pipeline.reschedule(app, conn, contact.id, NOW)
+        lifecycle.reschedule(app, conn, contact.id, NOW)
         before = queries.active_enrollments(conn, contact.id)[0].next_due_at
         values = contacts.validate({"appointment_at": "2026-12-02 15:00"}, app.contact_rules(),
                                    require_email=False)  # fmt: skip
-        pipeline.set_fields(app, conn, contact, values, NOW, cause="test")
+        lifecycle.set_fields(app, conn, contact, values, NOW, cause="test")
         after = queries.active_enrollments(conn, contact.id)[0].next_due_at
     assert before == datetime(2026, 11, 29, 15, 0, tzinfo=UTC)  # 24 h before 10:00 EST
     assert after == datetime(2026, 12, 1, 20, 0, tzinfo=UTC)
@@ -164,10 +166,10 @@ def test_changing_the_anchor_moves_the_due_time(app: app_mod.App) -> None:
 def test_missing_anchor_waits_with_a_reason(app: app_mod.App) -> None:
     contact = add_contact(app, "ann@example.com")
     with app.engine.begin() as conn:
-        enrollment_id = pipeline.enroll(app, conn, contact, "qualification", NOW, cause="test")
+        enrollment_id = lifecycle.enroll(app, conn, contact, "qualification", NOW, cause="test")
         progress = schedule.Progress(done=("thank-you", "thank-you-card"), last_due_at=NOW)
         queries.update_enrollment(conn, enrollment_id, {"progress": progress.to_json()})
-        pipeline.reschedule(app, conn, contact.id, NOW)
+        lifecycle.reschedule(app, conn, contact.id, NOW)
         (enrollment,) = queries.active_enrollments(conn, contact.id)
     assert enrollment.next_due_at is None
     assert enrollment.waiting is not None and "appointment_at" in enrollment.waiting
@@ -177,7 +179,7 @@ def test_due_query_returns_only_what_is_due(app: app_mod.App) -> None:
     for i in range(5):
         contact = add_contact(app, f"c{i}@example.com")
         with app.engine.begin() as conn:
-            pipeline.enroll(app, conn, contact, "qualification", NOW + timedelta(hours=i),
+            lifecycle.enroll(app, conn, contact, "qualification", NOW + timedelta(hours=i),
                             cause="test")  # fmt: skip
     with app.engine.connect() as conn:
         due = queries.due_enrollments(conn, NOW + timedelta(hours=2), 100)
@@ -369,7 +371,7 @@ def test_outbox_claim_and_marks_on_both_databases(app: app_mod.App) -> None:
 def test_check_connect_reads_the_database_without_changing_it(tmp_path: Path) -> None:
     # `dripd check --connect` says whether `dripd run` could open the database
     # and what it would find; it creates nothing, and never shows a password.
-    from dripd import probe
+    from dripd.mailbox import probe
 
     db = tmp_path / "dripd.db"
     url = f"sqlite:///{db}"

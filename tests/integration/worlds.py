@@ -16,9 +16,12 @@ from pathlib import Path
 import pytest
 import servers
 
-from dripd import app as app_mod
-from dripd import clock, contacts, daemon, outbox, pipeline
-from dripd.store import queries, schema
+from dripd import clock
+from dripd.daemon import daemon
+from dripd.pipeline import app as app_mod
+from dripd.pipeline import lifecycle
+from dripd.plan import contacts
+from dripd.store import outbox, queries, schema
 
 MONDAY = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)  # 10:00 in New York
 PASSWORD = "s3cret-smtp-pass"
@@ -60,11 +63,11 @@ class World:
     def add(self, address: str, campaign: str = "intro", **fields: str) -> queries.Contact:
         values = contacts.validate({"email": address, **fields}, self.app.contact_rules())
         with self.app.engine.begin() as conn:
-            cid = pipeline.create_contact(
+            cid = lifecycle.create_contact(
                 self.app, conn, address, values, self.clock.now(), cause="test"
             )
             contact = queries.contact_by_id(conn, cid)
-            pipeline.enroll(self.app, conn, contact, campaign, self.clock.now(), cause="test")
+            lifecycle.enroll(self.app, conn, contact, campaign, self.clock.now(), cause="test")
             return contact
 
     def rows(self) -> list[outbox.Row]:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dripd import autoreply, mailtext
+from dripd.mail import autoreply, mailtext
 
 RECEIVED = date(2026, 11, 27)  # a Friday
 NEXT_MONDAY = date(2026, 11, 30)

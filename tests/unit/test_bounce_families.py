@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_bounces import mutate  # random damage of the kinds real mail has
 
-from dripd import bounce_reasons, bounces, classify, incoming
+from dripd.mail import bounce_reasons, bounces, classify, incoming
 
 FAMILIES = Path(__file__).resolve().parents[1] / "corpus" / "families"
 EXPECTED: dict[str, dict[str, Any]] = tomllib.loads((FAMILIES / "expected.toml").read_text())

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dripd import bounces
+from dripd.mail import bounces
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus"
 BOUNCES = CORPUS / "bounces"

@@ -12,8 +12,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from dripd import calendars, config, durations, errors, windows
-from dripd.durations import Duration
+from dripd import errors
+from dripd.files import config
+from dripd.plan import calendars, durations, windows
+from dripd.plan.durations import Duration
 
 NY = ZoneInfo("America/New_York")
 BERLIN = ZoneInfo("Europe/Berlin")

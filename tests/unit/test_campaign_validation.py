@@ -9,7 +9,8 @@ from pathlib import Path
 import jinja2.sandbox
 import pytest
 
-from dripd import campaigns, templates
+from dripd.files import campaigns
+from dripd.plan import templates
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "campaigns"

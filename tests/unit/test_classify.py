@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dripd import classify, incoming
+from dripd.mail import classify, incoming
 
 CORPUS = Path(__file__).resolve().parent.parent / "corpus"
 MESSAGES = CORPUS / "messages"

@@ -18,7 +18,8 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from dripd import addresses, classify, commands, durations, incoming, mailtext, stages
+from dripd.mail import addresses, classify, incoming, mailtext
+from dripd.plan import commands, durations, stages
 
 CORPUS = Path(__file__).resolve().parent.parent / "corpus" / "commands"
 EXPECTED: dict[str, dict[str, Any]] = tomllib.loads(

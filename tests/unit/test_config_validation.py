@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from dripd import config, errors
+from dripd import errors
+from dripd.files import config
 
 SECRET = "s3cr3t-Value-42!"
 

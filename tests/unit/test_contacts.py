@@ -9,7 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dripd import contacts, csvfile, errors
+from dripd import errors
+from dripd.files import csvfile
+from dripd.plan import contacts
 
 RULES = contacts.Rules(
     rep_ids=frozenset({"mike", "sam"}),

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from dripd import dates
+from dripd.plan import dates
 
 NY = ZoneInfo("America/New_York")
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -96,8 +96,6 @@ def test_parse_month_day_errors(text: str) -> None:
 
 
 # -- relative days, fixed when typed ---------------------------------------------------------
-
-
 
 
 def _thursday_at(hour: int) -> datetime:

@@ -14,7 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dripd import compose, config, digest_email, mime
+from dripd.files import config
+from dripd.mail import mime
+from dripd.pipeline import compose, digest_render
 
 REP = config.RepConfig(id="mike", name="Mike Gulitz", email="mike@example.com")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -24,7 +26,7 @@ NOW = datetime(2026, 3, 9, 11, 30, tzinfo=UTC)
 HOSTILE_NAME = '<script>alert("x")</script> & "Co"'
 
 
-def task(**fields: Any) -> digest_email.TaskItem:
+def task(**fields: Any) -> digest_render.TaskItem:
     values: dict[str, Any] = {
         "number": 1,
         "task_id": 101,
@@ -41,10 +43,10 @@ def task(**fields: Any) -> digest_email.TaskItem:
         "step": "confirm-call",
     }
     values.update(fields)
-    return digest_email.TaskItem(**values)
+    return digest_render.TaskItem(**values)
 
 
-def news(**fields: Any) -> digest_email.NewsItem:
+def news(**fields: Any) -> digest_render.NewsItem:
     values: dict[str, Any] = {
         "kind": "reply",
         "at": datetime(2026, 3, 9, 10, 12, tzinfo=UTC),  # 06:12 EDT
@@ -53,10 +55,10 @@ def news(**fields: Any) -> digest_email.NewsItem:
         "summary": "Thanks Mike, Thursday works.\nCan you send the rates?",
     }
     values.update(fields)
-    return digest_email.NewsItem(**values)
+    return digest_render.NewsItem(**values)
 
 
-def stuck(**fields: Any) -> digest_email.StuckItem:
+def stuck(**fields: Any) -> digest_render.StuckItem:
     values: dict[str, Any] = {
         "contact_name": "Fay Wu",
         "email": "fay@wu.example",
@@ -66,10 +68,10 @@ def stuck(**fields: Any) -> digest_email.StuckItem:
         "stage": "prospect",
     }
     values.update(fields)
-    return digest_email.StuckItem(**values)
+    return digest_render.StuckItem(**values)
 
 
-def content(**fields: Any) -> digest_email.Content:
+def content(**fields: Any) -> digest_render.Content:
     values: dict[str, Any] = {
         "rep": REP,
         "now": NOW,
@@ -80,10 +82,10 @@ def content(**fields: Any) -> digest_email.Content:
         "stuck": (),
     }
     values.update(fields)
-    return digest_email.Content(**values)
+    return digest_render.Content(**values)
 
 
-def full() -> digest_email.Content:
+def full() -> digest_render.Content:
     """A digest with something in every section."""
     return content(
         due=(
@@ -116,12 +118,12 @@ def full() -> digest_email.Content:
     )
 
 
-def text_of(value: digest_email.Content) -> str:
-    return digest_email.render(value).text
+def text_of(value: digest_render.Content) -> str:
+    return digest_render.render(value).text
 
 
-def html_of(value: digest_email.Content) -> str:
-    return digest_email.render(value).html
+def html_of(value: digest_render.Content) -> str:
+    return digest_render.render(value).html
 
 
 def lines_after(text: str, start: str, count: int) -> list[str]:
@@ -160,12 +162,12 @@ HEADINGS = (
     ],
 )
 def test_subject_is_the_day_and_the_counts(fields: dict[str, Any], subject: str) -> None:
-    assert digest_email.render(content(**fields)).subject == subject
+    assert digest_render.render(content(**fields)).subject == subject
 
 
 def test_subject_day_is_the_reps_local_day() -> None:
     late_monday = datetime(2026, 3, 10, 2, 0, tzinfo=UTC)  # Mon 9 Mar 22:00 in New York
-    assert digest_email.render(content(now=late_monday)).subject.startswith("Your day, Mon 9 Mar:")
+    assert digest_render.render(content(now=late_monday)).subject.startswith("Your day, Mon 9 Mar:")
 
 
 # -- text part ------------------------------------------------------------------------
@@ -201,7 +203,7 @@ def test_an_empty_section_is_left_out(emptied: str, heading: str) -> None:
             assert other in text and other in html
 
 
-def _fields(value: digest_email.Content) -> dict[str, Any]:
+def _fields(value: digest_render.Content) -> dict[str, Any]:
     return {name: getattr(value, name) for name in ("due", "ahead", "news", "stuck")}
 
 
@@ -379,7 +381,7 @@ SPEC_COMMANDS = (
 
 
 @pytest.mark.parametrize("value", [content(), content(due=())])
-def test_the_reply_commands_are_explained(value: digest_email.Content) -> None:
+def test_the_reply_commands_are_explained(value: digest_render.Content) -> None:
     text = text_of(value)
     commands = text[text.index("\nCommands\n") :]
     for command in SPEC_COMMANDS:
@@ -399,7 +401,7 @@ def test_text_fits_72_columns_without_trailing_whitespace() -> None:
         ahead=(task(number=2, company=long, due_at=NOW + timedelta(days=1)),),
     )
     for line in text_of(value).splitlines():
-        assert len(line) <= digest_email.WIDTH, line
+        assert len(line) <= digest_render.WIDTH, line
         assert line == line.rstrip(), repr(line)
 
 
@@ -417,16 +419,16 @@ def test_no_trailing_whitespace_whatever_the_contact_data(
         news=(news(contact_name=name, summary=summary),),
         stuck=(stuck(contact_name=name),),
     )
-    rendered = digest_email.render(value)
+    rendered = digest_render.render(value)
     for line in rendered.text.split("\n"):
         assert line == line.rstrip(), repr(line)
-    assert rendered.subject == digest_email.render(content(news=(news(),))).subject
+    assert rendered.subject == digest_render.render(content(news=(news(),))).subject
 
 
 # -- hostile contact data ---------------------------------------------------------------
 
 
-def hostile() -> digest_email.Content:
+def hostile() -> digest_render.Content:
     note = 'Ask about "rates" & <b>terms</b>\n<script>steal()</script>'
     return content(
         due=(task(contact_name=HOSTILE_NAME, company="A&B <Co>", note=note, phone='5"55<'),),
@@ -469,17 +471,17 @@ def test_a_name_with_a_line_break_stays_on_its_line() -> None:
         news=(news(contact_name=name),),
         stuck=(stuck(contact_name=name),),
     )
-    rendered = digest_email.render(value)
+    rendered = digest_render.render(value)
     assert rendered.subject == "Your day, Mon 9 Mar: 1 call, 1 reply"
     assert "  1. Call: Ann Bcc: x@evil.com Subject: hi, Acme Corp" in rendered.text
     assert not re.search(r"^(Bcc|Subject):", rendered.text, re.MULTILINE)
     assert "Ann Bcc: x@evil.com Subject: hi" in rendered.html
-    (event,) = digest_email.call_events(value, domain="example.com")
+    (event,) = digest_render.call_events(value, domain="example.com")
     assert calendar_event(event)["SUMMARY"] == "Call Ann Bcc: x@evil.com Subject: hi (Acme Corp)"
 
 
 def test_subject_never_holds_contact_data() -> None:
-    subject = digest_email.render(hostile()).subject
+    subject = digest_render.render(hostile()).subject
     assert subject == "Your day, Mon 9 Mar: 1 call, 1 reply"
 
 
@@ -501,7 +503,7 @@ def test_subject_never_holds_contact_data() -> None:
     ],
 )
 def test_tel_uri(phone: str, uri: str | None) -> None:
-    assert digest_email.tel_uri(phone) == uri
+    assert digest_render.tel_uri(phone) == uri
 
 
 def test_phones_and_emails_are_links_in_html() -> None:
@@ -529,13 +531,13 @@ def calendar_event(attachment: mime.Attachment) -> icalendar.Event:
 
 
 def test_one_calendar_file_per_call_due_and_ahead() -> None:
-    events = digest_email.call_events(full(), domain="example.com")
+    events = digest_render.call_events(full(), domain="example.com")
     assert [event.filename for event in events] == ["call-1-ann-lee.ics", "call-3-dee-roe.ics"]
-    assert {event.content_type for event in events} == {digest_email.ICS_TYPE}
+    assert {event.content_type for event in events} == {digest_render.ICS_TYPE}
 
 
 def test_call_event_has_what_the_calendar_needs() -> None:
-    (attachment,) = digest_email.call_events(content(), domain="example.com")
+    (attachment,) = digest_render.call_events(content(), domain="example.com")
     calendar = calendar_of(attachment)
     assert str(calendar["VERSION"]) == "2.0"
     assert str(calendar["PRODID"]) == "-//dripd//digest//EN"
@@ -554,9 +556,9 @@ def test_call_event_has_what_the_calendar_needs() -> None:
 
 
 def test_call_event_uid_is_the_same_in_every_digest() -> None:
-    first = digest_email.call_events(content(), domain="example.com")[0]
+    first = digest_render.call_events(content(), domain="example.com")[0]
     later = content(now=NOW + timedelta(days=1), due=(task(due_at=NOW + timedelta(days=1)),))
-    second = digest_email.call_events(later, domain="example.com")[0]
+    second = digest_render.call_events(later, domain="example.com")[0]
     assert calendar_event(first)["UID"] == calendar_event(second)["UID"]
     # ...and a later digest's copy (perhaps snoozed to a new time) supersedes the earlier
     assert calendar_event(second).decoded("SEQUENCE") > calendar_event(first).decoded("SEQUENCE")
@@ -565,7 +567,7 @@ def test_call_event_uid_is_the_same_in_every_digest() -> None:
 
 def test_call_event_without_a_number_or_company_or_note() -> None:
     call = task(phone="ask reception", company="", note="")
-    event = calendar_event(digest_email.call_events(content(due=(call,)), domain="x.example")[0])
+    event = calendar_event(digest_render.call_events(content(due=(call,)), domain="x.example")[0])
     assert "URL" not in event
     assert str(event["SUMMARY"]) == "Call Ann Lee"
     assert str(event["DESCRIPTION"]) == "Phone: ask reception\nEmail: ann@acme.example"
@@ -583,13 +585,13 @@ def test_call_event_without_a_number_or_company_or_note() -> None:
 )
 def test_call_event_file_name_is_an_ascii_slug(name: str, filename: str) -> None:
     value = content(due=(task(number=5, contact_name=name),))
-    (attachment,) = digest_email.call_events(value, domain="example.com")
+    (attachment,) = digest_render.call_events(value, domain="example.com")
     assert attachment.filename == filename
 
 
 def test_hostile_data_reads_back_exactly_from_the_calendar() -> None:
     value = content(due=(task(contact_name=HOSTILE_NAME, company="A;B,C", note="a\nb; c, d"),))
-    event = calendar_event(digest_email.call_events(value, domain="example.com")[0])
+    event = calendar_event(digest_render.call_events(value, domain="example.com")[0])
     assert str(event["SUMMARY"]) == f"Call {HOSTILE_NAME} (A;B,C)"
     assert str(event["DESCRIPTION"]).startswith("a\nb; c, d\n\n")
 
@@ -599,8 +601,8 @@ def test_hostile_data_reads_back_exactly_from_the_calendar() -> None:
 
 def test_the_digest_builds_into_one_email_a_client_reads() -> None:
     value = full()
-    rendered = digest_email.render(value)
-    events = digest_email.call_events(value, domain="example.com")
+    rendered = digest_render.render(value)
+    events = digest_render.call_events(value, domain="example.com")
     email = compose.Email(
         sender=REP,
         to=REP.email,

@@ -7,8 +7,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from dripd import durations
-from dripd.durations import Duration
+from dripd.plan import durations
+from dripd.plan.durations import Duration
 
 NY = ZoneInfo("America/New_York")
 BERLIN = ZoneInfo("Europe/Berlin")

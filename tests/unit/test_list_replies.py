@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dripd import imap, sent
+from dripd.mailbox import imap, sent
 
 
 def test_list_replies_are_read_whatever_the_server_quotes() -> None:

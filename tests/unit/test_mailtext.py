@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dripd import mailtext
+from dripd.mail import mailtext
 
 
 def parse(raw: bytes) -> EmailMessage:

@@ -14,7 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dripd import addresses, compose, config, mime
+from dripd.files import config
+from dripd.mail import addresses, mime
+from dripd.pipeline import compose
 
 REP = config.RepConfig(id="mike", name="Mike Gulitz", email="mike@example.com")
 WHEN = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
@@ -421,7 +423,7 @@ def test_the_path_uses_clean_text_and_one_line() -> None:
     for brk in BREAKS:
         with pytest.raises(ValueError):
             addresses.clean_text(f"Ann{brk}Lee", field="name")
-    assert compose.one_line("a\r\nb\u2028c \t d\x85e") == "a b c d e"
+    assert mime.one_line("a\r\nb\u2028c \t d\x85e") == "a b c d e"
 
 
 HOSTILE = st.lists(
@@ -476,7 +478,7 @@ def test_names_are_refused_or_read_back_exactly(field: str, name: str) -> None:
         return
     message = built(email, **kwargs)
     (address,) = message["To" if field == "to_name" else "From"].addresses
-    assert address.display_name == compose.one_line(name)
+    assert address.display_name == mime.one_line(name)
 
 
 @settings(max_examples=100, deadline=None)
@@ -487,7 +489,7 @@ def test_subjects_are_refused_or_read_back_exactly(subject: str) -> None:
     except ValueError:
         assert re.search(r"[\x00-\x08\x0e-\x1b\x7f]", subject)
         return
-    assert str(parse(data)["Subject"]) == compose.one_line(subject)
+    assert str(parse(data)["Subject"]) == mime.one_line(subject)
 
 
 # -- Message-ID -----------------------------------------------------------------------

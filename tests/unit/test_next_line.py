@@ -7,13 +7,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from dripd import tables, views
+from dripd.cli import tables
+from dripd.pipeline import reports
 
 NOW = datetime(2026, 11, 24, 1, 40, tzinfo=UTC)
 
 
-def _item(at: datetime, note: str = "", kind: str = "email") -> views.Scheduled:
-    return views.Scheduled(
+def _item(at: datetime, note: str = "", kind: str = "email") -> reports.Scheduled:
+    return reports.Scheduled(
         at=at,
         local=at.astimezone(ZoneInfo("America/New_York")),
         email="ann@example.org",

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from dripd import config, errors, oauth
+from dripd import errors
+from dripd.files import config
+from dripd.mailbox import oauth
 
 BASE = """\
 [[reps]]
@@ -127,7 +129,7 @@ def test_login_is_the_username_else_the_address(tmp_path: Path) -> None:
 def test_a_stored_sign_in_never_shows_its_tokens() -> None:
     from datetime import UTC, datetime
 
-    from dripd import tokens
+    from dripd.mailbox import tokens
 
     stored = tokens.Stored(
         rep="mike",

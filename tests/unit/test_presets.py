@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from dripd import config, errors, presets
+from dripd import errors
+from dripd.files import config, presets
 
 REP = """\
 [[reps]]

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dripd.ratelimit import RateLimit
+from dripd.plan.ratelimit import RateLimit
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 TEN = timedelta(minutes=10)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from dripd import app as app_mod
-from dripd import reload, service
-from dripd.app import App
+from dripd.daemon import heartbeat, reload
+from dripd.pipeline import app as app_mod
+from dripd.pipeline.app import App
 
 ConfigFactory = Callable[..., Path]  # the `make_config` fixture of tests/conftest.py
 
@@ -212,7 +212,7 @@ class Ticks:
 
 def test_heartbeat_is_alive_until_the_promised_time() -> None:
     ticks = Ticks()
-    beat = service.Heartbeat(ticks)
+    beat = heartbeat.Heartbeat(ticks)
     beat.expect_within(30)
     ticks.now += 30
     assert beat.alive() and beat.late_by() == 0
@@ -225,7 +225,7 @@ def test_heartbeat_is_alive_until_the_promised_time() -> None:
 
 def test_sent_rate_counts_the_last_minute() -> None:
     ticks = Ticks()
-    rate = service.SentRate(ticks)
+    rate = heartbeat.SentRate(ticks)
     assert rate.last_window(0) == 0
     ticks.now += 10
     assert rate.last_window(5) == 5

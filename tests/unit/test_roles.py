@@ -13,8 +13,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from dripd import app as app_mod
-from dripd import campaigns, cli, compose, config, errors
+from dripd import errors
+from dripd.cli import main as cli
+from dripd.files import campaigns, config
+from dripd.pipeline import app as app_mod
+from dripd.pipeline import compose
 from dripd.store import queries
 
 SHIPPED = campaigns.SHIPPED  # the repository's campaigns folder

@@ -8,9 +8,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from dripd import schedule, windows
-from dripd.durations import parse_duration as D
-from dripd.schedule import Context, Due, Progress, StepPlan
+from dripd.plan import schedule, windows
+from dripd.plan.durations import parse_duration as D
+from dripd.plan.schedule import Context, Due, Progress, StepPlan
 
 NY = ZoneInfo("America/New_York")
 BERLIN = ZoneInfo("Europe/Berlin")

@@ -9,9 +9,9 @@ from zoneinfo import ZoneInfo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dripd import schedule, windows
-from dripd.durations import Duration
-from dripd.schedule import Context, Progress, StepPlan
+from dripd.plan import schedule, windows
+from dripd.plan.durations import Duration
+from dripd.plan.schedule import Context, Progress, StepPlan
 
 ZONES = [
     ZoneInfo(name)

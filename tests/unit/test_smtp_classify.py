@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dripd import smtp
+from dripd.mailbox import smtp
 
 REPLIES = [
     # -- Gmail / Google Workspace ------------------------------------------------

@@ -8,7 +8,8 @@ import logging
 import pytest
 import sqlalchemy as sa
 
-from dripd import errors, supervise
+from dripd import errors
+from dripd.daemon import supervise
 
 
 @pytest.fixture(autouse=True)

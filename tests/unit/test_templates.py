@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dripd import templates
+from dripd.plan import templates
 
 HOSTILE = "[Zoe](https://evil.example) *Z* <b>x</b> &copy; `code` # not a heading"
 

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from dripd import campaigns, templates, variants
+from dripd.files import campaigns
+from dripd.pipeline import variants
+from dripd.plan import templates
 
 STEP = """
 name = "Thanks"

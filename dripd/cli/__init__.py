@@ -1,0 +1,1 @@
+"""The interface: the `dripd` command, its tables, init, the demo, export."""

@@ -1,0 +1,524 @@
+"""Sending one mailbox's queued emails: within its limits and windows, exactly once.
+
+For each email: re-check that it may still go (contact active, sequence
+running, window open, not stale), commit `sending`, run the SMTP
+transaction, commit `sent` on the server's 250. Every failure is classified
+(smtp.classify) and acted on: retry later, bounce the contact, rest the
+mailbox until tomorrow, or fail this one email and tell the rep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Container, Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+
+from dripd import errors
+from dripd.files import config
+from dripd.mail import mime
+from dripd.mailbox import smtp, tokens
+from dripd.pipeline import lifecycle
+from dripd.pipeline.app import App
+from dripd.plan import ratelimit
+from dripd.plan import windows as windows_mod
+from dripd.store import outbox, queries, retry
+
+logger = logging.getLogger("dripd.sender")
+
+BATCH = 500  # queued emails read at once (choosing them sorts the backlog: ~5 ms for 10,000)
+RECORD_EVERY = timedelta(seconds=1)  # while sending goes on, history is written this often
+RECORD_LIMIT = 1000  # sent emails recorded per transaction
+CONNECT_BACKOFF = (30.0, 15 * 60.0)  # seconds: first and longest rest of an unreachable mailbox
+AUTH_BACKOFF = 15 * 60.0  # seconds to wait after the server refused the login
+SIGNIN_RECHECK = 5.0  # seconds between looks for a new sign-in (`dripd auth`): a database read
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Rules:
+    """What the checks at claim time read from the config, worked out once per app.
+
+    `Config.max_late` parses the setting at each call: ~60 µs an email. A
+    reload swaps the sender's app, so this follows it. The holidays are the
+    sending rep's (their contacts' windows follow them; an email sent `from`
+    another rep is held to that rep's holidays here, its owner's when queued).
+    """
+
+    app: App
+    max_late: timedelta
+    holidays: Container[date]
+
+    @classmethod
+    def of(cls, app: App, rep_id: str) -> _Rules:
+        holidays = app.config.holidays_for(rep_id)
+        return cls(app=app, max_late=app.config.max_late, holidays=holidays)
+
+
+Claimed = Literal["claimed", "passed", "stop"]  # passed: skipped, put back or taken
+
+
+@dataclass(slots=True)
+class Stats:
+    sent: int = 0  # to contacts
+    to_rep: int = 0  # digests and confirmations
+    retried: int = 0
+    failed: int = 0
+    bounced: int = 0
+    skipped: int = 0
+
+
+class Sender:
+    """The sending side of one rep's mailbox."""
+
+    def __init__(
+        self,
+        app: App,
+        rep: config.RepConfig,
+        stop: asyncio.Event,
+        *,
+        instance: str | None = None,
+        may_claim: Callable[[], bool] | None = None,
+    ) -> None:
+        assert rep.smtp is not None
+        self.app = app
+        self.instance = instance  # recorded with each claim (instances.id)
+        # False once this instance may no longer work the mailbox (its lease, dripd.fleet)
+        self.may_claim = may_claim or (lambda: True)
+        self.rep = rep
+        self.settings = rep.smtp
+        self.stop = stop
+        self.limit = ratelimit.RateLimit(
+            per_hour=rep.smtp.max_per_hour, per_day=rep.smtp.max_per_day
+        )
+        self.stats = Stats()
+        self.resume_at: datetime | None = None  # when this mailbox may be tried again
+        self._connect_failures = 0
+        self._signin_lost: str | None = None  # why the rep must sign in again (logged once)
+        self._password: str | None = None
+        self._connections: list[smtp.Connection] = []
+        self._accepted: list[tuple[outbox.Row, datetime]] = []  # 250 received, not yet committed
+        self._rules_cache: _Rules | None = None
+        self._unrecorded: list[int] = []  # outbox ids sent since the last record()
+        self._recorded_at = datetime.min.replace(tzinfo=UTC)
+        self._limit_logged_at = datetime.min.replace(tzinfo=UTC)
+
+    def _now(self) -> datetime:
+        return self.app.clock.now()
+
+    def _rules(self) -> _Rules:
+        rules = self._rules_cache
+        if rules is None or rules.app is not self.app:
+            rules = self._rules_cache = _Rules.of(self.app, self.rep.id)
+        return rules
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sa.Connection]:
+        """A short transaction that first commits the `sent` of the emails accepted since the last.
+
+        Its connection goes back to the pool when it ends: none is held while
+        an SMTP server answers (one per mailbox made the pool's size the
+        number of mailboxes that could send).
+        """
+        accepted, self._accepted = self._accepted, []
+        try:
+            with self.app.engine.begin() as conn:
+                for row, at in accepted:
+                    outbox.mark_sent(conn, row, at)
+                yield conn
+        except BaseException:
+            self._accepted = accepted + self._accepted  # not committed: the next one will
+            raise
+
+    def _flush(self) -> None:
+        """Commit the emails the server accepted that are not yet marked sent."""
+        if self._accepted:
+            with self._transaction():
+                pass
+
+    def load_history(self) -> None:
+        """Read what this mailbox sent in the last day (its rate limit).
+
+        After a failure of this sender's task (dripd.supervise), the emails the
+        server accepted that were not committed yet are committed first.
+        """
+        self._flush()
+        now = self._now()
+        with self.app.reader.connect() as conn:
+            self.limit.load(outbox.sent_since(conn, self.rep.id, now - ratelimit.DAY))
+
+    def _connection_pool(self) -> list[smtp.Connection]:
+        """The mailbox's connections; ConfigError if its password or CA file can't be read."""
+        if not self._connections:
+            self._password = self.settings.password()
+            tls = smtp.mailbox_tls(self.settings)
+            source = tokens.source(self.app.engine, self.rep, self.app.clock, self.settings)
+            self._connections = [
+                smtp.Connection(self.settings, self._password, tls, token_source=source)
+                for _ in range(self.settings.connections)
+            ]
+        return self._connections
+
+    async def drain(self) -> int:
+        """Send what is ready now; returns how many went out. Stops early on `stop`."""
+        now = self._now()
+        if self.resume_at and self.resume_at > now:
+            return 0
+        if self._paused(now) or not self._signed_in(now):
+            return 0
+        try:
+            pool = self._connection_pool()
+        except errors.ConfigError as exc:
+            logger.error(
+                "cannot send: %s", exc, extra={"action": "mailbox_error", "rep": self.rep.id}
+            )
+            self.resume_at = now + timedelta(seconds=AUTH_BACKOFF)
+            return 0
+        sent_before = self.stats.sent + self.stats.to_rep
+        while not self.stop.is_set():
+            with self.app.reader.connect() as conn:
+                rows = outbox.ready(conn, self.rep.id, self._now(), BATCH)
+            if not rows:
+                break
+            queue: asyncio.Queue[outbox.Row] = asyncio.Queue()
+            for row in rows:
+                queue.put_nowait(row)
+            results = await self._work(pool, queue)
+            if not all(results) or len(rows) < BATCH:
+                break
+        sent = self.stats.sent + self.stats.to_rep - sent_before
+        if self._unrecorded and (sent == 0 or self._record_due()):
+            self.record()
+        return sent
+
+    async def _work(
+        self, pool: list[smtp.Connection], queue: asyncio.Queue[outbox.Row]
+    ) -> list[bool]:
+        """One worker per connection on `queue`; if one fails, the others stop with it.
+
+        Left running, they would share their connections with the workers of
+        the sender its supervisor starts again (dripd.supervise).
+        """
+        workers = [asyncio.ensure_future(self._worker(c, queue)) for c in pool]
+        try:
+            return list(await asyncio.gather(*workers))
+        except BaseException:
+            for worker in workers:
+                worker.cancel()
+            await asyncio.wait(workers)
+            raise
+
+    def _record_due(self) -> bool:
+        """Whether to write history and touches now rather than after the next drain.
+
+        While `run --once` queues and sends, drains come every few emails:
+        one transaction each would rewrite the same pages again and again.
+        """
+        since = self._now() - self._recorded_at
+        return len(self._unrecorded) >= RECORD_LIMIT or since >= RECORD_EVERY
+
+    def _signed_in(self, now: datetime) -> bool:
+        """False while an OAuth2 mailbox waits for `dripd auth` (nothing is claimed meanwhile)."""
+        if self.settings.auth != "oauth2":
+            return True
+        with self.app.reader.connect() as conn:
+            problem = tokens.problem(self.rep, tokens.read(conn, self.rep.id))
+        if problem is None:
+            if self._signin_lost is not None:
+                self._signin_lost = None
+                self.resume_at = None
+                logger.info(
+                    "mailbox signed in again: its waiting emails go out",
+                    extra={"action": "signin_back", "rep": self.rep.id},
+                )
+            return True
+        self._sign_in_needed(problem, now)
+        return False
+
+    def _sign_in_needed(self, problem: str, now: datetime) -> None:
+        """Rest the mailbox until the rep signs in again; one log line per loss."""
+        self.resume_at = now + timedelta(seconds=SIGNIN_RECHECK)
+        if self._signin_lost is None:
+            self._signin_lost = problem
+            logger.error(
+                "mailbox needs a sign-in: its emails wait",
+                extra={"action": "signin_lost", "rep": self.rep.id, "error": problem},
+            )
+
+    def _paused(self, now: datetime) -> bool:
+        with self.app.reader.connect() as conn:
+            until, _ = outbox.mailbox_pause(conn, self.rep.id)
+            vacation = queries.rep_pauses(conn).get(self.rep.id)
+        for stop_until in (until, vacation):
+            if stop_until is not None and stop_until > now:
+                self.resume_at = stop_until
+                return True
+        return False
+
+    async def _worker(self, connection: smtp.Connection, queue: asyncio.Queue[outbox.Row]) -> bool:
+        """Send rows from `queue`; False when the mailbox must stop for now."""
+        try:
+            while not self.stop.is_set():
+                try:
+                    row = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return True
+                if not await self._send_one(connection, row):
+                    return False
+            return False
+        finally:
+            self._flush()
+
+    async def _send_one(self, connection: smtp.Connection, row: outbox.Row) -> bool:
+        now = self._now()
+        claimed = self._claim(row, now)
+        if claimed != "claimed":
+            return claimed == "passed"
+        try:  # dated as claimed (sending_at): the Sent-folder copy carries the same Date
+            await connection.send(self.rep.email, row.recipient, mime.dated(row.message, now))
+        except smtp.SendError as exc:
+            return self._failed(row, exc)
+        # Committed as sent in the very next transaction (this worker's claim
+        # of its next email, or the flush when it stops), with no await in
+        # between: one commit per email instead of two.
+        self._accepted.append((row, self._now()))
+        self._unrecorded.append(row.id)
+        self._connect_failures = 0
+        if row.contact_id is None:
+            self.stats.to_rep += 1
+        else:
+            self.stats.sent += 1
+        logger.info(
+            "email sent",
+            extra={
+                "action": "email_sent",
+                "rep": self.rep.id,
+                "contact": row.recipient,
+                "step": f"{row.campaign}/{row.step}" if row.campaign else row.step,
+                "message_id": row.message_id,
+            },
+        )
+        return True
+
+    def _claim(self, row: outbox.Row, now: datetime) -> Claimed:
+        """The checks made at the moment of sending, and the claim, in one transaction.
+
+        The same transaction commits the `sent` of the emails the server
+        accepted since the last one (this connection's previous email).
+        """
+
+        def claim() -> Claimed:
+            with self._transaction() as conn:
+                return self._claim_in(conn, row, now)
+
+        return retry.retrying(claim, "claim")
+
+    def _claim_in(self, conn: sa.Connection, row: outbox.Row, now: datetime) -> Claimed:
+        """The checks made at the moment of sending, and the claim.
+
+        "stop": the mailbox may not send now (its rate limit, a rest another
+        connection met); "passed": the row was skipped (contact no longer
+        active, sequence stopped, stale), put back (window closed, out of
+        office) or taken by someone else.
+        """
+        if self.resume_at and self.resume_at > now:
+            return "stop"
+        if not self.may_claim():
+            return "stop"
+        allowed = self.limit.next_free(now)
+        if allowed > now:
+            self.resume_at = allowed
+            if now - self._limit_logged_at >= ratelimit.BURST_SPAN:  # not once per email
+                self._limit_logged_at = now
+                logger.info(
+                    "mailbox at its sending limit: the next email waits",
+                    extra={
+                        "action": "rate_limited",
+                        "rep": self.rep.id,
+                        "limit": self.limit.holding(now),
+                        "next_at": allowed.isoformat(),
+                    },
+                )
+            return "stop"
+        rules = self._rules()
+        if stale := self._stale(row, now, rules):
+            self._skip(conn, row, now, stale)
+            return "passed"
+        window = _window(row.send_window)
+        tz = ZoneInfo(row.timezone)
+        if window and not windows_mod.is_open(now, window, tz, rules.holidays):
+            opens = windows_mod.next_open(now, window, tz, rules.holidays)
+            outbox.requeue(conn, row, opens, outbox.WINDOW_WAIT)
+            return "passed"
+        if outbox.claim(conn, row, now, self.instance):
+            self.limit.record(now)
+            return "claimed"
+        reason = outbox.deliverable(conn, row)
+        if reason:
+            self._skip(conn, row, now, reason)
+        elif until := outbox.paused_until(conn, row, now):
+            outbox.requeue(conn, row, until, outbox.AWAY_WAIT)
+        return "passed"
+
+    def _skip(self, conn: sa.Connection, row: outbox.Row, now: datetime, reason: str) -> None:
+        outbox.give_up(conn, row, now, status="skipped", kind="skipped", reason=reason)
+        self.stats.skipped += 1
+
+    def record(self) -> None:
+        """Write the history and touches of what this sender sent (see outbox.record_sent).
+
+        By id: finding them by state instead read every email ever sent.
+        Any left unrecorded (a crash, a database error) are found by state
+        when a mailbox is next taken (daemon.reconcile).
+        """
+        while self._unrecorded:
+            ids = self._unrecorded[:RECORD_LIMIT]
+            with self._transaction() as conn:
+                outbox.record_sent(conn, self._now(), ids=ids)
+            del self._unrecorded[: len(ids)]
+        self._recorded_at = self._now()
+
+    def _stale(self, row: outbox.Row, now: datetime, rules: _Rules) -> str | None:
+        if row.not_after is not None and now >= row.not_after:
+            return "its anchor has passed"
+        if now - row.due_at > rules.max_late:
+            return f"more than {self.app.config.model.dripd.max_late} late"
+        return None
+
+    def _failed(self, row: outbox.Row, exc: smtp.SendError) -> bool:
+        now = self._now()
+        log = {
+            "rep": self.rep.id,
+            "contact": row.recipient,
+            "message_id": row.message_id,
+            "error": str(exc),
+        }
+        with self._transaction() as conn:
+            if exc.kind == "temporary":
+                return self._temporary(conn, row, exc, now, log)
+            if exc.kind == "recipient" and row.contact_id is not None:
+                self._bounce(conn, row, exc, now)
+                logger.warning(
+                    "recipient refused: contact bounced", extra={"action": "bounced", **log}
+                )
+                return True
+            if exc.kind in ("message", "recipient"):  # a recipient refused here is the rep
+                outbox.give_up(conn, row, now, status="failed", kind="send_failed", reason=str(exc))
+                self.stats.failed += 1
+                logger.warning("email refused", extra={"action": "send_failed", **log})
+                return True
+            outbox.requeue(conn, row, now, str(exc))
+            if exc.kind == "signin":
+                self._sign_in_needed(str(exc), now)
+            else:
+                self._rest_mailbox(conn, exc, now)
+        return False
+
+    def _rest_mailbox(self, conn: sa.Connection, exc: smtp.SendError, now: datetime) -> None:
+        """A problem of the mailbox, not of one email: stop sending from it for a while.
+
+        Logged once per rest, whichever connection met it first.
+        """
+        already = self.resume_at is not None and self.resume_at > now
+        mailbox = {"rep": self.rep.id, "error": str(exc)}
+        if exc.kind == "sender":
+            until = _tomorrow(now, self.app.config.rep_timezone(self.rep.id))
+            outbox.pause_mailbox(conn, self.rep.id, until, str(exc), now)
+            self.resume_at = until
+            message, action = "mailbox refused to send: paused until tomorrow", "mailbox_paused"
+        else:
+            self.resume_at = now + timedelta(seconds=AUTH_BACKOFF)
+            message, action = "mailbox login refused", "mailbox_error"
+        if not already:
+            logger.error(message, extra={"action": action, **mailbox})
+
+    def _temporary(
+        self,
+        conn: sa.Connection,
+        row: outbox.Row,
+        exc: smtp.SendError,
+        now: datetime,
+        log: dict[str, str],
+    ) -> bool:
+        if exc.mailbox:  # the session failed before the email went: not one of its tries
+            resume_at = self._rest_after_connection_failure(now)
+            # Back in the queue behind the rest: after it, another email is tried
+            # first, so one that alone makes the server hang up holds up no other.
+            outbox.requeue(conn, row, resume_at + (resume_at - now), str(exc))
+            self.stats.retried += 1
+            message, action = "mailbox unreachable, resting", "mailbox_unreachable"
+            if exc.code not in (0, 421):  # a 4xx to MAIL FROM: a rate limit, most often
+                message, action = "server defers the mailbox's mail, resting", "mailbox_deferred"
+            logger.warning(
+                message, extra={"action": action, "retry_at": resume_at.isoformat(), **log}
+            )
+            return False
+        if row.attempts + 1 >= outbox.MAX_ATTEMPTS:
+            outbox.give_up(
+                conn,
+                row,
+                now,
+                status="failed",
+                kind="send_failed",
+                reason=f"gave up after {outbox.MAX_ATTEMPTS} tries: {exc}",
+            )
+            self.stats.failed += 1
+            return True
+        when = outbox.retry_later(conn, row, now, str(exc))
+        self.stats.retried += 1
+        logger.warning(
+            "temporary failure, retrying",
+            extra={"action": "send_retry", "retry_at": when.isoformat(), **log},
+        )
+        if exc.code == 0:  # the connection was lost with the message on its way
+            self._rest_after_connection_failure(now)
+            return False
+        return True
+
+    def _rest_after_connection_failure(self, now: datetime) -> datetime:
+        """Rest the mailbox, longer after each failure in a row; when it is tried again.
+
+        A failure met while the mailbox already rests (its other connection
+        failed at the same moment) is the same failure: the rest stays.
+        """
+        if self.resume_at is not None and self.resume_at > now:
+            return self.resume_at
+        self._connect_failures += 1
+        first, longest = CONNECT_BACKOFF
+        rest = min(first * 2 ** (self._connect_failures - 1), longest)
+        self.resume_at = now + timedelta(seconds=rest)
+        return self.resume_at
+
+    def _bounce(
+        self, conn: sa.Connection, row: outbox.Row, exc: smtp.SendError, now: datetime
+    ) -> None:
+        assert row.contact_id is not None, "an email to the rep is failed, not bounced"
+        outbox.give_up(conn, row, now, status="failed", kind="bounced", reason=str(exc))
+        queries.update_contact(conn, row.contact_id, {"status": "bounced", "updated_at": now})
+        contact = queries.contact_by_id(conn, row.contact_id)
+        lifecycle.stop(self.app, conn, contact, now, cause=f"bounced: {exc}")
+        self.stats.bounced += 1
+
+    async def close(self) -> None:
+        """Commit what the server accepted and record it; then close the SMTP connections."""
+        self._flush()
+        if self._unrecorded:
+            self.record()
+        for connection in self._connections:
+            await connection.close()
+
+
+def _window(text: str | None) -> windows_mod.Window | None:
+    return lifecycle.parse_window(text) if text else None
+
+
+def _tomorrow(now: datetime, tz: ZoneInfo) -> datetime:
+    """The next local midnight, plus a few minutes: when daily quotas reset."""
+    local = now.astimezone(tz)
+    midnight = datetime.combine(local.date() + timedelta(days=1), time(0, 5), tzinfo=tz)
+    return midnight.astimezone(now.tzinfo)

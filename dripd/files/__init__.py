@@ -1,0 +1,3 @@
+"""The files people write: config, campaigns, contact CSV, presets,
+and the TOML and validation they go through. Pure: no database, no network.
+"""

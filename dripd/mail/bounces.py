@@ -1,0 +1,693 @@
+"""Recognise delivery failure reports (bounces): who failed, with which code, and why.
+
+Two roads, measured on tests/corpus/bounces (see its README):
+
+- RFC 3464 reports (`message/delivery-status`) are read here, field by field:
+  recipient, Action (failed or delayed), Status, Diagnostic-Code. Most MTAs and
+  providers send these today (Postfix, Sendmail, Courier, Exchange, Office 365,
+  Gmail, Yahoo, Amazon SES...).
+- Everything else (qmail, old Exim, Gmail's and Domino's plain-text notices,
+  Exchange 2003, DragonFly, OpenSMTPD...) goes to flufl.bounce, GNU Mailman's
+  detectors, then to our own readers per family of formats (`bounce_formats`)
+  for the recipients; status and diagnostic are then read from the text near
+  each one.
+- Amazon SES notifications (JSON through SNS) are read as such (`ses`).
+
+Each failed recipient gets a reason (`bounce_reasons.Reason`) and is hard, soft
+(a delay, a full mailbox) or policy (the sender refused: nobody bounces); see
+`Failure.bounces_contact` and, for soft failures that last, `gives_up`. Measured
+per family on real mail by `python -m bench bounces` (bench/README.md).
+
+Conservative on purpose: a message is only read as a bounce when the envelope
+says a mail system sent it (null or MAILER-DAEMON/postmaster sender, or an
+X-Failed-Recipients header) and the content agrees (a delivery-status report,
+or an MTA's own wording, or a bounce subject). A person's reply, a forward, an
+out-of-office or a newsletter lacks one side or the other, whatever words it
+quotes. Read receipts and abuse reports are `multipart/report` too, of other
+report types, and are never bounces.
+
+`parse_bounce` never raises: real mail is broken in every possible way, and a
+message that can't be read is simply not a bounce (logged at debug level).
+"""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import html
+import logging
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.message import EmailMessage, Message
+
+from flufl import bounce as flufl_bounce
+
+from dripd.mail import bounce_formats, bounce_reasons, incoming, ses
+from dripd.mail.bounce_reasons import Reason
+
+logger = logging.getLogger("dripd.bounces")
+
+DIAGNOSTIC_MAX = 200  # characters of the remote server's words kept per failure
+MAX_PART = 1024 * 1024  # characters: bigger text parts are not a notification, skip them
+MAX_TEXT = 64 * 1024  # characters of notification text scanned per part
+MAX_PARTS = 64  # MIME parts looked at; a bounce has a handful
+GIVE_UP_REPORTS = 3  # temporary failures for one address, this one included...
+GIVE_UP_AFTER = timedelta(days=7)  # ...spread over at least this long: the address is dead
+WINDOW = 8  # lines after a recipient's line searched for its code and diagnostic
+
+_ENHANCED = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
+_SMTP_REPLY = re.compile(r"(?<![\d.])[45]\d\d(?:[ -]|$).*")
+_ADDRESS = re.compile(r"[^@\s<>\"'();,:\[\]]+@[A-Za-z0-9][A-Za-z0-9.-]*")
+_BARE = re.compile(
+    r"[^@\s<>\"()\[\],;:]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)*"
+)
+_MSGID = re.compile(r"<[^<>\s]+@[^<>\s]+>")
+_QUOTED_MSGID = re.compile(r"^[ \t>]*Message-I[Dd]:[ \t]*(<[^<>\s]+@[^<>\s]+>)", re.MULTILINE)
+_TAG = re.compile(r"<[^>]*>")
+_QUOTED_SENDER = re.compile(
+    r"^[ \t>]*(?:From|Sender|Return-Path|Reply-To|Errors-To):[ \t]*(.*)$|"
+    r"envelope-from <?([^>\s)]+)",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+# Local parts and display names of the mail system's own senders.
+_DAEMON_LOCAL = frozenset(
+    {"mailer-daemon", "mailer_daemon", "mailerdaemon", "mail-daemon", "postmaster", "mdaemon"}
+)
+_DAEMON_NAME = re.compile(
+    r"mail ?delivery (?:sub)?system|mailer[- _]?daemon|postmaster|mail administrator", re.I
+)
+
+# Subjects MTAs give their notices. Anchored: "Re: Undeliverable: ..." is a person.
+_BOUNCE_SUBJECT = re.compile(
+    r"\s*(?:undeliverable|undelivered mail|mail delivery (?:fail|warning|problem)|"
+    r"delivery status notification|returned mail|failure notice|delivery failure|"
+    r"non[- ]?deliver|delivery (?:has )?failed|mail could not be delivered|"
+    r"delayed mail|warning: could not send|delivery delayed|message delivery delayed|"
+    r"mail system error|nondeliverable|delivery notification|could not send message|"
+    r"メールエラー|配信(?:エラー|不能|失敗)|送信(?:エラー|失敗)|未達)",
+    re.I,
+)
+
+# An MTA's own wording, with the label given as a reason.
+_MTA_PHRASES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (label, re.compile(pattern, re.I))
+    for label, pattern in (
+        ("qmail-style failure notice", r"this is the qmail-send program"),
+        ("Postfix-style notice", r"this is the (?:mail system|postfix program) at host"),
+        ("Exim-style notice", r"created automatically by mail delivery software"),
+        (
+            "Sendmail-style notice",
+            r"following addresses had (?:permanent fatal errors|"
+            r"transient non-fatal errors)|the original message was received at",
+        ),
+        ("Sendmail-style delay warning", r"could not send message for past|will keep trying"),
+        (
+            "Gmail-style notice",
+            r"delivery to the following recipients? (?:failed|has been delayed)|"
+            r"your message wasn't delivered to|address not found|message not delivered",
+        ),
+        (
+            "Exchange-style NDR",
+            r"delivery has failed to these recipients|did not reach the "
+            r"following recipient|could not be delivered to the following (?:recipient|user)|"
+            r"your message .{0,40}couldn't be delivered|delivery to these recipients or groups",
+        ),
+        ("Domino-style notice", r"was not delivered to:|not listed in (?:domino|public) directory"),
+        ("Courier-style notice", r"undeliverable mail|delivery status notification from"),
+        ("Yahoo-style notice", r"unable to deliver (?:your )?message to the following address"),
+        (
+            "generic MTA notice",
+            r"could not be delivered to one or more|permanent (?:fatal )?error|"
+            r"was undeliverable|message could not be delivered|following (?:recipients?|addresses)"
+            r" (?:failed|could not be reached)|unknown (?:user|recipient)|user unknown|"
+            r"no such user|mailbox (?:unavailable|full|is full)|delivery failed|"
+            r"the following recipients? (?:was|were)? ?not|rejected your message|"
+            r"returned to sender|smtp error|remote host said|i was unable to deliver|"
+            r"message could not be sent|retry timeout exceeded|host unknown|"
+            r"could not be delivered|cannot be delivered|delivery report unavailable",
+        ),
+    )
+)
+
+_DELAYED = re.compile(
+    r"delivery status notification \(delay\)|has been delayed|not yet been delivered|"
+    r"will (?:continue|keep) (?:trying|to try)|still trying|could not send message for past|"
+    r"will retry|delayed mail|transient non-fatal|this is only a warning|no action is required",
+    re.I,
+)
+_SUCCESS = re.compile(
+    r"successfully delivered|delivery (?:was )?successful|successful (?:mail )?delivery|"
+    r"(?:has|have) been delivered|action: (?:delivered|relayed|expanded)",
+    re.I,
+)
+_FAILURE_WORDS = re.compile(
+    r"could not|couldn't|cannot|unable|failed|failure|undeliver|rejected|error|not delivered|"
+    r"action: (?:failed|delayed)",
+    re.I,
+)
+_GIVEN_UP = re.compile(
+    r"permanent(?:ly)? (?:fatal )?(?:error|failure|failed)|given up|giving up", re.I
+)
+
+_NULL = frozenset({"<>", "<<>>"})
+_FAILED_ACTIONS = frozenset({"failed", "failure", "error", "undeliverable", "bounced"})
+_DELAYED_ACTIONS = frozenset({"delayed", "delay"})
+_SUCCESS_ACTIONS = frozenset({"delivered", "relayed", "expanded"})
+_RETURNED = frozenset(
+    {"message/rfc822", "message/global", "message/rfc822-headers", "text/rfc822-headers"}
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Failure:
+    """One recipient the report says could not be reached."""
+
+    recipient: str  # the address that failed, lower-cased, bare (Original-Recipient first)
+    status: str | None  # RFC 3463 enhanced code like "5.1.1" when known
+    diagnostic: str  # one line of the remote server's own words, "" if none
+    permanent: bool  # True: hard failure; False: delayed / transient, still being retried
+    final_recipient: str | None = None  # the DSN's Final-Recipient when it differs from recipient
+    reason: Reason = Reason.OTHER
+
+    @property
+    def policy(self) -> bool:
+        """Refused for the sender's sake (policy, spam, reputation), not for the address."""
+        return self.reason is Reason.POLICY
+
+    @property
+    def soft(self) -> bool:
+        """Temporary for the address: a delay, or a full mailbox (even one reported as 5.2.2:
+        people empty their mailboxes). Repeated soft failures become a bounce (`gives_up`)."""
+        return not self.policy and (not self.permanent or self.reason is Reason.MAILBOX_FULL)
+
+    @property
+    def bounces_contact(self) -> bool:
+        """Whether this failure alone ends the address: permanent, not policy, not soft."""
+        return self.permanent and not self.policy and not self.soft
+
+    @property
+    def kind(self) -> str:
+        """'hard', 'soft' (temporary) or 'policy': how `dripd explain` names it."""
+        if self.policy:
+            return "policy"
+        return "soft" if self.soft else "hard"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Bounce:
+    """A delivery failure report and what it says."""
+
+    failures: tuple[Failure, ...]
+    original_message_id: str | None  # "<id@host>" of the returned message, when included
+    reasons: tuple[str, ...]  # why this was taken as a bounce, shortest first
+
+
+def parse_bounce(msg: EmailMessage) -> Bounce | None:
+    """Read `msg` as a delivery failure report; None when it is not one.
+
+    Never raises: any message that can't be read is not a bounce.
+    """
+    try:
+        return _parse(msg)
+    except Exception:  # hostile mail: anything may break, and that is not a bounce
+        logger.debug("could not read message as a bounce", exc_info=True)
+        return None
+
+
+def _parse(msg: Message) -> Bounce | None:
+    notice = ses_notice(msg)
+    if notice is not None:
+        return _from_ses(notice)
+    envelope = _envelope_evidence(msg)
+    report = _report_type(msg)
+    if report == "feedback-report" or (report and report != "delivery-status" and not envelope):
+        return None  # abuse reports, and read receipts from people
+    subject = _subject_evidence(msg)
+    if not (envelope or subject or report):
+        return None  # the fast road for ordinary mail: headers only, no part looked at
+    parts = list(_own_parts(msg))
+    statuses = [p for p in parts if p.get_content_type() == "message/delivery-status"]
+    if statuses and (report or envelope):
+        blocks = [block for part in statuses for block in _dsn_blocks(part)]
+        recipients = [r for r in map(_dsn_recipient, blocks) if r is not None]
+        if recipients:  # else its fields name nobody: read the text instead
+            return _from_dsn(msg, parts, blocks, recipients, envelope)
+    if not (envelope or subject):
+        return None
+    return _from_text(msg, parts, envelope, subject)
+
+
+def gives_up(delays: Iterable[datetime], now: datetime) -> bool:
+    """Whether repeated temporary failures of one address count as a bounce (the rule).
+
+    `delays` are the times earlier temporary-failure reports for the address arrived;
+    `now` is this one's. A mailbox full for a week is as dead as an unknown user: at
+    least GIVE_UP_REPORTS reports, the first GIVE_UP_AFTER or more before this one.
+    """
+    earlier = [t for t in delays if t <= now]
+    if len(earlier) + 1 < GIVE_UP_REPORTS:
+        return False
+    return now - min(earlier) >= GIVE_UP_AFTER
+
+
+# --- evidence -------------------------------------------------------------
+
+
+def _report_type(msg: Message) -> str:
+    if "report" in _raw_header(msg, "Content-Type").lower() and (
+        msg.get_content_type() == "multipart/report"
+    ):
+        return str(msg.get_param("report-type", "") or "").strip().lower()
+    return ""
+
+
+def _envelope_evidence(msg: Message) -> list[str]:
+    """Signs that a mail system, not a person, sent this."""
+    found = []
+    if (
+        _raw_header(msg, "Return-Path").strip() in _NULL
+        or _raw_header(msg, "From").strip() in _NULL
+    ):
+        found.append("null sender")
+    for name in ("From", "Sender", "Return-Path"):
+        value = _raw_header(msg, name)
+        if _is_daemon(value):
+            found.append(f"sender {_first_address(value) or value.strip()[:60]}")
+            break
+    if _header(msg, "X-Failed-Recipients"):
+        found.append("X-Failed-Recipients header")
+    return found
+
+
+def _is_daemon(value: str) -> bool:
+    address = _first_address(value)
+    if address and address.split("@", 1)[0].strip('"\\') in _DAEMON_LOCAL:
+        return True
+    if address is None and value.strip().lower() in _DAEMON_LOCAL:
+        return True  # "From: MAILER-DAEMON" with no domain (local Sendmail)
+    name = value.split("<", 1)[0] if "<" in value else ""
+    return bool(_DAEMON_NAME.search(name))
+
+
+def _subject_evidence(msg: Message) -> list[str]:
+    subject = incoming.header(msg, "Subject")
+    return [f"subject {subject[:60]!r}"] if _BOUNCE_SUBJECT.match(subject) else []
+
+
+def _phrase_evidence(text: str) -> list[str]:
+    found = [label for label, pattern in _MTA_PHRASES if pattern.search(text)]
+    family = bounce_formats.family(bounce_formats.notice(text))
+    return found + ([f"{family.name} notice"] if family else [])
+
+
+# --- Amazon SES notifications ----------------------------------------------
+
+
+def ses_notice(msg: Message) -> ses.Notice | None:
+    """An Amazon SES bounce or complaint notification (JSON, sent through SNS), if `msg` is one."""
+    sender = _first_address(_raw_header(msg, "From")) or ""
+    subject = _raw_header(msg, "Subject")
+    if not (sender.endswith(".amazonaws.com") or subject == "AWS Notification Message"):
+        return None  # the fast road: only SNS sends these
+    text = "\n".join(_part_text(p) for p in _own_parts(msg) if p.get_content_type() == "text/plain")
+    return ses.read(text)
+
+
+def _from_ses(notice: ses.Notice) -> Bounce | None:
+    if notice.kind != "Bounce" or not notice.recipients:
+        return None
+    failures = tuple(
+        Failure(
+            recipient=r.address,
+            status=_enhanced(r.status or ""),
+            diagnostic=r.diagnostic,
+            permanent=notice.permanent,
+            reason=bounce_reasons.reason_of(_enhanced(r.status or ""), r.diagnostic),
+        )
+        for r in notice.recipients
+    )
+    return Bounce(
+        failures=failures, original_message_id=None, reasons=("Amazon SES bounce notification",)
+    )
+
+
+# --- RFC 3464 -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Recipient:
+    failure: Failure
+    action: str
+
+
+def _from_dsn(
+    msg: Message,
+    parts: list[Message],
+    blocks: list[Message],
+    recipients: list[_Recipient],
+    envelope: list[str],
+) -> Bounce | None:
+    """The report's own answer, from its per-recipient fields."""
+    failures = _unique(r.failure for r in recipients if r.action in {"failed", "delayed"})
+    if not failures:
+        return None  # a success report (delivered, relayed, expanded)
+    kind = "multipart/report; report-type=delivery-status"
+    reasons = [kind if _report_type(msg) == "delivery-status" else "message/delivery-status part"]
+    message_id = _original_message_id(msg, parts, blocks)
+    return Bounce(failures=failures, original_message_id=message_id, reasons=(*reasons, *envelope))
+
+
+def _dsn_blocks(part: Message) -> list[Message]:
+    """The per-message and per-recipient field groups of a message/delivery-status part."""
+    payload = part.get_payload()
+    if isinstance(payload, list):
+        return [p for p in payload if isinstance(p, Message)]
+    raw = part.get_payload(decode=True)
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(payload)
+    parser = email.parser.HeaderParser(policy=email.policy.compat32)
+    groups = re.split(r"\r?\n[ \t]*\r?\n", text[:MAX_TEXT])
+    return [parser.parsestr(group.strip() + "\n") for group in groups if group.strip()]
+
+
+def _dsn_recipient(block: Message) -> _Recipient | None:
+    original = _bare(_header(block, "Original-Recipient"))
+    final = _bare(_header(block, "Final-Recipient")) or _bare(_header(block, "X-Actual-Recipient"))
+    recipient = original or final
+    if recipient is None:
+        return None
+    status_field = _header(block, "Status")
+    status = _enhanced(status_field)
+    action = _action(_header(block, "Action"), status or status_field.strip()[:1])
+    diagnostic = _diagnostic(_header(block, "Diagnostic-Code"))
+    failure = Failure(
+        recipient=recipient,
+        status=status,
+        diagnostic=diagnostic,
+        permanent=action != "delayed",
+        final_recipient=final if final and final != recipient else None,
+        reason=bounce_reasons.reason_of(status, diagnostic),
+    )
+    return _Recipient(failure=failure, action=action)
+
+
+def _action(value: str, status_class: str) -> str:
+    """'failed', 'delayed' or a success action; MTAs also write 'failure', 'error'..."""
+    words = value.strip().lower().split()
+    action = words[0] if words else ""
+    if action in _FAILED_ACTIONS or (action not in _SUCCESS_ACTIONS and status_class[:1] == "5"):
+        return "failed"
+    if action in _DELAYED_ACTIONS or (action not in _SUCCESS_ACTIONS and status_class[:1] == "4"):
+        return "delayed"
+    return action
+
+
+def _diagnostic(value: str) -> str:
+    text = " ".join(value.split())
+    kind, sep, rest = text.partition(";")
+    if sep and " " not in kind.strip():
+        text = rest.strip()  # "smtp; 550 ..." -> "550 ..."
+    return text[:DIAGNOSTIC_MAX]
+
+
+# --- plain-text notices ---------------------------------------------------
+
+
+def _from_text(
+    msg: Message, parts: list[Message], envelope: list[str], subject: list[str]
+) -> Bounce | None:
+    text = _notification_text(msg, parts)
+    if _SUCCESS.search(text) and not _FAILURE_WORDS.search(text):
+        return None  # a delivery report that says it worked, its report part unreadable
+    content = [*_phrase_evidence(text), *subject]
+    if not _enough(envelope, subject, content, _looks_personal(msg)):
+        return None
+    failures = _text_failures(msg, text, worded=len(content) > len(subject))
+    if not failures:
+        return None  # nobody named as failed: an auto-reply from a mail system, or unreadable
+    message_id = _original_message_id(msg, parts, [], text)
+    return Bounce(failures=failures, original_message_id=message_id, reasons=(*content, *envelope))
+
+
+def _enough(envelope: list[str], subject: list[str], content: list[str], personal: bool) -> bool:
+    """Whether a notice without a delivery-status report may be a bounce at all.
+
+    A mail system's own sender (MAILER-DAEMON, postmaster, X-Failed-Recipients) is
+    enough, as the recipients must still be found in its text by an MTA-specific
+    detector. A null sender needs the content to agree. Without either, it takes a
+    bounce subject (never "Re:"/"Fwd:"), an MTA's wording, and nothing of a person's
+    or a list's mail (threading, List-* headers).
+    """
+    if any(not reason.startswith("null sender") for reason in envelope):
+        return True
+    if envelope:
+        return bool(content)
+    return bool(subject) and len(content) > len(subject) and not personal
+
+
+def _looks_personal(msg: Message) -> bool:
+    """A reply in a thread, or list/bulk mail: what a mail system's notice never is."""
+    if any(_raw_header(msg, name) for name in ("In-Reply-To", "References", "List-Id")):
+        return True
+    if _raw_header(msg, "List-Unsubscribe"):
+        return True
+    return _raw_header(msg, "Precedence").lower() in {"bulk", "list"}
+
+
+def _text_failures(msg: Message, text: str, *, worded: bool) -> tuple[Failure, ...]:
+    """The failed recipients named by the notice; its own words are needed for the fallback."""
+    temporary, permanent = _flufl_failures(msg)
+    listed = _addresses(_header(msg, "X-Failed-Recipients"))
+    ours = _our_addresses(msg, text)
+    found = _unique_strings([*listed, *permanent, *temporary])
+    recipients = [a for a in found if a not in ours and not bounce_formats.is_mail_system(a)]
+    if not recipients and worded:
+        recipients = bounce_formats.recipients(text, ours)
+    lines = text.splitlines()
+    delayed = bool(_DELAYED.search(text)) and not _GIVEN_UP.search(text)
+    # With one recipient, the whole notice is about it: its words count where its lines don't.
+    context = bounce_formats.notice(text) if len(recipients) == 1 else ""
+    failures = (
+        _text_failure(address, lines, recipients, address in temporary or delayed, context)
+        for address in recipients
+    )
+    return tuple(f for f in failures if not (f.status or "").startswith("2"))  # 2.x.x: delivered
+
+
+def _flufl_failures(msg: Message) -> tuple[list[str], list[str]]:
+    """flufl.bounce's detectors (GNU Mailman's): temporary and permanent recipients."""
+    try:
+        temporary, permanent = flufl_bounce.all_failures(msg)
+    except Exception:  # its heuristics meet the same hostile mail we do
+        logger.debug("flufl.bounce failed on a message", exc_info=True)
+        return [], []
+    return _decoded(temporary), _decoded(permanent)
+
+
+def _decoded(found: Iterable[bytes]) -> list[str]:
+    out = []
+    for raw in found:
+        address = _bare(raw.decode("utf-8", "replace")) if isinstance(raw, bytes) else None
+        if address:
+            out.append(address)
+    return sorted(out)
+
+
+def _our_addresses(msg: Message, text: str) -> set[str]:
+    """Addresses that are not failed recipients: ours (To...) and Message-ID look-alikes."""
+    ours: set[str] = set()
+    for name in ("To", "Cc", "Delivered-To", "Return-Path", "From"):
+        ours.update(_addresses(_header(msg, name)))
+    for found in (*_MSGID.findall(_header(msg, "Message-ID")), *_QUOTED_MSGID.findall(text)):
+        ours.update(_addresses(found))
+    for line, envelope in _QUOTED_SENDER.findall(text):  # the returned message's sender
+        ours.update(_addresses(line)[:1] + _addresses(envelope))
+    return ours
+
+
+def _text_failure(
+    address: str, lines: list[str], others: list[str], delayed: bool, context: str
+) -> Failure:
+    window = _window(address, lines, others)
+    status = next((s for s in map(_enhanced, window) if s), None)
+    diagnostic = next((m.group(0) for m in map(_SMTP_REPLY.search, window) if m), "")
+    words = " ".join(diagnostic.split())[:DIAGNOSTIC_MAX]
+    return Failure(
+        recipient=address,
+        status=status,
+        diagnostic=words,
+        permanent=not delayed,
+        reason=_text_reason(status, " ".join(window), context),
+    )
+
+
+def _text_reason(status: str | None, window: str, context: str) -> Reason:
+    reason = bounce_reasons.reason_of(status, window)
+    if reason is Reason.OTHER and context:
+        return bounce_reasons.reason_of(status or _enhanced(context), context)
+    return reason
+
+
+def _window(address: str, lines: list[str], others: list[str]) -> list[str]:
+    """The lines from the first mention of `address` up to the next failed recipient."""
+    lowered = [line.lower() for line in lines]
+    start = next((i for i, line in enumerate(lowered) if address in line), None)
+    if start is None:
+        return []
+    window = [lines[start]]
+    for i in range(start + 1, min(len(lines), start + WINDOW)):
+        if any(other != address and other in lowered[i] for other in others):
+            break
+        window.append(lines[i])
+    return window
+
+
+# --- text, parts and the returned message ---------------------------------
+
+
+def _own_parts(msg: Message) -> Iterator[Message]:
+    """The report's own leaf parts, depth first, not descending into returned messages."""
+    stack: list[Message] = [msg]
+    seen = 0
+    while stack and seen < MAX_PARTS:
+        part = stack.pop(0)
+        seen += 1
+        if part.is_multipart() and part.get_content_maintype() == "multipart":
+            payload = part.get_payload()
+            stack[:0] = (
+                [p for p in payload if isinstance(p, Message)] if isinstance(payload, list) else []
+            )
+        else:
+            yield part
+
+
+def _notification_text(msg: Message, parts: list[Message]) -> str:
+    """The human-readable notice: text/plain parts, else text/html with tags removed."""
+    plain = [_part_text(p) for p in parts if p.get_content_type() == "text/plain"]
+    if any(plain):
+        return "\n".join(plain)
+    markup = [_part_text(p) for p in parts if p.get_content_type() == "text/html"]
+    if any(markup):
+        return "\n".join(html.unescape(_TAG.sub(" ", m)) for m in markup)
+    # A multipart whose boundary matches none of its lines: its whole body is text.
+    return "\n".join(
+        str(p.get_payload())[:MAX_TEXT]
+        for p in parts
+        if p.is_multipart() is False and p.get_content_maintype() == "multipart"
+    )
+
+
+def _part_text(part: Message) -> str:
+    payload = part.get_payload()
+    if not isinstance(payload, str) or len(payload) > MAX_PART:
+        return ""
+    raw = part.get_payload(decode=True)
+    if not isinstance(raw, bytes):
+        return ""
+    charset = part.get_content_charset() or "us-ascii"
+    try:
+        return raw[:MAX_TEXT].decode(charset, "replace")
+    except LookupError:  # "unicode-1-1-utf-7" and friends
+        return raw[:MAX_TEXT].decode("latin-1")
+
+
+def _original_message_id(
+    msg: Message, parts: list[Message], blocks: list[Message], text: str | None = None
+) -> str | None:
+    """Message-ID of the returned message: attached, its headers, the DSN, or quoted text."""
+    for part in parts:
+        found = _returned_headers_id(part)
+        if found:
+            return found
+    for block in blocks:
+        found = _first_msgid(_header(block, "X-Original-Message-ID"))
+        if found:
+            return found
+    if text is None:
+        text = _notification_text(msg, parts)
+    quoted = _QUOTED_MSGID.search(text)
+    if quoted:
+        return quoted.group(1)
+    return _first_msgid(_header(msg, "In-Reply-To"))
+
+
+def _returned_headers_id(part: Message) -> str | None:
+    if part.get_content_type() not in _RETURNED:
+        return None
+    payload = part.get_payload()
+    if isinstance(payload, list):  # the parser made a message of it: message/rfc822...
+        inner = payload[0] if payload else None
+        return _first_msgid(_header(inner, "Message-ID")) if isinstance(inner, Message) else None
+    parser = email.parser.HeaderParser(policy=email.policy.compat32)
+    return _first_msgid(_header(parser.parsestr(_part_text(part)), "Message-ID"))
+
+
+# --- small readers --------------------------------------------------------
+
+
+def _header(msg: Message | None, name: str) -> str:
+    """A header's text, "" when absent or unreadable (policy.default can raise on bad ones)."""
+    if msg is None:
+        return ""
+    try:
+        value = msg.get(name)
+        return "" if value is None else str(value)
+    except Exception:  # bad encoded words, bad address lists...
+        try:
+            return _raw_header(msg, name)
+        except Exception:
+            return ""
+
+
+def _raw_header(msg: Message, name: str) -> str:
+    """A header as written, unfolded: what a mail system put there, before any parsing."""
+    wanted = name.lower()
+    for key, value in msg.raw_items():
+        if key.lower() == wanted:
+            return " ".join(str(value).split())
+    return ""
+
+
+def _bare(value: str) -> str | None:
+    """'rfc822; <Bob@X.com>' -> 'bob@x.com'; None when it is not an address."""
+    text = value.strip()
+    kind, sep, rest = text.partition(";")
+    if sep and "@" not in kind:
+        text = rest
+    match = _BARE.search(text.strip().strip("<>").strip())
+    return match.group(0).lower().rstrip(".") if match else None
+
+
+def _addresses(value: str) -> list[str]:
+    return [a.lower().rstrip(".") for a in _ADDRESS.findall(value)]
+
+
+def _first_address(value: str) -> str | None:
+    found = _addresses(value)
+    return found[0] if found else None
+
+
+def _first_msgid(value: str) -> str | None:
+    match = _MSGID.search(value)
+    return match.group(0) if match else None
+
+
+def _enhanced(value: str) -> str | None:
+    match = _ENHANCED.search(value)
+    return ".".join(match.groups()) if match else None
+
+
+def _unique(failures: Iterable[Failure]) -> tuple[Failure, ...]:
+    """One failure per recipient; a hard failure wins over a delay for the same address."""
+    by_recipient: dict[str, Failure] = {}
+    for failure in failures:
+        known = by_recipient.get(failure.recipient)
+        if known is None or (failure.permanent and not known.permanent):
+            by_recipient[failure.recipient] = failure
+    return tuple(by_recipient.values())
+
+
+def _unique_strings(items: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(items))

@@ -1,0 +1,331 @@
+"""`dripd contacts import`: add and update contacts from a CSV, optionally enrolling them.
+
+Bad rows are reported by line and skipped; good rows are imported in one
+transaction. New contacts are written in bulk (100,000 rows in seconds);
+contacts that already exist go through the ordinary field-update path.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+
+from dripd import errors
+from dripd.files import campaigns, csvfile
+from dripd.pipeline import forget, lifecycle, plans
+from dripd.pipeline.app import App
+from dripd.plan import schedule, stages
+from dripd.store import queries, schema
+
+Tick = Callable[[int], None]
+T = TypeVar("T")
+CHUNK = 5000  # rows per bulk statement
+
+
+@dataclass(slots=True, kw_only=True)
+class Report:
+    created: int = 0
+    updated: int = 0
+    enrolled: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def import_csv(
+    app: App, path: Path, *, enroll: str | None = None, tick: Tick | None = None
+) -> Report:
+    """Import `path`; `tick(n)` is called as rows are processed (for a progress bar).
+
+    The file is read as a stream and written `CHUNK` rows at a time, one
+    statement per table per chunk, all in one transaction: memory follows the
+    chunk, not the file (but for the emails seen, kept to report duplicates).
+    """
+    campaign = app.catalog.get(enroll) if enroll else None
+    results = csvfile.stream(path, app.contact_rules())
+    report = Report()
+    late: list[str] = []  # enrollment problems, reported after the file's own
+    batch = Batch(
+        now=app.clock.now(),
+        cause=f"imported from {path.name}",
+        campaign=campaign,
+        bulk=campaign is not None and not _needs_slow_path(app, campaign),
+    )
+    with app.engine.begin() as conn:
+        fresh = campaign is not None and _plans_recordable(app, conn)
+        for chunk in _chunks(results, CHUNK):
+            rows = [r for r in chunk if isinstance(r, csvfile.Row)]
+            report.problems += [str(p) for p in chunk if isinstance(p, csvfile.Problem)]
+            _import_chunk(app, conn, rows, batch, report, late, tick)
+        if fresh:
+            plans.remember_plans(app, conn)
+    report.problems += late
+    return report
+
+
+def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """`items` in lists of `size` (itertools.batched, Python 3.12)."""
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Batch:
+    """What every chunk of one import shares."""
+
+    now: datetime
+    cause: str
+    campaign: campaigns.Campaign | None
+    bulk: bool  # new contacts enrolled in bulk (no starts_when chain can fire)
+
+
+def _import_chunk(
+    app: App,
+    conn: sa.Connection,
+    rows: Sequence[csvfile.Row],
+    batch: Batch,
+    report: Report,
+    late: list[str],
+    tick: Tick | None,
+) -> None:
+    now, cause, campaign = batch.now, batch.cause, batch.campaign
+    erased = forget.forgotten(conn, [r.key for r in rows])
+    if erased:  # `contacts forget`: never back by an import
+        report.problems += [
+            f"line {r.line}: {r.key} asked to be forgotten: not imported"
+            for r in rows
+            if r.key in erased
+        ]
+        rows = [r for r in rows if r.key not in erased]
+    existing = queries.existing_keys(conn, [r.key for r in rows])
+    new = [r for r in rows if r.key not in existing]
+    old = [r for r in rows if r.key in existing]
+    created, promoted = _create(
+        app, conn, new, now, cause=cause, campaign=campaign if batch.bulk else None, tick=tick
+    )
+    report.created += len(created)
+    _update(app, conn, old, existing, now, cause=cause, tick=tick)
+    report.updated += len(old)
+    if campaign is None:
+        return
+    if batch.bulk:
+        report.enrolled += _enroll_bulk(app, conn, campaign, created, now)
+        _insert_chunked(conn, schema.events, promoted)
+        targets = [(row, existing[row.key]) for row in old]
+    else:
+        targets = [(p.row, p.id) for p in created]
+        targets += [(row, existing[row.key]) for row in old]
+    report.enrolled += _enroll_each(app, conn, campaign, targets, now, late)
+
+
+def _plans_recordable(app: App, conn: sa.Connection) -> bool:
+    """Whether the enrollments after this import are all planned under `app`'s files.
+
+    True when the database has no active enrollment yet and no record of
+    what plans were made under: the import then records it, so the first
+    `dripd run` does not time every enrollment again. (A record that differs
+    is left alone: older enrollments may need planning again.)
+    """
+    return queries.setting(conn, plans.PLANNED_UNDER) is None and not queries.any_active(conn)
+
+
+def _needs_slow_path(app: App, campaign: campaigns.Campaign) -> bool:
+    """Bulk enrolling skips starts_when chains; use the careful path when one could fire."""
+    stage = campaign.stage
+    return stage is not None and any(
+        c.starts_at_stage is not None
+        and c.id != campaign.id
+        and stages.rank(c.starts_at_stage) <= stages.rank(stage)
+        for c in app.catalog.campaigns.values()
+    )
+
+
+def _create(
+    app: App,
+    conn: sa.Connection,
+    rows: Sequence[csvfile.Row],
+    now: datetime,
+    *,
+    cause: str,
+    campaign: campaigns.Campaign | None,
+    tick: Tick | None,
+) -> tuple[list[New], list[dict[str, Any]]]:
+    """Insert new contacts in bulk, promoted to `campaign`'s stage.
+
+    Returns the stored contacts and the promotion events, which the caller
+    records after the enrollments so the history reads enrolled → promoted.
+    """
+    default_owner = app.config.reps[0].id if app.config.reps else None
+    floor = campaign.stage if campaign is not None else None
+    records = [_new_contact(row, now, default_owner) for row in rows]
+    imported = [record["stage"] for record in records]
+    if floor:
+        for record in records:
+            record["stage"] = stages.forward(record["stage"], floor)
+    before = queries.max_contact_id(conn)
+    for start in range(0, len(records), CHUNK):
+        chunk = records[start : start + CHUNK]
+        queries.bulk_insert(conn, schema.contacts, chunk)
+        if tick:
+            tick(len(chunk))
+    by_key = queries.contact_ids_after(conn, before)
+    people = [
+        New(id=by_key[r["email_key"]], record=r, row=row)
+        for r, row in zip(records, rows, strict=True)
+    ]
+    events = [_event(p.id, now, "created", "contact created", cause) for p in people]
+    _insert_chunked(conn, schema.events, events)
+    promoted = [
+        _event(
+            p.id,
+            now,
+            "promoted",
+            f"stage {was} → {p.record['stage']}",
+            f"enrolled in {campaign.id}",
+        )
+        for p, was in zip(people, imported, strict=True)
+        if campaign is not None and p.record["stage"] != was
+    ]
+    return people, promoted
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class New:
+    """A contact just inserted in bulk: its id, stored values and CSV row."""
+
+    id: int
+    record: dict[str, Any]
+    row: csvfile.Row
+
+    def contact(self) -> queries.Contact:
+        values = {k: v for k, v in self.record.items() if k not in ("email_key", "fields")}
+        custom = {k: v for k, v in self.row.values.custom.items() if v is not None}
+        return queries.Contact(id=self.id, fields=custom, **values)
+
+
+def _event(
+    contact_id: int, at: datetime, kind: str, detail: str, cause: str, campaign: str | None = None
+) -> dict[str, Any]:
+    return {
+        "contact_id": contact_id,
+        "at": at,
+        "kind": kind,
+        "campaign": campaign,
+        "detail": detail,
+        "cause": cause,
+    }
+
+
+def _insert_chunked(conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
+    for start in range(0, len(rows), CHUNK):
+        queries.bulk_insert(conn, table, rows[start : start + CHUNK])
+
+
+def _new_contact(row: csvfile.Row, now: datetime, default_owner: str | None) -> dict[str, Any]:
+    assert row.values.email is not None
+    return lifecycle.contact_row(row.values.email, row.values, now, default_owner)
+
+
+def _update(
+    app: App,
+    conn: sa.Connection,
+    rows: Sequence[csvfile.Row],
+    ids: dict[str, int],
+    now: datetime,
+    *,
+    cause: str,
+    tick: Tick | None,
+) -> None:
+    for row in rows:
+        contact = queries.contact_by_id(conn, ids[row.key])
+        lifecycle.set_fields(app, conn, contact, row.values, now, cause=cause)
+        if tick:
+            tick(1)
+
+
+def _enroll_each(
+    app: App,
+    conn: sa.Connection,
+    campaign: campaigns.Campaign,
+    targets: Sequence[tuple[csvfile.Row, int]],
+    now: datetime,
+    problems: list[str],
+) -> int:
+    """Enroll contacts one by one (chains may fire); how many were enrolled."""
+    enrolled = 0
+    for row, contact_id in targets:
+        contact = queries.contact_by_id(conn, contact_id)
+        try:
+            with conn.begin_nested():
+                lifecycle.enroll(
+                    app, conn, contact, campaign.id, now, cause="contacts import --enroll"
+                )
+        except errors.ContactError as exc:
+            problems.append(f"line {row.line}: not enrolled: {exc}")
+        else:
+            enrolled += 1
+    return enrolled
+
+
+def _enroll_bulk(
+    app: App,
+    conn: sa.Connection,
+    campaign: campaigns.Campaign,
+    people: Sequence[New],
+    now: datetime,
+) -> int:
+    """Enroll freshly created contacts (they have no enrollments yet) in bulk."""
+    pauses = queries.rep_pauses(conn)
+    rows, events = [], []
+    plans: dict[tuple[str, str | None], lifecycle.Plan] = {}
+    shared = not _depends_on_fields(campaign)
+    for new in people:
+        record = new.record
+        if record["status"] != "active":
+            continue
+        key = (str(app.contact_tz(record["timezone"], record["owner"])), record["owner"])
+        where = plans.get(key) if shared else None
+        if where is None:
+            where = lifecycle.plan(app, new.contact(), campaign, now, schedule.Progress(), pauses)
+            plans[key] = where
+        rows.append(
+            {
+                "contact_id": new.id,
+                "campaign": campaign.id,
+                "status": "active",
+                "enrolled_at": now,
+                "progress": lifecycle.EMPTY_PROGRESS,
+                "next_due_at": where.next_due_at,
+                "waiting": where.waiting,
+            }
+        )
+        events.append(
+            _event(
+                new.id,
+                now,
+                "enrolled",
+                f"enrolled in {campaign.name}",
+                "contacts import --enroll",
+                campaign.id,
+            )
+        )
+    _insert_chunked(conn, schema.enrollments, rows)
+    _insert_chunked(conn, schema.events, events)
+    return len(rows)
+
+
+def _depends_on_fields(campaign: campaigns.Campaign) -> bool:
+    """Whether a new enrollment's first due times depend on the contact's fields.
+
+    When they don't, every contact with the same time zone and owner (whose
+    vacation may hold emails) gets the same plan: computed once per group.
+    """
+    first = next((p for p in campaign.plans if p.sequential), None)
+    if first is not None and not isinstance(first.timing, schedule.Wait):
+        return True
+    return any(isinstance(p.timing, schedule.Yearly) and p.timing.field for p in campaign.plans)

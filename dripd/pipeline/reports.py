@@ -1,0 +1,472 @@
+"""What the read-only commands show: the schedule, the pipeline status, a contact's story."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+
+from dripd.mailbox import tokens
+from dripd.pipeline import digest, inbox, lifecycle, variants
+from dripd.pipeline.app import App
+from dripd.plan import ratelimit, schedule, stages
+from dripd.store import membership, outbox, queries, schema
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Scheduled:
+    """One thing that will happen to a contact."""
+
+    at: datetime
+    local: datetime
+    email: str
+    name: str
+    campaign: str
+    step: str
+    kind: str
+    occurrence: int
+    note: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "at": self.at.isoformat(),
+            "local": self.local.isoformat(),
+            "contact": self.email,
+            "name": self.name,
+            "campaign": self.campaign,
+            "step": self.step,
+            "kind": self.kind,
+            "occurrence": self.occurrence,
+            "note": self.note,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Waiting:
+    email: str
+    campaign: str
+    reason: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"contact": self.email, "campaign": self.campaign, "reason": self.reason}
+
+
+SCHEDULE_PAGE = 500  # enrollments read from the due index per query
+
+
+def upcoming(
+    app: App, conn: sa.Connection, days: int, email: str | None = None
+) -> Iterator[Scheduled]:
+    """Everything due in the next `days` days (and overdue now), in time order, as it is found.
+
+    Reads the due index (`next_due_at`) up to the window's end a page at a
+    time: an enrollment due after the window has nothing in it (a window or
+    a pause only delays a step past its `next_due_at`), so the cost follows
+    what is due, not how many contacts there are. For the same reason no
+    later enrollment can bring an item earlier than the last `next_due_at`
+    read: items up to it are yielded then, and only later ones held back.
+    Items at the same instant come in the due index's order.
+    """
+    now = app.clock.now()
+    until = now + timedelta(days=days)
+    window = Window(now=now, until=until, max_late=app.config.max_late)
+    pauses = queries.rep_pauses(conn)
+    held: list[tuple[datetime, int, Scheduled]] = []
+    found = itertools.count()
+    for page in _due_pages(conn, until, email):
+        people = queries.contacts_by_ids(conn, {e.contact_id for e in page})
+        for enrollment in page:
+            contact = people[enrollment.contact_id]
+            for item in _projected(app, enrollment, contact, pauses, window):
+                heapq.heappush(held, (item.at, next(found), item))
+        boundary = page[-1].next_due_at
+        while held and boundary is not None and held[0][0] <= boundary:
+            yield heapq.heappop(held)[2]
+    while held:
+        yield heapq.heappop(held)[2]
+
+
+def _due_pages(
+    conn: sa.Connection, until: datetime, email: str | None
+) -> Iterator[list[queries.Enrollment]]:
+    if email:
+        contact = queries.contact_by_email(conn, email)
+        active = queries.active_enrollments(conn, contact.id) if contact else []
+        due = [e for e in active if e.next_due_at is not None and e.next_due_at <= until]
+        if due:
+            yield sorted(due, key=lambda e: (e.next_due_at or until, e.id))
+        return
+    after: tuple[datetime, int] | None = None
+    while True:
+        page = queries.due_page(conn, until, after, SCHEDULE_PAGE)
+        if page:
+            yield page
+        if len(page) < SCHEDULE_PAGE:
+            return
+        last = page[-1]
+        assert last.next_due_at is not None
+        after = (last.next_due_at, last.id)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Window:
+    """What `schedule` asks of every enrollment: its items from now until `until`."""
+
+    now: datetime
+    until: datetime
+    max_late: timedelta
+
+
+def _projected(
+    app: App,
+    enrollment: queries.Enrollment,
+    contact: queries.Contact,
+    pauses: dict[str, datetime],
+    window: Window,
+) -> list[Scheduled]:
+    campaign = app.catalog.campaigns.get(enrollment.campaign)
+    if campaign is None:
+        return []
+    ctx = lifecycle.context(app, contact, campaign, enrollment.enrolled_at, pauses)
+    progress = schedule.Progress.from_json(enrollment.progress)
+    return [
+        _scheduled(
+            due,
+            contact,
+            campaign.step(due.step_id).kind,
+            enrollment.campaign,
+            ctx,
+            window.now,
+            window.max_late,
+        )
+        for due in schedule.project(campaign.plans, progress, ctx, until=window.until)
+    ]
+
+
+def waiting(app: App, conn: sa.Connection, email: str | None = None) -> Iterator[Waiting]:
+    """Active enrollments waiting on something (a field, a task, a gone campaign file)."""
+    contact = queries.contact_by_email(conn, email) if email else None
+    if email and contact is None:
+        return
+    known = set(app.catalog.campaigns)
+    for email_of, campaign, reason in queries.waiting_enrollments(
+        conn, known, contact.id if contact else None
+    ):
+        gone = campaign not in known
+        yield Waiting(
+            email=email_of, campaign=campaign, reason="campaign file is gone" if gone else reason
+        )
+
+
+NEXT_HORIZON_DAYS = 400  # looked this far ahead (a yearly drip step fits)
+NEXT_HEADS = 20  # enrollments (earliest next_due_at first) looked at for `next_up`
+
+
+def next_up(app: App, conn: sa.Connection) -> Scheduled | None:
+    """The first thing that will happen to any contact: a step due, or a queued email's try.
+
+    Reads the head of the due index and of the queue, not every enrollment:
+    `run --once` says it after each pass. A window or a pause can only
+    delay a step past its enrollment's `next_due_at`, so the earliest of
+    the first few heads' projections is the next (a later head could only
+    come first behind a long delay of all before it).
+    """
+    now = app.clock.now()
+    found: list[Scheduled] = []
+    heads = queries.due_enrollments(conn, now + timedelta(days=NEXT_HORIZON_DAYS), NEXT_HEADS)
+    people = queries.contacts_by_ids(conn, {e.contact_id for e in heads})
+    pauses = queries.rep_pauses(conn)
+    for enrollment in heads:
+        campaign = app.catalog.campaigns.get(enrollment.campaign)
+        contact = people.get(enrollment.contact_id)
+        if campaign is None or contact is None or enrollment.status != "active":
+            continue
+        ctx = lifecycle.context(app, contact, campaign, enrollment.enrolled_at, pauses)
+        progress = schedule.Progress.from_json(enrollment.progress)
+        until = now + timedelta(days=NEXT_HORIZON_DAYS)
+        for due in schedule.project(campaign.plans, progress, ctx, until=until)[:1]:
+            kind = campaign.step(due.step_id).kind
+            found.append(
+                _scheduled(due, contact, kind, enrollment.campaign, ctx, now, app.config.max_late)
+            )
+    if (row := outbox.next_queued(conn)) is not None:
+        at = max(row.next_attempt_at, now)
+        found.append(
+            Scheduled(
+                at=at,
+                local=at.astimezone(ZoneInfo(row.timezone)),
+                email=row.recipient,
+                name="",
+                campaign=row.campaign or "",
+                step=row.step or "",
+                kind="email",
+                occurrence=row.occurrence,
+                note=row.last_error or ("due now" if row.next_attempt_at <= now else ""),
+            )
+        )
+    return min(found, key=lambda item: (item.at, item.email), default=None)
+
+
+def _scheduled(
+    due: schedule.Due,
+    contact: queries.Contact,
+    kind: str,
+    campaign: str,
+    ctx: schedule.Context,
+    now: datetime,
+    max_late: timedelta,
+) -> Scheduled:
+    note = ""
+    # Judged at the moment it will run: a step held past its anchor (a pause,
+    # a window) is shown as what it will be, skipped.
+    stale = schedule.is_stale(due, max(now, due.due_at), max_late=max_late)
+    if stale:
+        note = f"will be skipped: {stale}"
+    elif due.due_at < now:
+        note = "due now"
+    return Scheduled(
+        at=due.due_at,
+        local=due.due_at.astimezone(ctx.tz),
+        email=contact.email,
+        name=contact.name,
+        campaign=campaign,
+        step=due.step_id,
+        kind=kind,
+        occurrence=due.occurrence,
+        note=note,
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepStats:
+    campaign: str
+    step: str
+    kind: str
+    sent: int
+    replied: int
+    auto_replied: int
+    bounced: int
+    done: int
+
+    @property
+    def reply_rate(self) -> float | None:
+        return self.replied / self.sent if self.sent else None
+
+
+DUE_NOW_CAP = 10_000  # `status` counts what is due up to this many
+
+
+def status(app: App, conn: sa.Connection) -> dict[str, Any]:
+    """The pipeline: contacts per stage and status, per-step results, touches, backlog."""
+    counts = queries.step_counts(conn)
+    steps = [
+        StepStats(
+            campaign=campaign.id,
+            step=step.id,
+            kind=step.kind,
+            sent=counts.get((campaign.id, step.id, "email_sent"), 0),
+            replied=counts.get((campaign.id, step.id, "replied"), 0),
+            auto_replied=sum(
+                counts.get((campaign.id, step.id, kind), 0)
+                for kind in ("auto_reply", "out_of_office")
+            ),
+            bounced=counts.get((campaign.id, step.id, "bounced"), 0),
+            done=counts.get((campaign.id, step.id, "task_done"), 0),
+        )
+        for campaign in app.catalog.ordered()
+        for step in campaign.steps
+    ]
+    enrolled = queries.enrollment_counts(conn)
+    stage_counts = queries.stage_counts(conn)
+    statuses, touches = queries.status_counts(conn)
+    return {
+        "stages": {stage: stage_counts.get(stage, 0) for stage in stages.STAGES},
+        "statuses": statuses,
+        "campaigns": {
+            c: {s: enrolled.get((c, s), 0) for s in ("active", "completed", "stopped")}
+            for c in (campaign.id for campaign in app.catalog.ordered())
+        },
+        "steps": steps,
+        "variants": variants.stats(conn),
+        "touches": touches,
+        "mailboxes": _mailboxes(app, conn),
+        "health": health(app, conn),
+        "due_now": queries.due_count(conn, app.clock.now(), DUE_NOW_CAP),
+        "campaigns_version": app.catalog.version,
+    }
+
+
+def steps_json(steps: Sequence[StepStats]) -> list[dict[str, Any]]:
+    return [
+        {
+            "campaign": s.campaign,
+            "step": s.step,
+            "kind": s.kind,
+            "sent": s.sent,
+            "replied": s.replied,
+            "auto_replied": s.auto_replied,
+            "bounced": s.bounced,
+            "done": s.done,
+            "reply_rate": s.reply_rate,
+        }
+        for s in steps
+    ]
+
+
+def _mailboxes(app: App, conn: sa.Connection) -> list[dict[str, Any]]:
+    """Each rep's mailbox: sent, waiting, failed, last send, and why it may be held."""
+    stats = outbox.mailbox_stats(conn)
+    inboxes = inbox.inbox_stats(conn)
+    digests = digest.last_digests(conn)
+    pauses = queries.rep_pauses(conn)
+    stuck = outbox.stuck(conn, app.clock.now())
+    result = []
+    for rep_id in sorted(app.config.rep_ids() | set(stats)):
+        entry = stats.get(rep_id, {})
+        rest, reason = outbox.mailbox_pause(conn, rep_id)
+        configured = rep_id in app.config.rep_ids() and app.config.rep(rep_id).smtp is not None
+        notes = [] if configured else ["no [reps.smtp]: its emails wait"]
+        if rest is not None and rest > app.clock.now():
+            notes.append(f"resting until {rest:%Y-%m-%d %H:%M} UTC: {reason}")
+        if rep_id in pauses and pauses[rep_id] > app.clock.now():
+            notes.append(f"paused until {pauses[rep_id]:%Y-%m-%d %H:%M} UTC")
+        if configured and entry.get("queued", 0):
+            notes += _limit_note(app, conn, rep_id)
+        notes += _stuck_notes(app, conn, rep_id, stuck.get(rep_id))
+        result.append({
+            "rep": rep_id,
+            "sent": entry.get("sent", 0),
+            "waiting": entry.get("queued", 0) + entry.get("sending", 0),
+            "failed": entry.get("failed", 0),
+            "last_sent_at": entry.get("last_sent_at"),
+            "inbox_checked_at": inboxes.get(rep_id, {}).get("checked_at"),
+            "replies": inboxes.get(rep_id, {}).get("reply", 0),
+            "last_digest_at": digests.get(rep_id),
+            "notes": notes,
+        })  # fmt: skip
+    return result
+
+
+def _limit_note(app: App, conn: sa.Connection, rep_id: str) -> list[str]:
+    """Why a mailbox with emails waiting sends none now: its limits (from what it sent)."""
+    smtp = app.config.rep(rep_id).smtp
+    assert smtp is not None
+    now = app.clock.now()
+    limit = ratelimit.RateLimit(per_hour=smtp.max_per_hour, per_day=smtp.max_per_day)
+    limit.load(outbox.sent_since(conn, rep_id, now - ratelimit.DAY))
+    holding = limit.holding(now)
+    if holding is None:
+        return []
+    return [f"at its limit, {holding}: the next email at {limit.next_free(now):%H:%M} UTC"]
+
+
+def _stuck_notes(
+    app: App, conn: sa.Connection, rep_id: str, stuck: outbox.Stuck | None
+) -> list[str]:
+    """What has kept a mailbox's emails from going, or its copies from being saved."""
+    now = app.clock.now()
+    notes = []
+    if stuck is not None:
+        since = f"{stuck.since:%Y-%m-%d %H:%M} UTC"
+        notes.append(f"{stuck.count} waiting since {since}; last try: {stuck.error}")
+    imap = app.config.rep(rep_id).imap if rep_id in app.config.rep_ids() else None
+    if imap is not None and imap.uses_sent_folder and imap.save_copy:
+        late = outbox.uncopied_count(conn, rep_id, now - outbox.STUCK)
+        if late:
+            folder = repr(imap.sent_folder) if imap.sent_folder else "the Sent folder"
+            notes.append(f"{late} sent not yet copied to {folder} (the log says why)")
+    return notes
+
+
+_outbox = schema.outbox
+_enrollments = schema.enrollments
+_inbox = schema.inbox_messages
+ATTENTION_SHOWN = 5  # failures listed by name; the rest are counted
+
+
+def health(app: App, conn: sa.Connection) -> dict[str, Any]:
+    """The daemon's health from the database: is it running, what waits, what needs a look."""
+    now = app.clock.now()
+    decode = schema.UTCDateTime().process_result_value
+    last_sent = decode(
+        conn.execute(sa.select(sa.func.max(_outbox.c.sent_at))).scalar(), conn.dialect
+    )
+    queued = _count(conn, _outbox.c.status == "queued")
+    ready = _count(conn, _outbox.c.status == "queued", _outbox.c.next_attempt_at <= now)
+    failed = conn.execute(
+        sa.select(_outbox.c.recipient, _outbox.c.subject, _outbox.c.last_error)
+        .where(_outbox.c.status == "failed")
+        .order_by(_outbox.c.id.desc())
+    ).all()
+    # A held step (a missing attachment, a template the contact can't fill) is
+    # retried hourly, so it has a next due time beside its reason.
+    held = conn.execute(
+        sa.select(schema.contacts.c.email, _enrollments.c.campaign, _enrollments.c.waiting)
+        .join(schema.contacts, schema.contacts.c.id == _enrollments.c.contact_id)
+        .where(
+            _enrollments.c.status == "active",
+            _enrollments.c.waiting.is_not(None),
+            _enrollments.c.next_due_at.is_not(None),
+        )
+        .order_by(_enrollments.c.id)
+    ).all()
+    unreadable = conn.execute(
+        sa.select(_inbox.c.rep, _inbox.c.sender, _inbox.c.reasons)
+        .where(_inbox.c.reasons.like("could not be handled%"))
+        .order_by(_inbox.c.id.desc())
+    ).all()
+    fleet = membership.listed(conn)
+    differ = mismatch(fleet)
+    sign_ins = sign_ins_needed(app, conn)
+    problems = (
+        sign_ins
+        + differ
+        + [f"{line} (pid {i.pid} on {i.host})" for i in fleet for line in i.troubles]
+        + [f"email to {r.recipient} failed: {r.last_error}" for r in failed]
+        + [f"{r.email} is held in {r.campaign}: {r.waiting}" for r in held]
+        + [f"a message from {r.sender or '?'} to {r.rep}: {r.reasons}" for r in unreadable]
+    )
+    return {
+        "instances": [i.to_json() for i in fleet],
+        "last_sent_at": last_sent,
+        "queued": queued,
+        "ready": ready,
+        "failed_emails": len(failed),
+        "held_steps": len(held),
+        "unreadable_messages": len(unreadable),
+        "campaign_mismatch": bool(differ),
+        "sign_ins_needed": len(sign_ins),
+        "attention": problems[:ATTENTION_SHOWN],
+    }
+
+
+def sign_ins_needed(app: App, conn: sa.Connection) -> list[str]:
+    """A line for each rep whose OAuth2 sign-in is missing or stopped working."""
+    stored = tokens.read_all(conn)
+    found = (tokens.problem(rep, stored.get(rep.id)) for rep in app.config.reps)
+    return [f"{problem}; its emails wait" for problem in found if problem]
+
+
+def mismatch(fleet: list[membership.Instance]) -> list[str]:
+    """A line if the live instances run different campaign files (or configs)."""
+    live = [i for i in fleet if i.alive]
+    versions = {i.campaigns for i in live}
+    if len(versions) < 2:
+        return []
+    listed = ", ".join(f"{i.host} pid {i.pid}: {i.campaigns}" for i in live)
+    return [
+        f"instances run different campaigns ({listed}): give every host the same "
+        "campaigns folder and config"
+    ]
+
+
+def _count(conn: sa.Connection, *where: sa.ColumnElement[bool]) -> int:
+    return int(
+        conn.execute(sa.select(sa.func.count()).select_from(_outbox).where(*where)).scalar_one()
+    )
