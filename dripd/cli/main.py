@@ -216,7 +216,7 @@ def _sender_warning(cfg: config.Config, where: str, name: str) -> list[str]:
 
 def _secret_warnings(cfg: config.Config) -> list[str]:
     """Passwords and CA files that can't be read here (they may be, under systemd)."""
-    from dripd.mailbox import smtp  # aiosmtplib: only for `check`
+    from dripd.mailbox import tls  # only for `check`
 
     found: list[str] = []
     for rep in cfg.reps:
@@ -234,7 +234,7 @@ def _secret_warnings(cfg: config.Config) -> list[str]:
                 found.append(f"rep {rep.id} {name}: {exc}")
             if box.security != "none":
                 try:
-                    smtp.tls_context(box.ca_file)
+                    tls.context(box.ca_file)
                 except errors.ConfigError as exc:
                     found.append(f"rep {rep.id} {name}: {exc}")
     return found

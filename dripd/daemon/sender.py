@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from dripd import errors
 from dripd.files import config
 from dripd.mail import mime
-from dripd.mailbox import smtp, tokens
+from dripd.mailbox import smtp, tls, tokens
 from dripd.pipeline import lifecycle
 from dripd.pipeline.app import App
 from dripd.plan import ratelimit
@@ -156,10 +156,10 @@ class Sender:
         """The mailbox's connections; ConfigError if its password or CA file can't be read."""
         if not self._connections:
             self._password = self.settings.password()
-            tls = smtp.mailbox_tls(self.settings)
+            context = tls.for_mailbox(self.settings)
             source = tokens.source(self.app.engine, self.rep, self.app.clock, self.settings)
             self._connections = [
-                smtp.Connection(self.settings, self._password, tls, token_source=source)
+                smtp.Connection(self.settings, self._password, context, token_source=source)
                 for _ in range(self.settings.connections)
             ]
         return self._connections

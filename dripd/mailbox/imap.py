@@ -20,7 +20,7 @@ import aioimaplib
 
 from dripd import errors
 from dripd.files import config
-from dripd.mailbox import smtp, tokens
+from dripd.mailbox import tls, tokens
 
 TIMEOUT = 30.0  # seconds for any one IMAP command
 FETCH_LIMIT = 256 * 1024  # bytes of a message read: headers and the parts that matter come first
@@ -168,7 +168,7 @@ class Session:
                     host=s.host,
                     port=s.port,
                     timeout=TIMEOUT,
-                    ssl_context=smtp.tls_context(s.ca_file),
+                    ssl_context=tls.context(s.ca_file),
                     conn_lost_cb=self._on_lost,
                 )
             else:
@@ -178,10 +178,10 @@ class Session:
             self._client = client  # closed by close() whatever fails from here
             await client.wait_hello_from_server()
             if s.security == "starttls":
-                await _start_tls(client, smtp.tls_context(s.ca_file), s.host)
+                await _start_tls(client, tls.context(s.ca_file), s.host)
         except (OSError, TimeoutError, aioimaplib.AioImapException) as exc:
             self._abort()
-            raise ImapError(smtp.connect_failure(s.host, s.port, exc, s.security)) from exc
+            raise ImapError(tls.connect_failure(s.host, s.port, exc, s.security)) from exc
         except ImapError:
             self._abort()
             raise

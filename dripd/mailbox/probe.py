@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from dripd import clock, errors
 from dripd.files import config
-from dripd.mailbox import imap, sent, smtp, tokens
+from dripd.mailbox import imap, sent, smtp, tls, tokens
 from dripd.store import engine as store_engine
 
 
@@ -127,8 +127,8 @@ async def _smtp(
     try:
         if isinstance(source, errors.SignInError):
             raise source
-        tls = smtp.mailbox_tls(settings)
-        connection = smtp.Connection(settings, settings.password(), tls, token_source=source)
+        context = tls.for_mailbox(settings)
+        connection = smtp.Connection(settings, settings.password(), context, token_source=source)
         await connection.open()
         try:
             await connection.try_sender(rep.email)

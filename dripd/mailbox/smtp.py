@@ -24,7 +24,7 @@ import aiosmtplib
 
 from dripd import errors
 from dripd.files import config
-from dripd.mailbox import tokens
+from dripd.mailbox import tls, tokens
 
 Kind = Literal["temporary", "recipient", "sender", "message", "auth", "signin"]
 _RECIPIENT_TEXT = re.compile(
@@ -102,45 +102,6 @@ def classify(code: int, text: str, *, stage: Literal["mail", "rcpt", "data"]) ->
     return "message"
 
 
-def tls_context(ca_file: str | None) -> ssl.SSLContext:
-    """Verification always on; `ca_file` adds a private CA (ConfigError if it can't be read)."""
-    if not ca_file:
-        return ssl.create_default_context()
-    try:
-        return ssl.create_default_context(cafile=ca_file)
-    except ssl.SSLError as exc:
-        raise errors.ConfigError(
-            f"ca_file {ca_file}: no PEM certificate in it ({exc.reason or exc})"
-        ) from exc
-    except OSError as exc:  # missing or unreadable
-        raise errors.ConfigError(f"ca_file {ca_file}: {exc.strerror or exc}") from exc
-
-
-def connect_failure(host: str, port: int, exc: BaseException, security: str) -> str:
-    """The one line for a connection that failed, with what to change where that is clear.
-
-    An untrusted certificate: `ca_file`. TLS or not, the wrong way round for
-    the port: a TLS handshake answered in clear ("wrong version number"), or
-    no greeting at all (the server waits for a handshake that never comes).
-    """
-    message = f"cannot connect to {host}:{port}: {exc or 'no greeting from the server'}"
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, ssl.SSLCertVerificationError):
-            return f"{message}; if the server's certificate is from a private CA, set ca_file"
-        if isinstance(seen, ssl.SSLError) and seen.reason == "WRONG_VERSION_NUMBER":
-            return f'{message}; this port does not begin with TLS: security = "starttls"?'
-        if isinstance(seen, TimeoutError) and security != "tls":
-            return f'{message}; a port that begins with TLS (465, 993) needs security = "tls"'
-        seen = seen.__cause__ or seen.__context__
-    return message
-
-
-def mailbox_tls(settings: config.SmtpConfig) -> ssl.SSLContext | None:
-    """The TLS context of a mailbox's connections, made once for all of them."""
-    return tls_context(settings.ca_file) if settings.security != "none" else None
-
-
 class Connection:
     """One SMTP session to a mailbox, opened on first use and reopened after a drop.
 
@@ -152,14 +113,18 @@ class Connection:
         self,
         settings: config.SmtpConfig,
         password: str | None,
-        tls: ssl.SSLContext | None = None,
+        context: ssl.SSLContext | None = None,
         *,
         token_source: tokens.TokenSource | None = None,
     ) -> None:
         self.settings = settings
         self._password = password
         self._tokens = token_source
-        self._tls = tls if tls is not None or settings.security == "none" else mailbox_tls(settings)
+        self._tls = (
+            context
+            if context is not None or settings.security == "none"
+            else tls.for_mailbox(settings)
+        )
         self._client: aiosmtplib.SMTP | None = None
         self._at_data = False  # the transaction under way reached DATA
 
@@ -230,7 +195,7 @@ class Connection:
             message = f'{s.host}:{s.port} offers no XOAUTH2 login: auth = "oauth2" cannot work'
             return SendError("auth", 0, message)
         if isinstance(exc, aiosmtplib.SMTPException | OSError):
-            message = connect_failure(s.host, s.port, exc, s.security)
+            message = tls.connect_failure(s.host, s.port, exc, s.security)
             return SendError("temporary", 0, message, mailbox=True)
         return exc
 
