@@ -11,36 +11,34 @@ SIGHUP or a saved campaign file: reload between two passes (dripd.reload).
 Under systemd it says READY/RELOADING/STOPPING, what it is doing (STATUS=),
 and pings the watchdog while its loop makes progress (dripd.service).
 
-Crash rule (documented in docs/operator.md, "Sending"): an email whose state is `sending` at
-start was in flight when dripd died. If the rep's Sent folder (IMAP) has its
-Message-ID, it went out and is marked sent; otherwise it is sent again. A
-duplicate is therefore possible only for an email whose data had reached the
-server before dripd recorded the server's answer (at most one per SMTP
-connection per crash), and only when the server keeps no copy in Sent.
+Crash rule: dripd.daemon.sent_copies.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
-import os
 import signal
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
-from typing import IO
-
-import sqlalchemy as sa
 
 from dripd import errors
-from dripd.daemon import heartbeat, notify, planner, reload, sender, supervise, watcher
+from dripd.daemon import (
+    heartbeat,
+    lockfile,
+    notify,
+    planner,
+    reload,
+    sender,
+    sent_copies,
+    supervise,
+    watcher,
+)
 from dripd.daemon.fleet import Fleet
 from dripd.files import config
-from dripd.mail import mime
-from dripd.mailbox import imap, sent, tokens
+from dripd.mailbox import imap
 from dripd.pipeline import digest, plans
 from dripd.pipeline.app import App
 from dripd.store import membership, outbox, queries
@@ -52,8 +50,6 @@ STOP_GRACE = 8.0  # seconds the in-flight sends get after SIGTERM
 # seconds, twice: for the tasks cancelled after STOP_GRACE to end, then for the
 # mailboxes' SMTP connections to close (all at once): exit well within 10 s
 CLOSE_GRACE = 0.5
-COPY_INTERVAL = 30  # seconds between Sent-folder copy runs
-COPY_BATCH = 100
 # Enrollments per engine transaction while senders run. The replies of SMTP
 # servers wait while a transaction runs (~12 ms for 100: its emails are
 # rendered before it; and an email whose reply waits is one a crash could leave
@@ -80,55 +76,6 @@ class Summary:
     inbox: int = 0  # incoming messages handled
     digests: int = 0  # digests queued
     reconciled: dict[str, int] = field(default_factory=dict)
-
-
-@contextlib.contextmanager
-def single_instance(app: App) -> Iterator[None]:
-    """Refuse a second `dripd run` on the same SQLite database (it would send twice)."""
-    url = sa.engine.make_url(app.config.database_url)
-    if not url.drivername.startswith("sqlite") or not url.database:
-        yield
-        return
-    path = Path(url.database + ".lock")
-    try:  # not O_APPEND (as "a+" would be): the pid is written at the start
-        handle: IO[str] = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o666), "r+")
-    except OSError as exc:
-        raise errors.StoreError(f"cannot open the lock file {path}: {exc.strerror}") from None
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "another process"
-        handle.close()
-        raise errors.DripdError(
-            f"another dripd run ({holder}) is using {url.database}; one instance per SQLite "
-            "database — for several instances use PostgreSQL"
-        ) from None
-    _note_holder(handle, path)
-    try:
-        yield
-    finally:
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()
-
-
-def _note_holder(handle: IO[str], path: Path) -> None:
-    """Write this process's pid into the lock file, for the message a second run gets.
-
-    Only a courtesy: the lock is the flock. On a full disk the write fails,
-    and dripd still runs (SQLite can go on inside the pages it has).
-    """
-    holder = f"pid {os.getpid()}".encode()
-    try:  # unbuffered: a failed write must not be tried again at close
-        os.pwrite(handle.fileno(), holder, 0)
-        os.ftruncate(handle.fileno(), len(holder))
-    except OSError as exc:
-        logger.warning(
-            "cannot write the lock file %s: %s",
-            path,
-            exc.strerror,
-            extra={"action": "lock_file"},
-        )
 
 
 def senders(app: App, stop: asyncio.Event, fleet: Fleet) -> dict[str, sender.Sender]:
@@ -167,117 +114,6 @@ async def read_inboxes(app: App, reps: Collection[str]) -> int:
                 extra={"action": "inbox_error", "rep": box.rep.id, "error": str(exc)},
             )
     return handled
-
-
-# -- crash recovery ---------------------------------------------------------------
-
-
-async def reconcile(
-    app: App, reps: Collection[str], *, instance: str | None = None
-) -> dict[str, int]:
-    """Decide the emails of `reps` left `sending` by a crash: sent (found in Sent) or queued again.
-
-    Run when this instance takes a mailbox: its previous holder is gone (on
-    SQLite, any earlier `dripd run`); an email claimed by an instance still
-    alive is in flight there and is left alone (outbox.orphaned). And when a
-    sender of this `instance` starts again after a failure: those it claimed too.
-    """
-    with app.reader.connect() as conn:
-        uncertain = outbox.orphaned(conn, reps, instance)
-    counts = {"found_sent": 0, "requeued": 0}
-    for row in uncertain:
-        found = await _in_sent_folder(app, row)
-        now = app.clock.now()
-        with app.engine.begin() as conn:
-            if found:
-                outbox.mark_sent(conn, row, now)
-                outbox.mark_copied(conn, [row.id], now)
-                counts["found_sent"] += 1
-            else:
-                outbox.requeue(conn, row, now, "in flight at a crash; not in the Sent folder")
-                counts["requeued"] += 1
-    with app.engine.begin() as conn:
-        while outbox.record_sent(conn, app.clock.now()):
-            pass
-    if uncertain:
-        logger.warning(
-            "reconciled emails in flight at the last stop",
-            extra={"action": "reconciled", "reps": ",".join(sorted(reps)), **counts},
-        )
-    return counts
-
-
-async def _in_sent_folder(app: App, row: outbox.Row) -> bool:
-    rep = next((r for r in app.config.reps if r.id == row.rep), None)
-    if rep is None or rep.imap is None or not rep.imap.uses_sent_folder:
-        return False
-    try:
-        async with _session(app, rep, rep.imap) as session:
-            folder = await sent.find(session)
-            if folder.how == "new":  # no Sent folder yet: nothing can be in it
-                return False
-            return await session.find_message_id(folder.name, row.message_id)
-    except (imap.ImapError, errors.DripdError) as exc:
-        logger.warning("cannot check the Sent folder: %s", exc, extra={"rep": rep.id})
-        return False
-
-
-# -- Sent-folder copies ---------------------------------------------------------
-
-
-async def copy_sent(app: App, reps: Collection[str]) -> int:
-    """Save a copy of each sent email of `reps` in their Sent folders; how many were copied.
-
-    All of them, a batch at a time (`run --once` leaves none for the next
-    run); a rep's copying stops at its first refusal and resumes next time.
-    """
-    copied = 0
-    for rep in app.config.reps:
-        if rep.imap is None or not rep.imap.uses_sent_folder or rep.id not in reps:
-            continue
-        while True:
-            with app.reader.connect() as conn:
-                rows = outbox.uncopied(conn, rep.id, COPY_BATCH)
-            if not rows:
-                break
-            if not rep.imap.save_copy:  # the server filed its own copy when it accepted each
-                _mark_copied(app, [row.id for row in rows])
-                continue
-            done = await _copy_rows(app, rep, rep.imap, rows)
-            copied += done
-            if done < len(rows):
-                break
-    return copied
-
-
-def _session(app: App, rep: config.RepConfig, settings: config.ImapConfig) -> imap.Session:
-    """A session to one of the rep's folders, logged in as its config says (password, OAuth2)."""
-    source = tokens.source(app.engine, rep, app.clock, settings)
-    return imap.Session(settings, settings.password(), token_source=source)
-
-
-async def _copy_rows(
-    app: App, rep: config.RepConfig, settings: config.ImapConfig, rows: list[outbox.Row]
-) -> int:
-    done: list[int] = []
-    try:
-        async with _session(app, rep, settings) as session:
-            folder = await sent.find(session)
-            for row in rows:
-                # dated as it was sent (sender: mime.dated at the claim, sending_at)
-                copy = mime.dated(row.message, row.sending_at) if row.sending_at else row.message
-                await sent.save(session, folder, copy)
-                done.append(row.id)
-    except (imap.ImapError, errors.DripdError) as exc:
-        logger.warning("cannot copy to the Sent folder: %s", exc, extra={"action": "copy_failed"})
-    finally:  # even when stopped midway: a copy made is never made twice
-        _mark_copied(app, done)
-    return len(done)
-
-
-def _mark_copied(app: App, ids: list[int]) -> None:
-    with app.engine.begin() as conn:
-        outbox.mark_copied(conn, ids, app.clock.now())
 
 
 # -- the loop -------------------------------------------------------------------
@@ -320,7 +156,7 @@ async def run_once(app: App) -> Summary:
     daemons run on the same PostgreSQL), and shares the engine's work.
     """
     summary = Summary()
-    with single_instance(app):
+    with lockfile.single_instance(app):
         taken: list[str] = []
         fleet = Fleet.join(
             app, start=lambda rep, _previous: taken.append(rep), stop=_nothing, greedy=True
@@ -329,7 +165,7 @@ async def run_once(app: App) -> Summary:
         keeper = asyncio.create_task(fleet.keep_alive(done, take=False), name="fleet")
         try:
             await fleet.tick()
-            summary.reconciled = await reconcile(app, taken)
+            summary.reconciled = await sent_copies.reconcile(app, taken)
             plans.replan_changed(app)  # files edited since the last run
             summary.inbox = await read_inboxes(app, taken)
             stop, queued, advanced = asyncio.Event(), asyncio.Event(), asyncio.Event()
@@ -350,7 +186,7 @@ async def run_once(app: App) -> Summary:
             )
             for box in mailboxes.values():
                 _add_stats(summary, box.stats)
-            await copy_sent(app, taken)
+            await sent_copies.copy_sent(app, taken)
         finally:
             done.set()
             await keeper
@@ -419,7 +255,7 @@ class Daemon:
         self._rate = heartbeat.SentRate()
 
     async def run(self) -> Summary:
-        with single_instance(self.app), on_signals(self.stop, self._reload):
+        with lockfile.single_instance(self.app), on_signals(self.stop, self._reload):
             plans.replan_changed(self.app)  # files edited while dripd was stopped
             fleet = Fleet.join(self.app, start=self._take_mailbox, stop=self._leave_mailbox)
             self.fleet, self.instance = fleet, fleet.member.id
@@ -476,11 +312,11 @@ class Daemon:
         )
 
     async def _copy_sent_every(self) -> None:
-        """Copy the sent emails to the Sent folders every COPY_INTERVAL."""
+        """Copy the sent emails to the Sent folders every sent_copies.COPY_INTERVAL."""
         while not self.stop.is_set():
-            await _wait_any(self.stop, COPY_INTERVAL)
+            await _wait_any(self.stop, sent_copies.COPY_INTERVAL)
             if not self.stop.is_set():  # the app of the moment: reloads apply too
-                await copy_sent(self.app, self._held())
+                await sent_copies.copy_sent(self.app, self._held())
 
     def _held(self) -> set[str]:
         return set(self.fleet.held) if self.fleet is not None else set()
@@ -543,7 +379,7 @@ class Daemon:
         """`rep_id`'s mailbox is now this instance's: reconcile what was left, then work it."""
 
         async def take() -> None:
-            counts = await reconcile(self.app, [rep_id])
+            counts = await sent_copies.reconcile(self.app, [rep_id])
             for key, count in counts.items():
                 self.summary.reconciled[key] = self.summary.reconciled.get(key, 0) + count
             rep = next((r for r in self.app.config.reps if r.id == rep_id), None)
@@ -604,7 +440,7 @@ class Daemon:
             nonlocal runs
             runs += 1
             if runs > 1:
-                await reconcile(self.app, [box.rep.id], instance=self.instance)
+                await sent_copies.reconcile(self.app, [box.rep.id], instance=self.instance)
             await self._send_loop(box, halt)
 
         return work

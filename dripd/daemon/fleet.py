@@ -10,7 +10,7 @@ The work itself belongs to the caller (the daemon, or `run --once`):
 it once the email or message in flight is done. Neither may block a tick:
 the renewals must go on meanwhile, so both run as tasks.
 
-On SQLite only one instance can run (daemon.single_instance); it takes
+On SQLite only one instance can run (lockfile.single_instance); it takes
 every mailbox at once, and other rows in `instances` are dead by definition.
 """
 

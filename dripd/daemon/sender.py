@@ -374,7 +374,7 @@ class Sender:
 
         By id: finding them by state instead read every email ever sent.
         Any left unrecorded (a crash, a database error) are found by state
-        when a mailbox is next taken (daemon.reconcile).
+        when a mailbox is next taken (sent_copies.reconcile).
         """
         while self._unrecorded:
             ids = self._unrecorded[:RECORD_LIMIT]

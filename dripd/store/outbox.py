@@ -284,7 +284,7 @@ def record_sent(
     every email ever sent (its planner, without statistics, takes the status
     index over ix_outbox_unrecorded: 44 ms at 200,000 sent, against 0.02 ms
     through the partial index), so that is for catching up after a crash
-    (daemon.reconcile).
+    (sent_copies.reconcile).
 
     Kept out of the per-email transaction so the one commit that matters for
     exactly-once (status = sent) is as short as possible; a crash in between
