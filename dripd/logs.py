@@ -36,5 +36,5 @@ def configure(level: str = "INFO") -> None:
     root.setLevel(level.upper())
     for noisy in ("aioimaplib", "aiosmtplib", "alembic"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
-    # flufl.bounce logs every detector it runs; dripd.bounces reports what matters.
+    # flufl.bounce logs every detector it runs; dripd.mail.bounces reports what matters.
     logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)

@@ -3,7 +3,7 @@
 Columns: the standard fields, then what dripd recorded (`touches`,
 `last_touch_at`, `campaigns`: the active ones, `;`-separated; import passes
 over these three), then every custom field, by name. Contacts are read a
-page at a time in email order (dripd.listing), so memory stays flat however
+page at a time in email order (dripd.store.listing), so memory stays flat however
 many there are.
 """
 

@@ -8,7 +8,7 @@
   come back (RFC 8252 loopback redirect). On a headless server the browser
   is elsewhere and that page fails to load: the rep pastes its address here.
 
-The refresh token goes straight into the database (dripd.tokens); nothing
+The refresh token goes straight into the database (dripd.mailbox.tokens); nothing
 printed here ever holds a token.
 """
 

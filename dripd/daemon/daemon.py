@@ -3,13 +3,13 @@
 The loop waits on whichever comes first: the next due time in the database,
 a poll interval (for changes made by other `dripd` commands), or stop. Each
 mailbox has its own sender task; a periodic task copies to the Sent folder.
-Every task is supervised (dripd.supervise): one that fails is logged and
+Every task is supervised (dripd.daemon.supervise): one that fails is logged and
 restarted, one the daemon cannot do without stops it, non-zero.
 SIGTERM/SIGINT: stop taking new work, let the SMTP transaction in flight
 finish and commit, exit 0 within `STOP_GRACE`.
-SIGHUP or a saved campaign file: reload between two passes (dripd.reload).
+SIGHUP or a saved campaign file: reload between two passes (dripd.daemon.reload).
 Under systemd it says READY/RELOADING/STOPPING, what it is doing (STATUS=),
-and pings the watchdog while its loop makes progress (dripd.service).
+and pings the watchdog while its loop makes progress (dripd.daemon.heartbeat).
 
 Crash rule: dripd.daemon.sent_copies.
 """

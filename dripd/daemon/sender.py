@@ -88,7 +88,7 @@ class Sender:
         assert rep.smtp is not None
         self.app = app
         self.instance = instance  # recorded with each claim (instances.id)
-        # False once this instance may no longer work the mailbox (its lease, dripd.fleet)
+        # False once this instance may no longer work the mailbox (its lease, dripd.daemon.fleet)
         self.may_claim = may_claim or (lambda: True)
         self.rep = rep
         self.settings = rep.smtp
@@ -144,7 +144,7 @@ class Sender:
     def load_history(self) -> None:
         """Read what this mailbox sent in the last day (its rate limit).
 
-        After a failure of this sender's task (dripd.supervise), the emails the
+        After a failure of this sender's task (dripd.daemon.supervise), the emails the
         server accepted that were not committed yet are committed first.
         """
         self._flush()
@@ -202,7 +202,7 @@ class Sender:
         """One worker per connection on `queue`; if one fails, the others stop with it.
 
         Left running, they would share their connections with the workers of
-        the sender its supervisor starts again (dripd.supervise).
+        the sender its supervisor starts again (dripd.daemon.supervise).
         """
         workers = [asyncio.ensure_future(self._worker(c, queue)) for c in pool]
         try:

@@ -251,7 +251,7 @@ class Watcher:
 
 
 class _Lost(Exception):
-    """The mailbox's lease went to another instance (dripd.fleet): handle nothing more."""
+    """The mailbox's lease went to another instance (dripd.daemon.fleet): handle nothing more."""
 
 
 def _imap_date(when: datetime) -> str:

@@ -167,7 +167,7 @@ class ImapConfig(Secret):
 
 
 class OAuth2Config(_Model):
-    """How a rep signs in with OAuth2 (dripd.tokens): the provider and the app registration.
+    """How a rep signs in with OAuth2 (dripd.mailbox.tokens): the provider and the app registration.
 
     `microsoft` and `google` carry their endpoints and scopes (dripd.mailbox.tokens.PRESETS);
     the URL keys and `scopes` override them, and a `custom` provider must set

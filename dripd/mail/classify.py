@@ -1,4 +1,4 @@
-"""What an incoming message is (SPEC §5): a pure function of the message, what dripd knows, a day.
+"""What an incoming message is: a pure function of the message, what dripd knows, a day.
 
 The order of the checks is the order of trust: machine reports (complaints,
 delivery failures) first, because they quote our messages and must never

@@ -3,7 +3,7 @@
 The protocol is authlib's (its requests client): the device authorization
 grant (RFC 8628), the authorization code grant with PKCE (RFC 7636), the
 refresh token grant, revocation (RFC 7009). Calls here block (requests):
-the daemon runs them in a thread (dripd.tokens), `dripd auth` directly.
+the daemon runs them in a thread (dripd.mailbox.tokens), `dripd auth` directly.
 
 Nothing here logs or puts a token in an exception's text; provider errors
 are carried as their standard code (`invalid_grant`) and description.

@@ -1,4 +1,4 @@
-"""The rep's digest (SPEC §6): what goes in it, when it is due, and queueing it, once per slot.
+"""The rep's digest: what goes in it, when it is due, and queueing it, once per slot.
 
 Each rep has weekly slots (`digest = "mon-fri 07:30"`, in the rep's zone).
 A slot is handled by writing its `digests` row; the row's unique (rep,

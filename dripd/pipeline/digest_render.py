@@ -47,7 +47,7 @@ NEWS_LABELS = {
     "meeting": "Meeting",
     "someone": "Someone else answered",
 }
-# SPEC section 6, with a meaning added where the spec's list has none.
+# The commands as docs/rep.md ("The digest, and commands by email") lists them.
 COMMANDS = (
     ("done 3 5", "mark tasks done (a touch)"),
     ("skip 4", "drop a task"),

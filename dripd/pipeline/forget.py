@@ -1,4 +1,4 @@
-"""The contact's right to be forgotten (SPEC §11): erase a person, keep only a keyed hash.
+"""The contact's right to be forgotten: erase a person, keep only a keyed hash.
 
 `erase` removes the contact and everything that is theirs (enrollments,
 history, tasks, queued and sent emails, inbox records), then looks through

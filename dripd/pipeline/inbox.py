@@ -1,4 +1,4 @@
-"""What an incoming message does to the contacts (SPEC §5): the effects of a verdict.
+"""What an incoming message does to the contacts: the effects of a verdict.
 
 `handle` runs inside the caller's transaction, the same one that advances
 the folder's checkpoint: a message's effects and "this UID is done" commit

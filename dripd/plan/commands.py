@@ -1,4 +1,4 @@
-"""The rep's commands by email (SPEC §6): a reply to the digest, read line by line.
+"""The rep's commands by email: a reply to the digest, read line by line.
 
 `parse` turns what the rep wrote (quotes and signature already cut by
 `mailtext.reply_text`) into one `Line` per non-blank line: a command, or one

@@ -1,4 +1,4 @@
-"""The types of contact (seed 1) in their order, and contact statuses."""
+"""The types of contact in their order, and contact statuses."""
 
 from __future__ import annotations
 

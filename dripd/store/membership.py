@@ -251,7 +251,9 @@ class Instance:
     alive: bool
     holds: tuple[str, ...]
     campaigns: str
-    troubles: tuple[str, ...] = ()  # its tasks that failed and were restarted (dripd.supervise)
+    troubles: tuple[
+        str, ...
+    ] = ()  # its tasks that failed and were restarted (dripd.daemon.supervise)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -295,7 +295,7 @@ digests = sa.Table(
 # whether a daemon is running and when it last made progress. `expires_at`
 # is its lease on life, in seconds since the epoch by the database's clock
 # (hosts' clocks may disagree): renewed every few seconds, and once it has
-# passed, the instance is dead and its mailboxes free (dripd.leases).
+# passed, the instance is dead and its mailboxes free (dripd.store.membership).
 instances = sa.Table(
     "instances",
     metadata,
@@ -309,7 +309,7 @@ instances = sa.Table(
     sa.Column("campaigns", sa.Text, nullable=False, server_default=""),  # version hash
     # "daemon" (dripd run) or "once" (run --once: not counted in the fair shares)
     sa.Column("role", sa.String(16), nullable=False, server_default="daemon"),
-    # Its tasks that failed and were restarted, one line each (dripd.supervise),
+    # Its tasks that failed and were restarted, one line each (dripd.daemon.supervise),
     # for `dripd status`; empty while all is well.
     sa.Column("troubles", sa.Text, nullable=False, server_default=""),
 )
@@ -325,7 +325,7 @@ leases = sa.Table(
     sa.Column("taken_at", UTCDateTime),
 )
 
-# A rep's OAuth2 sign-in (dripd.tokens): its refresh token, shared by every
+# A rep's OAuth2 sign-in (dripd.mailbox.tokens): its refresh token, shared by every
 # instance of a fleet, and the access token it last gave (used until
 # `access_fresh_until`, a margin before it expires, then refreshed).
 # `refreshing_by`/`refreshing_until`: the instance refreshing right now (one

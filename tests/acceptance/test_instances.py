@@ -591,7 +591,7 @@ def test_three_instances_send_every_email_once_and_survive_losing_one(
 def test_a_rate_limit_holds_across_instances_and_a_takeover(
     fleet_of: Callable[..., Fleet],
 ) -> None:
-    # 60 an hour allows 10 in any 10 minutes (dripd.ratelimit): 30 due, 10 may go.
+    # 60 an hour allows 10 in any 10 minutes (dripd.plan.ratelimit): 30 due, 10 may go.
     fleet = fleet_of([Rep(id="mike", max_per_hour=60)])
     fleet.import_contacts(30)
     trio = [fleet.start(name) for name in ("a", "b", "c")]
