@@ -251,9 +251,8 @@ class Instance:
     alive: bool
     holds: tuple[str, ...]
     campaigns: str
-    troubles: tuple[
-        str, ...
-    ] = ()  # its tasks that failed and were restarted (dripd.daemon.supervise)
+    # its tasks that failed and were restarted (dripd.daemon.supervise)
+    troubles: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
