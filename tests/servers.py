@@ -929,6 +929,21 @@ service lmtp {{
 """
 
 
+def real_clock_env() -> dict[str, str]:
+    """This environment without libfaketime: a server started with it keeps the real clock.
+
+    The clock-ahead pass (`./dev test`) runs pytest under `faketime`, whose
+    LD_PRELOAD every child inherits. Dovecot under a faked clock misses its
+    own timers (an LMTP delivery that never answers), and it is meant to keep
+    the real one, as PostgreSQL does.
+    """
+    return {
+        key: value
+        for key, value in os.environ.items()
+        if key != "LD_PRELOAD" and not key.startswith("FAKETIME")
+    }
+
+
 class DovecotError(RuntimeError):
     """Dovecot did not start, or a helper's IMAP/LMTP/doveadm command failed."""
 
@@ -1124,6 +1139,7 @@ class Dovecot:
         with stderr:
             self._process = subprocess.Popen(
                 [str(DOVECOT), "-F", "-c", str(self.config_path)],
+                env=real_clock_env(),
                 stdin=subprocess.DEVNULL,
                 stdout=stderr,
                 stderr=stderr,
@@ -1318,6 +1334,7 @@ class Dovecot:
         """Run `doveadm -c CONF ARGS`; its stdout (DovecotError on failure)."""
         result = subprocess.run(
             [str(DOVEADM), "-c", str(self.config_path), *args],
+            env=real_clock_env(),
             capture_output=True,
             text=True,
             timeout=30,
