@@ -53,7 +53,8 @@ import sqlalchemy as sa
 from bench import common, inbox, send
 
 sys.path.insert(0, str(common.REPO / "tests"))
-import servers  # the test harness's SMTP sink and Dovecot
+import servers.imap  # the test harness's SMTP sink and Dovecot
+import servers.smtp_sink
 
 ISSUE_EMAILS = 10_000  # what issue 7 asks for
 EMAILS = int(os.environ.get("BENCH_INSTANCES_EMAILS", str(ISSUE_EMAILS)))
@@ -167,7 +168,7 @@ def quiet_digest() -> str:
     return f"{day} 12:00"
 
 
-def rep_block(rep: str, sink_port: int, imap: servers.ImapAccount | None) -> str:
+def rep_block(rep: str, sink_port: int, imap: servers.imap.ImapAccount | None) -> str:
     text = (
         f'[[reps]]\nid = "{rep}"\nname = "Rep {rep}"\nemail = "{rep}@example.com"\n'
         f'digest = "{quiet_digest()}"\n\n[reps.smtp]\nhost = "127.0.0.1"\nport = {sink_port}\n'
@@ -187,7 +188,7 @@ def write_config(
     database: str,
     campaigns: Path,
     sink_port: int,
-    imap: servers.ImapAccount | None = None,
+    imap: servers.imap.ImapAccount | None = None,
 ) -> Path:
     text = f'[dripd]\ndatabase = "{database}"\ncampaigns = "{campaigns}"\ntimezone = "UTC"\n\n'
     for rep in REPS:
@@ -353,7 +354,12 @@ def label(kind: str, count: int) -> str:
 
 
 def send_trial(
-    kind: str, count: int, url: str, config: Path, sink: servers.SmtpSinkProcess, logs: Path
+    kind: str,
+    count: int,
+    url: str,
+    config: Path,
+    sink: servers.smtp_sink.SmtpSinkProcess,
+    logs: Path,
 ) -> Trial:
     db = Database(url)
     fleet = Fleet(config, logs, "WARNING")
@@ -456,7 +462,7 @@ def throughput(folder: Path, postgres: Postgres) -> list[Trial]:
     )
     if EMAILS != ISSUE_EMAILS:
         print(f"  ({EMAILS:,} emails, not the issue's {ISSUE_EMAILS:,}: BENCH_INSTANCES_EMAILS)")
-    with servers.SmtpSinkProcess(folder / "sink.log") as sink:
+    with servers.smtp_sink.SmtpSinkProcess(folder / "sink.log") as sink:
         templates = Templates(folder, campaigns, sink.port, postgres)
         templates.prepare()
         for repeat in range(REPEATS):
@@ -573,8 +579,8 @@ def one_kill(
     n: int,
     db: Database,
     fleet: Fleet,
-    dovecot: servers.Dovecot,
-    account: servers.ImapAccount,
+    dovecot: servers.imap.Dovecot,
+    account: servers.imap.ImapAccount,
     target: tuple[str, int, str],
 ) -> Kill:
     holder = lease_holders(db)[WATCHED]
@@ -647,7 +653,10 @@ def takeover(folder: Path, postgres: Postgres) -> tuple[list[Kill], list[str]]:
         f"SIGKILL the holder of its mailbox, APPEND a reply at once; {KILLS} kills",
         flush=True,
     )
-    with servers.SmtpSinkProcess(folder / "sink.log") as sink, servers.Dovecot() as dovecot:
+    with (
+        servers.smtp_sink.SmtpSinkProcess(folder / "sink.log") as sink,
+        servers.imap.Dovecot() as dovecot,
+    ):
         account = dovecot.new_user(WATCHED)
         dovecot.fetch_all(account.address)  # the first login creates the Maildir
         os.environ[IMAP_PASSWORD_ENV] = account.password

@@ -40,7 +40,9 @@ import sqlalchemy as sa
 from bench import common
 
 sys.path.insert(0, str(common.REPO / "tests"))
-import servers  # the test harness's Dovecot and SMTP sink
+import servers.imap  # the test harness's Dovecot and SMTP sink
+import servers.loopback
+import servers.smtp_sink
 
 SIZES = tuple(int(n) for n in os.environ.get("BENCH_MAILBOXES", "1,10,50,100,200").split(","))
 PER_MAILBOX = 10  # due emails per mailbox
@@ -92,7 +94,11 @@ class Run:
     """One `dripd run` with `size` reps, its database and its mailboxes."""
 
     def __init__(
-        self, folder: Path, size: int, sink: servers.SmtpSinkProcess, dovecot: servers.Dovecot
+        self,
+        folder: Path,
+        size: int,
+        sink: servers.smtp_sink.SmtpSinkProcess,
+        dovecot: servers.imap.Dovecot,
     ) -> None:
         self.folder = folder
         self.size = size
@@ -247,7 +253,7 @@ def _memory(pid: int, field: str) -> float:
 
 
 def _wait(predicate: Callable[[], object], what: str, interval: float = 0.05) -> None:
-    if not servers.wait_until(predicate, START, interval=interval):
+    if not servers.loopback.wait_until(predicate, START, interval=interval):
         raise SystemExit(f"timed out after {START} s waiting for {what}")
 
 
@@ -260,7 +266,9 @@ def _reply(address: str, msgid: str, n: int) -> bytes:
     ).encode()
 
 
-def measure(size: int, sink: servers.SmtpSinkProcess, dovecot: servers.Dovecot) -> Result:
+def measure(
+    size: int, sink: servers.smtp_sink.SmtpSinkProcess, dovecot: servers.imap.Dovecot
+) -> Result:
     run = Run(common.workdir(f"mailboxes-{size}"), size, sink, dovecot)
     try:
         to_idle = run.start()
@@ -293,8 +301,8 @@ def main() -> None:
     results = []
     # A uid per Dovecot user: past 128 per uid, Linux refuses inotify instances and
     # Dovecot's IDLE polls every second instead (a limit of this test server).
-    dovecot = servers.Dovecot(uid_per_user=True)
-    with servers.SmtpSinkProcess(folder / "sink.log") as sink, dovecot:
+    dovecot = servers.imap.Dovecot(uid_per_user=True)
+    with servers.smtp_sink.SmtpSinkProcess(folder / "sink.log") as sink, dovecot:
         dovecot.start()
         for size in SIZES:
             results.append(measure(size, sink, dovecot))

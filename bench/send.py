@@ -36,7 +36,7 @@ import aiosmtplib
 from bench import common
 
 sys.path.insert(0, str(common.REPO / "tests"))
-import servers  # the test harness's SMTP sink, in its own process
+import servers.smtp_sink  # the test harness's SMTP sink, in its own process
 
 EMAILS = 10_000
 CONNECTIONS = 2
@@ -97,7 +97,7 @@ class Run:
     started: float = 0.0  # time.time() when the sending side started
 
 
-def raw_run(sink: servers.SmtpSinkProcess) -> Run:
+def raw_run(sink: servers.smtp_sink.SmtpSinkProcess) -> Run:
     assert sink.pid is not None
     messages = [raw_message(i) for i in range(EMAILS)]
     sink_before, client_before = common.process_cpu(sink.pid), _own_cpu()
@@ -144,7 +144,7 @@ def dripd_size(folder: Path) -> float:
         return float(db.execute("select avg(length(data)) from outbox_bodies").fetchone()[0])
 
 
-def dripd_run(config: Path, sink: servers.SmtpSinkProcess) -> tuple[Run, float]:
+def dripd_run(config: Path, sink: servers.smtp_sink.SmtpSinkProcess) -> tuple[Run, float]:
     """`dripd run --once` sending the 10,000 emails, and its peak memory in MB."""
     assert sink.pid is not None
     env = {**os.environ, "DRIPD_LOG_LEVEL": "WARNING"}
@@ -183,7 +183,7 @@ def timeline(arrivals: list[float], started: float) -> str:
 
 def main() -> None:
     folder = common.workdir("send")
-    with servers.SmtpSinkProcess(folder / "sink.log") as sink:
+    with servers.smtp_sink.SmtpSinkProcess(folder / "sink.log") as sink:
         config = prepare(folder, sink.port)
         before = raw_run(sink)
         sink.log_path.write_text("")

@@ -8,7 +8,7 @@
 - A refused SMTP login: nothing sent, one error line, the password never shown.
 
 Every `dripd` is a subprocess of the installed console script; the SMTP servers
-listen on 127.0.0.1 (`tests/servers.py`). No mocks.
+listen on 127.0.0.1 (`tests/servers/`). No mocks.
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
-import servers
+import servers.loopback
+import servers.smtp
+import servers.smtp_sink
 
 DRIPD = str(Path(sys.executable).with_name("dripd"))
 REP_EMAIL = "mike@example.com"
@@ -56,12 +58,12 @@ CONNECTIONS = 2
 
 
 @pytest.fixture
-def smtp_server() -> Iterator[Callable[..., servers.SmtpServer]]:
+def smtp_server() -> Iterator[Callable[..., servers.smtp.SmtpServer]]:
     """`SmtpServer(**options)` in a thread of this process; stopped at teardown."""
-    started: list[servers.SmtpServer] = []
+    started: list[servers.smtp.SmtpServer] = []
 
-    def make(**options: Any) -> servers.SmtpServer:
-        server = servers.SmtpServer(**options).start()
+    def make(**options: Any) -> servers.smtp.SmtpServer:
+        server = servers.smtp.SmtpServer(**options).start()
         started.append(server)
         return server
 
@@ -137,7 +139,7 @@ class Setup:
 
 
 def _wait(predicate: Callable[[], object], timeout: float, what: str) -> None:
-    if not servers.wait_until(predicate, timeout, interval=0.005):
+    if not servers.loopback.wait_until(predicate, timeout, interval=0.005):
         raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
@@ -161,7 +163,7 @@ def _start(
 
 
 def _sending(
-    sink: servers.SmtpSinkProcess, before: int, proc: subprocess.Popen[bytes]
+    sink: servers.smtp_sink.SmtpSinkProcess, before: int, proc: subprocess.Popen[bytes]
 ) -> Callable[[], bool]:
     """True once `sink` has more than `before` messages (or `proc` has exited)."""
     return lambda: len(sink.records()) > before or proc.poll() is not None
@@ -171,7 +173,9 @@ def _sending(
 
 
 def test_sigkill_while_sending_loses_nothing_and_sends_nothing_twice(
-    tmp_path: Path, smtp_sink: servers.SmtpSinkProcess, procs: list[subprocess.Popen[bytes]]
+    tmp_path: Path,
+    smtp_sink: servers.smtp_sink.SmtpSinkProcess,
+    procs: list[subprocess.Popen[bytes]],
 ) -> None:
     setup = Setup(tmp_path, smtp_sink.port, f"connections = {CONNECTIONS}\n")
     recipients = setup.import_contacts(KILL_EMAILS)
@@ -266,7 +270,7 @@ def _terminate(proc: subprocess.Popen[bytes], log: Path) -> tuple[float, str]:
 
 def test_sigterm_finishes_the_email_in_flight_and_exits_cleanly(
     tmp_path: Path,
-    smtp_server: Callable[..., servers.SmtpServer],
+    smtp_server: Callable[..., servers.smtp.SmtpServer],
     procs: list[subprocess.Popen[bytes]],
 ) -> None:
     server = smtp_server()
@@ -292,7 +296,9 @@ def test_sigterm_finishes_the_email_in_flight_and_exits_cleanly(
 
 
 def test_sigterm_during_a_big_backlog_stops_between_engine_chunks(
-    tmp_path: Path, smtp_sink: servers.SmtpSinkProcess, procs: list[subprocess.Popen[bytes]]
+    tmp_path: Path,
+    smtp_sink: servers.smtp_sink.SmtpSinkProcess,
+    procs: list[subprocess.Popen[bytes]],
 ) -> None:
     # The engine's pass over a backlog went on to its end after SIGTERM: with
     # 30,000 due enrollments dripd took 11.8 s to exit. It stops between chunks.
@@ -317,7 +323,7 @@ def test_sigterm_during_a_big_backlog_stops_between_engine_chunks(
 
 def test_second_instance_on_sqlite_is_refused(
     tmp_path: Path,
-    smtp_server: Callable[..., servers.SmtpServer],
+    smtp_server: Callable[..., servers.smtp.SmtpServer],
     procs: list[subprocess.Popen[bytes]],
 ) -> None:
     server = smtp_server()
@@ -367,7 +373,7 @@ def test_second_instance_on_sqlite_is_refused(
 
 
 def test_a_lock_file_that_cannot_be_written_does_not_stop_sending(
-    tmp_path: Path, smtp_server: Callable[..., servers.SmtpServer]
+    tmp_path: Path, smtp_server: Callable[..., servers.smtp.SmtpServer]
 ) -> None:
     """A full disk: the pid can't be written into the lock file (here it is /dev/full).
 
@@ -395,7 +401,7 @@ def test_a_lock_file_that_cannot_be_written_does_not_stop_sending(
 
 
 def test_run_once_sends_what_is_due_and_reports(
-    tmp_path: Path, smtp_server: Callable[..., servers.SmtpServer]
+    tmp_path: Path, smtp_server: Callable[..., servers.smtp.SmtpServer]
 ) -> None:
     server = smtp_server()
     setup = Setup(tmp_path, server.port)
@@ -437,7 +443,7 @@ def test_run_once_sends_what_is_due_and_reports(
 
 
 def test_a_campaign_edited_between_two_runs_is_planned_again(
-    tmp_path: Path, smtp_server: Callable[..., servers.SmtpServer]
+    tmp_path: Path, smtp_server: Callable[..., servers.smtp.SmtpServer]
 ) -> None:
     """Files edited while dripd is stopped count from the next start, as a reload would.
 
@@ -480,7 +486,7 @@ def test_a_campaign_edited_between_two_runs_is_planned_again(
 
 
 def test_refused_login_sends_nothing_and_never_shows_the_password(
-    tmp_path: Path, smtp_server: Callable[..., servers.SmtpServer]
+    tmp_path: Path, smtp_server: Callable[..., servers.smtp.SmtpServer]
 ) -> None:
     wrong = "Wr0ng-pa55word-7c1d"
     server = smtp_server(auth={REP_EMAIL: "right"})

@@ -15,7 +15,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
-import servers
+import servers.imap
+import servers.loopback
+import servers.smtp
 from test_cli import DRIPD, Result, _env
 
 PASSWORD = "app-Pass-7f3k-Qz"
@@ -40,11 +42,13 @@ def _dripd(folder: Path, *args: str) -> Result:
 
 
 @pytest.fixture(scope="module")
-def mail_servers() -> Iterator[tuple[servers.SmtpServer, servers.Dovecot, servers.ImapAccount]]:
+def mail_servers() -> Iterator[
+    tuple[servers.smtp.SmtpServer, servers.imap.Dovecot, servers.imap.ImapAccount]
+]:
     """An SMTP server and a Dovecot where ann@example.test logs in with PASSWORD."""
-    address = f"ann@{servers.DOMAIN}"
-    smtp = servers.SmtpServer(tls="none", auth={address: PASSWORD}).start()
-    with servers.Dovecot() as dovecot:
+    address = f"ann@{servers.loopback.DOMAIN}"
+    smtp = servers.smtp.SmtpServer(tls="none", auth={address: PASSWORD}).start()
+    with servers.imap.Dovecot() as dovecot:
         account = dovecot.add_user(address, PASSWORD)
         yield smtp, dovecot, account
     smtp.stop()

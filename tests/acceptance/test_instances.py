@@ -13,7 +13,7 @@ several instances"; issue 7).
 
 Every `dripd` is a subprocess of the installed console script. PostgreSQL on 127.0.0.1 (a
 clone of the migrated template per test), the aiosmtpd sink in its own process, a private
-Dovecot for mike's inbox (`tests/servers.py`). No mocks. The tests read the database
+Dovecot for mike's inbox (`tests/servers/`). No mocks. The tests read the database
 directly (read-only) to find who holds what at the moment of a kill.
 """
 
@@ -33,7 +33,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import servers
+import servers.imap
+import servers.loopback
+import servers.smtp_sink
 import sqlalchemy as sa
 
 from dripd.store import engine as store_engine
@@ -102,14 +104,14 @@ def postgres_url(postgres_template: tuple[sa.Engine, str]) -> Iterator[str]:
 
 
 @pytest.fixture
-def dovecot() -> Iterator[servers.Dovecot]:
+def dovecot() -> Iterator[servers.imap.Dovecot]:
     """A private Dovecot for mike's inbox (fails instead of skipping under REQUIRE_IMAP)."""
-    if not servers.Dovecot.available():
-        reason = f"Dovecot not installed ({servers.DOVECOT}); `./dev test` installs it"
+    if not servers.imap.Dovecot.available():
+        reason = f"Dovecot not installed ({servers.imap.DOVECOT}); `./dev test` installs it"
         if REQUIRE_IMAP:
             pytest.fail(f"IMAP tests required (DRIPD_TEST_REQUIRE_IMAP=1): {reason}")
         pytest.skip(reason)
-    instance = servers.Dovecot().start()
+    instance = servers.imap.Dovecot().start()
     yield instance
     instance.cleanup()
 
@@ -122,7 +124,7 @@ class Rep:
     id: str
     max_per_hour: int = 1_000_000
     digest: str | None = None  # None: a daily slot hours away (no digest during the test)
-    imap: servers.ImapAccount | None = None
+    imap: servers.imap.ImapAccount | None = None
 
     @property
     def email(self) -> str:
@@ -164,7 +166,7 @@ class Fleet:
         self,
         folder: Path,
         database: str,
-        sink: servers.SmtpSinkProcess,
+        sink: servers.smtp_sink.SmtpSinkProcess,
         reps: list[Rep],
         campaigns: dict[str, str],
     ) -> None:
@@ -358,14 +360,14 @@ class Fleet:
             )
         )
 
-    def to_contacts(self) -> list[servers.SinkRecord]:
+    def to_contacts(self) -> list[servers.smtp_sink.SinkRecord]:
         """What the sink received for contacts (not digests to the reps)."""
         return [r for r in self.sink.records() if r.rcpt_tos[0] in self.owners]
 
 
 @pytest.fixture
 def fleet_of(
-    tmp_path: Path, postgres_url: str, smtp_sink: servers.SmtpSinkProcess
+    tmp_path: Path, postgres_url: str, smtp_sink: servers.smtp_sink.SmtpSinkProcess
 ) -> Iterator[Callable[..., Fleet]]:
     made: list[Fleet] = []
 
@@ -387,7 +389,7 @@ def _wait(
 ) -> float:
     """Poll until `predicate()`; the seconds it took (AssertionError after `timeout`)."""
     started = time.monotonic()
-    if not servers.wait_until(predicate, timeout, interval=0.05):
+    if not servers.loopback.wait_until(predicate, timeout, interval=0.05):
         seen = f"; seen: {detail()}" if detail is not None else ""
         raise AssertionError(f"timed out after {timeout} s waiting for {what}{seen}")
     return time.monotonic() - started
@@ -449,7 +451,7 @@ def _reply(contact: str, rep: str, to_msgid: str, *, msgid: str) -> bytes:
 
 @pytest.mark.timeout(300)
 def test_three_instances_send_every_email_once_and_survive_losing_one(
-    fleet_of: Callable[..., Fleet], dovecot: servers.Dovecot
+    fleet_of: Callable[..., Fleet], dovecot: servers.imap.Dovecot
 ) -> None:
     began = time.monotonic()
     mike_box = dovecot.new_user("mike")
@@ -639,7 +641,7 @@ def test_a_digest_slot_is_served_once_by_three_instances(
     trio = [fleet.start(name) for name in ("a", "b", "c")]
     fleet.wait_running(*trio)
 
-    def digests() -> list[servers.SinkRecord]:
+    def digests() -> list[servers.smtp_sink.SinkRecord]:
         return [r for r in fleet.sink.records() if r.rcpt_tos == (mike.email,)]
 
     _wait(

@@ -33,7 +33,9 @@ from typing import Any
 
 import faults
 import pytest
-import servers
+import servers.imap
+import servers.loopback
+import servers.smtp_sink
 import sqlalchemy as sa
 
 from dripd.store import engine as store_engine
@@ -73,14 +75,14 @@ body = "Hi {{ contact.first_name }}, any questions?\\n"
 
 
 @pytest.fixture(scope="module")
-def dovecot() -> Iterator[servers.Dovecot]:
+def dovecot() -> Iterator[servers.imap.Dovecot]:
     """One private Dovecot for every team of this module (each test adds its own users)."""
-    if not servers.Dovecot.available():
-        reason = f"Dovecot not installed ({servers.DOVECOT}); `./dev test` installs it"
+    if not servers.imap.Dovecot.available():
+        reason = f"Dovecot not installed ({servers.imap.DOVECOT}); `./dev test` installs it"
         if REQUIRE_IMAP:
             pytest.fail(f"IMAP tests required (DRIPD_TEST_REQUIRE_IMAP=1): {reason}")
         pytest.skip(reason)
-    instance = servers.Dovecot().start()
+    instance = servers.imap.Dovecot().start()
     yield instance
     instance.cleanup()
 
@@ -92,9 +94,9 @@ class Team:
         self,
         folder: Path,
         database: str,
-        sink: servers.SmtpSinkProcess,
+        sink: servers.smtp_sink.SmtpSinkProcess,
         size: int,
-        dovecot: servers.Dovecot | None = None,
+        dovecot: servers.imap.Dovecot | None = None,
     ) -> None:
         self.folder = folder
         self.database = database
@@ -177,7 +179,7 @@ class Team:
 def _wait(predicate: Callable[[], object], timeout: float, what: str) -> float:
     """Seconds until `predicate()` held; AssertionError after `timeout`."""
     start = time.monotonic()
-    if not servers.wait_until(predicate, timeout, interval=0.02):
+    if not servers.loopback.wait_until(predicate, timeout, interval=0.02):
         raise AssertionError(f"timed out after {timeout} s waiting for {what}")
     return time.monotonic() - start
 
@@ -212,8 +214,8 @@ def _sqlite(tmp_path: Path) -> str:
 def test_sixty_reps_send_once_stop_on_replies_and_stop_cleanly(
     tmp_path: Path,
     database_url: str,
-    dovecot: servers.Dovecot,
-    smtp_sink: servers.SmtpSinkProcess,
+    dovecot: servers.imap.Dovecot,
+    smtp_sink: servers.smtp_sink.SmtpSinkProcess,
     procs: list[subprocess.Popen[bytes]],
 ) -> None:
     team = Team(tmp_path, database_url, smtp_sink, TEAM, dovecot)
@@ -310,7 +312,9 @@ class NotifySocket:
 
 @pytest.mark.timeout(120)
 def test_a_sender_that_fails_is_restarted_and_status_says_so(
-    tmp_path: Path, smtp_sink: servers.SmtpSinkProcess, procs: list[subprocess.Popen[bytes]]
+    tmp_path: Path,
+    smtp_sink: servers.smtp_sink.SmtpSinkProcess,
+    procs: list[subprocess.Popen[bytes]],
 ) -> None:
     team = Team(tmp_path, _sqlite(tmp_path), smtp_sink, 5)
     owners = team.import_contacts(2)
@@ -348,7 +352,9 @@ def test_a_sender_that_fails_is_restarted_and_status_says_so(
 
 @pytest.mark.timeout(120)
 def test_a_failure_dripd_cannot_go_on_without_ends_it_at_once_non_zero(
-    tmp_path: Path, smtp_sink: servers.SmtpSinkProcess, procs: list[subprocess.Popen[bytes]]
+    tmp_path: Path,
+    smtp_sink: servers.smtp_sink.SmtpSinkProcess,
+    procs: list[subprocess.Popen[bytes]],
 ) -> None:
     team = Team(tmp_path, _sqlite(tmp_path), smtp_sink, 3)
     proc = team.start(DRIPD_TEST_FAULT="fleet")

@@ -1,6 +1,6 @@
 """OAuth2 sign-in as a rep meets it: `dripd auth`, then `dripd run` over XOAUTH2.
 
-Real parts on 127.0.0.1: the test authorization server (tests/oauth_server.py,
+Real parts on 127.0.0.1: the test authorization server (tests/servers/oauth.py,
 access tokens of 3 s, refresh tokens rotated at each use), aiosmtpd taking
 XOAUTH2 only and checking each token there, Dovecot with its oauth2 passdb.
 
@@ -31,9 +31,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-import oauth_server
 import pytest
-import servers
+import servers.imap
+import servers.loopback
+import servers.oauth
+import servers.smtp
 
 DRIPD = str(Path(sys.executable).with_name("dripd"))
 LIFETIME = 2  # seconds an access token lives
@@ -53,11 +55,11 @@ body = "Hi {{ contact.first_name }}, a short note."
 class World:
     """mike's mailbox on aiosmtpd and Dovecot, both trusting the test provider; a config."""
 
-    def __init__(self, folder: Path, provider: oauth_server.OAuthServer) -> None:
+    def __init__(self, folder: Path, provider: servers.oauth.OAuthServer) -> None:
         self.folder = folder
         self.provider = provider
-        self.smtp = servers.SmtpServer(oauth2=provider.introspect, timeout=1.5).start()
-        self.dovecot = servers.Dovecot(oauth2_introspection=provider.introspection_url).start()
+        self.smtp = servers.smtp.SmtpServer(oauth2=provider.introspect, timeout=1.5).start()
+        self.dovecot = servers.imap.Dovecot(oauth2_introspection=provider.introspection_url).start()
         self.account = self.dovecot.new_user("mike")
         self.db = folder / "dripd.db"
         (folder / "campaigns").mkdir()
@@ -98,12 +100,12 @@ sent_folder = "Sent"
 
 [reps.oauth2]
 provider = "custom"
-client_id = "{oauth_server.CLIENT_ID}"
+client_id = "{servers.oauth.CLIENT_ID}"
 device_authorization_url = "{p.url("devicecode")}"
 authorization_url = "{p.url("authorize")}"
 token_url = "{p.url("token")}"
 revocation_url = "{p.url("revoke")}"
-scopes = {json.dumps(list(oauth_server.SCOPES))}
+scopes = {json.dumps(list(servers.oauth.SCOPES))}
 """
 
     def close(self) -> None:
@@ -156,7 +158,7 @@ scopes = {json.dumps(list(oauth_server.SCOPES))}
 
     def kick(self) -> None:
         """End mike's IMAP sessions, as Outlook does when their access token expires."""
-        with contextlib.suppress(servers.DovecotError):  # "no users kicked" (exit 68)
+        with contextlib.suppress(servers.imap.DovecotError):  # "no users kicked" (exit 68)
             self.dovecot.doveadm("kick", self.account.address)
 
     def assert_no_token_shown(self, *more: str) -> None:
@@ -176,7 +178,7 @@ def _env() -> dict[str, str]:
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
-    with oauth_server.OAuthServer(access_lifetime=LIFETIME) as provider:
+    with servers.oauth.OAuthServer(access_lifetime=LIFETIME) as provider:
         made = World(tmp_path, provider)
         try:
             yield made
@@ -185,7 +187,7 @@ def world(tmp_path: Path) -> Iterator[World]:
 
 
 def _wait(predicate: Any, timeout: float, what: str) -> None:
-    if not servers.wait_until(predicate, timeout, interval=0.05):
+    if not servers.loopback.wait_until(predicate, timeout, interval=0.05):
         raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 

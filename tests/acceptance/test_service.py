@@ -16,7 +16,7 @@
   manager runs (not in a container without one: skipped).
 
 Every `dripd` is a subprocess of the installed console script; SMTP is aiosmtpd
-on 127.0.0.1 (`tests/servers.py`). No mocks.
+on 127.0.0.1 (`tests/servers/`). No mocks.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import IO
 
 import pytest
-import servers
+import servers.smtp
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "systemd" / "dripd.service"
@@ -202,8 +202,8 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def smtp_server() -> Iterator[servers.SmtpServer]:
-    server = servers.SmtpServer().start()
+def smtp_server() -> Iterator[servers.smtp.SmtpServer]:
+    server = servers.smtp.SmtpServer().start()
     yield server
     server.stop()
 
@@ -261,11 +261,11 @@ def daemons() -> Iterator[list[Daemon]]:
         daemon.kill()
 
 
-def _subjects(server: servers.SmtpServer) -> list[str]:
+def _subjects(server: servers.smtp.SmtpServer) -> list[str]:
     return sorted(str(m.message["Subject"]) for m in server.messages())
 
 
-def _settle(server: servers.SmtpServer, count: int, quiet: float = 1.0) -> list[str]:
+def _settle(server: servers.smtp.SmtpServer, count: int, quiet: float = 1.0) -> list[str]:
     """Wait for `count` messages, then `quiet` s more to see that no other one follows."""
     server.wait_for(count, timeout=START)
     time.sleep(quiet)
@@ -282,7 +282,7 @@ def _no_traceback(world: World) -> None:
 
 def test_notify_socket_gets_ready_watchdogs_and_stopping_in_order(
     tmp_path: Path,
-    smtp_server: servers.SmtpServer,
+    smtp_server: servers.smtp.SmtpServer,
     notify_socket: NotifySocket,
     daemons: list[Daemon],
 ) -> None:
@@ -314,7 +314,7 @@ def test_notify_socket_gets_ready_watchdogs_and_stopping_in_order(
 
 def test_no_watchdog_pings_when_they_are_meant_for_another_process(
     tmp_path: Path,
-    smtp_server: servers.SmtpServer,
+    smtp_server: servers.smtp.SmtpServer,
     notify_socket: NotifySocket,
     daemons: list[Daemon],
 ) -> None:
@@ -334,7 +334,7 @@ def test_no_watchdog_pings_when_they_are_meant_for_another_process(
 
 def test_sighup_with_a_broken_campaign_keeps_the_running_version(
     tmp_path: Path,
-    smtp_server: servers.SmtpServer,
+    smtp_server: servers.smtp.SmtpServer,
     notify_socket: NotifySocket,
     daemons: list[Daemon],
 ) -> None:
@@ -374,7 +374,7 @@ def test_sighup_with_a_broken_campaign_keeps_the_running_version(
 
 def test_sighup_with_a_valid_edit_uses_new_steps_and_continues_by_step_id(
     tmp_path: Path,
-    smtp_server: servers.SmtpServer,
+    smtp_server: servers.smtp.SmtpServer,
     notify_socket: NotifySocket,
     daemons: list[Daemon],
 ) -> None:
@@ -414,7 +414,7 @@ def test_sighup_with_a_valid_edit_uses_new_steps_and_continues_by_step_id(
 
 def test_a_saved_campaign_file_reloads_without_sighup(
     tmp_path: Path,
-    smtp_server: servers.SmtpServer,
+    smtp_server: servers.smtp.SmtpServer,
     notify_socket: NotifySocket,
     daemons: list[Daemon],
 ) -> None:
@@ -447,7 +447,7 @@ def test_a_saved_campaign_file_reloads_without_sighup(
 
 def test_a_changed_sending_limit_applies_after_a_reload(
     tmp_path: Path,
-    smtp_server: servers.SmtpServer,
+    smtp_server: servers.smtp.SmtpServer,
     notify_socket: NotifySocket,
     daemons: list[Daemon],
 ) -> None:
@@ -571,7 +571,7 @@ os.execv(sys.argv[1], sys.argv[1:])
 
 
 def test_dripd_runs_under_memory_deny_write_execute(
-    tmp_path: Path, smtp_server: servers.SmtpServer
+    tmp_path: Path, smtp_server: servers.smtp.SmtpServer
 ) -> None:
     world = World(tmp_path, smtp_server.port, campaign(HELLO.format(version="v1")))
     names = world.enroll(1)
@@ -610,7 +610,7 @@ def _user_manager() -> str | None:
 
 
 def test_dripd_under_a_real_systemd_user_manager(
-    tmp_path: Path, smtp_server: servers.SmtpServer
+    tmp_path: Path, smtp_server: servers.smtp.SmtpServer
 ) -> None:
     reason = _user_manager()
     if reason is not None:

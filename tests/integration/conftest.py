@@ -1,4 +1,4 @@
-"""Fixtures for real mail servers on 127.0.0.1 (see tests/servers.py).
+"""Fixtures for real mail servers on 127.0.0.1 (see tests/servers/).
 
 - `smtp_server(tls=..., auth=...)`: an aiosmtpd server in this process, with a fault plan.
 - `smtp_sink_process(tls=..., auth=...)`: an aiosmtpd sink in its own process, logging to a file.
@@ -17,22 +17,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import servers
+import servers.imap
+import servers.smtp
+import servers.smtp_sink
 from worlds import make_world  # noqa: F401  (a fixture)
 
 REQUIRE_IMAP = os.environ.get("DRIPD_TEST_REQUIRE_IMAP") == "1"
 
-SmtpServerFactory = Callable[..., servers.SmtpServer]
-SmtpSinkFactory = Callable[..., servers.SmtpSinkProcess]
+SmtpServerFactory = Callable[..., servers.smtp.SmtpServer]
+SmtpSinkFactory = Callable[..., servers.smtp_sink.SmtpSinkProcess]
 
 
 @pytest.fixture
 def smtp_server() -> Iterator[SmtpServerFactory]:
     """Start an `SmtpServer(tls=..., auth=...)`; every one started is stopped at teardown."""
-    started: list[servers.SmtpServer] = []
+    started: list[servers.smtp.SmtpServer] = []
 
-    def make(**options: Any) -> servers.SmtpServer:
-        server = servers.SmtpServer(**options).start()
+    def make(**options: Any) -> servers.smtp.SmtpServer:
+        server = servers.smtp.SmtpServer(**options).start()
         started.append(server)
         return server
 
@@ -44,11 +46,11 @@ def smtp_server() -> Iterator[SmtpServerFactory]:
 @pytest.fixture
 def smtp_sink_process(tmp_path: Path) -> Iterator[SmtpSinkFactory]:
     """Start an `SmtpSinkProcess` logging to tmp_path/sink-N.log; stopped at teardown."""
-    started: list[servers.SmtpSinkProcess] = []
+    started: list[servers.smtp_sink.SmtpSinkProcess] = []
 
-    def make(**options: Any) -> servers.SmtpSinkProcess:
+    def make(**options: Any) -> servers.smtp_sink.SmtpSinkProcess:
         log = tmp_path / f"sink-{len(started) + 1}.log"
-        sink = servers.SmtpSinkProcess(log, **options).start()
+        sink = servers.smtp_sink.SmtpSinkProcess(log, **options).start()
         started.append(sink)
         return sink
 
@@ -58,34 +60,34 @@ def smtp_sink_process(tmp_path: Path) -> Iterator[SmtpSinkFactory]:
 
 
 def _require_dovecot() -> None:
-    if servers.Dovecot.available():
+    if servers.imap.Dovecot.available():
         return
-    reason = f"Dovecot not installed ({servers.DOVECOT}); `./dev test` installs it"
+    reason = f"Dovecot not installed ({servers.imap.DOVECOT}); `./dev test` installs it"
     if REQUIRE_IMAP:
         pytest.fail(f"IMAP tests required (DRIPD_TEST_REQUIRE_IMAP=1): {reason}")
     pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
-def dovecot() -> Iterator[servers.Dovecot]:
+def dovecot() -> Iterator[servers.imap.Dovecot]:
     """One Dovecot for the whole session; tests keep apart by using their own `imap_user`."""
     _require_dovecot()
-    instance = servers.Dovecot().start()
+    instance = servers.imap.Dovecot().start()
     yield instance
     instance.cleanup()
 
 
 @pytest.fixture
-def imap_user(dovecot: servers.Dovecot) -> servers.ImapAccount:
+def imap_user(dovecot: servers.imap.Dovecot) -> servers.imap.ImapAccount:
     """A fresh `user-N-xxxxxx@example.test` with a random password on the session's Dovecot."""
     dovecot.start()  # a no-op unless an earlier test left it stopped
     return dovecot.new_user()
 
 
 @pytest.fixture
-def private_dovecot() -> Iterator[servers.Dovecot]:
+def private_dovecot() -> Iterator[servers.imap.Dovecot]:
     """A Dovecot of this test's own (about 40 ms to start): for kill/restart tests."""
     _require_dovecot()
-    instance = servers.Dovecot().start()
+    instance = servers.imap.Dovecot().start()
     yield instance
     instance.cleanup()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import timedelta
 
-import servers
+import servers.imap
 from test_inbox import reply
 from worlds import World
 
@@ -38,7 +38,7 @@ def _versions(world: World) -> dict[str, dict[str, int]]:
 
 
 def test_each_contact_gets_one_version_and_status_counts_replies_per_version(
-    make_world, dovecot: servers.Dovecot, imap_user: servers.ImapAccount
+    make_world, dovecot: servers.imap.Dovecot, imap_user: servers.imap.ImapAccount
 ) -> None:
     world = make_world(imap=imap_user, dovecot=dovecot, campaigns={"ab": AB})
     people = [f"p{n}@firm{n}.example" for n in range(60)]

@@ -14,7 +14,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import servers
+import servers.imap
+import servers.loopback
+import servers.smtp
 
 from dripd import clock
 from dripd.daemon import daemon
@@ -53,12 +55,12 @@ TEMPLATE = "Hi {{ contact.first_name }},\n\nThanks for meeting me. Here is the *
 class World:
     app: app_mod.App
     clock: clock.FakeClock
-    smtp: servers.SmtpServer
-    imap: servers.ImapAccount | None
-    dovecot: servers.Dovecot | None
+    smtp: servers.smtp.SmtpServer
+    imap: servers.imap.ImapAccount | None
+    dovecot: servers.imap.Dovecot | None
 
     def run(self) -> daemon.Summary:
-        return servers.run_client(daemon.run_once(self.app))
+        return servers.loopback.run_client(daemon.run_once(self.app))
 
     def add(self, address: str, campaign: str = "intro", **fields: str) -> queries.Contact:
         values = contacts.validate({"email": address, **fields}, self.app.contact_rules())
@@ -87,8 +89,8 @@ class World:
 
 def write_world(
     tmp_path: Path,
-    smtp: servers.SmtpServer,
-    imap: servers.ImapAccount | None,
+    smtp: servers.smtp.SmtpServer,
+    imap: servers.imap.ImapAccount | None,
     *,
     window: str = "mon-fri 09:00-17:00",
     limits: tuple[int, int] = (1000, 5000),
@@ -163,8 +165,8 @@ def make_world(tmp_path: Path, smtp_server, monkeypatch: pytest.MonkeyPatch) -> 
 
     def make(
         *,
-        imap: servers.ImapAccount | None = None,
-        dovecot: servers.Dovecot | None = None,
+        imap: servers.imap.ImapAccount | None = None,
+        dovecot: servers.imap.Dovecot | None = None,
         tls: str = "starttls",
         **options,
     ) -> World:
