@@ -19,19 +19,16 @@ from __future__ import annotations
 import asyncio
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import aioimaplib
-
-from bench import common
-
-sys.path.insert(0, str(common.REPO / "tests"))
 import servers.imap
 import servers.loopback
 import servers.smtp_sink
+import userfiles
 
+from bench import common
 from dripd.daemon import watcher
 from dripd.pipeline import app as app_mod
 from dripd.store import queries
@@ -41,39 +38,31 @@ REPLIES = 50
 CATCH_UP = 10_000
 BATCH = watcher.FETCH_BATCH
 
-CAMPAIGN = """
-name = "Bench"
-send_window = "daily 00:00-24:00"
-[[steps]]
-id = "hello"
-kind = "email"
-wait = "0m"
-subject = "Hello {{ contact.first_name }}"
-body = "Hi {{ contact.first_name }}, shall we talk?"
-[[steps]]
-id = "later"
-kind = "email"
-wait = "30 days"
-subject = "Still there?"
-body = "Hi again."
-"""
+CAMPAIGN = userfiles.campaign(
+    "Bench",
+    userfiles.email_step(
+        "hello",
+        subject="Hello {{ contact.first_name }}",
+        body="Hi {{ contact.first_name }}, shall we talk?",
+    ),
+    userfiles.email_step("later", wait="30 days", subject="Still there?", body="Hi again."),
+    send_window="daily 00:00-24:00",
+)
 
 
 def prepare(folder: Path, sink_port: int, account: servers.imap.ImapAccount) -> Path:
     campaigns = folder / "campaigns"
-    campaigns.mkdir(parents=True)
-    (campaigns / "bench.toml").write_text(CAMPAIGN, encoding="utf-8")
+    userfiles.write_campaign(campaigns, "bench", CAMPAIGN)
+    mike = userfiles.rep(
+        "mike",
+        smtp=userfiles.smtp_mailbox(sink_port, max_per_hour=100000, max_per_day=100000),
+        imap=userfiles.imap_mailbox(
+            account.address, account.port, password_env="BENCH_IMAP_PASSWORD", sent_folder=""
+        ),
+    )
     config = folder / "config.toml"
     config.write_text(
-        f'[dripd]\ndatabase = "sqlite:///{folder / "dripd.db"}"\ncampaigns = "{campaigns}"\n'
-        'timezone = "UTC"\n\n[[reps]]\nid = "mike"\nname = "Mike"\n'
-        'email = "mike@example.com"\n\n[reps.smtp]\n'
-        f'host = "127.0.0.1"\nport = {sink_port}\nsecurity = "none"\nmax_per_hour = 100000\n'
-        "max_per_day = 100000\n\n[reps.imap]\n"
-        f'host = "127.0.0.1"\nport = {account.port}\nsecurity = "none"\n'
-        f'username = "{account.address}"\npassword_env = "BENCH_IMAP_PASSWORD"\n'
-        'sent_folder = ""\n',
-        encoding="utf-8",
+        userfiles.config(f"sqlite:///{folder / 'dripd.db'}", campaigns, mike), encoding="utf-8"
     )
     os.environ["BENCH_IMAP_PASSWORD"] = account.password
     csv_path = folder / "contacts.csv"

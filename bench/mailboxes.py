@@ -28,21 +28,19 @@ import random
 import signal
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import sqlalchemy as sa
-
-from bench import common
-
-sys.path.insert(0, str(common.REPO / "tests"))
 import servers.imap  # the test harness's Dovecot and SMTP sink
 import servers.loopback
 import servers.smtp_sink
+import sqlalchemy as sa
+import userfiles
+
+from bench import common, inbox
 
 SIZES = tuple(int(n) for n in os.environ.get("BENCH_MAILBOXES", "1,10,50,100,200").split(","))
 PER_MAILBOX = 10  # due emails per mailbox
@@ -54,24 +52,7 @@ START = 120.0  # seconds allowed for any phase
 SEED = 22
 INOTIFY = Path("/proc/sys/fs/inotify/max_user_instances")
 
-CAMPAIGN = """\
-name = "Bench"
-send_window = "daily 00:00-24:00"
-
-[[steps]]
-id = "hello"
-kind = "email"
-wait = "0m"
-subject = "Hello {{ contact.first_name }}"
-body = "Hi {{ contact.first_name }}, shall we talk?"
-
-[[steps]]
-id = "later"
-kind = "email"
-wait = "30 days"
-subject = "Still there?"
-body = "Hi again."
-"""
+CAMPAIGN = inbox.CAMPAIGN  # a first email now, a follow-up a month later
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -125,21 +106,21 @@ class Run:
 
     def _write_config(self) -> Path:
         campaigns = self.folder / "campaigns"
-        campaigns.mkdir(parents=True)
-        (campaigns / "bench.toml").write_text(CAMPAIGN, encoding="utf-8")
-        text = (
-            f'[dripd]\ndatabase = "sqlite:///{self.db}"\ncampaigns = "{campaigns}"\n'
-            'timezone = "UTC"\nsend_window = "daily 00:00-24:00"\n'
-        )
-        for rep in self.reps:
-            account = self.inboxes[rep]
-            text += (
-                f'\n[[reps]]\nid = "{rep}"\nname = "{rep}"\nemail = "{rep}@example.com"\n'
-                f'\n[reps.smtp]\nhost = "127.0.0.1"\nport = {self.sink.port}\n'
-                'security = "none"\nmax_per_hour = 100000\nmax_per_day = 1000000\n'
-                f'\n[reps.imap]\nhost = "127.0.0.1"\nport = {account.port}\nsecurity = "none"\n'
-                f'username = "{account.address}"\npassword_env = "{PASSWORD_ENV}"\n'
+        userfiles.write_campaign(campaigns, "bench", CAMPAIGN)
+        reps = [
+            userfiles.rep(
+                rep,
+                name=rep,
+                smtp=userfiles.smtp_mailbox(self.sink.port, max_per_hour=100000),
+                imap=userfiles.imap_mailbox(
+                    self.inboxes[rep].address, self.inboxes[rep].port, password_env=PASSWORD_ENV
+                ),
             )
+            for rep in self.reps
+        ]
+        text = userfiles.config(
+            f"sqlite:///{self.db}", campaigns, *reps, send_window="daily 00:00-24:00"
+        )
         config = self.folder / "config.toml"
         config.write_text(text, encoding="utf-8")
         return config

@@ -20,32 +20,26 @@ import random
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
-import pytest
 import servers.loopback
 import servers.smtp
 import servers.smtp_sink
+import userfiles
 
-DRIPD = str(Path(sys.executable).with_name("dripd"))
 REP_EMAIL = "mike@example.com"
-CAMPAIGN = """\
-name = "Blast"
-send_window = "daily 00:00-24:00"
-
-[[steps]]
-id = "hello"
-kind = "email"
-wait = "0m"
-subject = "Hello {{ contact.first_name }}"
-template = "blast/hello.md"
-"""
+CAMPAIGN = userfiles.campaign(
+    "Blast",
+    userfiles.email_step(
+        "hello", subject="Hello {{ contact.first_name }}", template="blast/hello.md"
+    ),
+    send_window="daily 00:00-24:00",
+)
 TEMPLATE = "Hi {{ contact.first_name }},\n\nA short note about {{ contact.company }}.\n"
 START = 30.0  # seconds a dripd process may take to get going on a loaded machine
 KILLS = 6
@@ -57,58 +51,35 @@ CONNECTIONS = 2
 # -- fixtures and helpers ---------------------------------------------------------
 
 
-@pytest.fixture
-def smtp_server() -> Iterator[Callable[..., servers.smtp.SmtpServer]]:
-    """`SmtpServer(**options)` in a thread of this process; stopped at teardown."""
-    started: list[servers.smtp.SmtpServer] = []
-
-    def make(**options: Any) -> servers.smtp.SmtpServer:
-        server = servers.smtp.SmtpServer(**options).start()
-        started.append(server)
-        return server
-
-    yield make
-    for server in started:
-        server.stop()
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    for name in ("DRIPD_CONFIG", "DRIPD_DATABASE", "STATE_DIRECTORY", "CREDENTIALS_DIRECTORY"):
-        env.pop(name, None)
-    env.pop("DRIPD_LOG_LEVEL", None)
-    env.update(extra)
-    return env
-
-
 class Setup:
     """A config with one rep (mike) whose mailbox is `port`, a one-step campaign, a DB."""
 
-    def __init__(self, folder: Path, port: int, smtp_extra: str = "") -> None:
+    def __init__(self, folder: Path, port: int, **smtp: object) -> None:
+        """`smtp`: more settings of mike's `[reps.smtp]`."""
         self.folder = folder
         self.db = folder / "dripd.db"
         campaigns = folder / "campaigns"
-        (campaigns / "blast").mkdir(parents=True)
-        (campaigns / "blast.toml").write_text(CAMPAIGN, encoding="utf-8")
-        (campaigns / "blast" / "hello.md").write_text(TEMPLATE, encoding="utf-8")
+        userfiles.write_campaign(campaigns, "blast", CAMPAIGN, {"blast/hello.md": TEMPLATE})
+        mailbox = userfiles.smtp_mailbox(port, **smtp)
+        mike = userfiles.rep("mike", name="Mike Gulitz", email=REP_EMAIL, smtp=mailbox)
         self.config = folder / "config.toml"
         self.config.write_text(
-            f'[dripd]\ndatabase = "sqlite:///{self.db}"\ncampaigns = "{campaigns}"\n'
-            'timezone = "UTC"\n\n[[reps]]\nid = "mike"\nname = "Mike Gulitz"\n'
-            f'email = "{REP_EMAIL}"\n\n[reps.smtp]\nhost = "127.0.0.1"\nport = {port}\n'
-            f'security = "none"\nmax_per_hour = 1000000\nmax_per_day = 1000000\n{smtp_extra}',
-            encoding="utf-8",
+            userfiles.config(f"sqlite:///{self.db}", campaigns, mike), encoding="utf-8"
         )
         self.imported = 0
 
     def argv(self, *args: str) -> list[str]:
-        return [DRIPD, "--config", str(self.config), *args]
+        return [userfiles.DRIPD, "--config", str(self.config), *args]
 
     def dripd(
         self, *args: str, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            self.argv(*args), capture_output=True, text=True, env=env or _env(), timeout=120
+            self.argv(*args),
+            capture_output=True,
+            text=True,
+            env=env or userfiles.dripd_env(),
+            timeout=120,
         )
 
     def import_contacts(self, count: int) -> list[str]:
@@ -156,7 +127,7 @@ def _start(
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=stderr,
-        env=_env(**env),
+        env=userfiles.dripd_env(**env),
     )
     procs.append(proc)
     return proc
@@ -177,7 +148,7 @@ def test_sigkill_while_sending_loses_nothing_and_sends_nothing_twice(
     smtp_sink: servers.smtp_sink.SmtpSinkProcess,
     procs: list[subprocess.Popen[bytes]],
 ) -> None:
-    setup = Setup(tmp_path, smtp_sink.port, f"connections = {CONNECTIONS}\n")
+    setup = Setup(tmp_path, smtp_sink.port, connections=CONNECTIONS)
     recipients = setup.import_contacts(KILL_EMAILS)
     rng = random.Random(KILL_SEED)
     log = tmp_path / "dripd.stderr"
@@ -275,7 +246,7 @@ def test_sigterm_finishes_the_email_in_flight_and_exits_cleanly(
 ) -> None:
     server = smtp_server()
     stall = server.faults.stall("DATA", 2.0)
-    setup = Setup(tmp_path, server.port, "connections = 1\n")
+    setup = Setup(tmp_path, server.port, connections=1)
     setup.import_contacts(3)
     log = tmp_path / "dripd.stderr"
     with log.open("ab") as stderr:
@@ -303,7 +274,7 @@ def test_sigterm_during_a_big_backlog_stops_between_engine_chunks(
     # The engine's pass over a backlog went on to its end after SIGTERM: with
     # 30,000 due enrollments dripd took 11.8 s to exit. It stops between chunks.
     backlog = 20_000
-    setup = Setup(tmp_path, smtp_sink.port, f"connections = {CONNECTIONS}\n")
+    setup = Setup(tmp_path, smtp_sink.port, connections=CONNECTIONS)
     setup.import_contacts(backlog)
     log = tmp_path / "dripd.stderr"
     with log.open("ab") as stderr:
@@ -491,13 +462,11 @@ def test_refused_login_sends_nothing_and_never_shows_the_password(
     wrong = "Wr0ng-pa55word-7c1d"
     server = smtp_server(auth={REP_EMAIL: "right"})
     setup = Setup(
-        tmp_path,
-        server.port,
-        f'username = "{REP_EMAIL}"\npassword_env = "DRIPD_TEST_SMTP_PASSWORD"\n',
+        tmp_path, server.port, username=REP_EMAIL, password_env="DRIPD_TEST_SMTP_PASSWORD"
     )
     setup.import_contacts(1)
 
-    result = setup.dripd("run", "--once", env=_env(DRIPD_TEST_SMTP_PASSWORD=wrong))
+    result = setup.dripd("run", "--once", env=userfiles.dripd_env(DRIPD_TEST_SMTP_PASSWORD=wrong))
     assert result.returncode == 0, result.stderr
     _no_traceback(result.stdout, result.stderr)
     assert wrong not in result.stdout

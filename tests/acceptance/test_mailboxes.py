@@ -22,7 +22,6 @@ import random
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -35,14 +34,14 @@ import faults
 import pytest
 import servers.imap
 import servers.loopback
+import servers.required
 import servers.smtp_sink
 import sqlalchemy as sa
+import userfiles
 
 from dripd.store import engine as store_engine
 from dripd.store import membership
 
-DRIPD = str(Path(sys.executable).with_name("dripd"))
-REQUIRE_IMAP = os.environ.get("DRIPD_TEST_REQUIRE_IMAP") == "1"
 PASSWORD_ENV = "DRIPD_TEST_TEAM_PASSWORD"
 PASSWORD = "team-imap-secret"
 TEAM = 60
@@ -53,38 +52,25 @@ IN_FLIGHT = 5  # emails per rep queued while dripd runs, then SIGTERM mid-way
 START = 60.0  # seconds 60 mailboxes may take to send their first emails on a loaded host
 SEED = int(os.environ.get("DRIPD_TEST_TEAM_SEED", "22"))
 
-INTRO = """\
-name = "Intro"
-stage = "prospect"
-send_window = "daily 00:00-24:00"
-
-[[steps]]
-id = "hello"
-kind = "email"
-wait = "0m"
-subject = "Hello {{ contact.first_name }}"
-body = "Hi {{ contact.first_name }},\\n\\nA short note about {{ contact.company }}.\\n"
-
-[[steps]]
-id = "follow-up"
-kind = "email"
-wait = "2 days"
-subject = "Following up"
-body = "Hi {{ contact.first_name }}, any questions?\\n"
-"""
+INTRO = userfiles.campaign(
+    "Intro",
+    userfiles.hello_step(),
+    userfiles.email_step(
+        "follow-up",
+        wait="2 days",
+        subject="Following up",
+        body="Hi {{ contact.first_name }}, any questions?\n",
+    ),
+    stage="prospect",
+    send_window="daily 00:00-24:00",
+)
 
 
 @pytest.fixture(scope="module")
 def dovecot() -> Iterator[servers.imap.Dovecot]:
     """One private Dovecot for every team of this module (each test adds its own users)."""
-    if not servers.imap.Dovecot.available():
-        reason = f"Dovecot not installed ({servers.imap.DOVECOT}); `./dev test` installs it"
-        if REQUIRE_IMAP:
-            pytest.fail(f"IMAP tests required (DRIPD_TEST_REQUIRE_IMAP=1): {reason}")
-        pytest.skip(reason)
-    instance = servers.imap.Dovecot().start()
-    yield instance
-    instance.cleanup()
+    with servers.required.dovecot() as instance:
+        yield instance
 
 
 class Team:
@@ -105,35 +91,32 @@ class Team:
             rep: dovecot.new_user(rep, PASSWORD) for rep in self.reps if dovecot is not None
         }
         campaigns = folder / "campaigns"
-        campaigns.mkdir()
-        (campaigns / "intro.toml").write_text(INTRO, encoding="utf-8")
-        text = (
-            f'[dripd]\ndatabase = "{database}"\ncampaigns = "{campaigns}"\n'
-            'timezone = "UTC"\nsend_window = "daily 00:00-24:00"\n'
-        )
-        for rep in self.reps:
-            text += (
-                f'\n[[reps]]\nid = "{rep}"\nname = "{rep.title()}"\nemail = "{rep}@example.com"\n'
-                f'\n[reps.smtp]\nhost = "127.0.0.1"\nport = {sink.port}\nsecurity = "none"\n'
-                "max_per_hour = 100000\nmax_per_day = 1000000\n"
+        userfiles.write_campaign(campaigns, "intro", INTRO)
+        reps = [
+            userfiles.rep(
+                rep,
+                smtp=userfiles.smtp_mailbox(sink.port, max_per_hour=100000),
+                imap=self._imap(rep),
             )
-            if (account := self.inboxes.get(rep)) is not None:
-                text += (
-                    f'\n[reps.imap]\nhost = "127.0.0.1"\nport = {account.port}\n'
-                    f'security = "none"\nusername = "{account.address}"\n'
-                    f'password_env = "{PASSWORD_ENV}"\n'
-                )
+            for rep in self.reps
+        ]
+        text = userfiles.config(database, campaigns, *reps, send_window="daily 00:00-24:00")
         self.config = folder / "config.toml"
         self.config.write_text(text, encoding="utf-8")
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("DRIPD_CONFIG")}
-        self.env.update({PASSWORD_ENV: PASSWORD, "DRIPD_LOG_LEVEL": "INFO"})
+        self.env = userfiles.dripd_env(**{PASSWORD_ENV: PASSWORD, "DRIPD_LOG_LEVEL": "INFO"})
         self.engine = sa.create_engine(store_engine.engine_url(database), poolclass=sa.NullPool)
         self.log = folder / "dripd.stderr"
         self.imported = 0
 
+    def _imap(self, rep: str) -> userfiles.Table | None:
+        account = self.inboxes.get(rep)
+        if account is None:
+            return None
+        return userfiles.imap_mailbox(account.address, account.port, password_env=PASSWORD_ENV)
+
     def dripd(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [DRIPD, "--config", str(self.config), *args],
+            [userfiles.DRIPD, "--config", str(self.config), *args],
             capture_output=True,
             text=True,
             env=self.env,
@@ -158,7 +141,7 @@ class Team:
     def start(self, **env: str) -> subprocess.Popen[bytes]:
         with self.log.open("ab") as stderr:
             return subprocess.Popen(
-                [DRIPD, "--config", str(self.config), "run"],
+                [userfiles.DRIPD, "--config", str(self.config), "run"],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,

@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -36,20 +34,18 @@ import servers.imap
 import servers.loopback
 import servers.oauth
 import servers.smtp
+import userfiles
 
-DRIPD = str(Path(sys.executable).with_name("dripd"))
 LIFETIME = 2  # seconds an access token lives
-CAMPAIGN = """\
-name = "Blast"
-send_window = "daily 00:00-24:00"
-
-[[steps]]
-id = "hello"
-kind = "email"
-wait = "0m"
-subject = "Hello {{ contact.first_name }}"
-body = "Hi {{ contact.first_name }}, a short note."
-"""
+CAMPAIGN = userfiles.campaign(
+    "Blast",
+    userfiles.email_step(
+        "hello",
+        subject="Hello {{ contact.first_name }}",
+        body="Hi {{ contact.first_name }}, a short note.",
+    ),
+    send_window="daily 00:00-24:00",
+)
 
 
 class World:
@@ -62,8 +58,7 @@ class World:
         self.dovecot = servers.imap.Dovecot(oauth2_introspection=provider.introspection_url).start()
         self.account = self.dovecot.new_user("mike")
         self.db = folder / "dripd.db"
-        (folder / "campaigns").mkdir()
-        (folder / "campaigns" / "blast.toml").write_text(CAMPAIGN, encoding="utf-8")
+        userfiles.write_campaign(folder / "campaigns", "blast", CAMPAIGN)
         self.config = folder / "config.toml"
         self.config.write_text(self._config(), encoding="utf-8")
         self.outputs: list[str] = []  # every stdout and stderr of every dripd run here
@@ -71,53 +66,49 @@ class World:
 
     def _config(self) -> str:
         p = self.provider
-        return f"""\
-[dripd]
-database = "sqlite:///{self.db}"
-campaigns = "{self.folder / "campaigns"}"
-timezone = "UTC"
-
-[[reps]]
-id = "mike"
-name = "Mike Gulitz"
-email = "{self.account.address}"
-digest = "mon 00:00"
-
-[reps.smtp]
-host = "127.0.0.1"
-port = {self.smtp.port}
-security = "none"
-auth = "oauth2"
-max_per_hour = 100000
-max_per_day = 100000
-
-[reps.imap]
-host = "127.0.0.1"
-port = {self.account.port}
-security = "none"
-auth = "oauth2"
-sent_folder = "Sent"
-
-[reps.oauth2]
-provider = "custom"
-client_id = "{servers.oauth.CLIENT_ID}"
-device_authorization_url = "{p.url("devicecode")}"
-authorization_url = "{p.url("authorize")}"
-token_url = "{p.url("token")}"
-revocation_url = "{p.url("revoke")}"
-scopes = {json.dumps(list(servers.oauth.SCOPES))}
-"""
+        mike = userfiles.rep(
+            "mike",
+            name="Mike Gulitz",
+            email=self.account.address,
+            digest="mon 00:00",
+            smtp=userfiles.smtp_mailbox(
+                self.smtp.port, auth="oauth2", max_per_hour=100000, max_per_day=100000
+            ),
+            imap={
+                "host": "127.0.0.1",
+                "port": self.account.port,
+                "security": "none",
+                "auth": "oauth2",
+                "sent_folder": "Sent",
+            },
+        )
+        sign_in = {
+            "provider": "custom",
+            "client_id": servers.oauth.CLIENT_ID,
+            "device_authorization_url": p.url("devicecode"),
+            "authorization_url": p.url("authorize"),
+            "token_url": p.url("token"),
+            "revocation_url": p.url("revoke"),
+            "scopes": servers.oauth.SCOPES,
+        }
+        mike += "\n" + userfiles.table("[reps.oauth2]", sign_in)
+        return userfiles.config(f"sqlite:///{self.db}", self.folder / "campaigns", mike)
 
     def close(self) -> None:
         self.dovecot.cleanup()
         self.smtp.stop()
 
     def argv(self, *args: str) -> list[str]:
-        return [DRIPD, "--config", str(self.config), *args]
+        return [userfiles.DRIPD, "--config", str(self.config), *args]
 
     def dripd(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            self.argv(*args), input=stdin, capture_output=True, text=True, env=_env(), timeout=60
+            self.argv(*args),
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=userfiles.dripd_env(),
+            timeout=60,
         )
         self.outputs += [result.stdout, result.stderr]
         return result
@@ -129,7 +120,7 @@ scopes = {json.dumps(list(servers.oauth.SCOPES))}
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
-            env=_env(),
+            env=userfiles.dripd_env(),
         )
 
     def import_contacts(self, count: int) -> list[str]:
@@ -167,13 +158,6 @@ scopes = {json.dumps(list(servers.oauth.SCOPES))}
         for text in [*self.outputs, *more]:
             for token in issued:
                 assert token not in text, "a token was shown"
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    for name in ("DRIPD_CONFIG", "DRIPD_DATABASE", "STATE_DIRECTORY", "DRIPD_LOG_LEVEL"):
-        env.pop(name, None)
-    return env
 
 
 @pytest.fixture

@@ -15,12 +15,12 @@ import json
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import servers.postgres
 import sqlalchemy as sa
 
 from dripd import clock, errors
@@ -68,15 +68,11 @@ def _expire(app: app_mod.App, member: membership.Membership) -> None:
 
 
 @pytest.fixture
-def empty_postgres_url(postgres_template) -> Iterator[str]:
+def empty_postgres_url(postgres_server: servers.postgres.Server) -> Iterator[str]:
     """A new PostgreSQL database with no schema at all."""
-    admin, _template = postgres_template
-    name = f"dripd_e_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    yield admin.url.set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    url = postgres_server.create(prefix="dripd_e_")
+    yield url
+    postgres_server.drop(url)
 
 
 @pytest.fixture

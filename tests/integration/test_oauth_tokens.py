@@ -22,6 +22,7 @@ import pytest
 import servers.imap
 import servers.loopback
 import servers.oauth
+import servers.required
 import sqlalchemy as sa
 
 from dripd import clock, errors
@@ -40,7 +41,7 @@ def provider() -> Iterator[servers.oauth.OAuthServer]:
 
 @pytest.fixture
 def dovecot_oauth(provider: servers.oauth.OAuthServer) -> Iterator[servers.imap.Dovecot]:
-    with servers.imap.Dovecot(oauth2_introspection=provider.introspection_url) as dovecot:
+    with servers.required.dovecot(oauth2_introspection=provider.introspection_url) as dovecot:
         yield dovecot
 
 
@@ -130,15 +131,9 @@ def test_logins_through_expiries_and_rotations(
 
 @pytest.mark.postgres
 def test_two_instances_refresh_at_once_without_losing_a_rotation(
-    postgres_template: Any, provider: servers.oauth.OAuthServer, tmp_path: Any
+    postgres_url: str, provider: servers.oauth.OAuthServer, tmp_path: Any
 ) -> None:
-    admin, template = postgres_template
-    name = f"dripd_t_oauth_{int(time.time() * 1000) % 10**9}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
-    url = sa.engine.make_url(str(admin.url)).set(database=name)
-    url_text = url.render_as_string(hide_password=False)
-    engines = [store_engine.open_engine(url_text), store_engine.open_engine(url_text)]
+    engines = [store_engine.open_engine(postgres_url), store_engine.open_engine(postgres_url)]
     try:
         account = servers.imap.ImapAccount(
             address="mike@example.test",
@@ -170,8 +165,6 @@ def test_two_instances_refresh_at_once_without_losing_a_rotation(
     finally:
         for engine in engines:
             engine.dispose()
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def test_refused_token_fails_fast_and_revocation_is_lost(

@@ -122,7 +122,7 @@ def test_a_sent_folder_with_a_non_ascii_name(
     assert imap.mailbox("R&D") == '"R&-D"'
     with dovecot.imap(imap_user.address) as conn:
         assert conn.create('"&AMk-l&AOk-ments envoy&AOk-s"')[0] == "OK"
-    options = {"sent_folder": '"Éléments envoyés"'}
+    options = {"sent_folder": "Éléments envoyés"}
     world = make_world(imap=imap_user, dovecot=dovecot, imap_options=options)
     world.add("ann@example.org", first_name="Ann", company="X")
     assert world.run().sent == 1
@@ -408,7 +408,7 @@ def test_an_email_that_waited_in_the_queue_is_dated_when_it_is_sent(
 def test_follow_ups_go_before_first_emails_under_a_limit(make_world) -> None:
     # No digest on these days: it would take the one email the burst allows.
     world = make_world(
-        window="daily 00:00-24:00", limits=(6, 100), rep_options='digest = "sat 07:30"'
+        window="daily 00:00-24:00", limits=(6, 100), rep_options={"digest": "sat 07:30"}
     )
     world.add("early@example.org", first_name="Early", company="X")
     world.run()  # its first email
@@ -532,7 +532,7 @@ def test_status_names_what_keeps_a_mailbox_from_sending_and_copying(
     # copies that are not in the Sent folder (here: a folder that isn't there).
     from dripd.pipeline import reports
 
-    options = {"sent_folder": '"Sent Items"'}
+    options = {"sent_folder": "Sent Items"}
     world = make_world(
         window="daily 00:00-24:00", imap=imap_user, dovecot=dovecot, imap_options=options
     )

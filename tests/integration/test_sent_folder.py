@@ -15,6 +15,7 @@ from datetime import timedelta
 
 import pytest
 import servers.imap
+import servers.required
 from click.testing import CliRunner
 
 from dripd.cli import main as cli
@@ -23,14 +24,14 @@ from dripd.cli import main as cli
 @pytest.fixture(scope="module")
 def marked_dovecot() -> Iterator[servers.imap.Dovecot]:
     """Every user has "Sent Items", marked \\Sent (not the name dripd would guess first)."""
-    with servers.imap.Dovecot(sent_folder="Sent Items") as instance:
+    with servers.required.dovecot(sent_folder="Sent Items") as instance:
         yield instance
 
 
 @pytest.fixture(scope="module")
 def bare_dovecot() -> Iterator[servers.imap.Dovecot]:
     """Users have an INBOX and nothing else."""
-    with servers.imap.Dovecot(sent_folder=None) as instance:
+    with servers.required.dovecot(sent_folder=None) as instance:
         yield instance
 
 
@@ -123,9 +124,7 @@ def test_a_configured_folder_that_is_missing_is_not_created(
 ) -> None:
     # A typo in sent_folder must not file every copy in a new folder nobody opens.
     user = bare_dovecot.new_user()
-    world = make_world(
-        imap=user, dovecot=bare_dovecot, imap_options={"sent_folder": '"Sent Itmes"'}
-    )
+    world = make_world(imap=user, dovecot=bare_dovecot, imap_options={"sent_folder": "Sent Itmes"})
     world.add("ann@example.org", first_name="Ann", company="X")
     with caplog.at_level(logging.WARNING, logger="dripd.daemon"):
         assert world.run().sent == 1

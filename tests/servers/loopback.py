@@ -1,7 +1,7 @@
 """What every test server here shares: the loopback host, free ports, waiting, async clients.
 
-Nothing in this package depends on pytest (the benchmarks use it too). Under pytest
-tests/ is on sys.path, so the package is `servers`; the benchmarks put tests/ there too.
+Under pytest tests/ is on sys.path, so the package is `servers`; the benchmarks put
+tests/ there too (bench/__init__.py). Only `servers.required` depends on pytest.
 """
 
 from __future__ import annotations
