@@ -102,10 +102,19 @@ def hello_step(**more: object) -> Table:
 
 
 def campaign(name: str, *steps: Table, **settings: object) -> str:
-    """A campaign: `name`, its settings (send_window="...", stage="..."), its steps in order."""
-    return assignments({"name": name, **settings}) + "".join(
-        "\n" + table("[[steps]]", step) for step in steps
-    )
+    """A campaign: `name`, its settings (send_window="...", stage="..."), its steps in order.
+
+    A step's `variants` (a list of tables) are its A/B versions.
+    """
+    return assignments({"name": name, **settings}) + "".join(map(_step, steps))
+
+
+def _step(step: Table) -> str:
+    values = {key: value for key, value in step.items() if key != "variants"}
+    variants = step.get("variants")
+    assert variants is None or isinstance(variants, list | tuple), variants
+    text = "\n" + table("[[steps]]", values)
+    return text + "".join(table("[[steps.variants]]", variant) for variant in variants or ())
 
 
 def write_campaign(
