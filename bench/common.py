@@ -54,10 +54,8 @@ def workdir(prefix: str) -> Path:
 def write_config(folder: Path, database: str | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     db = database or f"sqlite:///{folder / 'dripd.db'}"
-    reps = [userfiles.rep("mike", name="Mike Gulitz"), userfiles.rep("sam", name="Sam Rivera")]
-    text = userfiles.config(db, REPO / "campaigns", *reps, timezone="America/New_York")
     config = folder / "config.toml"
-    config.write_text(text, encoding="utf-8")
+    config.write_text(userfiles.shipped_config(db), encoding="utf-8")
     return config
 
 

@@ -7,6 +7,7 @@
   (a server on 127.0.0.1 without TLS or AUTH, no sending limit in the way) and
   `imap_mailbox` (an account on the tests' Dovecot).
 - `write_campaign(folder, name, text, templates)`: a campaign file and its templates.
+- `shipped_config(database)`: mike and sam on the shipped campaigns.
 - `DRIPD` and `dripd_env()`: the real `dripd` command and an environment for it that
   nothing of the developer's shell leaks into.
 
@@ -23,6 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 DRIPD = str(Path(sys.executable).with_name("dripd"))
+SHIPPED_CAMPAIGNS = Path(__file__).resolve().parent.parent / "campaigns"
 NO_LIMIT = 1_000_000  # emails an hour or a day: more than any test sends
 # Settings of the shell running the tests that would change what `dripd` does.
 _LEAKING = (
@@ -134,11 +136,11 @@ def smtp_mailbox(
     port: int,
     *,
     security: str = "none",
-    max_per_hour: int = NO_LIMIT,
-    max_per_day: int = NO_LIMIT,
+    max_per_hour: int | None = NO_LIMIT,
+    max_per_day: int | None = NO_LIMIT,
     **more: object,
 ) -> Table:
-    """A rep's `[reps.smtp]`: a server on 127.0.0.1."""
+    """A rep's `[reps.smtp]`: a server on 127.0.0.1 (a limit of None: dripd's default)."""
     return {
         "host": "127.0.0.1",
         "port": port,
@@ -188,3 +190,9 @@ def config(
     """A config: `[dripd]` with the database, campaigns folder, timezone and `settings`; reps."""
     values = {"database": database, "campaigns": campaigns, "timezone": timezone, **settings}
     return table("[dripd]", values) + "".join("\n" + text for text in reps)
+
+
+def shipped_config(database: str) -> str:
+    """mike and sam in New York, on the campaigns shipped in campaigns/ (size tests, benches)."""
+    reps = [rep("mike", name="Mike Gulitz"), rep("sam", name="Sam Rivera")]
+    return config(database, SHIPPED_CAMPAIGNS, *reps, timezone="America/New_York")

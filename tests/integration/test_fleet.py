@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import servers.postgres
 import sqlalchemy as sa
+import userfiles
 
 from dripd import clock, errors
 from dripd.daemon import fleet
@@ -36,11 +37,8 @@ REPS = 6
 
 def _mailboxes(count: int) -> str:
     """`count` more reps (r0, r1, …), each with a sending mailbox."""
-    return "".join(
-        f'\n[[reps]]\nid = "r{i}"\nname = "Rep {i}"\nemail = "r{i}@example.com"\n'
-        '[reps.smtp]\nhost = "127.0.0.1"\nport = 2525\nsecurity = "none"\n'
-        for i in range(count)
-    )
+    smtp = userfiles.smtp_mailbox(2525, max_per_hour=None, max_per_day=None)
+    return "".join("\n" + userfiles.rep(f"r{i}", name=f"Rep {i}", smtp=smtp) for i in range(count))
 
 
 @pytest.fixture
