@@ -1,10 +1,10 @@
 """The files a rep or operator writes, made by tests and benchmarks: campaigns and configs.
 
 - `campaign(name, *steps, **settings)`: a campaign's TOML; steps from `email_step`
-  (or `hello_step`, the first email of most test campaigns).
+  (or `hello_step`, the first email of most test campaigns), A/B `variants` included.
 - `config(database, campaigns, *reps, **settings)`: a config's TOML: `[dripd]`, then
   the reps from `rep(id, smtp=..., imap=...)`, their mailboxes from `smtp_mailbox`
-  (a server on 127.0.0.1 without TLS or AUTH, no sending limit in the way) and
+  (by default a server on 127.0.0.1 without TLS or AUTH, no sending limit in the way) and
   `imap_mailbox` (an account on the tests' Dovecot).
 - `write_campaign(folder, name, text, templates)`: a campaign file and its templates.
 - `shipped_config(database)`: mike and sam on the shipped campaigns.
