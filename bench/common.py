@@ -5,14 +5,15 @@ from __future__ import annotations
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import userfiles  # on sys.path: bench/__init__.py
+
 REPO = Path(__file__).resolve().parent.parent
-DRIPD = str(Path(sys.executable).with_name("dripd"))
+DRIPD = userfiles.DRIPD
 
 
 def median_time(func: Callable[[], object], repeat: int) -> float:
@@ -54,13 +55,7 @@ def write_config(folder: Path, database: str | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     db = database or f"sqlite:///{folder / 'dripd.db'}"
     config = folder / "config.toml"
-    config.write_text(
-        f'[dripd]\ndatabase = "{db}"\ncampaigns = "{REPO / "campaigns"}"\n'
-        'timezone = "America/New_York"\n\n'
-        '[[reps]]\nid = "mike"\nname = "Mike Gulitz"\nemail = "mike@example.com"\n\n'
-        '[[reps]]\nid = "sam"\nname = "Sam Rivera"\nemail = "sam@example.com"\n',
-        encoding="utf-8",
-    )
+    config.write_text(userfiles.shipped_config(db), encoding="utf-8")
     return config
 
 

@@ -19,17 +19,16 @@ from __future__ import annotations
 import asyncio
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import aioimaplib
+import servers.imap
+import servers.loopback
+import servers.smtp_sink
+import userfiles
 
 from bench import common
-
-sys.path.insert(0, str(common.REPO / "tests"))
-import servers
-
 from dripd.daemon import watcher
 from dripd.pipeline import app as app_mod
 from dripd.store import queries
@@ -39,39 +38,31 @@ REPLIES = 50
 CATCH_UP = 10_000
 BATCH = watcher.FETCH_BATCH
 
-CAMPAIGN = """
-name = "Bench"
-send_window = "daily 00:00-24:00"
-[[steps]]
-id = "hello"
-kind = "email"
-wait = "0m"
-subject = "Hello {{ contact.first_name }}"
-body = "Hi {{ contact.first_name }}, shall we talk?"
-[[steps]]
-id = "later"
-kind = "email"
-wait = "30 days"
-subject = "Still there?"
-body = "Hi again."
-"""
+CAMPAIGN = userfiles.campaign(
+    "Bench",
+    userfiles.email_step(
+        "hello",
+        subject="Hello {{ contact.first_name }}",
+        body="Hi {{ contact.first_name }}, shall we talk?",
+    ),
+    userfiles.email_step("later", wait="30 days", subject="Still there?", body="Hi again."),
+    send_window="daily 00:00-24:00",
+)
 
 
-def prepare(folder: Path, sink_port: int, account: servers.ImapAccount) -> Path:
+def prepare(folder: Path, sink_port: int, account: servers.imap.ImapAccount) -> Path:
     campaigns = folder / "campaigns"
-    campaigns.mkdir(parents=True)
-    (campaigns / "bench.toml").write_text(CAMPAIGN, encoding="utf-8")
+    userfiles.write_campaign(campaigns, "bench", CAMPAIGN)
+    mike = userfiles.rep(
+        "mike",
+        smtp=userfiles.smtp_mailbox(sink_port, max_per_hour=100000, max_per_day=100000),
+        imap=userfiles.imap_mailbox(
+            account.address, account.port, password_env="BENCH_IMAP_PASSWORD", sent_folder=""
+        ),
+    )
     config = folder / "config.toml"
     config.write_text(
-        f'[dripd]\ndatabase = "sqlite:///{folder / "dripd.db"}"\ncampaigns = "{campaigns}"\n'
-        'timezone = "UTC"\n\n[[reps]]\nid = "mike"\nname = "Mike"\n'
-        'email = "mike@example.com"\n\n[reps.smtp]\n'
-        f'host = "127.0.0.1"\nport = {sink_port}\nsecurity = "none"\nmax_per_hour = 100000\n'
-        "max_per_day = 100000\n\n[reps.imap]\n"
-        f'host = "127.0.0.1"\nport = {account.port}\nsecurity = "none"\n'
-        f'username = "{account.address}"\npassword_env = "BENCH_IMAP_PASSWORD"\n'
-        'sent_folder = ""\n',
-        encoding="utf-8",
+        userfiles.config(f"sqlite:///{folder / 'dripd.db'}", campaigns, mike), encoding="utf-8"
     )
     os.environ["BENCH_IMAP_PASSWORD"] = account.password
     csv_path = folder / "contacts.csv"
@@ -112,7 +103,9 @@ def stopped(app: app_mod.App, contact_id: int) -> bool:
         return not queries.active_enrollments(conn, contact_id)
 
 
-async def _bare_idle(account: servers.ImapAccount) -> tuple[aioimaplib.IMAP4, asyncio.Queue[float]]:
+async def _bare_idle(
+    account: servers.imap.ImapAccount,
+) -> tuple[aioimaplib.IMAP4, asyncio.Queue[float]]:
     client = aioimaplib.IMAP4(host=account.host, port=account.port, timeout=30)
     await client.wait_hello_from_server()
     await client.login(account.address, account.password)
@@ -132,7 +125,9 @@ async def _bare_idle(account: servers.ImapAccount) -> tuple[aioimaplib.IMAP4, as
     return client, pushes
 
 
-async def latency(app: app_mod.App, dovecot: servers.Dovecot, account: servers.ImapAccount):
+async def latency(
+    app: app_mod.App, dovecot: servers.imap.Dovecot, account: servers.imap.ImapAccount
+):
     stop = asyncio.Event()
     box = watcher.Watcher(app, app.config.rep("mike"), stop)
     task = asyncio.create_task(box.run())
@@ -153,7 +148,7 @@ async def latency(app: app_mod.App, dovecot: servers.Dovecot, account: servers.I
     return dripd_times, bare_times
 
 
-def fill_maildir(dovecot: servers.Dovecot, account: servers.ImapAccount) -> None:
+def fill_maildir(dovecot: servers.imap.Dovecot, account: servers.imap.ImapAccount) -> None:
     """Drop CATCH_UP messages into the Maildir as a delivery agent would (new/)."""
     dovecot.fetch_all(account.address)  # the first login creates the Maildir
     new = dovecot.root / "mail" / account.address / "Maildir" / "new"
@@ -164,7 +159,7 @@ def fill_maildir(dovecot: servers.Dovecot, account: servers.ImapAccount) -> None
         os.chown(path, owner.st_uid, owner.st_gid)
 
 
-async def bare_fetch(account: servers.ImapAccount) -> float:
+async def bare_fetch(account: servers.imap.ImapAccount) -> float:
     client = aioimaplib.IMAP4(host=account.host, port=account.port, timeout=120)
     await client.wait_hello_from_server()
     await client.login(account.address, account.password)
@@ -190,15 +185,18 @@ async def dripd_catch_up(app: app_mod.App) -> tuple[float, int]:
 
 def main() -> None:
     folder = common.workdir("inbox")
-    with servers.SmtpSinkProcess(folder / "sink.log") as sink, servers.Dovecot() as dovecot:
+    with (
+        servers.smtp_sink.SmtpSinkProcess(folder / "sink.log") as sink,
+        servers.imap.Dovecot() as dovecot,
+    ):
         dovecot.start()
         account = dovecot.new_user("mike")
         config = prepare(folder, sink.port, account)
         app = app_mod.open_app(str(config))
-        dripd_times, bare_times = servers.run_client(latency(app, dovecot, account))
+        dripd_times, bare_times = servers.loopback.run_client(latency(app, dovecot, account))
         fill_maildir(dovecot, account)
-        bare = servers.run_client(bare_fetch(account))
-        took, handled = servers.run_client(dripd_catch_up(app))
+        bare = servers.loopback.run_client(bare_fetch(account))
+        took, handled = servers.loopback.run_client(dripd_catch_up(app))
         app.engine.dispose()
     d_med, b_med = statistics.median(dripd_times), statistics.median(bare_times)
     p95 = statistics.quantiles(dripd_times, n=20)[18]

@@ -36,10 +36,8 @@ import signal
 import sqlite3
 import statistics
 import subprocess
-import sys
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -48,21 +46,19 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import servers.imap  # the test harness's SMTP sink, Dovecot and PostgreSQL databases
+import servers.postgres
+import servers.smtp_sink
 import sqlalchemy as sa
+import userfiles
 
 from bench import common, inbox, send
-
-sys.path.insert(0, str(common.REPO / "tests"))
-import servers  # the test harness's SMTP sink and Dovecot
 
 ISSUE_EMAILS = 10_000  # what issue 7 asks for
 EMAILS = int(os.environ.get("BENCH_INSTANCES_EMAILS", str(ISSUE_EMAILS)))
 REPEATS = int(os.environ.get("BENCH_INSTANCES_REPEATS", "3"))
 KILLS = int(os.environ.get("BENCH_INSTANCES_KILLS", "10"))
 PARTS = os.environ.get("BENCH_INSTANCES_ONLY", "throughput,takeover").split(",")
-POSTGRES_URL = os.environ.get(
-    "DRIPD_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
 REPS = tuple(f"rep{n}" for n in range(1, 7))
 WATCHED = REPS[0]  # the rep whose inbox is watched in the takeover trials
 FLEET = 3  # instances in the takeover trials
@@ -110,36 +106,6 @@ class Database:
             self._pg = None
 
 
-class Postgres:
-    """Databases made on the server of POSTGRES_URL for this benchmark; all dropped at close."""
-
-    def __init__(self) -> None:
-        self.admin = psycopg.connect(POSTGRES_URL, autocommit=True)
-        self.made: list[str] = []
-
-    def create(self, template: str | None = None) -> str:
-        """A new database (empty, or a copy of `template`); its URL."""
-        name = f"dripd_bench_{uuid.uuid4().hex[:10]}"
-        copy = f' TEMPLATE "{template}"' if template else ""
-        self.admin.execute(f'CREATE DATABASE "{name}"{copy}'.encode())
-        self.made.append(name)
-        return url_of(name)
-
-    def drop(self, url: str) -> None:
-        name = sa.engine.make_url(url).database
-        self.admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'.encode())
-        self.made.remove(str(name))
-
-    def close(self) -> None:
-        for name in list(self.made):
-            self.drop(url_of(name))
-        self.admin.close()
-
-
-def url_of(name: str) -> str:
-    return sa.engine.make_url(POSTGRES_URL).set(database=name).render_as_string(False)
-
-
 def alive_sql() -> str:
     """Live instances (design: not stopped, `expires_at` ahead of the database's clock)."""
     return (
@@ -167,19 +133,19 @@ def quiet_digest() -> str:
     return f"{day} 12:00"
 
 
-def rep_block(rep: str, sink_port: int, imap: servers.ImapAccount | None) -> str:
-    text = (
-        f'[[reps]]\nid = "{rep}"\nname = "Rep {rep}"\nemail = "{rep}@example.com"\n'
-        f'digest = "{quiet_digest()}"\n\n[reps.smtp]\nhost = "127.0.0.1"\nport = {sink_port}\n'
-        'security = "none"\nmax_per_hour = 1000000\nmax_per_day = 1000000\n'
-    )
+def rep_block(rep: str, sink_port: int, imap: servers.imap.ImapAccount | None) -> str:
+    mailbox = None
     if imap is not None:
-        text += (
-            f'\n[reps.imap]\nhost = "127.0.0.1"\nport = {imap.port}\nsecurity = "none"\n'
-            f'username = "{imap.address}"\npassword_env = "{IMAP_PASSWORD_ENV}"\n'
-            'sent_folder = ""\n'
+        mailbox = userfiles.imap_mailbox(
+            imap.address, imap.port, password_env=IMAP_PASSWORD_ENV, sent_folder=""
         )
-    return text + "\n"
+    return userfiles.rep(
+        rep,
+        name=f"Rep {rep}",
+        digest=quiet_digest(),
+        smtp=userfiles.smtp_mailbox(sink_port),
+        imap=mailbox,
+    )
 
 
 def write_config(
@@ -187,20 +153,16 @@ def write_config(
     database: str,
     campaigns: Path,
     sink_port: int,
-    imap: servers.ImapAccount | None = None,
+    imap: servers.imap.ImapAccount | None = None,
 ) -> Path:
-    text = f'[dripd]\ndatabase = "{database}"\ncampaigns = "{campaigns}"\ntimezone = "UTC"\n\n'
-    for rep in REPS:
-        text += rep_block(rep, sink_port, imap if rep == WATCHED else None)
-    path.write_text(text, encoding="utf-8")
+    reps = [rep_block(rep, sink_port, imap if rep == WATCHED else None) for rep in REPS]
+    path.write_text(userfiles.config(database, campaigns, *reps), encoding="utf-8")
     return path
 
 
 def write_campaigns(folder: Path, campaign: str, template: str | None) -> Path:
-    (folder / "bench").mkdir(parents=True)
-    (folder / "bench.toml").write_text(campaign, encoding="utf-8")
-    if template is not None:
-        (folder / "bench" / "hello.md").write_text(template, encoding="utf-8")
+    templates = {} if template is None else {"bench/hello.md": template}
+    userfiles.write_campaign(folder, "bench", campaign, templates)
     return folder
 
 
@@ -217,14 +179,6 @@ def import_contacts(config: Path, folder: Path, count: int) -> None:
 
 
 # -- processes --------------------------------------------------------------------
-
-
-def dripd_env(level: str) -> dict[str, str]:
-    env = dict(os.environ)
-    for name in ("DRIPD_CONFIG", "DRIPD_DATABASE", "STATE_DIRECTORY", "CREDENTIALS_DIRECTORY"):
-        env.pop(name, None)
-    env["DRIPD_LOG_LEVEL"] = level
-    return env
 
 
 class Fleet:
@@ -244,7 +198,7 @@ class Fleet:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
-                env=dripd_env(self.level),
+                env=userfiles.dripd_env(DRIPD_LOG_LEVEL=self.level),
             )
         self.procs.append(proc)
         return proc
@@ -353,7 +307,12 @@ def label(kind: str, count: int) -> str:
 
 
 def send_trial(
-    kind: str, count: int, url: str, config: Path, sink: servers.SmtpSinkProcess, logs: Path
+    kind: str,
+    count: int,
+    url: str,
+    config: Path,
+    sink: servers.smtp_sink.SmtpSinkProcess,
+    logs: Path,
 ) -> Trial:
     db = Database(url)
     fleet = Fleet(config, logs, "WARNING")
@@ -411,7 +370,7 @@ class Templates:
     folder: Path
     campaigns: Path
     sink_port: int
-    postgres: Postgres
+    postgres: servers.postgres.Server
     sqlite_file: Path | None = None
     pg_name: str | None = None
 
@@ -445,7 +404,7 @@ class Templates:
             self.postgres.drop(url)
 
 
-def throughput(folder: Path, postgres: Postgres) -> list[Trial]:
+def throughput(folder: Path, postgres: servers.postgres.Server) -> list[Trial]:
     campaigns = write_campaigns(folder / "campaigns", send.CAMPAIGN, send.TEMPLATE)
     trials: list[Trial] = []
     print(
@@ -456,7 +415,7 @@ def throughput(folder: Path, postgres: Postgres) -> list[Trial]:
     )
     if EMAILS != ISSUE_EMAILS:
         print(f"  ({EMAILS:,} emails, not the issue's {ISSUE_EMAILS:,}: BENCH_INSTANCES_EMAILS)")
-    with servers.SmtpSinkProcess(folder / "sink.log") as sink:
+    with servers.smtp_sink.SmtpSinkProcess(folder / "sink.log") as sink:
         templates = Templates(folder, campaigns, sink.port, postgres)
         templates.prepare()
         for repeat in range(REPEATS):
@@ -573,8 +532,8 @@ def one_kill(
     n: int,
     db: Database,
     fleet: Fleet,
-    dovecot: servers.Dovecot,
-    account: servers.ImapAccount,
+    dovecot: servers.imap.Dovecot,
+    account: servers.imap.ImapAccount,
     target: tuple[str, int, str],
 ) -> Kill:
     holder = lease_holders(db)[WATCHED]
@@ -638,7 +597,7 @@ def watched_targets(db: Database) -> list[tuple[str, int, str]]:
     return [(str(a), int(c), str(m)) for a, c, m in rows]
 
 
-def takeover(folder: Path, postgres: Postgres) -> tuple[list[Kill], list[str]]:
+def takeover(folder: Path, postgres: servers.postgres.Server) -> tuple[list[Kill], list[str]]:
     """The kills' timings, and the warnings and errors the instances logged."""
     campaigns = write_campaigns(folder / "campaigns", TAKEOVER_CAMPAIGN, None)
     contacts = len(REPS) * (KILLS + 2)
@@ -647,7 +606,10 @@ def takeover(folder: Path, postgres: Postgres) -> tuple[list[Kill], list[str]]:
         f"SIGKILL the holder of its mailbox, APPEND a reply at once; {KILLS} kills",
         flush=True,
     )
-    with servers.SmtpSinkProcess(folder / "sink.log") as sink, servers.Dovecot() as dovecot:
+    with (
+        servers.smtp_sink.SmtpSinkProcess(folder / "sink.log") as sink,
+        servers.imap.Dovecot() as dovecot,
+    ):
         account = dovecot.new_user(WATCHED)
         dovecot.fetch_all(account.address)  # the first login creates the Maildir
         os.environ[IMAP_PASSWORD_ENV] = account.password
@@ -712,7 +674,9 @@ def report_takeover(kills: list[Kill], problems: list[str]) -> None:
 def main() -> None:
     folder = common.workdir("instances")
     began = time.perf_counter()
-    postgres = Postgres()
+    postgres = servers.postgres.Server.connect(prefix="dripd_bench_")
+    if postgres is None:
+        raise SystemExit(f"no PostgreSQL at {servers.postgres.URL} (DRIPD_TEST_POSTGRES_URL)")
     try:
         if "throughput" in PARTS:
             report_throughput(throughput(folder / "throughput", postgres))

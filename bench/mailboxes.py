@@ -28,19 +28,19 @@ import random
 import signal
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import servers.imap  # the test harness's Dovecot and SMTP sink
+import servers.loopback
+import servers.smtp_sink
 import sqlalchemy as sa
+import userfiles
 
-from bench import common
-
-sys.path.insert(0, str(common.REPO / "tests"))
-import servers  # the test harness's Dovecot and SMTP sink
+from bench import common, inbox
 
 SIZES = tuple(int(n) for n in os.environ.get("BENCH_MAILBOXES", "1,10,50,100,200").split(","))
 PER_MAILBOX = 10  # due emails per mailbox
@@ -52,24 +52,7 @@ START = 120.0  # seconds allowed for any phase
 SEED = 22
 INOTIFY = Path("/proc/sys/fs/inotify/max_user_instances")
 
-CAMPAIGN = """\
-name = "Bench"
-send_window = "daily 00:00-24:00"
-
-[[steps]]
-id = "hello"
-kind = "email"
-wait = "0m"
-subject = "Hello {{ contact.first_name }}"
-body = "Hi {{ contact.first_name }}, shall we talk?"
-
-[[steps]]
-id = "later"
-kind = "email"
-wait = "30 days"
-subject = "Still there?"
-body = "Hi again."
-"""
+CAMPAIGN = inbox.CAMPAIGN  # a first email now, a follow-up a month later
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -92,7 +75,11 @@ class Run:
     """One `dripd run` with `size` reps, its database and its mailboxes."""
 
     def __init__(
-        self, folder: Path, size: int, sink: servers.SmtpSinkProcess, dovecot: servers.Dovecot
+        self,
+        folder: Path,
+        size: int,
+        sink: servers.smtp_sink.SmtpSinkProcess,
+        dovecot: servers.imap.Dovecot,
     ) -> None:
         self.folder = folder
         self.size = size
@@ -119,21 +106,21 @@ class Run:
 
     def _write_config(self) -> Path:
         campaigns = self.folder / "campaigns"
-        campaigns.mkdir(parents=True)
-        (campaigns / "bench.toml").write_text(CAMPAIGN, encoding="utf-8")
-        text = (
-            f'[dripd]\ndatabase = "sqlite:///{self.db}"\ncampaigns = "{campaigns}"\n'
-            'timezone = "UTC"\nsend_window = "daily 00:00-24:00"\n'
-        )
-        for rep in self.reps:
-            account = self.inboxes[rep]
-            text += (
-                f'\n[[reps]]\nid = "{rep}"\nname = "{rep}"\nemail = "{rep}@example.com"\n'
-                f'\n[reps.smtp]\nhost = "127.0.0.1"\nport = {self.sink.port}\n'
-                'security = "none"\nmax_per_hour = 100000\nmax_per_day = 1000000\n'
-                f'\n[reps.imap]\nhost = "127.0.0.1"\nport = {account.port}\nsecurity = "none"\n'
-                f'username = "{account.address}"\npassword_env = "{PASSWORD_ENV}"\n'
+        userfiles.write_campaign(campaigns, "bench", CAMPAIGN)
+        reps = [
+            userfiles.rep(
+                rep,
+                name=rep,
+                smtp=userfiles.smtp_mailbox(self.sink.port, max_per_hour=100000),
+                imap=userfiles.imap_mailbox(
+                    self.inboxes[rep].address, self.inboxes[rep].port, password_env=PASSWORD_ENV
+                ),
             )
+            for rep in self.reps
+        ]
+        text = userfiles.config(
+            f"sqlite:///{self.db}", campaigns, *reps, send_window="daily 00:00-24:00"
+        )
         config = self.folder / "config.toml"
         config.write_text(text, encoding="utf-8")
         return config
@@ -247,7 +234,7 @@ def _memory(pid: int, field: str) -> float:
 
 
 def _wait(predicate: Callable[[], object], what: str, interval: float = 0.05) -> None:
-    if not servers.wait_until(predicate, START, interval=interval):
+    if not servers.loopback.wait_until(predicate, START, interval=interval):
         raise SystemExit(f"timed out after {START} s waiting for {what}")
 
 
@@ -260,7 +247,9 @@ def _reply(address: str, msgid: str, n: int) -> bytes:
     ).encode()
 
 
-def measure(size: int, sink: servers.SmtpSinkProcess, dovecot: servers.Dovecot) -> Result:
+def measure(
+    size: int, sink: servers.smtp_sink.SmtpSinkProcess, dovecot: servers.imap.Dovecot
+) -> Result:
     run = Run(common.workdir(f"mailboxes-{size}"), size, sink, dovecot)
     try:
         to_idle = run.start()
@@ -293,8 +282,8 @@ def main() -> None:
     results = []
     # A uid per Dovecot user: past 128 per uid, Linux refuses inotify instances and
     # Dovecot's IDLE polls every second instead (a limit of this test server).
-    dovecot = servers.Dovecot(uid_per_user=True)
-    with servers.SmtpSinkProcess(folder / "sink.log") as sink, dovecot:
+    dovecot = servers.imap.Dovecot(uid_per_user=True)
+    with servers.smtp_sink.SmtpSinkProcess(folder / "sink.log") as sink, dovecot:
         dovecot.start()
         for size in SIZES:
             results.append(measure(size, sink, dovecot))

@@ -25,33 +25,30 @@ import os
 import resource
 import statistics
 import subprocess
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiosmtplib
+import servers.smtp_sink  # the test harness's SMTP sink, in its own process
+import userfiles
 
 from bench import common
-
-sys.path.insert(0, str(common.REPO / "tests"))
-import servers  # the test harness's SMTP sink, in its own process
 
 EMAILS = 10_000
 CONNECTIONS = 2
 FILLER = "A line of the message body, long enough to make the whole thing about 2 KB.\n"
 
-CAMPAIGN = """
-name = "Benchmark"
-send_window = "daily 00:00-24:00"
-[[steps]]
-id = "hello"
-kind = "email"
-wait = "0m"
-subject = "Hello {{ contact.first_name }}, about {{ contact.company }}"
-template = "bench/hello.md"
-"""
+CAMPAIGN = userfiles.campaign(
+    "Benchmark",
+    userfiles.email_step(
+        "hello",
+        subject="Hello {{ contact.first_name }}, about {{ contact.company }}",
+        template="bench/hello.md",
+    ),
+    send_window="daily 00:00-24:00",
+)
 
 TEMPLATE = (
     "Hi {{ contact.first_name }},\n\nThank you for your time today at **{{ contact.company }}**."
@@ -97,7 +94,7 @@ class Run:
     started: float = 0.0  # time.time() when the sending side started
 
 
-def raw_run(sink: servers.SmtpSinkProcess) -> Run:
+def raw_run(sink: servers.smtp_sink.SmtpSinkProcess) -> Run:
     assert sink.pid is not None
     messages = [raw_message(i) for i in range(EMAILS)]
     sink_before, client_before = common.process_cpu(sink.pid), _own_cpu()
@@ -119,17 +116,12 @@ def _own_cpu() -> float:
 
 def prepare(folder: Path, port: int) -> Path:
     campaigns = folder / "campaigns"
-    (campaigns / "bench").mkdir(parents=True)
-    (campaigns / "blast.toml").write_text(CAMPAIGN, encoding="utf-8")
-    (campaigns / "bench" / "hello.md").write_text(TEMPLATE, encoding="utf-8")
+    userfiles.write_campaign(campaigns, "blast", CAMPAIGN, {"bench/hello.md": TEMPLATE})
+    mailbox = userfiles.smtp_mailbox(port, connections=CONNECTIONS)
+    mike = userfiles.rep("mike", name="Mike Gulitz", signature="Mike", smtp=mailbox)
     config = folder / "config.toml"
     config.write_text(
-        f'[dripd]\ndatabase = "sqlite:///{folder / "dripd.db"}"\ncampaigns = "{campaigns}"\n'
-        'timezone = "UTC"\n\n[[reps]]\nid = "mike"\nname = "Mike Gulitz"\n'
-        'email = "mike@example.com"\nsignature = "Mike"\n\n[reps.smtp]\n'
-        f'host = "127.0.0.1"\nport = {port}\nsecurity = "none"\nconnections = {CONNECTIONS}\n'
-        "max_per_hour = 1000000\nmax_per_day = 1000000\n",
-        encoding="utf-8",
+        userfiles.config(f"sqlite:///{folder / 'dripd.db'}", campaigns, mike), encoding="utf-8"
     )
     csv_path = folder / "contacts.csv"
     common.write_contacts_csv(csv_path, EMAILS)
@@ -144,7 +136,7 @@ def dripd_size(folder: Path) -> float:
         return float(db.execute("select avg(length(data)) from outbox_bodies").fetchone()[0])
 
 
-def dripd_run(config: Path, sink: servers.SmtpSinkProcess) -> tuple[Run, float]:
+def dripd_run(config: Path, sink: servers.smtp_sink.SmtpSinkProcess) -> tuple[Run, float]:
     """`dripd run --once` sending the 10,000 emails, and its peak memory in MB."""
     assert sink.pid is not None
     env = {**os.environ, "DRIPD_LOG_LEVEL": "WARNING"}
@@ -183,7 +175,7 @@ def timeline(arrivals: list[float], started: float) -> str:
 
 def main() -> None:
     folder = common.workdir("send")
-    with servers.SmtpSinkProcess(folder / "sink.log") as sink:
+    with servers.smtp_sink.SmtpSinkProcess(folder / "sink.log") as sink:
         config = prepare(folder, sink.port)
         before = raw_run(sink)
         sink.log_path.write_text("")

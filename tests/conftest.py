@@ -1,4 +1,16 @@
-"""Shared fixtures: a config on disk, databases (SQLite always, PostgreSQL when reachable)."""
+"""Shared fixtures: a config on disk, databases, the real servers (tests/servers/).
+
+- `make_config`: a config (and optionally a copy of the shipped campaigns) under tmp_path.
+- `database_url` (SQLite, and PostgreSQL when reachable), `sqlite_url`, `postgres_url`
+  (a clone of a migrated template), `postgres_server`, `postgres_template`.
+- `smtp_server(tls=..., auth=...)`: an aiosmtpd server in this process, with a fault plan.
+- `smtp_sink_process(tls=..., auth=...)`: an aiosmtpd sink in its own process, logging to a file.
+- `dovecot`: one Dovecot for the session; `imap_user`: a fresh mailbox on it for each test.
+- `private_dovecot`: a Dovecot of the test's own, for tests that kill or restart it.
+
+A missing PostgreSQL, Dovecot or Chromium skips the tests that need it, or fails
+them when CI requires it (tests/servers/required.py).
+"""
 
 from __future__ import annotations
 
@@ -6,27 +18,30 @@ import os
 import shutil
 import tempfile
 import textwrap
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import dbguard
 import pytest
+import servers.imap
+import servers.postgres
+import servers.required
+import servers.smtp
+import servers.smtp_sink
 import sqlalchemy as sa
 
 from dripd.store import engine as store_engine
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED_CAMPAIGNS = REPO / "campaigns"
-POSTGRES_URL = os.environ.get(
-    "DRIPD_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
-REQUIRE_POSTGRES = os.environ.get("DRIPD_TEST_REQUIRE_POSTGRES") == "1"
 # `./dev test` runs the suite a second time with the clock years ahead (libfaketime): then
 # the tests that talk to a server outside this process tree, which keeps the real clock
 # (PostgreSQL, Dovecot), are left out; everything else must pass on any date.
 CLOCK_AHEAD = bool(os.environ.get("DRIPD_TEST_CLOCK_AHEAD"))
-REAL_CLOCK_FIXTURES = frozenset({"postgres_template", "dovecot", "imap_user", "private_dovecot"})
+REAL_CLOCK_FIXTURES = frozenset(
+    {"postgres_server", "postgres_template", "dovecot", "imap_user", "private_dovecot"}
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -108,54 +123,30 @@ email = "sam@example.com"
 """
 
 
-def _postgres_admin() -> sa.Engine | None:
-    engine = sa.create_engine(store_engine.engine_url(POSTGRES_URL), isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            conn.execute(sa.text("select 1"))
-    except sa.exc.OperationalError:
-        engine.dispose()
-        return None
-    return engine
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[servers.postgres.Server]:
+    """The PostgreSQL server of DRIPD_TEST_POSTGRES_URL; its databases are dropped at the end."""
+    server = servers.required.postgres_server()
+    yield server
+    server.close()
 
 
 @pytest.fixture(scope="session")
-def postgres_template() -> Iterator[tuple[sa.Engine, str]]:
-    """A migrated template database; each test clones it (fast, isolated)."""
-    admin = _postgres_admin()
-    if admin is None:
-        if REQUIRE_POSTGRES:
-            pytest.fail(
-                "PostgreSQL required (DRIPD_TEST_REQUIRE_POSTGRES=1) "
-                f"but not reachable at {POSTGRES_URL}"
-            )
-        pytest.skip(f"no PostgreSQL at {POSTGRES_URL}")
-    name = f"dripd_tpl_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = _database_url(name)
-    engine = store_engine.open_engine(url)
-    engine.dispose()
-    yield admin, name
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
-
-
-def _database_url(name: str) -> str:
-    return sa.engine.make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+def postgres_template(postgres_server: servers.postgres.Server) -> tuple[sa.Engine, str]:
+    """A migrated template database (the admin engine, its name); each test clones it (fast)."""
+    url = postgres_server.create(prefix="dripd_tpl_")
+    store_engine.open_engine(url).dispose()
+    return postgres_server.admin, str(sa.engine.make_url(url).database)
 
 
 @pytest.fixture
-def postgres_url(postgres_template: tuple[sa.Engine, str]) -> Iterator[str]:
+def postgres_url(
+    postgres_server: servers.postgres.Server, postgres_template: tuple[sa.Engine, str]
+) -> Iterator[str]:
     """A fresh PostgreSQL database cloned from the migrated template; dropped after the test."""
-    admin, template = postgres_template
-    name = f"dripd_t_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
-    yield _database_url(name)
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    url = postgres_server.create(template=postgres_template[1])
+    yield url
+    postgres_server.drop(url)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -199,3 +190,61 @@ def make_config(tmp_path: Path) -> ConfigFactory:
         return path
 
     return make
+
+
+# -- the real mail servers (tests/servers/) ----------------------------------------
+
+SmtpServerFactory = Callable[..., servers.smtp.SmtpServer]
+SmtpSinkFactory = Callable[..., servers.smtp_sink.SmtpSinkProcess]
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpServerFactory]:
+    """Start an `SmtpServer(tls=..., auth=...)`; every one started is stopped at teardown."""
+    started: list[servers.smtp.SmtpServer] = []
+
+    def make(**options: Any) -> servers.smtp.SmtpServer:
+        server = servers.smtp.SmtpServer(**options).start()
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def smtp_sink_process(tmp_path: Path) -> Iterator[SmtpSinkFactory]:
+    """Start an `SmtpSinkProcess` logging to tmp_path/sink-N.log; stopped at teardown."""
+    started: list[servers.smtp_sink.SmtpSinkProcess] = []
+
+    def make(**options: Any) -> servers.smtp_sink.SmtpSinkProcess:
+        log = tmp_path / f"sink-{len(started) + 1}.log"
+        sink = servers.smtp_sink.SmtpSinkProcess(log, **options).start()
+        started.append(sink)
+        return sink
+
+    yield make
+    for sink in started:
+        sink.stop()
+
+
+@pytest.fixture(scope="session")
+def dovecot() -> Iterator[servers.imap.Dovecot]:
+    """One Dovecot for the whole session; tests keep apart by using their own `imap_user`."""
+    with servers.required.dovecot() as instance:
+        yield instance
+
+
+@pytest.fixture
+def imap_user(dovecot: servers.imap.Dovecot) -> servers.imap.ImapAccount:
+    """A fresh `user-N-xxxxxx@example.test` with a random password on the session's Dovecot."""
+    dovecot.start()  # a no-op unless an earlier test left it stopped
+    return dovecot.new_user()
+
+
+@pytest.fixture
+def private_dovecot() -> Iterator[servers.imap.Dovecot]:
+    """A Dovecot of this test's own (about 40 ms to start): for kill/restart tests."""
+    with servers.required.dovecot() as instance:
+        yield instance

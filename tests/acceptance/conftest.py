@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import servers
+import servers.smtp_sink
 
 
 @pytest.fixture
@@ -22,8 +22,8 @@ def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
 
 
 @pytest.fixture
-def smtp_sink(tmp_path: Path) -> Iterator[servers.SmtpSinkProcess]:
+def smtp_sink(tmp_path: Path) -> Iterator[servers.smtp_sink.SmtpSinkProcess]:
     """An aiosmtpd sink in its own process, logging each Message-ID before its 250."""
-    sink = servers.SmtpSinkProcess(tmp_path / "sink.log").start()
+    sink = servers.smtp_sink.SmtpSinkProcess(tmp_path / "sink.log").start()
     yield sink
     sink.stop()

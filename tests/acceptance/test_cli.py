@@ -7,7 +7,6 @@ grouped and independent read-only calls run side by side.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -17,6 +16,8 @@ from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
+
+import userfiles
 
 ConfigFactory = Callable[..., Path]  # the `make_config` fixture of tests/conftest.py
 NY = ZoneInfo("America/New_York")  # the test config's time zone (no contact or rep overrides it)
@@ -54,20 +55,6 @@ class Result:
         return f"dripd {command} -> {self.code}\n--- stdout\n{self.out}--- stderr\n{self.err}"
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    for name in (
-        "DRIPD_CONFIG",
-        "DRIPD_DATABASE",
-        "STATE_DIRECTORY",
-        "CREDENTIALS_DIRECTORY",
-        "COLUMNS",
-        "DRIPD_LOG_LEVEL",
-    ):
-        env.pop(name, None)
-    return env
-
-
 class Dripd:
     """Runs `dripd` with a config, alternating `--config` before and after the command."""
 
@@ -98,7 +85,7 @@ class Dripd:
     def side_by_side(calls: Sequence[tuple[Dripd, Sequence[str]]]) -> list[Result]:
         procs = [
             subprocess.Popen(runner._argv(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True, env=_env())
+                             text=True, env=userfiles.dripd_env())
             for runner, args in calls
         ]  # fmt: skip
         results = []

@@ -8,7 +8,7 @@
 - A refused SMTP login: nothing sent, one error line, the password never shown.
 
 Every `dripd` is a subprocess of the installed console script; the SMTP servers
-listen on 127.0.0.1 (`tests/servers.py`). No mocks.
+listen on 127.0.0.1 (`tests/servers/`). No mocks.
 """
 
 from __future__ import annotations
@@ -20,30 +20,26 @@ import random
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
-import pytest
-import servers
+import servers.loopback
+import servers.smtp
+import servers.smtp_sink
+import userfiles
 
-DRIPD = str(Path(sys.executable).with_name("dripd"))
 REP_EMAIL = "mike@example.com"
-CAMPAIGN = """\
-name = "Blast"
-send_window = "daily 00:00-24:00"
-
-[[steps]]
-id = "hello"
-kind = "email"
-wait = "0m"
-subject = "Hello {{ contact.first_name }}"
-template = "blast/hello.md"
-"""
+CAMPAIGN = userfiles.campaign(
+    "Blast",
+    userfiles.email_step(
+        "hello", subject="Hello {{ contact.first_name }}", template="blast/hello.md"
+    ),
+    send_window="daily 00:00-24:00",
+)
 TEMPLATE = "Hi {{ contact.first_name }},\n\nA short note about {{ contact.company }}.\n"
 START = 30.0  # seconds a dripd process may take to get going on a loaded machine
 KILLS = 6
@@ -55,58 +51,35 @@ CONNECTIONS = 2
 # -- fixtures and helpers ---------------------------------------------------------
 
 
-@pytest.fixture
-def smtp_server() -> Iterator[Callable[..., servers.SmtpServer]]:
-    """`SmtpServer(**options)` in a thread of this process; stopped at teardown."""
-    started: list[servers.SmtpServer] = []
-
-    def make(**options: Any) -> servers.SmtpServer:
-        server = servers.SmtpServer(**options).start()
-        started.append(server)
-        return server
-
-    yield make
-    for server in started:
-        server.stop()
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    for name in ("DRIPD_CONFIG", "DRIPD_DATABASE", "STATE_DIRECTORY", "CREDENTIALS_DIRECTORY"):
-        env.pop(name, None)
-    env.pop("DRIPD_LOG_LEVEL", None)
-    env.update(extra)
-    return env
-
-
 class Setup:
     """A config with one rep (mike) whose mailbox is `port`, a one-step campaign, a DB."""
 
-    def __init__(self, folder: Path, port: int, smtp_extra: str = "") -> None:
+    def __init__(self, folder: Path, port: int, **smtp: object) -> None:
+        """`smtp`: more settings of mike's `[reps.smtp]`."""
         self.folder = folder
         self.db = folder / "dripd.db"
         campaigns = folder / "campaigns"
-        (campaigns / "blast").mkdir(parents=True)
-        (campaigns / "blast.toml").write_text(CAMPAIGN, encoding="utf-8")
-        (campaigns / "blast" / "hello.md").write_text(TEMPLATE, encoding="utf-8")
+        userfiles.write_campaign(campaigns, "blast", CAMPAIGN, {"blast/hello.md": TEMPLATE})
+        mailbox = userfiles.smtp_mailbox(port, **smtp)
+        mike = userfiles.rep("mike", name="Mike Gulitz", email=REP_EMAIL, smtp=mailbox)
         self.config = folder / "config.toml"
         self.config.write_text(
-            f'[dripd]\ndatabase = "sqlite:///{self.db}"\ncampaigns = "{campaigns}"\n'
-            'timezone = "UTC"\n\n[[reps]]\nid = "mike"\nname = "Mike Gulitz"\n'
-            f'email = "{REP_EMAIL}"\n\n[reps.smtp]\nhost = "127.0.0.1"\nport = {port}\n'
-            f'security = "none"\nmax_per_hour = 1000000\nmax_per_day = 1000000\n{smtp_extra}',
-            encoding="utf-8",
+            userfiles.config(f"sqlite:///{self.db}", campaigns, mike), encoding="utf-8"
         )
         self.imported = 0
 
     def argv(self, *args: str) -> list[str]:
-        return [DRIPD, "--config", str(self.config), *args]
+        return [userfiles.DRIPD, "--config", str(self.config), *args]
 
     def dripd(
         self, *args: str, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            self.argv(*args), capture_output=True, text=True, env=env or _env(), timeout=120
+            self.argv(*args),
+            capture_output=True,
+            text=True,
+            env=env or userfiles.dripd_env(),
+            timeout=120,
         )
 
     def import_contacts(self, count: int) -> list[str]:
@@ -137,7 +110,7 @@ class Setup:
 
 
 def _wait(predicate: Callable[[], object], timeout: float, what: str) -> None:
-    if not servers.wait_until(predicate, timeout, interval=0.005):
+    if not servers.loopback.wait_until(predicate, timeout, interval=0.005):
         raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
@@ -154,14 +127,14 @@ def _start(
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=stderr,
-        env=_env(**env),
+        env=userfiles.dripd_env(**env),
     )
     procs.append(proc)
     return proc
 
 
 def _sending(
-    sink: servers.SmtpSinkProcess, before: int, proc: subprocess.Popen[bytes]
+    sink: servers.smtp_sink.SmtpSinkProcess, before: int, proc: subprocess.Popen[bytes]
 ) -> Callable[[], bool]:
     """True once `sink` has more than `before` messages (or `proc` has exited)."""
     return lambda: len(sink.records()) > before or proc.poll() is not None
@@ -171,9 +144,11 @@ def _sending(
 
 
 def test_sigkill_while_sending_loses_nothing_and_sends_nothing_twice(
-    tmp_path: Path, smtp_sink: servers.SmtpSinkProcess, procs: list[subprocess.Popen[bytes]]
+    tmp_path: Path,
+    smtp_sink: servers.smtp_sink.SmtpSinkProcess,
+    procs: list[subprocess.Popen[bytes]],
 ) -> None:
-    setup = Setup(tmp_path, smtp_sink.port, f"connections = {CONNECTIONS}\n")
+    setup = Setup(tmp_path, smtp_sink.port, connections=CONNECTIONS)
     recipients = setup.import_contacts(KILL_EMAILS)
     rng = random.Random(KILL_SEED)
     log = tmp_path / "dripd.stderr"
@@ -266,12 +241,12 @@ def _terminate(proc: subprocess.Popen[bytes], log: Path) -> tuple[float, str]:
 
 def test_sigterm_finishes_the_email_in_flight_and_exits_cleanly(
     tmp_path: Path,
-    smtp_server: Callable[..., servers.SmtpServer],
+    smtp_server: Callable[..., servers.smtp.SmtpServer],
     procs: list[subprocess.Popen[bytes]],
 ) -> None:
     server = smtp_server()
     stall = server.faults.stall("DATA", 2.0)
-    setup = Setup(tmp_path, server.port, "connections = 1\n")
+    setup = Setup(tmp_path, server.port, connections=1)
     setup.import_contacts(3)
     log = tmp_path / "dripd.stderr"
     with log.open("ab") as stderr:
@@ -292,12 +267,14 @@ def test_sigterm_finishes_the_email_in_flight_and_exits_cleanly(
 
 
 def test_sigterm_during_a_big_backlog_stops_between_engine_chunks(
-    tmp_path: Path, smtp_sink: servers.SmtpSinkProcess, procs: list[subprocess.Popen[bytes]]
+    tmp_path: Path,
+    smtp_sink: servers.smtp_sink.SmtpSinkProcess,
+    procs: list[subprocess.Popen[bytes]],
 ) -> None:
     # The engine's pass over a backlog went on to its end after SIGTERM: with
     # 30,000 due enrollments dripd took 11.8 s to exit. It stops between chunks.
     backlog = 20_000
-    setup = Setup(tmp_path, smtp_sink.port, f"connections = {CONNECTIONS}\n")
+    setup = Setup(tmp_path, smtp_sink.port, connections=CONNECTIONS)
     setup.import_contacts(backlog)
     log = tmp_path / "dripd.stderr"
     with log.open("ab") as stderr:
@@ -317,7 +294,7 @@ def test_sigterm_during_a_big_backlog_stops_between_engine_chunks(
 
 def test_second_instance_on_sqlite_is_refused(
     tmp_path: Path,
-    smtp_server: Callable[..., servers.SmtpServer],
+    smtp_server: Callable[..., servers.smtp.SmtpServer],
     procs: list[subprocess.Popen[bytes]],
 ) -> None:
     server = smtp_server()
@@ -367,7 +344,7 @@ def test_second_instance_on_sqlite_is_refused(
 
 
 def test_a_lock_file_that_cannot_be_written_does_not_stop_sending(
-    tmp_path: Path, smtp_server: Callable[..., servers.SmtpServer]
+    tmp_path: Path, smtp_server: Callable[..., servers.smtp.SmtpServer]
 ) -> None:
     """A full disk: the pid can't be written into the lock file (here it is /dev/full).
 
@@ -395,7 +372,7 @@ def test_a_lock_file_that_cannot_be_written_does_not_stop_sending(
 
 
 def test_run_once_sends_what_is_due_and_reports(
-    tmp_path: Path, smtp_server: Callable[..., servers.SmtpServer]
+    tmp_path: Path, smtp_server: Callable[..., servers.smtp.SmtpServer]
 ) -> None:
     server = smtp_server()
     setup = Setup(tmp_path, server.port)
@@ -437,7 +414,7 @@ def test_run_once_sends_what_is_due_and_reports(
 
 
 def test_a_campaign_edited_between_two_runs_is_planned_again(
-    tmp_path: Path, smtp_server: Callable[..., servers.SmtpServer]
+    tmp_path: Path, smtp_server: Callable[..., servers.smtp.SmtpServer]
 ) -> None:
     """Files edited while dripd is stopped count from the next start, as a reload would.
 
@@ -480,18 +457,16 @@ def test_a_campaign_edited_between_two_runs_is_planned_again(
 
 
 def test_refused_login_sends_nothing_and_never_shows_the_password(
-    tmp_path: Path, smtp_server: Callable[..., servers.SmtpServer]
+    tmp_path: Path, smtp_server: Callable[..., servers.smtp.SmtpServer]
 ) -> None:
     wrong = "Wr0ng-pa55word-7c1d"
     server = smtp_server(auth={REP_EMAIL: "right"})
     setup = Setup(
-        tmp_path,
-        server.port,
-        f'username = "{REP_EMAIL}"\npassword_env = "DRIPD_TEST_SMTP_PASSWORD"\n',
+        tmp_path, server.port, username=REP_EMAIL, password_env="DRIPD_TEST_SMTP_PASSWORD"
     )
     setup.import_contacts(1)
 
-    result = setup.dripd("run", "--once", env=_env(DRIPD_TEST_SMTP_PASSWORD=wrong))
+    result = setup.dripd("run", "--once", env=userfiles.dripd_env(DRIPD_TEST_SMTP_PASSWORD=wrong))
     assert result.returncode == 0, result.stderr
     _no_traceback(result.stdout, result.stderr)
     assert wrong not in result.stdout

@@ -15,8 +15,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
-import servers
-from test_cli import DRIPD, Result, _env
+import servers.imap
+import servers.loopback
+import servers.required
+import servers.smtp
+import userfiles
+from test_cli import DRIPD, Result
 
 PASSWORD = "app-Pass-7f3k-Qz"
 
@@ -26,7 +30,7 @@ def _init(folder: Path, args: Sequence[str], answers: str, *, tz: str = "Europe/
     argv = [DRIPD, "--config", str(folder / "config.toml"), "init", *args]
     done = subprocess.run(
         argv, input=answers, capture_output=True, text=True, timeout=60,
-        env=_env() | {"TZ": tz}, start_new_session=True, cwd=folder,
+        env=userfiles.dripd_env(TZ=tz), start_new_session=True, cwd=folder,
     )  # fmt: skip
     result = Result(tuple(args), done.returncode, done.stdout, done.stderr)
     assert "Traceback" not in result.out + result.err, str(result)
@@ -35,16 +39,19 @@ def _init(folder: Path, args: Sequence[str], answers: str, *, tz: str = "Europe/
 
 def _dripd(folder: Path, *args: str) -> Result:
     argv = [DRIPD, "--config", str(folder / "config.toml"), *args]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=_env())
+    env = userfiles.dripd_env()
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
     return Result(tuple(args), done.returncode, done.stdout, done.stderr)
 
 
 @pytest.fixture(scope="module")
-def mail_servers() -> Iterator[tuple[servers.SmtpServer, servers.Dovecot, servers.ImapAccount]]:
+def mail_servers() -> Iterator[
+    tuple[servers.smtp.SmtpServer, servers.imap.Dovecot, servers.imap.ImapAccount]
+]:
     """An SMTP server and a Dovecot where ann@example.test logs in with PASSWORD."""
-    address = f"ann@{servers.DOMAIN}"
-    smtp = servers.SmtpServer(tls="none", auth={address: PASSWORD}).start()
-    with servers.Dovecot() as dovecot:
+    address = f"ann@{servers.loopback.DOMAIN}"
+    smtp = servers.smtp.SmtpServer(tls="none", auth={address: PASSWORD}).start()
+    with servers.required.dovecot() as dovecot:
         account = dovecot.add_user(address, PASSWORD)
         yield smtp, dovecot, account
     smtp.stop()

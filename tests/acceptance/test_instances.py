@@ -13,17 +13,15 @@ several instances"; issue 7).
 
 Every `dripd` is a subprocess of the installed console script. PostgreSQL on 127.0.0.1 (a
 clone of the migrated template per test), the aiosmtpd sink in its own process, a private
-Dovecot for mike's inbox (`tests/servers.py`). No mocks. The tests read the database
+Dovecot for mike's inbox (`tests/servers/`). No mocks. The tests read the database
 directly (read-only) to find who holds what at the moment of a kill.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -33,16 +31,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import servers
+import servers.imap
+import servers.loopback
+import servers.smtp_sink
 import sqlalchemy as sa
+import userfiles
 
 from dripd.store import engine as store_engine
 from dripd.store import membership
 
 pytestmark = pytest.mark.postgres
 
-DRIPD = str(Path(sys.executable).with_name("dripd"))
-REQUIRE_IMAP = os.environ.get("DRIPD_TEST_REQUIRE_IMAP") == "1"
 IMAP_PASSWORD_ENV = "DRIPD_TEST_IMAP_PASSWORD"
 START = 30.0  # seconds a dripd process may take to get going on a loaded machine
 TAKEOVER = 30.0  # seconds: the issue's bound for a survivor to take a dead holder's mailbox
@@ -52,26 +51,19 @@ FIRST_BATCH = 1000
 SECOND_BATCH = 600
 REPS = ("mike", "sam", "kim")
 
-INTRO = """\
-name = "Intro"
-stage = "prospect"
-promote_on_reply = "lead"
-send_window = "daily 00:00-24:00"
-
-[[steps]]
-id = "hello"
-kind = "email"
-wait = "0m"
-subject = "Hello {{ contact.first_name }}"
-body = "Hi {{ contact.first_name }},\\n\\nA short note about {{ contact.company }}.\\n"
-
-[[steps]]
-id = "follow-up"
-kind = "email"
-wait = "10 minutes"
-subject = "Following up"
-body = "Hi {{ contact.first_name }}, any questions about {{ contact.company }}?\\n"
-"""
+INTRO = userfiles.campaign(
+    "Intro",
+    userfiles.hello_step(),
+    userfiles.email_step(
+        "follow-up",
+        wait="10 minutes",
+        subject="Following up",
+        body="Hi {{ contact.first_name }}, any questions about {{ contact.company }}?\n",
+    ),
+    stage="prospect",
+    promote_on_reply="lead",
+    send_window="daily 00:00-24:00",
+)
 
 MEETING = """\
 name = "Meeting"
@@ -88,32 +80,6 @@ note = "Call {{ contact.first_name }} at {{ contact.company }} about the meeting
 # -- servers and the database ----------------------------------------------------
 
 
-@pytest.fixture
-def postgres_url(postgres_template: tuple[sa.Engine, str]) -> Iterator[str]:
-    """A fresh database cloned from the migrated template, as a config's `postgresql://` URL."""
-    admin, template = postgres_template
-    name = f"dripd_fleet_{os.urandom(6).hex()}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
-    url = admin.url.set(drivername="postgresql", database=name)
-    yield url.render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-@pytest.fixture
-def dovecot() -> Iterator[servers.Dovecot]:
-    """A private Dovecot for mike's inbox (fails instead of skipping under REQUIRE_IMAP)."""
-    if not servers.Dovecot.available():
-        reason = f"Dovecot not installed ({servers.DOVECOT}); `./dev test` installs it"
-        if REQUIRE_IMAP:
-            pytest.fail(f"IMAP tests required (DRIPD_TEST_REQUIRE_IMAP=1): {reason}")
-        pytest.skip(reason)
-    instance = servers.Dovecot().start()
-    yield instance
-    instance.cleanup()
-
-
 # -- the fleet -------------------------------------------------------------------
 
 
@@ -122,7 +88,7 @@ class Rep:
     id: str
     max_per_hour: int = 1_000_000
     digest: str | None = None  # None: a daily slot hours away (no digest during the test)
-    imap: servers.ImapAccount | None = None
+    imap: servers.imap.ImapAccount | None = None
 
     @property
     def email(self) -> str:
@@ -148,15 +114,6 @@ def _slot(offset: timedelta) -> str:
     return f"daily {datetime.now(UTC) + offset:%H:%M}"
 
 
-def _env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    for name in ("DRIPD_CONFIG", "DRIPD_DATABASE", "STATE_DIRECTORY", "CREDENTIALS_DIRECTORY"):
-        env.pop(name, None)
-    env.pop("DRIPD_LOG_LEVEL", None)
-    env.update(extra)
-    return env
-
-
 class Fleet:
     """One database, one config (and campaigns folder), the `dripd run` processes on it."""
 
@@ -164,7 +121,7 @@ class Fleet:
         self,
         folder: Path,
         database: str,
-        sink: servers.SmtpSinkProcess,
+        sink: servers.smtp_sink.SmtpSinkProcess,
         reps: list[Rep],
         campaigns: dict[str, str],
     ) -> None:
@@ -180,7 +137,7 @@ class Fleet:
         self.engine = sa.create_engine(store_engine.engine_url(database), pool_size=2)
         passwords = [r.imap.password for r in reps if r.imap is not None]
         assert len(passwords) <= 1, "one IMAP account per fleet in these tests"
-        self.env = _env(DRIPD_LOG_LEVEL="INFO")
+        self.env = userfiles.dripd_env(DRIPD_LOG_LEVEL="INFO")
         if passwords:
             self.env[IMAP_PASSWORD_ENV] = passwords[0]
 
@@ -189,37 +146,42 @@ class Fleet:
         folder.mkdir(exist_ok=True)
         for campaign, text in campaigns.items():
             (folder / f"{campaign}.toml").write_text(text, encoding="utf-8")
-        text = (
-            f'[dripd]\ndatabase = "{self.database}"\ncampaigns = "{folder}"\n'
-            f'attachments = "{self.folder / "attachments"}"\ntimezone = "UTC"\n'
-            'send_window = "daily 00:00-24:00"\n'
+        text = userfiles.config(
+            self.database,
+            folder,
+            *(self._rep_toml(rep) for rep in self.reps),
+            attachments=self.folder / "attachments",
+            send_window="daily 00:00-24:00",
         )
-        for rep in self.reps:
-            text += self._rep_toml(rep)
         path = self.folder / name
         path.write_text(text, encoding="utf-8")
         return path
 
     def _rep_toml(self, rep: Rep) -> str:
-        digest = rep.digest or _slot(timedelta(hours=6))
-        text = (
-            f'\n[[reps]]\nid = "{rep.id}"\nname = "{rep.id.title()} Rep"\n'
-            f'email = "{rep.email}"\ndigest = "{digest}"\n\n'
-            f'[reps.smtp]\nhost = "127.0.0.1"\nport = {self.sink.port}\nsecurity = "none"\n'
-            f"max_per_hour = {rep.max_per_hour}\nmax_per_day = {rep.max_per_hour * 24}\n"
+        smtp = userfiles.smtp_mailbox(
+            self.sink.port, max_per_hour=rep.max_per_hour, max_per_day=rep.max_per_hour * 24
         )
+        imap = None
         if rep.imap is not None:
-            text += (
-                f'\n[reps.imap]\nhost = "127.0.0.1"\nport = {rep.imap.port}\nsecurity = "none"\n'
-                f'username = "{rep.imap.address}"\npassword_env = "{IMAP_PASSWORD_ENV}"\n'
-                'sent_folder = "Sent"\n'
+            imap = userfiles.imap_mailbox(
+                rep.imap.address,
+                rep.imap.port,
+                password_env=IMAP_PASSWORD_ENV,
+                sent_folder="Sent",
             )
-        return text
+        return userfiles.rep(
+            rep.id,
+            name=f"{rep.id.title()} Rep",
+            email=rep.email,
+            digest=rep.digest or _slot(timedelta(hours=6)),
+            smtp=smtp,
+            imap=imap,
+        )
 
     # -- commands
 
     def argv(self, *args: str, config: Path | None = None) -> list[str]:
-        return [DRIPD, "--config", str(config or self.config), *args]
+        return [userfiles.DRIPD, "--config", str(config or self.config), *args]
 
     def dripd(self, *args: str, config: Path | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -358,14 +320,14 @@ class Fleet:
             )
         )
 
-    def to_contacts(self) -> list[servers.SinkRecord]:
+    def to_contacts(self) -> list[servers.smtp_sink.SinkRecord]:
         """What the sink received for contacts (not digests to the reps)."""
         return [r for r in self.sink.records() if r.rcpt_tos[0] in self.owners]
 
 
 @pytest.fixture
 def fleet_of(
-    tmp_path: Path, postgres_url: str, smtp_sink: servers.SmtpSinkProcess
+    tmp_path: Path, postgres_url: str, smtp_sink: servers.smtp_sink.SmtpSinkProcess
 ) -> Iterator[Callable[..., Fleet]]:
     made: list[Fleet] = []
 
@@ -387,7 +349,7 @@ def _wait(
 ) -> float:
     """Poll until `predicate()`; the seconds it took (AssertionError after `timeout`)."""
     started = time.monotonic()
-    if not servers.wait_until(predicate, timeout, interval=0.05):
+    if not servers.loopback.wait_until(predicate, timeout, interval=0.05):
         seen = f"; seen: {detail()}" if detail is not None else ""
         raise AssertionError(f"timed out after {timeout} s waiting for {what}{seen}")
     return time.monotonic() - started
@@ -449,10 +411,10 @@ def _reply(contact: str, rep: str, to_msgid: str, *, msgid: str) -> bytes:
 
 @pytest.mark.timeout(300)
 def test_three_instances_send_every_email_once_and_survive_losing_one(
-    fleet_of: Callable[..., Fleet], dovecot: servers.Dovecot
+    fleet_of: Callable[..., Fleet], private_dovecot: servers.imap.Dovecot
 ) -> None:
     began = time.monotonic()
-    mike_box = dovecot.new_user("mike")
+    mike_box = private_dovecot.new_user("mike")
     fleet = fleet_of([Rep(id="mike", imap=mike_box), Rep(id="sam"), Rep(id="kim")])
     first = fleet.import_contacts(FIRST_BATCH)
     trio = [fleet.start(name) for name in ("a", "b", "c")]
@@ -507,7 +469,7 @@ def test_three_instances_send_every_email_once_and_survive_losing_one(
     ((first_msgid,),) = fleet.query(
         "select message_id from outbox where recipient = :a and step = 'hello'", a=replier
     )
-    dovecot.deliver(
+    private_dovecot.deliver(
         mike_box.address, _reply(replier, "mike@example.com", first_msgid, msgid="<r1@x.org>")
     )
 
@@ -639,7 +601,7 @@ def test_a_digest_slot_is_served_once_by_three_instances(
     trio = [fleet.start(name) for name in ("a", "b", "c")]
     fleet.wait_running(*trio)
 
-    def digests() -> list[servers.SinkRecord]:
+    def digests() -> list[servers.smtp_sink.SinkRecord]:
         return [r for r in fleet.sink.records() if r.rcpt_tos == (mike.email,)]
 
     _wait(

@@ -22,7 +22,6 @@ import random
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -33,14 +32,16 @@ from typing import Any
 
 import faults
 import pytest
-import servers
+import servers.imap
+import servers.loopback
+import servers.required
+import servers.smtp_sink
 import sqlalchemy as sa
+import userfiles
 
 from dripd.store import engine as store_engine
 from dripd.store import membership
 
-DRIPD = str(Path(sys.executable).with_name("dripd"))
-REQUIRE_IMAP = os.environ.get("DRIPD_TEST_REQUIRE_IMAP") == "1"
 PASSWORD_ENV = "DRIPD_TEST_TEAM_PASSWORD"
 PASSWORD = "team-imap-secret"
 TEAM = 60
@@ -51,38 +52,25 @@ IN_FLIGHT = 5  # emails per rep queued while dripd runs, then SIGTERM mid-way
 START = 60.0  # seconds 60 mailboxes may take to send their first emails on a loaded host
 SEED = int(os.environ.get("DRIPD_TEST_TEAM_SEED", "22"))
 
-INTRO = """\
-name = "Intro"
-stage = "prospect"
-send_window = "daily 00:00-24:00"
-
-[[steps]]
-id = "hello"
-kind = "email"
-wait = "0m"
-subject = "Hello {{ contact.first_name }}"
-body = "Hi {{ contact.first_name }},\\n\\nA short note about {{ contact.company }}.\\n"
-
-[[steps]]
-id = "follow-up"
-kind = "email"
-wait = "2 days"
-subject = "Following up"
-body = "Hi {{ contact.first_name }}, any questions?\\n"
-"""
+INTRO = userfiles.campaign(
+    "Intro",
+    userfiles.hello_step(),
+    userfiles.email_step(
+        "follow-up",
+        wait="2 days",
+        subject="Following up",
+        body="Hi {{ contact.first_name }}, any questions?\n",
+    ),
+    stage="prospect",
+    send_window="daily 00:00-24:00",
+)
 
 
 @pytest.fixture(scope="module")
-def dovecot() -> Iterator[servers.Dovecot]:
+def dovecot() -> Iterator[servers.imap.Dovecot]:
     """One private Dovecot for every team of this module (each test adds its own users)."""
-    if not servers.Dovecot.available():
-        reason = f"Dovecot not installed ({servers.DOVECOT}); `./dev test` installs it"
-        if REQUIRE_IMAP:
-            pytest.fail(f"IMAP tests required (DRIPD_TEST_REQUIRE_IMAP=1): {reason}")
-        pytest.skip(reason)
-    instance = servers.Dovecot().start()
-    yield instance
-    instance.cleanup()
+    with servers.required.dovecot() as instance:
+        yield instance
 
 
 class Team:
@@ -92,9 +80,9 @@ class Team:
         self,
         folder: Path,
         database: str,
-        sink: servers.SmtpSinkProcess,
+        sink: servers.smtp_sink.SmtpSinkProcess,
         size: int,
-        dovecot: servers.Dovecot | None = None,
+        dovecot: servers.imap.Dovecot | None = None,
     ) -> None:
         self.folder = folder
         self.database = database
@@ -103,35 +91,32 @@ class Team:
             rep: dovecot.new_user(rep, PASSWORD) for rep in self.reps if dovecot is not None
         }
         campaigns = folder / "campaigns"
-        campaigns.mkdir()
-        (campaigns / "intro.toml").write_text(INTRO, encoding="utf-8")
-        text = (
-            f'[dripd]\ndatabase = "{database}"\ncampaigns = "{campaigns}"\n'
-            'timezone = "UTC"\nsend_window = "daily 00:00-24:00"\n'
-        )
-        for rep in self.reps:
-            text += (
-                f'\n[[reps]]\nid = "{rep}"\nname = "{rep.title()}"\nemail = "{rep}@example.com"\n'
-                f'\n[reps.smtp]\nhost = "127.0.0.1"\nport = {sink.port}\nsecurity = "none"\n'
-                "max_per_hour = 100000\nmax_per_day = 1000000\n"
+        userfiles.write_campaign(campaigns, "intro", INTRO)
+        reps = [
+            userfiles.rep(
+                rep,
+                smtp=userfiles.smtp_mailbox(sink.port, max_per_hour=100000),
+                imap=self._imap(rep),
             )
-            if (account := self.inboxes.get(rep)) is not None:
-                text += (
-                    f'\n[reps.imap]\nhost = "127.0.0.1"\nport = {account.port}\n'
-                    f'security = "none"\nusername = "{account.address}"\n'
-                    f'password_env = "{PASSWORD_ENV}"\n'
-                )
+            for rep in self.reps
+        ]
+        text = userfiles.config(database, campaigns, *reps, send_window="daily 00:00-24:00")
         self.config = folder / "config.toml"
         self.config.write_text(text, encoding="utf-8")
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("DRIPD_CONFIG")}
-        self.env.update({PASSWORD_ENV: PASSWORD, "DRIPD_LOG_LEVEL": "INFO"})
+        self.env = userfiles.dripd_env(**{PASSWORD_ENV: PASSWORD, "DRIPD_LOG_LEVEL": "INFO"})
         self.engine = sa.create_engine(store_engine.engine_url(database), poolclass=sa.NullPool)
         self.log = folder / "dripd.stderr"
         self.imported = 0
 
+    def _imap(self, rep: str) -> userfiles.Table | None:
+        account = self.inboxes.get(rep)
+        if account is None:
+            return None
+        return userfiles.imap_mailbox(account.address, account.port, password_env=PASSWORD_ENV)
+
     def dripd(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [DRIPD, "--config", str(self.config), *args],
+            [userfiles.DRIPD, "--config", str(self.config), *args],
             capture_output=True,
             text=True,
             env=self.env,
@@ -156,7 +141,7 @@ class Team:
     def start(self, **env: str) -> subprocess.Popen[bytes]:
         with self.log.open("ab") as stderr:
             return subprocess.Popen(
-                [DRIPD, "--config", str(self.config), "run"],
+                [userfiles.DRIPD, "--config", str(self.config), "run"],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
@@ -177,7 +162,7 @@ class Team:
 def _wait(predicate: Callable[[], object], timeout: float, what: str) -> float:
     """Seconds until `predicate()` held; AssertionError after `timeout`."""
     start = time.monotonic()
-    if not servers.wait_until(predicate, timeout, interval=0.02):
+    if not servers.loopback.wait_until(predicate, timeout, interval=0.02):
         raise AssertionError(f"timed out after {timeout} s waiting for {what}")
     return time.monotonic() - start
 
@@ -212,8 +197,8 @@ def _sqlite(tmp_path: Path) -> str:
 def test_sixty_reps_send_once_stop_on_replies_and_stop_cleanly(
     tmp_path: Path,
     database_url: str,
-    dovecot: servers.Dovecot,
-    smtp_sink: servers.SmtpSinkProcess,
+    dovecot: servers.imap.Dovecot,
+    smtp_sink: servers.smtp_sink.SmtpSinkProcess,
     procs: list[subprocess.Popen[bytes]],
 ) -> None:
     team = Team(tmp_path, database_url, smtp_sink, TEAM, dovecot)
@@ -310,7 +295,9 @@ class NotifySocket:
 
 @pytest.mark.timeout(120)
 def test_a_sender_that_fails_is_restarted_and_status_says_so(
-    tmp_path: Path, smtp_sink: servers.SmtpSinkProcess, procs: list[subprocess.Popen[bytes]]
+    tmp_path: Path,
+    smtp_sink: servers.smtp_sink.SmtpSinkProcess,
+    procs: list[subprocess.Popen[bytes]],
 ) -> None:
     team = Team(tmp_path, _sqlite(tmp_path), smtp_sink, 5)
     owners = team.import_contacts(2)
@@ -348,7 +335,9 @@ def test_a_sender_that_fails_is_restarted_and_status_says_so(
 
 @pytest.mark.timeout(120)
 def test_a_failure_dripd_cannot_go_on_without_ends_it_at_once_non_zero(
-    tmp_path: Path, smtp_sink: servers.SmtpSinkProcess, procs: list[subprocess.Popen[bytes]]
+    tmp_path: Path,
+    smtp_sink: servers.smtp_sink.SmtpSinkProcess,
+    procs: list[subprocess.Popen[bytes]],
 ) -> None:
     team = Team(tmp_path, _sqlite(tmp_path), smtp_sink, 3)
     proc = team.start(DRIPD_TEST_FAULT="fleet")

@@ -1,6 +1,6 @@
 """OAuth2 sign-in as a rep meets it: `dripd auth`, then `dripd run` over XOAUTH2.
 
-Real parts on 127.0.0.1: the test authorization server (tests/oauth_server.py,
+Real parts on 127.0.0.1: the test authorization server (tests/servers/oauth.py,
 access tokens of 3 s, refresh tokens rotated at each use), aiosmtpd taking
 XOAUTH2 only and checking each token there, Dovecot with its oauth2 passdb.
 
@@ -20,48 +20,45 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-import oauth_server
 import pytest
-import servers
+import servers.imap
+import servers.loopback
+import servers.oauth
+import servers.smtp
+import userfiles
 
-DRIPD = str(Path(sys.executable).with_name("dripd"))
 LIFETIME = 2  # seconds an access token lives
-CAMPAIGN = """\
-name = "Blast"
-send_window = "daily 00:00-24:00"
-
-[[steps]]
-id = "hello"
-kind = "email"
-wait = "0m"
-subject = "Hello {{ contact.first_name }}"
-body = "Hi {{ contact.first_name }}, a short note."
-"""
+CAMPAIGN = userfiles.campaign(
+    "Blast",
+    userfiles.email_step(
+        "hello",
+        subject="Hello {{ contact.first_name }}",
+        body="Hi {{ contact.first_name }}, a short note.",
+    ),
+    send_window="daily 00:00-24:00",
+)
 
 
 class World:
     """mike's mailbox on aiosmtpd and Dovecot, both trusting the test provider; a config."""
 
-    def __init__(self, folder: Path, provider: oauth_server.OAuthServer) -> None:
+    def __init__(self, folder: Path, provider: servers.oauth.OAuthServer) -> None:
         self.folder = folder
         self.provider = provider
-        self.smtp = servers.SmtpServer(oauth2=provider.introspect, timeout=1.5).start()
-        self.dovecot = servers.Dovecot(oauth2_introspection=provider.introspection_url).start()
+        self.smtp = servers.smtp.SmtpServer(oauth2=provider.introspect, timeout=1.5).start()
+        self.dovecot = servers.imap.Dovecot(oauth2_introspection=provider.introspection_url).start()
         self.account = self.dovecot.new_user("mike")
         self.db = folder / "dripd.db"
-        (folder / "campaigns").mkdir()
-        (folder / "campaigns" / "blast.toml").write_text(CAMPAIGN, encoding="utf-8")
+        userfiles.write_campaign(folder / "campaigns", "blast", CAMPAIGN)
         self.config = folder / "config.toml"
         self.config.write_text(self._config(), encoding="utf-8")
         self.outputs: list[str] = []  # every stdout and stderr of every dripd run here
@@ -69,53 +66,49 @@ class World:
 
     def _config(self) -> str:
         p = self.provider
-        return f"""\
-[dripd]
-database = "sqlite:///{self.db}"
-campaigns = "{self.folder / "campaigns"}"
-timezone = "UTC"
-
-[[reps]]
-id = "mike"
-name = "Mike Gulitz"
-email = "{self.account.address}"
-digest = "mon 00:00"
-
-[reps.smtp]
-host = "127.0.0.1"
-port = {self.smtp.port}
-security = "none"
-auth = "oauth2"
-max_per_hour = 100000
-max_per_day = 100000
-
-[reps.imap]
-host = "127.0.0.1"
-port = {self.account.port}
-security = "none"
-auth = "oauth2"
-sent_folder = "Sent"
-
-[reps.oauth2]
-provider = "custom"
-client_id = "{oauth_server.CLIENT_ID}"
-device_authorization_url = "{p.url("devicecode")}"
-authorization_url = "{p.url("authorize")}"
-token_url = "{p.url("token")}"
-revocation_url = "{p.url("revoke")}"
-scopes = {json.dumps(list(oauth_server.SCOPES))}
-"""
+        mike = userfiles.rep(
+            "mike",
+            name="Mike Gulitz",
+            email=self.account.address,
+            digest="mon 00:00",
+            smtp=userfiles.smtp_mailbox(
+                self.smtp.port, auth="oauth2", max_per_hour=100000, max_per_day=100000
+            ),
+            imap={
+                "host": "127.0.0.1",
+                "port": self.account.port,
+                "security": "none",
+                "auth": "oauth2",
+                "sent_folder": "Sent",
+            },
+        )
+        sign_in = {
+            "provider": "custom",
+            "client_id": servers.oauth.CLIENT_ID,
+            "device_authorization_url": p.url("devicecode"),
+            "authorization_url": p.url("authorize"),
+            "token_url": p.url("token"),
+            "revocation_url": p.url("revoke"),
+            "scopes": servers.oauth.SCOPES,
+        }
+        mike += "\n" + userfiles.table("[reps.oauth2]", sign_in)
+        return userfiles.config(f"sqlite:///{self.db}", self.folder / "campaigns", mike)
 
     def close(self) -> None:
         self.dovecot.cleanup()
         self.smtp.stop()
 
     def argv(self, *args: str) -> list[str]:
-        return [DRIPD, "--config", str(self.config), *args]
+        return [userfiles.DRIPD, "--config", str(self.config), *args]
 
     def dripd(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            self.argv(*args), input=stdin, capture_output=True, text=True, env=_env(), timeout=60
+            self.argv(*args),
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=userfiles.dripd_env(),
+            timeout=60,
         )
         self.outputs += [result.stdout, result.stderr]
         return result
@@ -127,7 +120,7 @@ scopes = {json.dumps(list(oauth_server.SCOPES))}
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
-            env=_env(),
+            env=userfiles.dripd_env(),
         )
 
     def import_contacts(self, count: int) -> list[str]:
@@ -156,7 +149,7 @@ scopes = {json.dumps(list(oauth_server.SCOPES))}
 
     def kick(self) -> None:
         """End mike's IMAP sessions, as Outlook does when their access token expires."""
-        with contextlib.suppress(servers.DovecotError):  # "no users kicked" (exit 68)
+        with contextlib.suppress(servers.imap.DovecotError):  # "no users kicked" (exit 68)
             self.dovecot.doveadm("kick", self.account.address)
 
     def assert_no_token_shown(self, *more: str) -> None:
@@ -167,16 +160,9 @@ scopes = {json.dumps(list(oauth_server.SCOPES))}
                 assert token not in text, "a token was shown"
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    for name in ("DRIPD_CONFIG", "DRIPD_DATABASE", "STATE_DIRECTORY", "DRIPD_LOG_LEVEL"):
-        env.pop(name, None)
-    return env
-
-
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
-    with oauth_server.OAuthServer(access_lifetime=LIFETIME) as provider:
+    with servers.oauth.OAuthServer(access_lifetime=LIFETIME) as provider:
         made = World(tmp_path, provider)
         try:
             yield made
@@ -185,7 +171,7 @@ def world(tmp_path: Path) -> Iterator[World]:
 
 
 def _wait(predicate: Any, timeout: float, what: str) -> None:
-    if not servers.wait_until(predicate, timeout, interval=0.05):
+    if not servers.loopback.wait_until(predicate, timeout, interval=0.05):
         raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 

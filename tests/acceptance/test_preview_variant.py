@@ -4,25 +4,22 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
-DRIPD = str(Path(sys.executable).with_name("dripd"))
-AB = """
-name = "AB"
-[[steps]]
-id = "hello"
-kind = "email"
-wait = "0m"
-subject = "Hello {{ contact.first_name }}"
-body = "The long hello."
-[[steps.variants]]
-id = "short"
-subject = "Hi {{ contact.first_name }}!"
-body = "Short."
-[[steps.variants]]
-id = "long"
-"""
+import userfiles
+
+AB = userfiles.campaign(
+    "AB",
+    userfiles.email_step(
+        "hello",
+        subject="Hello {{ contact.first_name }}",
+        body="The long hello.",
+        variants=[
+            {"id": "short", "subject": "Hi {{ contact.first_name }}!", "body": "Short."},
+            {"id": "long"},
+        ],
+    ),
+)
 
 
 def test_preview_shows_the_variant_asked_for(make_config, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -32,7 +29,7 @@ def test_preview_shows_the_variant_asked_for(make_config, tmp_path: Path) -> Non
 
     def dripd(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [DRIPD, "--config", str(config), *args],
+            [userfiles.DRIPD, "--config", str(config), *args],
             env=env, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
 

@@ -16,7 +16,7 @@
   manager runs (not in a container without one: skipped).
 
 Every `dripd` is a subprocess of the installed console script; SMTP is aiosmtpd
-on 127.0.0.1 (`tests/servers.py`). No mocks.
+on 127.0.0.1 (`tests/servers/`). No mocks.
 """
 
 from __future__ import annotations
@@ -38,11 +38,11 @@ from pathlib import Path
 from typing import IO
 
 import pytest
-import servers
+import servers.smtp
+import userfiles
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "systemd" / "dripd.service"
-DRIPD = str(Path(sys.executable).with_name("dripd"))
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
 START = 30.0  # seconds a dripd process may take to get going on a loaded machine
 RELOAD = 15.0  # seconds a reload may take to be noticed and done
@@ -147,18 +147,16 @@ class World:
         (self.campaigns / "blast.toml").write_text(text, encoding="utf-8")
 
     def write_config(self, limit: int) -> None:
-        self.config.write_text(
-            f'[dripd]\ndatabase = "sqlite:///{self.db}"\ncampaigns = "{self.campaigns}"\n'
-            'timezone = "UTC"\n\n[[reps]]\nid = "mike"\nname = "Mike Gulitz"\n'
-            'email = "mike@example.com"\n\n[reps.smtp]\nhost = "127.0.0.1"\n'
-            f'port = {self.port}\nsecurity = "none"\n'
-            f"max_per_hour = {limit}\nmax_per_day = 1000000\n",
-            encoding="utf-8",
-        )
+        mailbox = userfiles.smtp_mailbox(self.port, max_per_hour=limit)
+        mike = userfiles.rep("mike", name="Mike Gulitz", smtp=mailbox)
+        text = userfiles.config(f"sqlite:///{self.db}", self.campaigns, mike)
+        self.config.write_text(text, encoding="utf-8")
 
     def dripd(self, *args: str, config: Path | None = None) -> subprocess.CompletedProcess[str]:
-        argv = [DRIPD, "--config", str(config or self.config), *args]
-        return subprocess.run(argv, capture_output=True, text=True, env=_env(), timeout=120)
+        argv = [userfiles.DRIPD, "--config", str(config or self.config), *args]
+        return subprocess.run(
+            argv, capture_output=True, text=True, env=userfiles.dripd_env(), timeout=120
+        )
 
     def enroll(self, count: int, config: Path | None = None) -> list[str]:
         """Import `count` new contacts enrolled in blast; their first names."""
@@ -184,26 +182,9 @@ class World:
         return [line for line in self.log_lines() if line.startswith("error ")]
 
 
-def _env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    for name in (
-        "DRIPD_CONFIG",
-        "DRIPD_DATABASE",
-        "DRIPD_LOG_LEVEL",
-        "STATE_DIRECTORY",
-        "CREDENTIALS_DIRECTORY",
-        "NOTIFY_SOCKET",
-        "WATCHDOG_USEC",
-        "WATCHDOG_PID",
-    ):
-        env.pop(name, None)
-    env.update(extra)
-    return env
-
-
 @pytest.fixture
-def smtp_server() -> Iterator[servers.SmtpServer]:
-    server = servers.SmtpServer().start()
+def smtp_server() -> Iterator[servers.smtp.SmtpServer]:
+    server = servers.smtp.SmtpServer().start()
     yield server
     server.stop()
 
@@ -222,11 +203,11 @@ class Daemon:
         self.world, self.sock = world, sock
         self._stderr: IO[bytes] = world.log.open("ab")
         self.proc = subprocess.Popen(
-            [DRIPD, "--config", str(world.config), "run"],
+            [userfiles.DRIPD, "--config", str(world.config), "run"],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=self._stderr,
-            env=_env(NOTIFY_SOCKET=sock.path, **env),
+            env=userfiles.dripd_env(NOTIFY_SOCKET=sock.path, **env),
         )
         ready = sock.wait_for(is_ready, START, "READY=1")
         assert self.proc.poll() is None, world.log.read_text()
@@ -261,11 +242,11 @@ def daemons() -> Iterator[list[Daemon]]:
         daemon.kill()
 
 
-def _subjects(server: servers.SmtpServer) -> list[str]:
+def _subjects(server: servers.smtp.SmtpServer) -> list[str]:
     return sorted(str(m.message["Subject"]) for m in server.messages())
 
 
-def _settle(server: servers.SmtpServer, count: int, quiet: float = 1.0) -> list[str]:
+def _settle(server: servers.smtp.SmtpServer, count: int, quiet: float = 1.0) -> list[str]:
     """Wait for `count` messages, then `quiet` s more to see that no other one follows."""
     server.wait_for(count, timeout=START)
     time.sleep(quiet)
@@ -282,7 +263,7 @@ def _no_traceback(world: World) -> None:
 
 def test_notify_socket_gets_ready_watchdogs_and_stopping_in_order(
     tmp_path: Path,
-    smtp_server: servers.SmtpServer,
+    smtp_server: servers.smtp.SmtpServer,
     notify_socket: NotifySocket,
     daemons: list[Daemon],
 ) -> None:
@@ -314,7 +295,7 @@ def test_notify_socket_gets_ready_watchdogs_and_stopping_in_order(
 
 def test_no_watchdog_pings_when_they_are_meant_for_another_process(
     tmp_path: Path,
-    smtp_server: servers.SmtpServer,
+    smtp_server: servers.smtp.SmtpServer,
     notify_socket: NotifySocket,
     daemons: list[Daemon],
 ) -> None:
@@ -334,7 +315,7 @@ def test_no_watchdog_pings_when_they_are_meant_for_another_process(
 
 def test_sighup_with_a_broken_campaign_keeps_the_running_version(
     tmp_path: Path,
-    smtp_server: servers.SmtpServer,
+    smtp_server: servers.smtp.SmtpServer,
     notify_socket: NotifySocket,
     daemons: list[Daemon],
 ) -> None:
@@ -374,7 +355,7 @@ def test_sighup_with_a_broken_campaign_keeps_the_running_version(
 
 def test_sighup_with_a_valid_edit_uses_new_steps_and_continues_by_step_id(
     tmp_path: Path,
-    smtp_server: servers.SmtpServer,
+    smtp_server: servers.smtp.SmtpServer,
     notify_socket: NotifySocket,
     daemons: list[Daemon],
 ) -> None:
@@ -414,7 +395,7 @@ def test_sighup_with_a_valid_edit_uses_new_steps_and_continues_by_step_id(
 
 def test_a_saved_campaign_file_reloads_without_sighup(
     tmp_path: Path,
-    smtp_server: servers.SmtpServer,
+    smtp_server: servers.smtp.SmtpServer,
     notify_socket: NotifySocket,
     daemons: list[Daemon],
 ) -> None:
@@ -447,7 +428,7 @@ def test_a_saved_campaign_file_reloads_without_sighup(
 
 def test_a_changed_sending_limit_applies_after_a_reload(
     tmp_path: Path,
-    smtp_server: servers.SmtpServer,
+    smtp_server: servers.smtp.SmtpServer,
     notify_socket: NotifySocket,
     daemons: list[Daemon],
 ) -> None:
@@ -477,7 +458,7 @@ def _unit_for_this_machine(folder: Path) -> Path:
     text = UNIT.read_text(encoding="utf-8")
     assert "ExecStart=/opt/dripd/bin/dripd run --config /etc/dripd/config.toml" in text
     unit = folder / "dripd.service"
-    unit.write_text(text.replace("/opt/dripd/bin/dripd", DRIPD), encoding="utf-8")
+    unit.write_text(text.replace("/opt/dripd/bin/dripd", userfiles.DRIPD), encoding="utf-8")
     return unit
 
 
@@ -571,17 +552,25 @@ os.execv(sys.argv[1], sys.argv[1:])
 
 
 def test_dripd_runs_under_memory_deny_write_execute(
-    tmp_path: Path, smtp_server: servers.SmtpServer
+    tmp_path: Path, smtp_server: servers.smtp.SmtpServer
 ) -> None:
     world = World(tmp_path, smtp_server.port, campaign(HELLO.format(version="v1")))
     names = world.enroll(1)
     wrapper = tmp_path / "mdwe.py"
     wrapper.write_text(MDWE_WRAPPER, encoding="utf-8")
     result = subprocess.run(
-        [sys.executable, str(wrapper), DRIPD, "--config", str(world.config), "run", "--once"],
+        [
+            sys.executable,
+            str(wrapper),
+            userfiles.DRIPD,
+            "--config",
+            str(world.config),
+            "run",
+            "--once",
+        ],
         capture_output=True,
         text=True,
-        env=_env(),
+        env=userfiles.dripd_env(),
         timeout=120,
     )
     if result.returncode == 77:
@@ -610,7 +599,7 @@ def _user_manager() -> str | None:
 
 
 def test_dripd_under_a_real_systemd_user_manager(
-    tmp_path: Path, smtp_server: servers.SmtpServer
+    tmp_path: Path, smtp_server: servers.smtp.SmtpServer
 ) -> None:
     reason = _user_manager()
     if reason is not None:
@@ -637,7 +626,7 @@ def test_dripd_under_a_real_systemd_user_manager(
             "WatchdogSec=30s",
             "-p",
             "ExecReload=/bin/kill -HUP $MAINPID",
-            DRIPD,
+            userfiles.DRIPD,
             "--config",
             str(world.config),
             "run",

@@ -1,91 +1,9 @@
-"""Fixtures for real mail servers on 127.0.0.1 (see tests/servers.py).
+"""The integration tests' own fixture: `make_world` (tests/integration/worlds.py).
 
-- `smtp_server(tls=..., auth=...)`: an aiosmtpd server in this process, with a fault plan.
-- `smtp_sink_process(tls=..., auth=...)`: an aiosmtpd sink in its own process, logging to a file.
-- `dovecot`: one Dovecot for the session; `imap_user`: a fresh mailbox on it for each test.
-- `private_dovecot`: a Dovecot of the test's own, for tests that kill or restart it.
-
-Without /usr/sbin/dovecot the IMAP tests skip, or fail when DRIPD_TEST_REQUIRE_IMAP=1
-(CI: `./dev test` installs Dovecot).
+The real servers' fixtures (smtp_server, smtp_sink_process, dovecot, imap_user,
+private_dovecot) are in tests/conftest.py.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
-
-import pytest
-import servers
 from worlds import make_world  # noqa: F401  (a fixture)
-
-REQUIRE_IMAP = os.environ.get("DRIPD_TEST_REQUIRE_IMAP") == "1"
-
-SmtpServerFactory = Callable[..., servers.SmtpServer]
-SmtpSinkFactory = Callable[..., servers.SmtpSinkProcess]
-
-
-@pytest.fixture
-def smtp_server() -> Iterator[SmtpServerFactory]:
-    """Start an `SmtpServer(tls=..., auth=...)`; every one started is stopped at teardown."""
-    started: list[servers.SmtpServer] = []
-
-    def make(**options: Any) -> servers.SmtpServer:
-        server = servers.SmtpServer(**options).start()
-        started.append(server)
-        return server
-
-    yield make
-    for server in started:
-        server.stop()
-
-
-@pytest.fixture
-def smtp_sink_process(tmp_path: Path) -> Iterator[SmtpSinkFactory]:
-    """Start an `SmtpSinkProcess` logging to tmp_path/sink-N.log; stopped at teardown."""
-    started: list[servers.SmtpSinkProcess] = []
-
-    def make(**options: Any) -> servers.SmtpSinkProcess:
-        log = tmp_path / f"sink-{len(started) + 1}.log"
-        sink = servers.SmtpSinkProcess(log, **options).start()
-        started.append(sink)
-        return sink
-
-    yield make
-    for sink in started:
-        sink.stop()
-
-
-def _require_dovecot() -> None:
-    if servers.Dovecot.available():
-        return
-    reason = f"Dovecot not installed ({servers.DOVECOT}); `./dev test` installs it"
-    if REQUIRE_IMAP:
-        pytest.fail(f"IMAP tests required (DRIPD_TEST_REQUIRE_IMAP=1): {reason}")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="session")
-def dovecot() -> Iterator[servers.Dovecot]:
-    """One Dovecot for the whole session; tests keep apart by using their own `imap_user`."""
-    _require_dovecot()
-    instance = servers.Dovecot().start()
-    yield instance
-    instance.cleanup()
-
-
-@pytest.fixture
-def imap_user(dovecot: servers.Dovecot) -> servers.ImapAccount:
-    """A fresh `user-N-xxxxxx@example.test` with a random password on the session's Dovecot."""
-    dovecot.start()  # a no-op unless an earlier test left it stopped
-    return dovecot.new_user()
-
-
-@pytest.fixture
-def private_dovecot() -> Iterator[servers.Dovecot]:
-    """A Dovecot of this test's own (about 40 ms to start): for kill/restart tests."""
-    _require_dovecot()
-    instance = servers.Dovecot().start()
-    yield instance
-    instance.cleanup()

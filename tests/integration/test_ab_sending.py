@@ -5,30 +5,28 @@ from __future__ import annotations
 from collections import Counter
 from datetime import timedelta
 
-import servers
+import servers.imap
+import userfiles
 from test_inbox import reply
 from worlds import World
 
 from dripd.pipeline import app as app_mod
 from dripd.pipeline import reports
 
-AB = """
-name = "AB"
-promote_on_reply = "lead"
-[[steps]]
-id = "hello"
-kind = "email"
-wait = "0m"
-subject = "Hello {{ contact.first_name }}"
-[[steps.variants]]
-id = "short"
-subject = "Quick one, {{ contact.first_name }}"
-body = "Short and sweet."
-[[steps.variants]]
-id = "long"
-body = "A longer hello, with {{ contact.company }} in it."
-weight = 2
-"""
+VARIANTS = [
+    {"id": "short", "subject": "Quick one, {{ contact.first_name }}", "body": "Short and sweet."},
+    {"id": "long", "body": "A longer hello, with {{ contact.company }} in it.", "weight": 2},
+]
+
+
+def _ab(variants: list[dict[str, object]]) -> str:
+    hello = userfiles.email_step(
+        "hello", subject="Hello {{ contact.first_name }}", variants=variants
+    )
+    return userfiles.campaign("AB", hello, promote_on_reply="lead")
+
+
+AB = _ab(VARIANTS)
 
 
 def _versions(world: World) -> dict[str, dict[str, int]]:
@@ -38,7 +36,7 @@ def _versions(world: World) -> dict[str, dict[str, int]]:
 
 
 def test_each_contact_gets_one_version_and_status_counts_replies_per_version(
-    make_world, dovecot: servers.Dovecot, imap_user: servers.ImapAccount
+    make_world, dovecot: servers.imap.Dovecot, imap_user: servers.imap.ImapAccount
 ) -> None:
     world = make_world(imap=imap_user, dovecot=dovecot, campaigns={"ab": AB})
     people = [f"p{n}@firm{n}.example" for n in range(60)]
@@ -69,8 +67,6 @@ def test_each_contact_gets_one_version_and_status_counts_replies_per_version(
     }
 
     # A version removed from the file keeps its history in status.
-    (world.app.config.campaigns_dir / "ab.toml").write_text(
-        AB.split('[[steps.variants]]\nid = "long"')[0], encoding="utf-8"
-    )
+    (world.app.config.campaigns_dir / "ab.toml").write_text(_ab(VARIANTS[:1]), encoding="utf-8")
     world.app = app_mod.reloaded(world.app)
     assert _versions(world)["long"]["sent"] == got["long"]

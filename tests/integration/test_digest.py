@@ -19,7 +19,9 @@ from pathlib import Path
 
 import icalendar
 import pytest
-import servers
+import servers.imap
+import servers.loopback
+import servers.smtp
 import sqlalchemy as sa
 from worlds import World
 
@@ -55,7 +57,9 @@ MONDAY_6AM = datetime(2026, 11, 23, 11, 0, tzinfo=UTC)  # 06:00 in New York
 SLOT = datetime(2026, 11, 23, 12, 30, tzinfo=UTC)  # mike's digest: mon-fri 07:30 New York
 
 
-def digest_world(make_world, dovecot: servers.Dovecot, imap_user: servers.ImapAccount) -> World:
+def digest_world(
+    make_world, dovecot: servers.imap.Dovecot, imap_user: servers.imap.ImapAccount
+) -> World:
     world: World = make_world(imap=imap_user, dovecot=dovecot, campaigns={"meeting": MEETING})
     world.clock.set(MONDAY_6AM)
     world.add(
@@ -72,7 +76,7 @@ def digest_world(make_world, dovecot: servers.Dovecot, imap_user: servers.ImapAc
     return world
 
 
-def the_digest(world: World) -> servers.ReceivedMessage:
+def the_digest(world: World) -> servers.smtp.ReceivedMessage:
     """Run at mike's slot; the digest that arrives."""
     world.clock.set(SLOT)
     world.run()
@@ -80,7 +84,7 @@ def the_digest(world: World) -> servers.ReceivedMessage:
     return digest
 
 
-def to_mike(world: World) -> list[servers.ReceivedMessage]:
+def to_mike(world: World) -> list[servers.smtp.ReceivedMessage]:
     return [m for m in world.smtp.messages() if m.rcpt_tos == ("mike@example.com",)]
 
 
@@ -115,7 +119,7 @@ def parts(message: EmailMessage, content_type: str) -> list[EmailMessage]:
 
 
 def command_reply(
-    digest: servers.ReceivedMessage,
+    digest: servers.smtp.ReceivedMessage,
     text: str,
     *,
     msgid: str = "<cmd.1@mail.gmail.com>",
@@ -141,7 +145,7 @@ def command_reply(
 
 
 def test_the_digest_arrives_at_its_slot_once_with_calls_on_the_calendar(
-    make_world, dovecot: servers.Dovecot, imap_user: servers.ImapAccount
+    make_world, dovecot: servers.imap.Dovecot, imap_user: servers.imap.ImapAccount
 ) -> None:
     world = digest_world(make_world, dovecot, imap_user)
     world.clock.set(SLOT - timedelta(minutes=1))
@@ -180,7 +184,7 @@ def test_the_digest_arrives_at_its_slot_once_with_calls_on_the_calendar(
     assert world.run().digests == 0
     restarted = app_mod.open_app(str(world.app.config.path), the_clock=world.clock)
     try:
-        assert servers.run_client(daemon.run_once(restarted)).digests == 0
+        assert servers.loopback.run_client(daemon.run_once(restarted)).digests == 0
     finally:
         restarted.engine.dispose()
     assert len(to_mike(world)) == 1
@@ -192,7 +196,7 @@ def test_the_digest_arrives_at_its_slot_once_with_calls_on_the_calendar(
 
 
 def test_commands_in_a_reply_are_carried_out_and_confirmed_line_by_line(
-    make_world, dovecot: servers.Dovecot, imap_user: servers.ImapAccount
+    make_world, dovecot: servers.imap.Dovecot, imap_user: servers.imap.ImapAccount
 ) -> None:
     world = digest_world(make_world, dovecot, imap_user)
     digest = the_digest(world)
@@ -255,7 +259,7 @@ def test_commands_in_a_reply_are_carried_out_and_confirmed_line_by_line(
 
 
 def test_commands_not_from_the_rep_in_reply_to_a_digest_change_nothing(
-    make_world, dovecot: servers.Dovecot, imap_user: servers.ImapAccount
+    make_world, dovecot: servers.imap.Dovecot, imap_user: servers.imap.ImapAccount
 ) -> None:
     world = digest_world(make_world, dovecot, imap_user)
     digest = the_digest(world)
@@ -298,7 +302,7 @@ CORPUS_DIGEST_ID = "<dripd.test.digest.mike.Zq3x9@example.com>"
 
 @pytest.mark.parametrize("name", ["gmail-web.eml", "outlook-desktop-html.eml", "apple-mail.eml"])
 def test_replies_as_real_clients_quote_them_are_read_as_commands(
-    make_world, dovecot: servers.Dovecot, imap_user: servers.ImapAccount, name: str
+    make_world, dovecot: servers.imap.Dovecot, imap_user: servers.imap.ImapAccount, name: str
 ) -> None:
     """Gmail, Outlook (HTML only, no `>` quoting) and Apple Mail replies, through the real inbox."""
     expected = tomllib.loads((CORPUS / "expected.toml").read_text())["files"][name]

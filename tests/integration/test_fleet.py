@@ -15,13 +15,14 @@ import json
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import servers.postgres
 import sqlalchemy as sa
+import userfiles
 
 from dripd import clock, errors
 from dripd.daemon import fleet
@@ -36,11 +37,8 @@ REPS = 6
 
 def _mailboxes(count: int) -> str:
     """`count` more reps (r0, r1, …), each with a sending mailbox."""
-    return "".join(
-        f'\n[[reps]]\nid = "r{i}"\nname = "Rep {i}"\nemail = "r{i}@example.com"\n'
-        '[reps.smtp]\nhost = "127.0.0.1"\nport = 2525\nsecurity = "none"\n'
-        for i in range(count)
-    )
+    smtp = userfiles.smtp_mailbox(2525, max_per_hour=None, max_per_day=None)
+    return "".join("\n" + userfiles.rep(f"r{i}", name=f"Rep {i}", smtp=smtp) for i in range(count))
 
 
 @pytest.fixture
@@ -68,15 +66,11 @@ def _expire(app: app_mod.App, member: membership.Membership) -> None:
 
 
 @pytest.fixture
-def empty_postgres_url(postgres_template) -> Iterator[str]:
+def empty_postgres_url(postgres_server: servers.postgres.Server) -> Iterator[str]:
     """A new PostgreSQL database with no schema at all."""
-    admin, _template = postgres_template
-    name = f"dripd_e_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    yield admin.url.set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    url = postgres_server.create(prefix="dripd_e_")
+    yield url
+    postgres_server.drop(url)
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-import servers
+import servers.imap
 import sqlalchemy as sa
 from test_inbox import reply, sent_ids
 from worlds import World
@@ -34,7 +34,7 @@ def _traces(world: World, address: str) -> list[str]:
 
 
 def test_forget_leaves_no_trace_of_the_address_and_refuses_it_later(
-    make_world, dovecot: servers.Dovecot, imap_user: servers.ImapAccount, tmp_path: Path
+    make_world, dovecot: servers.imap.Dovecot, imap_user: servers.imap.ImapAccount, tmp_path: Path
 ) -> None:
     world = make_world(imap=imap_user, dovecot=dovecot)
     world.add(ANN, first_name="Ann", company="Northwind")

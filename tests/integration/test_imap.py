@@ -12,13 +12,15 @@ import asyncio
 from collections.abc import Callable
 
 import pytest
-import servers
+import servers.imap
+import servers.loopback
+import servers.smtp
 
 from dripd.files import config
 from dripd.mailbox import imap, smtp
 
 
-def _settings(account: servers.ImapAccount, port: int, security: str) -> config.ImapConfig:
+def _settings(account: servers.imap.ImapAccount, port: int, security: str) -> config.ImapConfig:
     return config.ImapConfig(
         host=account.host,
         port=port,
@@ -29,7 +31,7 @@ def _settings(account: servers.ImapAccount, port: int, security: str) -> config.
 
 
 def test_starttls_on_the_plain_port_encrypts_before_the_login(
-    imap_user: servers.ImapAccount, dovecot: servers.Dovecot
+    imap_user: servers.imap.ImapAccount, dovecot: servers.imap.Dovecot
 ) -> None:
     dovecot.deliver(imap_user.address, b"Subject: hello\r\nMessage-ID: <m1@x>\r\n\r\nHi\r\n")
 
@@ -42,7 +44,7 @@ def test_starttls_on_the_plain_port_encrypts_before_the_login(
             found = await session.find_message_id("INBOX", "<m1@x>")
             return encrypted, set(protocol.capabilities), found, folder.uidnext
 
-    encrypted, capabilities, found, uidnext = servers.run_client(scenario())
+    encrypted, capabilities, found, uidnext = servers.loopback.run_client(scenario())
     assert encrypted
     # Capabilities are asked again once encrypted (those said in clear don't
     # count): Dovecot no longer offers STARTTLS then.
@@ -51,7 +53,7 @@ def test_starttls_on_the_plain_port_encrypts_before_the_login(
 
 
 def test_tls_set_the_wrong_way_round_names_the_setting(
-    imap_user: servers.ImapAccount, monkeypatch: pytest.MonkeyPatch
+    imap_user: servers.imap.ImapAccount, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(imap, "TIMEOUT", 1.0)  # what a greeting that never comes takes
 
@@ -62,7 +64,7 @@ def test_tls_set_the_wrong_way_round_names_the_setting(
                     pass
             return str(caught.value)
 
-        return servers.run_client(scenario())
+        return servers.loopback.run_client(scenario())
 
     # Implicit TLS to the plain port: the server answers the handshake in clear.
     clear = failure(imap_user.port, "tls")
@@ -74,7 +76,7 @@ def test_tls_set_the_wrong_way_round_names_the_setting(
 
 
 def test_smtp_tls_to_a_starttls_port_names_the_setting(
-    smtp_server: Callable[..., servers.SmtpServer],
+    smtp_server: Callable[..., servers.smtp.SmtpServer],
 ) -> None:
     server = smtp_server(tls="starttls")  # a port that begins in clear, as 587 does
     settings = config.SmtpConfig(
@@ -96,7 +98,7 @@ def test_starttls_to_a_server_that_offers_none_says_what_to_use() -> None:
     from dripd.cli import demo
 
     async def scenario() -> str:
-        port = servers.free_port()
+        port = servers.loopback.free_port()
         async with demo.imap_server(port):
             settings = config.ImapConfig(
                 host="127.0.0.1", port=port, security="starttls", username=demo.REP

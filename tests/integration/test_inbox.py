@@ -15,7 +15,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import servers
+import servers.imap
+import servers.loopback
 import sqlalchemy as sa
 from worlds import World
 
@@ -91,7 +92,7 @@ def sent_ids(world: World, address: str) -> list[str]:
 
 
 def test_reply_auto_reply_bounce_and_unsubscribe_steer_the_sequences(
-    make_world, dovecot: servers.Dovecot, imap_user: servers.ImapAccount
+    make_world, dovecot: servers.imap.Dovecot, imap_user: servers.imap.ImapAccount
 ) -> None:
     world = make_world(imap=imap_user, dovecot=dovecot)
     people = ["ann@example.org", "bob@example.org", "carl@example.org", "dora@example.org"]
@@ -177,7 +178,7 @@ def _watch(world: World, body: Callable[[watcher.Watcher], Awaitable[None]]) -> 
             stop.set()
             await asyncio.wait_for(task, 10)
 
-    servers.run_client(main())
+    servers.loopback.run_client(main())
 
 
 def _enrolled(world: World, address: str) -> str:
@@ -189,7 +190,7 @@ def _enrolled(world: World, address: str) -> str:
 
 @pytest.mark.parametrize("idle", [True, False], ids=["idle", "polling"])
 def test_a_reply_stops_the_sequence_within_seconds(
-    make_world, dovecot: servers.Dovecot, imap_user: servers.ImapAccount, idle: bool
+    make_world, dovecot: servers.imap.Dovecot, imap_user: servers.imap.ImapAccount, idle: bool
 ) -> None:
     world = make_world(
         imap=imap_user, dovecot=dovecot, imap_options={"idle": idle, "poll_interval": 1}
@@ -211,7 +212,7 @@ def test_a_reply_stops_the_sequence_within_seconds(
 
 
 def test_mail_that_came_while_down_or_during_a_server_restart_is_read_once(
-    make_world, private_dovecot: servers.Dovecot
+    make_world, private_dovecot: servers.imap.Dovecot
 ) -> None:
     account = private_dovecot.new_user()
     world = make_world(imap=account, dovecot=private_dovecot, imap_options={"poll_interval": 1})
@@ -252,7 +253,7 @@ def _handled(world: World) -> dict[str, int]:
 
 
 def test_a_uidvalidity_change_reads_the_folder_again_without_repeating_anything(
-    make_world, dovecot: servers.Dovecot, imap_user: servers.ImapAccount
+    make_world, dovecot: servers.imap.Dovecot, imap_user: servers.imap.ImapAccount
 ) -> None:
     world = make_world(imap=imap_user, dovecot=dovecot)
     world.add("ann@example.org", first_name="Ann")
@@ -272,7 +273,7 @@ def test_a_uidvalidity_change_reads_the_folder_again_without_repeating_anything(
 
 
 def test_a_message_that_breaks_the_classifier_does_not_block_the_next(
-    make_world, dovecot: servers.Dovecot, imap_user: servers.ImapAccount, monkeypatch
+    make_world, dovecot: servers.imap.Dovecot, imap_user: servers.imap.ImapAccount, monkeypatch
 ) -> None:
     world = make_world(imap=imap_user, dovecot=dovecot)
     world.add("ann@example.org", first_name="Ann")
@@ -302,7 +303,7 @@ def test_a_message_that_breaks_the_classifier_does_not_block_the_next(
 
 
 def test_out_of_office_without_a_date_pauses_then_skips_what_went_stale(
-    make_world, dovecot: servers.Dovecot, imap_user: servers.ImapAccount
+    make_world, dovecot: servers.imap.Dovecot, imap_user: servers.imap.ImapAccount
 ) -> None:
     world = make_world(imap=imap_user, dovecot=dovecot)
     world.add("bob@example.org", first_name="Bob")
@@ -324,8 +325,8 @@ def test_out_of_office_without_a_date_pauses_then_skips_what_went_stale(
 
 def test_an_inbox_password_that_is_missing_waits_and_the_rest_goes_on(
     make_world,
-    dovecot: servers.Dovecot,
-    imap_user: servers.ImapAccount,
+    dovecot: servers.imap.Dovecot,
+    imap_user: servers.imap.ImapAccount,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -352,7 +353,7 @@ def test_an_inbox_password_that_is_missing_waits_and_the_rest_goes_on(
             stop.set()
             await asyncio.wait_for(task, 10)
 
-    servers.run_client(main())
+    servers.loopback.run_client(main())
 
 
 # -- someone else answering in the thread (SPEC §11) ------------------------------------
@@ -377,7 +378,7 @@ body = "Hi again"
 
 
 def test_a_colleagues_reply_stops_the_sequence_and_a_strangers_does_not(
-    make_world, dovecot: servers.Dovecot, imap_user: servers.ImapAccount
+    make_world, dovecot: servers.imap.Dovecot, imap_user: servers.imap.ImapAccount
 ) -> None:
     world = make_world(imap=imap_user, dovecot=dovecot, campaigns={"gentle": NOTE_ONLY})
     world.add("ann@northwind.example", first_name="Ann", company="Northwind")
@@ -462,7 +463,7 @@ def _field(world: World, address: str, name: str) -> str | None:
 
 
 def test_a_meeting_accepted_or_sent_sets_the_appointment_and_a_cancel_clears_it(
-    make_world, dovecot: servers.Dovecot, imap_user: servers.ImapAccount
+    make_world, dovecot: servers.imap.Dovecot, imap_user: servers.imap.ImapAccount
 ) -> None:
     """Real Outlook and Google Calendar emails (tests/corpus/messages) through Dovecot."""
     world = make_world(imap=imap_user, dovecot=dovecot, campaigns={"meet": MEET})
@@ -526,7 +527,7 @@ def _one_sent(world: World, address: str) -> str:
 
 
 def test_a_policy_block_bounces_nobody_and_the_digest_names_it(
-    make_world, dovecot: servers.Dovecot, imap_user: servers.ImapAccount
+    make_world, dovecot: servers.imap.Dovecot, imap_user: servers.imap.ImapAccount
 ) -> None:
     world = make_world(imap=imap_user, dovecot=dovecot)
     first = _one_sent(world, "erin@example.org")
@@ -546,7 +547,7 @@ def test_a_policy_block_bounces_nobody_and_the_digest_names_it(
 
 
 def test_a_mailbox_full_for_a_week_becomes_a_bounce(
-    make_world, dovecot: servers.Dovecot, imap_user: servers.ImapAccount
+    make_world, dovecot: servers.imap.Dovecot, imap_user: servers.imap.ImapAccount
 ) -> None:
     world = make_world(imap=imap_user, dovecot=dovecot)
     first = _one_sent(world, "finn@example.org")

@@ -1,4 +1,4 @@
-"""The test OAuth2 server (tests/oauth_server.py) and the mail servers that trust it.
+"""The test OAuth2 server (tests/servers/oauth.py) and the mail servers that trust it.
 
 The grants behave as a provider's: device flow pending until approved, code
 flow only with PKCE, strict refresh rotation, revocation, expiry; aiosmtpd
@@ -13,9 +13,12 @@ from typing import Any
 
 import aioimaplib
 import aiosmtplib
-import oauth_server
 import pytest
-import servers
+import servers.certs
+import servers.imap
+import servers.loopback
+import servers.oauth
+import servers.smtp
 from authlib.common.security import generate_token
 from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.requests_client import OAuth2Session
@@ -29,26 +32,26 @@ USER = "mike@example.test"
 
 
 @pytest.fixture
-def oauth() -> Iterator[oauth_server.OAuthServer]:
-    with oauth_server.OAuthServer(access_lifetime=2) as server:
+def oauth() -> Iterator[servers.oauth.OAuthServer]:
+    with servers.oauth.OAuthServer(access_lifetime=2) as server:
         yield server
 
 
 def _client() -> OAuth2Session:
     return OAuth2Session(
-        client_id=oauth_server.CLIENT_ID,
+        client_id=servers.oauth.CLIENT_ID,
         scope=SCOPE,
         token_endpoint_auth_method="none",
         code_challenge_method="S256",
     )
 
 
-def _device_token(server: oauth_server.OAuthServer, user: str) -> dict[str, str]:
+def _device_token(server: servers.oauth.OAuthServer, user: str) -> dict[str, str]:
     with _client() as client:
-        data = {"client_id": oauth_server.CLIENT_ID, "scope": SCOPE}
+        data = {"client_id": servers.oauth.CLIENT_ID, "scope": SCOPE}
         grant = client.post(server.url("devicecode"), data=data, withhold_token=True).json()
         token_url, device = server.url("token"), grant["device_code"]
-        kind = oauth_server.DeviceCodeGrant.GRANT_TYPE
+        kind = servers.oauth.DeviceCodeGrant.GRANT_TYPE
         with pytest.raises(OAuthError) as pending:
             client.fetch_token(token_url, grant_type=kind, device_code=device)
         assert pending.value.error == "authorization_pending"
@@ -56,7 +59,7 @@ def _device_token(server: oauth_server.OAuthServer, user: str) -> dict[str, str]
         return dict(client.fetch_token(token_url, grant_type=kind, device_code=device))
 
 
-def test_grants_rotation_revocation_and_expiry(oauth: oauth_server.OAuthServer) -> None:
+def test_grants_rotation_revocation_and_expiry(oauth: servers.oauth.OAuthServer) -> None:
     first = _device_token(oauth, USER)
     assert oauth.introspect(first["access_token"])["username"] == USER
     with _client() as client:
@@ -95,9 +98,9 @@ def test_grants_rotation_revocation_and_expiry(oauth: oauth_server.OAuthServer) 
     assert oauth.introspect(code_token["access_token"]) == {"active": False}
 
 
-def test_aiosmtpd_and_dovecot_take_xoauth2(oauth: oauth_server.OAuthServer) -> None:
-    smtp = servers.SmtpServer(oauth2=oauth.introspect).start()
-    dovecot = servers.Dovecot(oauth2_introspection=oauth.introspection_url).start()
+def test_aiosmtpd_and_dovecot_take_xoauth2(oauth: servers.oauth.OAuthServer) -> None:
+    smtp = servers.smtp.SmtpServer(oauth2=oauth.introspect).start()
+    dovecot = servers.imap.Dovecot(oauth2_introspection=oauth.introspection_url).start()
     try:
         account = dovecot.new_user("mike")
         token = _device_token(oauth, account.address)["access_token"]
@@ -115,9 +118,9 @@ def test_aiosmtpd_and_dovecot_take_xoauth2(oauth: oauth_server.OAuthServer) -> N
             await client.connect()
             await client.quit()
 
-        servers.run_client(smtp_login(token))
+        servers.loopback.run_client(smtp_login(token))
         with pytest.raises(aiosmtplib.SMTPAuthenticationError) as refused:
-            servers.run_client(smtp_login("at-not-a-token"))
+            servers.loopback.run_client(smtp_login("at-not-a-token"))
         assert refused.value.code == 535
 
         async def imap_login(value: str) -> str:
@@ -127,7 +130,7 @@ def test_aiosmtpd_and_dovecot_take_xoauth2(oauth: oauth_server.OAuthServer) -> N
             await client.logout()
             return str(response.result)
 
-        assert servers.run_client(imap_login(token)) == "OK"
+        assert servers.loopback.run_client(imap_login(token)) == "OK"
         assert "method=XOAUTH2" in dovecot.log_tail()
     finally:
         dovecot.cleanup()
@@ -136,15 +139,15 @@ def test_aiosmtpd_and_dovecot_take_xoauth2(oauth: oauth_server.OAuthServer) -> N
 
 def test_a_provider_with_a_private_ca_needs_ca_file(tmp_path: Any) -> None:
     """Over https, the provider's certificate is verified: the test CA only with `ca_file`."""
-    certificates = servers.shared_certificates()
+    certificates = servers.certs.shared_certificates()
     tls = {"tls": certificates.server_context(), "client_tls": certificates.client_context()}
-    with oauth_server.OAuthServer(**tls) as server:
+    with servers.oauth.OAuthServer(**tls) as server:
         settings: dict[str, Any] = {
             "provider": "custom",
-            "client_id": oauth_server.CLIENT_ID,
+            "client_id": servers.oauth.CLIENT_ID,
             "device_authorization_url": server.url("devicecode"),
             "token_url": server.url("token"),
-            "scopes": list(oauth_server.SCOPES),
+            "scopes": list(servers.oauth.SCOPES),
         }
         untrusted = dripd_oauth.Provider(config.OAuth2Config.model_validate(settings))
         with pytest.raises(errors.SignInUnavailable, match=r"set ca_file in \[reps.oauth2\]"):

@@ -18,9 +18,11 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import oauth_server
 import pytest
-import servers
+import servers.imap
+import servers.loopback
+import servers.oauth
+import servers.required
 import sqlalchemy as sa
 
 from dripd import clock, errors
@@ -32,18 +34,20 @@ LIFETIME = 2  # seconds an access token lives
 
 
 @pytest.fixture
-def provider() -> Iterator[oauth_server.OAuthServer]:
-    with oauth_server.OAuthServer(access_lifetime=LIFETIME) as server:
+def provider() -> Iterator[servers.oauth.OAuthServer]:
+    with servers.oauth.OAuthServer(access_lifetime=LIFETIME) as server:
         yield server
 
 
 @pytest.fixture
-def dovecot_oauth(provider: oauth_server.OAuthServer) -> Iterator[servers.Dovecot]:
-    with servers.Dovecot(oauth2_introspection=provider.introspection_url) as dovecot:
+def dovecot_oauth(provider: servers.oauth.OAuthServer) -> Iterator[servers.imap.Dovecot]:
+    with servers.required.dovecot(oauth2_introspection=provider.introspection_url) as dovecot:
         yield dovecot
 
 
-def _rep(provider: oauth_server.OAuthServer, smtp_port: int, account: servers.ImapAccount) -> Any:
+def _rep(
+    provider: servers.oauth.OAuthServer, smtp_port: int, account: servers.imap.ImapAccount
+) -> Any:
     return config.RepConfig.model_validate(
         {
             "id": "mike",
@@ -58,16 +62,16 @@ def _rep(provider: oauth_server.OAuthServer, smtp_port: int, account: servers.Im
             },
             "oauth2": {
                 "provider": "custom",
-                "client_id": oauth_server.CLIENT_ID,
+                "client_id": servers.oauth.CLIENT_ID,
                 "device_authorization_url": provider.url("devicecode"),
                 "token_url": provider.url("token"),
-                "scopes": list(oauth_server.SCOPES),
+                "scopes": list(servers.oauth.SCOPES),
             },
         }
     )
 
 
-def _sign_in(engine: sa.Engine, rep: Any, provider: oauth_server.OAuthServer) -> None:
+def _sign_in(engine: sa.Engine, rep: Any, provider: servers.oauth.OAuthServer) -> None:
     """What `dripd auth mike` stores: a device sign-in approved at once."""
     client = oauth.Provider(rep.oauth2)
     grant = client.start_device()
@@ -86,7 +90,7 @@ def _stored(engine: sa.Engine) -> tokens.Stored:
 
 
 def _signed_in(
-    url: str, provider: oauth_server.OAuthServer, dovecot: servers.Dovecot, smtp_server: Any
+    url: str, provider: servers.oauth.OAuthServer, dovecot: servers.imap.Dovecot, smtp_server: Any
 ) -> tuple[Any, sa.Engine, tokens.TokenSource]:
     """Mike on aiosmtpd and Dovecot, both checking tokens with `provider`, signed in."""
     mail = smtp_server(oauth2=provider.introspect)
@@ -108,14 +112,14 @@ async def _log_in_both(rep: Any, source: tokens.TokenSource) -> None:
 
 def test_logins_through_expiries_and_rotations(
     sqlite_url: str,
-    provider: oauth_server.OAuthServer,
-    dovecot_oauth: servers.Dovecot,
+    provider: servers.oauth.OAuthServer,
+    dovecot_oauth: servers.imap.Dovecot,
     smtp_server: Any,
 ) -> None:
     rep, engine, source = _signed_in(sqlite_url, provider, dovecot_oauth, smtp_server)
     refresh_tokens = {_stored(engine).refresh_token}
     for _ in range(2):  # each round after the access token expired
-        servers.run_client(_log_in_both(rep, source))
+        servers.loopback.run_client(_log_in_both(rep, source))
         refresh_tokens.add(_stored(engine).refresh_token)
         time.sleep(LIFETIME * 0.85)  # past its fresh-until (expiry less 20 %)
     assert source.refreshes >= 1
@@ -127,17 +131,11 @@ def test_logins_through_expiries_and_rotations(
 
 @pytest.mark.postgres
 def test_two_instances_refresh_at_once_without_losing_a_rotation(
-    postgres_template: Any, provider: oauth_server.OAuthServer, tmp_path: Any
+    postgres_url: str, provider: servers.oauth.OAuthServer, tmp_path: Any
 ) -> None:
-    admin, template = postgres_template
-    name = f"dripd_t_oauth_{int(time.time() * 1000) % 10**9}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
-    url = sa.engine.make_url(str(admin.url)).set(database=name)
-    url_text = url.render_as_string(hide_password=False)
-    engines = [store_engine.open_engine(url_text), store_engine.open_engine(url_text)]
+    engines = [store_engine.open_engine(postgres_url), store_engine.open_engine(postgres_url)]
     try:
-        account = servers.ImapAccount(
+        account = servers.imap.ImapAccount(
             address="mike@example.test",
             password="",
             host="127.0.0.1",
@@ -167,14 +165,12 @@ def test_two_instances_refresh_at_once_without_losing_a_rotation(
     finally:
         for engine in engines:
             engine.dispose()
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def test_refused_token_fails_fast_and_revocation_is_lost(
     sqlite_url: str,
-    provider: oauth_server.OAuthServer,
-    dovecot_oauth: servers.Dovecot,
+    provider: servers.oauth.OAuthServer,
+    dovecot_oauth: servers.imap.Dovecot,
     smtp_server: Any,
 ) -> None:
     rep, engine, source = _signed_in(sqlite_url, provider, dovecot_oauth, smtp_server)
@@ -182,7 +178,9 @@ def test_refused_token_fails_fast_and_revocation_is_lost(
     with engine.begin() as conn:
         conn.execute(sa.update(tokens._table).values(access_token="at-revoked-early"))
     started = time.monotonic()
-    servers.run_client(_log_in_both(rep, source))  # refused, rejected, refreshed, logged in
+    servers.loopback.run_client(
+        _log_in_both(rep, source)
+    )  # refused, rejected, refreshed, logged in
     assert time.monotonic() - started < 5  # no wait for aioimaplib's timeout
     assert source.refreshes == 1
 
@@ -192,12 +190,12 @@ def test_refused_token_fails_fast_and_revocation_is_lost(
         conn.execute(sa.update(tokens._table).values(access_fresh_until=None))
     lost = r"stopped working \(invalid_grant.*dripd auth mike"
     with pytest.raises(errors.SignInError, match=lost):
-        servers.run_client(source.access_token())
+        servers.loopback.run_client(source.access_token())
     assert _stored(engine).lost
     with pytest.raises(smtp.SendError) as refused:
-        servers.run_client(smtp.Connection(rep.smtp, None, token_source=source).open())
+        servers.loopback.run_client(smtp.Connection(rep.smtp, None, token_source=source).open())
     assert refused.value.kind == "signin"
 
     _sign_in(engine, rep, provider)  # `dripd auth mike` again
-    servers.run_client(_log_in_both(rep, source))
+    servers.loopback.run_client(_log_in_both(rep, source))
     engine.dispose()

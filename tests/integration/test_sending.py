@@ -18,7 +18,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import servers
+import servers.imap
+import servers.loopback
+import servers.smtp
 import sqlalchemy as sa
 from click.testing import CliRunner
 
@@ -37,7 +39,7 @@ def parse(raw: bytes) -> email.message.EmailMessage:
 
 
 def test_campaign_emails_arrive_once_threaded_with_parts_and_a_sent_copy(
-    make_world, dovecot: servers.Dovecot, imap_user: servers.ImapAccount
+    make_world, dovecot: servers.imap.Dovecot, imap_user: servers.imap.ImapAccount
 ) -> None:
     world = make_world(imap=imap_user, dovecot=dovecot)
     world.add(
@@ -81,7 +83,7 @@ def test_campaign_emails_arrive_once_threaded_with_parts_and_a_sent_copy(
 
 
 def test_run_once_copies_every_email_it_sent_to_the_sent_folder(
-    make_world, dovecot: servers.Dovecot, imap_user: servers.ImapAccount, monkeypatch
+    make_world, dovecot: servers.imap.Dovecot, imap_user: servers.imap.ImapAccount, monkeypatch
 ) -> None:
     # Copies go a batch at a time; `run --once` (cron) used to copy one batch
     # and leave the rest for the next run.
@@ -98,7 +100,7 @@ def test_run_once_copies_every_email_it_sent_to_the_sent_folder(
 
 
 def test_a_server_that_files_sent_mail_itself_gets_no_second_copy(
-    make_world, dovecot: servers.Dovecot, imap_user: servers.ImapAccount
+    make_world, dovecot: servers.imap.Dovecot, imap_user: servers.imap.ImapAccount
 ) -> None:
     # Gmail and Microsoft 365 put what they send in the Sent folder themselves:
     # with save_copy = false dripd appends nothing there (the rep would see every
@@ -112,7 +114,7 @@ def test_a_server_that_files_sent_mail_itself_gets_no_second_copy(
 
 
 def test_a_sent_folder_with_a_non_ascii_name(
-    make_world, dovecot: servers.Dovecot, imap_user: servers.ImapAccount
+    make_world, dovecot: servers.imap.Dovecot, imap_user: servers.imap.ImapAccount
 ) -> None:
     # French Outlook's Sent folder. IMAP names folders in modified UTF-7 (RFC 3501
     # 5.1.3); sent as UTF-8, Dovecot refused the name and no copy was ever saved.
@@ -120,7 +122,7 @@ def test_a_sent_folder_with_a_non_ascii_name(
     assert imap.mailbox("R&D") == '"R&-D"'
     with dovecot.imap(imap_user.address) as conn:
         assert conn.create('"&AMk-l&AOk-ments envoy&AOk-s"')[0] == "OK"
-    options = {"sent_folder": '"Éléments envoyés"'}
+    options = {"sent_folder": "Éléments envoyés"}
     world = make_world(imap=imap_user, dovecot=dovecot, imap_options=options)
     world.add("ann@example.org", first_name="Ann", company="X")
     assert world.run().sent == 1
@@ -158,7 +160,7 @@ def test_queued_email_is_not_sent_to_a_contact_who_unsubscribed(make_world) -> N
 
 def test_temporary_failure_is_retried_later(make_world) -> None:
     world = make_world(window="mon-fri 00:00-24:00")
-    world.smtp.faults.reply("DATA", servers.TEMPFAIL)
+    world.smtp.faults.reply("DATA", servers.smtp.TEMPFAIL)
     world.add("ann@example.org", first_name="Ann", company="X")
     summary = world.run()
     assert (summary.sent, summary.retried) == (0, 1)
@@ -255,7 +257,7 @@ def test_a_server_deferring_the_mailbox_is_left_alone_for_a_while(make_world) ->
 
 def test_unknown_recipient_bounces_the_contact(make_world) -> None:
     world = make_world(window="mon-fri 00:00-24:00")
-    world.smtp.faults.reply("RCPT", servers.NO_SUCH_USER, recipient="gone@example.org")
+    world.smtp.faults.reply("RCPT", servers.smtp.NO_SUCH_USER, recipient="gone@example.org")
     world.add("gone@example.org", first_name="Gone", company="X")
     world.add("bob@example.org", first_name="Bob", company="Y")
     summary = world.run()
@@ -275,7 +277,7 @@ def test_envelope_after_a_refusal_and_for_an_idn_domain(make_world) -> None:
     # (RSET) so the next email on that connection goes out; an IDN domain is in
     # punycode on the wire, as in the To header.
     world = make_world(window="mon-fri 00:00-24:00")
-    world.smtp.faults.reply("RCPT", servers.NO_SUCH_USER, recipient="gone@example.org")
+    world.smtp.faults.reply("RCPT", servers.smtp.NO_SUCH_USER, recipient="gone@example.org")
     world.add("gone@example.org", first_name="Gone", company="X")
     world.add("jo@bücher.example", first_name="Jo", company="Y")
     world.add("bob@example.org", first_name="Bob", company="Z")
@@ -295,7 +297,7 @@ def test_envelope_after_a_refusal_and_for_an_idn_domain(make_world) -> None:
 def test_daily_quota_rests_the_mailbox_without_bouncing(make_world) -> None:
     world = make_world(window="mon-fri 00:00-24:00")
     # A quota refuses everything from then on (both connections' emails).
-    world.smtp.faults.reply("DATA", servers.QUOTA_EXCEEDED, times=2)
+    world.smtp.faults.reply("DATA", servers.smtp.QUOTA_EXCEEDED, times=2)
     world.add("ann@example.org", first_name="Ann", company="X")
     world.add("bob@example.org", first_name="Bob", company="Y")
     world.add("cat@example.org", first_name="Cat", company="Z")
@@ -372,7 +374,7 @@ def test_a_mailbox_at_its_limit_says_so_in_the_log_and_in_status(make_world, cap
 
 
 def test_an_email_that_waited_in_the_queue_is_dated_when_it_is_sent(
-    make_world, dovecot: servers.Dovecot, imap_user: servers.ImapAccount
+    make_world, dovecot: servers.imap.Dovecot, imap_user: servers.imap.ImapAccount
 ) -> None:
     # Queued together, sent hours apart under the rate limit: each arrives
     # dated when it went, not when it was queued (clients sort by Date, spam
@@ -406,7 +408,7 @@ def test_an_email_that_waited_in_the_queue_is_dated_when_it_is_sent(
 def test_follow_ups_go_before_first_emails_under_a_limit(make_world) -> None:
     # No digest on these days: it would take the one email the burst allows.
     world = make_world(
-        window="daily 00:00-24:00", limits=(6, 100), rep_options='digest = "sat 07:30"'
+        window="daily 00:00-24:00", limits=(6, 100), rep_options={"digest": "sat 07:30"}
     )
     world.add("early@example.org", first_name="Early", company="X")
     world.run()  # its first email
@@ -419,7 +421,7 @@ def test_follow_ups_go_before_first_emails_under_a_limit(make_world) -> None:
 
 
 def test_crash_while_sending_is_reconciled_against_the_sent_folder(
-    make_world, dovecot: servers.Dovecot, imap_user: servers.ImapAccount
+    make_world, dovecot: servers.imap.Dovecot, imap_user: servers.imap.ImapAccount
 ) -> None:
     world = make_world(imap=imap_user, dovecot=dovecot, window="daily 00:00-24:00")
     world.add("ann@example.org", first_name="Ann", company="X")
@@ -523,14 +525,14 @@ def test_status_reports_each_mailbox(make_world) -> None:
 
 
 def test_status_names_what_keeps_a_mailbox_from_sending_and_copying(
-    make_world, dovecot: servers.Dovecot, imap_user: servers.ImapAccount
+    make_world, dovecot: servers.imap.Dovecot, imap_user: servers.imap.ImapAccount
 ) -> None:
     # The daemon's rests live in its memory; `dripd status` runs in another
     # process. What it can see: emails that could go and carry an error, and
     # copies that are not in the Sent folder (here: a folder that isn't there).
     from dripd.pipeline import reports
 
-    options = {"sent_folder": '"Sent Items"'}
+    options = {"sent_folder": "Sent Items"}
     world = make_world(
         window="daily 00:00-24:00", imap=imap_user, dovecot=dovecot, imap_options=options
     )
@@ -594,7 +596,7 @@ def test_which_failures_are_the_mailboxs_and_which_the_emails(smtp_server) -> No
     server.faults.reply("RCPT", "421 4.3.2 Closing: too busy")
     server.faults.drop("RCPT")
     server.faults.stall("RCPT", 4.0)
-    server.faults.reply("RCPT", servers.TEMPFAIL)
+    server.faults.reply("RCPT", servers.smtp.TEMPFAIL)
     server.faults.drop("DATA")
     server.faults.stall("DATA", 4.0)
 
@@ -618,7 +620,7 @@ def test_which_failures_are_the_mailboxs_and_which_the_emails(smtp_server) -> No
         (421, True),  # 421 at RCPT
         (0, True),  # dropped at RCPT
         (0, True),  # silent at RCPT
-        (int(servers.TEMPFAIL[:3]), False),  # 4xx about this recipient
+        (int(servers.smtp.TEMPFAIL[:3]), False),  # 4xx about this recipient
         (0, False),  # dropped after the message
         (0, False),  # silent after the message
         (0, True),  # no connection at all
@@ -671,7 +673,7 @@ def test_a_ca_file_that_cannot_be_read_rests_that_mailbox_only(
 
 
 def test_check_connect_tries_every_mailbox_and_names_what_fails(
-    make_world, dovecot: servers.Dovecot, imap_user: servers.ImapAccount, monkeypatch
+    make_world, dovecot: servers.imap.Dovecot, imap_user: servers.imap.ImapAccount, monkeypatch
 ) -> None:
     # A new user's first question: are host, port, TLS, password and folders
     # right? `check --connect` logs in to each mailbox and opens its folders,
@@ -751,7 +753,9 @@ def test_a_stop_ends_the_engine_pass_between_chunks(make_world, monkeypatch) -> 
     for i in range(5):
         world.add(f"c{i}@example.org", first_name="C", company="X")
     stop, summary = asyncio.Event(), daemon.Summary()
-    servers.run_client(daemon.advance_all(world.app, summary, on_chunk=stop.set, stop=stop))
+    servers.loopback.run_client(
+        daemon.advance_all(world.app, summary, on_chunk=stop.set, stop=stop)
+    )
     assert summary.queued == 2  # one chunk, then it stopped
-    servers.run_client(daemon.advance_all(world.app, summary))
+    servers.loopback.run_client(daemon.advance_all(world.app, summary))
     assert summary.queued == 5  # the rest waited for the next pass

@@ -14,27 +14,28 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
-import servers
+import servers.imap
+import servers.required
 from click.testing import CliRunner
 
 from dripd.cli import main as cli
 
 
 @pytest.fixture(scope="module")
-def marked_dovecot() -> Iterator[servers.Dovecot]:
+def marked_dovecot() -> Iterator[servers.imap.Dovecot]:
     """Every user has "Sent Items", marked \\Sent (not the name dripd would guess first)."""
-    with servers.Dovecot(sent_folder="Sent Items") as instance:
+    with servers.required.dovecot(sent_folder="Sent Items") as instance:
         yield instance
 
 
 @pytest.fixture(scope="module")
-def bare_dovecot() -> Iterator[servers.Dovecot]:
+def bare_dovecot() -> Iterator[servers.imap.Dovecot]:
     """Users have an INBOX and nothing else."""
-    with servers.Dovecot(sent_folder=None) as instance:
+    with servers.required.dovecot(sent_folder=None) as instance:
         yield instance
 
 
-def _message_ids(dovecot: servers.Dovecot, user: str, folder: str) -> list[str]:
+def _message_ids(dovecot: servers.imap.Dovecot, user: str, folder: str) -> list[str]:
     found = dovecot.fetch_all(user, folder)
     return sorted(
         str(email.message_from_bytes(m.raw, policy=email.policy.default)["Message-ID"])
@@ -42,7 +43,7 @@ def _message_ids(dovecot: servers.Dovecot, user: str, folder: str) -> list[str]:
     )
 
 
-def _folders(dovecot: servers.Dovecot, user: str) -> set[str]:
+def _folders(dovecot: servers.imap.Dovecot, user: str) -> set[str]:
     with dovecot.imap(user) as conn:
         typ, data = conn.list()
     assert typ == "OK"
@@ -57,7 +58,7 @@ def _check_connect(config_path: str) -> str:
 
 
 def test_a_fresh_mailbox_gets_a_sent_folder_with_every_email_in_it(
-    make_world, bare_dovecot: servers.Dovecot, caplog: pytest.LogCaptureFixture
+    make_world, bare_dovecot: servers.imap.Dovecot, caplog: pytest.LogCaptureFixture
 ) -> None:
     user = bare_dovecot.new_user()
     world = make_world(
@@ -91,7 +92,7 @@ def test_a_fresh_mailbox_gets_a_sent_folder_with_every_email_in_it(
 
 
 def test_the_folder_the_server_marks_sent_is_used_whatever_its_name(
-    make_world, marked_dovecot: servers.Dovecot
+    make_world, marked_dovecot: servers.imap.Dovecot
 ) -> None:
     user = marked_dovecot.new_user()
     world = make_world(imap=user, dovecot=marked_dovecot, imap_options={"sent_folder": None})
@@ -104,7 +105,7 @@ def test_the_folder_the_server_marks_sent_is_used_whatever_its_name(
 
 
 def test_without_a_marked_folder_a_usual_name_is_found(
-    make_world, bare_dovecot: servers.Dovecot
+    make_world, bare_dovecot: servers.imap.Dovecot
 ) -> None:
     # An older server (or a folder made by hand): no special use, but the name says it.
     user = bare_dovecot.new_user()
@@ -119,13 +120,11 @@ def test_without_a_marked_folder_a_usual_name_is_found(
 
 
 def test_a_configured_folder_that_is_missing_is_not_created(
-    make_world, bare_dovecot: servers.Dovecot, caplog: pytest.LogCaptureFixture
+    make_world, bare_dovecot: servers.imap.Dovecot, caplog: pytest.LogCaptureFixture
 ) -> None:
     # A typo in sent_folder must not file every copy in a new folder nobody opens.
     user = bare_dovecot.new_user()
-    world = make_world(
-        imap=user, dovecot=bare_dovecot, imap_options={"sent_folder": '"Sent Itmes"'}
-    )
+    world = make_world(imap=user, dovecot=bare_dovecot, imap_options={"sent_folder": "Sent Itmes"})
     world.add("ann@example.org", first_name="Ann", company="X")
     with caplog.at_level(logging.WARNING, logger="dripd.daemon"):
         assert world.run().sent == 1
@@ -139,7 +138,7 @@ def test_a_configured_folder_that_is_missing_is_not_created(
 def test_a_new_sent_folder_goes_under_the_personal_namespace(make_world) -> None:
     # cPanel's Dovecot and Courier keep every folder under "INBOX.": a top-level
     # "Sent" can't be created there, and mail clients show "INBOX.Sent" as Sent.
-    with servers.Dovecot(sent_folder=None, prefix="INBOX.") as dovecot:
+    with servers.imap.Dovecot(sent_folder=None, prefix="INBOX.") as dovecot:
         user = dovecot.new_user()
         world = make_world(imap=user, dovecot=dovecot, imap_options={"sent_folder": None})
         line = _check_connect(str(world.app.config.path))

@@ -16,17 +16,20 @@ from typing import Any, TypeVar
 import aioimaplib
 import aiosmtplib
 import pytest
-import servers
+import servers.imap
+import servers.loopback
+import servers.smtp
+import servers.smtp_sink
 
 T = TypeVar("T")
-SmtpServerFactory = Callable[..., servers.SmtpServer]
-SmtpSinkFactory = Callable[..., servers.SmtpSinkProcess]
+SmtpServerFactory = Callable[..., servers.smtp.SmtpServer]
+SmtpSinkFactory = Callable[..., servers.smtp_sink.SmtpSinkProcess]
 REP = "rep@example.test"
 CONTACT = "ann.lee@example.org"
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
-    return servers.run_client(coro)
+    return servers.loopback.run_client(coro)
 
 
 def make_message(to: str = CONTACT, subject: str = "Thank you") -> EmailMessage:
@@ -39,7 +42,7 @@ def make_message(to: str = CONTACT, subject: str = "Thank you") -> EmailMessage:
     return message
 
 
-async def connect(server: servers.SmtpServer, **options: Any) -> aiosmtplib.SMTP:
+async def connect(server: servers.smtp.SmtpServer, **options: Any) -> aiosmtplib.SMTP:
     client = aiosmtplib.SMTP(hostname=server.host, port=server.port, timeout=5, **options)
     await client.connect()
     return client
@@ -152,7 +155,7 @@ def test_implicit_tls_with_auth(smtp_server: SmtpServerFactory) -> None:
     assert (got.tls, got.login) == (True, REP)
 
 
-@pytest.mark.parametrize("reply", [servers.TEMPFAIL, servers.NO_SUCH_USER])
+@pytest.mark.parametrize("reply", [servers.smtp.TEMPFAIL, servers.smtp.NO_SUCH_USER])
 def test_rcpt_fault_for_one_recipient(smtp_server: SmtpServerFactory, reply: str) -> None:
     server = smtp_server()
     bad = "gone@example.org"
@@ -175,7 +178,9 @@ def test_rcpt_fault_for_one_recipient(smtp_server: SmtpServerFactory, reply: str
     assert server.faults.pending() == []
 
 
-@pytest.mark.parametrize("reply", [servers.TEMPFAIL, servers.QUOTA_EXCEEDED, servers.POLICY_REJECT])
+@pytest.mark.parametrize(
+    "reply", [servers.smtp.TEMPFAIL, servers.smtp.QUOTA_EXCEEDED, servers.smtp.POLICY_REJECT]
+)
 def test_data_fault_answers_the_next_n_messages(smtp_server: SmtpServerFactory, reply: str) -> None:
     server = smtp_server()
     server.faults.reply("DATA", reply, times=2)
@@ -196,7 +201,7 @@ def test_data_fault_answers_the_next_n_messages(smtp_server: SmtpServerFactory, 
 
 def test_421_answers_and_closes_the_connection(smtp_server: SmtpServerFactory) -> None:
     server = smtp_server()
-    server.faults.reply("RCPT", servers.BUSY)
+    server.faults.reply("RCPT", servers.smtp.BUSY)
 
     async def send() -> aiosmtplib.SMTP:
         client = await connect(server)
@@ -283,15 +288,15 @@ def test_sink_process_with_starttls_and_auth(smtp_sink_process: SmtpSinkFactory)
 
 def test_find_message_id_reads_a_folded_header() -> None:
     raw = b"Subject: x\r\nMessage-ID:\r\n <long@id.example>\r\n\r\nMessage-ID: <body@no>\r\n"
-    assert servers.find_message_id(raw) == "<long@id.example>"
-    assert servers.find_message_id(b"Subject: x\r\n\r\nMessage-ID: <body@no>\r\n") == "-"
+    assert servers.smtp_sink.find_message_id(raw) == "<long@id.example>"
+    assert servers.smtp_sink.find_message_id(b"Subject: x\r\n\r\nMessage-ID: <body@no>\r\n") == "-"
 
 
 # ---------------------------------------------------------------- Dovecot
 
 
 @contextlib.asynccontextmanager
-async def imap_session(account: servers.ImapAccount) -> AsyncIterator[aioimaplib.IMAP4_SSL]:
+async def imap_session(account: servers.imap.ImapAccount) -> AsyncIterator[aioimaplib.IMAP4_SSL]:
     """A logged-in aioimaplib client over implicit TLS, verified against the test CA."""
     client = aioimaplib.IMAP4_SSL(
         account.host, account.tls_port, ssl_context=account.ssl_context(), timeout=5
@@ -317,7 +322,7 @@ def raw_message(subject: str = "Re: Thank you") -> tuple[str, bytes]:
     return message_id, (raw + "\r\nSounds good.\r\n").encode()
 
 
-def test_imap_login_over_tls_with_the_ca(imap_user: servers.ImapAccount) -> None:
+def test_imap_login_over_tls_with_the_ca(imap_user: servers.imap.ImapAccount) -> None:
     async def session() -> None:
         async with imap_session(imap_user) as client:
             assert (await client.select("INBOX")).result == "OK"
@@ -336,7 +341,7 @@ def test_imap_login_over_tls_with_the_ca(imap_user: servers.ImapAccount) -> None
 
 
 def test_append_then_search_by_message_id(
-    dovecot: servers.Dovecot, imap_user: servers.ImapAccount
+    dovecot: servers.imap.Dovecot, imap_user: servers.imap.ImapAccount
 ) -> None:
     message_id, raw = raw_message()
     uid = dovecot.append(imap_user.address, "Sent", raw, flags=["\\Seen"])
@@ -356,7 +361,7 @@ def test_append_then_search_by_message_id(
 
 
 def test_lmtp_delivery_lands_in_inbox(
-    dovecot: servers.Dovecot, imap_user: servers.ImapAccount
+    dovecot: servers.imap.Dovecot, imap_user: servers.imap.ImapAccount
 ) -> None:
     message_id, raw = raw_message()
     dovecot.deliver(imap_user.address, raw)
@@ -368,7 +373,7 @@ def test_lmtp_delivery_lands_in_inbox(
 
 
 def test_idle_receives_exists_after_another_connections_append(
-    dovecot: servers.Dovecot, imap_user: servers.ImapAccount
+    dovecot: servers.imap.Dovecot, imap_user: servers.imap.ImapAccount
 ) -> None:
     async def idle() -> float:
         async with imap_session(imap_user) as client:
@@ -387,7 +392,7 @@ def test_idle_receives_exists_after_another_connections_append(
     assert run(idle()) < 3.0
 
 
-def test_kill_and_start_again(private_dovecot: servers.Dovecot) -> None:
+def test_kill_and_start_again(private_dovecot: servers.imap.Dovecot) -> None:
     account = private_dovecot.new_user()
     private_dovecot.append(account.address, "INBOX", raw_message()[1])
 
@@ -407,7 +412,7 @@ def test_kill_and_start_again(private_dovecot: servers.Dovecot) -> None:
 
 
 def test_uidvalidity_change_is_seen_by_select(
-    dovecot: servers.Dovecot, imap_user: servers.ImapAccount
+    dovecot: servers.imap.Dovecot, imap_user: servers.imap.ImapAccount
 ) -> None:
     async def select_uidvalidity(folder: str) -> int:
         async with imap_session(imap_user) as client:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+import userfiles
 
 from dripd import clock
 from dripd.cli import main as cli
@@ -22,33 +23,15 @@ from dripd.pipeline import importer, plans, reports
 from dripd.store import engine as store_engine
 from dripd.store import listing, queries, schema
 
-REPO = Path(__file__).resolve().parents[2]
-DRIPD = str(Path(sys.executable).with_name("dripd"))
 NOW = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)  # a Monday, 10:00 in New York
 CONTACTS = 200_000
 SPREAD = 200  # days the enrollments' first steps are spread over: 1 in 200 due each day
 MEMORY_SLACK = 40  # MB of peak RSS above the CLI's own and SQLite's page cache
-CONFIG = """
-[dripd]
-database = "sqlite:///{folder}/dripd.db"
-campaigns = "{campaigns}"
-timezone = "America/New_York"
-
-[[reps]]
-id = "mike"
-name = "Mike Gulitz"
-email = "mike@example.com"
-
-[[reps]]
-id = "sam"
-name = "Sam Rivera"
-email = "sam@example.com"
-"""
 
 
 def write_config(folder: Path) -> Path:
     path = folder / "config.toml"
-    path.write_text(CONFIG.format(folder=folder, campaigns=REPO / "campaigns"), encoding="utf-8")
+    path.write_text(userfiles.shipped_config(f"sqlite:///{folder}/dripd.db"), encoding="utf-8")
     return path
 
 
@@ -92,7 +75,7 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> Iterator[app_mod.App]:
 def list_contacts(app: app_mod.App, *args: str) -> tuple[list[str], float, float]:
     """`dripd contacts list ARGS` in a subprocess: its lines, seconds to the first row, peak MB."""
     proc = subprocess.Popen(
-        [DRIPD, "--config", str(app.config.path), "contacts", "list", *args],
+        [userfiles.DRIPD, "--config", str(app.config.path), "contacts", "list", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -14,7 +14,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import servers
+import servers.imap
+import servers.loopback
+import servers.smtp
+import userfiles
 
 from dripd import clock
 from dripd.daemon import daemon
@@ -53,12 +56,12 @@ TEMPLATE = "Hi {{ contact.first_name }},\n\nThanks for meeting me. Here is the *
 class World:
     app: app_mod.App
     clock: clock.FakeClock
-    smtp: servers.SmtpServer
-    imap: servers.ImapAccount | None
-    dovecot: servers.Dovecot | None
+    smtp: servers.smtp.SmtpServer
+    imap: servers.imap.ImapAccount | None
+    dovecot: servers.imap.Dovecot | None
 
     def run(self) -> daemon.Summary:
-        return servers.run_client(daemon.run_once(self.app))
+        return servers.loopback.run_client(daemon.run_once(self.app))
 
     def add(self, address: str, campaign: str = "intro", **fields: str) -> queries.Contact:
         values = contacts.validate({"email": address, **fields}, self.app.contact_rules())
@@ -87,72 +90,60 @@ class World:
 
 def write_world(
     tmp_path: Path,
-    smtp: servers.SmtpServer,
-    imap: servers.ImapAccount | None,
+    smtp: servers.smtp.SmtpServer,
+    imap: servers.imap.ImapAccount | None,
     *,
     window: str = "mon-fri 09:00-17:00",
     limits: tuple[int, int] = (1000, 5000),
     security: str = "starttls",
     imap_options: dict[str, object] | None = None,
     campaigns: dict[str, str] | None = None,
-    rep_options: str = "",
+    rep_options: dict[str, object] | None = None,
 ) -> Path:
     folder = tmp_path / "campaigns"
-    (folder / "intro").mkdir(parents=True, exist_ok=True)
-    (folder / "intro.toml").write_text(CAMPAIGN, encoding="utf-8")
+    userfiles.write_campaign(folder, "intro", CAMPAIGN, {"intro/hello.md": TEMPLATE})
     for name, text in (campaigns or {}).items():
-        (folder / f"{name}.toml").write_text(text, encoding="utf-8")
-    (folder / "intro" / "hello.md").write_text(TEMPLATE, encoding="utf-8")
+        userfiles.write_campaign(folder, name, text)
     attachments = tmp_path / "attachments"
     attachments.mkdir(exist_ok=True)
     (attachments / "brochure.pdf").write_bytes(b"%PDF-1.4 brochure")
-    imap_section = (
-        ""
-        if imap is None
-        else f"""
-[reps.imap]
-host = "127.0.0.1"
-port = {imap.tls_port}
-security = "tls"
-username = "{imap.address}"
-password_env = "DRIPD_TEST_IMAP_PASSWORD"
-ca_file = "{imap.ca_file}"
-"""
-        + "".join(
-            f"{key} = {str(value).lower() if isinstance(value, bool) else value}\n"
-            for key, value in ({"sent_folder": '"Sent"'} | (imap_options or {})).items()
-            if value is not None  # None: the key is left out (its default applies)
+    mailbox = userfiles.smtp_mailbox(
+        smtp.port,
+        security=security,
+        username="mike@example.com",
+        password_env="DRIPD_TEST_SMTP_PASSWORD",
+        ca_file=smtp.ca_file,
+        max_per_hour=limits[0],
+        max_per_day=limits[1],
+    )
+    inbox = None
+    if imap is not None:
+        inbox = userfiles.imap_mailbox(
+            imap.address,
+            imap.tls_port,
+            security="tls",
+            password_env="DRIPD_TEST_IMAP_PASSWORD",
+            # None: the key is left out (its default applies)
+            **({"ca_file": imap.ca_file, "sent_folder": "Sent"} | (imap_options or {})),
         )
+    mike = userfiles.rep(
+        "mike",
+        name="Mike Gulitz",
+        signature="Mike Gulitz\nMPC Mortgage Planner",
+        smtp=mailbox,
+        imap=inbox,
+        **(rep_options or {}),
     )
     config = tmp_path / "config.toml"
-    config.write_text(
-        f"""
-[dripd]
-database = "sqlite:///{tmp_path / "dripd.db"}"
-campaigns = "{folder}"
-attachments = "{attachments}"
-timezone = "America/New_York"
-send_window = "{window}"
-
-[[reps]]
-id = "mike"
-name = "Mike Gulitz"
-email = "mike@example.com"
-signature = "Mike Gulitz\\nMPC Mortgage Planner"
-{rep_options}
-
-[reps.smtp]
-host = "127.0.0.1"
-port = {smtp.port}
-security = "{security}"
-username = "mike@example.com"
-password_env = "DRIPD_TEST_SMTP_PASSWORD"
-ca_file = "{smtp.ca_file}"
-max_per_hour = {limits[0]}
-max_per_day = {limits[1]}
-{imap_section}""",
-        encoding="utf-8",
+    text = userfiles.config(
+        f"sqlite:///{tmp_path / 'dripd.db'}",
+        folder,
+        mike,
+        attachments=attachments,
+        timezone="America/New_York",
+        send_window=window,
     )
+    config.write_text(text, encoding="utf-8")
     return config
 
 
@@ -163,8 +154,8 @@ def make_world(tmp_path: Path, smtp_server, monkeypatch: pytest.MonkeyPatch) -> 
 
     def make(
         *,
-        imap: servers.ImapAccount | None = None,
-        dovecot: servers.Dovecot | None = None,
+        imap: servers.imap.ImapAccount | None = None,
+        dovecot: servers.imap.Dovecot | None = None,
         tls: str = "starttls",
         **options,
     ) -> World:
