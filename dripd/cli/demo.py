@@ -40,7 +40,8 @@ from dripd.files import campaigns
 from dripd.pipeline import app as app_mod
 from dripd.pipeline import lifecycle, reports
 from dripd.plan import contacts
-from dripd.store import queries, schema
+from dripd.store import contacts as store_contacts
+from dripd.store import schema
 
 TZ = ZoneInfo("America/New_York")
 # The simulated week is fixed, not "the coming Monday": every date the story shows (the
@@ -575,7 +576,7 @@ def _enroll_people(
             }
             values = contacts.validate(raw, rules)
             cid = lifecycle.create_contact(app, conn, person.email, values, now, cause="demo")
-            contact = queries.contact_by_id(conn, cid)
+            contact = store_contacts.contact_by_id(conn, cid)
             lifecycle.enroll(app, conn, contact, CAMPAIGN, now, cause="demo")
         world.last_event = int(
             conn.execute(sa.select(sa.func.max(schema.events.c.id))).scalar() or 0

@@ -30,7 +30,8 @@ from dripd.mail import mime
 from dripd.pipeline import compose, digest_render
 from dripd.pipeline.app import App
 from dripd.plan import windows
-from dripd.store import outbox, queries, schema
+from dripd.store import contacts, outbox, schema
+from dripd.store import reps as store_reps
 
 logger = logging.getLogger("dripd.digest")
 
@@ -154,7 +155,7 @@ def _handle_slot(
         return 0
     if now < slot + CATCH_UP and _engine_behind(app, conn, rep.id, now):
         return 0  # the steps due by now first (the next pass comes back)
-    vacation = queries.rep_pauses(conn).get(rep.id)
+    vacation = store_reps.rep_pauses(conn).get(rep.id)
     if vacation is not None and vacation > now:
         return 0  # on return, the next slot's digest holds everything still open
     digest = gather(app, conn, rep, now)
@@ -264,7 +265,7 @@ def gather(app: App, conn: sa.Connection, rep: config.RepConfig, now: datetime) 
     today_ends = datetime.combine(now.astimezone(tz).date() + timedelta(days=1), time(), tz)
     ahead_ends = today_ends + timedelta(days=AHEAD_DAYS)
     rows = _open_tasks(app, conn, rep.id, ahead_ends)
-    people = queries.contacts_by_ids(conn, {row["contact_id"] for row in rows})
+    people = contacts.contacts_by_ids(conn, {row["contact_id"] for row in rows})
     due_rows = [r for r in rows if r["due_at"] < today_ends]
     ahead_rows = [r for r in rows if r["due_at"] >= today_ends]
     items = [
@@ -335,7 +336,7 @@ def _open_tasks(
 
 
 def _task_item(
-    number: int, row: dict[str, Any], contact: queries.Contact, now: datetime
+    number: int, row: dict[str, Any], contact: contacts.Contact, now: datetime
 ) -> digest_render.TaskItem:
     return digest_render.TaskItem(
         number=number,

@@ -21,7 +21,8 @@ from dripd.mail.addresses import address_key
 from dripd.pipeline import apply_commands, digest, lifecycle
 from dripd.pipeline.app import App
 from dripd.plan import contacts
-from dripd.store import outbox, queries, schema
+from dripd.store import contacts as store_contacts
+from dripd.store import enrollments, events, outbox, schema
 
 logger = logging.getLogger("dripd.inbox")
 
@@ -168,7 +169,7 @@ def _reply(
 ) -> Effect:
     assert verdict.contact is not None
     contact_id = verdict.contact.id
-    active = queries.active_enrollments(conn, contact_id)
+    active = enrollments.active_enrollments(conn, contact_id)
     if verdict.answered_by:
         return _colleague(app, conn, mail, verdict, now, active)
     _event(conn, contact_id, now, "replied", verdict.summary or mail.subject, mail, verdict.sent)
@@ -181,7 +182,7 @@ def _colleague(
     mail: incoming.Incoming,
     verdict: classify.Verdict,
     now: datetime,
-    active: list[queries.Enrollment],
+    active: list[enrollments.Enrollment],
 ) -> Effect:
     """A colleague of the contact answered in the thread: their campaigns say stop or note."""
     assert verdict.contact is not None and verdict.answered_by is not None
@@ -210,7 +211,7 @@ def _stop_and_promote(
     conn: sa.Connection,
     verdict: classify.Verdict,
     now: datetime,
-    active: list[queries.Enrollment],
+    active: list[enrollments.Enrollment],
     *,
     reason: str,
 ) -> Effect:
@@ -231,7 +232,7 @@ def _stop_and_promote(
 
 
 def _promotions(
-    app: App, active: list[queries.Enrollment], sent: classify.SentRef | None
+    app: App, active: list[enrollments.Enrollment], sent: classify.SentRef | None
 ) -> list[str]:
     """The stages the contact's campaigns promote a replier to; the answered campaign first."""
     names = [e.campaign for e in active]
@@ -256,7 +257,7 @@ def _auto_reply(
     until = _return_time(app, conn, contact_id, verdict.return_date, now)
     stated = "back " + verdict.return_date.isoformat() if verdict.return_date else "no date given"
     detail = f"out of office ({stated}): emails wait until {until:%Y-%m-%d %H:%M} UTC"
-    queries.update_contact(conn, contact_id, {"paused_until": until, "updated_at": now})
+    store_contacts.update_contact(conn, contact_id, {"paused_until": until, "updated_at": now})
     held = outbox.hold_contact(conn, contact_id, until, outbox.AWAY_WAIT)
     _event(conn, contact_id, now, "out_of_office", detail, mail, verdict.sent)
     return [f"paused until {until:%Y-%m-%d}" + (f", {held} queued email(s) held" if held else "")]
@@ -266,7 +267,7 @@ def _return_time(
     app: App, conn: sa.Connection, contact_id: int, back: date | None, now: datetime
 ) -> datetime:
     """When a contact out of office may be written to again: the start of the day they are back."""
-    contact = queries.contact_by_id(conn, contact_id)
+    contact = store_contacts.contact_by_id(conn, contact_id)
     tz = app.contact_tz(contact.timezone, contact.owner)
     if back is None:
         back = now.astimezone(tz).date() + timedelta(days=app.config.model.dripd.out_of_office_days)
@@ -288,7 +289,7 @@ def _bounce(
             actions.append(f"blocked by policy for {failure.recipient}: nobody bounced")
             continue
         if failure.soft:
-            earlier = queries.event_times(conn, contact.id, "delivery_delayed")
+            earlier = events.event_times(conn, contact.id, "delivery_delayed")
             _event(conn, contact.id, now, "delivery_delayed", detail, mail)
             if not bounces.gives_up(earlier, now):
                 continue
@@ -337,8 +338,8 @@ def _meeting(
     it. Anchored steps move with it; nothing stops (the sequence is built around the meeting)."""
     assert verdict.contact is not None and verdict.meeting is not None
     meeting = verdict.meeting
-    contact = queries.contact_by_id(conn, verdict.contact.id)
-    active = queries.active_enrollments(conn, contact.id)
+    contact = store_contacts.contact_by_id(conn, verdict.contact.id)
+    active = enrollments.active_enrollments(conn, contact.id)
     named = [
         app.catalog.campaigns[e.campaign] for e in active if e.campaign in app.catalog.campaigns
     ]
@@ -370,10 +371,10 @@ def _other(
 def _end_contact(
     app: App, conn: sa.Connection, contact_id: int, status: str, now: datetime, *, cause: str
 ) -> Effect:
-    contact = queries.contact_by_id(conn, contact_id)
+    contact = store_contacts.contact_by_id(conn, contact_id)
     if contact.status != "active":
         return []
-    queries.update_contact(conn, contact_id, {"status": status, "updated_at": now})
+    store_contacts.update_contact(conn, contact_id, {"status": status, "updated_at": now})
     stopped = lifecycle.stop(app, conn, contact, now, cause=cause)
     return [f"marked {status}"] + ([f"stopped {stopped} sequence(s)"] if stopped else [])
 
@@ -388,7 +389,7 @@ def _event(
     about: classify.SentRef | None = None,
 ) -> None:
     """A history event; `about`: the email it answers, so per-step statistics count it."""
-    queries.add_event(
+    events.add_event(
         conn,
         contact_id=contact_id,
         at=now,

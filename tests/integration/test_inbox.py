@@ -21,7 +21,7 @@ from worlds import World
 
 from dripd.daemon import watcher
 from dripd.pipeline import digest, inbox, reports
-from dripd.store import queries, schema
+from dripd.store import contacts, enrollments, schema
 
 
 def reply(
@@ -83,7 +83,7 @@ def unsubscribe_click(contact: str) -> bytes:
 def statuses(world: World) -> dict[str, tuple[str, str]]:
     """Each contact's (status, stage)."""
     with world.app.engine.connect() as conn:
-        return {c.email: (c.status, c.stage) for c in queries.list_contacts(conn)}
+        return {c.email: (c.status, c.stage) for c in contacts.list_contacts(conn)}
 
 
 def sent_ids(world: World, address: str) -> list[str]:
@@ -182,9 +182,9 @@ def _watch(world: World, body: Callable[[watcher.Watcher], Awaitable[None]]) -> 
 
 def _enrolled(world: World, address: str) -> str:
     with world.app.engine.connect() as conn:
-        contact = queries.contact_by_email(conn, address)
+        contact = contacts.contact_by_email(conn, address)
         assert contact is not None
-        return ",".join(e.status for e in queries.enrollments_of(conn, contact.id))
+        return ",".join(e.status for e in enrollments.enrollments_of(conn, contact.id))
 
 
 @pytest.mark.parametrize("idle", [True, False], ids=["idle", "polling"])
@@ -448,15 +448,15 @@ body = "Hi {{ contact.first_name }}, see you {{ contact.appointment_at | time }}
 
 def _next_due(world: World, address: str) -> datetime | None:
     with world.app.engine.connect() as conn:
-        contact = queries.contact_by_email(conn, address)
+        contact = contacts.contact_by_email(conn, address)
         assert contact is not None
-        (enrollment,) = queries.active_enrollments(conn, contact.id)
+        (enrollment,) = enrollments.active_enrollments(conn, contact.id)
         return enrollment.next_due_at
 
 
 def _field(world: World, address: str, name: str) -> str | None:
     with world.app.engine.connect() as conn:
-        contact = queries.contact_by_email(conn, address)
+        contact = contacts.contact_by_email(conn, address)
         assert contact is not None
         return contact.fields.get(name)
 
@@ -492,7 +492,7 @@ def test_a_meeting_accepted_or_sent_sets_the_appointment_and_a_cancel_clears_it(
     assert _field(world, bob, "appointment_at") is None
     assert _next_due(world, ann) is None and _next_due(world, bob) is None
     with world.app.engine.connect() as conn:
-        contact = queries.contact_by_email(conn, ann)
+        contact = contacts.contact_by_email(conn, ann)
         assert contact is not None and contact.status == "active"  # nothing stopped
 
 
