@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from typing import Any
 
 import sqlalchemy as sa
 
@@ -22,32 +21,10 @@ from dripd.pipeline import apply_commands, digest, lifecycle
 from dripd.pipeline.app import App
 from dripd.plan import contacts
 from dripd.store import contacts as store_contacts
-from dripd.store import enrollments, events, outbox, schema
+from dripd.store import enrollments, events, outbox
+from dripd.store import inbox as store_inbox
 
 logger = logging.getLogger("dripd.inbox")
-
-_contacts = schema.contacts
-_messages = schema.inbox_messages
-_folders = schema.inbox_folders
-_SENT = sa.select(
-    schema.outbox.c.message_id,
-    schema.outbox.c.contact_id,
-    schema.outbox.c.recipient,
-    schema.outbox.c.rep,
-    schema.outbox.c.enrollment_id,
-    schema.outbox.c.campaign,
-    schema.outbox.c.step,
-).where(
-    schema.outbox.c.message_id == sa.bindparam("mid"),
-    schema.outbox.c.status.in_(("sending", "sent")),
-    schema.outbox.c.contact_id.is_not(None),
-)
-_CONTACT = sa.select(
-    _contacts.c.id, _contacts.c.email, _contacts.c.owner, _contacts.c.status
-).where(_contacts.c.email_key == sa.bindparam("key"))
-_HANDLED = sa.select(_messages.c.id).where(
-    _messages.c.rep == sa.bindparam("rep"), _messages.c.message_key == sa.bindparam("key")
-)
 
 
 class StoreKnown:
@@ -58,12 +35,12 @@ class StoreKnown:
         self._reps = {address_key(rep.email): rep.id for rep in app.config.reps}
 
     def sent(self, message_id: str) -> classify.SentRef | None:
-        row = self.conn.execute(_SENT, {"mid": message_id}).first()
-        return classify.SentRef(**row._mapping) if row else None
+        sent = outbox.sent_to_contact(self.conn, message_id)
+        return classify.SentRef(**sent) if sent else None
 
     def contact(self, address: str) -> classify.ContactRef | None:
-        row = self.conn.execute(_CONTACT, {"key": address_key(address)}).first()
-        return classify.ContactRef(**row._mapping) if row else None
+        found = store_contacts.brief_by_key(self.conn, address_key(address))
+        return classify.ContactRef(**found) if found else None
 
     def rep_of(self, address: str) -> str | None:
         return self._reps.get(address_key(address))
@@ -95,7 +72,7 @@ def handle(
     uid: int | None = None,
 ) -> Outcome:
     """Classify `mail` (arrived in `rep`'s inbox) and act on it, once."""
-    if conn.execute(_HANDLED, {"rep": rep, "key": mail.key}).first() is not None:
+    if store_inbox.handled(conn, rep, mail.key):
         return Outcome(verdict=None)
     verdict = read(app, conn, mail, now)
     actions = _EFFECTS[verdict.cls](app, conn, mail, verdict, now)
@@ -112,19 +89,20 @@ def _record(
     now: datetime,
     uid: int | None,
 ) -> None:
-    conn.execute(
-        sa.insert(_messages).values(
+    store_inbox.record(
+        conn,
+        store_inbox.Message(
             rep=rep,
-            message_key=mail.key[:255],
+            key=mail.key,
             uid=uid,
             contact_id=verdict.contact.id if verdict.contact else None,
-            sender=mail.sender[:254],
-            subject=mail.subject[:500],
-            summary=verdict.summary[:1000],
-            reasons="; ".join(verdict.reasons)[:1000],
+            sender=mail.sender,
+            subject=mail.subject,
+            summary=verdict.summary,
+            reasons="; ".join(verdict.reasons),
+            cls=verdict.cls,
             received_at=now,
-            **{"class": verdict.cls},
-        )
+        ),
     )
 
 
@@ -138,7 +116,7 @@ def record_failure(
     error: str,
 ) -> None:
     """Note a message that could not be handled (it stays in the mailbox for a person)."""
-    if conn.execute(_HANDLED, {"rep": rep, "key": mail.key}).first() is not None:
+    if store_inbox.handled(conn, rep, mail.key):
         return
     reasons = (f"could not be handled: {error}",)
     _record(conn, rep, mail, classify.Verdict(cls="other", reasons=reasons), now, uid)
@@ -448,57 +426,3 @@ _EFFECTS = {
     "meeting": _meeting,
     "other": _other,
 }
-
-
-# -- folder checkpoints ------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Checkpoint:
-    uidvalidity: int
-    last_uid: int
-    checked_at: datetime
-
-
-def checkpoint(conn: sa.Connection, rep: str, folder: str) -> Checkpoint | None:
-    row = conn.execute(
-        sa.select(_folders.c.uidvalidity, _folders.c.last_uid, _folders.c.checked_at).where(
-            _folders.c.rep == rep, _folders.c.folder == folder
-        )
-    ).first()
-    return Checkpoint(**row._mapping) if row else None
-
-
-def save_checkpoint(
-    conn: sa.Connection, rep: str, folder: str, uidvalidity: int, last_uid: int, now: datetime
-) -> None:
-    values = {"uidvalidity": uidvalidity, "last_uid": last_uid, "checked_at": now}
-    done = conn.execute(
-        sa.update(_folders).where(_folders.c.rep == rep, _folders.c.folder == folder), values
-    ).rowcount
-    if not done:
-        conn.execute(sa.insert(_folders), {"rep": rep, "folder": folder, **values})
-
-
-def first_sent_at(conn: sa.Connection, rep: str) -> datetime | None:
-    """When the rep's first email went out: nothing older can answer one."""
-    earliest = sa.func.min(schema.outbox.c.sent_at, type_=schema.UTCDateTime())
-    value: datetime | None = conn.execute(
-        sa.select(earliest).where(schema.outbox.c.rep == rep)
-    ).scalar()
-    return value
-
-
-def inbox_stats(conn: sa.Connection) -> dict[str, dict[str, Any]]:
-    """Per rep: when the inbox was last read, and how many messages of each class it held."""
-    stats: dict[str, dict[str, Any]] = {}
-    checked = sa.select(
-        _folders.c.rep, sa.func.max(_folders.c.checked_at, type_=schema.UTCDateTime())
-    )
-    for rep, at in conn.execute(checked.group_by(_folders.c.rep)):
-        stats.setdefault(rep, {})["checked_at"] = at
-    kind = _messages.c["class"]
-    counts = sa.select(_messages.c.rep, kind, sa.func.count()).group_by(_messages.c.rep, kind)
-    for rep, cls, count in conn.execute(counts):
-        stats.setdefault(rep, {})[cls] = count
-    return stats

@@ -13,10 +13,10 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 
 from dripd.mailbox import tokens
-from dripd.pipeline import digest, inbox, lifecycle, variants
+from dripd.pipeline import digest, lifecycle, variants
 from dripd.pipeline.app import App
 from dripd.plan import ratelimit, schedule, stages
-from dripd.store import contacts, enrollments, events, membership, outbox, reps, schema
+from dripd.store import contacts, enrollments, events, inbox, membership, outbox, reps, schema
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -248,3 +248,14 @@ def status_counts(conn: sa.Connection) -> tuple[dict[str, int], int]:
     ).group_by(contacts.c.status)
     rows = conn.execute(query).all()
     return {status: count for status, count, _ in rows}, sum(int(t) for _, _, t in rows)
+
+
+_BRIEF = sa.select(contacts.c.id, contacts.c.email, contacts.c.owner, contacts.c.status).where(
+    contacts.c.email_key == sa.bindparam("key")
+)
+
+
+def brief_by_key(conn: sa.Connection, email_key: str) -> dict[str, Any] | None:
+    """id, email, owner and status of the contact with this email_key (what classify needs)."""
+    row = conn.execute(_BRIEF, {"key": email_key}).first()
+    return dict(row._mapping) if row else None

@@ -202,6 +202,34 @@ def outbox_backlog(conn: sa.Connection) -> int:
     return int(conn.execute(query).scalar_one())
 
 
+_SENT_REF = sa.select(
+    _t.c.message_id,
+    _t.c.contact_id,
+    _t.c.recipient,
+    _t.c.rep,
+    _t.c.enrollment_id,
+    _t.c.campaign,
+    _t.c.step,
+).where(
+    _t.c.message_id == sa.bindparam("mid"),
+    _t.c.status.in_(("sending", "sent")),
+    _t.c.contact_id.is_not(None),
+)
+
+
+def sent_to_contact(conn: sa.Connection, message_id: str) -> dict[str, Any] | None:
+    """Who and what an email sent (or being sent) to a contact was, by its Message-ID."""
+    row = conn.execute(_SENT_REF, {"mid": message_id}).first()
+    return dict(row._mapping) if row else None
+
+
+def first_sent_at(conn: sa.Connection, rep: str) -> datetime | None:
+    """When the rep's first email went out: nothing older can answer one."""
+    earliest = sa.func.min(_t.c.sent_at, type_=schema.UTCDateTime())
+    value: datetime | None = conn.execute(sa.select(earliest).where(_t.c.rep == rep)).scalar()
+    return value
+
+
 def in_state(conn: sa.Connection, status: str) -> list[Row]:
     query = _ROWS.where(_t.c.status == status).order_by(_t.c.id)
     return [_row(r) for r in conn.execute(query)]

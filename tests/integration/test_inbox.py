@@ -20,8 +20,8 @@ import sqlalchemy as sa
 from worlds import World
 
 from dripd.daemon import watcher
-from dripd.pipeline import digest, inbox, reports
-from dripd.store import contacts, enrollments, schema
+from dripd.pipeline import digest, reports
+from dripd.store import contacts, enrollments, outbox, schema
 
 
 def reply(
@@ -260,7 +260,7 @@ def test_a_uidvalidity_change_reads_the_folder_again_without_repeating_anything(
     world.run()
     ann, bob = sent_ids(world, "ann@example.org")[0], sent_ids(world, "bob@example.org")[0]
     with world.app.engine.connect() as conn:  # where a first start would begin reading
-        assert inbox.first_sent_at(conn, "mike") == world.clock.now()
+        assert outbox.first_sent_at(conn, "mike") == world.clock.now()
     dovecot.deliver(imap_user.address, reply("ann@example.org", ann, "Yes", msgid="<a@x>"))
     assert world.run().inbox == 1
     dovecot.change_uidvalidity(imap_user.address)
