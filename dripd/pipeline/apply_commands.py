@@ -21,7 +21,7 @@ from dripd.pipeline import compose, digest, lifecycle
 from dripd.pipeline.app import App
 from dripd.plan import commands, contacts, durations
 from dripd.store import contacts as store_contacts
-from dripd.store import tasks
+from dripd.store import digests, tasks
 
 logger = logging.getLogger("dripd.commands")
 
@@ -46,7 +46,7 @@ class _Context:
     app: App
     conn: sa.Connection
     rep: config.RepConfig
-    sent: digest.Sent
+    sent: digests.Sent
     now: datetime
 
 
@@ -54,7 +54,7 @@ def carry_out(
     app: App,
     conn: sa.Connection,
     rep: config.RepConfig,
-    sent: digest.Sent,
+    sent: digests.Sent,
     text: str,
     now: datetime,
 ) -> list[Result]:

@@ -17,11 +17,11 @@ import sqlalchemy as sa
 
 from dripd.mail import bounces, classify, incoming, meetings
 from dripd.mail.addresses import address_key
-from dripd.pipeline import apply_commands, digest, lifecycle
+from dripd.pipeline import apply_commands, lifecycle
 from dripd.pipeline.app import App
 from dripd.plan import contacts
 from dripd.store import contacts as store_contacts
-from dripd.store import enrollments, events, outbox
+from dripd.store import digests, enrollments, events, outbox
 from dripd.store import inbox as store_inbox
 
 logger = logging.getLogger("dripd.inbox")
@@ -46,7 +46,7 @@ class StoreKnown:
         return self._reps.get(address_key(address))
 
     def digest(self, message_id: str) -> str | None:
-        sent = digest.sent_digest(self.conn, message_id)
+        sent = digests.sent_digest(self.conn, message_id)
         return sent.rep if sent else None
 
 
@@ -300,7 +300,7 @@ def _command(
 ) -> Effect:
     assert verdict.rep is not None
     rep = app.config.rep(verdict.rep)
-    answered = (digest.sent_digest(conn, mid) for mid in mail.referenced)
+    answered = (digests.sent_digest(conn, mid) for mid in mail.referenced)
     sent = next((s for s in answered if s is not None and s.rep == rep.id), None)
     assert sent is not None, "the classifier found the digest this answers"
     results = apply_commands.carry_out(app, conn, rep, sent, verdict.reply or "", now)

@@ -13,10 +13,11 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 
 from dripd.mailbox import tokens
-from dripd.pipeline import digest, lifecycle, variants
+from dripd.pipeline import lifecycle, variants
 from dripd.pipeline.app import App
 from dripd.plan import ratelimit, schedule, stages
 from dripd.store import contacts, enrollments, events, inbox, membership, outbox, reps, schema
+from dripd.store import digests as store_digests
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -323,7 +324,7 @@ def _mailboxes(app: App, conn: sa.Connection) -> list[dict[str, Any]]:
     """Each rep's mailbox: sent, waiting, failed, last send, and why it may be held."""
     stats = outbox.mailbox_stats(conn)
     inboxes = inbox.inbox_stats(conn)
-    digests = digest.last_digests(conn)
+    digests = store_digests.last_digests(conn)
     pauses = reps.rep_pauses(conn)
     stuck = outbox.stuck(conn, app.clock.now())
     result = []
