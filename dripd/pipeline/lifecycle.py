@@ -22,7 +22,7 @@ from dripd.pipeline import forget
 from dripd.pipeline.app import App
 from dripd.plan import contacts, dates, schedule, stages, windows
 from dripd.store import contacts as store_contacts
-from dripd.store import enrollments, events, reps, schema, tasks
+from dripd.store import enrollments, events, reps, tasks
 from dripd.store.contacts import Contact
 from dripd.store.enrollments import Enrollment
 
@@ -405,20 +405,21 @@ def create_task(
     occurrence: int = 1,
 ) -> None:
     """A rep task (call, card, to-do) for a contact, and its history event."""
-    conn.execute(
-        sa.insert(schema.tasks).values(
-            contact_id=contact_id,
-            enrollment_id=enrollment_id,
-            campaign=campaign,
-            step=step,
-            occurrence=occurrence,
-            kind=kind,
-            rep=rep,
-            due_at=due_at,
-            note=note,
-            status="open",
-            created_at=now,
-        )
+    tasks.insert_task(
+        conn,
+        {
+            "contact_id": contact_id,
+            "enrollment_id": enrollment_id,
+            "campaign": campaign,
+            "step": step,
+            "occurrence": occurrence,
+            "kind": kind,
+            "rep": rep,
+            "due_at": due_at,
+            "note": note,
+            "status": "open",
+            "created_at": now,
+        },
     )
     events.add_event(
         conn,

@@ -22,5 +22,9 @@ def task_by_id(conn: sa.Connection, task_id: int) -> dict[str, Any] | None:
     return dict(row._mapping) if row else None
 
 
+def insert_task(conn: sa.Connection, row: Mapping[str, Any]) -> None:
+    conn.execute(sa.insert(tasks), dict(row))
+
+
 def update_task(conn: sa.Connection, task_id: int, changes: Mapping[str, Any]) -> None:
     conn.execute(sa.update(tasks).where(tasks.c.id == task_id).values(**changes))
