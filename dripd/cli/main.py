@@ -377,7 +377,7 @@ def contacts_export(stage: str | None, campaign: str | None, as_json: bool) -> N
 @click.option("--yes", is_flag=True, help="Do not ask: erase at once (scripts).")
 def contacts_forget(email: str, yes: bool) -> None:
     """Erase a person (fields, history, emails, inbox records); their address is refused later."""
-    from dripd.pipeline import forget
+    from dripd.store import forget
 
     try:
         address = contacts.validate({"email": email}, contacts.Rules()).email

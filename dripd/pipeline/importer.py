@@ -18,10 +18,10 @@ import sqlalchemy as sa
 
 from dripd import errors
 from dripd.files import campaigns, csvfile
-from dripd.pipeline import forget, lifecycle, plans
+from dripd.pipeline import lifecycle, plans
 from dripd.pipeline.app import App
 from dripd.plan import schedule, stages
-from dripd.store import contacts, enrollments, reps, schema, settings, statements
+from dripd.store import contacts, enrollments, forget, reps, schema, settings, statements
 
 Tick = Callable[[int], None]
 T = TypeVar("T")

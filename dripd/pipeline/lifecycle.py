@@ -18,11 +18,10 @@ import sqlalchemy as sa
 
 from dripd import errors
 from dripd.files import campaigns
-from dripd.pipeline import forget
 from dripd.pipeline.app import App
 from dripd.plan import contacts, dates, schedule, stages, windows
 from dripd.store import contacts as store_contacts
-from dripd.store import enrollments, events, reps, tasks
+from dripd.store import enrollments, events, forget, reps, tasks
 from dripd.store.contacts import Contact
 from dripd.store.enrollments import Enrollment
 

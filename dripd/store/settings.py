@@ -15,6 +15,11 @@ def setting(conn: sa.Connection, key: str) -> str | None:
     return None if value is None else str(value)
 
 
+def add_setting(conn: sa.Connection, key: str, value: str) -> None:
+    """Write a new setting (the key must not be there yet)."""
+    conn.execute(sa.insert(settings), {"key": key, "value": value})
+
+
 def put_setting(conn: sa.Connection, key: str, value: str) -> None:
     """Write a setting (an upsert: two instances starting at once both succeed)."""
     dialect = sa.dialects.postgresql if conn.dialect.name == "postgresql" else sa.dialects.sqlite

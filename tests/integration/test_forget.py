@@ -12,10 +12,10 @@ from test_inbox import reply, sent_ids
 from worlds import World
 
 from dripd import errors
-from dripd.pipeline import forget, importer, lifecycle
+from dripd.pipeline import importer, lifecycle
 from dripd.plan import contacts
 from dripd.store import contacts as store_contacts
-from dripd.store import schema
+from dripd.store import forget, schema
 
 ANN = "Ann.Lee@Northwind.example"  # erased; written with capitals on purpose
 
