@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from dripd.store import statements
-from dripd.store.schema import events
+from dripd.store.schema import events, outbox
 
 _INSERT_EVENT = sa.insert(events)
 
@@ -51,3 +51,35 @@ def step_counts(conn: sa.Connection) -> dict[tuple[str, str, str], int]:
         .group_by(events.c.campaign, events.c.step, events.c.kind)
     )
     return {(c, s, k): n for c, s, k, n in conn.execute(query)}
+
+
+VariantKey = tuple[str, str, str]  # campaign, step, variant
+
+
+def variant_counts(conn: sa.Connection) -> tuple[dict[VariantKey, int], dict[VariantKey, int]]:
+    """Per version of a step: the contacts sent it, and those of them who replied to that step."""
+    key = (outbox.c.campaign, outbox.c.step, outbox.c.variant)
+    sent_to = (outbox.c.status == "sent", outbox.c.variant.is_not(None))
+    sent = {
+        (campaign, step, variant): count
+        for campaign, step, variant, count in conn.execute(
+            sa.select(*key, sa.func.count(sa.distinct(outbox.c.contact_id)))
+            .where(*sent_to, outbox.c.contact_id.is_not(None))
+            .group_by(*key)
+        )
+    }
+    answered = sa.and_(
+        events.c.contact_id == outbox.c.contact_id,
+        events.c.campaign == outbox.c.campaign,
+        events.c.step == outbox.c.step,
+    )
+    replied = {
+        (campaign, step, variant): count
+        for campaign, step, variant, count in conn.execute(
+            sa.select(*key, sa.func.count(sa.distinct(events.c.contact_id)))
+            .select_from(outbox.join(events, answered))
+            .where(*sent_to, events.c.kind == "replied")
+            .group_by(*key)
+        )
+    }
+    return sent, replied
