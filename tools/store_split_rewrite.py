@@ -1,28 +1,33 @@
 #!/usr/bin/env python3
-"""Rewrite a tree's uses of dripd/store/queries.py to the store modules it was split into.
+"""Rewrite a tree's uses of names that moved into dripd/store by aggregate (issue 18).
 
     python3 store_split_rewrite.py TREE [TREE ...] [--dry-run] [--no-ruff]
 
-Issue 18 split dripd/store/queries.py by aggregate (contacts, enrollments, events,
-tasks, settings, reps, outbox) plus dripd/store/statements.py (Prepared, bulk_insert).
-MAPPING below is the whole split: every public and private name queries.py held, and
-the module it now lives in.
+MOVES below says what moved where:
+- dripd/store/queries.py was split by aggregate (contacts, enrollments, events, tasks,
+  settings, reps, outbox) plus dripd/store/statements.py (Prepared, bulk_insert); it is
+  gone, and MAPPING names every name it held and the module that now holds it;
+- the oauth_tokens table's statements left dripd/mailbox/tokens.py for
+  dripd/store/oauth_tokens.py (TOKENS); the rest of mailbox/tokens stays.
 
 What it rewrites, in every *.py under TREE (not .git, .venv, node_modules, build):
 - `queries.NAME` → `MODULE.NAME` (in dripd/store/MODULE.py itself: `NAME`);
 - `monkeypatch.setattr(queries, "NAME", …)` → `monkeypatch.setattr(MODULE, "NAME", …)`;
 - "dripd.store.queries.NAME" in strings (mock.patch targets) → "dripd.store.MODULE.NAME";
+- `queries.NAME` in a comment;
 - `from dripd.store import …, queries, …` (module level or inside a function) → the
-  modules that import's scope uses, merged with what the line already imports;
+  modules that import's scope uses, merged with what the line already imports (for a
+  module that stays, like mailbox/tokens, its import stays while the scope uses it);
 - `from dripd.store.queries import A, B` → one `from dripd.store.MODULE import …` per module.
-A module whose name is already a different name in the file (`contacts` is also
-dripd.plan.contacts and schema.contacts; `events` a local list) is imported as
-`store_MODULE`, as `store_engine` is. In *.md: `store.queries.NAME` → `store.MODULE.NAME`.
+The same for `tokens.NAME` with TOKENS. A module whose name is already a different name
+in the file (`contacts` is also dripd.plan.contacts and schema.contacts; `events` a local
+list) is imported as `store_MODULE`, as `store_engine` is. In *.md: `store.queries.NAME`
+→ `store.MODULE.NAME`, `mailbox.tokens.NAME` → `store.oauth_tokens.NAME`.
 
 Then `ruff check --select I --fix` and `ruff format` on the files it changed (the
 tree's .venv/bin/ruff, else ruff on PATH), since names got longer.
 
-Re-runnable: a tree with no `queries` left is not changed. It exits 1 and lists what
+Re-runnable: a tree with nothing left to move is not changed. It exits 1 and lists what
 it could not place: a name not in MAPPING (someone added a query to queries.py: move
 it to its module, add it here, rerun), `import dripd.store.queries`, an alias.
 """
@@ -37,6 +42,7 @@ import shutil
 import subprocess
 import sys
 import tokenize
+from dataclasses import dataclass
 from pathlib import Path
 
 MAPPING: dict[str, str] = {
@@ -120,16 +126,53 @@ MAPPING: dict[str, str] = {
     "outbox_backlog": "outbox",
 }
 
-QUERIES = "dripd.store.queries"
+TOKENS: dict[str, str] = {
+    name: "oauth_tokens"
+    for name in (
+        "Stored",
+        "fresh_until",
+        "MARGIN",
+        "MARGIN_SHARE",
+        "CLAIM",
+        "_table",
+        "read",
+        "read_all",
+        "save_sign_in",
+        "forget",
+        "_held_by",
+        "claim",
+        "save_refreshed",
+        "release",
+        "mark_lost",
+        "reject_access",
+    )
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    package: str  # where the old module is: dripd.store
+    module: str  # its name: queries
+    names: dict[str, str]  # name → the module of dripd.store that holds it now
+    gone: bool  # whether the old module is deleted (every name moved)
+
+    @property
+    def dotted(self) -> str:
+        return f"{self.package}.{self.module}"
+
+
+MOVES = (
+    Move("dripd.store", "queries", MAPPING, gone=True),
+    Move("dripd.mailbox", "tokens", TOKENS, gone=False),
+)
+NAME = "([A-Za-z_][A-Za-z0-9_]*)"
+
 SKIP_DIRS = {".git", ".venv", "venv", "node_modules", "build", "dist", "__pycache__"}
-STRING_TARGET = re.compile(r"dripd\.store\.queries\.([A-Za-z_][A-Za-z0-9_]*)")
-DOC_TARGET = re.compile(r"store([./])queries\.([A-Za-z_][A-Za-z0-9_]*)")
-COMMENT_TARGET = re.compile(r"\bqueries\.([A-Za-z_][A-Za-z0-9_]*)")
 Edit = tuple[int, int, int, int, str]  # start line, col, end line, col (1-based lines), text
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("trees", nargs="+", type=Path)
     parser.add_argument("--dry-run", action="store_true", help="list, don't write")
     parser.add_argument("--no-ruff", action="store_true", help="don't run ruff afterwards")
@@ -147,32 +190,56 @@ def main() -> int:
 
 
 def rewrite_tree(tree: Path, dry_run: bool, problems: list[str]) -> list[Path]:
-    leftover = tree / "dripd" / "store" / "queries.py"
-    if leftover.exists():
-        names = _defined(leftover)
-        unmapped = sorted(set(names) - set(MAPPING))
-        problems.append(
-            f"{leftover} still exists (delete it after moving its definitions);"
-            f" names in it not in MAPPING: {unmapped or 'none'}"
-        )
+    leftovers = _leftovers(tree, problems)
     changed = []
     for path in sorted(_files(tree)):
+        if path in leftovers or path.name == Path(__file__).name:
+            continue
         text = path.read_text(encoding="utf-8")
-        if "queries" not in text:
-            continue
-        if path == leftover or path.name == Path(__file__).name:
-            continue
-        if path.suffix == ".py":
-            new = rewrite_python(path, text, problems)
-        else:
-            new = DOC_TARGET.sub(
-                lambda m: f"store{m[1]}{MAPPING[m[2]]}.{m[2]}" if m[2] in MAPPING else m[0], text
-            )
+        new = text
+        for move in MOVES:
+            if move.module not in new:
+                continue
+            if path.suffix == ".py":
+                new = rewrite_python(path, new, move, problems)
+            else:
+                new = _rewrite_doc(new, move)
         if new != text:
             changed.append(path)
             if not dry_run:
                 path.write_text(new, encoding="utf-8")
     return changed
+
+
+def _leftovers(tree: Path, problems: list[str]) -> set[Path]:
+    """The old modules that should be gone and are not (a merge brought one back)."""
+    found = set()
+    for move in MOVES:
+        path = tree.joinpath(*move.package.split("."), f"{move.module}.py")
+        if move.gone and path.exists():
+            unmapped = sorted(set(_defined(path)) - set(move.names))
+            problems.append(
+                f"{path} still exists (move its definitions, then delete it);"
+                f" names in it not in the mapping: {unmapped or 'none'}"
+            )
+            found.add(path)
+        elif not move.gone and path.exists():
+            still = sorted(set(_defined(path)) & set(move.names))
+            if still:
+                problems.append(f"{path} still defines {still}, which moved to dripd/store")
+    return found
+
+
+def _rewrite_doc(text: str, move: Move) -> str:
+    last = move.package.rsplit(".", 1)[-1]
+    pattern = re.compile(rf"{last}([./]){move.module}\.{NAME}")
+
+    def replace(m: re.Match[str]) -> str:
+        if m[2] not in move.names:
+            return m[0]
+        return f"store{m[1]}{move.names[m[2]]}.{m[2]}"
+
+    return pattern.sub(replace, text)
 
 
 def _files(tree: Path) -> list[Path]:
@@ -197,69 +264,99 @@ def _defined(path: Path) -> list[str]:
     return names
 
 
-def _module_of(name: str, path: Path, problems: list[str]) -> str:
-    module = MAPPING.get(name)
-    if module is None:
-        problems.append(f"{path}: queries.{name} is not in MAPPING")
-        return "queries"
-    return module
+class _Scope:
+    """An import of the old module, and the lines it serves."""
+
+    def __init__(self, node: ast.ImportFrom, first: int, last: int) -> None:
+        self.node, self.first, self.last = node, first, last
+        self.uses: set[str] = set()  # the store modules used there
+        self.still = False  # the old module is still used there (a name that stayed)
 
 
-def _comment(match: re.Match[str], path: Path, problems: list[str]) -> str:
-    """`queries.NAME` in a comment, when NAME is one of queries.py's."""
-    name = match[1]
-    return f"{MAPPING[name]}.{name}" if name in MAPPING else match[0]
+@dataclass(frozen=True, slots=True)
+class _File:
+    path: Path
+    move: Move
+    own: str | None  # the dripd/store module this file is
+    aliases: dict[str, str]  # store module → the name it is imported as here
+    problems: list[str]
+
+    def module_of(self, name: str) -> str | None:
+        module = self.move.names.get(name)
+        if module is None and self.move.gone:
+            self.problems.append(f"{self.path}: {self.move.module}.{name} is not in the mapping")
+        return module
 
 
-def rewrite_python(path: Path, text: str, problems: list[str]) -> str:
+def rewrite_python(path: Path, text: str, move: Move, problems: list[str]) -> str:
     tree = ast.parse(text)
-    own = _own_store_module(path)
-    aliases = _aliases(tree, text)
-    scopes = _import_scopes(tree, path, problems)
-    uses: dict[int, set[str]] = {id(scope): set() for scope in scopes}
-    edits: list[Edit] = []
+    file = _File(path, move, _own_store_module(path), _aliases(tree, text, move), problems)
+    scopes = _import_scopes(tree, file)
     tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
-    import_lines = _import_lines(tree)
+    import_lines = _import_lines(tree, move)
+    edits: list[Edit] = []
     for i, tok in enumerate(tokens):
-        text_edit = _text_edit(tok, path, problems)
+        text_edit = _text_edit(tok, file)
         if text_edit is not None:
             edits.append(text_edit)
-            continue
-        if tok.type != tokenize.NAME or tok.string != "queries" or tok.start[0] in import_lines:
-            continue
-        before = _previous(tokens, i)
-        if before is not None and before.string == ".":
-            continue  # dripd.store.queries in an `import` handled above, or another attribute
-        name, after = _named(tokens, i)
-        if name is None:
-            problems.append(f"{path}:{tok.start[0]}: a use of `queries` it cannot place")
-            continue
-        module = _module_of(name, path, problems)
-        if module == "queries":
-            continue
-        if module == own and after is not None and after.string == ".":
-            edits.append((*tok.start, *after.end, ""))  # queries.NAME in NAME's own module
-            continue
-        scope = _scope_at(scopes, tok.start[0])
-        if scope is not None:
-            uses[id(scope)].add(module)
-        edits.append((*tok.start, *tok.end, aliases.get(module, module)))
+        elif (
+            tok.type == tokenize.NAME
+            and tok.string == move.module
+            and tok.start[0] not in import_lines
+        ):
+            edits.extend(_use_edit(tokens, i, file, scopes))
     for scope in scopes:
-        edits.extend(_import_edits(scope, uses[id(scope)], aliases, own, text))
-    edits.extend(_from_queries_edits(tree, text, aliases, path, problems))
+        edits.extend(_import_edits(scope, file))
+    edits.extend(_from_module_edits(tree, file))
     return _apply(text, edits)
 
 
-def _text_edit(tok: tokenize.TokenInfo, path: Path, problems: list[str]) -> Edit | None:
-    """The rewrite of a string or comment naming something of queries.py, if any."""
-    if tok.type == tokenize.STRING and "dripd.store.queries." in tok.string:
-        new = STRING_TARGET.sub(
-            lambda m: f"dripd.store.{_module_of(m[1], path, problems)}.{m[1]}", tok.string
-        )
-        return (*tok.start, *tok.end, new)
-    if tok.type == tokenize.COMMENT and "queries." in tok.string:
-        new = COMMENT_TARGET.sub(lambda m: _comment(m, path, problems), tok.string)
-        return (*tok.start, *tok.end, new)
+def _use_edit(
+    tokens: list[tokenize.TokenInfo], i: int, file: _File, scopes: list[_Scope]
+) -> list[Edit]:
+    """The rewrite of one `queries.NAME` (or `setattr(queries, "NAME"`)."""
+    tok = tokens[i]
+    before = _previous(tokens, i)
+    if before is not None and before.string == ".":
+        return []  # an attribute of something else (or dripd.store.queries in an import)
+    name, after = _named(tokens, i)
+    scope = _scope_at(scopes, tok.start[0])
+    if name is None:
+        if file.move.gone:
+            file.problems.append(f"{file.path}:{tok.start[0]}: a `{tok.string}` it cannot place")
+        elif scope is not None:
+            scope.still = True
+        return []
+    module = file.module_of(name)
+    if module is None:
+        if scope is not None:
+            scope.still = True
+        return []
+    if module == file.own and after is not None and after.string == ".":
+        return [(*tok.start, *after.end, "")]  # queries.NAME in NAME's own module
+    if scope is not None:
+        scope.uses.add(module)
+    return [(*tok.start, *tok.end, file.aliases.get(module, module))]
+
+
+def _text_edit(tok: tokenize.TokenInfo, file: _File) -> Edit | None:
+    """The rewrite of a string or comment naming something that moved, if any."""
+    move = file.move
+    if tok.type == tokenize.STRING and f"{move.dotted}." in tok.string:
+        pattern = re.compile(re.escape(move.dotted) + r"\." + NAME)
+
+        def dotted(m: re.Match[str]) -> str:
+            module = file.module_of(m[1])
+            return f"dripd.store.{module}.{m[1]}" if module else m[0]
+
+        return (*tok.start, *tok.end, pattern.sub(dotted, tok.string))
+    if tok.type == tokenize.COMMENT and f"{move.module}." in tok.string:
+        pattern = re.compile(rf"\b{move.module}\.{NAME}")
+
+        def comment(m: re.Match[str]) -> str:
+            return f"{move.names[m[1]]}.{m[1]}" if m[1] in move.names else m[0]
+
+        return (*tok.start, *tok.end, pattern.sub(comment, tok.string))
     return None
 
 
@@ -288,7 +385,7 @@ def _own_store_module(path: Path) -> str | None:
     return None
 
 
-def _aliases(tree: ast.Module, text: str) -> dict[str, str]:
+def _aliases(tree: ast.Module, text: str, move: Move) -> dict[str, str]:
     """module → the name to use for it: the name it is already imported as, else
     `store_MODULE` when its own name means something else in this file."""
     taken: dict[str, str] = {}
@@ -304,7 +401,7 @@ def _aliases(tree: ast.Module, text: str) -> dict[str, str]:
             if before is None or before.string != ".":
                 names.add(tok.string)
     result = {}
-    for module in set(MAPPING.values()):
+    for module in set(move.names.values()):
         if module in taken:
             result[module] = taken[module]
         elif module in names:
@@ -312,27 +409,23 @@ def _aliases(tree: ast.Module, text: str) -> dict[str, str]:
     return result
 
 
-class _Scope:
-    """An `from dripd.store import … queries …` and the lines it serves."""
-
-    def __init__(self, node: ast.ImportFrom, first: int, last: int) -> None:
-        self.node, self.first, self.last = node, first, last
-
-
-def _import_scopes(tree: ast.Module, path: Path, problems: list[str]) -> list[_Scope]:
+def _import_scopes(tree: ast.Module, file: _File) -> list[_Scope]:
     scopes = []
     functions = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+    move = file.move
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
-                if alias.name == "dripd.store.queries":
-                    problems.append(f"{path}:{node.lineno}: `import dripd.store.queries`")
-        if not (isinstance(node, ast.ImportFrom) and node.module == "dripd.store"):
+                if alias.name == move.dotted:
+                    file.problems.append(f"{file.path}:{node.lineno}: `import {move.dotted}`")
+        if not (isinstance(node, ast.ImportFrom) and node.module == move.package):
             continue
         for alias in node.names:
-            if alias.name == "queries" and alias.asname not in (None, "queries"):
-                problems.append(f"{path}:{node.lineno}: queries imported as {alias.asname}")
-        if not any(alias.name == "queries" for alias in node.names):
+            if alias.name == move.module and alias.asname not in (None, move.module):
+                file.problems.append(
+                    f"{file.path}:{node.lineno}: {move.module} imported as {alias.asname}"
+                )
+        if not any(alias.name == move.module for alias in node.names):
             continue
         enclosing = [f for f in functions if f.lineno <= node.lineno <= (f.end_lineno or f.lineno)]
         if enclosing:
@@ -349,55 +442,61 @@ def _scope_at(scopes: list[_Scope], line: int) -> _Scope | None:
     return min(containing, key=lambda s: s.last - s.first) if containing else None
 
 
-def _import_lines(tree: ast.Module) -> set[int]:
+def _import_lines(tree: ast.Module, move: Move) -> set[int]:
     lines: set[int] = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module in ("dripd.store", QUERIES):
+        if isinstance(node, ast.ImportFrom) and node.module in (move.package, move.dotted):
             lines.update(range(node.lineno, (node.end_lineno or node.lineno) + 1))
     return lines
 
 
-def _import_edits(
-    scope: _Scope, used: set[str], aliases: dict[str, str], own: str | None, text: str
-) -> list[Edit]:
-    node = scope.node
-    kept = [(a.name, a.asname) for a in node.names if a.name != "queries"]
-    have = {name for name, _ in kept}
-    for module in sorted(used):
-        if module not in have and module != own:
-            alias = aliases.get(module, module)
-            kept.append((module, alias if alias != module else None))
-    kept.sort(key=lambda pair: pair[0])
-    if kept:
-        names = ", ".join(f"{n} as {a}" if a else n for n, a in kept)
-        new = f"from dripd.store import {names}"
+def _import_edits(scope: _Scope, file: _File) -> list[Edit]:
+    node, move = scope.node, file.move
+    keep_old = scope.still and not move.gone
+    old = [(a.name, a.asname) for a in node.names if a.name != move.module or keep_old]
+    new = [
+        (module, alias if alias != module else None)
+        for module in sorted(scope.uses - {file.own})
+        if (alias := file.aliases.get(module, module))
+    ]
+    if move.package == "dripd.store":
+        have = {name for name, _ in old}
+        lines = [_from_import(move.package, old + [n for n in new if n[0] not in have])]
     else:
-        new = ""
+        lines = [_from_import(move.package, old), _from_import("dripd.store", new)]
+    lines = [line for line in lines if line]
     end_col = node.end_col_offset if node.end_col_offset is not None else 0
     line_end = node.end_lineno or node.lineno
-    if not new:  # drop the whole line(s)
+    if not lines:  # drop the whole line(s)
         return [(node.lineno, 0, line_end + 1, 0, "")]
-    return [(node.lineno, node.col_offset, line_end, end_col, new)]
+    text = ("\n" + " " * node.col_offset).join(lines)
+    return [(node.lineno, node.col_offset, line_end, end_col, text)]
 
 
-def _from_queries_edits(
-    tree: ast.Module, text: str, aliases: dict[str, str], path: Path, problems: list[str]
-) -> list[Edit]:
+def _from_import(package: str, names: list[tuple[str, str | None]]) -> str:
+    if not names:
+        return ""
+    listed = ", ".join(f"{n} as {a}" if a else n for n, a in sorted(names))
+    return f"from {package} import {listed}"
+
+
+def _from_module_edits(tree: ast.Module, file: _File) -> list[Edit]:
+    """`from dripd.store.queries import A, B` → one import per module of A and B."""
     edits: list[Edit] = []
     for node in ast.walk(tree):
-        if not (isinstance(node, ast.ImportFrom) and node.module == "dripd.store.queries"):
+        if not (isinstance(node, ast.ImportFrom) and node.module == file.move.dotted):
             continue
         by_module: dict[str, list[str]] = {}
         for alias in node.names:
-            module = _module_of(alias.name, path, problems)
+            module = file.module_of(alias.name)
+            package = f"dripd.store.{module}" if module else file.move.dotted
             text_name = f"{alias.name} as {alias.asname}" if alias.asname else alias.name
-            by_module.setdefault(module, []).append(text_name)
-        indent = " " * node.col_offset
+            by_module.setdefault(package, []).append(text_name)
         lines = [
-            f"from dripd.store.{module} import {', '.join(names)}"
-            for module, names in sorted(by_module.items())
+            f"from {package} import {', '.join(names)}"
+            for package, names in sorted(by_module.items())
         ]
-        new = ("\n" + indent).join(lines)
+        new = ("\n" + " " * node.col_offset).join(lines)
         end_col = node.end_col_offset if node.end_col_offset is not None else 0
         edits.append((node.lineno, node.col_offset, node.end_lineno or node.lineno, end_col, new))
     return edits

@@ -28,7 +28,7 @@ from dripd.pipeline import lifecycle
 from dripd.pipeline.app import App
 from dripd.plan import ratelimit
 from dripd.plan import windows as windows_mod
-from dripd.store import contacts, outbox, reps, retry
+from dripd.store import contacts, oauth_tokens, outbox, reps, retry
 
 logger = logging.getLogger("dripd.sender")
 
@@ -227,7 +227,7 @@ class Sender:
         if self.settings.auth != "oauth2":
             return True
         with self.app.reader.connect() as conn:
-            problem = tokens.problem(self.rep, tokens.read(conn, self.rep.id))
+            problem = tokens.problem(self.rep, oauth_tokens.read(conn, self.rep.id))
         if problem is None:
             if self._signin_lost is not None:
                 self._signin_lost = None

@@ -271,11 +271,11 @@ def _sign_in_lost(conn: sa.Connection, rep: config.RepConfig) -> list[digest_ren
     inbox's sign-in is the one lost it goes out at once; when sending's is,
     it goes out (with this) as soon as the rep has signed in again.
     """
-    from dripd.mailbox import tokens
+    from dripd.store import oauth_tokens
 
     if rep.oauth2 is None:
         return []
-    stored = tokens.read(conn, rep.id)
+    stored = oauth_tokens.read(conn, rep.id)
     if stored is None or stored.lost_at is None:
         return []
     why = f" ({stored.lost_reason})" if stored.lost_reason else ""

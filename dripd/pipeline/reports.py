@@ -16,7 +16,17 @@ from dripd.mailbox import tokens
 from dripd.pipeline import lifecycle, variants
 from dripd.pipeline.app import App
 from dripd.plan import ratelimit, schedule, stages
-from dripd.store import contacts, enrollments, events, inbox, membership, outbox, reps, schema
+from dripd.store import (
+    contacts,
+    enrollments,
+    events,
+    inbox,
+    membership,
+    oauth_tokens,
+    outbox,
+    reps,
+    schema,
+)
 from dripd.store import digests as store_digests
 
 
@@ -449,7 +459,7 @@ def health(app: App, conn: sa.Connection) -> dict[str, Any]:
 
 def sign_ins_needed(app: App, conn: sa.Connection) -> list[str]:
     """A line for each rep whose OAuth2 sign-in is missing or stopped working."""
-    stored = tokens.read_all(conn)
+    stored = oauth_tokens.read_all(conn)
     found = (tokens.problem(rep, stored.get(rep.id)) for rep in app.config.reps)
     return [f"{problem}; its emails wait" for problem in found if problem]
 

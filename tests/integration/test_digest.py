@@ -442,8 +442,8 @@ def test_a_lost_sign_in_is_in_the_reps_digest_until_renewed(make_config, sqlite_
     from datetime import UTC, datetime
 
     from dripd import clock
-    from dripd.mailbox import tokens
     from dripd.pipeline import app as app_mod
+    from dripd.store import oauth_tokens
 
     config = make_config(
         database=sqlite_url,
@@ -457,14 +457,14 @@ def test_a_lost_sign_in_is_in_the_reps_digest_until_renewed(make_config, sqlite_
     try:
         with app.engine.begin() as conn:
             token = {"refresh_token": "r-1", "access_token": "a-1", "expires_in": 60}
-            tokens.save_sign_in(conn, "sam", sam.email, token, now)
+            oauth_tokens.save_sign_in(conn, "sam", sam.email, token, now)
             assert not [i for i in digest.gather(app, conn, sam, now).content.news]
-            assert tokens.mark_lost(conn, "sam", "r-1", "invalid_grant: revoked", now)
+            assert oauth_tokens.mark_lost(conn, "sam", "r-1", "invalid_grant: revoked", now)
             (item,) = digest.gather(app, conn, sam, now).content.news
             assert item.kind == "signin" and "`dripd auth sam`" in item.summary
             assert "invalid_grant: revoked" in item.summary
             assert digest.gather(app, conn, sam, now).says_something
-            tokens.save_sign_in(conn, "sam", sam.email, {"refresh_token": "r-2"}, now)
+            oauth_tokens.save_sign_in(conn, "sam", sam.email, {"refresh_token": "r-2"}, now)
             assert not digest.gather(app, conn, sam, now).content.news
     finally:
         app.engine.dispose()
