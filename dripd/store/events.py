@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from dripd.store import statements
-from dripd.store.schema import events, outbox
+from dripd.store.schema import contacts, events, outbox
 
 _INSERT_EVENT = sa.insert(events)
 
@@ -41,6 +41,21 @@ def history(conn: sa.Connection, contact_id: int) -> list[dict[str, Any]]:
         .order_by(events.c.at, events.c.id)
     )
     return [dict(row._mapping) for row in conn.execute(query)]
+
+
+def events_after(conn: sa.Connection, after_id: int) -> list[sa.Row[Any]]:
+    """Every event with an id above `after_id`, with its contact's email, in id order."""
+    query = (
+        sa.select(events, contacts.c.email)
+        .join(contacts, contacts.c.id == events.c.contact_id)
+        .where(events.c.id > after_id)
+        .order_by(events.c.id)
+    )
+    return list(conn.execute(query).all())
+
+
+def last_event_id(conn: sa.Connection) -> int:
+    return int(conn.execute(sa.select(sa.func.max(events.c.id))).scalar() or 0)
 
 
 def step_counts(conn: sa.Connection) -> dict[tuple[str, str, str], int]:
