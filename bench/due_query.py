@@ -12,7 +12,7 @@ from pathlib import Path
 
 from bench import common
 from dripd.store import engine as store_engine
-from dripd.store import queries
+from dripd.store import enrollments
 
 DUE = 1_000
 REPEAT = 15
@@ -49,9 +49,9 @@ def build(folder: Path, total: int, now: datetime) -> str:
 def measure(url: str, now: datetime) -> float:
     engine = store_engine.open_engine(url)
     with engine.connect() as conn:
-        found = queries.due_enrollments(conn, now, DUE)
+        found = enrollments.due_enrollments(conn, now, DUE)
         assert len(found) == DUE, len(found)
-        seconds = common.median_time(lambda: queries.due_enrollments(conn, now, DUE), REPEAT)
+        seconds = common.median_time(lambda: enrollments.due_enrollments(conn, now, DUE), REPEAT)
     engine.dispose()
     return seconds
 

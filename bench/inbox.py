@@ -31,7 +31,7 @@ import userfiles
 from bench import common
 from dripd.daemon import watcher
 from dripd.pipeline import app as app_mod
-from dripd.store import queries
+from dripd.store import enrollments
 
 CONTACTS = 150  # the bench CSV spreads owners over mike and sam; mike's get sent
 REPLIES = 50
@@ -100,7 +100,7 @@ def contacts_and_ids(app: app_mod.App) -> list[tuple[str, int, str]]:
 
 def stopped(app: app_mod.App, contact_id: int) -> bool:
     with app.reader.connect() as conn:
-        return not queries.active_enrollments(conn, contact_id)
+        return not enrollments.active_enrollments(conn, contact_id)
 
 
 async def _bare_idle(

@@ -32,15 +32,14 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import sqlalchemy as sa
-
 from dripd import clock, errors
 from dripd.daemon import daemon
 from dripd.files import campaigns
 from dripd.pipeline import app as app_mod
 from dripd.pipeline import lifecycle, reports
 from dripd.plan import contacts
-from dripd.store import queries, schema
+from dripd.store import contacts as store_contacts
+from dripd.store import events as store_events
 
 TZ = ZoneInfo("America/New_York")
 # The simulated week is fixed, not "the coming Monday": every date the story shows (the
@@ -317,13 +316,7 @@ class World:
     def report_history(self) -> None:
         """What dripd recorded since the last hour: what it made of the replies, tasks, stops."""
         with self.app.reader.connect() as conn:
-            query = (
-                sa.select(schema.events, schema.contacts.c.email)
-                .join(schema.contacts, schema.contacts.c.id == schema.events.c.contact_id)
-                .where(schema.events.c.id > self.last_event)
-                .order_by(schema.events.c.id)
-            )
-            rows = conn.execute(query).all()
+            rows = store_events.events_after(conn, self.last_event)
         for row in rows:
             self.last_event = row.id
             line = _history_line(row.kind, row.detail, row.step)
@@ -575,11 +568,9 @@ def _enroll_people(
             }
             values = contacts.validate(raw, rules)
             cid = lifecycle.create_contact(app, conn, person.email, values, now, cause="demo")
-            contact = queries.contact_by_id(conn, cid)
+            contact = store_contacts.contact_by_id(conn, cid)
             lifecycle.enroll(app, conn, contact, CAMPAIGN, now, cause="demo")
-        world.last_event = int(
-            conn.execute(sa.select(sa.func.max(schema.events.c.id))).scalar() or 0
-        )
+        world.last_event = store_events.last_event_id(conn)
     say(
         f"{world.when(now)}  {len(PEOPLE)} contacts enrolled in {CAMPAIGN} "
         f"(their demo is {APPOINTMENT:%a} {APPOINTMENT.day} {APPOINTMENT:%b %H:%M}): "

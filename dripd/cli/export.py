@@ -16,7 +16,8 @@ from typing import Any, TextIO
 import sqlalchemy as sa
 
 from dripd.plan import contacts as contacts_mod
-from dripd.store import listing, queries
+from dripd.store import contacts as store_contacts
+from dripd.store import listing
 
 RECORDED = contacts_mod.RECORDED  # dripd's records: import passes over these
 STANDARD = contacts_mod.STANDARD
@@ -57,7 +58,7 @@ def custom_fields(conn: sa.Connection, *, stage: str | None, campaign: str | Non
     return sorted(names - set(STANDARD) - set(RECORDED))
 
 
-def _row(contact: queries.Contact, campaigns: Sequence[str]) -> dict[str, Any]:
+def _row(contact: store_contacts.Contact, campaigns: Sequence[str]) -> dict[str, Any]:
     standard = {name: getattr(contact, name) or "" for name in STANDARD}
     standard["created_at"] = contact.created_at.isoformat()
     return {

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from dripd.mailbox import probe
     from dripd.pipeline import app as app_mod
     from dripd.pipeline import importer
-    from dripd.store import queries
+    from dripd.store import contacts as store_contacts
 
 F = TypeVar("F", bound=Callable[..., Any])
 logger = logging.getLogger("dripd")
@@ -377,7 +377,7 @@ def contacts_export(stage: str | None, campaign: str | None, as_json: bool) -> N
 @click.option("--yes", is_flag=True, help="Do not ask: erase at once (scripts).")
 def contacts_forget(email: str, yes: bool) -> None:
     """Erase a person (fields, history, emails, inbox records); their address is refused later."""
-    from dripd.pipeline import forget
+    from dripd.store import forget
 
     try:
         address = contacts.validate({"email": email}, contacts.Rules()).email
@@ -404,13 +404,14 @@ def contacts_forget(email: str, yes: bool) -> None:
 def contacts_show(email: str, as_json: bool) -> None:
     """A contact's fields, stage, status, touches, campaigns and history."""
     from dripd.cli import tables as out
-    from dripd.store import queries
+    from dripd.store import enrollments as store_enrollments
+    from dripd.store import events
 
     app = open_app()
     with app.reader.connect() as conn:
         contact = _contact(conn, email)
-        history = queries.history(conn, contact.id)
-        enrollments = queries.enrollments_of(conn, contact.id)
+        history = events.history(conn, contact.id)
+        enrollments = store_enrollments.enrollments_of(conn, contact.id)
     if as_json:
         print_json(
             {
@@ -425,10 +426,10 @@ def contacts_show(email: str, as_json: bool) -> None:
         out.contact_card(stdout, app, contact, enrollments, history)
 
 
-def _contact(conn: Any, email: str) -> queries.Contact:
-    from dripd.store import queries
+def _contact(conn: Any, email: str) -> store_contacts.Contact:
+    from dripd.store import contacts as store_contacts
 
-    contact = queries.contact_by_email(conn, email)
+    contact = store_contacts.contact_by_email(conn, email)
     if contact is None:
         raise errors.ContactError(f"no contact {email!r}")
     return contact
@@ -441,13 +442,13 @@ def _contact(conn: Any, email: str) -> queries.Contact:
 def contacts_set(email: str, assignments: tuple[str, ...]) -> None:
     """Set fields of a contact (a new email creates the contact)."""
     from dripd.pipeline import lifecycle
-    from dripd.store import queries
+    from dripd.store import contacts as store_contacts
 
     app = open_app()
     values = _values(app, assignments)
     now = app.clock.now()
     with app.engine.begin() as conn:
-        contact = queries.contact_by_email(conn, email)
+        contact = store_contacts.contact_by_email(conn, email)
         if contact is None:
             contact = _create_contact(app, conn, email, values, now)
             stdout.print(f"created {contact.email}")
@@ -470,9 +471,9 @@ def _values(app: app_mod.App, assignments: tuple[str, ...]) -> contacts.Values:
 
 def _create_contact(
     app: app_mod.App, conn: Any, email: str, values: contacts.Values, now: datetime
-) -> queries.Contact:
+) -> store_contacts.Contact:
     from dripd.pipeline import lifecycle
-    from dripd.store import queries
+    from dripd.store import contacts as store_contacts
 
     try:
         full = contacts.validate({"email": email}, app.contact_rules())
@@ -482,7 +483,7 @@ def _create_contact(
     contact_id = lifecycle.create_contact(
         app, conn, full.email, values, now, cause="dripd contacts set"
     )
-    return queries.contact_by_id(conn, contact_id)
+    return store_contacts.contact_by_id(conn, contact_id)
 
 
 # -- enrollment -------------------------------------------------------------
@@ -668,7 +669,7 @@ def auth(rep_id: str | None, listing: bool, forget: bool, browser: bool, as_json
 def pause(rep_id: str, until: str) -> None:
     """Hold a rep's emails and digests until DATE (vacation)."""
     from dripd.pipeline import lifecycle
-    from dripd.store import queries
+    from dripd.store import reps as store_reps
 
     app = open_app()
     app.config.rep(rep_id)
@@ -679,7 +680,7 @@ def pause(rep_id: str, until: str) -> None:
         raise errors.UsageError(f"--until: {exc}") from exc
     now = app.clock.now()
     with app.engine.begin() as conn:
-        queries.set_rep_pause(conn, rep_id, when, now)
+        store_reps.set_rep_pause(conn, rep_id, when, now)
         lifecycle.reschedule_rep(app, conn, rep_id, now)
     local = when.astimezone(app.config.rep_timezone(rep_id))
     stdout.print(f"paused {rep_id} until {local:%Y-%m-%d %H:%M %Z}")
@@ -691,13 +692,13 @@ def pause(rep_id: str, until: str) -> None:
 def resume(rep_id: str) -> None:
     """End a rep's pause now."""
     from dripd.pipeline import lifecycle
-    from dripd.store import queries
+    from dripd.store import reps as store_reps
 
     app = open_app()
     app.config.rep(rep_id)
     now = app.clock.now()
     with app.engine.begin() as conn:
-        queries.set_rep_pause(conn, rep_id, None, now)
+        store_reps.set_rep_pause(conn, rep_id, None, now)
         lifecycle.reschedule_rep(app, conn, rep_id, now)
     stdout.print(f"resumed {rep_id}")
 
@@ -715,14 +716,15 @@ def tasks_group(ctx: click.Context, rep_id: str | None, as_json: bool) -> None:
     if ctx.invoked_subcommand is not None:
         return
     from dripd.cli import tables as out
-    from dripd.store import queries
+    from dripd.store import contacts as store_contacts
+    from dripd.store import tasks
 
     app = open_app()
     if rep_id:
         app.config.rep(rep_id)
     with app.reader.connect() as conn:
-        rows = queries.open_tasks(conn, rep_id)
-        people = queries.contacts_by_ids(conn, {t["contact_id"] for t in rows})
+        rows = tasks.open_tasks(conn, rep_id)
+        people = store_contacts.contacts_by_ids(conn, {t["contact_id"] for t in rows})
     if as_json:
         print_json([out.task_json(t, people[t["contact_id"]]) for t in rows])
     else:

@@ -26,6 +26,7 @@ from dripd import errors
 from dripd.files import config
 from dripd.mailbox import oauth, tokens
 from dripd.pipeline.app import App
+from dripd.store import oauth_tokens
 
 WAIT = 15 * 60.0  # seconds to wait for the browser or a pasted address
 _DONE_PAGE = b"dripd: signed in. You can close this tab.\n"
@@ -81,7 +82,7 @@ def sign_in(app: App, rep: config.RepConfig, say: Say, paste: TextIO, *, browser
             f"rep {rep.id}: the provider gave no refresh token (the app needs offline access)"
         )
     with app.engine.begin() as conn:
-        tokens.save_sign_in(conn, rep.id, rep.login, token, app.clock.now())
+        oauth_tokens.save_sign_in(conn, rep.id, rep.login, token, app.clock.now())
     say(f"Signed in: rep {rep.id} ({rep.login}). `dripd check --connect` tries the mailbox.")
 
 
@@ -159,7 +160,7 @@ class _Loopback:
 def statuses(app: App) -> list[Status]:
     """Every rep's sign-in, in config order."""
     with app.reader.connect() as conn:
-        stored = tokens.read_all(conn)
+        stored = oauth_tokens.read_all(conn)
     found = []
     for rep in app.config.reps:
         row = stored.get(rep.id)
@@ -182,7 +183,7 @@ def forget(app: App, rep: config.RepConfig) -> str:
     """Drop the rep's sign-in (revoked at the provider where it can be); what was done."""
     settings = oauth_settings(rep)
     with app.engine.begin() as conn:
-        stored = tokens.forget(conn, rep.id)
+        stored = oauth_tokens.forget(conn, rep.id)
     if stored is None or not stored.refresh_token:
         return f"rep {rep.id} was not signed in"
     provider = oauth.Provider(settings)

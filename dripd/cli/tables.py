@@ -11,7 +11,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from dripd.store.queries import Contact, Enrollment
+from dripd.store.contacts import Contact
+from dripd.store.enrollments import Enrollment
 
 # Only for annotations: `contacts list` imports this module and need not load
 # the views, the composer and the importer (a fifth of a second at start).

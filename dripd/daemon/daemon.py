@@ -41,7 +41,7 @@ from dripd.files import config
 from dripd.mailbox import imap
 from dripd.pipeline import digest, plans
 from dripd.pipeline.app import App
-from dripd.store import membership, outbox, queries
+from dripd.store import enrollments, membership, outbox
 
 logger = logging.getLogger("dripd.daemon")
 
@@ -351,7 +351,7 @@ class Daemon:
         """Until the next due step or digest slot, at most POLL."""
         now = self.app.clock.now()
         with self.app.reader.connect() as conn:
-            upcoming = queries.due_enrollments(conn, now + timedelta(seconds=POLL), 1)
+            upcoming = enrollments.due_enrollments(conn, now + timedelta(seconds=POLL), 1)
         times = [now + timedelta(seconds=POLL)]
         if upcoming and upcoming[0].next_due_at is not None:
             times.append(upcoming[0].next_due_at)
@@ -535,7 +535,7 @@ class Daemon:
             return 0
         with self.app.engine.begin() as conn:
             plans.remember_plans(self.app, conn)  # so the next start does not do it again
-            return queries.recheck_enrollments(
+            return enrollments.recheck_enrollments(
                 conn, self.app.clock.now(), None if change.schedule else change.campaigns
             )
 
@@ -548,7 +548,7 @@ class Daemon:
     def status_line(self) -> str:
         """What the daemon is doing, for STATUS= (`systemctl status dripd`)."""
         with self.app.reader.connect() as conn:
-            backlog = queries.outbox_backlog(conn)
+            backlog = outbox.outbox_backlog(conn)
         total = self.summary.sent + self.summary.to_rep
         total += sum(box.stats.sent + box.stats.to_rep for box in self.mailboxes.values())
         sent = self._rate.last_window(total)

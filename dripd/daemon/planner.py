@@ -30,8 +30,10 @@ from dripd.pipeline import compose, lifecycle
 from dripd.pipeline.app import App
 from dripd.plan import schedule, templates
 from dripd.plan import windows as windows_mod
-from dripd.store import outbox, queries, retry, schema
-from dripd.store.queries import Contact, Enrollment
+from dripd.store import contacts, events, outbox, reps, retry, schema
+from dripd.store import enrollments as store_enrollments
+from dripd.store.contacts import Contact
+from dripd.store.enrollments import Enrollment
 
 BATCH = 500  # enrollments advanced per transaction
 # Turns of the event loop between two emails `advance` renders. A sender's
@@ -151,15 +153,15 @@ def advance_due(
 
 def _advance_due(app: App, now: datetime, limit: int, rendered: Prerendered | None) -> Result:
     with app.engine.begin() as conn:
-        due = queries.due_enrollments(conn, now, limit, lock=True)
+        due = store_enrollments.due_enrollments(conn, now, limit, lock=True)
         if not due:
             return Result()
-        people = queries.contacts_by_ids(conn, {e.contact_id for e in due})
+        people = contacts.contacts_by_ids(conn, {e.contact_id for e in due})
         run = _Pass(
             app=app,
             conn=conn,
             now=now,
-            pauses=queries.rep_pauses(conn),
+            pauses=reps.rep_pauses(conn),
             install_id=outbox.install_id(conn),
             max_late=app.config.max_late,
             rendered=rendered if rendered is not None else {},
@@ -175,7 +177,7 @@ def _advance_due(app: App, now: datetime, limit: int, rendered: Prerendered | No
 def _advance(run: _Pass, enrollment: Enrollment, contact: Contact) -> None:
     campaign = run.app.catalog.campaigns.get(enrollment.campaign)
     if campaign is None:
-        queries.update_enrollment(
+        store_enrollments.update_enrollment(
             run.conn, enrollment.id, {"next_due_at": None, "waiting": "the campaign file is gone"}
         )
         return
@@ -213,7 +215,9 @@ def _advance(run: _Pass, enrollment: Enrollment, contact: Contact) -> None:
 def _wait_for_return(run: _Pass, enrollment: Enrollment, until: datetime) -> None:
     """The contact is out of office: nothing is due before they are back."""
     waiting = f"out of office until {until:%Y-%m-%d %H:%M} UTC"
-    queries.update_enrollment(run.conn, enrollment.id, {"next_due_at": until, "waiting": waiting})
+    store_enrollments.update_enrollment(
+        run.conn, enrollment.id, {"next_due_at": until, "waiting": waiting}
+    )
 
 
 def _first_ready(pending: schedule.Pending, now: datetime) -> schedule.Due | None:
@@ -243,7 +247,9 @@ def _settle(
     if progress.task_open and not pending.due:
         waiting = waiting or schedule.TASK_WAIT_REASON
     changes = {"progress": progress.to_json(), "next_due_at": pending.next_due_at}
-    queries.update_enrollment(run.conn, target.enrollment.id, {**changes, "waiting": waiting})
+    store_enrollments.update_enrollment(
+        run.conn, target.enrollment.id, {**changes, "waiting": waiting}
+    )
 
 
 def _hold(
@@ -253,12 +259,12 @@ def _hold(
     if target.enrollment.waiting != reason:  # say it once, not at every retry
         _event(run, target, "held", due.step_id, hold.reason)
     changes = {"progress": progress.to_json(), "next_due_at": hold.until, "waiting": reason}
-    queries.update_enrollment(run.conn, target.enrollment.id, changes)
+    store_enrollments.update_enrollment(run.conn, target.enrollment.id, changes)
     run.result.held += 1
 
 
 def _event(run: _Pass, target: _Target, kind: str, step: str, detail: str) -> None:
-    queries.add_event(
+    events.add_event(
         run.conn,
         contact_id=target.contact.id,
         at=run.now,
@@ -374,14 +380,14 @@ def prerender(app: App, now: datetime, limit: int, into: Prerendered) -> Iterato
     anything that changes before it runs.
     """
     with app.reader.connect() as conn:
-        due = queries.due_enrollments(conn, now, limit, lock=True)
+        due = store_enrollments.due_enrollments(conn, now, limit, lock=True)
         if not due:
             return
-        people = queries.contacts_by_ids(conn, {e.contact_id for e in due})
+        people = contacts.contacts_by_ids(conn, {e.contact_id for e in due})
         ahead = _Ahead(
             app=app,
             now=now,
-            pauses=queries.rep_pauses(conn),
+            pauses=reps.rep_pauses(conn),
             install_id=outbox.install_id(conn),
             max_late=app.config.max_late,
             threads={

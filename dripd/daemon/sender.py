@@ -28,7 +28,7 @@ from dripd.pipeline import lifecycle
 from dripd.pipeline.app import App
 from dripd.plan import ratelimit
 from dripd.plan import windows as windows_mod
-from dripd.store import outbox, queries, retry
+from dripd.store import contacts, oauth_tokens, outbox, reps, retry
 
 logger = logging.getLogger("dripd.sender")
 
@@ -227,7 +227,7 @@ class Sender:
         if self.settings.auth != "oauth2":
             return True
         with self.app.reader.connect() as conn:
-            problem = tokens.problem(self.rep, tokens.read(conn, self.rep.id))
+            problem = tokens.problem(self.rep, oauth_tokens.read(conn, self.rep.id))
         if problem is None:
             if self._signin_lost is not None:
                 self._signin_lost = None
@@ -253,7 +253,7 @@ class Sender:
     def _paused(self, now: datetime) -> bool:
         with self.app.reader.connect() as conn:
             until, _ = outbox.mailbox_pause(conn, self.rep.id)
-            vacation = queries.rep_pauses(conn).get(self.rep.id)
+            vacation = reps.rep_pauses(conn).get(self.rep.id)
         for stop_until in (until, vacation):
             if stop_until is not None and stop_until > now:
                 self.resume_at = stop_until
@@ -499,8 +499,8 @@ class Sender:
     ) -> None:
         assert row.contact_id is not None, "an email to the rep is failed, not bounced"
         outbox.give_up(conn, row, now, status="failed", kind="bounced", reason=str(exc))
-        queries.update_contact(conn, row.contact_id, {"status": "bounced", "updated_at": now})
-        contact = queries.contact_by_id(conn, row.contact_id)
+        contacts.update_contact(conn, row.contact_id, {"status": "bounced", "updated_at": now})
+        contact = contacts.contact_by_id(conn, row.contact_id)
         lifecycle.stop(self.app, conn, contact, now, cause=f"bounced: {exc}")
         self.stats.bounced += 1
 

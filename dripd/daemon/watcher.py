@@ -29,7 +29,8 @@ from dripd.mail import incoming
 from dripd.mailbox import imap, tokens
 from dripd.pipeline import inbox
 from dripd.pipeline.app import App
-from dripd.store import retry
+from dripd.store import inbox as store_inbox
+from dripd.store import outbox, retry
 
 logger = logging.getLogger("dripd.watcher")
 
@@ -167,8 +168,8 @@ class Watcher:
     async def _unread(self, session: imap.Session, folder: imap.Folder) -> list[int]:
         """UIDs to read: after the checkpoint, or a rescan when the folder was renumbered."""
         with self.app.reader.connect() as conn:
-            mark = inbox.checkpoint(conn, self.rep.id, self.folder)
-            first_sent = inbox.first_sent_at(conn, self.rep.id) if mark is None else None
+            mark = store_inbox.checkpoint(conn, self.rep.id, self.folder)
+            first_sent = outbox.first_sent_at(conn, self.rep.id) if mark is None else None
         if mark is not None and mark.uidvalidity == folder.uidvalidity:
             uids = await session.search_uids("UID", f"{mark.last_uid + 1}:*")
             return [uid for uid in uids if uid > mark.last_uid]
@@ -198,7 +199,7 @@ class Watcher:
                 if self.fence is not None and not self.fence(conn):
                     raise _Lost()
                 outcome = inbox.handle(self.app, conn, self.rep.id, mail, now, uid=uid)
-                inbox.save_checkpoint(conn, self.rep.id, self.folder, folder.uidvalidity, uid, now)
+                self._checkpoint(conn, folder, uid, now)
                 return outcome
 
         try:
@@ -228,10 +229,15 @@ class Watcher:
         self.handled += 1
         return 1
 
+    def _checkpoint(
+        self, conn: sa.Connection, folder: imap.Folder, uid: int, now: datetime
+    ) -> None:
+        store_inbox.save_checkpoint(conn, self.rep.id, self.folder, folder.uidvalidity, uid, now)
+
     def _save(self, folder: imap.Folder, uid: int) -> None:
         now = self.app.clock.now()
         with self.app.engine.begin() as conn:
-            inbox.save_checkpoint(conn, self.rep.id, self.folder, folder.uidvalidity, uid, now)
+            self._checkpoint(conn, folder, uid, now)
 
     def _save_failure(
         self, folder: imap.Folder, uid: int, mail: incoming.Incoming, exc: Exception
@@ -240,12 +246,12 @@ class Watcher:
         now = self.app.clock.now()
         with self.app.engine.begin() as conn:
             inbox.record_failure(conn, self.rep.id, mail, now, uid=uid, error=str(exc))
-            inbox.save_checkpoint(conn, self.rep.id, self.folder, folder.uidvalidity, uid, now)
+            self._checkpoint(conn, folder, uid, now)
 
     def _touch(self, folder: imap.Folder) -> None:
         """Record the check (dripd status shows when each inbox was last read)."""
         with self.app.reader.connect() as conn:
-            mark = inbox.checkpoint(conn, self.rep.id, self.folder)
+            mark = store_inbox.checkpoint(conn, self.rep.id, self.folder)
         if mark is not None and mark.uidvalidity == folder.uidvalidity:
             self._save(folder, mark.last_uid)
 

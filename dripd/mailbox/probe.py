@@ -21,6 +21,7 @@ from dripd import clock, errors
 from dripd.files import config
 from dripd.mailbox import imap, sent, smtp, tls, tokens
 from dripd.store import engine as store_engine
+from dripd.store import oauth_tokens
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -111,7 +112,7 @@ def _source(
         return tokens.not_signed_in(rep.id)
     try:
         with engine.connect() as conn:
-            tokens.read(conn, rep.id)
+            oauth_tokens.read(conn, rep.id)
     except sa.exc.SQLAlchemyError:  # an older schema: no sign-in stored yet
         return tokens.not_signed_in(rep.id)
     return tokens.source(engine, rep, clock.SystemClock(), box)

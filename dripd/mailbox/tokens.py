@@ -30,170 +30,25 @@ import os
 import socket
 import weakref
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
 from dripd import errors
 from dripd.clock import Clock
 from dripd.files import config
-from dripd.store import schema
+from dripd.store import oauth_tokens
 
 if TYPE_CHECKING:  # authlib and requests load only when a token is refreshed
     from dripd.mailbox import oauth
 
 logger = logging.getLogger("dripd.tokens")
 
-CLAIM = timedelta(seconds=60)  # how long a refresher holds the row (longer than the provider call)
-MARGIN = timedelta(minutes=5)  # an access token is refreshed this long before it expires…
-MARGIN_SHARE = 0.2  # …or this share of its lifetime before, for short-lived ones
 WAIT_STEP = 0.2  # seconds between looks while another instance refreshes
 ATTEMPTS = 400  # looks (x WAIT_STEP: well past CLAIM) before giving up for now
 
-_table = schema.oauth_tokens
 _instance_ids = itertools.count(1)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Stored:
-    """A rep's row in `oauth_tokens`."""
-
-    rep: str
-    subject: str
-    refresh_token: str | None = field(repr=False)  # secrets: never in a repr or a traceback
-    access_token: str | None = field(repr=False)
-    access_fresh_until: datetime | None
-    signed_in_at: datetime
-    refreshed_at: datetime | None
-    refreshing_by: str | None
-    refreshing_until: datetime | None
-    lost_at: datetime | None
-    lost_reason: str | None
-
-    def fresh_access(self, now: datetime) -> str | None:
-        if self.access_token and self.access_fresh_until and self.access_fresh_until > now:
-            return self.access_token
-        return None
-
-    @property
-    def lost(self) -> bool:
-        return self.lost_at is not None or not self.refresh_token
-
-
-def fresh_until(token: dict[str, Any], now: datetime) -> datetime:
-    """Until when an access token is used: its expiry, less a margin."""
-    lifetime = timedelta(seconds=float(token.get("expires_in") or 3600))
-    return now + lifetime - min(MARGIN, lifetime * MARGIN_SHARE)
-
-
-# ---------------------------------------------------------------- the table
-
-
-def read(conn: sa.Connection, rep: str) -> Stored | None:
-    row = conn.execute(sa.select(_table).where(_table.c.rep == rep)).mappings().first()
-    return Stored(**row) if row is not None else None
-
-
-def read_all(conn: sa.Connection) -> dict[str, Stored]:
-    rows = conn.execute(sa.select(_table)).mappings().all()
-    return {row["rep"]: Stored(**row) for row in rows}
-
-
-def save_sign_in(
-    conn: sa.Connection, rep: str, subject: str, token: dict[str, Any], now: datetime
-) -> None:
-    """A new sign-in replaces whatever the rep had (also a lost one)."""
-    conn.execute(sa.delete(_table).where(_table.c.rep == rep))
-    conn.execute(
-        sa.insert(_table).values(
-            rep=rep,
-            subject=subject,
-            refresh_token=token.get("refresh_token"),
-            access_token=token.get("access_token"),
-            access_fresh_until=fresh_until(token, now),
-            signed_in_at=now,
-        )
-    )
-
-
-def forget(conn: sa.Connection, rep: str) -> Stored | None:
-    stored = read(conn, rep)
-    conn.execute(sa.delete(_table).where(_table.c.rep == rep))
-    return stored
-
-
-def _held_by(rep: str, refresh_token: str) -> sa.ColumnElement[bool]:
-    return sa.and_(_table.c.rep == rep, _table.c.refresh_token == refresh_token)
-
-
-def claim(conn: sa.Connection, rep: str, refresh_token: str, me: str, now: datetime) -> bool:
-    """Become the one refreshing `refresh_token`, unless another instance is; whether we are."""
-    free = sa.or_(
-        _table.c.refreshing_until.is_(None),
-        _table.c.refreshing_until < now,
-        _table.c.refreshing_by == me,
-    )
-    result = conn.execute(
-        sa.update(_table)
-        .where(_held_by(rep, refresh_token), _table.c.lost_at.is_(None), free)
-        .values(refreshing_by=me, refreshing_until=now + CLAIM)
-    )
-    return result.rowcount == 1
-
-
-def save_refreshed(
-    conn: sa.Connection, rep: str, old: str, token: dict[str, Any], now: datetime
-) -> bool:
-    """Store what a refresh of `old` gave (compare-and-swap on `old`); whether it was stored."""
-    result = conn.execute(
-        sa.update(_table)
-        .where(_held_by(rep, old))
-        .values(
-            refresh_token=token.get("refresh_token") or old,  # not rotated: the old one stays
-            access_token=token["access_token"],
-            access_fresh_until=fresh_until(token, now),
-            refreshed_at=now,
-            refreshing_by=None,
-            refreshing_until=None,
-        )
-    )
-    return result.rowcount == 1
-
-
-def release(conn: sa.Connection, rep: str, me: str) -> None:
-    conn.execute(
-        sa.update(_table)
-        .where(_table.c.rep == rep, _table.c.refreshing_by == me)
-        .values(refreshing_by=None, refreshing_until=None)
-    )
-
-
-def mark_lost(conn: sa.Connection, rep: str, refused: str, reason: str, now: datetime) -> bool:
-    """The provider refused `refused`: the sign-in is lost, unless a newer one replaced it."""
-    result = conn.execute(
-        sa.update(_table)
-        .where(_held_by(rep, refused))
-        .values(
-            lost_at=now,
-            lost_reason=reason,
-            access_token=None,
-            access_fresh_until=None,
-            refreshing_by=None,
-            refreshing_until=None,
-        )
-    )
-    return result.rowcount == 1
-
-
-def reject_access(conn: sa.Connection, rep: str, access_token: str) -> None:
-    """A mail server refused this access token: no instance uses it again."""
-    conn.execute(
-        sa.update(_table)
-        .where(_table.c.rep == rep, _table.c.access_token == access_token)
-        .values(access_fresh_until=None)
-    )
 
 
 # ---------------------------------------------------------------- in the daemon
@@ -203,14 +58,14 @@ def not_signed_in(rep: str) -> errors.SignInError:
     return errors.SignInError(f"rep {rep} is not signed in: run `dripd auth {rep}`")
 
 
-def lost_error(rep: str, stored: Stored) -> errors.SignInError:
+def lost_error(rep: str, stored: oauth_tokens.Stored) -> errors.SignInError:
     reason = f" ({stored.lost_reason})" if stored.lost_reason else ""
     return errors.SignInError(
         f"sign-in of rep {rep} stopped working{reason}: run `dripd auth {rep}`"
     )
 
 
-def problem(rep: config.RepConfig, stored: Stored | None) -> str | None:
+def problem(rep: config.RepConfig, stored: oauth_tokens.Stored | None) -> str | None:
     """Why an OAuth2 rep cannot log in (not signed in, sign-in lost), or None."""
     if not rep.uses_oauth2:
         return None
@@ -275,7 +130,7 @@ class TokenSource:
         """One look: a usable token, or None to look again (another instance is refreshing)."""
         now = self.clock.now()
         with self._transaction() as conn:
-            stored = read(conn, self.rep)
+            stored = oauth_tokens.read(conn, self.rep)
             if stored is None:
                 raise not_signed_in(self.rep)
             if stored.lost or stored.refresh_token is None:
@@ -285,7 +140,7 @@ class TokenSource:
                 assert stored.access_fresh_until is not None
                 self._cached = (fresh, stored.access_fresh_until)
                 return fresh
-            if not claim(conn, self.rep, stored.refresh_token, self.me, now):
+            if not oauth_tokens.claim(conn, self.rep, stored.refresh_token, self.me, now):
                 return None
         return await self._refresh(stored.refresh_token)
 
@@ -299,11 +154,11 @@ class TokenSource:
             return self._refused(old, exc)
         except BaseException:
             with self._transaction() as conn:
-                release(conn, self.rep, self.me)
+                oauth_tokens.release(conn, self.rep, self.me)
             raise
         now = self.clock.now()
         with self._transaction() as conn:
-            saved = save_refreshed(conn, self.rep, old, token, now)
+            saved = oauth_tokens.save_refreshed(conn, self.rep, old, token, now)
         self.refreshes += 1
         if not saved:  # signed in again meanwhile (`dripd auth`): use that sign-in
             return None
@@ -312,20 +167,20 @@ class TokenSource:
             "access token refreshed",
             extra={"action": "token_refreshed", "rep": self.rep, "rotated": rotated},
         )
-        self._cached = (str(token["access_token"]), fresh_until(token, now))
+        self._cached = (str(token["access_token"]), oauth_tokens.fresh_until(token, now))
         return self._cached[0]
 
     def _refused(self, old: str, exc: oauth.Refused) -> str | None:
         now = self.clock.now()
         with self._transaction() as conn:
             if not exc.final:
-                release(conn, self.rep, self.me)
+                oauth_tokens.release(conn, self.rep, self.me)
                 raise errors.SignInUnavailable(
                     f"rep {self.rep}: the provider could not refresh the sign-in: {exc}"
                 )
-            if not mark_lost(conn, self.rep, old, str(exc), now):
+            if not oauth_tokens.mark_lost(conn, self.rep, old, str(exc), now):
                 return None  # a newer sign-in replaced the refused one: use it
-            stored = read(conn, self.rep)
+            stored = oauth_tokens.read(conn, self.rep)
         assert stored is not None
         raise lost_error(self.rep, stored)
 
@@ -334,7 +189,7 @@ class TokenSource:
         if self._cached is not None and self._cached[0] == access_token:
             self._cached = None
         with self._transaction() as conn:
-            reject_access(conn, self.rep, access_token)
+            oauth_tokens.reject_access(conn, self.rep, access_token)
 
 
 _sources: weakref.WeakKeyDictionary[sa.Engine, dict[tuple[str, str], TokenSource]] = (

@@ -20,7 +20,8 @@ from dripd.mail import incoming, mime
 from dripd.pipeline import compose, digest, lifecycle
 from dripd.pipeline.app import App
 from dripd.plan import commands, contacts, durations
-from dripd.store import queries
+from dripd.store import contacts as store_contacts
+from dripd.store import digests, tasks
 
 logger = logging.getLogger("dripd.commands")
 
@@ -45,7 +46,7 @@ class _Context:
     app: App
     conn: sa.Connection
     rep: config.RepConfig
-    sent: digest.Sent
+    sent: digests.Sent
     now: datetime
 
 
@@ -53,7 +54,7 @@ def carry_out(
     app: App,
     conn: sa.Connection,
     rep: config.RepConfig,
-    sent: digest.Sent,
+    sent: digests.Sent,
     text: str,
     now: datetime,
 ) -> list[Result]:
@@ -93,7 +94,7 @@ def _tasks(ctx: _Context, numbers: tuple[int, ...]) -> list[dict[str, object]]:
     found, missing = [], []
     for number in numbers:
         task_id = ctx.sent.task_id(number)
-        task = queries.task_by_id(ctx.conn, task_id) if task_id is not None else None
+        task = tasks.task_by_id(ctx.conn, task_id) if task_id is not None else None
         if task is None:
             missing.append(str(number))
         else:
@@ -104,7 +105,7 @@ def _tasks(ctx: _Context, numbers: tuple[int, ...]) -> list[dict[str, object]]:
 
 
 def _who(ctx: _Context, task: dict[str, object]) -> str:
-    contact = queries.contact_by_id(ctx.conn, int(str(task["contact_id"])))
+    contact = store_contacts.contact_by_id(ctx.conn, int(str(task["contact_id"])))
     return f"{task['kind']} {contact.name or contact.email}"
 
 
@@ -146,8 +147,8 @@ def _snooze(ctx: _Context, command: commands.Snooze) -> str:
 # -- contacts ----------------------------------------------------------------------
 
 
-def _contact(ctx: _Context, email: str) -> queries.Contact:
-    contact = queries.contact_by_email(ctx.conn, email)
+def _contact(ctx: _Context, email: str) -> store_contacts.Contact:
+    contact = store_contacts.contact_by_email(ctx.conn, email)
     if contact is None:
         raise Refused(f"no contact {email}")
     return contact
@@ -187,7 +188,7 @@ def _enroll(ctx: _Context, command: commands.Enroll) -> str:
 
 def _referral(ctx: _Context, command: commands.Referral) -> str:
     referrer = _contact(ctx, command.referrer)
-    if queries.contact_by_email(ctx.conn, command.email) is not None:
+    if store_contacts.contact_by_email(ctx.conn, command.email) is not None:
         raise Refused(f"{command.email} is already a contact")
     first, _, last = command.name.partition(" ")
     fields = (

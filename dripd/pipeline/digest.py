@@ -15,7 +15,6 @@ order: a reply's `done 3` means the third task of the digest it answers.
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 from collections.abc import Collection, Iterator
@@ -30,7 +29,8 @@ from dripd.mail import mime
 from dripd.pipeline import compose, digest_render
 from dripd.pipeline.app import App
 from dripd.plan import windows
-from dripd.store import outbox, queries, schema
+from dripd.store import contacts, digests, outbox
+from dripd.store import reps as store_reps
 
 logger = logging.getLogger("dripd.digest")
 
@@ -51,9 +51,6 @@ NEWS_KINDS = {
     "meeting": "meeting",
     "someone_answered": "someone",
 }
-
-_digests, _tasks, _contacts, _events = schema.digests, schema.tasks, schema.contacts, schema.events
-_enrollments = schema.enrollments
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -113,17 +110,7 @@ def _engine_behind(app: App, conn: sa.Connection, rep_id: str, now: datetime) ->
     calls and cards due this morning are not tasks yet, and a digest made
     now would leave them out (and its slot would be used up).
     """
-    query = (
-        sa.select(sa.literal(1))
-        .select_from(_enrollments.join(_contacts, _contacts.c.id == _enrollments.c.contact_id))
-        .where(
-            _enrollments.c.status == "active",
-            _enrollments.c.next_due_at <= now,
-            _mine(app, _contacts.c.owner, rep_id),
-        )
-        .limit(1)
-    )
-    return conn.execute(query).first() is not None
+    return digests.steps_due(conn, rep_id, _unowned(app, rep_id), now)
 
 
 def queue_due(app: App, now: datetime, reps: Collection[str] | None = None) -> int:
@@ -150,24 +137,17 @@ def queue_due(app: App, now: datetime, reps: Collection[str] | None = None) -> i
 def _handle_slot(
     app: App, conn: sa.Connection, rep: config.RepConfig, slot: datetime, now: datetime
 ) -> int:
-    if _handled(conn, rep.id, slot):
+    if digests.handled(conn, rep.id, slot):
         return 0
     if now < slot + CATCH_UP and _engine_behind(app, conn, rep.id, now):
         return 0  # the steps due by now first (the next pass comes back)
-    vacation = queries.rep_pauses(conn).get(rep.id)
+    vacation = store_reps.rep_pauses(conn).get(rep.id)
     if vacation is not None and vacation > now:
         return 0  # on return, the next slot's digest holds everything still open
     digest = gather(app, conn, rep, now)
     message_id = rep_message_id(conn, rep, "digest") if digest.says_something else None
-    conn.execute(
-        sa.insert(_digests).values(
-            rep=rep.id,
-            slot_at=slot,
-            message_id=message_id,
-            tasks=json.dumps(list(digest.task_ids)),
-            covers_until=now,
-            created_at=now,
-        )
+    digests.add(
+        conn, rep=rep.id, slot=slot, message_id=message_id, task_ids=digest.task_ids, now=now
     )
     if message_id is None:
         logger.info("nothing for the digest", extra={"action": "digest_empty", "rep": rep.id})
@@ -178,11 +158,6 @@ def _handle_slot(
         extra={"action": "digest_queued", "rep": rep.id, "message_id": message_id},
     )
     return 1
-
-
-def _handled(conn: sa.Connection, rep: str, slot: datetime) -> bool:
-    query = sa.select(_digests.c.id).where(_digests.c.rep == rep, _digests.c.slot_at == slot)
-    return conn.execute(query).first() is not None
 
 
 def rep_message_id(conn: sa.Connection, rep: config.RepConfig, kind: str) -> str:
@@ -263,15 +238,15 @@ def gather(app: App, conn: sa.Connection, rep: config.RepConfig, now: datetime) 
     tz = app.config.rep_timezone(rep.id)
     today_ends = datetime.combine(now.astimezone(tz).date() + timedelta(days=1), time(), tz)
     ahead_ends = today_ends + timedelta(days=AHEAD_DAYS)
-    rows = _open_tasks(app, conn, rep.id, ahead_ends)
-    people = queries.contacts_by_ids(conn, {row["contact_id"] for row in rows})
+    rows = digests.open_tasks(conn, rep.id, _unowned(app, rep.id), ahead_ends, 2 * MAX_LISTED)
+    people = contacts.contacts_by_ids(conn, {row["contact_id"] for row in rows})
     due_rows = [r for r in rows if r["due_at"] < today_ends]
     ahead_rows = [r for r in rows if r["due_at"] >= today_ends]
     items = [
         _task_item(number, row, people[row["contact_id"]], now)
         for number, row in enumerate(due_rows + ahead_rows, start=1)
     ]
-    since = _covered_until(conn, rep.id) or now - FIRST_SINCE
+    since = digests.covered_until(conn, rep.id) or now - FIRST_SINCE
     stuck, newly_stuck = _stuck(app, conn, rep.id, since)
     content = digest_render.Content(
         rep=rep,
@@ -296,11 +271,11 @@ def _sign_in_lost(conn: sa.Connection, rep: config.RepConfig) -> list[digest_ren
     inbox's sign-in is the one lost it goes out at once; when sending's is,
     it goes out (with this) as soon as the rep has signed in again.
     """
-    from dripd.mailbox import tokens
+    from dripd.store import oauth_tokens
 
     if rep.oauth2 is None:
         return []
-    stored = tokens.read(conn, rep.id)
+    stored = oauth_tokens.read(conn, rep.id)
     if stored is None or stored.lost_at is None:
         return []
     why = f" ({stored.lost_reason})" if stored.lost_reason else ""
@@ -315,27 +290,13 @@ def _sign_in_lost(conn: sa.Connection, rep: config.RepConfig) -> list[digest_ren
     ]
 
 
-def _mine(app: App, column: sa.ColumnElement[Any], rep_id: str) -> sa.ColumnElement[bool]:
-    """Rows of `rep_id`; a contact with no owner belongs to the first rep."""
-    if app.config.reps and app.config.reps[0].id == rep_id:
-        return sa.or_(column == rep_id, column.is_(None))
-    return column == rep_id
-
-
-def _open_tasks(
-    app: App, conn: sa.Connection, rep_id: str, until: datetime
-) -> list[dict[str, Any]]:
-    query = (
-        sa.select(_tasks)
-        .where(_tasks.c.status == "open", _mine(app, _tasks.c.rep, rep_id), _tasks.c.due_at < until)
-        .order_by(_tasks.c.due_at, _tasks.c.id)
-        .limit(2 * MAX_LISTED)
-    )
-    return [dict(row._mapping) for row in conn.execute(query)]
+def _unowned(app: App, rep_id: str) -> bool:
+    """Whether contacts and tasks with no owner are `rep_id`'s: the first rep's."""
+    return bool(app.config.reps) and app.config.reps[0].id == rep_id
 
 
 def _task_item(
-    number: int, row: dict[str, Any], contact: queries.Contact, now: datetime
+    number: int, row: dict[str, Any], contact: contacts.Contact, now: datetime
 ) -> digest_render.TaskItem:
     return digest_render.TaskItem(
         number=number,
@@ -354,32 +315,11 @@ def _task_item(
     )
 
 
-def _covered_until(conn: sa.Connection, rep_id: str) -> datetime | None:
-    query = sa.select(sa.func.max(_digests.c.covers_until)).where(_digests.c.rep == rep_id)
-    value = conn.execute(query).scalar()
-    return schema.UTCDateTime().process_result_value(value, conn.dialect) if value else None
-
-
 def _news(
     app: App, conn: sa.Connection, rep_id: str, since: datetime
 ) -> list[digest_render.NewsItem]:
-    query = (
-        sa.select(
-            _events.c.kind,
-            _events.c.at,
-            _events.c.detail,
-            _contacts.c.first_name,
-            _contacts.c.last_name,
-            _contacts.c.email,
-        )
-        .join(_contacts, _contacts.c.id == _events.c.contact_id)
-        .where(
-            _events.c.at > since,
-            _events.c.kind.in_(NEWS_KINDS),
-            _mine(app, _contacts.c.owner, rep_id),
-        )
-        .order_by(_events.c.at, _events.c.id)
-        .limit(MAX_LISTED)
+    rows = digests.news(
+        conn, rep_id, _unowned(app, rep_id), since=since, kinds=NEWS_KINDS, limit=MAX_LISTED
     )
     return [
         digest_render.NewsItem(
@@ -389,7 +329,7 @@ def _news(
             email=row.email,
             summary=_summary(row.kind, row.detail),
         )
-        for row in conn.execute(query)
+        for row in rows
     ]
 
 
@@ -406,83 +346,18 @@ def _stuck(
 
     Also whether one of them stopped since `since` (that alone is news).
     """
-    ended = (
-        sa.select(sa.func.max(schema.enrollments.c.ended_at))
-        .where(schema.enrollments.c.contact_id == _contacts.c.id)
-        .scalar_subquery()
+    rows = digests.stuck_contacts(
+        conn, rep_id, _unowned(app, rep_id), few=FEW_TOUCHES, limit=MAX_LISTED
     )
-    running = sa.exists().where(
-        schema.enrollments.c.contact_id == _contacts.c.id,
-        schema.enrollments.c.status == "active",
-    )
-    replied = sa.exists().where(_events.c.contact_id == _contacts.c.id, _events.c.kind == "replied")
-    query = (
-        sa.select(_contacts, ended.label("ended_at"))
-        .where(
-            _mine(app, _contacts.c.owner, rep_id),
-            _contacts.c.status == "active",
-            _contacts.c.touches.between(1, FEW_TOUCHES - 1),
-            ~running,
-            ~replied,
-        )
-        .order_by(_contacts.c.last_touch_at, _contacts.c.id)
-        .limit(MAX_LISTED)
-    )
-    rows = conn.execute(query).all()
-    decode = schema.UTCDateTime().process_result_value
     items = [
         digest_render.StuckItem(
-            contact_name=f"{row.first_name} {row.last_name}".strip(),
-            email=row.email,
-            company=row.company,
-            touches=row.touches,
-            last_touch_at=row.last_touch_at,
-            stage=row.stage,
+            contact_name=f"{row['first_name']} {row['last_name']}".strip(),
+            email=row["email"],
+            company=row["company"],
+            touches=row["touches"],
+            last_touch_at=row["last_touch_at"],
+            stage=row["stage"],
         )
         for row in rows
     ]
-    ended_times = (decode(row.ended_at, conn.dialect) for row in rows if row.ended_at)
-    return items, any(at is not None and at > since for at in ended_times)
-
-
-# -- replies to a digest ----------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Sent:
-    """A digest dripd sent: whom to, and its tasks by number."""
-
-    id: int
-    rep: str
-    message_id: str
-    task_ids: tuple[int, ...]
-
-    def task_id(self, number: int) -> int | None:
-        return self.task_ids[number - 1] if 1 <= number <= len(self.task_ids) else None
-
-
-def sent_digest(conn: sa.Connection, message_id: str) -> Sent | None:
-    query = sa.select(_digests.c.id, _digests.c.rep, _digests.c.tasks).where(
-        _digests.c.message_id == message_id
-    )
-    row = conn.execute(query).first()
-    if row is None:
-        return None
-    return Sent(id=row.id, rep=row.rep, message_id=message_id, task_ids=_task_ids(row.tasks))
-
-
-def _task_ids(text: str) -> tuple[int, ...]:
-    value = json.loads(text or "[]")
-    return tuple(int(v) for v in value) if isinstance(value, list) else ()
-
-
-def last_digests(conn: sa.Connection) -> dict[str, datetime]:
-    """When each rep's last digest was queued (for `dripd status`)."""
-    query = (
-        sa.select(_digests.c.rep, sa.func.max(_digests.c.created_at))
-        .where(_digests.c.message_id.is_not(None))
-        .group_by(_digests.c.rep)
-    )
-    decode = schema.UTCDateTime().process_result_value
-    times = {rep: decode(at, conn.dialect) for rep, at in conn.execute(query)}
-    return {rep: at for rep, at in times.items() if at is not None}
+    return items, any(row["ended_at"] is not None and row["ended_at"] > since for row in rows)

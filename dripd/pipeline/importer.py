@@ -18,10 +18,10 @@ import sqlalchemy as sa
 
 from dripd import errors
 from dripd.files import campaigns, csvfile
-from dripd.pipeline import forget, lifecycle, plans
+from dripd.pipeline import lifecycle, plans
 from dripd.pipeline.app import App
 from dripd.plan import schedule, stages
-from dripd.store import queries, schema
+from dripd.store import contacts, enrollments, forget, reps, schema, settings, statements
 
 Tick = Callable[[int], None]
 T = TypeVar("T")
@@ -102,7 +102,7 @@ def _import_chunk(
             if r.key in erased
         ]
         rows = [r for r in rows if r.key not in erased]
-    existing = queries.existing_keys(conn, [r.key for r in rows])
+    existing = contacts.existing_keys(conn, [r.key for r in rows])
     new = [r for r in rows if r.key not in existing]
     old = [r for r in rows if r.key in existing]
     created, promoted = _create(
@@ -131,7 +131,7 @@ def _plans_recordable(app: App, conn: sa.Connection) -> bool:
     `dripd run` does not time every enrollment again. (A record that differs
     is left alone: older enrollments may need planning again.)
     """
-    return queries.setting(conn, plans.PLANNED_UNDER) is None and not queries.any_active(conn)
+    return settings.setting(conn, plans.PLANNED_UNDER) is None and not enrollments.any_active(conn)
 
 
 def _needs_slow_path(app: App, campaign: campaigns.Campaign) -> bool:
@@ -167,13 +167,13 @@ def _create(
     if floor:
         for record in records:
             record["stage"] = stages.forward(record["stage"], floor)
-    before = queries.max_contact_id(conn)
+    before = contacts.max_contact_id(conn)
     for start in range(0, len(records), CHUNK):
         chunk = records[start : start + CHUNK]
-        queries.bulk_insert(conn, schema.contacts, chunk)
+        statements.bulk_insert(conn, schema.contacts, chunk)
         if tick:
             tick(len(chunk))
-    by_key = queries.contact_ids_after(conn, before)
+    by_key = contacts.contact_ids_after(conn, before)
     people = [
         New(id=by_key[r["email_key"]], record=r, row=row)
         for r, row in zip(records, rows, strict=True)
@@ -202,10 +202,10 @@ class New:
     record: dict[str, Any]
     row: csvfile.Row
 
-    def contact(self) -> queries.Contact:
+    def contact(self) -> contacts.Contact:
         values = {k: v for k, v in self.record.items() if k not in ("email_key", "fields")}
         custom = {k: v for k, v in self.row.values.custom.items() if v is not None}
-        return queries.Contact(id=self.id, fields=custom, **values)
+        return contacts.Contact(id=self.id, fields=custom, **values)
 
 
 def _event(
@@ -223,7 +223,7 @@ def _event(
 
 def _insert_chunked(conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
     for start in range(0, len(rows), CHUNK):
-        queries.bulk_insert(conn, table, rows[start : start + CHUNK])
+        statements.bulk_insert(conn, table, rows[start : start + CHUNK])
 
 
 def _new_contact(row: csvfile.Row, now: datetime, default_owner: str | None) -> dict[str, Any]:
@@ -242,7 +242,7 @@ def _update(
     tick: Tick | None,
 ) -> None:
     for row in rows:
-        contact = queries.contact_by_id(conn, ids[row.key])
+        contact = contacts.contact_by_id(conn, ids[row.key])
         lifecycle.set_fields(app, conn, contact, row.values, now, cause=cause)
         if tick:
             tick(1)
@@ -259,7 +259,7 @@ def _enroll_each(
     """Enroll contacts one by one (chains may fire); how many were enrolled."""
     enrolled = 0
     for row, contact_id in targets:
-        contact = queries.contact_by_id(conn, contact_id)
+        contact = contacts.contact_by_id(conn, contact_id)
         try:
             with conn.begin_nested():
                 lifecycle.enroll(
@@ -280,7 +280,7 @@ def _enroll_bulk(
     now: datetime,
 ) -> int:
     """Enroll freshly created contacts (they have no enrollments yet) in bulk."""
-    pauses = queries.rep_pauses(conn)
+    pauses = reps.rep_pauses(conn)
     rows, events = [], []
     plans: dict[tuple[str, str | None], lifecycle.Plan] = {}
     shared = not _depends_on_fields(campaign)

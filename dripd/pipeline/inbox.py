@@ -12,41 +12,19 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from typing import Any
 
 import sqlalchemy as sa
 
 from dripd.mail import bounces, classify, incoming, meetings
 from dripd.mail.addresses import address_key
-from dripd.pipeline import apply_commands, digest, lifecycle
+from dripd.pipeline import apply_commands, lifecycle
 from dripd.pipeline.app import App
 from dripd.plan import contacts
-from dripd.store import outbox, queries, schema
+from dripd.store import contacts as store_contacts
+from dripd.store import digests, enrollments, events, outbox
+from dripd.store import inbox as store_inbox
 
 logger = logging.getLogger("dripd.inbox")
-
-_contacts = schema.contacts
-_messages = schema.inbox_messages
-_folders = schema.inbox_folders
-_SENT = sa.select(
-    schema.outbox.c.message_id,
-    schema.outbox.c.contact_id,
-    schema.outbox.c.recipient,
-    schema.outbox.c.rep,
-    schema.outbox.c.enrollment_id,
-    schema.outbox.c.campaign,
-    schema.outbox.c.step,
-).where(
-    schema.outbox.c.message_id == sa.bindparam("mid"),
-    schema.outbox.c.status.in_(("sending", "sent")),
-    schema.outbox.c.contact_id.is_not(None),
-)
-_CONTACT = sa.select(
-    _contacts.c.id, _contacts.c.email, _contacts.c.owner, _contacts.c.status
-).where(_contacts.c.email_key == sa.bindparam("key"))
-_HANDLED = sa.select(_messages.c.id).where(
-    _messages.c.rep == sa.bindparam("rep"), _messages.c.message_key == sa.bindparam("key")
-)
 
 
 class StoreKnown:
@@ -57,18 +35,18 @@ class StoreKnown:
         self._reps = {address_key(rep.email): rep.id for rep in app.config.reps}
 
     def sent(self, message_id: str) -> classify.SentRef | None:
-        row = self.conn.execute(_SENT, {"mid": message_id}).first()
-        return classify.SentRef(**row._mapping) if row else None
+        sent = outbox.sent_to_contact(self.conn, message_id)
+        return classify.SentRef(**sent) if sent else None
 
     def contact(self, address: str) -> classify.ContactRef | None:
-        row = self.conn.execute(_CONTACT, {"key": address_key(address)}).first()
-        return classify.ContactRef(**row._mapping) if row else None
+        found = store_contacts.brief_by_key(self.conn, address_key(address))
+        return classify.ContactRef(**found) if found else None
 
     def rep_of(self, address: str) -> str | None:
         return self._reps.get(address_key(address))
 
     def digest(self, message_id: str) -> str | None:
-        sent = digest.sent_digest(self.conn, message_id)
+        sent = digests.sent_digest(self.conn, message_id)
         return sent.rep if sent else None
 
 
@@ -94,7 +72,7 @@ def handle(
     uid: int | None = None,
 ) -> Outcome:
     """Classify `mail` (arrived in `rep`'s inbox) and act on it, once."""
-    if conn.execute(_HANDLED, {"rep": rep, "key": mail.key}).first() is not None:
+    if store_inbox.handled(conn, rep, mail.key):
         return Outcome(verdict=None)
     verdict = read(app, conn, mail, now)
     actions = _EFFECTS[verdict.cls](app, conn, mail, verdict, now)
@@ -111,19 +89,20 @@ def _record(
     now: datetime,
     uid: int | None,
 ) -> None:
-    conn.execute(
-        sa.insert(_messages).values(
+    store_inbox.record(
+        conn,
+        store_inbox.Message(
             rep=rep,
-            message_key=mail.key[:255],
+            key=mail.key,
             uid=uid,
             contact_id=verdict.contact.id if verdict.contact else None,
-            sender=mail.sender[:254],
-            subject=mail.subject[:500],
-            summary=verdict.summary[:1000],
-            reasons="; ".join(verdict.reasons)[:1000],
+            sender=mail.sender,
+            subject=mail.subject,
+            summary=verdict.summary,
+            reasons="; ".join(verdict.reasons),
+            cls=verdict.cls,
             received_at=now,
-            **{"class": verdict.cls},
-        )
+        ),
     )
 
 
@@ -137,7 +116,7 @@ def record_failure(
     error: str,
 ) -> None:
     """Note a message that could not be handled (it stays in the mailbox for a person)."""
-    if conn.execute(_HANDLED, {"rep": rep, "key": mail.key}).first() is not None:
+    if store_inbox.handled(conn, rep, mail.key):
         return
     reasons = (f"could not be handled: {error}",)
     _record(conn, rep, mail, classify.Verdict(cls="other", reasons=reasons), now, uid)
@@ -168,7 +147,7 @@ def _reply(
 ) -> Effect:
     assert verdict.contact is not None
     contact_id = verdict.contact.id
-    active = queries.active_enrollments(conn, contact_id)
+    active = enrollments.active_enrollments(conn, contact_id)
     if verdict.answered_by:
         return _colleague(app, conn, mail, verdict, now, active)
     _event(conn, contact_id, now, "replied", verdict.summary or mail.subject, mail, verdict.sent)
@@ -181,7 +160,7 @@ def _colleague(
     mail: incoming.Incoming,
     verdict: classify.Verdict,
     now: datetime,
-    active: list[queries.Enrollment],
+    active: list[enrollments.Enrollment],
 ) -> Effect:
     """A colleague of the contact answered in the thread: their campaigns say stop or note."""
     assert verdict.contact is not None and verdict.answered_by is not None
@@ -210,7 +189,7 @@ def _stop_and_promote(
     conn: sa.Connection,
     verdict: classify.Verdict,
     now: datetime,
-    active: list[queries.Enrollment],
+    active: list[enrollments.Enrollment],
     *,
     reason: str,
 ) -> Effect:
@@ -231,7 +210,7 @@ def _stop_and_promote(
 
 
 def _promotions(
-    app: App, active: list[queries.Enrollment], sent: classify.SentRef | None
+    app: App, active: list[enrollments.Enrollment], sent: classify.SentRef | None
 ) -> list[str]:
     """The stages the contact's campaigns promote a replier to; the answered campaign first."""
     names = [e.campaign for e in active]
@@ -256,7 +235,7 @@ def _auto_reply(
     until = _return_time(app, conn, contact_id, verdict.return_date, now)
     stated = "back " + verdict.return_date.isoformat() if verdict.return_date else "no date given"
     detail = f"out of office ({stated}): emails wait until {until:%Y-%m-%d %H:%M} UTC"
-    queries.update_contact(conn, contact_id, {"paused_until": until, "updated_at": now})
+    store_contacts.update_contact(conn, contact_id, {"paused_until": until, "updated_at": now})
     held = outbox.hold_contact(conn, contact_id, until, outbox.AWAY_WAIT)
     _event(conn, contact_id, now, "out_of_office", detail, mail, verdict.sent)
     return [f"paused until {until:%Y-%m-%d}" + (f", {held} queued email(s) held" if held else "")]
@@ -266,7 +245,7 @@ def _return_time(
     app: App, conn: sa.Connection, contact_id: int, back: date | None, now: datetime
 ) -> datetime:
     """When a contact out of office may be written to again: the start of the day they are back."""
-    contact = queries.contact_by_id(conn, contact_id)
+    contact = store_contacts.contact_by_id(conn, contact_id)
     tz = app.contact_tz(contact.timezone, contact.owner)
     if back is None:
         back = now.astimezone(tz).date() + timedelta(days=app.config.model.dripd.out_of_office_days)
@@ -288,7 +267,7 @@ def _bounce(
             actions.append(f"blocked by policy for {failure.recipient}: nobody bounced")
             continue
         if failure.soft:
-            earlier = queries.event_times(conn, contact.id, "delivery_delayed")
+            earlier = events.event_times(conn, contact.id, "delivery_delayed")
             _event(conn, contact.id, now, "delivery_delayed", detail, mail)
             if not bounces.gives_up(earlier, now):
                 continue
@@ -321,7 +300,7 @@ def _command(
 ) -> Effect:
     assert verdict.rep is not None
     rep = app.config.rep(verdict.rep)
-    answered = (digest.sent_digest(conn, mid) for mid in mail.referenced)
+    answered = (digests.sent_digest(conn, mid) for mid in mail.referenced)
     sent = next((s for s in answered if s is not None and s.rep == rep.id), None)
     assert sent is not None, "the classifier found the digest this answers"
     results = apply_commands.carry_out(app, conn, rep, sent, verdict.reply or "", now)
@@ -337,8 +316,8 @@ def _meeting(
     it. Anchored steps move with it; nothing stops (the sequence is built around the meeting)."""
     assert verdict.contact is not None and verdict.meeting is not None
     meeting = verdict.meeting
-    contact = queries.contact_by_id(conn, verdict.contact.id)
-    active = queries.active_enrollments(conn, contact.id)
+    contact = store_contacts.contact_by_id(conn, verdict.contact.id)
+    active = enrollments.active_enrollments(conn, contact.id)
     named = [
         app.catalog.campaigns[e.campaign] for e in active if e.campaign in app.catalog.campaigns
     ]
@@ -370,10 +349,10 @@ def _other(
 def _end_contact(
     app: App, conn: sa.Connection, contact_id: int, status: str, now: datetime, *, cause: str
 ) -> Effect:
-    contact = queries.contact_by_id(conn, contact_id)
+    contact = store_contacts.contact_by_id(conn, contact_id)
     if contact.status != "active":
         return []
-    queries.update_contact(conn, contact_id, {"status": status, "updated_at": now})
+    store_contacts.update_contact(conn, contact_id, {"status": status, "updated_at": now})
     stopped = lifecycle.stop(app, conn, contact, now, cause=cause)
     return [f"marked {status}"] + ([f"stopped {stopped} sequence(s)"] if stopped else [])
 
@@ -388,7 +367,7 @@ def _event(
     about: classify.SentRef | None = None,
 ) -> None:
     """A history event; `about`: the email it answers, so per-step statistics count it."""
-    queries.add_event(
+    events.add_event(
         conn,
         contact_id=contact_id,
         at=now,
@@ -447,57 +426,3 @@ _EFFECTS = {
     "meeting": _meeting,
     "other": _other,
 }
-
-
-# -- folder checkpoints ------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Checkpoint:
-    uidvalidity: int
-    last_uid: int
-    checked_at: datetime
-
-
-def checkpoint(conn: sa.Connection, rep: str, folder: str) -> Checkpoint | None:
-    row = conn.execute(
-        sa.select(_folders.c.uidvalidity, _folders.c.last_uid, _folders.c.checked_at).where(
-            _folders.c.rep == rep, _folders.c.folder == folder
-        )
-    ).first()
-    return Checkpoint(**row._mapping) if row else None
-
-
-def save_checkpoint(
-    conn: sa.Connection, rep: str, folder: str, uidvalidity: int, last_uid: int, now: datetime
-) -> None:
-    values = {"uidvalidity": uidvalidity, "last_uid": last_uid, "checked_at": now}
-    done = conn.execute(
-        sa.update(_folders).where(_folders.c.rep == rep, _folders.c.folder == folder), values
-    ).rowcount
-    if not done:
-        conn.execute(sa.insert(_folders), {"rep": rep, "folder": folder, **values})
-
-
-def first_sent_at(conn: sa.Connection, rep: str) -> datetime | None:
-    """When the rep's first email went out: nothing older can answer one."""
-    earliest = sa.func.min(schema.outbox.c.sent_at, type_=schema.UTCDateTime())
-    value: datetime | None = conn.execute(
-        sa.select(earliest).where(schema.outbox.c.rep == rep)
-    ).scalar()
-    return value
-
-
-def inbox_stats(conn: sa.Connection) -> dict[str, dict[str, Any]]:
-    """Per rep: when the inbox was last read, and how many messages of each class it held."""
-    stats: dict[str, dict[str, Any]] = {}
-    checked = sa.select(
-        _folders.c.rep, sa.func.max(_folders.c.checked_at, type_=schema.UTCDateTime())
-    )
-    for rep, at in conn.execute(checked.group_by(_folders.c.rep)):
-        stats.setdefault(rep, {})["checked_at"] = at
-    kind = _messages.c["class"]
-    counts = sa.select(_messages.c.rep, kind, sa.func.count()).group_by(_messages.c.rep, kind)
-    for rep, cls, count in conn.execute(counts):
-        stats.setdefault(rep, {})[cls] = count
-    return stats

@@ -18,11 +18,12 @@ import sqlalchemy as sa
 
 from dripd import errors
 from dripd.files import campaigns
-from dripd.pipeline import forget
 from dripd.pipeline.app import App
 from dripd.plan import contacts, dates, schedule, stages, windows
-from dripd.store import queries, schema
-from dripd.store.queries import Contact, Enrollment
+from dripd.store import contacts as store_contacts
+from dripd.store import enrollments, events, forget, reps, tasks
+from dripd.store.contacts import Contact
+from dripd.store.enrollments import Enrollment
 
 EMPTY_PROGRESS = schedule.Progress().to_json()  # a new enrollment's state
 UTC_ZONE = ZoneInfo("UTC")  # created_at values without an offset are UTC
@@ -98,7 +99,7 @@ def enroll(
 ) -> int:
     """Start `contact` on a campaign; ends the current one when the campaign is exclusive."""
     campaign = app.catalog.get(campaign_id)
-    _check_can_enroll(contact, campaign, queries.active_enrollments(conn, contact.id))
+    _check_can_enroll(contact, campaign, enrollments.active_enrollments(conn, contact.id))
     if campaign.exclusive:
         _end_exclusive(app, conn, contact, now, reason=f"enrolled in {campaign.id}")
     enrollment_id = _insert(app, conn, contact, campaign, now, cause=cause)
@@ -134,9 +135,11 @@ def _insert(
     cause: str,
 ) -> int:
     progress = schedule.Progress()
-    where = plan(app, contact, campaign, now, progress, queries.rep_pauses(conn))
-    enrollment_id = queries.insert_enrollment(conn, enrollment_row(contact, campaign, now, where))
-    queries.add_event(
+    where = plan(app, contact, campaign, now, progress, reps.rep_pauses(conn))
+    enrollment_id = enrollments.insert_enrollment(
+        conn, enrollment_row(contact, campaign, now, where)
+    )
+    events.add_event(
         conn,
         contact_id=contact.id,
         at=now,
@@ -165,7 +168,7 @@ def enrollment_row(
 def _end_exclusive(
     app: App, conn: sa.Connection, contact: Contact, now: datetime, *, reason: str
 ) -> None:
-    for enrollment in queries.active_enrollments(conn, contact.id):
+    for enrollment in enrollments.active_enrollments(conn, contact.id):
         current = app.catalog.campaigns.get(enrollment.campaign)
         if current is None or current.exclusive:
             end(conn, enrollment, now, status="stopped", reason=reason)
@@ -175,13 +178,13 @@ def end(
     conn: sa.Connection, enrollment: Enrollment, now: datetime, *, status: str, reason: str
 ) -> None:
     """End one enrollment (stopped or completed) and record it."""
-    queries.update_enrollment(
+    enrollments.update_enrollment(
         conn,
         enrollment.id,
         {"status": status, "ended_at": now, "end_reason": reason, "next_due_at": None},
     )
     kind = "completed" if status == "completed" else "stopped"
-    queries.add_event(
+    events.add_event(
         conn,
         contact_id=enrollment.contact_id,
         at=now,
@@ -194,7 +197,7 @@ def end(
 
 def stop(app: App, conn: sa.Connection, contact: Contact, now: datetime, *, cause: str) -> int:
     """End every sequence of `contact`; the number ended."""
-    active = queries.active_enrollments(conn, contact.id)
+    active = enrollments.active_enrollments(conn, contact.id)
     for enrollment in active:
         end(conn, enrollment, now, status="stopped", reason=cause)
     return len(active)
@@ -218,12 +221,12 @@ def promote(
 
     Reaching a stage starts every campaign whose `starts_when` names it.
     """
-    contact = queries.contact_by_id(conn, contact_id)
+    contact = store_contacts.contact_by_id(conn, contact_id)
     target = stage if force else stages.forward(contact.stage, stage)
     if target == contact.stage:
         return False
-    queries.update_contact(conn, contact_id, {"stage": target, "updated_at": now})
-    queries.add_event(
+    store_contacts.update_contact(conn, contact_id, {"stage": target, "updated_at": now})
+    events.add_event(
         conn,
         contact_id=contact_id,
         at=now,
@@ -246,8 +249,8 @@ def _start_on_stage(
     for campaign in app.catalog.campaigns.values():
         if campaign.starts_at_stage != stage or campaign.id == skip_campaign:
             continue
-        contact = queries.contact_by_id(conn, contact_id)
-        active = {e.campaign for e in queries.active_enrollments(conn, contact_id)}
+        contact = store_contacts.contact_by_id(conn, contact_id)
+        active = {e.campaign for e in enrollments.active_enrollments(conn, contact_id)}
         if contact.status == "active" and campaign.id not in active:
             enroll(
                 app, conn, contact, campaign.id, now, cause=f"starts_when {campaign.starts_when}"
@@ -271,9 +274,9 @@ def set_fields(
     stage = changes.pop("stage", None)
     if changes or custom != dict(contact.fields):
         row = {**changes, "fields": json.dumps(custom, sort_keys=True), "updated_at": now}
-        queries.update_contact(conn, contact.id, row)
+        store_contacts.update_contact(conn, contact.id, row)
         shown = ", ".join(sorted([*changes, *_changed_custom(contact.fields, custom)]))
-        queries.add_event(
+        events.add_event(
             conn,
             contact_id=contact.id,
             at=now,
@@ -284,7 +287,7 @@ def set_fields(
     if stage is not None:
         promote(app, conn, contact.id, str(stage), now, cause=cause, force=True)
     reschedule(app, conn, contact.id, now)
-    return queries.contact_by_id(conn, contact.id)
+    return store_contacts.contact_by_id(conn, contact.id)
 
 
 def _changes(contact: Contact, values: contacts.Values) -> tuple[dict[str, Any], dict[str, str]]:
@@ -312,22 +315,22 @@ def _changed_custom(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]
 
 def reschedule(app: App, conn: sa.Connection, contact_id: int, now: datetime) -> None:
     """Recompute when each active enrollment of the contact is next due."""
-    contact = queries.contact_by_id(conn, contact_id)
-    pauses = queries.rep_pauses(conn)
-    for enrollment in queries.active_enrollments(conn, contact_id):
+    contact = store_contacts.contact_by_id(conn, contact_id)
+    pauses = reps.rep_pauses(conn)
+    for enrollment in enrollments.active_enrollments(conn, contact_id):
         campaign = app.catalog.campaigns.get(enrollment.campaign)
         if campaign is None:
             continue
         progress = schedule.Progress.from_json(enrollment.progress)
         where = plan(app, contact, campaign, enrollment.enrolled_at, progress, pauses)
-        queries.update_enrollment(
+        enrollments.update_enrollment(
             conn, enrollment.id, {"next_due_at": where.next_due_at, "waiting": where.waiting}
         )
 
 
 def reschedule_rep(app: App, conn: sa.Connection, rep_id: str, now: datetime) -> None:
     """Recompute due times of every contact the rep owns (after a pause or resume)."""
-    for contact_id in queries.contact_ids_owned_by(conn, rep_id):
+    for contact_id in store_contacts.contact_ids_owned_by(conn, rep_id):
         reschedule(app, conn, contact_id, now)
 
 
@@ -373,8 +376,8 @@ def create_contact(
         raise errors.ContactError(f"{email} asked to be forgotten: not added")
     std = values.standard
     default_owner = app.config.reps[0].id if app.config.reps else None
-    contact_id = queries.insert_contact(conn, contact_row(email, values, now, default_owner))
-    queries.add_event(
+    contact_id = store_contacts.insert_contact(conn, contact_row(email, values, now, default_owner))
+    events.add_event(
         conn, contact_id=contact_id, at=now, kind="created", detail="contact created", cause=cause
     )
     if std.get("stage"):
@@ -401,22 +404,23 @@ def create_task(
     occurrence: int = 1,
 ) -> None:
     """A rep task (call, card, to-do) for a contact, and its history event."""
-    conn.execute(
-        sa.insert(schema.tasks).values(
-            contact_id=contact_id,
-            enrollment_id=enrollment_id,
-            campaign=campaign,
-            step=step,
-            occurrence=occurrence,
-            kind=kind,
-            rep=rep,
-            due_at=due_at,
-            note=note,
-            status="open",
-            created_at=now,
-        )
+    tasks.insert_task(
+        conn,
+        {
+            "contact_id": contact_id,
+            "enrollment_id": enrollment_id,
+            "campaign": campaign,
+            "step": step,
+            "occurrence": occurrence,
+            "kind": kind,
+            "rep": rep,
+            "due_at": due_at,
+            "note": note,
+            "status": "open",
+            "created_at": now,
+        },
     )
-    queries.add_event(
+    events.add_event(
         conn,
         contact_id=contact_id,
         at=now,
@@ -432,11 +436,11 @@ def snooze_task(
     conn: sa.Connection, task_id: int, until: datetime, now: datetime, *, cause: str
 ) -> None:
     """Move an open task's due time later."""
-    task = queries.task_by_id(conn, task_id)
+    task = tasks.task_by_id(conn, task_id)
     if task is None:
         raise errors.ContactError(f"no task {task_id}")
-    queries.update_task(conn, task_id, {"due_at": until})
-    queries.add_event(
+    tasks.update_task(conn, task_id, {"due_at": until})
+    events.add_event(
         conn,
         contact_id=task["contact_id"],
         at=now,
@@ -452,15 +456,15 @@ def finish_task(
     app: App, conn: sa.Connection, task_id: int, now: datetime, *, status: str, cause: str
 ) -> dict[str, Any]:
     """Mark a rep task done (a touch) or skipped; the sequence waiting on it moves on."""
-    task = queries.task_by_id(conn, task_id)
+    task = tasks.task_by_id(conn, task_id)
     if task is None:
         raise errors.ContactError(f"no task {task_id}")
     if task["status"] != "open":
         raise errors.ContactError(f"task {task_id} is already {task['status']}")
-    queries.update_task(conn, task_id, {"status": status, "done_at": now})
+    tasks.update_task(conn, task_id, {"status": status, "done_at": now})
     if status == "done":
-        queries.count_touch(conn, task["contact_id"], now)
-    queries.add_event(
+        store_contacts.count_touch(conn, task["contact_id"], now)
+    events.add_event(
         conn,
         contact_id=task["contact_id"],
         at=now,
@@ -476,23 +480,23 @@ def finish_task(
 
 
 def _release(app: App, conn: sa.Connection, task: Mapping[str, Any], now: datetime) -> None:
-    enrollment = queries.enrollment_by_id(conn, task["enrollment_id"])
+    enrollment = enrollments.enrollment_by_id(conn, task["enrollment_id"])
     if enrollment is None or enrollment.status != "active":
         return
     progress = schedule.Progress.from_json(enrollment.progress)
     if not progress.task_open or not progress.done or progress.done[-1] != task["step"]:
         return
     progress = schedule.finish_task(progress, now)
-    queries.update_enrollment(conn, enrollment.id, {"progress": progress.to_json()})
+    enrollments.update_enrollment(conn, enrollment.id, {"progress": progress.to_json()})
     campaign = app.catalog.campaigns.get(enrollment.campaign)
-    contact = queries.contact_by_id(conn, enrollment.contact_id)
+    contact = store_contacts.contact_by_id(conn, enrollment.contact_id)
     if campaign is None:
         return
-    where = plan(app, contact, campaign, enrollment.enrolled_at, progress, queries.rep_pauses(conn))
+    where = plan(app, contact, campaign, enrollment.enrolled_at, progress, reps.rep_pauses(conn))
     if where.complete:
         complete(app, conn, enrollment, campaign, now)
         return
-    queries.update_enrollment(
+    enrollments.update_enrollment(
         conn, enrollment.id, {"next_due_at": where.next_due_at, "waiting": where.waiting}
     )
 
@@ -508,6 +512,6 @@ def complete(
     end(conn, enrollment, now, status="completed", reason="last step done")
     if not campaign.next or campaign.next not in app.catalog.campaigns:
         return
-    contact = queries.contact_by_id(conn, enrollment.contact_id)
+    contact = store_contacts.contact_by_id(conn, enrollment.contact_id)
     if contact.status == "active":
         enroll(app, conn, contact, campaign.next, now, cause=f"next after {campaign.id}")

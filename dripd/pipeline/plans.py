@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from dripd.files import config
 from dripd.pipeline.app import App
 from dripd.plan import calendars
-from dripd.store import queries, retry
+from dripd.store import enrollments, retry, settings
 
 logger = logging.getLogger("dripd.reload")
 
@@ -43,7 +43,7 @@ def plan_inputs(app: App) -> dict[str, str]:
 
 def remember_plans(app: App, conn: sa.Connection) -> None:
     """Record that the enrollments are planned under `app`'s files (a reload, a start)."""
-    queries.put_setting(conn, PLANNED_UNDER, json.dumps(plan_inputs(app), sort_keys=True))
+    settings.put_setting(conn, PLANNED_UNDER, json.dumps(plan_inputs(app), sort_keys=True))
 
 
 def replan_changed(app: App) -> int:
@@ -61,7 +61,7 @@ def replan_changed(app: App) -> int:
     def work() -> int:
         nonlocal recorded
         with app.engine.begin() as conn:
-            stored = queries.setting(conn, PLANNED_UNDER)
+            stored = settings.setting(conn, PLANNED_UNDER)
             recorded = stored is not None
             before: dict[str, str] = json.loads(stored) if stored else {}
             if before == current:
@@ -73,7 +73,7 @@ def replan_changed(app: App) -> int:
                     for key in before.keys() | current.keys()
                     if key.startswith("campaign:") and before.get(key) != current.get(key)
                 }
-            count = queries.recheck_enrollments(conn, app.clock.now(), scope)
+            count = enrollments.recheck_enrollments(conn, app.clock.now(), scope)
             remember_plans(app, conn)
             return count
 

@@ -13,10 +13,21 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 
 from dripd.mailbox import tokens
-from dripd.pipeline import digest, inbox, lifecycle, variants
+from dripd.pipeline import lifecycle, variants
 from dripd.pipeline.app import App
 from dripd.plan import ratelimit, schedule, stages
-from dripd.store import membership, outbox, queries, schema
+from dripd.store import (
+    contacts,
+    enrollments,
+    events,
+    inbox,
+    membership,
+    oauth_tokens,
+    outbox,
+    reps,
+    schema,
+)
+from dripd.store import digests as store_digests
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,11 +87,11 @@ def upcoming(
     now = app.clock.now()
     until = now + timedelta(days=days)
     window = Window(now=now, until=until, max_late=app.config.max_late)
-    pauses = queries.rep_pauses(conn)
+    pauses = reps.rep_pauses(conn)
     held: list[tuple[datetime, int, Scheduled]] = []
     found = itertools.count()
     for page in _due_pages(conn, until, email):
-        people = queries.contacts_by_ids(conn, {e.contact_id for e in page})
+        people = contacts.contacts_by_ids(conn, {e.contact_id for e in page})
         for enrollment in page:
             contact = people[enrollment.contact_id]
             for item in _projected(app, enrollment, contact, pauses, window):
@@ -94,17 +105,17 @@ def upcoming(
 
 def _due_pages(
     conn: sa.Connection, until: datetime, email: str | None
-) -> Iterator[list[queries.Enrollment]]:
+) -> Iterator[list[enrollments.Enrollment]]:
     if email:
-        contact = queries.contact_by_email(conn, email)
-        active = queries.active_enrollments(conn, contact.id) if contact else []
+        contact = contacts.contact_by_email(conn, email)
+        active = enrollments.active_enrollments(conn, contact.id) if contact else []
         due = [e for e in active if e.next_due_at is not None and e.next_due_at <= until]
         if due:
             yield sorted(due, key=lambda e: (e.next_due_at or until, e.id))
         return
     after: tuple[datetime, int] | None = None
     while True:
-        page = queries.due_page(conn, until, after, SCHEDULE_PAGE)
+        page = enrollments.due_page(conn, until, after, SCHEDULE_PAGE)
         if page:
             yield page
         if len(page) < SCHEDULE_PAGE:
@@ -125,8 +136,8 @@ class Window:
 
 def _projected(
     app: App,
-    enrollment: queries.Enrollment,
-    contact: queries.Contact,
+    enrollment: enrollments.Enrollment,
+    contact: contacts.Contact,
     pauses: dict[str, datetime],
     window: Window,
 ) -> list[Scheduled]:
@@ -151,11 +162,11 @@ def _projected(
 
 def waiting(app: App, conn: sa.Connection, email: str | None = None) -> Iterator[Waiting]:
     """Active enrollments waiting on something (a field, a task, a gone campaign file)."""
-    contact = queries.contact_by_email(conn, email) if email else None
+    contact = contacts.contact_by_email(conn, email) if email else None
     if email and contact is None:
         return
     known = set(app.catalog.campaigns)
-    for email_of, campaign, reason in queries.waiting_enrollments(
+    for email_of, campaign, reason in enrollments.waiting_enrollments(
         conn, known, contact.id if contact else None
     ):
         gone = campaign not in known
@@ -179,9 +190,9 @@ def next_up(app: App, conn: sa.Connection) -> Scheduled | None:
     """
     now = app.clock.now()
     found: list[Scheduled] = []
-    heads = queries.due_enrollments(conn, now + timedelta(days=NEXT_HORIZON_DAYS), NEXT_HEADS)
-    people = queries.contacts_by_ids(conn, {e.contact_id for e in heads})
-    pauses = queries.rep_pauses(conn)
+    heads = enrollments.due_enrollments(conn, now + timedelta(days=NEXT_HORIZON_DAYS), NEXT_HEADS)
+    people = contacts.contacts_by_ids(conn, {e.contact_id for e in heads})
+    pauses = reps.rep_pauses(conn)
     for enrollment in heads:
         campaign = app.catalog.campaigns.get(enrollment.campaign)
         contact = people.get(enrollment.contact_id)
@@ -215,7 +226,7 @@ def next_up(app: App, conn: sa.Connection) -> Scheduled | None:
 
 def _scheduled(
     due: schedule.Due,
-    contact: queries.Contact,
+    contact: contacts.Contact,
     kind: str,
     campaign: str,
     ctx: schedule.Context,
@@ -264,7 +275,7 @@ DUE_NOW_CAP = 10_000  # `status` counts what is due up to this many
 
 def status(app: App, conn: sa.Connection) -> dict[str, Any]:
     """The pipeline: contacts per stage and status, per-step results, touches, backlog."""
-    counts = queries.step_counts(conn)
+    counts = events.step_counts(conn)
     steps = [
         StepStats(
             campaign=campaign.id,
@@ -282,9 +293,9 @@ def status(app: App, conn: sa.Connection) -> dict[str, Any]:
         for campaign in app.catalog.ordered()
         for step in campaign.steps
     ]
-    enrolled = queries.enrollment_counts(conn)
-    stage_counts = queries.stage_counts(conn)
-    statuses, touches = queries.status_counts(conn)
+    enrolled = enrollments.enrollment_counts(conn)
+    stage_counts = contacts.stage_counts(conn)
+    statuses, touches = contacts.status_counts(conn)
     return {
         "stages": {stage: stage_counts.get(stage, 0) for stage in stages.STAGES},
         "statuses": statuses,
@@ -297,7 +308,7 @@ def status(app: App, conn: sa.Connection) -> dict[str, Any]:
         "touches": touches,
         "mailboxes": _mailboxes(app, conn),
         "health": health(app, conn),
-        "due_now": queries.due_count(conn, app.clock.now(), DUE_NOW_CAP),
+        "due_now": enrollments.due_count(conn, app.clock.now(), DUE_NOW_CAP),
         "campaigns_version": app.catalog.version,
     }
 
@@ -323,8 +334,8 @@ def _mailboxes(app: App, conn: sa.Connection) -> list[dict[str, Any]]:
     """Each rep's mailbox: sent, waiting, failed, last send, and why it may be held."""
     stats = outbox.mailbox_stats(conn)
     inboxes = inbox.inbox_stats(conn)
-    digests = digest.last_digests(conn)
-    pauses = queries.rep_pauses(conn)
+    digests = store_digests.last_digests(conn)
+    pauses = reps.rep_pauses(conn)
     stuck = outbox.stuck(conn, app.clock.now())
     result = []
     for rep_id in sorted(app.config.rep_ids() | set(stats)):
@@ -448,7 +459,7 @@ def health(app: App, conn: sa.Connection) -> dict[str, Any]:
 
 def sign_ins_needed(app: App, conn: sa.Connection) -> list[str]:
     """A line for each rep whose OAuth2 sign-in is missing or stopped working."""
-    stored = tokens.read_all(conn)
+    stored = oauth_tokens.read_all(conn)
     found = (tokens.problem(rep, stored.get(rep.id)) for rep in app.config.reps)
     return [f"{problem}; its emails wait" for problem in found if problem]
 

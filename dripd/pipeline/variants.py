@@ -15,12 +15,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from dripd.store import schema
+from dripd.store import events
 
 SIGNIFICANT = 0.05  # p-value below which a difference is called one
 FEWEST = 20  # sent per version below which nothing is concluded at all
-
-_outbox, _events = schema.outbox, schema.events
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -63,29 +61,9 @@ class StepVariants:
 
 def stats(conn: sa.Connection) -> list[StepVariants]:
     """Every campaign step that has sent more than one version, with its counts."""
-    key = (_outbox.c.campaign, _outbox.c.step, _outbox.c.variant)
-    sent_to = (_outbox.c.status == "sent", _outbox.c.variant.is_not(None))
-    sent = conn.execute(
-        sa.select(*key, sa.func.count(sa.distinct(_outbox.c.contact_id)))
-        .where(*sent_to, _outbox.c.contact_id.is_not(None))
-        .group_by(*key)
-    ).all()
-    answered = sa.and_(
-        _events.c.contact_id == _outbox.c.contact_id,
-        _events.c.campaign == _outbox.c.campaign,
-        _events.c.step == _outbox.c.step,
-    )
-    replied = dict(
-        ((row[0], row[1], row[2]), row[3])
-        for row in conn.execute(
-            sa.select(*key, sa.func.count(sa.distinct(_events.c.contact_id)))
-            .select_from(_outbox.join(_events, answered))
-            .where(*sent_to, _events.c.kind == "replied")
-            .group_by(*key)
-        )
-    )
+    sent, replied = events.variant_counts(conn)
     steps: dict[tuple[str, str], list[Version]] = {}
-    for campaign, step, variant, count in sent:
+    for (campaign, step, variant), count in sent.items():
         answers = replied.get((campaign, step, variant), 0)
         version = Version(variant=variant, sent=count, replied=answers)
         steps.setdefault((campaign, step), []).append(version)

@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 import sqlalchemy as sa
 
-from dripd.store import queries
+from dripd.store import contacts as store_contacts
 
 PAGE = 1000  # rows per query; also what a terminal sees before its format is chosen
 
@@ -34,7 +34,7 @@ class Filter:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Listed:
-    contact: queries.Contact
+    contact: store_contacts.Contact
     campaigns: tuple[str, ...]  # active enrollments
 
 
@@ -44,10 +44,10 @@ def contacts(conn: sa.Connection, where: Filter, *, page: int = PAGE) -> Iterato
     left = where.limit
     while left is None or left > 0:
         size = page if left is None else min(page, left)
-        people = queries.contacts_page(
+        people = store_contacts.contacts_page(
             conn, after=after, limit=size, stage=where.stage, campaign=where.campaign
         )
-        current = queries.active_campaigns(conn, [c.id for c in people]) if people else {}
+        current = store_contacts.active_campaigns(conn, [c.id for c in people]) if people else {}
         for contact in people:
             yield Listed(contact=contact, campaigns=tuple(current.get(contact.id, ())))
         if len(people) < size:

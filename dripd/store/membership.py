@@ -38,7 +38,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import FunctionElement
 
-from dripd.store import queries, schema
+from dripd.store import schema, statements
 
 logger = logging.getLogger("dripd.leases")
 
@@ -140,7 +140,7 @@ class Membership:
         the caller knows whether that one died with work in flight.
         """
         with self.engine.begin() as conn:
-            queries.bulk_insert(
+            statements.bulk_insert(
                 conn,
                 _leases,
                 [{"name": name, "holder": None, "taken_at": None}],

@@ -16,7 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from dripd.store import membership, queries, schema
+from dripd.store import contacts, events, membership, schema, statements
 
 RETRY_BASE = 60.0  # seconds before the first retry of a temporary failure
 RETRY_MAX = 6 * 3600.0  # seconds: the longest wait between two tries
@@ -33,7 +33,7 @@ _ROWS = sa.select(_t, _bodies.c.data.label("message")).join(
     _bodies, _bodies.c.message_id == _t.c.message_id
 )
 
-# Built once: the per-message statements of the sending hot path (see queries.py).
+# Built once: the per-message statements of the sending hot path (see statements.py).
 _UPDATE = sa.update(_t).where(_t.c.id == sa.bindparam("oid"))
 _contacts, _enrollments = schema.contacts, schema.enrollments
 # The claim re-checks, in the same statement, that the contact is still
@@ -61,8 +61,8 @@ _CLAIM = (
     )
     .values(status="sending", sending_at=sa.bindparam("now"), claimed_by=sa.bindparam("by"))
 )
-_CLAIM_PREPARED = queries.Prepared(_CLAIM)
-_MARK_SENT = queries.Prepared(_UPDATE, keys=("status", "sent_at"))
+_CLAIM_PREPARED = statements.Prepared(_CLAIM)
+_MARK_SENT = statements.Prepared(_UPDATE, keys=("status", "sent_at"))
 _ORDER = (_t.c.priority, _t.c.due_at, _t.c.id)  # follow-ups first, then by due time
 # The first `limit` ready emails, chosen on the small rows before their message
 # bytes are joined: joined first, every call read every queued message (a
@@ -157,9 +157,9 @@ def insert_many(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
     stopping every other contact's email.
     """
     bodies = [{"message_id": r["message_id"], "data": r["message"]} for r in rows]
-    queries.bulk_insert(conn, _bodies, bodies, ignore_conflicts=True)
+    statements.bulk_insert(conn, _bodies, bodies, ignore_conflicts=True)
     heads = [{k: v for k, v in r.items() if k != "message"} for r in rows]
-    queries.bulk_insert(conn, _t, heads, ignore_conflicts=True)
+    statements.bulk_insert(conn, _t, heads, ignore_conflicts=True)
 
 
 def thread_of(conn: sa.Connection, enrollment_id: int) -> list[tuple[str, str]]:
@@ -194,6 +194,40 @@ def next_queued(conn: sa.Connection) -> Row | None:
     )
     record = conn.execute(query).first()
     return _row(record) if record is not None else None
+
+
+def outbox_backlog(conn: sa.Connection) -> int:
+    """Emails waiting to be sent (queued, including those retried later)."""
+    query = sa.select(sa.func.count()).select_from(_t).where(_t.c.status == "queued")
+    return int(conn.execute(query).scalar_one())
+
+
+_SENT_REF = sa.select(
+    _t.c.message_id,
+    _t.c.contact_id,
+    _t.c.recipient,
+    _t.c.rep,
+    _t.c.enrollment_id,
+    _t.c.campaign,
+    _t.c.step,
+).where(
+    _t.c.message_id == sa.bindparam("mid"),
+    _t.c.status.in_(("sending", "sent")),
+    _t.c.contact_id.is_not(None),
+)
+
+
+def sent_to_contact(conn: sa.Connection, message_id: str) -> dict[str, Any] | None:
+    """Who and what an email sent (or being sent) to a contact was, by its Message-ID."""
+    row = conn.execute(_SENT_REF, {"mid": message_id}).first()
+    return dict(row._mapping) if row else None
+
+
+def first_sent_at(conn: sa.Connection, rep: str) -> datetime | None:
+    """When the rep's first email went out: nothing older can answer one."""
+    earliest = sa.func.min(_t.c.sent_at, type_=schema.UTCDateTime())
+    value: datetime | None = conn.execute(sa.select(earliest).where(_t.c.rep == rep)).scalar()
+    return value
 
 
 def in_state(conn: sa.Connection, status: str) -> list[Row]:
@@ -297,7 +331,7 @@ def record_sent(
     if not rows:
         return 0
     to_contacts = [r for r in rows if r.contact_id is not None]
-    queries.add_events(
+    events.add_events(
         conn,
         [
             {
@@ -313,7 +347,7 @@ def record_sent(
             for r in to_contacts
         ],
     )
-    queries.count_touches(conn, [(r.contact_id, r.sent_at) for r in to_contacts])
+    contacts.count_touches(conn, [(r.contact_id, r.sent_at) for r in to_contacts])
     conn.execute(sa.update(_t).where(_t.c.id.in_([r.id for r in rows])).values(recorded_at=now))
     return len(rows)
 
@@ -353,7 +387,7 @@ def give_up(
     )
     if row.contact_id is None:
         return
-    queries.add_event(
+    events.add_event(
         conn,
         contact_id=row.contact_id,
         at=now,

@@ -29,7 +29,7 @@ from dripd.files import config
 from dripd.mail import mime
 from dripd.pipeline import app as app_mod
 from dripd.pipeline import compose, digest_render
-from dripd.store import queries
+from dripd.store import contacts
 
 ConfigFactory = Callable[..., Path]  # the `make_config` fixture of tests/conftest.py
 
@@ -187,7 +187,7 @@ def test_a_campaign_email_reads_right_in_a_browser(
 ) -> None:
     app = app_mod.open_app(str(make_config()), with_db=False)
     qualification = app.catalog.get("qualification")
-    contact = queries.Contact(
+    contact = contacts.Contact(
         id=1,
         email="zoe@zee.example",
         first_name=HOSTILE_NAME,

@@ -30,7 +30,8 @@ from dripd.daemon import daemon, planner
 from dripd.pipeline import app as app_mod
 from dripd.pipeline import digest, lifecycle, reports
 from dripd.plan import contacts
-from dripd.store import queries, schema
+from dripd.store import contacts as store_contacts
+from dripd.store import enrollments, schema, tasks
 
 MEETING = """
 name = "Meeting"
@@ -100,9 +101,9 @@ def task_numbers(world: World) -> dict[tuple[str, str], int]:
     numbers = {}
     with world.app.engine.connect() as conn:
         for number, task_id in enumerate(json.loads(str(row["tasks"])), start=1):
-            task = queries.task_by_id(conn, task_id)
+            task = tasks.task_by_id(conn, task_id)
             assert task is not None
-            email = queries.contact_by_id(conn, task["contact_id"]).email
+            email = store_contacts.contact_by_id(conn, task["contact_id"]).email
             numbers[(email, task["kind"])] = number
     return numbers
 
@@ -290,7 +291,7 @@ def test_commands_not_from_the_rep_in_reply_to_a_digest_change_nothing(
     bob = world.contact("bob@example.org")
     assert (bob.status, bob.stage, bob.touches) == ("active", "prospect", 0)
     with world.app.engine.connect() as conn:
-        assert len(queries.active_enrollments(conn, bob.id)) == 1
+        assert len(enrollments.active_enrollments(conn, bob.id)) == 1
         classes = conn.execute(sa.select(schema.inbox_messages.c["class"])).scalars().all()
     assert classes == ["other"] * 4
     assert len(to_mike(world)) == 1  # the digest; no confirmation
@@ -382,10 +383,10 @@ def test_a_slot_waits_while_another_instance_advances_the_steps(
                 {"email": "zoe@example.org", "owner": "sam"}, holder.contact_rules()
             )
             cid = lifecycle.create_contact(holder, conn, "zoe@example.org", values, now, cause="t")
-            zoe = queries.contact_by_id(conn, cid)
+            zoe = store_contacts.contact_by_id(conn, cid)
             lifecycle.enroll(holder, conn, zoe, "meeting", now, cause="t")
         with other.engine.begin() as conn:  # the other instance's engine, mid-transaction
-            assert len(queries.due_enrollments(conn, now, 10, lock=True)) == 1
+            assert len(enrollments.due_enrollments(conn, now, 10, lock=True)) == 1
             assert digest.queue_due(holder, now) == 0
             with holder.reader.connect() as peek:
                 assert peek.execute(sa.select(schema.digests)).all() == []  # slot not used up
@@ -445,8 +446,8 @@ def test_a_lost_sign_in_is_in_the_reps_digest_until_renewed(make_config, sqlite_
     from datetime import UTC, datetime
 
     from dripd import clock
-    from dripd.mailbox import tokens
     from dripd.pipeline import app as app_mod
+    from dripd.store import oauth_tokens
 
     config = make_config(
         database=sqlite_url,
@@ -460,14 +461,14 @@ def test_a_lost_sign_in_is_in_the_reps_digest_until_renewed(make_config, sqlite_
     try:
         with app.engine.begin() as conn:
             token = {"refresh_token": "r-1", "access_token": "a-1", "expires_in": 60}
-            tokens.save_sign_in(conn, "sam", sam.email, token, now)
+            oauth_tokens.save_sign_in(conn, "sam", sam.email, token, now)
             assert not [i for i in digest.gather(app, conn, sam, now).content.news]
-            assert tokens.mark_lost(conn, "sam", "r-1", "invalid_grant: revoked", now)
+            assert oauth_tokens.mark_lost(conn, "sam", "r-1", "invalid_grant: revoked", now)
             (item,) = digest.gather(app, conn, sam, now).content.news
             assert item.kind == "signin" and "`dripd auth sam`" in item.summary
             assert "invalid_grant: revoked" in item.summary
             assert digest.gather(app, conn, sam, now).says_something
-            tokens.save_sign_in(conn, "sam", sam.email, {"refresh_token": "r-2"}, now)
+            oauth_tokens.save_sign_in(conn, "sam", sam.email, {"refresh_token": "r-2"}, now)
             assert not digest.gather(app, conn, sam, now).content.news
     finally:
         app.engine.dispose()

@@ -16,7 +16,8 @@ from dripd.daemon import planner
 from dripd.pipeline import app as app_mod
 from dripd.pipeline import lifecycle, plans
 from dripd.plan import contacts
-from dripd.store import outbox, queries, schema
+from dripd.store import contacts as store_contacts
+from dripd.store import enrollments, events, outbox, schema, tasks
 
 MONDAY = datetime(2026, 11, 23, 14, 0, tzinfo=UTC)  # 09:00 in New York
 
@@ -88,11 +89,11 @@ def world(
     app.engine.dispose()
 
 
-def add(app: app_mod.App, address: str, **fields: str) -> queries.Contact:
+def add(app: app_mod.App, address: str, **fields: str) -> store_contacts.Contact:
     values = contacts.validate({"email": address, **fields}, app.contact_rules())
     with app.engine.begin() as conn:
         cid = lifecycle.create_contact(app, conn, address, values, app.clock.now(), cause="test")
-        contact = queries.contact_by_id(conn, cid)
+        contact = store_contacts.contact_by_id(conn, cid)
         lifecycle.enroll(app, conn, contact, "test", app.clock.now(), cause="test")
         return contact
 
@@ -104,7 +105,7 @@ def rows(app: app_mod.App) -> list[outbox.Row]:
 
 def open_tasks(app: app_mod.App) -> list[dict]:
     with app.engine.connect() as conn:
-        return queries.open_tasks(conn)
+        return tasks.open_tasks(conn)
 
 
 def _advance_due(app: app_mod.App, now: datetime) -> planner.Result:
@@ -141,7 +142,7 @@ def test_a_sequence_runs_step_by_step(world, advance) -> None:
     assert advance(app, fake.now()).queued == 0
     with app.engine.begin() as conn:
         lifecycle.finish_task(app, conn, task["id"], fake.now(), status="done", cause="test")
-        assert queries.contact_by_email(conn, "ann@example.com").touches == 1
+        assert store_contacts.contact_by_email(conn, "ann@example.com").touches == 1
     fake.advance(timedelta(days=1))  # Saturday: outside the mon-fri window
     assert advance(app, fake.now()).queued == 0
     fake.set(datetime(2026, 11, 30, 14, 0, tzinfo=UTC))  # Monday 09:00 in New York
@@ -158,18 +159,18 @@ def test_stale_anchor_is_skipped_not_sent_late(world) -> None:
         app, "ann@example.com", first_name="Ann", phone="1", appointment_at="2026-11-24 10:00"
     )
     with app.engine.begin() as conn:  # jump straight to the anchored step
-        (enrollment,) = queries.active_enrollments(conn, contact.id)
+        (enrollment,) = enrollments.active_enrollments(conn, contact.id)
         from dripd.plan import schedule
 
         progress = schedule.Progress(done=("hello", "call", "follow-up"), last_due_at=MONDAY)
-        queries.update_enrollment(
+        enrollments.update_enrollment(
             conn, enrollment.id, {"progress": progress.to_json(), "next_due_at": MONDAY}
         )
     fake.set(datetime(2026, 11, 24, 16, 0, tzinfo=UTC))  # after the 10:00 appointment
     result = planner.advance_due(app, fake.now())
     assert result.skipped == 1 and result.queued == 0
     with app.engine.connect() as conn:
-        kinds = [e["kind"] for e in queries.history(conn, contact.id)]
+        kinds = [e["kind"] for e in events.history(conn, contact.id)]
     assert "skipped" in kinds
 
 
@@ -179,7 +180,7 @@ def test_outside_the_window_waits_for_it(world) -> None:
     contact = add(app, "ann@example.com", first_name="Ann")
     assert planner.advance_due(app, fake.now()).queued == 0
     with app.engine.connect() as conn:
-        (enrollment,) = queries.active_enrollments(conn, contact.id)
+        (enrollment,) = enrollments.active_enrollments(conn, contact.id)
     # Monday 09:00 New York
     assert enrollment.next_due_at == datetime(2026, 11, 30, 14, 0, tzinfo=UTC)
 
@@ -188,11 +189,11 @@ def test_unsubscribed_contact_gets_nothing(world) -> None:
     app, fake = world
     contact = add(app, "ann@example.com", first_name="Ann")
     with app.engine.begin() as conn:
-        queries.update_contact(conn, contact.id, {"status": "unsubscribed"})
+        store_contacts.update_contact(conn, contact.id, {"status": "unsubscribed"})
     result = planner.advance_due(app, fake.now())
     assert result.queued == 0 and rows(app) == []
     with app.engine.connect() as conn:
-        assert queries.active_enrollments(conn, contact.id) == []
+        assert enrollments.active_enrollments(conn, contact.id) == []
 
 
 def test_missing_field_holds_the_step_with_a_reason(world) -> None:
@@ -201,13 +202,13 @@ def test_missing_field_holds_the_step_with_a_reason(world) -> None:
     with app.engine.begin() as conn:
         cid = lifecycle.create_contact(app, conn, "ann@example.com", values, fake.now(), cause="t")
         lifecycle.enroll(
-            app, conn, queries.contact_by_id(conn, cid), "fields", fake.now(), cause="t"
+            app, conn, store_contacts.contact_by_id(conn, cid), "fields", fake.now(), cause="t"
         )
     result = planner.advance_due(app, fake.now())
     assert result.held == 1 and rows(app) == []
     with app.engine.connect() as conn:
-        (enrollment,) = queries.active_enrollments(conn, cid)
-        history = queries.history(conn, cid)
+        (enrollment,) = enrollments.active_enrollments(conn, cid)
+        history = events.history(conn, cid)
     assert enrollment.waiting is not None and "hot_buttons" in enrollment.waiting
     assert enrollment.next_due_at == fake.now() + planner.HOLD_RETRY
     assert [h["kind"] for h in history].count("held") == 1
@@ -217,7 +218,7 @@ def test_missing_field_holds_the_step_with_a_reason(world) -> None:
             {"hot_buttons": "speed"}, app.contact_rules(), require_email=False
         )
         lifecycle.set_fields(
-            app, conn, queries.contact_by_id(conn, cid), extra, fake.now(), cause="t"
+            app, conn, store_contacts.contact_by_id(conn, cid), extra, fake.now(), cause="t"
         )
     fake.advance(planner.HOLD_RETRY)
     assert planner.advance_due(app, fake.now()).queued == 1
@@ -239,7 +240,7 @@ def test_completion_enrolls_the_next_campaign(world) -> None:
     fake.set(datetime(2026, 11, 30, 14, 30, tzinfo=UTC))
     planner.advance_due(app, fake.now())
     with app.engine.connect() as conn:
-        states = {e.campaign: e.status for e in queries.enrollments_of(conn, contact.id)}
+        states = {e.campaign: e.status for e in enrollments.enrollments_of(conn, contact.id)}
     assert states == {"test": "completed", "after": "active"}
 
 
@@ -253,8 +254,12 @@ def test_a_change_after_rendering_ahead_is_not_sent_from_the_old_rendering(world
     ahead: planner.Prerendered = {}
     assert len(list(planner.prerender(app, fake.now(), 100, ahead))) == 3
     with app.engine.begin() as conn:
-        queries.update_contact(conn, ann.id, {"first_name": "Annie", "updated_at": fake.now()})
-        queries.update_contact(conn, bob.id, {"status": "unsubscribed", "updated_at": fake.now()})
+        store_contacts.update_contact(
+            conn, ann.id, {"first_name": "Annie", "updated_at": fake.now()}
+        )
+        store_contacts.update_contact(
+            conn, bob.id, {"status": "unsubscribed", "updated_at": fake.now()}
+        )
     result = planner.advance_due(app, fake.now(), rendered=ahead)
     assert (result.queued, result.enrollments) == (2, 3)
     sent = {row.recipient: row for row in rows(app)}
@@ -270,7 +275,7 @@ def test_a_change_after_rendering_ahead_is_not_sent_from_the_old_rendering(world
 
 def _next_due(app: app_mod.App) -> dict[str, datetime | None]:
     with app.engine.connect() as conn:
-        return {e.campaign: e.next_due_at for e in queries.all_active_enrollments(conn)}
+        return {e.campaign: e.next_due_at for e in enrollments.all_active_enrollments(conn)}
 
 
 def test_a_start_plans_again_what_files_edited_since_the_last_run_concern(world) -> None:
@@ -279,7 +284,7 @@ def test_a_start_plans_again_what_files_edited_since_the_last_run_concern(world)
     values = contacts.validate({"email": "bob@example.com"}, app.contact_rules())
     with app.engine.begin() as conn:
         cid = lifecycle.create_contact(app, conn, "bob@example.com", values, fake.now(), cause="t")
-        bob = queries.contact_by_id(conn, cid)
+        bob = store_contacts.contact_by_id(conn, cid)
         lifecycle.enroll(app, conn, bob, "after", fake.now(), cause="test")
     # A database without the record (new, or from an older dripd): everything, once.
     assert plans.replan_changed(app) == 2

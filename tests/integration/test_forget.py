@@ -12,9 +12,10 @@ from test_inbox import reply, sent_ids
 from worlds import World
 
 from dripd import errors
-from dripd.pipeline import forget, importer, lifecycle
+from dripd.pipeline import importer, lifecycle
 from dripd.plan import contacts
-from dripd.store import queries, schema
+from dripd.store import contacts as store_contacts
+from dripd.store import forget, schema
 
 ANN = "Ann.Lee@Northwind.example"  # erased; written with capitals on purpose
 
@@ -52,7 +53,7 @@ def test_forget_leaves_no_trace_of_the_address_and_refuses_it_later(
     assert erased.contact and erased.rows > 0
     assert _traces(world, ANN) == []
     with world.app.engine.connect() as conn:
-        bob = queries.contact_by_email(conn, "bob@contoso.example")
+        bob = store_contacts.contact_by_email(conn, "bob@contoso.example")
         assert bob is not None and bob.referred_by is None  # Bob stays, without her
 
     # She cannot come back by an import, `contacts set` or a referral.

@@ -21,8 +21,8 @@ import sqlalchemy as sa
 from worlds import World
 
 from dripd.daemon import watcher
-from dripd.pipeline import digest, inbox, reports
-from dripd.store import queries, schema
+from dripd.pipeline import digest, reports
+from dripd.store import contacts, enrollments, outbox, schema
 
 
 def reply(
@@ -84,7 +84,7 @@ def unsubscribe_click(contact: str) -> bytes:
 def statuses(world: World) -> dict[str, tuple[str, str]]:
     """Each contact's (status, stage)."""
     with world.app.engine.connect() as conn:
-        return {c.email: (c.status, c.stage) for c in queries.list_contacts(conn)}
+        return {c.email: (c.status, c.stage) for c in contacts.list_contacts(conn)}
 
 
 def sent_ids(world: World, address: str) -> list[str]:
@@ -183,9 +183,9 @@ def _watch(world: World, body: Callable[[watcher.Watcher], Awaitable[None]]) -> 
 
 def _enrolled(world: World, address: str) -> str:
     with world.app.engine.connect() as conn:
-        contact = queries.contact_by_email(conn, address)
+        contact = contacts.contact_by_email(conn, address)
         assert contact is not None
-        return ",".join(e.status for e in queries.enrollments_of(conn, contact.id))
+        return ",".join(e.status for e in enrollments.enrollments_of(conn, contact.id))
 
 
 @pytest.mark.parametrize("idle", [True, False], ids=["idle", "polling"])
@@ -261,7 +261,7 @@ def test_a_uidvalidity_change_reads_the_folder_again_without_repeating_anything(
     world.run()
     ann, bob = sent_ids(world, "ann@example.org")[0], sent_ids(world, "bob@example.org")[0]
     with world.app.engine.connect() as conn:  # where a first start would begin reading
-        assert inbox.first_sent_at(conn, "mike") == world.clock.now()
+        assert outbox.first_sent_at(conn, "mike") == world.clock.now()
     dovecot.deliver(imap_user.address, reply("ann@example.org", ann, "Yes", msgid="<a@x>"))
     assert world.run().inbox == 1
     dovecot.change_uidvalidity(imap_user.address)
@@ -449,15 +449,15 @@ body = "Hi {{ contact.first_name }}, see you {{ contact.appointment_at | time }}
 
 def _next_due(world: World, address: str) -> datetime | None:
     with world.app.engine.connect() as conn:
-        contact = queries.contact_by_email(conn, address)
+        contact = contacts.contact_by_email(conn, address)
         assert contact is not None
-        (enrollment,) = queries.active_enrollments(conn, contact.id)
+        (enrollment,) = enrollments.active_enrollments(conn, contact.id)
         return enrollment.next_due_at
 
 
 def _field(world: World, address: str, name: str) -> str | None:
     with world.app.engine.connect() as conn:
-        contact = queries.contact_by_email(conn, address)
+        contact = contacts.contact_by_email(conn, address)
         assert contact is not None
         return contact.fields.get(name)
 
@@ -493,7 +493,7 @@ def test_a_meeting_accepted_or_sent_sets_the_appointment_and_a_cancel_clears_it(
     assert _field(world, bob, "appointment_at") is None
     assert _next_due(world, ann) is None and _next_due(world, bob) is None
     with world.app.engine.connect() as conn:
-        contact = queries.contact_by_email(conn, ann)
+        contact = contacts.contact_by_email(conn, ann)
         assert contact is not None and contact.status == "active"  # nothing stopped
 
 

@@ -29,6 +29,7 @@ from dripd import clock, errors
 from dripd.files import config
 from dripd.mailbox import imap, oauth, smtp, tokens
 from dripd.store import engine as store_engine
+from dripd.store import oauth_tokens
 
 LIFETIME = 2  # seconds an access token lives
 
@@ -79,12 +80,12 @@ def _sign_in(engine: sa.Engine, rep: Any, provider: servers.oauth.OAuthServer) -
     token = client.wait_device(grant, sleep=lambda _: None)
     with engine.begin() as conn:
         # the provider keeps real time: so do the tokens (the system clock, as in `dripd auth`)
-        tokens.save_sign_in(conn, rep.id, rep.email, token, clock.SystemClock().now())
+        oauth_tokens.save_sign_in(conn, rep.id, rep.email, token, clock.SystemClock().now())
 
 
-def _stored(engine: sa.Engine) -> tokens.Stored:
+def _stored(engine: sa.Engine) -> oauth_tokens.Stored:
     with engine.connect() as conn:
-        found = tokens.read(conn, "mike")
+        found = oauth_tokens.read(conn, "mike")
     assert found is not None
     return found
 
@@ -176,7 +177,7 @@ def test_refused_token_fails_fast_and_revocation_is_lost(
     rep, engine, source = _signed_in(sqlite_url, provider, dovecot_oauth, smtp_server)
     # A token the server no longer takes, though dripd thinks it fresh (revoked early):
     with engine.begin() as conn:
-        conn.execute(sa.update(tokens._table).values(access_token="at-revoked-early"))
+        conn.execute(sa.update(oauth_tokens._table).values(access_token="at-revoked-early"))
     started = time.monotonic()
     servers.loopback.run_client(
         _log_in_both(rep, source)
@@ -187,7 +188,7 @@ def test_refused_token_fails_fast_and_revocation_is_lost(
     provider.revoke_user(rep.email)
     source._cached = None  # as after the access token's lifetime
     with engine.begin() as conn:
-        conn.execute(sa.update(tokens._table).values(access_fresh_until=None))
+        conn.execute(sa.update(oauth_tokens._table).values(access_fresh_until=None))
     lost = r"stopped working \(invalid_grant.*dripd auth mike"
     with pytest.raises(errors.SignInError, match=lost):
         servers.loopback.run_client(source.access_token())

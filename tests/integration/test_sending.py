@@ -30,8 +30,9 @@ from dripd.files import config
 from dripd.mailbox import imap, smtp
 from dripd.pipeline import app as app_mod
 from dripd.plan import contacts
+from dripd.store import contacts as store_contacts
 from dripd.store import engine as store_engine
-from dripd.store import queries, schema
+from dripd.store import enrollments, schema
 
 
 def parse(raw: bytes) -> email.message.EmailMessage:
@@ -152,7 +153,7 @@ def test_queued_email_is_not_sent_to_a_contact_who_unsubscribed(make_world) -> N
     planner.advance_due(world.app, world.clock.now())  # both queued
     ann_id = world.contact("ann@example.org").id
     with world.app.engine.begin() as conn:
-        queries.update_contact(conn, ann_id, {"status": "unsubscribed"})
+        store_contacts.update_contact(conn, ann_id, {"status": "unsubscribed"})
     summary = world.run()
     assert (summary.sent, summary.skipped) == (1, 1)
     assert [m.rcpt_tos for m in world.smtp.messages()] == [("bob@example.org",)]
@@ -266,7 +267,7 @@ def test_unknown_recipient_bounces_the_contact(make_world) -> None:
     assert gone.status == "bounced"
     assert "bounced" in world.history("gone@example.org")
     with world.app.engine.connect() as conn:
-        assert queries.active_enrollments(conn, gone.id) == []
+        assert enrollments.active_enrollments(conn, gone.id) == []
     world.clock.advance(timedelta(days=3))
     world.run()
     assert all(m.rcpt_tos != ("gone@example.org",) for m in world.smtp.messages())
@@ -486,7 +487,7 @@ def test_missing_attachment_holds_the_step_and_says_why(make_world) -> None:
     assert world.smtp.messages() == [] and world.rows() == []
     assert "held" in world.history("ann@example.org")
     with world.app.engine.connect() as conn:
-        (enrollment,) = queries.active_enrollments(conn, world.contact("ann@example.org").id)
+        (enrollment,) = enrollments.active_enrollments(conn, world.contact("ann@example.org").id)
     assert enrollment.waiting is not None and "brochure.pdf" in enrollment.waiting
     (world.app.config.attachments_dir / "brochure.pdf").write_bytes(b"%PDF-1.4 again")
     world.clock.advance(timedelta(hours=1))

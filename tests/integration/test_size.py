@@ -20,8 +20,8 @@ from dripd import clock
 from dripd.cli import main as cli
 from dripd.pipeline import app as app_mod
 from dripd.pipeline import importer, plans, reports
+from dripd.store import contacts, enrollments, listing, schema, statements
 from dripd.store import engine as store_engine
-from dripd.store import listing, queries, schema
 
 NOW = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)  # a Monday, 10:00 in New York
 CONTACTS = 200_000
@@ -44,8 +44,8 @@ def fill(app: app_mod.App, count: int) -> None:
     with app.engine.begin() as conn:
         for start in range(0, count, 10_000):
             numbers = range(start, min(start + 10_000, count))
-            queries.bulk_insert(conn, schema.contacts, [_contact(i) for i in numbers])
-            queries.bulk_insert(conn, schema.enrollments, [_enrollment(i) for i in numbers])
+            statements.bulk_insert(conn, schema.contacts, [_contact(i) for i in numbers])
+            statements.bulk_insert(conn, schema.enrollments, [_enrollment(i) for i in numbers])
 
 
 def _contact(i: int) -> dict[str, Any]:
@@ -126,14 +126,14 @@ def test_first_row_is_written_before_the_last_is_read(
     big: app_mod.App, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     read: list[int] = []
-    page = queries.contacts_page
+    page = contacts.contacts_page
 
-    def counted(conn: sa.Connection, **where: Any) -> list[queries.Contact]:
+    def counted(conn: sa.Connection, **where: Any) -> list[contacts.Contact]:
         found = page(conn, **where)
         read.append(len(found))
         return found
 
-    monkeypatch.setattr(queries, "contacts_page", counted)
+    monkeypatch.setattr(contacts, "contacts_page", counted)
     out = Recorder(read)
     monkeypatch.setattr(sys, "stdout", out)
     wanted = 5 * listing.PAGE
@@ -155,14 +155,14 @@ def test_schedule_of_one_day_reads_only_the_due_rows(
     big: app_mod.App, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     read: list[int] = []
-    page = queries.due_page
+    page = enrollments.due_page
 
-    def counted(conn: sa.Connection, *args: Any) -> list[queries.Enrollment]:
+    def counted(conn: sa.Connection, *args: Any) -> list[enrollments.Enrollment]:
         found = page(conn, *args)
         read.append(len(found))
         return found
 
-    monkeypatch.setattr(queries, "due_page", counted)
+    monkeypatch.setattr(enrollments, "due_page", counted)
     with big.reader.connect() as conn:
         items = list(reports.upcoming(big, conn, 1))
     due = {f"c{i:07d}@example.com" for i in range(0, CONTACTS, SPREAD)}
@@ -219,7 +219,7 @@ def test_pages_by_key_on_each_database(make_config: Any, database_url: str) -> N
         listed = [x.contact.email for x in listing.contacts(conn, where, page=3)]
         due: list[int] = []
         after = None
-        while page := queries.due_page(conn, NOW, after, 4):
+        while page := enrollments.due_page(conn, NOW, after, 4):
             due += [e.id for e in page]
             after = (NOW, page[-1].id)
     stopped = {i for i in range(50) if (i + 1) % 5 == 0}

@@ -17,8 +17,10 @@ from dripd import clock, errors
 from dripd.pipeline import app as app_mod
 from dripd.pipeline import lifecycle
 from dripd.plan import contacts, schedule
+from dripd.store import contacts as store_contacts
 from dripd.store import engine as store_engine
-from dripd.store import outbox, queries, schema
+from dripd.store import enrollments, events, outbox, schema
+from dripd.store import statements as store_statements
 
 NOW = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)  # a Monday, 10:00 in New York
 
@@ -38,11 +40,11 @@ def opened(database_url: str) -> Iterator[sa.Engine]:
     engine.dispose()
 
 
-def add_contact(app: app_mod.App, email: str, **fields: str) -> queries.Contact:
+def add_contact(app: app_mod.App, email: str, **fields: str) -> store_contacts.Contact:
     values = contacts.validate({"email": email, **fields}, app.contact_rules())
     with app.engine.begin() as conn:
         contact_id = lifecycle.create_contact(app, conn, email, values, NOW, cause="test")
-        return queries.contact_by_id(conn, contact_id)
+        return store_contacts.contact_by_id(conn, contact_id)
 
 
 def test_migrations_build_exactly_the_schema(opened: sa.Engine) -> None:
@@ -80,19 +82,22 @@ def test_times_round_trip_as_aware_utc(app: app_mod.App) -> None:
 def test_email_is_unique_case_insensitively(app: app_mod.App) -> None:
     add_contact(app, "Ann@Example.com")
     with pytest.raises(sa.exc.IntegrityError), app.engine.begin() as conn:
-        queries.insert_contact(conn, {"email": "ann@example.com", "email_key": "ann@example.com",
-                                      "created_at": NOW, "updated_at": NOW})  # fmt: skip
+        store_contacts.insert_contact(
+            conn,
+            {"email": "ann@example.com", "email_key": "ann@example.com", "created_at": NOW,
+             "updated_at": NOW},
+        )  # fmt: skip
     with app.engine.connect() as conn:
-        assert queries.contact_by_email(conn, "ANN@EXAMPLE.COM") is not None
+        assert store_contacts.contact_by_email(conn, "ANN@EXAMPLE.COM") is not None
 
 
 def test_enroll_promotes_and_records_history(app: app_mod.App) -> None:
     contact = add_contact(app, "ann@example.com", appointment_at="2026-11-26 10:00")
     with app.engine.begin() as conn:
         lifecycle.enroll(app, conn, contact, "qualification", NOW, cause="test")
-        stored = queries.contact_by_id(conn, contact.id)
-        kinds = [event["kind"] for event in queries.history(conn, contact.id)]
-        (enrollment,) = queries.active_enrollments(conn, contact.id)
+        stored = store_contacts.contact_by_id(conn, contact.id)
+        kinds = [event["kind"] for event in events.history(conn, contact.id)]
+        (enrollment,) = enrollments.active_enrollments(conn, contact.id)
     assert stored.stage == "prospect"
     assert kinds == ["created", "enrolled", "promoted"]
     assert enrollment.next_due_at == NOW  # thank-you: wait 0m, inside the window
@@ -103,8 +108,8 @@ def test_exclusive_enrollment_ends_the_current_one(app: app_mod.App) -> None:
     with app.engine.begin() as conn:
         lifecycle.enroll(app, conn, contact, "qualification", NOW, cause="test")
         lifecycle.enroll(app, conn, contact, "presentation", NOW, cause="test")
-        active = [e.campaign for e in queries.active_enrollments(conn, contact.id)]
-        ended = [e for e in queries.enrollments_of(conn, contact.id) if e.status == "stopped"]
+        active = [e.campaign for e in enrollments.active_enrollments(conn, contact.id)]
+        ended = [e for e in enrollments.enrollments_of(conn, contact.id) if e.status == "stopped"]
     assert active == ["presentation"]
     assert [e.campaign for e in ended] == ["qualification"]
     assert ended[0].next_due_at is None
@@ -115,7 +120,7 @@ def test_non_exclusive_campaign_runs_beside(app: app_mod.App) -> None:
     with app.engine.begin() as conn:
         lifecycle.enroll(app, conn, contact, "drip", NOW, cause="test")
         lifecycle.enroll(app, conn, contact, "close", NOW, cause="test")
-        active = sorted(e.campaign for e in queries.active_enrollments(conn, contact.id))
+        active = sorted(e.campaign for e in enrollments.active_enrollments(conn, contact.id))
     assert active == ["close", "drip"]
 
 
@@ -125,9 +130,9 @@ def test_reaching_customer_starts_welcome_once(app: app_mod.App) -> None:
         lifecycle.enroll(app, conn, contact, "close", NOW, cause="test")
         values = contacts.validate({"stage": "customer"}, app.contact_rules(), require_email=False)
         lifecycle.set_fields(app, conn, contact, values, NOW, cause="test")
-        lifecycle.set_fields(app, conn, queries.contact_by_id(conn, contact.id), values, NOW,
+        lifecycle.set_fields(app, conn, store_contacts.contact_by_id(conn, contact.id), values, NOW,
                             cause="test again")  # fmt: skip
-        active = [e.campaign for e in queries.active_enrollments(conn, contact.id)]
+        active = [e.campaign for e in enrollments.active_enrollments(conn, contact.id)]
     assert active == ["welcome"]
 
 
@@ -135,7 +140,7 @@ def test_automatic_promotion_never_moves_backwards(app: app_mod.App) -> None:
     contact = add_contact(app, "ann@example.com", stage="customer")
     with app.engine.begin() as conn:
         lifecycle.enroll(app, conn, contact, "qualification", NOW, cause="test")
-        assert queries.contact_by_id(conn, contact.id).stage == "customer"
+        assert store_contacts.contact_by_id(conn, contact.id).stage == "customer"
 
 
 def test_unsubscribed_contact_cannot_be_enrolled(app: app_mod.App) -> None:
@@ -143,7 +148,7 @@ def test_unsubscribed_contact_cannot_be_enrolled(app: app_mod.App) -> None:
     with pytest.raises(errors.ContactError, match="unsubscribed"), app.engine.begin() as conn:
         lifecycle.enroll(app, conn, contact, "qualification", NOW, cause="test")
     with app.engine.connect() as conn:
-        assert queries.enrollments_of(conn, contact.id) == []
+        assert enrollments.enrollments_of(conn, contact.id) == []
 
 
 def test_changing_the_anchor_moves_the_due_time(app: app_mod.App) -> None:
@@ -152,13 +157,13 @@ def test_changing_the_anchor_moves_the_due_time(app: app_mod.App) -> None:
         enrollment_id = lifecycle.enroll(app, conn, contact, "qualification", NOW, cause="test")
         # Pretend the first two steps ran, so the anchored call is next.
         progress = schedule.Progress(done=("thank-you", "thank-you-card"), last_due_at=NOW)
-        queries.update_enrollment(conn, enrollment_id, {"progress": progress.to_json()})
+        enrollments.update_enrollment(conn, enrollment_id, {"progress": progress.to_json()})
         lifecycle.reschedule(app, conn, contact.id, NOW)
-        before = queries.active_enrollments(conn, contact.id)[0].next_due_at
+        before = enrollments.active_enrollments(conn, contact.id)[0].next_due_at
         values = contacts.validate({"appointment_at": "2026-12-02 15:00"}, app.contact_rules(),
                                    require_email=False)  # fmt: skip
         lifecycle.set_fields(app, conn, contact, values, NOW, cause="test")
-        after = queries.active_enrollments(conn, contact.id)[0].next_due_at
+        after = enrollments.active_enrollments(conn, contact.id)[0].next_due_at
     assert before == datetime(2026, 11, 29, 15, 0, tzinfo=UTC)  # 24 h before 10:00 EST
     assert after == datetime(2026, 12, 1, 20, 0, tzinfo=UTC)
 
@@ -168,9 +173,9 @@ def test_missing_anchor_waits_with_a_reason(app: app_mod.App) -> None:
     with app.engine.begin() as conn:
         enrollment_id = lifecycle.enroll(app, conn, contact, "qualification", NOW, cause="test")
         progress = schedule.Progress(done=("thank-you", "thank-you-card"), last_due_at=NOW)
-        queries.update_enrollment(conn, enrollment_id, {"progress": progress.to_json()})
+        enrollments.update_enrollment(conn, enrollment_id, {"progress": progress.to_json()})
         lifecycle.reschedule(app, conn, contact.id, NOW)
-        (enrollment,) = queries.active_enrollments(conn, contact.id)
+        (enrollment,) = enrollments.active_enrollments(conn, contact.id)
     assert enrollment.next_due_at is None
     assert enrollment.waiting is not None and "appointment_at" in enrollment.waiting
 
@@ -182,7 +187,7 @@ def test_due_query_returns_only_what_is_due(app: app_mod.App) -> None:
             lifecycle.enroll(app, conn, contact, "qualification", NOW + timedelta(hours=i),
                             cause="test")  # fmt: skip
     with app.engine.connect() as conn:
-        due = queries.due_enrollments(conn, NOW + timedelta(hours=2), 100)
+        due = enrollments.due_enrollments(conn, NOW + timedelta(hours=2), 100)
     assert len(due) == 3
     assert [e.next_due_at for e in due] == sorted(e.next_due_at for e in due)  # type: ignore[type-var]
 
@@ -199,23 +204,23 @@ def test_bulk_insert_stores_exactly_what_insert_stores(app: app_mod.App) -> None
     stamp = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
     row = {"email": "b@x.com", "email_key": "b@x.com", "created_at": stamp, "updated_at": stamp}
     with app.engine.begin() as conn:
-        queries.bulk_insert(conn, schema.contacts, [row])
-        queries.insert_contact(conn, {**row, "email": "c@x.com", "email_key": "c@x.com"})
+        store_statements.bulk_insert(conn, schema.contacts, [row])
+        store_contacts.insert_contact(conn, {**row, "email": "c@x.com", "email_key": "c@x.com"})
         raw = conn.execute(sa.text("select created_at from contacts order by id")).scalars().all()
         assert raw[0] == raw[1]  # same storage format, so comparisons in SQL agree
-        assert queries.contact_by_email(conn, "b@x.com").created_at == stamp
+        assert store_contacts.contact_by_email(conn, "b@x.com").created_at == stamp
 
 
 def test_a_reader_is_not_blocked_by_an_open_write(app: app_mod.App) -> None:
     add_contact(app, "ann@example.com")
     with app.engine.begin() as writer:  # the daemon in the middle of a batch
-        queries.insert_contact(
+        store_contacts.insert_contact(
             writer,
             {"email": "bob@x.com", "email_key": "bob@x.com", "created_at": NOW, "updated_at": NOW},
         )
         started = time.monotonic()
         with app.reader.connect() as conn:  # `dripd status` meanwhile
-            assert queries.stage_counts(conn) == {"suspect": 1}
+            assert store_contacts.stage_counts(conn) == {"suspect": 1}
         assert time.monotonic() - started < 2
 
 
@@ -240,7 +245,7 @@ def test_a_second_writer_waits_then_gets_sqlalchemys_error(tmp_path: Path) -> No
 
 
 def test_prepared_statements_store_exactly_what_execute_stores(app: app_mod.App) -> None:
-    # queries.Prepared runs the per-email statements on the DBAPI connection:
+    # statements.Prepared runs the per-email statements on the DBAPI connection:
     # same SQL, same bind processing (UTCDateTime), rowcounts as the driver gives.
     ann = add_contact(app, "ann@example.com")
     bob = add_contact(app, "bob@example.com")
@@ -248,25 +253,25 @@ def test_prepared_statements_store_exactly_what_execute_stores(app: app_mod.App)
     update = sa.update(schema.contacts).where(schema.contacts.c.id == sa.bindparam("cid"))
     with app.engine.begin() as conn:
         conn.execute(update, {"cid": ann.id, "last_touch_at": stamp})
-        changed = queries.prepared(update, ["last_touch_at"]).execute(
+        changed = store_statements.prepared(update, ["last_touch_at"]).execute(
             conn, {"cid": bob.id, "last_touch_at": stamp}
         )
-        missing = queries.prepared(update, ["last_touch_at"]).execute(
+        missing = store_statements.prepared(update, ["last_touch_at"]).execute(
             conn, {"cid": 999_999, "last_touch_at": stamp}
         )
-        queries.count_touches(conn, [(ann.id, stamp), (bob.id, stamp), (ann.id, stamp)])
+        store_contacts.count_touches(conn, [(ann.id, stamp), (bob.id, stamp), (ann.id, stamp)])
         raw = conn.execute(sa.text("select last_touch_at, touches from contacts order by id")).all()
         assert (changed, missing) == (1, 0)
         assert raw[0] == (raw[1][0], 2) and raw[1][1] == 1  # same stored form
-        assert queries.contact_by_id(conn, ann.id).last_touch_at == stamp
-        queries.add_events(
+        assert store_contacts.contact_by_id(conn, ann.id).last_touch_at == stamp
+        events.add_events(
             conn,
             [{"contact_id": c.id, "at": stamp, "kind": "note", "detail": "x"} for c in (ann, bob)],
         )
-        assert [e["at"] for e in queries.history(conn, bob.id) if e["kind"] == "note"] == [stamp]
+        assert [e["at"] for e in events.history(conn, bob.id) if e["kind"] == "note"] == [stamp]
 
 
-def _outbox_row(contact: queries.Contact, message_id: str) -> dict[str, object]:
+def _outbox_row(contact: store_contacts.Contact, message_id: str) -> dict[str, object]:
     return {
         "message_id": message_id,
         "enrollment_id": None,
@@ -299,10 +304,10 @@ def test_recording_by_id_records_just_those(app: app_mod.App) -> None:
             outbox.mark_sent(conn, row, NOW)
         assert outbox.record_sent(conn, NOW, ids=[rows[0].id, rows[2].id]) == 2
         assert outbox.record_sent(conn, NOW, ids=[rows[0].id]) == 0  # not twice
-        touched = [queries.contact_by_id(conn, c.id).touches for c in people]
+        touched = [store_contacts.contact_by_id(conn, c.id).touches for c in people]
         assert sorted(touched) == [0, 1, 1]
         assert outbox.record_sent(conn, NOW) == 1  # the one left over
-        assert [queries.contact_by_id(conn, c.id).touches for c in people] == [1, 1, 1]
+        assert [store_contacts.contact_by_id(conn, c.id).touches for c in people] == [1, 1, 1]
 
 
 def test_catching_up_reads_the_few_rows_not_the_history(make_config, sqlite_url: str) -> None:
@@ -358,11 +363,11 @@ def test_outbox_claim_and_marks_on_both_databases(app: app_mod.App) -> None:
         assert outbox.record_sent(conn, NOW) == 1
         (sent,) = outbox.in_state(conn, "sent")
         assert (sent.sending_at, sent.sent_at) == (NOW, NOW + timedelta(seconds=1))
-        assert queries.contact_by_id(conn, ann.id).touches == 1
+        assert store_contacts.contact_by_id(conn, ann.id).touches == 1
         assert outbox.sent_since(conn, "mike", NOW) == [NOW + timedelta(seconds=1)]
     with app.engine.begin() as conn:  # an unsubscribed contact's email is not claimed
         outbox.insert_many(conn, [{**row, "message_id": "<m2@example.com>"}])
-        queries.update_contact(conn, ann.id, {"status": "unsubscribed", "updated_at": NOW})
+        store_contacts.update_contact(conn, ann.id, {"status": "unsubscribed", "updated_at": NOW})
         (second,) = outbox.ready(conn, "mike", NOW, 10)
         assert not outbox.claim(conn, second, NOW)
         assert outbox.deliverable(conn, second) == "contact is unsubscribed"

@@ -24,7 +24,8 @@ from dripd.daemon import daemon
 from dripd.pipeline import app as app_mod
 from dripd.pipeline import lifecycle
 from dripd.plan import contacts
-from dripd.store import outbox, queries, schema
+from dripd.store import contacts as store_contacts
+from dripd.store import events, outbox, schema
 
 MONDAY = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)  # 10:00 in New York
 PASSWORD = "s3cret-smtp-pass"
@@ -63,13 +64,13 @@ class World:
     def run(self) -> daemon.Summary:
         return servers.loopback.run_client(daemon.run_once(self.app))
 
-    def add(self, address: str, campaign: str = "intro", **fields: str) -> queries.Contact:
+    def add(self, address: str, campaign: str = "intro", **fields: str) -> store_contacts.Contact:
         values = contacts.validate({"email": address, **fields}, self.app.contact_rules())
         with self.app.engine.begin() as conn:
             cid = lifecycle.create_contact(
                 self.app, conn, address, values, self.clock.now(), cause="test"
             )
-            contact = queries.contact_by_id(conn, cid)
+            contact = store_contacts.contact_by_id(conn, cid)
             lifecycle.enroll(self.app, conn, contact, campaign, self.clock.now(), cause="test")
             return contact
 
@@ -77,15 +78,15 @@ class World:
         with self.app.engine.connect() as conn:
             return [outbox._row(r) for r in conn.execute(outbox._ROWS.order_by(schema.outbox.c.id))]
 
-    def contact(self, address: str) -> queries.Contact:
+    def contact(self, address: str) -> store_contacts.Contact:
         with self.app.engine.connect() as conn:
-            found = queries.contact_by_email(conn, address)
+            found = store_contacts.contact_by_email(conn, address)
             assert found is not None
             return found
 
     def history(self, address: str) -> list[str]:
         with self.app.engine.connect() as conn:
-            return [e["kind"] for e in queries.history(conn, self.contact(address).id)]
+            return [e["kind"] for e in events.history(conn, self.contact(address).id)]
 
 
 def write_world(

@@ -130,8 +130,9 @@ def test_a_stored_sign_in_never_shows_its_tokens() -> None:
     from datetime import UTC, datetime
 
     from dripd.mailbox import tokens
+    from dripd.store import oauth_tokens
 
-    stored = tokens.Stored(
+    stored = oauth_tokens.Stored(
         rep="mike",
         subject="mike@contoso.com",
         refresh_token="rt-never-shown",

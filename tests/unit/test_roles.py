@@ -18,7 +18,7 @@ from dripd.cli import main as cli
 from dripd.files import campaigns, config
 from dripd.pipeline import app as app_mod
 from dripd.pipeline import compose
-from dripd.store import queries
+from dripd.store import contacts
 
 SHIPPED = campaigns.SHIPPED  # the repository's campaigns folder
 
@@ -146,7 +146,7 @@ def test_the_close_email_goes_from_the_role_else_from_the_owner(
     path = _config(tmp_path, roles=roles, extra=SAM)
     app = app_mod.open_app(str(path), with_db=False)
     now = datetime(2026, 1, 5, tzinfo=UTC)  # any instant: nothing here depends on the day
-    contact = queries.Contact(
+    contact = contacts.Contact(
         id=1, email="ann@example.org", first_name="Ann", owner="mike", created_at=now,
         updated_at=now,
     )  # fmt: skip

@@ -23,7 +23,7 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from dripd.mail.addresses import address_key
-from dripd.store import schema
+from dripd.store import schema, settings
 
 FORGOTTEN = "(forgotten)"
 KEY_SETTING = "forget_key"
@@ -95,12 +95,11 @@ def _keyed(secret: str, key: str) -> str:
 
 
 def _secret(conn: sa.Connection) -> str:
-    settings = schema.settings
-    value = conn.execute(sa.select(settings.c.value).where(settings.c.key == KEY_SETTING)).scalar()
+    value = settings.setting(conn, KEY_SETTING)
     if value is None:
         value = secrets.token_hex(32)
-        conn.execute(sa.insert(settings), {"key": KEY_SETTING, "value": value})
-    return str(value)
+        settings.add_setting(conn, KEY_SETTING, value)
+    return value
 
 
 def _delete_contact(conn: sa.Connection, contact_id: int) -> int:

@@ -1,0 +1,193 @@
+"""The enrollments table: a contact in a campaign, what is due, what waits."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from dripd.store import statements
+from dripd.store.schema import UTCDateTime, contacts, enrollments
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Enrollment:
+    id: int
+    contact_id: int
+    campaign: str
+    status: str
+    enrolled_at: datetime
+    ended_at: datetime | None
+    end_reason: str | None
+    progress: str
+    next_due_at: datetime | None
+    waiting: str | None
+
+
+_ENROLLMENT_BY_ID = sa.select(enrollments).where(enrollments.c.id == sa.bindparam("eid"))
+
+
+_UPDATE_ENROLLMENT = sa.update(enrollments).where(enrollments.c.id == sa.bindparam("eid"))
+
+
+_ACTIVE_ENROLLMENTS = (
+    sa.select(enrollments)
+    .where(enrollments.c.contact_id == sa.bindparam("cid"), enrollments.c.status == "active")
+    .order_by(enrollments.c.id)
+)
+
+
+_DUE = (
+    sa.select(enrollments)
+    .where(enrollments.c.next_due_at <= sa.bindparam("now"))
+    .order_by(enrollments.c.next_due_at)
+    .limit(sa.bindparam("limit"))
+)
+
+
+# The engine's form: several instances on one PostgreSQL each take due
+# enrollments no other transaction holds, so none is advanced twice
+# (SQLite, one writer at a time, has no FOR UPDATE and needs none).
+_DUE_LOCKED = _DUE.with_for_update(skip_locked=True)
+
+
+def _enrollment(row: sa.Row[Any]) -> Enrollment:
+    return Enrollment(**dict(row._mapping))
+
+
+def active_enrollments(conn: sa.Connection, contact_id: int) -> list[Enrollment]:
+    return [_enrollment(row) for row in conn.execute(_ACTIVE_ENROLLMENTS, {"cid": contact_id})]
+
+
+def enrollments_of(conn: sa.Connection, contact_id: int) -> list[Enrollment]:
+    query = sa.select(enrollments).where(enrollments.c.contact_id == contact_id)
+    return [_enrollment(row) for row in conn.execute(query.order_by(enrollments.c.id))]
+
+
+def all_active_enrollments(conn: sa.Connection) -> list[Enrollment]:
+    query = sa.select(enrollments).where(enrollments.c.status == "active")
+    return [_enrollment(row) for row in conn.execute(query.order_by(enrollments.c.id))]
+
+
+def any_active(conn: sa.Connection) -> bool:
+    """Whether any enrollment is active."""
+    query = sa.select(enrollments.c.id).where(enrollments.c.status == "active").limit(1)
+    return conn.execute(query).first() is not None
+
+
+def insert_enrollment(conn: sa.Connection, row: dict[str, Any]) -> int:
+    result = conn.execute(sa.insert(enrollments).returning(enrollments.c.id), row)
+    return int(result.scalar_one())
+
+
+def update_enrollment(conn: sa.Connection, enrollment_id: int, changes: Mapping[str, Any]) -> None:
+    statements.prepared(_UPDATE_ENROLLMENT, changes).execute(
+        conn, {"eid": enrollment_id, **changes}
+    )
+
+
+def due_enrollments(
+    conn: sa.Connection, now: datetime, limit: int, *, lock: bool = False
+) -> list[Enrollment]:
+    """The active enrollments with something due at `now`, earliest first.
+
+    Served by the next_due_at index alone: its cost grows with what is due.
+    `lock`: for advancing them, row-locked until the transaction ends, and
+    those another instance is advancing left out.
+    """
+    query = _DUE_LOCKED if lock else _DUE
+    return [_enrollment(row) for row in conn.execute(query, {"now": now, "limit": limit})]
+
+
+def due_page(
+    conn: sa.Connection, until: datetime, after: tuple[datetime, int] | None, limit: int
+) -> list[Enrollment]:
+    """Up to `limit` active enrollments due by `until`, in (next_due_at, id) order after `after`.
+
+    Keyset paging over the due index: `schedule` reads what falls in its window only.
+    """
+    e = enrollments
+    query = (
+        sa.select(e)
+        .where(e.c.next_due_at <= until, e.c.status == "active")
+        .order_by(e.c.next_due_at, e.c.id)
+        .limit(limit)
+    )
+    if after is not None:
+        # A row value: SQLite and PostgreSQL start the index scan at it (an OR
+        # of the two cases rescans every tie of the same instant, each page).
+        at, last_id = after
+        query = query.where(
+            sa.tuple_(e.c.next_due_at, e.c.id)
+            > sa.tuple_(sa.literal(at, UTCDateTime()), sa.literal(last_id))
+        )
+    return [_enrollment(row) for row in conn.execute(query)]
+
+
+WAITING_PAGE = 1000  # rows per query of waiting_enrollments
+
+
+def waiting_enrollments(
+    conn: sa.Connection, known: Collection[str], contact_id: int | None = None
+) -> Iterator[tuple[str, str, str]]:
+    """(email, campaign, waiting) of the active enrollments waiting on something, by id.
+
+    An enrollment of a campaign not in `known` (its file is gone) counts too.
+    Read a page at a time.
+    """
+    e = enrollments
+    query = (
+        sa.select(e.c.id, contacts.c.email, e.c.campaign, e.c.waiting)
+        .join(contacts, contacts.c.id == e.c.contact_id)
+        .where(
+            e.c.status == "active",
+            sa.or_(e.c.waiting.is_not(None), e.c.campaign.not_in(sorted(known))),
+        )
+        .order_by(e.c.id)
+        .limit(WAITING_PAGE)
+    )
+    if contact_id is not None:
+        query = query.where(e.c.contact_id == contact_id)
+    last = 0
+    while True:
+        rows = conn.execute(query.where(e.c.id > last)).all()
+        for _, email, campaign, waiting in rows:
+            yield email, campaign, waiting or ""
+        if len(rows) < WAITING_PAGE:
+            return
+        last = rows[-1][0]
+
+
+def recheck_enrollments(
+    conn: sa.Connection, now: datetime, campaigns: Collection[str] | None = None
+) -> int:
+    """Make active enrollments (of `campaigns`, or all) due at `now`; how many.
+
+    After a reload the engine then plans each of them again from its progress
+    (step ids done) under the new campaign files and config.
+    """
+    query = sa.update(enrollments).where(enrollments.c.status == "active")
+    if campaigns is not None:
+        query = query.where(enrollments.c.campaign.in_(sorted(campaigns)))
+    return conn.execute(query.values(next_due_at=now)).rowcount
+
+
+def enrollment_counts(conn: sa.Connection) -> dict[tuple[str, str], int]:
+    query = sa.select(enrollments.c.campaign, enrollments.c.status, sa.func.count()).group_by(
+        enrollments.c.campaign, enrollments.c.status
+    )
+    return {(campaign, status): count for campaign, status, count in conn.execute(query)}
+
+
+def due_count(conn: sa.Connection, now: datetime, cap: int) -> int:
+    """How many enrollments are due at `now`, counted up to `cap` (the due index's head)."""
+    head = sa.select(enrollments.c.id).where(enrollments.c.next_due_at <= now).limit(cap)
+    return int(conn.execute(sa.select(sa.func.count()).select_from(head.subquery())).scalar_one())
+
+
+def enrollment_by_id(conn: sa.Connection, enrollment_id: int) -> Enrollment | None:
+    row = conn.execute(_ENROLLMENT_BY_ID, {"eid": enrollment_id}).first()
+    return _enrollment(row) if row else None
