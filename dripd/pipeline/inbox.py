@@ -110,6 +110,7 @@ def _record(
     verdict: classify.Verdict,
     now: datetime,
     uid: int | None,
+    outcome: schema.MessageOutcome = schema.MessageOutcome.HANDLED,
 ) -> None:
     conn.execute(
         sa.insert(_messages).values(
@@ -122,6 +123,7 @@ def _record(
             summary=verdict.summary[:1000],
             reasons="; ".join(verdict.reasons)[:1000],
             received_at=now,
+            outcome=outcome,
             **{"class": verdict.cls},
         )
     )
@@ -140,7 +142,8 @@ def record_failure(
     if conn.execute(_HANDLED, {"rep": rep, "key": mail.key}).first() is not None:
         return
     reasons = (f"could not be handled: {error}",)
-    _record(conn, rep, mail, classify.Verdict(cls="other", reasons=reasons), now, uid)
+    verdict = classify.Verdict(cls="other", reasons=reasons)
+    _record(conn, rep, mail, verdict, now, uid, schema.MessageOutcome.FAILED)
 
 
 def _log(rep: str, mail: incoming.Incoming, verdict: classify.Verdict, actions: list[str]) -> None:
@@ -257,7 +260,7 @@ def _auto_reply(
     stated = "back " + verdict.return_date.isoformat() if verdict.return_date else "no date given"
     detail = f"out of office ({stated}): emails wait until {until:%Y-%m-%d %H:%M} UTC"
     queries.update_contact(conn, contact_id, {"paused_until": until, "updated_at": now})
-    held = outbox.hold_contact(conn, contact_id, until, outbox.AWAY_WAIT)
+    held = outbox.hold_contact(conn, contact_id, until)
     _event(conn, contact_id, now, "out_of_office", detail, mail, verdict.sent)
     return [f"paused until {until:%Y-%m-%d}" + (f", {held} queued email(s) held" if held else "")]
 

@@ -418,7 +418,7 @@ def health(app: App, conn: sa.Connection) -> dict[str, Any]:
     ).all()
     unreadable = conn.execute(
         sa.select(_inbox.c.rep, _inbox.c.sender, _inbox.c.reasons)
-        .where(_inbox.c.reasons.like("could not be handled%"))
+        .where(_inbox.c.outcome == schema.MessageOutcome.FAILED)
         .order_by(_inbox.c.id.desc())
     ).all()
     fleet = membership.listed(conn)

@@ -29,7 +29,7 @@ from dripd.mailbox import imap, smtp
 from dripd.pipeline import app as app_mod
 from dripd.plan import contacts
 from dripd.store import engine as store_engine
-from dripd.store import queries, schema
+from dripd.store import outbox, queries, schema
 
 
 def parse(raw: bytes) -> email.message.EmailMessage:
@@ -139,6 +139,26 @@ def test_nothing_goes_out_outside_the_window(make_world) -> None:
     world.clock.set(datetime(2026, 11, 30, 14, 0, tzinfo=UTC))  # 09:00
     assert world.run().sent == 1
     assert len(world.smtp.messages()) == 1
+
+
+def test_an_email_queued_as_the_window_closes_waits_for_it_and_is_not_stuck(make_world) -> None:
+    from dripd.daemon import planner
+    from dripd.pipeline import reports
+
+    world = make_world()
+    world.clock.set(datetime(2026, 11, 30, 21, 59, tzinfo=UTC))  # Monday 16:59 New York
+    world.add("ann@example.org", first_name="Ann", company="X")
+    planner.advance_due(world.app, world.clock.now())  # queued; the window closes at 17:00
+    world.clock.set(datetime(2026, 11, 30, 22, 30, tzinfo=UTC))
+    assert world.run().sent == 0
+    (row,) = world.rows()
+    assert (row.wait, row.last_error) == (schema.Wait.WINDOW, "waiting for the sending window")
+    world.clock.advance(outbox.STUCK * 2)
+    with world.app.reader.connect() as conn:  # a wait, not a mailbox problem
+        (mike,) = reports.status(world.app, conn)["mailboxes"]
+    assert mike["waiting"] == 1 and mike["notes"] == []
+    world.clock.set(datetime(2026, 12, 1, 14, 0, tzinfo=UTC))  # Tuesday 09:00
+    assert world.run().sent == 1
 
 
 def test_queued_email_is_not_sent_to_a_contact_who_unsubscribed(make_world) -> None:
