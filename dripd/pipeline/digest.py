@@ -264,11 +264,11 @@ def gather(app: App, conn: sa.Connection, rep: config.RepConfig, now: datetime) 
     today_ends = datetime.combine(now.astimezone(tz).date() + timedelta(days=1), time(), tz)
     ahead_ends = today_ends + timedelta(days=AHEAD_DAYS)
     rows = _open_tasks(app, conn, rep.id, ahead_ends)
-    people = queries.contacts_by_ids(conn, {row["contact_id"] for row in rows})
-    due_rows = [r for r in rows if r["due_at"] < today_ends]
-    ahead_rows = [r for r in rows if r["due_at"] >= today_ends]
+    people = queries.contacts_by_ids(conn, {row.contact_id for row in rows})
+    due_rows = [r for r in rows if r.due_at < today_ends]
+    ahead_rows = [r for r in rows if r.due_at >= today_ends]
     items = [
-        _task_item(number, row, people[row["contact_id"]], now)
+        _task_item(number, row, people[row.contact_id], now)
         for number, row in enumerate(due_rows + ahead_rows, start=1)
     ]
     since = _covered_until(conn, rep.id) or now - FIRST_SINCE
@@ -322,35 +322,33 @@ def _mine(app: App, column: sa.ColumnElement[Any], rep_id: str) -> sa.ColumnElem
     return column == rep_id
 
 
-def _open_tasks(
-    app: App, conn: sa.Connection, rep_id: str, until: datetime
-) -> list[dict[str, Any]]:
+def _open_tasks(app: App, conn: sa.Connection, rep_id: str, until: datetime) -> list[queries.Task]:
     query = (
         sa.select(_tasks)
         .where(_tasks.c.status == "open", _mine(app, _tasks.c.rep, rep_id), _tasks.c.due_at < until)
         .order_by(_tasks.c.due_at, _tasks.c.id)
         .limit(2 * MAX_LISTED)
     )
-    return [dict(row._mapping) for row in conn.execute(query)]
+    return [queries.Task(**dict(row._mapping)) for row in conn.execute(query)]
 
 
 def _task_item(
-    number: int, row: dict[str, Any], contact: queries.Contact, now: datetime
+    number: int, row: queries.Task, contact: queries.Contact, now: datetime
 ) -> digest_render.TaskItem:
     return digest_render.TaskItem(
         number=number,
-        task_id=row["id"],
-        kind=row["kind"],
-        due_at=row["due_at"],
-        overdue=row["due_at"] < now,
+        task_id=row.id,
+        kind=row.kind,
+        due_at=row.due_at,
+        overdue=row.due_at < now,
         contact_name=contact.name,
         email=contact.email,
         company=contact.company,
         phone=contact.phone,
-        note=row["note"],
+        note=row.note,
         touches=contact.touches,
-        campaign=row["campaign"],
-        step=row["step"],
+        campaign=row.campaign,
+        step=row.step,
     )
 
 

@@ -438,49 +438,50 @@ def snooze_task(
     queries.update_task(conn, task_id, {"due_at": until})
     queries.add_event(
         conn,
-        contact_id=task["contact_id"],
+        contact_id=task.contact_id,
         at=now,
         kind="task_snoozed",
-        campaign=task["campaign"],
-        step=task["step"],
-        detail=f"{task['kind']} moved to {until:%Y-%m-%d %H:%M} UTC",
+        campaign=task.campaign,
+        step=task.step,
+        detail=f"{task.kind} moved to {until:%Y-%m-%d %H:%M} UTC",
         cause=cause,
     )
 
 
 def finish_task(
     app: App, conn: sa.Connection, task_id: int, now: datetime, *, status: str, cause: str
-) -> dict[str, Any]:
+) -> queries.Task:
     """Mark a rep task done (a touch) or skipped; the sequence waiting on it moves on."""
     task = queries.task_by_id(conn, task_id)
     if task is None:
         raise errors.ContactError(f"no task {task_id}")
-    if task["status"] != "open":
-        raise errors.ContactError(f"task {task_id} is already {task['status']}")
+    if task.status != "open":
+        raise errors.ContactError(f"task {task_id} is already {task.status}")
     queries.update_task(conn, task_id, {"status": status, "done_at": now})
     if status == "done":
-        queries.count_touch(conn, task["contact_id"], now)
+        queries.count_touch(conn, task.contact_id, now)
     queries.add_event(
         conn,
-        contact_id=task["contact_id"],
+        contact_id=task.contact_id,
         at=now,
         kind="task_done" if status == "done" else "task_skipped",
-        campaign=task["campaign"],
-        step=task["step"],
-        detail=f"{task['kind']} {status}",
+        campaign=task.campaign,
+        step=task.step,
+        detail=f"{task.kind} {status}",
         cause=cause,
     )
-    if task["enrollment_id"] is not None:
-        _release(app, conn, task, now)
+    _release(app, conn, task, now)
     return task
 
 
-def _release(app: App, conn: sa.Connection, task: Mapping[str, Any], now: datetime) -> None:
-    enrollment = queries.enrollment_by_id(conn, task["enrollment_id"])
+def _release(app: App, conn: sa.Connection, task: queries.Task, now: datetime) -> None:
+    if task.enrollment_id is None:  # a task of no sequence (a referral's thank-you)
+        return
+    enrollment = queries.enrollment_by_id(conn, task.enrollment_id)
     if enrollment is None or enrollment.status != "active":
         return
     progress = schedule.Progress.from_json(enrollment.progress)
-    if not progress.task_open or not progress.done or progress.done[-1] != task["step"]:
+    if not progress.task_open or not progress.done or progress.done[-1] != task.step:
         return
     progress = schedule.finish_task(progress, now)
     queries.update_enrollment(conn, enrollment.id, {"progress": progress.to_json()})

@@ -80,6 +80,51 @@ class Enrollment:
     waiting: str | None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """One line of a contact's history."""
+
+    id: int
+    contact_id: int
+    at: datetime
+    kind: str
+    campaign: str | None
+    step: str | None
+    detail: str
+    cause: str | None
+    message_id: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "at": self.at.isoformat(),
+            "kind": self.kind,
+            "campaign": self.campaign,
+            "step": self.step,
+            "detail": self.detail,
+            "cause": self.cause,
+            "message_id": self.message_id,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Task:
+    """A call, card or to-do for a rep."""
+
+    id: int
+    contact_id: int
+    enrollment_id: int | None
+    campaign: str | None
+    step: str | None
+    occurrence: int
+    kind: str
+    rep: str | None
+    due_at: datetime
+    note: str
+    status: str
+    created_at: datetime
+    done_at: datetime | None
+
+
 class Prepared:
     """A statement compiled once per dialect and run straight on the DBAPI connection.
 
@@ -549,13 +594,13 @@ def event_times(conn: sa.Connection, contact_id: int, kind: str) -> list[datetim
     return list(conn.execute(query).scalars())
 
 
-def history(conn: sa.Connection, contact_id: int) -> list[dict[str, Any]]:
+def history(conn: sa.Connection, contact_id: int) -> list[Event]:
     query = (
         sa.select(events)
         .where(events.c.contact_id == contact_id)
         .order_by(events.c.at, events.c.id)
     )
-    return [dict(row._mapping) for row in conn.execute(query)]
+    return [Event(**dict(row._mapping)) for row in conn.execute(query)]
 
 
 def step_counts(conn: sa.Connection) -> dict[tuple[str, str, str], int]:
@@ -591,16 +636,16 @@ def due_count(conn: sa.Connection, now: datetime, cap: int) -> int:
 # -- tasks ------------------------------------------------------------------
 
 
-def open_tasks(conn: sa.Connection, rep: str | None = None) -> list[dict[str, Any]]:
+def open_tasks(conn: sa.Connection, rep: str | None = None) -> list[Task]:
     query = sa.select(tasks).where(tasks.c.status == "open").order_by(tasks.c.due_at, tasks.c.id)
     if rep:
         query = query.where(tasks.c.rep == rep)
-    return [dict(row._mapping) for row in conn.execute(query)]
+    return [Task(**dict(row._mapping)) for row in conn.execute(query)]
 
 
-def task_by_id(conn: sa.Connection, task_id: int) -> dict[str, Any] | None:
+def task_by_id(conn: sa.Connection, task_id: int) -> Task | None:
     row = conn.execute(sa.select(tasks).where(tasks.c.id == task_id)).first()
-    return dict(row._mapping) if row else None
+    return Task(**dict(row._mapping)) if row else None
 
 
 def update_task(conn: sa.Connection, task_id: int, changes: Mapping[str, Any]) -> None:

@@ -166,7 +166,7 @@ def test_enroll_promotes_and_records_history(app: app_mod.App) -> None:
     with app.engine.begin() as conn:
         lifecycle.enroll(app, conn, contact, "qualification", NOW, cause="test")
         stored = queries.contact_by_id(conn, contact.id)
-        kinds = [event["kind"] for event in queries.history(conn, contact.id)]
+        kinds = [event.kind for event in queries.history(conn, contact.id)]
         (enrollment,) = queries.active_enrollments(conn, contact.id)
     assert stored.stage == "prospect"
     assert kinds == ["created", "enrolled", "promoted"]
@@ -338,7 +338,7 @@ def test_prepared_statements_store_exactly_what_execute_stores(app: app_mod.App)
             conn,
             [{"contact_id": c.id, "at": stamp, "kind": "note", "detail": "x"} for c in (ann, bob)],
         )
-        assert [e["at"] for e in queries.history(conn, bob.id) if e["kind"] == "note"] == [stamp]
+        assert [e.at for e in queries.history(conn, bob.id) if e.kind == "note"] == [stamp]
 
 
 def _outbox_row(contact: queries.Contact, message_id: str) -> dict[str, object]:

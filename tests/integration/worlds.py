@@ -82,7 +82,7 @@ class World:
 
     def history(self, address: str) -> list[str]:
         with self.app.engine.connect() as conn:
-            return [e["kind"] for e in queries.history(conn, self.contact(address).id)]
+            return [e.kind for e in queries.history(conn, self.contact(address).id)]
 
 
 def write_world(
