@@ -24,7 +24,7 @@ from dripd.plan import contacts, dates, schedule, stages, windows
 from dripd.store import queries, schema
 from dripd.store.queries import Contact, Enrollment
 
-EMPTY_PROGRESS = schedule.Progress().to_json()  # a new enrollment's state
+EMPTY_PROGRESS = schedule.Progress().to_text()  # a new enrollment's state
 UTC_ZONE = ZoneInfo("UTC")  # created_at values without an offset are UTC
 
 
@@ -318,7 +318,7 @@ def reschedule(app: App, conn: sa.Connection, contact_id: int, now: datetime) ->
         campaign = app.catalog.campaigns.get(enrollment.campaign)
         if campaign is None:
             continue
-        progress = schedule.Progress.from_json(enrollment.progress)
+        progress = schedule.Progress.from_text(enrollment.progress)
         where = plan(app, contact, campaign, enrollment.enrolled_at, progress, pauses)
         queries.update_enrollment(
             conn, enrollment.id, {"next_due_at": where.next_due_at, "waiting": where.waiting}
@@ -480,11 +480,11 @@ def _release(app: App, conn: sa.Connection, task: queries.Task, now: datetime) -
     enrollment = queries.enrollment_by_id(conn, task.enrollment_id)
     if enrollment is None or enrollment.status != "active":
         return
-    progress = schedule.Progress.from_json(enrollment.progress)
+    progress = schedule.Progress.from_text(enrollment.progress)
     if not progress.task_open or not progress.done or progress.done[-1] != task.step:
         return
     progress = schedule.finish_task(progress, now)
-    queries.update_enrollment(conn, enrollment.id, {"progress": progress.to_json()})
+    queries.update_enrollment(conn, enrollment.id, {"progress": progress.to_text()})
     campaign = app.catalog.campaigns.get(enrollment.campaign)
     contact = queries.contact_by_id(conn, enrollment.contact_id)
     if campaign is None:

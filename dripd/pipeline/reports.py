@@ -134,7 +134,7 @@ def _projected(
     if campaign is None:
         return []
     ctx = lifecycle.context(app, contact, campaign, enrollment.enrolled_at, pauses)
-    progress = schedule.Progress.from_json(enrollment.progress)
+    progress = schedule.Progress.from_text(enrollment.progress)
     return [
         _scheduled(
             due,
@@ -188,7 +188,7 @@ def next_up(app: App, conn: sa.Connection) -> Scheduled | None:
         if campaign is None or contact is None or enrollment.status != "active":
             continue
         ctx = lifecycle.context(app, contact, campaign, enrollment.enrolled_at, pauses)
-        progress = schedule.Progress.from_json(enrollment.progress)
+        progress = schedule.Progress.from_text(enrollment.progress)
         until = now + timedelta(days=NEXT_HORIZON_DAYS)
         for due in schedule.project(campaign.plans, progress, ctx, until=until)[:1]:
             kind = campaign.step(due.step_id).kind

@@ -163,7 +163,7 @@ def test_stale_anchor_is_skipped_not_sent_late(world) -> None:
 
         progress = schedule.Progress(done=("hello", "call", "follow-up"), last_due_at=MONDAY)
         queries.update_enrollment(
-            conn, enrollment.id, {"progress": progress.to_json(), "next_due_at": MONDAY}
+            conn, enrollment.id, {"progress": progress.to_text(), "next_due_at": MONDAY}
         )
     fake.set(datetime(2026, 11, 24, 16, 0, tzinfo=UTC))  # after the 10:00 appointment
     result = planner.advance_due(app, fake.now())

@@ -227,7 +227,7 @@ def test_changing_the_anchor_moves_the_due_time(app: app_mod.App) -> None:
         enrollment_id = lifecycle.enroll(app, conn, contact, "qualification", NOW, cause="test")
         # Pretend the first two steps ran, so the anchored call is next.
         progress = schedule.Progress(done=("thank-you", "thank-you-card"), last_due_at=NOW)
-        queries.update_enrollment(conn, enrollment_id, {"progress": progress.to_json()})
+        queries.update_enrollment(conn, enrollment_id, {"progress": progress.to_text()})
         lifecycle.reschedule(app, conn, contact.id, NOW)
         before = queries.active_enrollments(conn, contact.id)[0].next_due_at
         values = contacts.validate({"appointment_at": "2026-12-02 15:00"}, app.contact_rules(),
@@ -243,7 +243,7 @@ def test_missing_anchor_waits_with_a_reason(app: app_mod.App) -> None:
     with app.engine.begin() as conn:
         enrollment_id = lifecycle.enroll(app, conn, contact, "qualification", NOW, cause="test")
         progress = schedule.Progress(done=("thank-you", "thank-you-card"), last_due_at=NOW)
-        queries.update_enrollment(conn, enrollment_id, {"progress": progress.to_json()})
+        queries.update_enrollment(conn, enrollment_id, {"progress": progress.to_text()})
         lifecycle.reschedule(app, conn, contact.id, NOW)
         (enrollment,) = queries.active_enrollments(conn, contact.id)
     assert enrollment.next_due_at is None
