@@ -468,9 +468,8 @@ note = "Introduce yourself to {{ contact.first_name }} at {{ contact.company }}.
 """
 
 
-def test_digest_print_shows_what_the_rep_would_get_now(
-    make_config: ConfigFactory, tmp_path: Path
-) -> None:
+def _ann_with_a_call_due(make_config: ConfigFactory, tmp_path: Path) -> Dripd:
+    """Ann enrolled in CALL_NOW and a pass run: one open call task for mike, nothing sent."""
     campaigns = tmp_path / "own-campaigns"
     campaigns.mkdir()
     (campaigns / "callnow.toml").write_text(CALL_NOW, encoding="utf-8")
@@ -479,6 +478,13 @@ def test_digest_print_shows_what_the_rep_would_get_now(
           "phone=+1 555 0100", "owner=mike")  # fmt: skip
     dripd("enroll", "ann@example.com", "callnow")
     assert "tasks 1," in dripd("run", "--once").out  # no [reps.smtp]: the call task only
+    return dripd
+
+
+def test_digest_print_shows_what_the_rep_would_get_now(
+    make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    dripd = _ann_with_a_call_due(make_config, tmp_path)
 
     text, as_json, html, sam, unknown, bare = dripd.many([
         ["digest", "--rep", "mike", "--print"],
@@ -520,14 +526,7 @@ EVENT_KEYS = ["at", "kind", "campaign", "step", "detail", "cause", "message_id"]
 def test_json_of_status_tasks_and_history_keeps_its_keys(
     make_config: ConfigFactory, tmp_path: Path
 ) -> None:
-    campaigns = tmp_path / "own-campaigns"
-    campaigns.mkdir()
-    (campaigns / "callnow.toml").write_text(CALL_NOW, encoding="utf-8")
-    dripd = Dripd(make_config(campaigns=campaigns))
-    dripd("contacts", "set", "ann@example.com", "first_name=Ann", "company=Acme",
-          "phone=+1 555 0100", "owner=mike")  # fmt: skip
-    dripd("enroll", "ann@example.com", "callnow")
-    dripd("run", "--once")
+    dripd = _ann_with_a_call_due(make_config, tmp_path)
     status, tasks, ann = dripd.many(
         [
             ["status", "--json"],
