@@ -3,7 +3,7 @@
 Before, an email waiting for its window or an absent contact was told apart
 from a stuck one by the text of `last_error`, and a message that could not be
 handled by the start of its `reasons`. The texts stay (people read them); the
-columns say the same as values (schema.Wait, schema.Outcome), copied here as
+columns say the same as values (schema.Wait, schema.MessageOutcome), copied here as
 literals so this revision does not change with the code.
 
 Revision ID: 0011
