@@ -114,7 +114,7 @@ PEOPLE = (
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Result:
     folder: Path
-    summary: dict[str, Any]  # as `dripd status --json` has it
+    summary: reports.Status  # the pipeline after the week
     emails_sent: int  # every email the SMTP server received, to contacts and to the rep
     inbox_messages: int  # what the people of the demo wrote to the rep
 

@@ -419,7 +419,7 @@ def contacts_show(email: str, as_json: bool) -> None:
                     contact, [e.campaign for e in enrollments if e.status == "active"]
                 ),
                 "enrollments": [out.enrollment_json(e) for e in enrollments],
-                "history": [out.event_json(h) for h in history],
+                "history": [event.to_json() for event in history],
             }
         )
     else:
@@ -543,10 +543,10 @@ def schedule_cmd(days: int, email: str | None, as_json: bool) -> None:
         items = reports.upcoming(app, conn, days, email)
         if as_json:
             sys.stdout.write('{"items": ')
-            listing.write_json_array(sys.stdout, (i.as_json() for i in items), end="")
+            listing.write_json_array(sys.stdout, (i.to_json() for i in items), end="")
             sys.stdout.write(', "waiting": ')
             waiting = reports.waiting(app, conn, email)
-            listing.write_json_array(sys.stdout, (w.as_json() for w in waiting), end="")
+            listing.write_json_array(sys.stdout, (w.to_json() for w in waiting), end="")
             sys.stdout.write("}\n")
             return
         rows: Iterator[tuple[str, ...]] = (out.scheduled_cells(i) for i in items)
@@ -617,8 +617,7 @@ def status(as_json: bool) -> None:
     with app.reader.connect() as conn:
         data = reports.status(app, conn)
     if as_json:
-        versions = [step.to_json() for step in data["variants"]]
-        print_json({**data, "steps": reports.steps_json(data["steps"]), "variants": versions})
+        print_json(data.to_json())
     else:
         out.status_report(stdout, data)
 
@@ -724,9 +723,9 @@ def tasks_group(ctx: click.Context, rep_id: str | None, as_json: bool) -> None:
         app.config.rep(rep_id)
     with app.reader.connect() as conn:
         rows = tasks.open_tasks(conn, rep_id)
-        people = store_contacts.contacts_by_ids(conn, {t["contact_id"] for t in rows})
+        people = store_contacts.contacts_by_ids(conn, {t.contact_id for t in rows})
     if as_json:
-        print_json([out.task_json(t, people[t["contact_id"]]) for t in rows])
+        print_json([out.task_json(t, people[t.contact_id]) for t in rows])
     else:
         out.task_table(stdout, app, rows, people)
 
@@ -746,9 +745,7 @@ def _finish(ids: tuple[int, ...], status: str) -> None:
                 status=status,
                 cause=f"dripd tasks {'done' if status == 'done' else 'skip'}",
             )
-        stdout.print(
-            f"task {task_id} ({task['kind']}, {task['campaign']}/{task['step']}): {status}"
-        )
+        stdout.print(f"task {task_id} ({task.kind}, {task.campaign}/{task.step}): {status}")
 
 
 @tasks_group.command("done")
@@ -831,7 +828,7 @@ def run(once: bool, as_json: bool) -> None:
         upcoming = reports.next_up(app, conn)
     if as_json:
         print_json(
-            {**dataclasses.asdict(summary), "next": upcoming.as_json() if upcoming else None}
+            {**dataclasses.asdict(summary), "next": upcoming.to_json() if upcoming else None}
         )
         return
     stdout.print(
@@ -905,9 +902,10 @@ def digest_cmd(rep_id: str, show: bool, show_html: bool, as_json: bool) -> None:
 @json_option
 def demo(out: Path | None, as_json: bool) -> None:
     """A simulated week of a rep's follow-up, with mail servers inside this process."""
+    import dataclasses
+
     from dripd.cli import demo as demo_mod
     from dripd.cli import tables as out_tables
-    from dripd.pipeline import reports
 
     result = demo_mod.run(out, (lambda _line: None) if as_json else click.echo)
     summary = result.summary
@@ -917,13 +915,17 @@ def demo(out: Path | None, as_json: bool) -> None:
                 "folder": str(result.folder),
                 "emails_sent": result.emails_sent,
                 "inbox_messages": result.inbox_messages,
-                **{key: summary[key] for key in ("stages", "statuses", "touches")},
-                "steps": reports.steps_json(summary["steps"]),
+                "stages": dict(summary.stages),
+                "statuses": dict(summary.statuses),
+                "touches": summary.touches,
+                "steps": [step.to_json() for step in summary.steps],
             }
         )
         return
-    active = {c for c, counts in summary["campaigns"].items() if any(counts.values())}
-    shown = {**summary, "steps": [s for s in summary["steps"] if s.campaign in active]}
+    active = {c for c, counts in summary.campaigns.items() if any(counts.values())}
+    shown = dataclasses.replace(
+        summary, steps=tuple(s for s in summary.steps if s.campaign in active)
+    )
     click.echo("\nThe pipeline after a week:")
     out_tables.status_report(stdout, shown)
     click.echo(

@@ -13,6 +13,8 @@ from rich.table import Table
 
 from dripd.store.contacts import Contact
 from dripd.store.enrollments import Enrollment
+from dripd.store.events import Event
+from dripd.store.tasks import Task
 
 # Only for annotations: `contacts list` imports this module and need not load
 # the views, the composer and the importer (a fifth of a second at start).
@@ -20,8 +22,9 @@ if TYPE_CHECKING:
     from dripd.cli import signin
     from dripd.files import campaigns, config
     from dripd.mailbox import probe
-    from dripd.pipeline import compose, importer, reports
+    from dripd.pipeline import compose, importer, reports, variants
     from dripd.pipeline.app import App
+    from dripd.store import membership
 
 
 def _when(at: datetime | None, tz: Any = None) -> str:
@@ -116,14 +119,6 @@ def enrollment_json(e: Enrollment) -> dict[str, Any]:
     }
 
 
-def event_json(event: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        key: (value.isoformat() if isinstance(value, datetime) else value)
-        for key, value in event.items()
-        if key not in ("id", "contact_id")
-    }
-
-
 CONTACT_COLUMNS = (
     "email",
     "name",
@@ -159,7 +154,7 @@ def contact_card(
     app: App,
     contact: Contact,
     enrollments: Sequence[Enrollment],
-    history: Sequence[Mapping[str, Any]],
+    history: Sequence[Event],
 ) -> None:
     tz = app.contact_tz(contact.timezone, contact.owner)
     console.print(f"[bold]{contact.name or contact.email}[/bold] <{contact.email}>", markup=True)
@@ -200,14 +195,14 @@ def _enrollment_table(console: Console, enrollments: Sequence[Enrollment], tz: A
     console.print(table)
 
 
-def _history_table(console: Console, history: Sequence[Mapping[str, Any]], tz: Any) -> None:
+def _history_table(console: Console, history: Sequence[Event], tz: Any) -> None:
     table = Table(title="history", title_justify="left")
     for column in ("when", "event", "campaign/step", "detail", "cause"):
         table.add_column(column)
     for h in history:
-        where = "/".join(x for x in (h.get("campaign"), h.get("step")) if x)
-        detail = h["detail"] + (f" {h['message_id']}" if h.get("message_id") else "")
-        table.add_row(_when(h["at"], tz), h["kind"], where, detail, h.get("cause") or "")
+        where = "/".join(x for x in (h.campaign, h.step) if x)
+        detail = h.detail + (f" {h.message_id}" if h.message_id else "")
+        table.add_row(_when(h.at, tz), h.kind, where, detail, h.cause or "")
     console.print(table)
 
 
@@ -278,15 +273,15 @@ def task_preview(console: Console, step: campaigns.Step, contact: Contact, note:
     console.print(note, markup=False)
 
 
-def status_report(console: Console, data: Mapping[str, Any]) -> None:
-    health_report(console, data["health"])
+def status_report(console: Console, data: reports.Status) -> None:
+    health_report(console, data.health)
     stages = Table(title="contacts per stage", title_justify="left")
-    for stage in data["stages"]:
+    for stage in data.stages:
         stages.add_column(stage, justify="right")
-    stages.add_row(*(str(n) for n in data["stages"].values()))
+    stages.add_row(*(str(n) for n in data.stages.values()))
     console.print(stages)
-    statuses = ", ".join(f"{k} {v}" for k, v in sorted(data["statuses"].items())) or "none"
-    console.print(f"status: {statuses}; touches: {data['touches']}; due now: {data['due_now']}")
+    statuses = ", ".join(f"{k} {v}" for k, v in sorted(data.statuses.items())) or "none"
+    console.print(f"status: {statuses}; touches: {data.touches}; due now: {data.due_now}")
     table = Table(title="per campaign step", title_justify="left")
     for column in (
         "campaign",
@@ -302,7 +297,7 @@ def status_report(console: Console, data: Mapping[str, Any]) -> None:
         table.add_column(
             column, justify="left" if column in ("campaign", "step", "kind") else "right"
         )
-    for s in data["steps"]:
+    for s in data.steps:
         rate = f"{s.reply_rate:.0%}" if s.reply_rate is not None else "—"
         table.add_row(
             s.campaign,
@@ -316,34 +311,34 @@ def status_report(console: Console, data: Mapping[str, Any]) -> None:
             str(s.done),
         )
     console.print(table)
-    _variants_report(console, data.get("variants", []))
+    _variants_report(console, data.variants)
     boxes = Table(title="mailboxes", title_justify="left")
     numbers = ("sent", "waiting", "failed", "replies")
     columns = ("rep", *numbers[:3], "last sent", "replies", "inbox read", "last digest", "notes")
     for column in columns:
         boxes.add_column(column, justify="right" if column in numbers else "left")
-    for box in data["mailboxes"]:
+    for box in data.mailboxes:
         boxes.add_row(
-            box["rep"],
-            str(box["sent"]),
-            str(box["waiting"]),
-            str(box["failed"]),
-            _when(box["last_sent_at"]),
-            str(box["replies"]),
-            _when(box["inbox_checked_at"]),
-            _when(box["last_digest_at"]),
-            "; ".join(box["notes"]),
+            box.rep,
+            str(box.sent),
+            str(box.waiting),
+            str(box.failed),
+            _when(box.last_sent_at),
+            str(box.replies),
+            _when(box.inbox_checked_at),
+            _when(box.last_digest_at),
+            "; ".join(box.notes),
         )
     console.print(boxes)
     enrolled = Table(title="enrollments", title_justify="left")
     for column in ("campaign", "active", "completed", "stopped"):
         enrolled.add_column(column, justify="left" if column == "campaign" else "right")
-    for campaign, counts in data["campaigns"].items():
+    for campaign, counts in data.campaigns.items():
         enrolled.add_row(campaign, *(str(counts[k]) for k in ("active", "completed", "stopped")))
     console.print(enrolled)
 
 
-def _variants_report(console: Console, steps: Sequence[Any]) -> None:
+def _variants_report(console: Console, steps: Sequence[variants.StepVariants]) -> None:
     """A/B versions of a step: sent, replied, reply rate, and whether it tells yet."""
     if not steps:
         return
@@ -362,41 +357,41 @@ def _variants_report(console: Console, steps: Sequence[Any]) -> None:
     console.print(table)
 
 
-def health_report(console: Console, health: Mapping[str, Any]) -> None:
+def health_report(console: Console, health: reports.Health) -> None:
     """The daemon's health: running or not, what waits, what needs a look."""
-    alive = [i for i in health["instances"] if i["alive"]]
+    alive = [i for i in health.instances if i.alive]
     if len(alive) == 1:
         (one,) = alive
         daemon = (
-            f"running (pid {one['pid']} on {one['host']}, last pass "
-            f"{_when(_parse(one['seen_at']))}; holds {', '.join(one['holds']) or 'no mailbox'})"
+            f"running (pid {one.pid} on {one.host}, last pass "
+            f"{_when(one.seen_at)}; holds {', '.join(one.holds) or 'no mailbox'})"
         )
     elif alive:
         daemon = f"{len(alive)} instances running"
-    elif health["instances"]:
-        last = health["instances"][0]
-        how = "stopped" if last["stopped_at"] else "not seen since (killed or stuck?)"
-        daemon = f"not running: {how} {_when(_parse(last['seen_at']))}"
+    elif health.instances:
+        last = health.instances[0]
+        how = "stopped" if last.stopped_at else "not seen since (killed or stuck?)"
+        daemon = f"not running: {how} {_when(last.seen_at)}"
     else:
         daemon = "never started on this database (dripd run)"
     console.print(f"daemon: {daemon}", markup=False)
     if len(alive) > 1:
         console.print(_instances_table(alive))
     console.print(
-        f"backlog: {health['queued']} email(s) queued, {health['ready']} ready to go now; "
-        f"last email sent {_when(health['last_sent_at'])}",
+        f"backlog: {health.queued} email(s) queued, {health.ready} ready to go now; "
+        f"last email sent {_when(health.last_sent_at)}",
         markup=False,
     )
     counts = [
-        (health.get("sign_ins_needed", 0), "mailbox sign-in(s) needed"),
-        (health["failed_emails"], "email(s) failed"),
-        (health["held_steps"], "step(s) held"),
-        (health["unreadable_messages"], "incoming message(s) unreadable"),
-        (int(health.get("campaign_mismatch", False)), "campaign version mismatch"),
+        (health.sign_ins_needed, "mailbox sign-in(s) needed"),
+        (health.failed_emails, "email(s) failed"),
+        (health.held_steps, "step(s) held"),
+        (health.unreadable_messages, "incoming message(s) unreadable"),
+        (int(health.campaign_mismatch), "campaign version mismatch"),
     ]
     needing = ", ".join(f"{n} {what}" for n, what in counts if n)
     console.print(f"needs a look: {needing or 'nothing'}", markup=False)
-    for line in health["attention"]:
+    for line in health.attention:
         console.print(f"  - {line}", markup=False)
 
 
@@ -421,64 +416,60 @@ def sign_in_table(console: Console, found: Sequence[signin.Status]) -> None:
             console.print(f"  - {s.problem}", markup=False)
 
 
-def _instances_table(alive: list[Mapping[str, Any]]) -> Table:
+def _instances_table(alive: list[membership.Instance]) -> Table:
     """The live instances of a fleet on one database, and the mailboxes each works."""
     table = Table(title="instances", title_justify="left")
     for column in ("host", "pid", "started", "last pass", "holds", "campaigns"):
         table.add_column(column, justify="right" if column == "pid" else "left")
     for i in alive:
         table.add_row(
-            i["host"],
-            str(i["pid"]),
-            _when(_parse(i["started_at"])),
-            _when(_parse(i["seen_at"])),
-            ", ".join(i["holds"]) or "-",
-            i["campaigns"],
+            i.host,
+            str(i.pid),
+            _when(i.started_at),
+            _when(i.seen_at),
+            ", ".join(i.holds) or "-",
+            i.campaigns,
         )
     return table
 
 
-def _parse(text: str) -> datetime:
-    return datetime.fromisoformat(text)
-
-
-def task_json(task: Mapping[str, Any], contact: Contact) -> dict[str, Any]:
+def task_json(task: Task, contact: Contact) -> dict[str, Any]:
     return {
-        "id": task["id"],
-        "kind": task["kind"],
-        "due_at": task["due_at"].isoformat(),
-        "rep": task["rep"],
+        "id": task.id,
+        "kind": task.kind,
+        "due_at": task.due_at.isoformat(),
+        "rep": task.rep,
         "contact": contact.email,
         "name": contact.name,
         "company": contact.company,
         "phone": contact.phone,
         "touches": contact.touches,
-        "campaign": task["campaign"],
-        "step": task["step"],
-        "note": task["note"],
+        "campaign": task.campaign,
+        "step": task.step,
+        "note": task.note,
     }
 
 
 def task_table(
-    console: Console, app: App, rows: Sequence[Mapping[str, Any]], people: Mapping[int, Contact]
+    console: Console, app: App, rows: Sequence[Task], people: Mapping[int, Contact]
 ) -> None:
     table = Table(title=f"{len(rows)} open task(s)", title_justify="left", show_lines=True)
     for column in ("#", "due", "kind", "contact", "phone", "touches", "note"):
         table.add_column(column, justify="right" if column in ("#", "touches") else "left")
     for task in rows:
-        contact = people[task["contact_id"]]
+        contact = people[task.contact_id]
         tz = app.contact_tz(contact.timezone, contact.owner)
         who = f"{contact.name or contact.email}" + (
             f"\n{contact.company}" if contact.company else ""
         )
         table.add_row(
-            str(task["id"]),
-            _when(task["due_at"], tz),
-            task["kind"],
+            str(task.id),
+            _when(task.due_at, tz),
+            task.kind,
             who,
             contact.phone,
             str(contact.touches),
-            task["note"],
+            task.note,
         )
     console.print(table)
 

@@ -195,7 +195,7 @@ def _advance(run: _Pass, enrollment: Enrollment, contact: Contact) -> None:
     if ahead is not None:  # what prerender worked out from this same state
         progress, ctx, pending = ahead.progress, ahead.ctx, ahead.pending
     else:
-        progress = schedule.Progress.from_json(enrollment.progress)
+        progress = schedule.Progress.from_text(enrollment.progress)
         ctx = lifecycle.context(run.app, contact, campaign, enrollment.enrolled_at, run.pauses)
         pending = None
     for _ in range(MAX_ITEMS):
@@ -246,7 +246,7 @@ def _settle(
     waiting = "; ".join(f"{w.step_id}: {w.reason}" for w in pending.waiting) or None
     if progress.task_open and not pending.due:
         waiting = waiting or schedule.TASK_WAIT_REASON
-    changes = {"progress": progress.to_json(), "next_due_at": pending.next_due_at}
+    changes = {"progress": progress.to_text(), "next_due_at": pending.next_due_at}
     store_enrollments.update_enrollment(
         run.conn, target.enrollment.id, {**changes, "waiting": waiting}
     )
@@ -258,7 +258,7 @@ def _hold(
     reason = f"{due.step_id}: {hold.reason}"
     if target.enrollment.waiting != reason:  # say it once, not at every retry
         _event(run, target, "held", due.step_id, hold.reason)
-    changes = {"progress": progress.to_json(), "next_due_at": hold.until, "waiting": reason}
+    changes = {"progress": progress.to_text(), "next_due_at": hold.until, "waiting": reason}
     store_enrollments.update_enrollment(run.conn, target.enrollment.id, changes)
     run.result.held += 1
 
@@ -423,7 +423,7 @@ def _render_ahead(ahead: _Ahead, enrollment: Enrollment, contact: Contact) -> Re
     if campaign is None or not _may_send(contact, now):
         return None
     ctx = lifecycle.context(app, contact, campaign, enrollment.enrolled_at, ahead.pauses)
-    progress = schedule.Progress.from_json(enrollment.progress)
+    progress = schedule.Progress.from_text(enrollment.progress)
     pending = schedule.pending(campaign.plans, progress, ctx)
     due = _first_ready(pending, now)
     if due is None or schedule.is_stale(due, now, max_late=ahead.max_late):

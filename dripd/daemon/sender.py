@@ -353,7 +353,7 @@ class Sender:
         tz = ZoneInfo(row.timezone)
         if window and not windows_mod.is_open(now, window, tz, rules.holidays):
             opens = windows_mod.next_open(now, window, tz, rules.holidays)
-            outbox.requeue(conn, row, opens, outbox.WINDOW_WAIT)
+            outbox.wait_for_window(conn, row, opens)
             return "passed"
         if outbox.claim(conn, row, now, self.instance):
             self.limit.record(now)
@@ -362,7 +362,7 @@ class Sender:
         if reason:
             self._skip(conn, row, now, reason)
         elif until := outbox.paused_until(conn, row, now):
-            outbox.requeue(conn, row, until, outbox.AWAY_WAIT)
+            outbox.wait_for_contact(conn, row, until)
         return "passed"
 
     def _skip(self, conn: sa.Connection, row: outbox.Row, now: datetime, reason: str) -> None:

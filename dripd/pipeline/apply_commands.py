@@ -89,7 +89,7 @@ def _one_line(text: str) -> str:
 # -- tasks -------------------------------------------------------------------------
 
 
-def _tasks(ctx: _Context, numbers: tuple[int, ...]) -> list[dict[str, object]]:
+def _tasks(ctx: _Context, numbers: tuple[int, ...]) -> list[tasks.Task]:
     """The digest's tasks by number, all of them or a Refused naming the ones that aren't."""
     found, missing = [], []
     for number in numbers:
@@ -104,19 +104,17 @@ def _tasks(ctx: _Context, numbers: tuple[int, ...]) -> list[dict[str, object]]:
     return found
 
 
-def _who(ctx: _Context, task: dict[str, object]) -> str:
-    contact = store_contacts.contact_by_id(ctx.conn, int(str(task["contact_id"])))
-    return f"{task['kind']} {contact.name or contact.email}"
+def _who(ctx: _Context, task: tasks.Task) -> str:
+    contact = store_contacts.contact_by_id(ctx.conn, task.contact_id)
+    return f"{task.kind} {contact.name or contact.email}"
 
 
 def _finish(ctx: _Context, numbers: tuple[int, ...], status: str) -> str:
     shown = []
     for task in _tasks(ctx, numbers):
-        if task["status"] != "open":
-            raise Refused(f"{_who(ctx, task)} is already {task['status']}")
-        lifecycle.finish_task(
-            ctx.app, ctx.conn, int(str(task["id"])), ctx.now, status=status, cause="by email"
-        )
+        if task.status != "open":
+            raise Refused(f"{_who(ctx, task)} is already {task.status}")
+        lifecycle.finish_task(ctx.app, ctx.conn, task.id, ctx.now, status=status, cause="by email")
         shown.append(_who(ctx, task))
     return f"{'; '.join(shown)} {'marked done' if status == 'done' else 'skipped'}"
 
@@ -134,12 +132,12 @@ def _snooze(ctx: _Context, command: commands.Snooze) -> str:
     holidays = ctx.app.config.holidays_for(ctx.rep.id)
     shown = []
     for task in _tasks(ctx, command.numbers):
-        if task["status"] != "open":
-            raise Refused(f"{_who(ctx, task)} is already {task['status']}")
-        due = task["due_at"]
+        if task.status != "open":
+            raise Refused(f"{_who(ctx, task)} is already {task.status}")
+        due = task.due_at
         assert isinstance(due, datetime)
         later = durations.add(max(due, ctx.now), command.duration, tz=tz, holidays=holidays)
-        lifecycle.snooze_task(ctx.conn, int(str(task["id"])), later, ctx.now, cause="by email")
+        lifecycle.snooze_task(ctx.conn, task.id, later, ctx.now, cause="by email")
         shown.append(f"{_who(ctx, task)} moved to {later.astimezone(tz):%a %d %b %H:%M}")
     return "; ".join(shown)
 

@@ -20,7 +20,6 @@ import secrets
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
-from typing import Any
 
 import sqlalchemy as sa
 
@@ -29,7 +28,7 @@ from dripd.mail import mime
 from dripd.pipeline import compose, digest_render
 from dripd.pipeline.app import App
 from dripd.plan import windows
-from dripd.store import contacts, digests, outbox
+from dripd.store import contacts, digests, outbox, tasks
 from dripd.store import reps as store_reps
 
 logger = logging.getLogger("dripd.digest")
@@ -239,11 +238,11 @@ def gather(app: App, conn: sa.Connection, rep: config.RepConfig, now: datetime) 
     today_ends = datetime.combine(now.astimezone(tz).date() + timedelta(days=1), time(), tz)
     ahead_ends = today_ends + timedelta(days=AHEAD_DAYS)
     rows = digests.open_tasks(conn, rep.id, _unowned(app, rep.id), ahead_ends, 2 * MAX_LISTED)
-    people = contacts.contacts_by_ids(conn, {row["contact_id"] for row in rows})
-    due_rows = [r for r in rows if r["due_at"] < today_ends]
-    ahead_rows = [r for r in rows if r["due_at"] >= today_ends]
+    people = contacts.contacts_by_ids(conn, {row.contact_id for row in rows})
+    due_rows = [r for r in rows if r.due_at < today_ends]
+    ahead_rows = [r for r in rows if r.due_at >= today_ends]
     items = [
-        _task_item(number, row, people[row["contact_id"]], now)
+        _task_item(number, row, people[row.contact_id], now)
         for number, row in enumerate(due_rows + ahead_rows, start=1)
     ]
     since = digests.covered_until(conn, rep.id) or now - FIRST_SINCE
@@ -296,22 +295,22 @@ def _unowned(app: App, rep_id: str) -> bool:
 
 
 def _task_item(
-    number: int, row: dict[str, Any], contact: contacts.Contact, now: datetime
+    number: int, row: tasks.Task, contact: contacts.Contact, now: datetime
 ) -> digest_render.TaskItem:
     return digest_render.TaskItem(
         number=number,
-        task_id=row["id"],
-        kind=row["kind"],
-        due_at=row["due_at"],
-        overdue=row["due_at"] < now,
+        task_id=row.id,
+        kind=row.kind,
+        due_at=row.due_at,
+        overdue=row.due_at < now,
         contact_name=contact.name,
         email=contact.email,
         company=contact.company,
         phone=contact.phone,
-        note=row["note"],
+        note=row.note,
         touches=contact.touches,
-        campaign=row["campaign"],
-        step=row["step"],
+        campaign=row.campaign,
+        step=row.step,
     )
 
 

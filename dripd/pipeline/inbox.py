@@ -21,7 +21,7 @@ from dripd.pipeline import apply_commands, lifecycle
 from dripd.pipeline.app import App
 from dripd.plan import contacts
 from dripd.store import contacts as store_contacts
-from dripd.store import digests, enrollments, events, outbox
+from dripd.store import digests, enrollments, events, outbox, schema
 from dripd.store import inbox as store_inbox
 
 logger = logging.getLogger("dripd.inbox")
@@ -88,6 +88,7 @@ def _record(
     verdict: classify.Verdict,
     now: datetime,
     uid: int | None,
+    outcome: schema.MessageOutcome = schema.MessageOutcome.HANDLED,
 ) -> None:
     store_inbox.record(
         conn,
@@ -102,6 +103,7 @@ def _record(
             reasons="; ".join(verdict.reasons),
             cls=verdict.cls,
             received_at=now,
+            outcome=outcome,
         ),
     )
 
@@ -119,7 +121,8 @@ def record_failure(
     if store_inbox.handled(conn, rep, mail.key):
         return
     reasons = (f"could not be handled: {error}",)
-    _record(conn, rep, mail, classify.Verdict(cls="other", reasons=reasons), now, uid)
+    verdict = classify.Verdict(cls="other", reasons=reasons)
+    _record(conn, rep, mail, verdict, now, uid, schema.MessageOutcome.FAILED)
 
 
 def _log(rep: str, mail: incoming.Incoming, verdict: classify.Verdict, actions: list[str]) -> None:
@@ -236,7 +239,7 @@ def _auto_reply(
     stated = "back " + verdict.return_date.isoformat() if verdict.return_date else "no date given"
     detail = f"out of office ({stated}): emails wait until {until:%Y-%m-%d %H:%M} UTC"
     store_contacts.update_contact(conn, contact_id, {"paused_until": until, "updated_at": now})
-    held = outbox.hold_contact(conn, contact_id, until, outbox.AWAY_WAIT)
+    held = outbox.hold_contact(conn, contact_id, until)
     _event(conn, contact_id, now, "out_of_office", detail, mail, verdict.sent)
     return [f"paused until {until:%Y-%m-%d}" + (f", {held} queued email(s) held" if held else "")]
 

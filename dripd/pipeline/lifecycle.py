@@ -25,7 +25,7 @@ from dripd.store import enrollments, events, forget, reps, tasks
 from dripd.store.contacts import Contact
 from dripd.store.enrollments import Enrollment
 
-EMPTY_PROGRESS = schedule.Progress().to_json()  # a new enrollment's state
+EMPTY_PROGRESS = schedule.Progress().to_text()  # a new enrollment's state
 UTC_ZONE = ZoneInfo("UTC")  # created_at values without an offset are UTC
 
 
@@ -321,7 +321,7 @@ def reschedule(app: App, conn: sa.Connection, contact_id: int, now: datetime) ->
         campaign = app.catalog.campaigns.get(enrollment.campaign)
         if campaign is None:
             continue
-        progress = schedule.Progress.from_json(enrollment.progress)
+        progress = schedule.Progress.from_text(enrollment.progress)
         where = plan(app, contact, campaign, enrollment.enrolled_at, progress, pauses)
         enrollments.update_enrollment(
             conn, enrollment.id, {"next_due_at": where.next_due_at, "waiting": where.waiting}
@@ -442,52 +442,53 @@ def snooze_task(
     tasks.update_task(conn, task_id, {"due_at": until})
     events.add_event(
         conn,
-        contact_id=task["contact_id"],
+        contact_id=task.contact_id,
         at=now,
         kind="task_snoozed",
-        campaign=task["campaign"],
-        step=task["step"],
-        detail=f"{task['kind']} moved to {until:%Y-%m-%d %H:%M} UTC",
+        campaign=task.campaign,
+        step=task.step,
+        detail=f"{task.kind} moved to {until:%Y-%m-%d %H:%M} UTC",
         cause=cause,
     )
 
 
 def finish_task(
     app: App, conn: sa.Connection, task_id: int, now: datetime, *, status: str, cause: str
-) -> dict[str, Any]:
+) -> tasks.Task:
     """Mark a rep task done (a touch) or skipped; the sequence waiting on it moves on."""
     task = tasks.task_by_id(conn, task_id)
     if task is None:
         raise errors.ContactError(f"no task {task_id}")
-    if task["status"] != "open":
-        raise errors.ContactError(f"task {task_id} is already {task['status']}")
+    if task.status != "open":
+        raise errors.ContactError(f"task {task_id} is already {task.status}")
     tasks.update_task(conn, task_id, {"status": status, "done_at": now})
     if status == "done":
-        store_contacts.count_touch(conn, task["contact_id"], now)
+        store_contacts.count_touch(conn, task.contact_id, now)
     events.add_event(
         conn,
-        contact_id=task["contact_id"],
+        contact_id=task.contact_id,
         at=now,
         kind="task_done" if status == "done" else "task_skipped",
-        campaign=task["campaign"],
-        step=task["step"],
-        detail=f"{task['kind']} {status}",
+        campaign=task.campaign,
+        step=task.step,
+        detail=f"{task.kind} {status}",
         cause=cause,
     )
-    if task["enrollment_id"] is not None:
-        _release(app, conn, task, now)
+    _release(app, conn, task, now)
     return task
 
 
-def _release(app: App, conn: sa.Connection, task: Mapping[str, Any], now: datetime) -> None:
-    enrollment = enrollments.enrollment_by_id(conn, task["enrollment_id"])
+def _release(app: App, conn: sa.Connection, task: tasks.Task, now: datetime) -> None:
+    if task.enrollment_id is None:  # a task of no sequence (a referral's thank-you)
+        return
+    enrollment = enrollments.enrollment_by_id(conn, task.enrollment_id)
     if enrollment is None or enrollment.status != "active":
         return
-    progress = schedule.Progress.from_json(enrollment.progress)
-    if not progress.task_open or not progress.done or progress.done[-1] != task["step"]:
+    progress = schedule.Progress.from_text(enrollment.progress)
+    if not progress.task_open or not progress.done or progress.done[-1] != task.step:
         return
     progress = schedule.finish_task(progress, now)
-    enrollments.update_enrollment(conn, enrollment.id, {"progress": progress.to_json()})
+    enrollments.update_enrollment(conn, enrollment.id, {"progress": progress.to_text()})
     campaign = app.catalog.campaigns.get(enrollment.campaign)
     contact = store_contacts.contact_by_id(conn, enrollment.contact_id)
     if campaign is None:

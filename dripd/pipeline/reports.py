@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -44,7 +44,7 @@ class Scheduled:
     occurrence: int
     note: str = ""
 
-    def as_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {
             "at": self.at.isoformat(),
             "local": self.local.isoformat(),
@@ -64,7 +64,7 @@ class Waiting:
     campaign: str
     reason: str
 
-    def as_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {"contact": self.email, "campaign": self.campaign, "reason": self.reason}
 
 
@@ -145,7 +145,7 @@ def _projected(
     if campaign is None:
         return []
     ctx = lifecycle.context(app, contact, campaign, enrollment.enrolled_at, pauses)
-    progress = schedule.Progress.from_json(enrollment.progress)
+    progress = schedule.Progress.from_text(enrollment.progress)
     return [
         _scheduled(
             due,
@@ -199,7 +199,7 @@ def next_up(app: App, conn: sa.Connection) -> Scheduled | None:
         if campaign is None or contact is None or enrollment.status != "active":
             continue
         ctx = lifecycle.context(app, contact, campaign, enrollment.enrolled_at, pauses)
-        progress = schedule.Progress.from_json(enrollment.progress)
+        progress = schedule.Progress.from_text(enrollment.progress)
         until = now + timedelta(days=NEXT_HORIZON_DAYS)
         for due in schedule.project(campaign.plans, progress, ctx, until=until)[:1]:
             kind = campaign.step(due.step_id).kind
@@ -269,14 +269,120 @@ class StepStats:
     def reply_rate(self) -> float | None:
         return self.replied / self.sent if self.sent else None
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "campaign": self.campaign,
+            "step": self.step,
+            "kind": self.kind,
+            "sent": self.sent,
+            "replied": self.replied,
+            "auto_replied": self.auto_replied,
+            "bounced": self.bounced,
+            "done": self.done,
+            "reply_rate": self.reply_rate,
+        }
+
+
+def _when_text(at: datetime | None) -> str | None:
+    """A time as `status --json` has always written it: str() (a space, not a T)."""
+    return str(at) if at is not None else None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Mailbox:
+    """A rep's mailbox in `status`: sent, waiting, failed, last send, and why it may be held."""
+
+    rep: str
+    sent: int
+    waiting: int
+    failed: int
+    last_sent_at: datetime | None
+    inbox_checked_at: datetime | None
+    replies: int
+    last_digest_at: datetime | None
+    notes: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rep": self.rep,
+            "sent": self.sent,
+            "waiting": self.waiting,
+            "failed": self.failed,
+            "last_sent_at": _when_text(self.last_sent_at),
+            "inbox_checked_at": _when_text(self.inbox_checked_at),
+            "replies": self.replies,
+            "last_digest_at": _when_text(self.last_digest_at),
+            "notes": list(self.notes),
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Health:
+    """The daemon's health from the database: is it running, what waits, what needs a look."""
+
+    instances: tuple[membership.Instance, ...]  # of the last week, newest first
+    last_sent_at: datetime | None
+    queued: int
+    ready: int  # queued and due now
+    failed_emails: int
+    held_steps: int
+    unreadable_messages: int
+    campaign_mismatch: bool
+    sign_ins_needed: int
+    attention: tuple[str, ...]  # the first ATTENTION_SHOWN problems, one line each
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "instances": [i.to_json() for i in self.instances],
+            "last_sent_at": _when_text(self.last_sent_at),
+            "queued": self.queued,
+            "ready": self.ready,
+            "failed_emails": self.failed_emails,
+            "held_steps": self.held_steps,
+            "unreadable_messages": self.unreadable_messages,
+            "campaign_mismatch": self.campaign_mismatch,
+            "sign_ins_needed": self.sign_ins_needed,
+            "attention": list(self.attention),
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Status:
+    """`dripd status`: contacts per stage and status, per-step results, touches, backlog."""
+
+    stages: Mapping[str, int]  # every stage, in stages.STAGES order
+    statuses: Mapping[str, int]
+    campaigns: Mapping[str, Mapping[str, int]]  # campaign → enrollments per status
+    steps: tuple[StepStats, ...]
+    variants: tuple[variants.StepVariants, ...]
+    touches: int
+    mailboxes: tuple[Mailbox, ...]
+    health: Health
+    due_now: int  # counted up to DUE_NOW_CAP
+    campaigns_version: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "stages": dict(self.stages),
+            "statuses": dict(self.statuses),
+            "campaigns": {name: dict(counts) for name, counts in self.campaigns.items()},
+            "steps": [s.to_json() for s in self.steps],
+            "variants": [v.to_json() for v in self.variants],
+            "touches": self.touches,
+            "mailboxes": [m.to_json() for m in self.mailboxes],
+            "health": self.health.to_json(),
+            "due_now": self.due_now,
+            "campaigns_version": self.campaigns_version,
+        }
+
 
 DUE_NOW_CAP = 10_000  # `status` counts what is due up to this many
 
 
-def status(app: App, conn: sa.Connection) -> dict[str, Any]:
+def status(app: App, conn: sa.Connection) -> Status:
     """The pipeline: contacts per stage and status, per-step results, touches, backlog."""
     counts = events.step_counts(conn)
-    steps = [
+    steps = tuple(
         StepStats(
             campaign=campaign.id,
             step=step.id,
@@ -292,45 +398,28 @@ def status(app: App, conn: sa.Connection) -> dict[str, Any]:
         )
         for campaign in app.catalog.ordered()
         for step in campaign.steps
-    ]
+    )
     enrolled = enrollments.enrollment_counts(conn)
     stage_counts = contacts.stage_counts(conn)
     statuses, touches = contacts.status_counts(conn)
-    return {
-        "stages": {stage: stage_counts.get(stage, 0) for stage in stages.STAGES},
-        "statuses": statuses,
-        "campaigns": {
+    return Status(
+        stages={stage: stage_counts.get(stage, 0) for stage in stages.STAGES},
+        statuses=statuses,
+        campaigns={
             c: {s: enrolled.get((c, s), 0) for s in ("active", "completed", "stopped")}
             for c in (campaign.id for campaign in app.catalog.ordered())
         },
-        "steps": steps,
-        "variants": variants.stats(conn),
-        "touches": touches,
-        "mailboxes": _mailboxes(app, conn),
-        "health": health(app, conn),
-        "due_now": enrollments.due_count(conn, app.clock.now(), DUE_NOW_CAP),
-        "campaigns_version": app.catalog.version,
-    }
+        steps=steps,
+        variants=tuple(variants.stats(conn)),
+        touches=touches,
+        mailboxes=tuple(_mailboxes(app, conn)),
+        health=health(app, conn),
+        due_now=enrollments.due_count(conn, app.clock.now(), DUE_NOW_CAP),
+        campaigns_version=app.catalog.version,
+    )
 
 
-def steps_json(steps: Sequence[StepStats]) -> list[dict[str, Any]]:
-    return [
-        {
-            "campaign": s.campaign,
-            "step": s.step,
-            "kind": s.kind,
-            "sent": s.sent,
-            "replied": s.replied,
-            "auto_replied": s.auto_replied,
-            "bounced": s.bounced,
-            "done": s.done,
-            "reply_rate": s.reply_rate,
-        }
-        for s in steps
-    ]
-
-
-def _mailboxes(app: App, conn: sa.Connection) -> list[dict[str, Any]]:
+def _mailboxes(app: App, conn: sa.Connection) -> list[Mailbox]:
     """Each rep's mailbox: sent, waiting, failed, last send, and why it may be held."""
     stats = outbox.mailbox_stats(conn)
     inboxes = inbox.inbox_stats(conn)
@@ -350,17 +439,17 @@ def _mailboxes(app: App, conn: sa.Connection) -> list[dict[str, Any]]:
         if configured and entry.get("queued", 0):
             notes += _limit_note(app, conn, rep_id)
         notes += _stuck_notes(app, conn, rep_id, stuck.get(rep_id))
-        result.append({
-            "rep": rep_id,
-            "sent": entry.get("sent", 0),
-            "waiting": entry.get("queued", 0) + entry.get("sending", 0),
-            "failed": entry.get("failed", 0),
-            "last_sent_at": entry.get("last_sent_at"),
-            "inbox_checked_at": inboxes.get(rep_id, {}).get("checked_at"),
-            "replies": inboxes.get(rep_id, {}).get("reply", 0),
-            "last_digest_at": digests.get(rep_id),
-            "notes": notes,
-        })  # fmt: skip
+        result.append(Mailbox(
+            rep=rep_id,
+            sent=entry.get("sent", 0),
+            waiting=entry.get("queued", 0) + entry.get("sending", 0),
+            failed=entry.get("failed", 0),
+            last_sent_at=entry.get("last_sent_at"),
+            inbox_checked_at=inboxes.get(rep_id, {}).get("checked_at"),
+            replies=inboxes.get(rep_id, {}).get("reply", 0),
+            last_digest_at=digests.get(rep_id),
+            notes=tuple(notes),
+        ))  # fmt: skip
     return result
 
 
@@ -401,7 +490,7 @@ _inbox = schema.inbox_messages
 ATTENTION_SHOWN = 5  # failures listed by name; the rest are counted
 
 
-def health(app: App, conn: sa.Connection) -> dict[str, Any]:
+def health(app: App, conn: sa.Connection) -> Health:
     """The daemon's health from the database: is it running, what waits, what needs a look."""
     now = app.clock.now()
     decode = schema.UTCDateTime().process_result_value
@@ -429,7 +518,7 @@ def health(app: App, conn: sa.Connection) -> dict[str, Any]:
     ).all()
     unreadable = conn.execute(
         sa.select(_inbox.c.rep, _inbox.c.sender, _inbox.c.reasons)
-        .where(_inbox.c.reasons.like("could not be handled%"))
+        .where(_inbox.c.outcome == schema.MessageOutcome.FAILED)
         .order_by(_inbox.c.id.desc())
     ).all()
     fleet = membership.listed(conn)
@@ -443,18 +532,18 @@ def health(app: App, conn: sa.Connection) -> dict[str, Any]:
         + [f"{r.email} is held in {r.campaign}: {r.waiting}" for r in held]
         + [f"a message from {r.sender or '?'} to {r.rep}: {r.reasons}" for r in unreadable]
     )
-    return {
-        "instances": [i.to_json() for i in fleet],
-        "last_sent_at": last_sent,
-        "queued": queued,
-        "ready": ready,
-        "failed_emails": len(failed),
-        "held_steps": len(held),
-        "unreadable_messages": len(unreadable),
-        "campaign_mismatch": bool(differ),
-        "sign_ins_needed": len(sign_ins),
-        "attention": problems[:ATTENTION_SHOWN],
-    }
+    return Health(
+        instances=tuple(fleet),
+        last_sent_at=last_sent,
+        queued=queued,
+        ready=ready,
+        failed_emails=len(failed),
+        held_steps=len(held),
+        unreadable_messages=len(unreadable),
+        campaign_mismatch=bool(differ),
+        sign_ins_needed=len(sign_ins),
+        attention=tuple(problems[:ATTENTION_SHOWN]),
+    )
 
 
 def sign_ins_needed(app: App, conn: sa.Connection) -> list[str]:

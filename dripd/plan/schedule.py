@@ -111,8 +111,8 @@ class Progress:
         counts = tuple(sorted(self.counts.items()))
         return hash((self.done, self.last_due_at, counts, self.task_open, self.task_done_at))
 
-    def to_json(self) -> str:
-        """Compact JSON with sorted keys; datetimes as UTC ISO 8601."""
+    def to_text(self) -> str:
+        """As stored (enrollments.progress): compact JSON, sorted keys, datetimes UTC ISO 8601."""
         data = {
             "done": list(self.done),
             "last_due_at": _iso(self.last_due_at),
@@ -123,8 +123,8 @@ class Progress:
         return json.dumps(data, separators=(",", ":"), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> Progress:
-        """The inverse of `to_json`; missing keys take their defaults."""
+    def from_text(cls, text: str) -> Progress:
+        """The inverse of `to_text`; missing keys take their defaults."""
         try:
             return _progress_from(json.loads(text))
         except (ValueError, TypeError, AttributeError) as exc:

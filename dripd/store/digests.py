@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from dripd.store import schema
+from dripd.store import schema, tasks
 
 _digests, _tasks, _contacts, _events = schema.digests, schema.tasks, schema.contacts, schema.events
 _enrollments = schema.enrollments
@@ -121,7 +121,7 @@ def steps_due(conn: sa.Connection, rep_id: str, unowned: bool, now: datetime) ->
 
 def open_tasks(
     conn: sa.Connection, rep_id: str, unowned: bool, until: datetime, limit: int
-) -> list[dict[str, Any]]:
+) -> list[tasks.Task]:
     """The rep's open tasks due before `until`, soonest first."""
     query = (
         sa.select(_tasks)
@@ -131,7 +131,7 @@ def open_tasks(
         .order_by(_tasks.c.due_at, _tasks.c.id)
         .limit(limit)
     )
-    return [dict(row._mapping) for row in conn.execute(query)]
+    return [tasks.Task(**dict(row._mapping)) for row in conn.execute(query)]
 
 
 def news(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -12,6 +13,32 @@ from dripd.store import statements
 from dripd.store.schema import contacts, events, outbox
 
 _INSERT_EVENT = sa.insert(events)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """One line of a contact's history."""
+
+    id: int
+    contact_id: int
+    at: datetime
+    kind: str
+    campaign: str | None
+    step: str | None
+    detail: str
+    cause: str | None
+    message_id: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "at": self.at.isoformat(),
+            "kind": self.kind,
+            "campaign": self.campaign,
+            "step": self.step,
+            "detail": self.detail,
+            "cause": self.cause,
+            "message_id": self.message_id,
+        }
 
 
 def add_event(conn: sa.Connection, **values: Any) -> None:
@@ -34,13 +61,13 @@ def event_times(conn: sa.Connection, contact_id: int, kind: str) -> list[datetim
     return list(conn.execute(query).scalars())
 
 
-def history(conn: sa.Connection, contact_id: int) -> list[dict[str, Any]]:
+def history(conn: sa.Connection, contact_id: int) -> list[Event]:
     query = (
         sa.select(events)
         .where(events.c.contact_id == contact_id)
         .order_by(events.c.at, events.c.id)
     )
-    return [dict(row._mapping) for row in conn.execute(query)]
+    return [Event(**dict(row._mapping)) for row in conn.execute(query)]
 
 
 def events_after(conn: sa.Connection, after_id: int) -> list[sa.Row[Any]]:

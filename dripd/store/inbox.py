@@ -36,6 +36,7 @@ class Message:
     reasons: str
     cls: str
     received_at: datetime
+    outcome: schema.MessageOutcome = schema.MessageOutcome.HANDLED
 
 
 def record(conn: sa.Connection, message: Message) -> None:
@@ -50,6 +51,7 @@ def record(conn: sa.Connection, message: Message) -> None:
             summary=message.summary[:1000],
             reasons=message.reasons[:1000],
             received_at=message.received_at,
+            outcome=message.outcome,
             **{"class": message.cls},
         )
     )

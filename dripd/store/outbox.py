@@ -22,9 +22,11 @@ RETRY_BASE = 60.0  # seconds before the first retry of a temporary failure
 RETRY_MAX = 6 * 3600.0  # seconds: the longest wait between two tries
 MAX_ATTEMPTS = 12  # then the email fails for good and the rep is told
 STUCK = timedelta(minutes=10)  # a mailbox problem lasting this long is named by `status`
-# Why an email waits that is no problem: it goes when the window opens or the contact is back.
-WINDOW_WAIT = "waiting for the sending window"
-AWAY_WAIT = "the contact is out of office"
+# What people read of a wait (in `last_error`, beside the value in `wait`).
+WAIT_TEXT = {
+    schema.Wait.WINDOW: "waiting for the sending window",
+    schema.Wait.AWAY: "the contact is out of office",
+}
 
 _t = schema.outbox
 _bodies = schema.outbox_bodies
@@ -142,10 +144,14 @@ class Row:
     copied_at: datetime | None
     recorded_at: datetime | None
     variant: str | None = None
+    wait: schema.Wait | None = None  # why it waits, if that is no problem
 
 
 def _row(record: sa.Row[Any]) -> Row:
-    return Row(**dict(record._mapping))
+    values = dict(record._mapping)
+    if values["wait"] is not None:
+        values["wait"] = schema.Wait(values["wait"])
+    return Row(**values)
 
 
 def insert_many(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
@@ -281,7 +287,7 @@ def paused_until(conn: sa.Connection, row: Row, now: datetime) -> datetime | Non
     return until if until is not None and until > now else None
 
 
-def hold_contact(conn: sa.Connection, contact_id: int, until: datetime, reason: str) -> int:
+def hold_contact(conn: sa.Connection, contact_id: int, until: datetime) -> int:
     """Put a contact's queued emails back until `until` (an out-of-office pause); how many."""
     query = (
         sa.update(_t)
@@ -290,7 +296,7 @@ def hold_contact(conn: sa.Connection, contact_id: int, until: datetime, reason: 
             _t.c.status == "queued",
             _t.c.next_attempt_at < until,
         )
-        .values(next_attempt_at=until, last_error=reason)
+        .values(next_attempt_at=until, **_waiting(schema.Wait.AWAY))
     )
     return conn.execute(query).rowcount
 
@@ -365,17 +371,42 @@ def retry_later(conn: sa.Connection, row: Row, now: datetime, error: str) -> dat
     conn.execute(
         sa.update(_t)
         .where(_t.c.id == row.id)
-        .values(status="queued", attempts=tries, next_attempt_at=when, last_error=error[:500])
+        .values(
+            status="queued", attempts=tries, next_attempt_at=when, last_error=error[:500], wait=None
+        )
     )
     return when
 
 
 def requeue(conn: sa.Connection, row: Row, when: datetime, reason: str | None = None) -> None:
-    """Back to the queue without counting a try (window closed, rate limit, crash)."""
+    """Back to the queue without counting a try (a mailbox problem, a crash).
+
+    `reason` replaces the last error (and so any wait); None keeps both.
+    """
     values: dict[str, Any] = {"status": "queued", "next_attempt_at": when}
     if reason is not None:
-        values["last_error"] = reason
+        values.update(last_error=reason, wait=None)
     conn.execute(sa.update(_t).where(_t.c.id == row.id).values(**values))
+
+
+def wait_for_window(conn: sa.Connection, row: Row, opens: datetime) -> None:
+    """Back to the queue until its sending window opens (no try counted, not stuck)."""
+    _postpone(conn, row, opens, schema.Wait.WINDOW)
+
+
+def wait_for_contact(conn: sa.Connection, row: Row, until: datetime) -> None:
+    """Back to the queue until the contact is back from out of office (not stuck)."""
+    _postpone(conn, row, until, schema.Wait.AWAY)
+
+
+def _postpone(conn: sa.Connection, row: Row, until: datetime, wait: schema.Wait) -> None:
+    values = {"status": "queued", "next_attempt_at": until, **_waiting(wait)}
+    conn.execute(sa.update(_t).where(_t.c.id == row.id).values(**values))
+
+
+def _waiting(wait: schema.Wait) -> dict[str, str]:
+    """The columns of a wait: its value, and its text for people."""
+    return {"wait": wait, "last_error": WAIT_TEXT[wait]}
 
 
 def give_up(
@@ -383,7 +414,9 @@ def give_up(
 ) -> None:
     """End `row` for good (failed or skipped) and say so in the contact's history."""
     conn.execute(
-        sa.update(_t).where(_t.c.id == row.id).values(status=status, last_error=reason[:500])
+        sa.update(_t)
+        .where(_t.c.id == row.id)
+        .values(status=status, last_error=reason[:500], wait=None)
     )
     if row.contact_id is None:
         return
@@ -459,18 +492,18 @@ class Stuck:
 
 
 def stuck(conn: sa.Connection, now: datetime) -> dict[str, Stuck]:
-    """Per rep: emails due for over STUCK and put back with an error (not a wait).
+    """Per rep: emails due for over STUCK and put back with an error (not a Wait).
 
     What `status` says of a mailbox the daemon cannot reach (its rests are in
     its memory). Read through the status index (the queue, not the history:
     by rep, SQLite's planner took (rep, sent_at)); filtered here.
     """
     query = sa.select(_t.c.rep, _t.c.due_at, _t.c.next_attempt_at, _t.c.last_error).where(
-        _t.c.status == "queued", _t.c.last_error.is_not(None)
+        _t.c.status == "queued", _t.c.last_error.is_not(None), _t.c.wait.is_(None)
     )
     found: dict[str, list[tuple[datetime, datetime, str]]] = {}
     for rep, due_at, next_at, error in conn.execute(query):
-        if due_at <= now - STUCK and error not in (WINDOW_WAIT, AWAY_WAIT):
+        if due_at <= now - STUCK:
             found.setdefault(rep, []).append((due_at, next_at, error))
     return {
         rep: Stuck(

@@ -6,6 +6,7 @@ plain and identical on both databases.
 
 from __future__ import annotations
 
+import enum
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +31,24 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC)  # type: ignore[no-any-return]
+
+
+class Wait(enum.StrEnum):
+    """Why a queued email waits that is no problem (outbox.wait); NULL: it waits on none.
+
+    Its human text stays in `last_error`; `status` names only the other waits
+    (a mailbox problem, a failed try) as stuck.
+    """
+
+    WINDOW = "window"  # until the sending window opens
+    AWAY = "away"  # until the contact is back from out of office
+
+
+class MessageOutcome(enum.StrEnum):
+    """What became of an incoming message (inbox_messages.outcome)."""
+
+    HANDLED = "handled"
+    FAILED = "failed"  # could not be handled: it stays in the mailbox for a person
 
 
 metadata = sa.MetaData(
@@ -170,6 +189,7 @@ outbox = sa.Table(
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("next_attempt_at", UTCDateTime, nullable=False),
     sa.Column("last_error", sa.Text),
+    sa.Column("wait", sa.String(16)),  # a Wait, or NULL
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("sending_at", UTCDateTime),
     # The `dripd run` instance that claimed it (instances.id): a row left
@@ -268,6 +288,9 @@ inbox_messages = sa.Table(
     sa.Column("summary", sa.Text, nullable=False, server_default=""),
     sa.Column("reasons", sa.Text, nullable=False, server_default=""),
     sa.Column("received_at", UTCDateTime, nullable=False),
+    sa.Column(
+        "outcome", sa.String(16), nullable=False, server_default=MessageOutcome.HANDLED.value
+    ),
     sa.UniqueConstraint("rep", "message_key"),
 )
 sa.Index("ix_inbox_messages_rep_received_at", inbox_messages.c.rep, inbox_messages.c.received_at)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -10,16 +12,35 @@ import sqlalchemy as sa
 from dripd.store.schema import tasks
 
 
-def open_tasks(conn: sa.Connection, rep: str | None = None) -> list[dict[str, Any]]:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Task:
+    """A call, card or to-do for a rep."""
+
+    id: int
+    contact_id: int
+    enrollment_id: int | None
+    campaign: str | None
+    step: str | None
+    occurrence: int
+    kind: str
+    rep: str | None
+    due_at: datetime
+    note: str
+    status: str
+    created_at: datetime
+    done_at: datetime | None
+
+
+def open_tasks(conn: sa.Connection, rep: str | None = None) -> list[Task]:
     query = sa.select(tasks).where(tasks.c.status == "open").order_by(tasks.c.due_at, tasks.c.id)
     if rep:
         query = query.where(tasks.c.rep == rep)
-    return [dict(row._mapping) for row in conn.execute(query)]
+    return [Task(**dict(row._mapping)) for row in conn.execute(query)]
 
 
-def task_by_id(conn: sa.Connection, task_id: int) -> dict[str, Any] | None:
+def task_by_id(conn: sa.Connection, task_id: int) -> Task | None:
     row = conn.execute(sa.select(tasks).where(tasks.c.id == task_id)).first()
-    return dict(row._mapping) if row else None
+    return Task(**dict(row._mapping)) if row else None
 
 
 def insert_task(conn: sa.Connection, row: Mapping[str, Any]) -> None:

@@ -455,9 +455,8 @@ note = "Introduce yourself to {{ contact.first_name }} at {{ contact.company }}.
 """
 
 
-def test_digest_print_shows_what_the_rep_would_get_now(
-    make_config: ConfigFactory, tmp_path: Path
-) -> None:
+def _ann_with_a_call_due(make_config: ConfigFactory, tmp_path: Path) -> Dripd:
+    """Ann enrolled in CALL_NOW and a pass run: one open call task for mike, nothing sent."""
     campaigns = tmp_path / "own-campaigns"
     campaigns.mkdir()
     (campaigns / "callnow.toml").write_text(CALL_NOW, encoding="utf-8")
@@ -466,6 +465,13 @@ def test_digest_print_shows_what_the_rep_would_get_now(
           "phone=+1 555 0100", "owner=mike")  # fmt: skip
     dripd("enroll", "ann@example.com", "callnow")
     assert "tasks 1," in dripd("run", "--once").out  # no [reps.smtp]: the call task only
+    return dripd
+
+
+def test_digest_print_shows_what_the_rep_would_get_now(
+    make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    dripd = _ann_with_a_call_due(make_config, tmp_path)
 
     text, as_json, html, sam, unknown, bare = dripd.many([
         ["digest", "--rep", "mike", "--print"],
@@ -487,3 +493,56 @@ def test_digest_print_shows_what_the_rep_would_get_now(
     assert bare.out == "" and bare.err_lines == [
         "dripd: add --print to see the digest; `dripd run` sends it at the rep's digest times"
     ]
+
+
+# What scripts read of `--json`: the keys, in order (the typed read models must keep them).
+STATUS_KEYS = ["stages", "statuses", "campaigns", "steps", "variants", "touches", "mailboxes",
+               "health", "due_now", "campaigns_version"]  # fmt: skip
+STEP_KEYS = ["campaign", "step", "kind", "sent", "replied", "auto_replied", "bounced", "done",
+             "reply_rate"]  # fmt: skip
+MAILBOX_KEYS = ["rep", "sent", "waiting", "failed", "last_sent_at", "inbox_checked_at", "replies",
+                "last_digest_at", "notes"]  # fmt: skip
+HEALTH_KEYS = ["instances", "last_sent_at", "queued", "ready", "failed_emails",
+               "held_steps", "unreadable_messages", "campaign_mismatch", "sign_ins_needed",
+               "attention"]  # fmt: skip
+TASK_KEYS = ["id", "kind", "due_at", "rep", "contact", "name", "company", "phone", "touches",
+             "campaign", "step", "note"]  # fmt: skip
+EVENT_KEYS = ["at", "kind", "campaign", "step", "detail", "cause", "message_id"]
+
+
+def test_json_of_status_tasks_and_history_keeps_its_keys(
+    make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    dripd = _ann_with_a_call_due(make_config, tmp_path)
+    status, tasks, ann = dripd.many(
+        [
+            ["status", "--json"],
+            ["tasks", "--json"],
+            ["contacts", "show", "ann@example.com", "--json"],
+        ]
+    )
+    pipeline = status.json()
+    assert list(pipeline) == STATUS_KEYS
+    (step,) = pipeline["steps"]
+    assert list(step) == STEP_KEYS
+    assert step == {"campaign": "callnow", "step": "intro-call", "kind": "call", "sent": 0,
+                    "replied": 0, "auto_replied": 0, "bounced": 0, "done": 0,
+                    "reply_rate": None}  # fmt: skip
+    assert [list(box) for box in pipeline["mailboxes"]] == [MAILBOX_KEYS, MAILBOX_KEYS]
+    assert [box["rep"] for box in pipeline["mailboxes"]] == ["mike", "sam"]
+    assert pipeline["mailboxes"][0]["notes"] == ["no [reps.smtp]: its emails wait"]
+    health = pipeline["health"]
+    assert list(health) == HEALTH_KEYS
+    assert (health["instances"], health["last_sent_at"], health["attention"]) == ([], None, [])
+    assert pipeline["campaigns"] == {"callnow": {"active": 1, "completed": 0, "stopped": 0}}
+    assert (pipeline["touches"], pipeline["variants"]) == (0, [])
+    (task,) = tasks.json()
+    assert list(task) == TASK_KEYS
+    assert (task["kind"], task["contact"], task["name"], task["phone"], task["step"]) == (
+        "call", "ann@example.com", "Ann", "+1 555 0100", "intro-call",
+    )  # fmt: skip
+    assert datetime.fromisoformat(task["due_at"]).tzinfo is not None
+    history = ann.json()["history"]
+    assert all(list(event) == EVENT_KEYS for event in history)
+    assert [e["kind"] for e in history][:2] == ["created", "enrolled"]
+    assert all(datetime.fromisoformat(e["at"]).tzinfo is not None for e in history)

@@ -31,7 +31,7 @@ AB = _ab(VARIANTS)
 
 def _versions(world: World) -> dict[str, dict[str, int]]:
     with world.app.reader.connect() as conn:
-        (step,) = reports.status(world.app, conn)["variants"]
+        (step,) = reports.status(world.app, conn).variants
     return {v["variant"]: v for v in step.to_json()["versions"]}
 
 

@@ -103,8 +103,8 @@ def task_numbers(world: World) -> dict[tuple[str, str], int]:
         for number, task_id in enumerate(json.loads(str(row["tasks"])), start=1):
             task = tasks.task_by_id(conn, task_id)
             assert task is not None
-            email = store_contacts.contact_by_id(conn, task["contact_id"]).email
-            numbers[(email, task["kind"])] = number
+            email = store_contacts.contact_by_id(conn, task.contact_id).email
+            numbers[(email, task.kind)] = number
     return numbers
 
 
@@ -177,8 +177,8 @@ def test_the_digest_arrives_at_its_slot_once_with_calls_on_the_calendar(
     assert by_summary["Call Bob Smith (Acme)"].decoded("DTSTART") == MONDAY_6AM
 
     with world.app.reader.connect() as conn:
-        (mike,) = reports.status(world.app, conn)["mailboxes"]
-    assert mike["last_digest_at"] == SLOT
+        (mike,) = reports.status(world.app, conn).mailboxes
+    assert mike.last_digest_at == SLOT
 
     # Once per slot: a later run, and a restarted dripd, send nothing more.
     world.clock.set(SLOT + timedelta(minutes=15))

@@ -103,7 +103,7 @@ def rows(app: app_mod.App) -> list[outbox.Row]:
         return [outbox._row(r) for r in conn.execute(outbox._ROWS.order_by(schema.outbox.c.id))]
 
 
-def open_tasks(app: app_mod.App) -> list[dict]:
+def open_tasks(app: app_mod.App) -> list[tasks.Task]:
     with app.engine.connect() as conn:
         return tasks.open_tasks(conn)
 
@@ -136,12 +136,12 @@ def test_a_sequence_runs_step_by_step(world, advance) -> None:
     fake.advance(timedelta(days=1))
     assert advance(app, fake.now()).tasks == 1
     (task,) = open_tasks(app)
-    assert task["note"] == "Call Ann at 555-0101." and task["kind"] == "call"
+    assert task.note == "Call Ann at 555-0101." and task.kind == "call"
 
     fake.advance(timedelta(days=3))  # the follow-up waits for the call to be done
     assert advance(app, fake.now()).queued == 0
     with app.engine.begin() as conn:
-        lifecycle.finish_task(app, conn, task["id"], fake.now(), status="done", cause="test")
+        lifecycle.finish_task(app, conn, task.id, fake.now(), status="done", cause="test")
         assert store_contacts.contact_by_email(conn, "ann@example.com").touches == 1
     fake.advance(timedelta(days=1))  # Saturday: outside the mon-fri window
     assert advance(app, fake.now()).queued == 0
@@ -164,13 +164,13 @@ def test_stale_anchor_is_skipped_not_sent_late(world) -> None:
 
         progress = schedule.Progress(done=("hello", "call", "follow-up"), last_due_at=MONDAY)
         enrollments.update_enrollment(
-            conn, enrollment.id, {"progress": progress.to_json(), "next_due_at": MONDAY}
+            conn, enrollment.id, {"progress": progress.to_text(), "next_due_at": MONDAY}
         )
     fake.set(datetime(2026, 11, 24, 16, 0, tzinfo=UTC))  # after the 10:00 appointment
     result = planner.advance_due(app, fake.now())
     assert result.skipped == 1 and result.queued == 0
     with app.engine.connect() as conn:
-        kinds = [e["kind"] for e in events.history(conn, contact.id)]
+        kinds = [e.kind for e in events.history(conn, contact.id)]
     assert "skipped" in kinds
 
 
@@ -211,7 +211,7 @@ def test_missing_field_holds_the_step_with_a_reason(world) -> None:
         history = events.history(conn, cid)
     assert enrollment.waiting is not None and "hot_buttons" in enrollment.waiting
     assert enrollment.next_due_at == fake.now() + planner.HOLD_RETRY
-    assert [h["kind"] for h in history].count("held") == 1
+    assert [h.kind for h in history].count("held") == 1
     # once the field is there, the email goes out
     with app.engine.begin() as conn:
         extra = contacts.validate(
@@ -234,7 +234,7 @@ def test_completion_enrolls_the_next_campaign(world) -> None:
     planner.advance_due(app, fake.now())
     (task,) = open_tasks(app)
     with app.engine.begin() as conn:
-        lifecycle.finish_task(app, conn, task["id"], fake.now(), status="skipped", cause="test")
+        lifecycle.finish_task(app, conn, task.id, fake.now(), status="skipped", cause="test")
     fake.set(datetime(2026, 11, 29, 16, 0, tzinfo=UTC))  # Sunday: confirm is due 10:00 Sun
     planner.advance_due(app, fake.now())
     fake.set(datetime(2026, 11, 30, 14, 30, tzinfo=UTC))

@@ -230,13 +230,13 @@ def test_instances_running_different_campaigns_are_reported(apps: list[app_mod.A
     _member(apps[0], "aaaa11112222")
     _member(apps[1], "aaaa11112222")
     with apps[2].reader.connect() as conn:
-        assert reports.health(apps[2], conn)["campaign_mismatch"] is False
+        assert reports.health(apps[2], conn).campaign_mismatch is False
     _member(apps[1], "bbbb33334444")
     with apps[2].reader.connect() as conn:
         health = reports.health(apps[2], conn)
-    assert health["campaign_mismatch"] is True
-    assert "different campaigns" in health["attention"][0]
-    assert "aaaa11112222" in health["attention"][0] and "bbbb33334444" in health["attention"][0]
+    assert health.campaign_mismatch is True
+    assert "different campaigns" in health.attention[0]
+    assert "aaaa11112222" in health.attention[0] and "bbbb33334444" in health.attention[0]
 
 
 def test_the_campaigns_version_follows_any_file_in_the_folder(tmp_path) -> None:

@@ -134,10 +134,10 @@ def test_reply_auto_reply_bounce_and_unsubscribe_steer_the_sequences(
     assert "unsubscribed" in world.history("dora@example.org")
     with world.app.reader.connect() as conn:
         status = reports.status(world.app, conn)
-    (mike,) = status["mailboxes"]
-    assert mike["replies"] == 1 and mike["inbox_checked_at"] == world.clock.now()
+    (mike,) = status.mailboxes
+    assert mike.replies == 1 and mike.inbox_checked_at == world.clock.now()
     # Each answer counts for the step it answers: `dripd status` shows which touches work.
-    hello = next(s for s in reports.steps_json(status["steps"]) if s["step"] == "hello")
+    hello = next(s.to_json() for s in status.steps if s.step == "hello")
     assert (hello["sent"], hello["replied"], hello["auto_replied"], hello["bounced"]) == (
         4,
         1,
@@ -293,13 +293,20 @@ def test_a_message_that_breaks_the_classifier_does_not_block_the_next(
     dovecot.deliver(imap_user.address, reply("ann@example.org", ann, "Yes", msgid="<good@x>"))
     assert world.run().inbox == 1
     assert _enrolled(world, "ann@example.org") == "stopped"
+    messages = schema.inbox_messages.c
     with world.app.engine.connect() as conn:
-        reasons = conn.execute(
-            sa.select(schema.inbox_messages.c.reasons).where(
-                schema.inbox_messages.c.message_key == "<poison@x>"
+        recorded = {
+            key: (outcome, reasons)
+            for key, outcome, reasons in conn.execute(
+                sa.select(messages.message_key, messages.outcome, messages.reasons)
             )
-        ).scalar()
-    assert reasons == "could not be handled: a bug"
+        }
+        health = reports.health(world.app, conn)
+    assert recorded["<poison@x>"] == (schema.MessageOutcome.FAILED, "could not be handled: a bug")
+    assert recorded["<good@x>"][0] == schema.MessageOutcome.HANDLED
+    assert health.unreadable_messages == 1
+    problem = "a message from ann@example.org to mike: could not be handled: a bug"
+    assert problem in health.attention
 
 
 def test_out_of_office_without_a_date_pauses_then_skips_what_went_stale(

@@ -32,7 +32,7 @@ from dripd.pipeline import app as app_mod
 from dripd.plan import contacts
 from dripd.store import contacts as store_contacts
 from dripd.store import engine as store_engine
-from dripd.store import enrollments, schema
+from dripd.store import enrollments, outbox, schema
 
 
 def parse(raw: bytes) -> email.message.EmailMessage:
@@ -142,6 +142,26 @@ def test_nothing_goes_out_outside_the_window(make_world) -> None:
     world.clock.set(datetime(2026, 11, 30, 14, 0, tzinfo=UTC))  # 09:00
     assert world.run().sent == 1
     assert len(world.smtp.messages()) == 1
+
+
+def test_an_email_queued_as_the_window_closes_waits_for_it_and_is_not_stuck(make_world) -> None:
+    from dripd.daemon import planner
+    from dripd.pipeline import reports
+
+    world = make_world()
+    world.clock.set(datetime(2026, 11, 30, 21, 59, tzinfo=UTC))  # Monday 16:59 New York
+    world.add("ann@example.org", first_name="Ann", company="X")
+    planner.advance_due(world.app, world.clock.now())  # queued; the window closes at 17:00
+    world.clock.set(datetime(2026, 11, 30, 22, 30, tzinfo=UTC))
+    assert world.run().sent == 0
+    (row,) = world.rows()
+    assert (row.wait, row.last_error) == (schema.Wait.WINDOW, "waiting for the sending window")
+    world.clock.advance(outbox.STUCK * 2)
+    with world.app.reader.connect() as conn:  # a wait, not a mailbox problem
+        (mike,) = reports.status(world.app, conn).mailboxes
+    assert mike.waiting == 1 and mike.notes == ()
+    world.clock.set(datetime(2026, 12, 1, 14, 0, tzinfo=UTC))  # Tuesday 09:00
+    assert world.run().sent == 1
 
 
 def test_queued_email_is_not_sent_to_a_contact_who_unsubscribed(make_world) -> None:
@@ -358,20 +378,20 @@ def test_a_mailbox_at_its_limit_says_so_in_the_log_and_in_status(make_world, cap
     assert len(held) == 1, [r.getMessage() for r in held]
     assert held[0].limit == "2 sent in the last 10 minutes (a backlog is spread over the hour)"
     with world.app.reader.connect() as conn:
-        (mike,) = reports.status(world.app, conn)["mailboxes"]
+        (mike,) = reports.status(world.app, conn).mailboxes
     free = world.clock.now() + timedelta(minutes=10)
-    assert mike["notes"] == [
+    assert list(mike.notes) == [
         "at its limit, 2 sent in the last 10 minutes (a backlog is spread over the hour): "
         f"the next email at {free:%H:%M} UTC"
     ]
     world.clock.advance(timedelta(minutes=10))
     assert world.run().sent == 2
     with world.app.reader.connect() as conn:
-        assert reports.status(world.app, conn)["mailboxes"][0]["notes"] != []  # held again
+        assert reports.status(world.app, conn).mailboxes[0].notes != ()  # held again
     world.clock.advance(timedelta(hours=2))
     assert world.run().sent == 1  # the last one; nothing waits, nothing said
     with world.app.reader.connect() as conn:
-        assert reports.status(world.app, conn)["mailboxes"][0]["notes"] == []
+        assert reports.status(world.app, conn).mailboxes[0].notes == ()
 
 
 def test_an_email_that_waited_in_the_queue_is_dated_when_it_is_sent(
@@ -513,15 +533,15 @@ def test_status_reports_each_mailbox(make_world) -> None:
     world.run()
     with world.app.reader.connect() as conn:
         status = reports.status(world.app, conn)
-    (mike,) = status["mailboxes"]
-    assert (mike["rep"], mike["sent"], mike["failed"], mike["waiting"]) == ("mike", 1, 1, 0)
-    assert mike["last_sent_at"] == world.clock.now() and mike["notes"] == []
+    (mike,) = status.mailboxes
+    assert (mike.rep, mike.sent, mike.failed, mike.waiting) == ("mike", 1, 1, 0)
+    assert mike.last_sent_at == world.clock.now() and mike.notes == ()
     # The daemon's health: no `dripd run` yet (run --once registers none), and the one
     # failure is named for the person to look at.
-    health = status["health"]
-    assert health["instances"] == [] and health["last_sent_at"] == world.clock.now()
-    assert (health["queued"], health["failed_emails"], health["held_steps"]) == (0, 1, 0)
-    (problem,) = health["attention"]
+    health = status.health
+    assert health.instances == () and health.last_sent_at == world.clock.now()
+    assert (health.queued, health.failed_emails, health.held_steps) == (0, 1, 0)
+    (problem,) = health.attention
     assert "failed" in problem and "554 5.6.0 Message content rejected" in problem
 
 
@@ -545,8 +565,8 @@ def test_status_names_what_keeps_a_mailbox_from_sending_and_copying(
 
     def notes() -> list[str]:
         with world.app.reader.connect() as conn:
-            (mike,) = reports.status(world.app, conn)["mailboxes"]
-        return list(mike["notes"])
+            (mike,) = reports.status(world.app, conn).mailboxes
+        return list(mike.notes)
 
     assert notes() == []  # a few minutes: not yet worth a word
     world.clock.advance(timedelta(minutes=11))

@@ -7,9 +7,11 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
@@ -65,6 +67,79 @@ def test_opening_twice_does_not_migrate_again(opened: sa.Engine, database_url: s
     assert versions == [(store_engine.HEAD,)]
 
 
+OUTBOX_0010 = ("message_id", "rep", "recipient", "due_at", "next_attempt_at", "created_at",
+               "last_error")  # fmt: skip
+INBOX_0010 = ("rep", "message_key", "class", "reasons", "received_at")
+
+
+def _at_revision(url: str, revision: str) -> sa.Engine:
+    """A database at an older revision: migrated to HEAD, then taken back.
+
+    (PostgreSQL's test databases are copies of one at HEAD.)
+    """
+    engine = store_engine.create_engine(url)
+    config = store_engine.alembic_config(engine)
+    command.upgrade(config, "head")
+    command.downgrade(config, revision)
+    return engine
+
+
+def _pairs(conn: sa.Connection, key: sa.Column[Any], value: sa.Column[Any]) -> dict[Any, Any]:
+    return {k: v for k, v in conn.execute(sa.select(key, value))}
+
+
+def test_0011_reads_waits_and_failed_messages_from_their_old_text(database_url: str) -> None:
+    engine = _at_revision(database_url, "0010")
+    old = NOW.replace(tzinfo=None)
+    errors_before = {
+        "window@example.com": "waiting for the sending window",
+        "away@example.com": "the contact is out of office",
+        "down@example.com": "mailbox unreachable: connection refused",
+        "new@example.com": None,
+    }
+    reasons_before = {"a": "could not be handled: a bug", "b": "a reply to step one"}
+    # The tables as revision 0010 had them (schema.py is the newest).
+    emails = sa.table("outbox", *map(sa.column, OUTBOX_0010))
+    messages = sa.table("inbox_messages", *map(sa.column, INBOX_0010))
+    with engine.begin() as conn:
+        for number, (recipient, error) in enumerate(errors_before.items()):
+            times = dict.fromkeys(("due_at", "next_attempt_at", "created_at"), old)
+            conn.execute(
+                emails.insert().values(
+                    message_id=f"<{number}@x>", rep="ann", recipient=recipient,
+                    last_error=error, **times,
+                )
+            )  # fmt: skip
+        for key, reasons in reasons_before.items():
+            values = {"rep": "ann", "message_key": key, "class": "other", "reasons": reasons}
+            conn.execute(messages.insert().values(received_at=old, **values))
+    store_engine.migrate(engine)
+    with engine.connect() as conn:
+        box, inbox = schema.outbox.c, schema.inbox_messages.c
+        waits = _pairs(conn, box.recipient, box.wait)
+        errors_after = _pairs(conn, box.recipient, box.last_error)
+        outcomes = _pairs(conn, inbox.message_key, inbox.outcome)
+    engine.dispose()
+    assert waits == {
+        "window@example.com": schema.Wait.WINDOW,
+        "away@example.com": schema.Wait.AWAY,
+        "down@example.com": None,
+        "new@example.com": None,
+    }
+    assert errors_after == errors_before  # the text people read stays
+    assert outcomes == {"a": schema.MessageOutcome.FAILED, "b": schema.MessageOutcome.HANDLED}
+
+
+def test_0011_goes_back_to_0010(database_url: str) -> None:
+    engine = _at_revision(database_url, "0010")
+    with engine.connect() as conn:
+        outbox_columns = {c["name"] for c in sa.inspect(conn).get_columns("outbox")}
+        inbox_columns = {c["name"] for c in sa.inspect(conn).get_columns("inbox_messages")}
+    engine.dispose()
+    assert "wait" not in outbox_columns and "last_error" in outbox_columns
+    assert "outcome" not in inbox_columns and "reasons" in inbox_columns
+
+
 def test_unreachable_database_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(errors.StoreError, match="does not exist"):
         store_engine.open_engine(f"sqlite:///{tmp_path / 'missing' / 'x.db'}")
@@ -96,7 +171,7 @@ def test_enroll_promotes_and_records_history(app: app_mod.App) -> None:
     with app.engine.begin() as conn:
         lifecycle.enroll(app, conn, contact, "qualification", NOW, cause="test")
         stored = store_contacts.contact_by_id(conn, contact.id)
-        kinds = [event["kind"] for event in events.history(conn, contact.id)]
+        kinds = [event.kind for event in events.history(conn, contact.id)]
         (enrollment,) = enrollments.active_enrollments(conn, contact.id)
     assert stored.stage == "prospect"
     assert kinds == ["created", "enrolled", "promoted"]
@@ -157,7 +232,7 @@ def test_changing_the_anchor_moves_the_due_time(app: app_mod.App) -> None:
         enrollment_id = lifecycle.enroll(app, conn, contact, "qualification", NOW, cause="test")
         # Pretend the first two steps ran, so the anchored call is next.
         progress = schedule.Progress(done=("thank-you", "thank-you-card"), last_due_at=NOW)
-        enrollments.update_enrollment(conn, enrollment_id, {"progress": progress.to_json()})
+        enrollments.update_enrollment(conn, enrollment_id, {"progress": progress.to_text()})
         lifecycle.reschedule(app, conn, contact.id, NOW)
         before = enrollments.active_enrollments(conn, contact.id)[0].next_due_at
         values = contacts.validate({"appointment_at": "2026-12-02 15:00"}, app.contact_rules(),
@@ -173,7 +248,7 @@ def test_missing_anchor_waits_with_a_reason(app: app_mod.App) -> None:
     with app.engine.begin() as conn:
         enrollment_id = lifecycle.enroll(app, conn, contact, "qualification", NOW, cause="test")
         progress = schedule.Progress(done=("thank-you", "thank-you-card"), last_due_at=NOW)
-        enrollments.update_enrollment(conn, enrollment_id, {"progress": progress.to_json()})
+        enrollments.update_enrollment(conn, enrollment_id, {"progress": progress.to_text()})
         lifecycle.reschedule(app, conn, contact.id, NOW)
         (enrollment,) = enrollments.active_enrollments(conn, contact.id)
     assert enrollment.next_due_at is None
@@ -268,7 +343,7 @@ def test_prepared_statements_store_exactly_what_execute_stores(app: app_mod.App)
             conn,
             [{"contact_id": c.id, "at": stamp, "kind": "note", "detail": "x"} for c in (ann, bob)],
         )
-        assert [e["at"] for e in events.history(conn, bob.id) if e["kind"] == "note"] == [stamp]
+        assert [e.at for e in events.history(conn, bob.id) if e.kind == "note"] == [stamp]
 
 
 def _outbox_row(contact: store_contacts.Contact, message_id: str) -> dict[str, object]:

@@ -86,7 +86,7 @@ class World:
 
     def history(self, address: str) -> list[str]:
         with self.app.engine.connect() as conn:
-            return [e["kind"] for e in events.history(conn, self.contact(address).id)]
+            return [e.kind for e in events.history(conn, self.contact(address).id)]
 
 
 def write_world(

@@ -504,18 +504,18 @@ def test_repeating_steps_are_not_in_the_sequence() -> None:
     ],
 )
 def test_progress_json_round_trip(progress: Progress) -> None:
-    text = progress.to_json()
-    back = Progress.from_json(text)
+    text = progress.to_text()
+    back = Progress.from_text(text)
     assert back == progress
-    assert back.to_json() == text
+    assert back.to_text() == text
     assert hash(back) == hash(progress)
 
 
 def test_progress_json_is_compact_and_stable() -> None:
     a = Progress(counts={"b": 1, "a": 2}, done=("x",), last_due_at=ENROLLED)
     b = Progress(counts={"a": 2, "b": 1}, done=("x",), last_due_at=ENROLLED)
-    assert a.to_json() == b.to_json()
-    assert a.to_json() == (
+    assert a.to_text() == b.to_text()
+    assert a.to_text() == (
         '{"counts":{"a":2,"b":1},"done":["x"],"last_due_at":"2026-03-02T14:00:00Z",'
         '"task_done_at":null,"task_open":false}'
     )
@@ -527,7 +527,7 @@ def test_progress_json_is_compact_and_stable() -> None:
 )
 def test_progress_json_errors(text: str) -> None:
     with pytest.raises(ValueError, match="bad progress JSON"):
-        Progress.from_json(text)
+        Progress.from_text(text)
 
 
 def test_progress_counts_are_read_only() -> None:

@@ -157,7 +157,7 @@ def test_pending_is_stable_under_reload(steps: list[StepPlan], ctx: Context, k: 
         :k
     ]:
         progress = schedule.advance(progress, steps, due)
-    reloaded = Progress.from_json(progress.to_json())
+    reloaded = Progress.from_text(progress.to_text())
     assert reloaded == progress
     first = schedule.pending(steps, progress, ctx)
     assert schedule.pending(steps, reloaded, ctx) == first
