@@ -8,7 +8,7 @@ opens the app on a fake clock.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -96,6 +96,7 @@ def write_world(
     imap_options: dict[str, object] | None = None,
     campaigns: dict[str, str] | None = None,
     rep_options: str = "",
+    extra: Callable[[servers.SmtpServer], str] | None = None,  # more config, given the server
 ) -> Path:
     folder = tmp_path / "campaigns"
     (folder / "intro").mkdir(parents=True, exist_ok=True)
@@ -150,7 +151,7 @@ password_env = "DRIPD_TEST_SMTP_PASSWORD"
 ca_file = "{smtp.ca_file}"
 max_per_hour = {limits[0]}
 max_per_day = {limits[1]}
-{imap_section}""",
+{imap_section}{extra(smtp) if extra else ""}""",
         encoding="utf-8",
     )
     return config
