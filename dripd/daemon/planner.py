@@ -17,10 +17,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
@@ -28,7 +29,7 @@ from dripd.files import campaigns
 from dripd.mail import mime
 from dripd.pipeline import compose, lifecycle
 from dripd.pipeline.app import App
-from dripd.plan import schedule, templates
+from dripd.plan import decide, schedule, templates
 from dripd.plan import windows as windows_mod
 from dripd.store import contacts, events, outbox, reps, retry, schema
 from dripd.store import enrollments as store_enrollments
@@ -181,12 +182,12 @@ def _advance(run: _Pass, enrollment: Enrollment, contact: Contact) -> None:
             run.conn, enrollment.id, {"next_due_at": None, "waiting": "the campaign file is gone"}
         )
         return
-    if contact.status != "active":
-        reason = f"contact {contact.status}"
-        lifecycle.end(run.conn, enrollment, run.now, status="stopped", reason=reason)
+    gate = decide.decide(run.now, status=contact.status, away_until=contact.paused_until)
+    if isinstance(gate, decide.Stop):
+        lifecycle.end(run.conn, enrollment, run.now, status="stopped", reason=gate.reason)
         return
-    if contact.paused_until is not None and contact.paused_until > run.now:
-        _wait_for_return(run, enrollment, contact.paused_until)
+    if isinstance(gate, decide.Wait):
+        _wait_for_return(run, enrollment, gate.until)
         return
     ahead = run.rendered.get(enrollment.id)
     if ahead is not None and not ahead.fits(run, enrollment, contact):
@@ -277,35 +278,74 @@ def _event(run: _Pass, target: _Target, kind: str, step: str, detail: str) -> No
 
 
 def _execute(run: _Pass, target: _Target, due: schedule.Due) -> _Hold | None:
-    stale = schedule.is_stale(due, run.now, max_late=run.max_late)
-    if stale:
-        _event(run, target, "skipped", due.step_id, stale)
+    step = target.campaign.step(due.step_id)
+    sending = _sending(run.app, target.contact, target.campaign) if step.is_email else None
+    verdict = _decide(run.now, due, run.max_late, sending)
+    if isinstance(verdict, decide.Skip):
+        _event(run, target, "skipped", due.step_id, verdict.reason)
         run.result.skipped += 1
         return None
-    step = target.campaign.step(due.step_id)
-    if step.is_email:
-        return _queue_email(run, target, step, due)
+    if isinstance(verdict, decide.Wait):  # the window: the contact was asked about before
+        return _Hold(reason=verdict.reason.value, until=verdict.until)
+    if sending is not None:
+        return _queue_email(run, target, step, due, sending)
     _create_task(run, target, step, due)
     return None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Sending:
+    """How one contact's emails go out: in their zone, inside the window, on whose holidays.
+
+    The holidays are the owner's, also for a step sent `from` another rep (plan.decide).
+    """
+
+    tz: ZoneInfo
+    window: windows_mod.Window
+    holidays: Container[date]
+    holidays_of: str | None
+
+
+def _sending(app: App, contact: Contact, campaign: campaigns.Campaign) -> _Sending:
+    return _Sending(
+        tz=app.contact_tz(contact.timezone, contact.owner),
+        window=campaign.send_window or lifecycle.default_window(app),
+        holidays=app.config.holidays_for(contact.owner),
+        holidays_of=contact.owner,
+    )
+
+
+def _decide(
+    now: datetime, due: schedule.Due, max_late: timedelta, sending: _Sending | None
+) -> decide.Decision:
+    """The send decision on a due step: its staleness, and for an email its window."""
+    if sending is None:  # a rep task: due dates, no window
+        return decide.decide(
+            now, planned_at=due.planned, deadline=due.deadline, anchor=due.anchor, max_late=max_late
+        )
+    return decide.decide(
+        now,
+        planned_at=due.planned,
+        deadline=due.deadline,
+        anchor=due.anchor,
+        max_late=max_late,
+        window=sending.window,
+        tz=sending.tz,
+        holidays=sending.holidays,
+    )
+
+
 def _queue_email(
-    run: _Pass, target: _Target, step: campaigns.Step, due: schedule.Due
+    run: _Pass, target: _Target, step: campaigns.Step, due: schedule.Due, sending: _Sending
 ) -> _Hold | None:
-    app, contact = run.app, target.contact
-    tz = app.contact_tz(contact.timezone, contact.owner)
-    window = target.campaign.send_window or lifecycle.default_window(app)
-    holidays = app.config.holidays_for(contact.owner)
-    if not windows_mod.is_open(run.now, window, tz, holidays):
-        opens = windows_mod.next_open(run.now, window, tz, holidays)
-        return _Hold(reason="outside the sending window", until=opens)
     try:
         message, email = _render(run, target, step, due)
     except (templates.RenderError, mime.MissingAttachment, ValueError) as exc:
         return _Hold(reason=str(exc), until=run.now + HOLD_RETRY)
     run.queued.append(_outbox_row(run, target, step, due, email, message) | {
-        "timezone": str(tz),
-        "send_window": _window_text(window),
+        "timezone": str(sending.tz),
+        "send_window": _window_text(sending.window),
+        "holidays_of": sending.holidays_of,
     })  # fmt: skip
     run.result.queued += 1
     return None
@@ -420,19 +460,22 @@ def _render_ahead(ahead: _Ahead, enrollment: Enrollment, contact: Contact) -> Re
     """What `_advance` would render first for this enrollment, if it is an email that goes."""
     app, now = ahead.app, ahead.now
     campaign = app.catalog.campaigns.get(enrollment.campaign)
-    if campaign is None or not _may_send(contact, now):
+    if campaign is None:
+        return None
+    gate = decide.decide(now, status=contact.status, away_until=contact.paused_until)
+    if gate is not decide.GO:
         return None
     ctx = lifecycle.context(app, contact, campaign, enrollment.enrolled_at, ahead.pauses)
     progress = schedule.Progress.from_text(enrollment.progress)
     pending = schedule.pending(campaign.plans, progress, ctx)
     due = _first_ready(pending, now)
-    if due is None or schedule.is_stale(due, now, max_late=ahead.max_late):
+    if due is None:
         return None
     step = campaign.step(due.step_id)
-    tz = app.contact_tz(contact.timezone, contact.owner)
-    window = campaign.send_window or lifecycle.default_window(app)
-    holidays = app.config.holidays_for(contact.owner)
-    if not step.is_email or not windows_mod.is_open(now, window, tz, holidays):
+    if not step.is_email:
+        return None
+    sending = _sending(app, contact, campaign)
+    if _decide(now, due, ahead.max_late, sending) is not decide.GO:
         return None
     earlier = ahead.threads.get(enrollment.id, [])
     key = _Key(enrollment_id=enrollment.id, occurrence=due.occurrence, earlier=earlier)
@@ -455,12 +498,6 @@ def _render_ahead(ahead: _Ahead, enrollment: Enrollment, contact: Contact) -> Re
         earlier=earlier,
         message=message,
         email=email,
-    )
-
-
-def _may_send(contact: Contact, now: datetime) -> bool:
-    return contact.status == "active" and (
-        contact.paused_until is None or contact.paused_until <= now
     )
 
 
@@ -504,6 +541,7 @@ def _outbox_row(
         "status": "queued",
         "priority": 1 if first else 0,  # follow-ups go first under a rate limit
         "due_at": due.due_at,
+        "planned_at": due.planned,
         "not_after": due.deadline,
         "attempts": 0,
         "next_attempt_at": run.now,

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Container, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
@@ -26,7 +26,7 @@ from dripd.mail import mime
 from dripd.mailbox import smtp, tls, tokens
 from dripd.pipeline import lifecycle
 from dripd.pipeline.app import App
-from dripd.plan import ratelimit
+from dripd.plan import decide, ratelimit
 from dripd.plan import windows as windows_mod
 from dripd.store import contacts, oauth_tokens, outbox, reps, retry
 
@@ -42,22 +42,28 @@ SIGNIN_RECHECK = 5.0  # seconds between looks for a new sign-in (`dripd auth`): 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Rules:
-    """What the checks at claim time read from the config, worked out once per app.
+    """What the send decision at claim time reads from the config, worked out once per app.
 
-    `Config.max_late` parses the setting at each call: ~60 µs an email. A
-    reload swaps the sender's app, so this follows it. The holidays are the
-    sending rep's (their contacts' windows follow them; an email sent `from`
-    another rep is held to that rep's holidays here, its owner's when queued).
+    `Config.max_late` parses the setting at each call: ~60 µs an email, and
+    `holidays_for` the [dripd] list. A reload swaps the sender's app, so
+    this follows it. The holidays are those the planner used: the contact's
+    owner's (`Row.holidays_of`), also for an email sent `from` another rep
+    (see plan.decide for why).
     """
 
     app: App
     max_late: timedelta
-    holidays: Container[date]
+    calendars: dict[str | None, Container[date]] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, app: App, rep_id: str) -> _Rules:
-        holidays = app.config.holidays_for(rep_id)
-        return cls(app=app, max_late=app.config.max_late, holidays=holidays)
+    def of(cls, app: App) -> _Rules:
+        return cls(app=app, max_late=app.config.max_late)
+
+    def holidays(self, rep_id: str | None) -> Container[date]:
+        found = self.calendars.get(rep_id)
+        if found is None:
+            found = self.calendars[rep_id] = self.app.config.holidays_for(rep_id)
+        return found
 
 
 Claimed = Literal["claimed", "passed", "stop"]  # passed: skipped, put back or taken
@@ -114,7 +120,7 @@ class Sender:
     def _rules(self) -> _Rules:
         rules = self._rules_cache
         if rules is None or rules.app is not self.app:
-            rules = self._rules_cache = _Rules.of(self.app, self.rep.id)
+            rules = self._rules_cache = _Rules.of(self.app)
         return rules
 
     @contextlib.contextmanager
@@ -319,7 +325,7 @@ class Sender:
         return retry.retrying(claim, "claim")
 
     def _claim_in(self, conn: sa.Connection, row: outbox.Row, now: datetime) -> Claimed:
-        """The checks made at the moment of sending, and the claim.
+        """The send decision at the moment of sending (plan.decide), and the claim.
 
         "stop": the mailbox may not send now (its rate limit, a rest another
         connection met); "passed": the row was skipped (contact no longer
@@ -330,40 +336,73 @@ class Sender:
             return "stop"
         if not self.may_claim():
             return "stop"
-        allowed = self.limit.next_free(now)
-        if allowed > now:
-            self.resume_at = allowed
-            if now - self._limit_logged_at >= ratelimit.BURST_SPAN:  # not once per email
-                self._limit_logged_at = now
-                logger.info(
-                    "mailbox at its sending limit: the next email waits",
-                    extra={
-                        "action": "rate_limited",
-                        "rep": self.rep.id,
-                        "limit": self.limit.holding(now),
-                        "next_at": allowed.isoformat(),
-                    },
-                )
-            return "stop"
-        rules = self._rules()
-        if stale := self._stale(row, now, rules):
-            self._skip(conn, row, now, stale)
+        verdict = self._decide(row, now)
+        if isinstance(verdict, decide.Skip):
+            self._skip(conn, row, now, verdict.reason)
             return "passed"
-        window = _window(row.send_window)
-        tz = ZoneInfo(row.timezone)
-        if window and not windows_mod.is_open(now, window, tz, rules.holidays):
-            opens = windows_mod.next_open(now, window, tz, rules.holidays)
-            outbox.wait_for_window(conn, row, opens)
+        if isinstance(verdict, decide.Wait):  # the window or the limit: no contact was asked of
+            if verdict.reason is decide.WaitReason.LIMIT:
+                self._limited(now, verdict.until)
+                return "stop"
+            outbox.wait_for_window(conn, row, verdict.until)
             return "passed"
         if outbox.claim(conn, row, now, self.instance):
             self.limit.record(now)
             return "claimed"
-        reason = outbox.deliverable(conn, row)
-        if reason:
-            self._skip(conn, row, now, reason)
-        elif until := outbox.paused_until(conn, row, now):
-            outbox.wait_for_contact(conn, row, until)
+        self._refused(conn, row, now)
         return "passed"
+
+    def _decide(self, row: outbox.Row, now: datetime) -> decide.Decision:
+        """The decision on the email itself; the claim's SQL checks its contact."""
+        rules = self._rules()
+        return decide.decide(
+            now,
+            planned_at=row.planned_at or row.due_at,
+            deadline=row.not_after,
+            anchor=self._anchor(row) if row.not_after is not None else None,
+            max_late=rules.max_late,
+            window=_window(row.send_window),
+            tz=ZoneInfo(row.timezone),
+            holidays=rules.holidays(row.holidays_of),
+            free_at=self.limit.next_free(now),
+        )
+
+    def _anchor(self, row: outbox.Row) -> str | None:
+        """The date field the email's step hangs on, for the reason a stale one is skipped."""
+        campaign = self.app.catalog.campaigns.get(row.campaign) if row.campaign else None
+        step = next((s for s in campaign.steps if s.id == row.step), None) if campaign else None
+        return step.date_field if step is not None else None
+
+    def _refused(self, conn: sa.Connection, row: outbox.Row, now: datetime) -> None:
+        """The claim refused `row`: skip it, put it back until the contact is back, or leave it.
+
+        Left alone, it was taken by another connection or instance.
+        """
+        found = outbox.recipient(conn, row)
+        if found is None:
+            return
+        verdict = decide.decide(
+            now, status=found.status, stopped=found.stopped, away_until=found.away_until
+        )
+        if isinstance(verdict, decide.Stop):
+            self._skip(conn, row, now, verdict.reason)
+        elif isinstance(verdict, decide.Wait):
+            outbox.wait_for_contact(conn, row, verdict.until)
+
+    def _limited(self, now: datetime, allowed: datetime) -> None:
+        """The mailbox is at its sending limit until `allowed`: rest it, and say so."""
+        self.resume_at = allowed
+        if now - self._limit_logged_at >= ratelimit.BURST_SPAN:  # not once per email
+            self._limit_logged_at = now
+            logger.info(
+                "mailbox at its sending limit: the next email waits",
+                extra={
+                    "action": "rate_limited",
+                    "rep": self.rep.id,
+                    "limit": self.limit.holding(now),
+                    "next_at": allowed.isoformat(),
+                },
+            )
 
     def _skip(self, conn: sa.Connection, row: outbox.Row, now: datetime, reason: str) -> None:
         outbox.give_up(conn, row, now, status="skipped", kind="skipped", reason=reason)
@@ -382,13 +421,6 @@ class Sender:
                 outbox.record_sent(conn, self._now(), ids=ids)
             del self._unrecorded[: len(ids)]
         self._recorded_at = self._now()
-
-    def _stale(self, row: outbox.Row, now: datetime, rules: _Rules) -> str | None:
-        if row.not_after is not None and now >= row.not_after:
-            return "its anchor has passed"
-        if now - row.due_at > rules.max_late:
-            return f"more than {self.app.config.model.dripd.max_late} late"
-        return None
 
     def _failed(self, row: outbox.Row, exc: smtp.SendError) -> bool:
         now = self._now()

@@ -20,7 +20,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from dripd.plan import dates, durations, windows
+from dripd.plan import dates, decide, durations, windows
 from dripd.plan.durations import Duration
 
 MAX_PROJECTED = 10_000  # items `project` returns at most
@@ -164,6 +164,11 @@ class Due:
     # a rep's vacation does. None means nominal_at.
     planned_at: datetime | None = None
 
+    @property
+    def planned(self) -> datetime:
+        """When the campaign planned it: what lateness counts from (decide.stale)."""
+        return self.planned_at or self.nominal_at
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Waiting:
@@ -266,14 +271,10 @@ def advance(progress: Progress, steps: Sequence[StepPlan], due: Due) -> Progress
 
 
 def is_stale(due: Due, now: datetime, *, max_late: timedelta | None = None) -> str | None:
-    """Why `due` must be skipped rather than done late at `now`, or None."""
-    if due.deadline is not None and due.deadline <= now:
-        return f"{due.anchor or 'the date'} has passed"
-    planned = due.planned_at or due.nominal_at
-    if max_late is not None and planned < now - max_late:
-        late = _humanize(now - planned)
-        return f"due {late} ago, more than max_late {_humanize(max_late)}"
-    return None
+    """Why `due` must be skipped rather than done late at `now`, or None (decide.stale)."""
+    return decide.stale(
+        now, planned_at=due.planned, deadline=due.deadline, anchor=due.anchor, max_late=max_late
+    )
 
 
 def project(
@@ -498,13 +499,3 @@ def _progress_from(data: Any) -> Progress:
         task_open=bool(data.get("task_open", False)),
         task_done_at=_when(data.get("task_done_at")),
     )
-
-
-def _humanize(delta: timedelta) -> str:
-    """A coarse human length: "3 days", "5 hours", "12 minutes"."""
-    seconds = int(delta.total_seconds())
-    for unit, size in (("day", 86_400), ("hour", 3_600), ("minute", 60)):
-        if seconds >= size:
-            amount = seconds // size
-            return f"{amount} {unit}{'s' if amount != 1 else ''}"
-    return f"{seconds} seconds"

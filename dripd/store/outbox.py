@@ -145,6 +145,8 @@ class Row:
     recorded_at: datetime | None
     variant: str | None = None
     wait: schema.Wait | None = None  # why it waits, if that is no problem
+    planned_at: datetime | None = None  # NULL for rows queued before 0012: due_at
+    holidays_of: str | None = None  # the contact's owner: whose holidays the window skips
 
 
 def _row(record: sa.Row[Any]) -> Row:
@@ -263,28 +265,23 @@ def orphaned(conn: sa.Connection, reps: Collection[str], mine: str | None = None
     return [row for row in map(_row, conn.execute(query)) if row.rep in reps]
 
 
-def deliverable(conn: sa.Connection, row: Row) -> str | None:
-    """Why `row` must not be sent now (contact no longer active, sequence ended), else None."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Recipient:
+    """An email's contact and sequence as they are now: what plan.decide asks of them."""
+
+    status: str  # the contact's
+    stopped: bool  # its sequence was stopped (a reply, `stop`, a bounce); a completed one sends
+    away_until: datetime | None  # the contact's out-of-office pause
+
+
+def recipient(conn: sa.Connection, row: Row) -> Recipient | None:
+    """Why a claim may have refused `row`, as facts; None for an email to the rep."""
     if row.contact_id is None:
         return None
     params = {"eid": row.enrollment_id, "cid": row.contact_id}
-    contact_status, enrollment_status, _ = conn.execute(_DELIVERABLE, params).one()
-    if contact_status != "active":
-        return f"contact is {contact_status}"
-    # A completed sequence still sends what it queued (its last email); a
-    # stopped one (a reply, `stop`, a bounce) sends nothing more.
-    if row.enrollment_id is not None and enrollment_status == "stopped":
-        return "the sequence was stopped"
-    return None
-
-
-def paused_until(conn: sa.Connection, row: Row, now: datetime) -> datetime | None:
-    """When the contact's out-of-office pause ends, if it is still on at `now`."""
-    if row.contact_id is None:
-        return None
-    params = {"eid": row.enrollment_id, "cid": row.contact_id}
-    until: datetime | None = conn.execute(_DELIVERABLE, params).one()[2]
-    return until if until is not None and until > now else None
+    status, enrollment_status, away_until = conn.execute(_DELIVERABLE, params).one()
+    stopped = row.enrollment_id is not None and enrollment_status == "stopped"
+    return Recipient(status=status, stopped=stopped, away_until=away_until)
 
 
 def hold_contact(conn: sa.Connection, contact_id: int, until: datetime) -> int:
@@ -304,7 +301,7 @@ def hold_contact(conn: sa.Connection, contact_id: int, until: datetime) -> int:
 def claim(conn: sa.Connection, row: Row, now: datetime, by: str | None = None) -> bool:
     """Mark `row` as being sent by instance `by`; False if it was taken, or may no longer go.
 
-    (See deliverable for what may no longer go.)
+    (`recipient` reads what may no longer go: the contact, its pause, its sequence.)
     """
     return _CLAIM_PREPARED.execute(conn, {"oid": row.id, "now": now, "by": by}) == 1
 

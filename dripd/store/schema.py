@@ -184,8 +184,12 @@ outbox = sa.Table(
     sa.Column("priority", sa.Integer, nullable=False, server_default="1"),
     sa.Column("due_at", UTCDateTime, nullable=False),
     sa.Column("not_after", UTCDateTime),
+    # When the campaign planned it (plan.decide: lateness counts from here); NULL: due_at.
+    sa.Column("planned_at", UTCDateTime),
     sa.Column("timezone", sa.Text, nullable=False, server_default="UTC"),
     sa.Column("send_window", sa.Text),
+    # The rep whose holidays its send window skips: the contact's owner (NULL: [dripd]'s).
+    sa.Column("holidays_of", sa.Text),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("next_attempt_at", UTCDateTime, nullable=False),
     sa.Column("last_error", sa.Text),

@@ -32,7 +32,7 @@ from dripd.pipeline import app as app_mod
 from dripd.plan import contacts
 from dripd.store import contacts as store_contacts
 from dripd.store import engine as store_engine
-from dripd.store import enrollments, outbox, schema
+from dripd.store import enrollments, outbox, reps, schema
 
 
 def parse(raw: bytes) -> email.message.EmailMessage:
@@ -164,6 +164,69 @@ def test_an_email_queued_as_the_window_closes_waits_for_it_and_is_not_stuck(make
     assert world.run().sent == 1
 
 
+ASSOCIATE_CAMPAIGN = """
+name = "Coaching"
+[[steps]]
+id = "coaching"
+kind = "email"
+wait = "0m"
+from = "associate"
+subject = "Coaching, {{ contact.first_name }}"
+body = "Hi {{ contact.first_name }}, about your coaching."
+"""
+
+
+def _associate(smtp: servers.smtp.SmtpServer, holidays: str) -> str:
+    """sam, the associate who sends the coaching email, on the same test server."""
+    return f"""
+[[reps]]
+id = "sam"
+name = "Sam Rivera"
+email = "sam@example.com"
+holidays = {holidays}
+
+[reps.smtp]
+host = "127.0.0.1"
+port = {smtp.port}
+username = "mike@example.com"
+password_env = "DRIPD_TEST_SMTP_PASSWORD"
+ca_file = "{smtp.ca_file}"
+
+[roles]
+associate = "sam"
+"""
+
+
+@pytest.mark.parametrize(
+    ("owner_holidays", "associate_holidays", "sent_on_monday"),
+    [(["2026-11-23"], "[]", 0), ([], '["2026-11-23"]', 1)],
+    ids=["owner-holiday-holds-it", "associate-holiday-does-not"],
+)
+def test_an_email_from_the_associate_keeps_to_the_owners_holidays(
+    make_world, owner_holidays: list[str], associate_holidays: str, sent_on_monday: int
+) -> None:
+    # The send window is the contact's (their zone, their owner's holidays), whichever
+    # mailbox it leaves from: the planner and the sender use that one calendar (plan.decide).
+    # Before, the sender held it to sam's holidays: queued Monday, sent Tuesday.
+    world = make_world(
+        campaigns={"coaching": ASSOCIATE_CAMPAIGN},
+        rep_options={"holidays": owner_holidays},
+        extra=lambda smtp: _associate(smtp, associate_holidays),
+    )
+    world.add("ann@example.org", campaign="coaching", first_name="Ann")  # Monday 10:00 New York
+    assert world.run().sent == sent_on_monday
+    if not sent_on_monday:
+        world.clock.set(datetime(2026, 11, 24, 14, 0, tzinfo=UTC))  # Tuesday 09:00
+        assert world.run().sent == 1
+    (row,) = world.rows()
+    assert (row.rep, row.holidays_of, row.status) == ("sam", "mike", "sent")
+    (message,) = world.smtp.messages()
+    assert (message.mail_from, message.message["From"].addresses[0].addr_spec) == (
+        "sam@example.com",
+        "sam@example.com",
+    )
+
+
 def test_queued_email_is_not_sent_to_a_contact_who_unsubscribed(make_world) -> None:
     world = make_world(window="mon-fri 00:00-24:00")
     world.add("ann@example.org", first_name="Ann", company="X")
@@ -229,6 +292,34 @@ def test_a_mailbox_down_for_a_day_and_a_half_fails_no_email(make_world, down: st
         "ann@example.org",
         "bob@example.org",
     ]
+
+
+def test_an_email_held_by_a_vacation_then_by_its_mailbox_is_skipped_once_stale(make_world) -> None:
+    # Planned Monday 10:00; the rep is away until Tuesday 10:00, when it is queued (a day
+    # late: not stale). Its mailbox then refuses until Wednesday 10:30, more than max_late
+    # (2 days) after the plan: the sender counts lateness from the plan, as the planner
+    # does (plan.decide). It counted from the end of the vacation before, and sent it.
+    world = make_world(window="daily 00:00-24:00")
+    monday = world.clock.now()
+    with world.app.engine.begin() as conn:
+        reps.set_rep_pause(conn, "mike", monday + timedelta(days=1), monday)
+    world.add("ann@example.org", first_name="Ann", company="X")
+    assert world.run().sent == 0
+    world.smtp.faults.reply("RCPT", "421 4.3.2 Service not available", times=10_000)
+    world.clock.set(monday + timedelta(days=1))
+    assert world.run().sent == 0
+    (row,) = world.rows()
+    assert (row.status, row.planned_at, row.due_at) == (
+        "queued",
+        monday,
+        monday + timedelta(days=1),
+    )
+    world.smtp.faults.clear()
+    world.clock.set(monday + timedelta(days=2, minutes=30))
+    summary = world.run()
+    assert (summary.sent, summary.skipped) == (0, 1)
+    (row,) = world.rows()
+    assert (row.status, row.last_error) == ("skipped", "due 2 days ago, more than max_late 2 days")
 
 
 def test_an_email_the_server_hangs_up_on_holds_up_no_other(make_world) -> None:

@@ -18,7 +18,7 @@ from alembic.runtime.migration import MigrationContext
 from dripd import clock, errors
 from dripd.pipeline import app as app_mod
 from dripd.pipeline import lifecycle
-from dripd.plan import contacts, schedule
+from dripd.plan import contacts, decide, schedule
 from dripd.store import contacts as store_contacts
 from dripd.store import engine as store_engine
 from dripd.store import enrollments, events, outbox, schema
@@ -58,6 +58,52 @@ def test_migrations_build_exactly_the_schema(opened: sa.Engine) -> None:
 
 def test_head_constant_matches_the_migrations_folder() -> None:
     assert store_engine.alembic_head() == store_engine.HEAD
+
+
+def test_queued_emails_keep_to_their_owners_holidays_after_0012(database_url: str) -> None:
+    # 0012 gives the emails queued before it the calendar the planner used (plan.decide):
+    # their contact's owner's, whichever rep sends them; sent ones are history, left alone.
+    from alembic import command
+
+    engine = store_engine.create_engine(database_url)
+    try:
+        command.upgrade(store_engine.alembic_config(engine), "head")  # a cloned template: at HEAD
+        command.downgrade(store_engine.alembic_config(engine), "0011")
+        with engine.begin() as conn:
+            _before_0012(conn)
+        command.upgrade(store_engine.alembic_config(engine), "0012")
+        with engine.connect() as conn:
+            found = conn.execute(
+                sa.text("select id, holidays_of, planned_at from outbox order by id")
+            )
+            assert found.all() == [(1, "mike", None), (2, None, None), (3, None, None)]
+    finally:
+        engine.dispose()
+
+
+def _before_0012(conn: sa.Connection) -> None:
+    conn.execute(
+        sa.text(
+            "insert into contacts (id, email, email_key, owner, created_at, updated_at)"
+            " values (1, 'ann@example.com', 'ann@example.com', 'mike', :at, :at)"
+        ),
+        {"at": NOW.replace(tzinfo=None)},
+    )
+    for oid, status, contact in ((1, "queued", 1), (2, "sent", 1), (3, "queued", None)):
+        conn.execute(
+            sa.text(
+                "insert into outbox (id, message_id, contact_id, rep, recipient, status,"
+                " due_at, next_attempt_at, created_at)"
+                " values (:id, :mid, :cid, 'sam', 'x@example.com', :status, :at, :at, :at)"
+            ),
+            {
+                "id": oid,
+                "mid": f"<m{oid}@x>",
+                "cid": contact,
+                "status": status,
+                "at": NOW.replace(tzinfo=None),
+            },
+        )
 
 
 def test_opening_twice_does_not_migrate_again(opened: sa.Engine, database_url: str) -> None:
@@ -445,7 +491,11 @@ def test_outbox_claim_and_marks_on_both_databases(app: app_mod.App) -> None:
         store_contacts.update_contact(conn, ann.id, {"status": "unsubscribed", "updated_at": NOW})
         (second,) = outbox.ready(conn, "mike", NOW, 10)
         assert not outbox.claim(conn, second, NOW)
-        assert outbox.deliverable(conn, second) == "contact is unsubscribed"
+        found = outbox.recipient(conn, second)
+        assert found == outbox.Recipient(status="unsubscribed", stopped=False, away_until=None)
+        assert found is not None
+        verdict = decide.decide(NOW, status=found.status, stopped=found.stopped)
+        assert verdict == decide.Stop(reason="contact is unsubscribed")
 
 
 def test_check_connect_reads_the_database_without_changing_it(tmp_path: Path) -> None:

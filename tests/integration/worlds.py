@@ -8,7 +8,7 @@ opens the app on a fake clock.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -100,6 +100,7 @@ def write_world(
     imap_options: dict[str, object] | None = None,
     campaigns: dict[str, str] | None = None,
     rep_options: dict[str, object] | None = None,
+    extra: Callable[[servers.smtp.SmtpServer], str] | None = None,  # more config, given the server
 ) -> Path:
     folder = tmp_path / "campaigns"
     userfiles.write_campaign(folder, "intro", CAMPAIGN, {"intro/hello.md": TEMPLATE})
@@ -144,6 +145,8 @@ def write_world(
         timezone="America/New_York",
         send_window=window,
     )
+    if extra is not None:
+        text += extra(smtp)
     config.write_text(text, encoding="utf-8")
     return config
 
