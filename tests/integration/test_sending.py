@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from dripd.cli import main as cli
-from dripd.daemon import daemon
+from dripd.daemon import daemon, sent_copies
 from dripd.files import config
 from dripd.mailbox import imap, smtp
 from dripd.pipeline import app as app_mod
@@ -88,7 +88,7 @@ def test_run_once_copies_every_email_it_sent_to_the_sent_folder(
 ) -> None:
     # Copies go a batch at a time; `run --once` (cron) used to copy one batch
     # and leave the rest for the next run.
-    monkeypatch.setattr(daemon, "COPY_BATCH", 2)
+    monkeypatch.setattr(sent_copies, "COPY_BATCH", 2)
     world = make_world(window="daily 00:00-24:00", imap=imap_user, dovecot=dovecot)
     for i in range(5):
         world.add(f"c{i}@example.org", first_name=f"C{i}", company="X")
