@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from datetime import date
-from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -15,14 +14,13 @@ from hypothesis import strategies as st
 from dripd.mail import classify, incoming, mailtext, reading
 
 
-def parse(raw: bytes) -> EmailMessage:
-    msg = message_from_bytes(raw, policy=policy.default)
-    assert isinstance(msg, EmailMessage)
-    return msg
-
-
 def crlf(text: str) -> bytes:
     return text.replace("\n", "\r\n").encode("utf-8", "surrogateescape")
+
+
+def parse(raw: bytes | str) -> EmailMessage:
+    """A message as the daemon parses it; text is written with CRLF line ends."""
+    return incoming.parse(crlf(raw) if isinstance(raw, str) else raw).message
 
 
 # --- headers -------------------------------------------------------------------------------
@@ -48,7 +46,7 @@ def crlf(text: str) -> bytes:
     ],
 )
 def test_encoded_word_subjects(raw: str, text: str) -> None:
-    msg = parse(crlf(f"Subject: {raw}\nFrom: a@example.org\n\nbody\n"))
+    msg = parse(f"Subject: {raw}\nFrom: a@example.org\n\nbody\n")
     assert reading.header(msg, "subject") == text
 
 
@@ -63,7 +61,7 @@ def test_raw_utf8_and_latin1_headers() -> None:
 
 
 def test_raw_header_is_as_written_and_bounded() -> None:
-    msg = parse(crlf(f"From: =?utf-8?q?Mail_Delivery?= <>\nX-Long: {'a' * 9000}\n\nx"))
+    msg = parse(f"From: =?utf-8?q?Mail_Delivery?= <>\nX-Long: {'a' * 9000}\n\nx")
     assert reading.raw_header(msg, "from") == "=?utf-8?q?Mail_Delivery?= <>"
     assert reading.header(msg, "from") == "Mail Delivery <>"
     assert len(reading.raw_header(msg, "x-long")) == reading.MAX_HEADER
@@ -71,7 +69,7 @@ def test_raw_header_is_as_written_and_bounded() -> None:
 
 
 def test_header_map_keeps_the_first_of_repeated_headers() -> None:
-    msg = parse(crlf("Subject: one\nsubject: two\nX-A: =?utf-8?q?=C3=A9?=\n\nx"))
+    msg = parse("Subject: one\nsubject: two\nX-A: =?utf-8?q?=C3=A9?=\n\nx")
     assert reading.header_map(msg) == {"subject": "one", "x-a": "é"}
 
 
@@ -122,7 +120,7 @@ def _nested(depth: int, kind: str) -> str:
 @pytest.mark.parametrize("kind", ["multipart", "message"])
 def test_parts_follow_nesting_to_the_depth_bound(kind: str) -> None:
     def types(depth: int) -> list[str]:
-        msg = parse(crlf(_nested(depth, kind)))
+        msg = parse(_nested(depth, kind))
         return [p.get_content_type() for p in reading.parts(msg, into_messages=True)]
 
     assert "text/plain" in types(reading.MAX_DEPTH)
@@ -146,13 +144,13 @@ def test_parts_yield_attached_messages_and_descend_only_when_asked() -> None:
 
 def test_parts_stop_at_the_parts_bound() -> None:
     children = "".join(f"--b\nContent-Type: text/plain\n\n{n}\n" for n in range(1000))
-    msg = parse(crlf(f'Content-Type: multipart/mixed; boundary="b"\n\n{children}--b--\n'))
+    msg = parse(f'Content-Type: multipart/mixed; boundary="b"\n\n{children}--b--\n')
     assert len(list(reading.parts(msg))) == reading.MAX_PARTS - 1  # the multipart counts
     assert len(list(reading.parts(msg, max_parts=10))) == 9
 
 
 def test_a_multipart_without_its_boundary_is_a_leaf() -> None:
-    msg = parse(crlf('Content-Type: multipart/mixed; boundary="b"\n\nno boundary here\n'))
+    msg = parse('Content-Type: multipart/mixed; boundary="b"\n\nno boundary here\n')
     assert [p.get_content_maintype() for p in reading.parts(msg)] == ["multipart"]
 
 
