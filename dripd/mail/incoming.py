@@ -8,7 +8,6 @@ Message-ID still gives the message an identity (`Incoming.key`).
 from __future__ import annotations
 
 import email
-import email.errors
 import email.policy
 import email.utils
 import hashlib
@@ -88,11 +87,11 @@ def _date(value: str) -> datetime | None:
         return None
     try:
         when = email.utils.parsedate_to_datetime(value)
+        return (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC)
     except ValueError:  # no date, or fields out of range
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.astimezone(UTC)
+    except OverflowError:  # in range, but not in UTC: 31 Dec 9999 23:59 -0100
+        return None
 
 
 def _digest(message: email.message.Message, raw: bytes) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import date
+from datetime import UTC, date, datetime
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -98,6 +98,21 @@ def test_addresses() -> None:
     assert reading.address("") == ("", "")
     found = reading.addresses("Ann <ann@x.org>, bob@Y.org, ,,,@@", "ANN@x.org, undisclosed:;")
     assert found == ("ann@x.org", "bob@y.org")
+
+
+@pytest.mark.parametrize(
+    ("value", "when"),
+    [
+        ("Tue, 3 Mar 2026 10:15:00 +0100", datetime(2026, 3, 3, 9, 15, tzinfo=UTC)),
+        ("3 Mar 2026 10:15:00", datetime(2026, 3, 3, 10, 15, tzinfo=UTC)),  # no zone: UTC
+        ("Fri, 31 Dec 9999 23:59:59 -0100", None),  # a year 10000 in UTC
+        ("1 Jan 2026 99:99:99 +0000", None),
+        ("Mon, 1 Jan 2026 00:00:00 +9999", None),
+        ("yesterday", None),
+    ],
+)
+def test_dates_out_of_range_are_no_date(value: str, when: datetime | None) -> None:
+    assert incoming.parse(crlf(f"Date: {value}\n\nx")).date == when
 
 
 # --- parts ---------------------------------------------------------------------------------
