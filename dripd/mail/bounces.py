@@ -33,8 +33,6 @@ through `reading`, which copes with the breakage (tests/unit/test_reading.py).
 
 from __future__ import annotations
 
-import email.parser
-import email.policy
 import html
 import logging
 import re
@@ -367,9 +365,8 @@ def _dsn_blocks(part: Message) -> list[Message]:
         return [p for p in part.get_payload() if isinstance(p, Message)]
     raw = part.get_payload(decode=True)
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else reading.payload(part)
-    parser = email.parser.HeaderParser(policy=email.policy.compat32)
     groups = re.split(r"\r?\n[ \t]*\r?\n", text[:MAX_TEXT])
-    return [parser.parsestr(group.strip() + "\n") for group in groups if group.strip()]
+    return [reading.header_fields(group.strip() + "\n") for group in groups if group.strip()]
 
 
 def _dsn_recipient(block: Message) -> _Recipient | None:
@@ -599,8 +596,7 @@ def _returned_headers_id(part: Message) -> str | None:
     inner = reading.attached(part)
     if inner is not None:  # the parser made a message of it: message/rfc822...
         return _first_msgid(reading.header(inner, "Message-ID"))
-    parser = email.parser.HeaderParser(policy=email.policy.compat32)
-    return _first_msgid(reading.header(parser.parsestr(_part_text(part)), "Message-ID"))
+    return _first_msgid(reading.header(reading.header_fields(_part_text(part)), "Message-ID"))
 
 
 # --- small readers --------------------------------------------------------

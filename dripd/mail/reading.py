@@ -19,6 +19,8 @@ import binascii
 import codecs
 import email.errors
 import email.header
+import email.parser
+import email.policy
 import email.utils
 import quopri
 import re
@@ -193,6 +195,14 @@ def attached(part: Message) -> Message | None:
     """The message a message/rfc822 part holds, when the parser made one of it."""
     inner = _children(part)
     return inner[0] if inner else None
+
+
+def header_fields(text: str) -> Message:
+    """Header fields written as text (a delivery-status block, a text/rfc822-headers part).
+
+    As a message whose headers `header` reads; the text after a blank line is its body.
+    """
+    return email.parser.HeaderParser(policy=email.policy.compat32).parsestr(text)
 
 
 def is_attachment(part: Message) -> bool:
