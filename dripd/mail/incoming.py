@@ -52,7 +52,10 @@ def parse(raw: bytes) -> Incoming:
     """Parse a message's bytes; never raises (a hopeless message parses as an empty one)."""
     try:
         message = email.message_from_bytes(raw, policy=email.policy.default)
-    except RecursionError:  # the parser recurses once per nesting level: ~1,000 is hopeless
+    except (ValueError, RecursionError):
+        # The stdlib's parser gives up: an RFC 2231 parameter whose charset holds a NUL
+        # (boundary*=utf-8\x00''b) is a ValueError; it recurses once per nesting level, and
+        # ~1,000 levels are a RecursionError. The message reads as an empty one.
         message = EmailMessage()
     assert isinstance(message, EmailMessage)
     message_id = _first_id(reading.header(message, "Message-ID"))

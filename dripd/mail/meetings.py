@@ -45,9 +45,8 @@ def read(message: EmailMessage, sender: str) -> Meeting | None:
 def _calendar_parts(message: Message) -> list[bytes]:
     found: list[bytes] = []
     for part in reading.parts(message, into_messages=True):
-        if part.get_content_type() in CALENDAR_TYPES or str(
-            part.get_filename() or ""
-        ).lower().endswith(".ics"):
+        named = reading.filename(part).lower().endswith(".ics")
+        if part.get_content_type() in CALENDAR_TYPES or named:
             data = part.get_payload(decode=True)
             if isinstance(data, bytes) and 0 < len(data) <= MAX_CALENDAR:
                 found.append(data)

@@ -205,6 +205,14 @@ def header_fields(text: str) -> Message:
     return email.parser.HeaderParser(policy=email.policy.compat32).parsestr(text)
 
 
+def filename(part: Message) -> str:
+    """The part's file name; "" when it has none."""
+    try:
+        return str(part.get_filename() or "")
+    except ValueError:  # an RFC 2231 name whose charset holds a NUL (filename*=utf-8\x00''x)
+        return ""
+
+
 def is_attachment(part: Message) -> bool:
     disposition = header(part, "content-disposition").split(";", 1)[0].strip().lower()
     return disposition == "attachment"
@@ -246,8 +254,9 @@ def part_bytes(part: Message) -> bytes:
 def _flat(msg: Message) -> bytes:
     try:
         return msg.as_bytes()
-    # the generator writes some 8-bit bodies as ASCII, and recurses once per nesting level
-    except (UnicodeEncodeError, RecursionError):
+    # ValueError: the generator writes some 8-bit bodies as ASCII (UnicodeEncodeError), or
+    # decodes them with a charset parameter holding a NUL; it recurses once per nesting level
+    except (ValueError, RecursionError):
         return b""
 
 

@@ -180,6 +180,35 @@ def test_part_text_is_lenient_and_bounded() -> None:
     assert reading.part_text(msg, 3) == "grü"
 
 
+def test_a_charset_holding_a_nul_costs_the_name_or_the_text_only() -> None:
+    raw = (
+        crlf(
+            'Content-Type: multipart/mixed; boundary="b"\n\n--b\n'
+            "Content-Type: text/plain; charset=utf-8\x00\n"
+            "Content-Disposition: attachment; filename*=utf-8\x00''x.ics\n\n"
+        )
+        + b"caf\xc3\xa9\r\n--b--\r\n"
+    )
+    [part] = list(reading.parts(parse(raw)))
+    assert reading.filename(part) == ""
+    assert reading.payload(part) == ""
+    assert reading.part_text(part, 100).strip() == "café"
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "multipart/mixed; boundary*=utf-8\x00''b",
+        "text/plain; charset*=utf-8\x00''utf-8",
+        "multipart/report; report-type*=utf-8\x00''delivery-status; boundary=b",
+    ],
+)
+def test_what_the_parser_gives_up_on_reads_as_an_empty_message(content_type: str) -> None:
+    mail = incoming.parse(crlf(f"From: a@x.org\nContent-Type: {content_type}\n\n--b\n\nx\n--b--\n"))
+    assert mail.sender == "" and mail.key.startswith("sha256:")
+    assert mailtext.body_text(mail.message) == ""
+
+
 def test_part_bytes_of_an_attached_message_and_of_a_leaf() -> None:
     raw = crlf(
         'Content-Type: multipart/mixed; boundary="b"\n\n'
@@ -317,6 +346,8 @@ CORPUS = sorted((Path(__file__).resolve().parent.parent / "corpus").rglob("*.eml
 TOKENS = [
     b"=?x?b?####?=", b"\r\n--", b"; charset=\x00", b"\r\n\r\n", b"boundary=", b"\xff\xfe",
     b"Content-Type: message/rfc822\r\n\r\n", b"DTSTART;TZID=America:2026", b"RRULE:X",
+    b"\r\nContent-Disposition: attachment; filename*=utf-8\x00''x.ics\r\n",
+    b"; boundary*=utf-8\x00''b", b"; charset*=utf-8\x00''x",
 ]  # fmt: skip
 NOISE = st.one_of(st.binary(min_size=1, max_size=30), st.sampled_from(TOKENS))
 
