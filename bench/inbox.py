@@ -151,12 +151,17 @@ async def latency(
 def fill_maildir(dovecot: servers.imap.Dovecot, account: servers.imap.ImapAccount) -> None:
     """Drop CATCH_UP messages into the Maildir as a delivery agent would (new/)."""
     dovecot.fetch_all(account.address)  # the first login creates the Maildir
-    new = dovecot.root / "mail" / account.address / "Maildir" / "new"
-    owner = new.stat()
+    maildir = dovecot.root / "mail" / account.address / "Maildir"
+    owner = (maildir / "new").stat()
+    (maildir / "tmp").mkdir(exist_ok=True)
     for n in range(CATCH_UP):
-        path = new / f"{1700000000 + n}.bench{n}.host"
+        # written in tmp/ and moved into new/ (the Maildir protocol): Dovecot may move a file
+        # from new/ to cur/ as soon as it appears there, before its owner is set
+        name = f"{1700000000 + n}.bench{n}.host"
+        path = maildir / "tmp" / name
         path.write_bytes(stranger(n))
         os.chown(path, owner.st_uid, owner.st_gid)
+        path.rename(maildir / "new" / name)
 
 
 async def bare_fetch(account: servers.imap.ImapAccount) -> float:

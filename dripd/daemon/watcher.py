@@ -211,7 +211,10 @@ class Watcher:
             )
             self.stop.set()
             return 0
-        except Exception as exc:  # one unreadable message must not stop the ones after it
+        except Exception as exc:
+            # The per-message boundary, the one broad guard on incoming mail: the readers
+            # (dripd.mail.reading) raise nothing on hostile mail, so what lands here is a bug
+            # or the database refusing the message; it costs this message, never the watcher.
             logger.exception(
                 "could not handle an inbox message; it stays in the mailbox",
                 extra={

@@ -69,7 +69,7 @@ from datetime import date, datetime, timedelta
 from email.message import EmailMessage
 from typing import Literal
 
-from dripd.mail import mailtext
+from dripd.mail import mailtext, reading
 
 MAX_SCAN = 4000  # characters of the notice read for phrases and dates
 STALE = timedelta(days=30)  # a year-less date this far in the past is an old notice
@@ -312,15 +312,12 @@ def detect_auto_reply(msg: EmailMessage, text: str, *, received: date) -> AutoRe
     resolve "back on Monday" and dates without a year). Never raises: a message
     it cannot read is taken as not automatic.
     """
-    try:
-        return _detect(msg, text, received)
-    except Exception:
-        return None
+    return _detect(msg, text, received)
 
 
 def _detect(msg: EmailMessage, text: str, received: date) -> AutoReply | None:
     own = mailtext.reply_text(text[: MAX_SCAN * 4]) or text
-    heads = mailtext.header_map(msg)
+    heads = reading.header_map(msg)
     machine = _header_signals(heads) + _subject_signals(heads.get("subject", ""))
     body, says_away = _body_signals(own)
     declared = any(s.kind == "auto" for s in body)
@@ -485,12 +482,9 @@ def find_return_date(text: str, *, received: date) -> date | None:
       give 3 December).
     - A date in the past or more than a year ahead → None.
     """
-    try:
-        if isinstance(received, datetime):
-            received = received.date()
-        return _return_date(_flat(text[:MAX_SCAN]), received)
-    except Exception:
-        return None
+    if isinstance(received, datetime):
+        received = received.date()
+    return _return_date(_flat(text[:MAX_SCAN]), received)
 
 
 def _flat(text: str) -> str:
@@ -631,7 +625,7 @@ def _weekday_day(weekday: int, day: int, received: date) -> date | None:
     found: list[date] = []
     year, month = received.year, received.month
     for _ in range(4):  # two occurrences of the day are within four months even for the 31st
-        if day <= calendar.monthrange(year, month)[1] and date(year, month, day) >= received:
+        if 1 <= day <= calendar.monthrange(year, month)[1] and date(year, month, day) >= received:
             found.append(date(year, month, day))
         year, month = (year + 1, 1) if month == 12 else (year, month + 1)
     matching = [d for d in found[:2] if d.weekday() == weekday]

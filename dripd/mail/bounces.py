@@ -27,24 +27,23 @@ quotes. Read receipts and abuse reports are `multipart/report` too, of other
 report types, and are never bounces.
 
 `parse_bounce` never raises: real mail is broken in every possible way, and a
-message that can't be read is simply not a bounce (logged at debug level).
+message that can't be read is simply not a bounce. Headers and parts are read
+through `reading`, which copes with the breakage (tests/unit/test_reading.py).
 """
 
 from __future__ import annotations
 
-import email.parser
-import email.policy
 import html
 import logging
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage, Message
 
 from flufl import bounce as flufl_bounce
 
-from dripd.mail import bounce_formats, bounce_reasons, incoming, ses
+from dripd.mail import bounce_formats, bounce_reasons, reading, ses
 from dripd.mail.bounce_reasons import Reason
 
 logger = logging.getLogger("dripd.bounces")
@@ -210,11 +209,7 @@ def parse_bounce(msg: EmailMessage) -> Bounce | None:
 
     Never raises: any message that can't be read is not a bounce.
     """
-    try:
-        return _parse(msg)
-    except Exception:  # hostile mail: anything may break, and that is not a bounce
-        logger.debug("could not read message as a bounce", exc_info=True)
-        return None
+    return _parse(msg)
 
 
 def _parse(msg: Message) -> Bounce | None:
@@ -228,7 +223,7 @@ def _parse(msg: Message) -> Bounce | None:
     subject = _subject_evidence(msg)
     if not (envelope or subject or report):
         return None  # the fast road for ordinary mail: headers only, no part looked at
-    parts = list(_own_parts(msg))
+    parts = list(reading.parts(msg, max_parts=MAX_PARTS))
     statuses = [p for p in parts if p.get_content_type() == "message/delivery-status"]
     if statuses and (report or envelope):
         blocks = [block for part in statuses for block in _dsn_blocks(part)]
@@ -257,7 +252,7 @@ def gives_up(delays: Iterable[datetime], now: datetime) -> bool:
 
 
 def _report_type(msg: Message) -> str:
-    if "report" in _raw_header(msg, "Content-Type").lower() and (
+    if "report" in reading.raw_header(msg, "Content-Type").lower() and (
         msg.get_content_type() == "multipart/report"
     ):
         return str(msg.get_param("report-type", "") or "").strip().lower()
@@ -268,16 +263,16 @@ def _envelope_evidence(msg: Message) -> list[str]:
     """Signs that a mail system, not a person, sent this."""
     found = []
     if (
-        _raw_header(msg, "Return-Path").strip() in _NULL
-        or _raw_header(msg, "From").strip() in _NULL
+        reading.raw_header(msg, "Return-Path").strip() in _NULL
+        or reading.raw_header(msg, "From").strip() in _NULL
     ):
         found.append("null sender")
     for name in ("From", "Sender", "Return-Path"):
-        value = _raw_header(msg, name)
+        value = reading.raw_header(msg, name)
         if _is_daemon(value):
             found.append(f"sender {_first_address(value) or value.strip()[:60]}")
             break
-    if _header(msg, "X-Failed-Recipients"):
+    if reading.header(msg, "X-Failed-Recipients"):
         found.append("X-Failed-Recipients header")
     return found
 
@@ -293,7 +288,7 @@ def _is_daemon(value: str) -> bool:
 
 
 def _subject_evidence(msg: Message) -> list[str]:
-    subject = incoming.header(msg, "Subject")
+    subject = reading.header(msg, "Subject")
     return [f"subject {subject[:60]!r}"] if _BOUNCE_SUBJECT.match(subject) else []
 
 
@@ -308,11 +303,15 @@ def _phrase_evidence(text: str) -> list[str]:
 
 def ses_notice(msg: Message) -> ses.Notice | None:
     """An Amazon SES bounce or complaint notification (JSON, sent through SNS), if `msg` is one."""
-    sender = _first_address(_raw_header(msg, "From")) or ""
-    subject = _raw_header(msg, "Subject")
+    sender = _first_address(reading.raw_header(msg, "From")) or ""
+    subject = reading.raw_header(msg, "Subject")
     if not (sender.endswith(".amazonaws.com") or subject == "AWS Notification Message"):
         return None  # the fast road: only SNS sends these
-    text = "\n".join(_part_text(p) for p in _own_parts(msg) if p.get_content_type() == "text/plain")
+    text = "\n".join(
+        _part_text(p)
+        for p in reading.parts(msg, max_parts=MAX_PARTS)
+        if p.get_content_type() == "text/plain"
+    )
     return ses.read(text)
 
 
@@ -362,26 +361,26 @@ def _from_dsn(
 
 def _dsn_blocks(part: Message) -> list[Message]:
     """The per-message and per-recipient field groups of a message/delivery-status part."""
-    payload = part.get_payload()
-    if isinstance(payload, list):
-        return [p for p in payload if isinstance(p, Message)]
+    if part.is_multipart():
+        return [p for p in part.get_payload() if isinstance(p, Message)]
     raw = part.get_payload(decode=True)
-    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(payload)
-    parser = email.parser.HeaderParser(policy=email.policy.compat32)
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else reading.payload(part)
     groups = re.split(r"\r?\n[ \t]*\r?\n", text[:MAX_TEXT])
-    return [parser.parsestr(group.strip() + "\n") for group in groups if group.strip()]
+    return [reading.header_fields(group.strip() + "\n") for group in groups if group.strip()]
 
 
 def _dsn_recipient(block: Message) -> _Recipient | None:
-    original = _bare(_header(block, "Original-Recipient"))
-    final = _bare(_header(block, "Final-Recipient")) or _bare(_header(block, "X-Actual-Recipient"))
+    original = _bare(reading.header(block, "Original-Recipient"))
+    final = _bare(reading.header(block, "Final-Recipient")) or _bare(
+        reading.header(block, "X-Actual-Recipient")
+    )
     recipient = original or final
     if recipient is None:
         return None
-    status_field = _header(block, "Status")
+    status_field = reading.header(block, "Status")
     status = _enhanced(status_field)
-    action = _action(_header(block, "Action"), status or status_field.strip()[:1])
-    diagnostic = _diagnostic(_header(block, "Diagnostic-Code"))
+    action = _action(reading.header(block, "Action"), status or status_field.strip()[:1])
+    diagnostic = _diagnostic(reading.header(block, "Diagnostic-Code"))
     failure = Failure(
         recipient=recipient,
         status=status,
@@ -449,17 +448,17 @@ def _enough(envelope: list[str], subject: list[str], content: list[str], persona
 
 def _looks_personal(msg: Message) -> bool:
     """A reply in a thread, or list/bulk mail: what a mail system's notice never is."""
-    if any(_raw_header(msg, name) for name in ("In-Reply-To", "References", "List-Id")):
+    if any(reading.raw_header(msg, name) for name in ("In-Reply-To", "References", "List-Id")):
         return True
-    if _raw_header(msg, "List-Unsubscribe"):
+    if reading.raw_header(msg, "List-Unsubscribe"):
         return True
-    return _raw_header(msg, "Precedence").lower() in {"bulk", "list"}
+    return reading.raw_header(msg, "Precedence").lower() in {"bulk", "list"}
 
 
 def _text_failures(msg: Message, text: str, *, worded: bool) -> tuple[Failure, ...]:
     """The failed recipients named by the notice; its own words are needed for the fallback."""
     temporary, permanent = _flufl_failures(msg)
-    listed = _addresses(_header(msg, "X-Failed-Recipients"))
+    listed = _addresses(reading.header(msg, "X-Failed-Recipients"))
     ours = _our_addresses(msg, text)
     found = _unique_strings([*listed, *permanent, *temporary])
     recipients = [a for a in found if a not in ours and not bounce_formats.is_mail_system(a)]
@@ -480,7 +479,9 @@ def _flufl_failures(msg: Message) -> tuple[list[str], list[str]]:
     """flufl.bounce's detectors (GNU Mailman's): temporary and permanent recipients."""
     try:
         temporary, permanent = flufl_bounce.all_failures(msg)
-    except Exception:  # its heuristics meet the same hostile mail we do
+    except (IndexError, ValueError):
+        # What its detectors meet in hostile mail: an empty From indexed (yale), an 8-bit
+        # body whose charset parameter holds a NUL (the stdlib's get_payload).
         logger.debug("flufl.bounce failed on a message", exc_info=True)
         return [], []
     return _decoded(temporary), _decoded(permanent)
@@ -499,8 +500,8 @@ def _our_addresses(msg: Message, text: str) -> set[str]:
     """Addresses that are not failed recipients: ours (To...) and Message-ID look-alikes."""
     ours: set[str] = set()
     for name in ("To", "Cc", "Delivered-To", "Return-Path", "From"):
-        ours.update(_addresses(_header(msg, name)))
-    for found in (*_MSGID.findall(_header(msg, "Message-ID")), *_QUOTED_MSGID.findall(text)):
+        ours.update(_addresses(reading.header(msg, name)))
+    for found in (*_MSGID.findall(reading.header(msg, "Message-ID")), *_QUOTED_MSGID.findall(text)):
         ours.update(_addresses(found))
     for line, envelope in _QUOTED_SENDER.findall(text):  # the returned message's sender
         ours.update(_addresses(line)[:1] + _addresses(envelope))
@@ -547,22 +548,6 @@ def _window(address: str, lines: list[str], others: list[str]) -> list[str]:
 # --- text, parts and the returned message ---------------------------------
 
 
-def _own_parts(msg: Message) -> Iterator[Message]:
-    """The report's own leaf parts, depth first, not descending into returned messages."""
-    stack: list[Message] = [msg]
-    seen = 0
-    while stack and seen < MAX_PARTS:
-        part = stack.pop(0)
-        seen += 1
-        if part.is_multipart() and part.get_content_maintype() == "multipart":
-            payload = part.get_payload()
-            stack[:0] = (
-                [p for p in payload if isinstance(p, Message)] if isinstance(payload, list) else []
-            )
-        else:
-            yield part
-
-
 def _notification_text(msg: Message, parts: list[Message]) -> str:
     """The human-readable notice: text/plain parts, else text/html with tags removed."""
     plain = [_part_text(p) for p in parts if p.get_content_type() == "text/plain"]
@@ -573,24 +558,16 @@ def _notification_text(msg: Message, parts: list[Message]) -> str:
         return "\n".join(html.unescape(_TAG.sub(" ", m)) for m in markup)
     # A multipart whose boundary matches none of its lines: its whole body is text.
     return "\n".join(
-        str(p.get_payload())[:MAX_TEXT]
+        reading.payload(p)[:MAX_TEXT]
         for p in parts
         if p.is_multipart() is False and p.get_content_maintype() == "multipart"
     )
 
 
 def _part_text(part: Message) -> str:
-    payload = part.get_payload()
-    if not isinstance(payload, str) or len(payload) > MAX_PART:
+    if len(reading.payload(part)) > MAX_PART:
         return ""
-    raw = part.get_payload(decode=True)
-    if not isinstance(raw, bytes):
-        return ""
-    charset = part.get_content_charset() or "us-ascii"
-    try:
-        return raw[:MAX_TEXT].decode(charset, "replace")
-    except LookupError:  # "unicode-1-1-utf-7" and friends
-        return raw[:MAX_TEXT].decode("latin-1")
+    return reading.part_text(part, MAX_TEXT)
 
 
 def _original_message_id(
@@ -602,7 +579,7 @@ def _original_message_id(
         if found:
             return found
     for block in blocks:
-        found = _first_msgid(_header(block, "X-Original-Message-ID"))
+        found = _first_msgid(reading.header(block, "X-Original-Message-ID"))
         if found:
             return found
     if text is None:
@@ -610,44 +587,19 @@ def _original_message_id(
     quoted = _QUOTED_MSGID.search(text)
     if quoted:
         return quoted.group(1)
-    return _first_msgid(_header(msg, "In-Reply-To"))
+    return _first_msgid(reading.header(msg, "In-Reply-To"))
 
 
 def _returned_headers_id(part: Message) -> str | None:
     if part.get_content_type() not in _RETURNED:
         return None
-    payload = part.get_payload()
-    if isinstance(payload, list):  # the parser made a message of it: message/rfc822...
-        inner = payload[0] if payload else None
-        return _first_msgid(_header(inner, "Message-ID")) if isinstance(inner, Message) else None
-    parser = email.parser.HeaderParser(policy=email.policy.compat32)
-    return _first_msgid(_header(parser.parsestr(_part_text(part)), "Message-ID"))
+    inner = reading.attached(part)
+    if inner is not None:  # the parser made a message of it: message/rfc822...
+        return _first_msgid(reading.header(inner, "Message-ID"))
+    return _first_msgid(reading.header(reading.header_fields(_part_text(part)), "Message-ID"))
 
 
 # --- small readers --------------------------------------------------------
-
-
-def _header(msg: Message | None, name: str) -> str:
-    """A header's text, "" when absent or unreadable (policy.default can raise on bad ones)."""
-    if msg is None:
-        return ""
-    try:
-        value = msg.get(name)
-        return "" if value is None else str(value)
-    except Exception:  # bad encoded words, bad address lists...
-        try:
-            return _raw_header(msg, name)
-        except Exception:
-            return ""
-
-
-def _raw_header(msg: Message, name: str) -> str:
-    """A header as written, unfolded: what a mail system put there, before any parsing."""
-    wanted = name.lower()
-    for key, value in msg.raw_items():
-        if key.lower() == wanted:
-            return " ".join(str(value).split())
-    return ""
 
 
 def _bare(value: str) -> str | None:

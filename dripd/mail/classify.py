@@ -18,7 +18,7 @@ from datetime import date
 from email.message import EmailMessage, Message
 from typing import Protocol
 
-from dripd.mail import addresses, autoreply, bounces, incoming, mailtext, meetings
+from dripd.mail import addresses, autoreply, bounces, incoming, mailtext, meetings, reading
 
 CLASSES = (
     "reply",
@@ -235,12 +235,12 @@ def _feedback_report(message: EmailMessage) -> _Report | None:
         return None
     recipients: list[str] = []
     original: bytes | None = None
-    for part in _parts(message):
+    for part in reading.parts(message, into_messages=True):
         part_type = part.get_content_type()
         if part_type == "message/feedback-report":
             recipients.extend(_report_recipients(part))
         elif part_type in ("message/rfc822", "text/rfc822-headers") and original is None:
-            original = _part_bytes(part)
+            original = reading.part_bytes(part)
     if not arf:
         jmrp = re.search(rb"(?im)^X-HmXmrOriginalRecipient:\s*<?([^>\s]+)>?", original or b"")
         if jmrp is None:
@@ -250,7 +250,7 @@ def _feedback_report(message: EmailMessage) -> _Report | None:
 
 
 def _report_recipients(part: Message) -> list[str]:
-    raw = _part_bytes(part).decode("utf-8", "replace")
+    raw = reading.part_bytes(part).decode("utf-8", "replace")
     found = re.findall(r"(?im)^(?:original-rcpt-to|removal-recipient):\s*(?:rfc822;)?\s*(\S+)", raw)
     return [address.strip("<>").lower() for address in found]
 
@@ -495,29 +495,3 @@ def _first_sent(known: Known, message_ids: Sequence[str]) -> SentRef | None:
 
 def _about(sent: SentRef | None, contact: ContactRef) -> str:
     return f"{sent.message_id} sent to {contact.email}" if sent else contact.email
-
-
-def _parts(message: Message) -> list[Message]:
-    """Every part, nested ones included, at most a few hundred (hostile MIME)."""
-    found: list[Message] = []
-    try:
-        for part in message.walk():
-            found.append(part)
-            if len(found) >= 300:
-                break
-    except Exception:
-        pass
-    return found
-
-
-def _part_bytes(part: Message) -> bytes:
-    """A part's content as bytes: a message part flattened, a text part decoded."""
-    try:
-        payload = part.get_payload()
-        if isinstance(payload, list):
-            inner = payload[0] if payload else None
-            return inner.as_bytes() if isinstance(inner, Message) else b""
-        data = part.get_payload(decode=True)
-        return data if isinstance(data, bytes) else str(payload).encode("utf-8", "replace")
-    except Exception:
-        return b""

@@ -1,17 +1,13 @@
 """An incoming message, parsed defensively: the headers dripd decides by, never an exception.
 
-Mail from the outside is hostile or broken often enough: undecodable
-encoded-words, address lists the stdlib parser chokes on, missing or
-duplicated Message-IDs. Everything here reads the raw header text
-(`Message.raw_items`) and decodes it itself, so a bad header costs that
-header, not the message.
+The headers are read through `reading` (raw text, decoded with its fallbacks),
+so a bad header costs that header, not the message; a missing or duplicated
+Message-ID still gives the message an identity (`Incoming.key`).
 """
 
 from __future__ import annotations
 
-import codecs
 import email
-import email.header
 import email.policy
 import email.utils
 import hashlib
@@ -20,9 +16,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
 
-MAX_HEADER = 4000  # characters of one header value that are looked at
+from dripd.mail import reading
+
 _MSGID = re.compile(r"<[^<>\s]{1,250}>")
-_SPACE = re.compile(r"\s+")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -49,18 +45,21 @@ class Incoming:
         return tuple(seen)
 
     def header(self, name: str) -> str:
-        return header(self.message, name)
+        return reading.header(self.message, name)
 
 
 def parse(raw: bytes) -> Incoming:
     """Parse a message's bytes; never raises (a hopeless message parses as an empty one)."""
     try:
         message = email.message_from_bytes(raw, policy=email.policy.default)
-    except Exception:  # the parser itself is lenient; this is a last resort
+    except (ValueError, RecursionError):
+        # The stdlib's parser gives up: an RFC 2231 parameter whose charset holds a NUL
+        # (boundary*=utf-8\x00''b) is a ValueError; it recurses once per nesting level, and
+        # ~1,000 levels are a RecursionError. The message reads as an empty one.
         message = EmailMessage()
     assert isinstance(message, EmailMessage)
-    message_id = _first_id(header(message, "Message-ID"))
-    sender_name, sender = _address(header(message, "From"))
+    message_id = _first_id(reading.header(message, "Message-ID"))
+    sender_name, sender = reading.address(reading.header(message, "From"))
     return Incoming(
         message=message,
         size=len(raw),
@@ -68,55 +67,12 @@ def parse(raw: bytes) -> Incoming:
         key=message_id.lower() if message_id else _digest(message, raw),
         sender=sender,
         sender_name=sender_name,
-        recipients=_addresses(header(message, "To"), header(message, "Cc")),
-        subject=header(message, "Subject"),
-        in_reply_to=message_ids(header(message, "In-Reply-To")),
-        references=message_ids(header(message, "References")),
-        date=_date(header(message, "Date")),
+        recipients=reading.addresses(reading.header(message, "To"), reading.header(message, "Cc")),
+        subject=reading.header(message, "Subject"),
+        in_reply_to=message_ids(reading.header(message, "In-Reply-To")),
+        references=message_ids(reading.header(message, "References")),
+        date=_date(reading.header(message, "Date")),
     )
-
-
-def header(message: email.message.Message, name: str) -> str:
-    """The first `name` header, encoded-words decoded, folded onto one line; "" if absent."""
-    wanted = name.lower()
-    try:
-        for key, value in message.raw_items():
-            if key.lower() == wanted:
-                return decode_words(str(value)[:MAX_HEADER])
-    except Exception:
-        return ""
-    return ""
-
-
-def decode_words(value: str) -> str:
-    """RFC 2047 encoded-words decoded; an unknown charset or bad encoding keeps the raw text.
-
-    Raw 8-bit headers (the parser keeps their bytes as surrogates) are read as UTF-8.
-    """
-    text = _SPACE.sub(" ", value).strip()
-    if any("\udc80" <= c <= "\udcff" for c in text):
-        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    if "=?" not in text:
-        return text
-    try:
-        parts = email.header.decode_header(text)
-        decoded = [
-            chunk.decode(_charset(charset), errors="replace") if isinstance(chunk, bytes) else chunk
-            for chunk, charset in parts
-        ]
-        return _SPACE.sub(" ", "".join(decoded)).strip()
-    except Exception:
-        return text
-
-
-def _charset(name: str | None) -> str:
-    """A codec for a declared charset: unknown or missing ones read as UTF-8."""
-    if not name:
-        return "utf-8"
-    try:
-        return codecs.lookup(name).name
-    except LookupError:
-        return "utf-8"
 
 
 def message_ids(value: str) -> tuple[str, ...]:
@@ -129,43 +85,20 @@ def _first_id(value: str) -> str:
     return ids[0] if ids else ""
 
 
-def _address(value: str) -> tuple[str, str]:
-    if not value:
-        return "", ""
-    try:
-        name, address = email.utils.parseaddr(value)
-    except Exception:
-        return "", ""
-    return name.strip(), address.strip().lower() if "@" in address else ""
-
-
-def _addresses(*values: str) -> tuple[str, ...]:
-    found: list[str] = []
-    for value in values:
-        if not value:
-            continue
-        try:
-            pairs = email.utils.getaddresses([value])
-        except Exception:
-            continue
-        found.extend(address.strip().lower() for _, address in pairs if "@" in address)
-    return tuple(dict.fromkeys(found))
-
-
 def _date(value: str) -> datetime | None:
     if not value:
         return None
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except Exception:
+        return (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC)
+    except ValueError:  # no date, or fields out of range
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.astimezone(UTC)
+    except OverflowError:  # in range, but not in UTC: 31 Dec 9999 23:59 -0100
+        return None
 
 
 def _digest(message: email.message.Message, raw: bytes) -> str:
     """An identity for a message without a Message-ID: its main headers and start."""
-    parts = [header(message, name) for name in ("Date", "From", "To", "Subject")]
+    parts = [reading.header(message, name) for name in ("Date", "From", "To", "Subject")]
     seed = "\n".join(parts).encode("utf-8", "replace") + raw[:4096]
     return "sha256:" + hashlib.sha256(seed).hexdigest()[:40]

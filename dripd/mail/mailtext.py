@@ -2,8 +2,9 @@
 
 Pure functions over `email.message.EmailMessage` objects parsed with
 `policy.default`. Real mail is hostile (unknown charsets, broken base64,
-malformed headers, deep nesting, megabytes of HTML), so every public function
-here returns a best effort and never raises.
+malformed headers, deep nesting, megabytes of HTML): parts and their text are
+read through `reading`, within its bounds, and every public function here
+returns a best effort and never raises.
 
 Quote stripping is our own code rather than `mail-parser-reply` (1.36) or
 `email-reply-parser` (0.5.12). Measured on 59 replies (the Gmail, Outlook
@@ -18,81 +19,14 @@ mail-parser-reply.
 
 from __future__ import annotations
 
-import binascii
-import codecs
-import quopri
 import re
-from collections.abc import Iterator
-from email.header import decode_header
 from email.message import EmailMessage, Message
 from html.parser import HTMLParser
 
-MAX_PARTS = 200  # MIME parts looked at per message: a hostile message can hold thousands
-MAX_DEPTH = 8  # nesting of multiparts and attached messages followed
+from dripd.mail import reading
+
 MAX_HTML = 400_000  # characters of HTML parsed at most (about 100 ms of html.parser)
 OUTLOOK_RULE = "_" * 32  # the line Outlook puts above a quoted header block (<hr> in HTML)
-
-# --- headers -------------------------------------------------------------------------
-
-
-def header(msg: Message, name: str) -> str:
-    """A header's value as readable text ("" when absent or unreadable).
-
-    Read from the raw header, not through policy.default's parser, which can
-    raise on malformed encoded words and address lists; encoded words are
-    decoded with the same charset fallbacks as bodies.
-    """
-    try:
-        raw = _raw_header(msg, name)
-        return _decode_words(raw) if raw is not None else ""
-    except Exception:  # a header we cannot read is a header we do not have
-        return ""
-
-
-def header_map(msg: Message) -> dict[str, str]:
-    """Every header by lower-case name (the first of repeated ones), as readable text."""
-    found: dict[str, str] = {}
-    try:
-        for key, value in msg.raw_items():
-            name = key.lower()
-            if name not in found:
-                found[name] = _decode_words(_unfold(value))
-    except Exception:  # keep what was read before the header that broke
-        pass
-    return found
-
-
-def has_header(msg: Message, name: str) -> bool:
-    """Whether the message carries this header at all (even empty)."""
-    try:
-        return _raw_header(msg, name) is not None
-    except Exception:
-        return False
-
-
-def _raw_header(msg: Message, name: str) -> str | None:
-    wanted = name.lower()
-    for key, value in msg.raw_items():
-        if key.lower() == wanted:
-            return _unfold(value)
-    return None
-
-
-def _unfold(value: object) -> str:
-    text = value if isinstance(value, str) else str(value)
-    return re.sub(r"\r?\n[ \t]*", " ", text).strip()
-
-
-def _decode_words(raw: str) -> str:
-    if "=?" not in raw:
-        return decode_bytes(raw.encode("utf-8", "surrogateescape"), None)
-    try:
-        parts = decode_header(raw)
-    except Exception:  # a broken encoded word: show it as it came
-        return raw
-    pieces = [c if isinstance(c, str) else decode_bytes(c, charset) for c, charset in parts]
-    return re.sub(r"\s+", " ", "".join(pieces)).strip()
-
 
 # --- bodies --------------------------------------------------------------------------
 
@@ -103,23 +37,23 @@ def body_text(msg: EmailMessage, *, limit: int = 200_000) -> str:
     The inline text/plain parts (attachments skipped), else the first text/html
     part turned into plain text (blockquotes become "> " lines, so quotes can be
     stripped), decoded with the declared charset and falling back to UTF-8 and
-    Windows-1252 when it is unknown or wrong. A message that only carries an
-    attached message (message/rfc822) gives that message's text. At most `limit`
-    characters are decoded and returned.
+    Windows-1252 when it is unknown or wrong (`reading.part_text`). A message
+    that only carries an attached message (message/rfc822) gives that message's
+    text. At most `limit` characters are decoded and returned.
     """
-    try:
-        text = _body_text(msg, limit).replace("\r\n", "\n").replace("\r", "\n")
-        return text[:limit]
-    except Exception:  # a body we cannot read is an empty body; classification goes on
-        return ""
+    text = _body_text(msg, limit).replace("\r\n", "\n").replace("\r", "\n")
+    return text[:limit]
 
 
 def _body_text(msg: Message, limit: int, depth: int = 0) -> str:
     plain: list[Message] = []
     html: list[Message] = []
     attached: list[Message] = []
-    for part in _leaves(msg):
-        kind = _content_type(part)
+    for part in reading.parts(msg):
+        kind = part.get_content_type()
+        nested = part.is_multipart()  # an attached message, parsed
+        if (nested and kind != "message/rfc822") or (not nested and reading.is_attachment(part)):
+            continue
         if kind == "message/rfc822":
             attached.append(part)
         elif kind == "text/plain":
@@ -129,10 +63,10 @@ def _body_text(msg: Message, limit: int, depth: int = 0) -> str:
     text = _plain_text(plain, limit)
     if not text and html:
         text = html_to_text(_part_text(html[0], min(limit * 4, MAX_HTML)))
-    if not text and attached and depth < MAX_DEPTH:
-        inner = attached[0].get_payload()
-        if isinstance(inner, list) and inner and isinstance(inner[0], Message):
-            text = _body_text(inner[0], limit, depth + 1)
+    if not text and attached and depth < reading.MAX_DEPTH:
+        inner = reading.attached(attached[0])
+        if inner is not None:
+            text = _body_text(inner, limit, depth + 1)
     return text
 
 
@@ -150,85 +84,12 @@ def _plain_text(parts: list[Message], limit: int) -> str:
     return "\n\n".join(texts)
 
 
-def _content_type(part: Message) -> str:
-    try:
-        return part.get_content_type()
-    except Exception:  # an unparsable Content-Type: not a text part
-        return "application/octet-stream"
-
-
-def _leaves(msg: Message) -> Iterator[Message]:
-    """Inline leaf parts in order, not descending into attached messages."""
-    stack: list[tuple[Message, int]] = [(msg, 0)]
-    seen = 0
-    while stack and seen < MAX_PARTS:
-        part, depth = stack.pop()
-        seen += 1
-        if part.is_multipart():
-            children = part.get_payload()
-            if _content_type(part).startswith("multipart/") and depth < MAX_DEPTH:
-                kids = [c for c in children if isinstance(c, Message)]
-                stack.extend((child, depth + 1) for child in reversed(kids))
-            elif _content_type(part) == "message/rfc822":
-                yield part
-            continue
-        if _is_attachment(part):
-            continue
-        yield part
-
-
-def _is_attachment(part: Message) -> bool:
-    disposition = header(part, "content-disposition").split(";", 1)[0].strip().lower()
-    return disposition == "attachment"
-
-
 def _part_text(part: Message, limit: int) -> str:
-    """One leaf part's text, decoding at most about `limit` characters' worth."""
-    try:
-        text = _decoded_part(part, limit)
-    except Exception:  # one unreadable part does not hide the others
-        return ""
-    if _param(part, "format").lower() == "flowed":
-        text = unflow(text, delsp=_param(part, "delsp").lower() == "yes")
+    """One leaf part's text, format=flowed lines joined."""
+    text = reading.part_text(part, limit)
+    if reading.param(part, "format").lower() == "flowed":
+        text = unflow(text, delsp=reading.param(part, "delsp").lower() == "yes")
     return text
-
-
-def _decoded_part(part: Message, limit: int) -> str:
-    cap = limit * 4 + 4  # encoded characters: base64 and quoted-printable expand text
-    cte = header(part, "content-transfer-encoding").strip().lower()
-    if cte in ("base64", "quoted-printable"):
-        raw = part.get_payload()
-        if not isinstance(raw, str):
-            return ""
-        data = _unbase64(raw[:cap]) if cte == "base64" else quopri.decodestring(_ascii(raw[:cap]))
-    else:
-        payload = part.get_payload(decode=True)
-        data = payload[:cap] if isinstance(payload, bytes) else b""
-    return decode_bytes(data, _param(part, "charset") or None)[:limit]
-
-
-def _ascii(text: str) -> bytes:
-    return text.encode("ascii", "replace")
-
-
-def _unbase64(raw: str) -> bytes:
-    """Lenient base64: stray characters dropped, a cut-off tail padded."""
-    clean = re.sub(r"[^A-Za-z0-9+/]", "", raw)
-    rest = len(clean) % 4
-    if rest == 1:
-        clean = clean[:-1]
-    elif rest:
-        clean += "=" * (4 - rest)
-    try:
-        return binascii.a2b_base64(clean)
-    except (binascii.Error, ValueError):
-        return b""
-
-
-def _param(part: Message, name: str) -> str:
-    value = header(part, "content-type")
-    match = re.search(rf'(?i)(?:^|;)\s*{name}\s*=\s*"?([^";\s]+)', value)
-    return match.group(1) if match else ""
 
 
 def unflow(text: str, *, delsp: bool = False) -> str:
@@ -256,39 +117,6 @@ def unflow(text: str, *, delsp: bool = False) -> str:
             out[-1] = out[-1][:-1]
         joining = soft
     return "\n".join(out)
-
-
-_UTF8_SEQUENCE = re.compile(
-    rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}"
-)
-
-
-def decode_bytes(data: bytes, charset: str | None) -> str:
-    """Bytes as text: the declared charset if it decodes them, else UTF-8, else Windows-1252.
-
-    A declared charset is often wrong (us-ascii on UTF-8 text, utf-8 on Latin-1
-    text); text codecs only: a name like "base64" or "rot13" is not a charset.
-    """
-    for name in (_codec(charset), "utf-8"):
-        if name:
-            try:
-                return data.decode(name)
-            except (UnicodeDecodeError, LookupError):
-                pass
-    loose = data.decode("utf-8", "replace")
-    if len(_UTF8_SEQUENCE.findall(data)) > loose.count("\ufffd"):
-        return loose  # UTF-8 with a few broken bytes; Latin-1 text rarely forms UTF-8 sequences
-    return data.decode("cp1252", "replace")
-
-
-def _codec(charset: str | None) -> str | None:
-    if not charset:
-        return None
-    try:
-        info = codecs.lookup(charset.strip().strip('"').lower())
-    except (LookupError, ValueError):
-        return None
-    return info.name if getattr(info, "_is_text_encoding", True) else None
 
 
 # --- HTML ----------------------------------------------------------------------------
@@ -367,7 +195,7 @@ def html_to_text(html: str) -> str:
     try:
         parser.feed(html)
         parser.close()
-    except Exception:  # html.parser gives up on some broken markup: keep what it read
+    except AssertionError:  # _markupbase rejects some declarations ("<![x["): keep what it read
         pass
     text = parser.text()
     return re.sub(r"\n{3,}", "\n\n", text).strip()
@@ -428,11 +256,7 @@ def reply_text(text: str) -> str:
     iPhone", "Get Outlook for iOS"). A reply written below the quote
     (bottom-posting) is found too. Whitespace tidied. Never raises.
     """
-    try:
-        lines = _normal_lines(text)
-        return _tidy(_own_lines(lines, rounds=2))
-    except Exception:  # worst case the rep sees the whole text
-        return text.strip() if isinstance(text, str) else ""
+    return _tidy(_own_lines(_normal_lines(text), rounds=2))
 
 
 def _normal_lines(text: str) -> list[str]:
@@ -531,18 +355,15 @@ def _tidy(lines: list[str]) -> str:
 
 def first_lines(text: str, *, lines: int = 3, width: int = 200) -> str:
     """The first few non-empty lines of a reply (pass `reply_text`), each cut to `width`."""
-    try:
-        picked = []
-        for line in text.splitlines():
-            line = " ".join(line.split())
-            if not line:
-                continue
-            picked.append(line if len(line) <= width else line[: width - 1].rstrip() + "…")
-            if len(picked) >= lines:
-                break
-        return "\n".join(picked)
-    except Exception:
-        return ""
+    picked = []
+    for line in text.splitlines():
+        line = " ".join(line.split())
+        if not line:
+            continue
+        picked.append(line if len(line) <= width else line[: width - 1].rstrip() + "…")
+        if len(picked) >= lines:
+            break
+    return "\n".join(picked)
 
 
 # --- "please stop" -------------------------------------------------------------------
@@ -628,15 +449,12 @@ def asks_to_stop(reply: str) -> bool:
     our booth?", "Please remove Bob from the cc" and "I can't unsubscribe from
     my other vendor's list" are not requests.
     """
-    try:
-        line = _first_line(reply)
-        if not line or len(line) > MAX_STOP_LINE:
-            return False
-        if _STOP_ALONE.match(line):
-            return True
-        return any(not _negated(line, m.start()) for m in _STOP_PHRASES.finditer(line))
-    except Exception:
+    line = _first_line(reply)
+    if not line or len(line) > MAX_STOP_LINE:
         return False
+    if _STOP_ALONE.match(line):
+        return True
+    return any(not _negated(line, m.start()) for m in _STOP_PHRASES.finditer(line))
 
 
 def _first_line(reply: str) -> str:

@@ -15,6 +15,7 @@ from email.message import EmailMessage, Message
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+from dripd.mail import reading
 from dripd.mail.addresses import address_key
 
 CALENDAR_TYPES = ("text/calendar", "application/ics")
@@ -43,18 +44,12 @@ def read(message: EmailMessage, sender: str) -> Meeting | None:
 
 def _calendar_parts(message: Message) -> list[bytes]:
     found: list[bytes] = []
-    try:
-        for number, part in enumerate(message.walk()):
-            if number >= 200:
-                break
-            if part.get_content_type() in CALENDAR_TYPES or str(
-                part.get_filename() or ""
-            ).lower().endswith(".ics"):
-                data = part.get_payload(decode=True)
-                if isinstance(data, bytes) and 0 < len(data) <= MAX_CALENDAR:
-                    found.append(data)
-    except Exception:  # hostile MIME: no meeting
-        return found
+    for part in reading.parts(message, into_messages=True):
+        named = reading.filename(part).lower().endswith(".ics")
+        if part.get_content_type() in CALENDAR_TYPES or named:
+            data = part.get_payload(decode=True)
+            if isinstance(data, bytes) and 0 < len(data) <= MAX_CALENDAR:
+                found.append(data)
     return found
 
 
@@ -65,7 +60,10 @@ def _from_calendar(data: bytes, sender: str) -> Meeting | None:
         calendar = icalendar.Calendar.from_ical(data)
         method = str(calendar.get("METHOD", "")).upper()
         events = list(calendar.walk("VEVENT"))
-    except Exception:  # a broken calendar part: no meeting
+    except (ValueError, TypeError, AttributeError, OSError):
+        # A broken calendar part: no meeting. icalendar raises more than ValueError on one:
+        # a timezone without its fields (AttributeError), an RRULE without FREQ (TypeError),
+        # a TZID naming a folder of the zoneinfo tree (IsADirectoryError).
         return None
     for event in events:
         meeting = _from_event(event, method, sender)
@@ -110,7 +108,7 @@ def _answer_of(event: Any, sender: str) -> str | None:
 def _start(event: Any) -> datetime | None:
     try:
         value = event.decoded("DTSTART")
-    except Exception:
+    except (KeyError, ValueError):
         return None
     if isinstance(value, datetime):
         return value
