@@ -32,6 +32,7 @@ message that can't be read is simply not a bounce (logged at debug level).
 
 from __future__ import annotations
 
+import dataclasses
 import email.parser
 import email.policy
 import html
@@ -44,7 +45,7 @@ from email.message import EmailMessage, Message
 
 from flufl import bounce as flufl_bounce
 
-from dripd.mail import bounce_formats, bounce_reasons, incoming, ses
+from dripd.mail import bounce_formats, bounce_reasons, embedded, incoming, ses
 from dripd.mail.bounce_reasons import Reason
 
 logger = logging.getLogger("dripd.bounces")
@@ -55,6 +56,8 @@ MAX_TEXT = 64 * 1024  # characters of notification text scanned per part
 MAX_PARTS = 64  # MIME parts looked at; a bounce has a handful
 GIVE_UP_REPORTS = 3  # temporary failures for one address, this one included...
 GIVE_UP_AFTER = timedelta(days=7)  # ...spread over at least this long: the address is dead
+MAX_DEPTH = 2  # messages inside messages read: a forward of a relay's wrapped report
+CARRIED = "inside a forwarded or wrapped message"
 WINDOW = 8  # lines after a recipient's line searched for its code and diagnostic
 
 _ENHANCED = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
@@ -74,7 +77,15 @@ _QUOTED_SENDER = re.compile(
 
 # Local parts and display names of the mail system's own senders.
 _DAEMON_LOCAL = frozenset(
-    {"mailer-daemon", "mailer_daemon", "mailerdaemon", "mail-daemon", "postmaster", "mdaemon"}
+    {
+        "mailer-daemon",
+        "mailer_daemon",
+        "mailerdaemon",
+        "mail-daemon",
+        "postmaster",
+        "post_master",
+        "mdaemon",
+    }
 )
 _DAEMON_NAME = re.compile(
     r"mail ?delivery (?:sub)?system|mailer[- _]?daemon|postmaster|mail administrator", re.I
@@ -90,6 +101,9 @@ _BOUNCE_SUBJECT = re.compile(
     r"メールエラー|配信(?:エラー|不能|失敗)|送信(?:エラー|失敗)|未達)",
     re.I,
 )
+
+# A forward's subject: "Fwd: ", "FW: ", "TR: ", "WG: "... before the forwarded one's.
+_FORWARDED = re.compile(r"\s*(?:(?:fwd?|fw|tr|wg|rv|enc|doorst)\s*:\s*)+(.*)", re.I)
 
 # An MTA's own wording, with the label given as a reason.
 _MTA_PHRASES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
@@ -203,6 +217,9 @@ class Bounce:
     failures: tuple[Failure, ...]
     original_message_id: str | None  # "<id@host>" of the returned message, when included
     reasons: tuple[str, ...]  # why this was taken as a bounce, shortest first
+    # A person forwarded the report (no mail system sent the outer message): its sender is
+    # a person writing, which a contact's own message must stay (see classify).
+    forwarded: bool = False
 
 
 def parse_bounce(msg: EmailMessage) -> Bounce | None:
@@ -217,7 +234,35 @@ def parse_bounce(msg: EmailMessage) -> Bounce | None:
         return None
 
 
-def _parse(msg: Message) -> Bounce | None:
+def _parse(msg: Message, depth: int = 0) -> Bounce | None:
+    """A report of its own (RFC 3464, SES) first; else a whole report the message carries
+    (forwarded, or wrapped by a relay's notice), as it is more exact than the wrapper's
+    text; else the message's own text."""
+    addressees: set[str] = set()  # of carried mail systems' messages: never failed recipients
+    if depth < MAX_DEPTH and _may_carry_one(msg) and not _has_own_report(msg):
+        for inner in embedded.inner_messages(list(_own_parts(msg))):
+            found = _parse(inner, depth + 1)
+            if found is not None:
+                forwarded = found.forwarded or not _envelope_evidence(msg)
+                return dataclasses.replace(
+                    found, reasons=(*found.reasons, CARRIED), forwarded=forwarded
+                )
+            if _report_type(inner) == "delivery-status":
+                return None  # a report, cut or unreadable: the wrapper's words are about it
+            if _envelope_evidence(inner):
+                for name in ("To", "Delivered-To", "X-Original-To"):
+                    addressees.update(_addresses(_header(inner, name)))
+    return _read(msg, addressees)
+
+
+def _has_own_report(msg: Message) -> bool:
+    """A delivery-status part of its own: then attached messages are what it returns."""
+    kinds = (p.get_content_type() for p in _own_parts(msg))
+    return _report_type(msg) == "delivery-status" or "message/delivery-status" in kinds
+
+
+def _read(msg: Message, addressees: set[str]) -> Bounce | None:
+    """`msg` itself read as a report, not looking into messages it carries."""
     notice = ses_notice(msg)
     if notice is not None:
         return _from_ses(notice)
@@ -237,7 +282,7 @@ def _parse(msg: Message) -> Bounce | None:
             return _from_dsn(msg, parts, blocks, recipients, envelope)
     if not (envelope or subject):
         return None
-    return _from_text(msg, parts, envelope, subject)
+    return _from_text(msg, parts, envelope, subject, addressees)
 
 
 def gives_up(delays: Iterable[datetime], now: datetime) -> bool:
@@ -290,6 +335,15 @@ def _is_daemon(value: str) -> bool:
         return True  # "From: MAILER-DAEMON" with no domain (local Sendmail)
     name = value.split("<", 1)[0] if "<" in value else ""
     return bool(_DAEMON_NAME.search(name))
+
+
+def _may_carry_one(msg: Message) -> bool:
+    """Whether a message that is no bounce itself may carry one: a mail system's notice
+    wrapping another, or a person's forward of a bounce ("Fwd: Undelivered Mail…")."""
+    if _envelope_evidence(msg) or _report_type(msg) or _subject_evidence(msg):
+        return True
+    forwarded = _FORWARDED.match(incoming.header(msg, "Subject"))
+    return bool(forwarded and _BOUNCE_SUBJECT.match(forwarded.group(1)))
 
 
 def _subject_evidence(msg: Message) -> list[str]:
@@ -416,7 +470,11 @@ def _diagnostic(value: str) -> str:
 
 
 def _from_text(
-    msg: Message, parts: list[Message], envelope: list[str], subject: list[str]
+    msg: Message,
+    parts: list[Message],
+    envelope: list[str],
+    subject: list[str],
+    addressees: set[str],
 ) -> Bounce | None:
     text = _notification_text(msg, parts)
     if _SUCCESS.search(text) and not _FAILURE_WORDS.search(text):
@@ -424,7 +482,8 @@ def _from_text(
     content = [*_phrase_evidence(text), *subject]
     if not _enough(envelope, subject, content, _looks_personal(msg)):
         return None
-    failures = _text_failures(msg, text, worded=len(content) > len(subject))
+    worded = len(content) > len(subject)
+    failures = _text_failures(msg, parts, text, addressees, worded=worded)
     if not failures:
         return None  # nobody named as failed: an auto-reply from a mail system, or unreadable
     message_id = _original_message_id(msg, parts, [], text)
@@ -456,15 +515,19 @@ def _looks_personal(msg: Message) -> bool:
     return _raw_header(msg, "Precedence").lower() in {"bulk", "list"}
 
 
-def _text_failures(msg: Message, text: str, *, worded: bool) -> tuple[Failure, ...]:
+def _text_failures(
+    msg: Message, parts: list[Message], text: str, addressees: set[str], *, worded: bool
+) -> tuple[Failure, ...]:
     """The failed recipients named by the notice; its own words are needed for the fallback."""
     temporary, permanent = _flufl_failures(msg)
     listed = _addresses(_header(msg, "X-Failed-Recipients"))
-    ours = _our_addresses(msg, text)
+    ours = _our_addresses(msg, text) | addressees
     found = _unique_strings([*listed, *permanent, *temporary])
-    recipients = [a for a in found if a not in ours and not bounce_formats.is_mail_system(a)]
+    recipients = [
+        a for a in found if (a in listed or a not in ours) and not bounce_formats.is_mail_system(a)
+    ]  # X-Failed-Recipients is the MTA's own word, even for a message sent to oneself
     if not recipients and worded:
-        recipients = bounce_formats.recipients(text, ours)
+        recipients = bounce_formats.recipients(text, ours) or _returned_to(parts, ours)
     lines = text.splitlines()
     delayed = bool(_DELAYED.search(text)) and not _GIVEN_UP.search(text)
     # With one recipient, the whole notice is about it: its words count where its lines don't.
@@ -511,7 +574,9 @@ def _text_failure(
     address: str, lines: list[str], others: list[str], delayed: bool, context: str
 ) -> Failure:
     window = _window(address, lines, others)
-    status = next((s for s in map(_enhanced, window) if s), None)
+    statuses = [s for s in map(_enhanced, window) if s]
+    # A transcript says "250 2.1.5 Ok" to the recipient before the failure after DATA.
+    status = next((s for s in statuses if s[0] != "2"), statuses[0] if statuses else None)
     diagnostic = next((m.group(0) for m in map(_SMTP_REPLY.search, window) if m), "")
     words = " ".join(diagnostic.split())[:DIAGNOSTIC_MAX]
     return Failure(
@@ -614,14 +679,29 @@ def _original_message_id(
 
 
 def _returned_headers_id(part: Message) -> str | None:
+    return _first_msgid(_header(_returned_headers(part), "Message-ID"))
+
+
+def _returned_to(parts: list[Message], ours: set[str]) -> list[str]:
+    """A notice that names nobody ("Delivery report unavailable") was about the message it
+    returns: the one To: address of the attached returned message, when there is one."""
+    for part in parts:
+        headers = _returned_headers(part)
+        if headers is not None:
+            return bounce_formats.sole_recipient(_header(headers, "To"), ours)
+    return []
+
+
+def _returned_headers(part: Message) -> Message | None:
+    """The returned message (or its headers) a report part carries; None for other parts."""
     if part.get_content_type() not in _RETURNED:
         return None
     payload = part.get_payload()
     if isinstance(payload, list):  # the parser made a message of it: message/rfc822...
         inner = payload[0] if payload else None
-        return _first_msgid(_header(inner, "Message-ID")) if isinstance(inner, Message) else None
+        return inner if isinstance(inner, Message) else None
     parser = email.parser.HeaderParser(policy=email.policy.compat32)
-    return _first_msgid(_header(parser.parsestr(_part_text(part)), "Message-ID"))
+    return parser.parsestr(_part_text(part))
 
 
 # --- small readers --------------------------------------------------------
