@@ -12,6 +12,10 @@ Two roads, measured on tests/corpus/bounces (see its README):
   for the recipients; status and diagnostic are then read from the text near
   each one.
 - Amazon SES notifications (JSON through SNS) are read as such (`ses`).
+- A report carried inside another message (a person's "Fwd:", attached or quoted;
+  a relay's notice wrapping the whole report) is read as if it had come alone
+  (`embedded`), before the wrapper's own words; `Bounce.forwarded` says a person
+  forwarded it.
 
 Each failed recipient gets a reason (`bounce_reasons.Reason`) and is hard, soft
 (a delay, a full mailbox) or policy (the sender refused: nobody bounces); see
