@@ -147,6 +147,7 @@ _RETURNED = re.compile(
     r"|^(?:Received|Return-Path|Message-I[Dd]|DKIM-Signature): ",
     re.IGNORECASE | re.MULTILINE,
 )
+_NULL_RETURN_PATH = re.compile(r"^[ \t>]*Return-Path:[ \t]*<>", re.IGNORECASE | re.MULTILINE)
 _FROM_LINE = re.compile(r"^[ \t>]*From:[ \t]*(.*)$", re.IGNORECASE | re.MULTILINE)
 # Lines of a notice that name mail systems or people, never a failed recipient.
 _NOT_RECIPIENT_LINE = re.compile(
@@ -208,8 +209,7 @@ def returned_recipient(text: str, ours: set[str]) -> list[str]:
     if start is None:
         return []
     returned = text[start.start() :]
-    sender = _FROM_LINE.search(returned)
-    if sender and any(map(_mail_system_or_staff, _ADDRESS.findall(sender.group(1)))):
+    if _from_mail_system(returned):
         return []  # a mail system's own notice wrapped whole: its To: is no failed recipient
     to = re.search(r"^[ \t>]*To:[ \t]*(.*)$", returned, re.IGNORECASE | re.MULTILINE)
     return sole_recipient(to.group(1), ours) if to else []
@@ -229,6 +229,16 @@ def fallback(own: str, ours: set[str]) -> list[str]:
             continue
         candidates.extend(_ADDRESS.findall(line))
     return _clean(candidates, ours, system=False)
+
+
+def _from_mail_system(headers: str) -> bool:
+    """Whether the header block starting `headers` is a mail system's: a null Return-Path,
+    or a From: of MAILER-DAEMON, postmaster and the like."""
+    block = headers.replace("\r", "").split("\n\n", 1)[0]
+    if _NULL_RETURN_PATH.search(block):
+        return True
+    sender = _FROM_LINE.search(block)
+    return sender is not None and any(map(_mail_system_or_staff, _ADDRESS.findall(sender.group(1))))
 
 
 def _mail_system_or_staff(address: str) -> bool:

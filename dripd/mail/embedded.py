@@ -63,7 +63,7 @@ def _carried(part: Message) -> Iterator[Message]:
         start = _message_start(unquoted)
         if start is not None:
             text = b"".join(unquoted[start:])
-            yield email.message_from_bytes(text, policy=email.policy.compat32)
+            yield email.message_from_bytes(text, policy=email.policy.default)
             return
 
 
@@ -72,13 +72,14 @@ def _unquoted(lines: list[bytes]) -> list[bytes]:
 
 
 def _message_start(lines: list[bytes]) -> int | None:
-    """Where a message's header block starts: MIN_HEADERS fields or more in a row, a From:
-    among them, at the top or after a blank line, a separator or an mbox "From " line."""
+    """Where a message's header block starts: at the top, or after a blank line, a separator
+    or an mbox "From " line."""
     for i, line in enumerate(lines):
         if i and lines[i - 1].strip() and not _separator(lines[i - 1]):
             continue
-        start = i + 1 if _MBOX.match(line) else i
-        if _header_block(lines, start):
+        mbox = bool(_MBOX.match(line))
+        start = i + 1 if mbox else i
+        if _header_block(lines, start, mbox=mbox):
             return start
     return None
 
@@ -89,7 +90,8 @@ def _separator(line: bytes) -> bool:
     return bool(_MBOX.match(line)) or text.endswith(b":") or set(text) <= set(b"-=_*")
 
 
-def _header_block(lines: list[bytes], start: int) -> bool:
+def _header_block(lines: list[bytes], start: int, *, mbox: bool) -> bool:
+    """MIN_HEADERS fields in a row, a From: among them unless an mbox line announced them."""
     fields = 0
     has_from = False
     for line in lines[start:]:
@@ -99,4 +101,4 @@ def _header_block(lines: list[bytes], start: int) -> bool:
             break
         fields += 1
         has_from = has_from or bool(_FROM.match(line))
-    return fields >= MIN_HEADERS and has_from
+    return fields >= MIN_HEADERS and (has_from or mbox)

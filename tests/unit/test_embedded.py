@@ -8,7 +8,7 @@ from datetime import date
 from email.message import Message
 from pathlib import Path
 
-from dripd.mail import bounces, classify, embedded, incoming
+from dripd.mail import bounce_formats, bounces, classify, embedded, incoming
 
 FAMILIES = Path(__file__).resolve().parents[1] / "corpus" / "families"
 
@@ -100,3 +100,23 @@ class _World:
 
     def digest(self, message_id: str) -> str | None:
         return None
+
+
+def test_an_mbox_line_announces_a_message_whose_from_is_damaged() -> None:
+    raw = (
+        b"Content-Type: text/plain\r\n\r\nNotice.\r\n-----\r\n"
+        b"From MAILER-DAEMON  Tue Jun  3 10:15:00 2025\r\nReturn-Path: <>\r\n"
+        b"From--: MAILER-DAEMON@relay.example\r\nSubject: Undelivered\r\n\r\ntext\r\n"
+    )
+    (inner,) = embedded.inner_messages(leaves(raw))
+    assert inner["Subject"] == "Undelivered"
+
+
+def test_the_to_of_a_wrapped_mail_system_notice_is_no_failed_recipient() -> None:
+    text = (
+        "The message below could not be delivered.\n\n"
+        "Return-Path: <>\nTo: relay-admin@relay.example\nSubject: Undelivered\n\nbody\n"
+    )
+    assert bounce_formats.returned_recipient(text, set()) == []
+    person = text.replace("Return-Path: <>", "Return-Path: <mike@acme.example>")
+    assert bounce_formats.returned_recipient(person, set()) == ["relay-admin@relay.example"]
