@@ -242,12 +242,23 @@ def _parse(msg: Message, depth: int = 0) -> Bounce | None:
     """A report of its own (RFC 3464, SES) first; else a whole report the message carries
     (forwarded, or wrapped by a relay's notice), as it is more exact than the wrapper's
     text; else the message's own text."""
+    notice = ses_notice(msg)
+    if notice is not None:
+        return _from_ses(notice)
+    seen = _evidence(msg)
+    if seen.report == "feedback-report" or (
+        seen.report and seen.report != "delivery-status" and not seen.envelope
+    ):
+        return None  # abuse reports, and read receipts from people
+    if not (seen.envelope or seen.subject or seen.report or seen.forward):
+        return None  # the fast road for ordinary mail: headers only, no part looked at
+    parts = list(_own_parts(msg))
     addressees: set[str] = set()  # of carried mail systems' messages: never failed recipients
-    if depth < MAX_DEPTH and _may_carry_one(msg) and not _has_own_report(msg):
-        for inner in embedded.inner_messages(list(_own_parts(msg))):
+    if depth < MAX_DEPTH and not _has_own_report(seen, parts):
+        for inner in embedded.inner_messages(parts):
             found = _parse(inner, depth + 1)
             if found is not None:
-                forwarded = found.forwarded or not _envelope_evidence(msg)
+                forwarded = found.forwarded or not seen.envelope
                 return dataclasses.replace(
                     found, reasons=(*found.reasons, CARRIED), forwarded=forwarded
                 )
@@ -256,28 +267,41 @@ def _parse(msg: Message, depth: int = 0) -> Bounce | None:
             if _envelope_evidence(inner):
                 for name in ("To", "Delivered-To", "X-Original-To"):
                     addressees.update(_addresses(_header(inner, name)))
-    return _read(msg, addressees)
+    return _read(msg, seen, parts, addressees)
 
 
-def _has_own_report(msg: Message) -> bool:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Evidence:
+    """What the headers say about who sent a message and what it is."""
+
+    envelope: list[str]  # a mail system sent it (null sender, MAILER-DAEMON...)
+    report: str  # multipart/report's report-type, "" if none
+    subject: list[str]  # a bounce subject
+    forward: bool  # a person's forward of a bounce: "Fwd: Undelivered Mail..."
+
+
+def _evidence(msg: Message) -> _Evidence:
+    subject = incoming.header(msg, "Subject")
+    forwarded = _FORWARDED.match(subject)
+    return _Evidence(
+        envelope=_envelope_evidence(msg),
+        report=_report_type(msg),
+        subject=[f"subject {subject[:60]!r}"] if _BOUNCE_SUBJECT.match(subject) else [],
+        forward=bool(forwarded and _BOUNCE_SUBJECT.match(forwarded.group(1))),
+    )
+
+
+def _has_own_report(seen: _Evidence, parts: list[Message]) -> bool:
     """A delivery-status part of its own: then attached messages are what it returns."""
-    kinds = (p.get_content_type() for p in _own_parts(msg))
-    return _report_type(msg) == "delivery-status" or "message/delivery-status" in kinds
+    kinds = (p.get_content_type() for p in parts)
+    return seen.report == "delivery-status" or "message/delivery-status" in kinds
 
 
-def _read(msg: Message, addressees: set[str]) -> Bounce | None:
+def _read(
+    msg: Message, seen: _Evidence, parts: list[Message], addressees: set[str]
+) -> Bounce | None:
     """`msg` itself read as a report, not looking into messages it carries."""
-    notice = ses_notice(msg)
-    if notice is not None:
-        return _from_ses(notice)
-    envelope = _envelope_evidence(msg)
-    report = _report_type(msg)
-    if report == "feedback-report" or (report and report != "delivery-status" and not envelope):
-        return None  # abuse reports, and read receipts from people
-    subject = _subject_evidence(msg)
-    if not (envelope or subject or report):
-        return None  # the fast road for ordinary mail: headers only, no part looked at
-    parts = list(_own_parts(msg))
+    envelope, report, subject = seen.envelope, seen.report, seen.subject
     statuses = [p for p in parts if p.get_content_type() == "message/delivery-status"]
     if statuses and (report or envelope):
         blocks = [block for part in statuses for block in _dsn_blocks(part)]
@@ -339,20 +363,6 @@ def _is_daemon(value: str) -> bool:
         return True  # "From: MAILER-DAEMON" with no domain (local Sendmail)
     name = value.split("<", 1)[0] if "<" in value else ""
     return bool(_DAEMON_NAME.search(name))
-
-
-def _may_carry_one(msg: Message) -> bool:
-    """Whether a message that is no bounce itself may carry one: a mail system's notice
-    wrapping another, or a person's forward of a bounce ("Fwd: Undelivered Mail…")."""
-    if _envelope_evidence(msg) or _report_type(msg) or _subject_evidence(msg):
-        return True
-    forwarded = _FORWARDED.match(incoming.header(msg, "Subject"))
-    return bool(forwarded and _BOUNCE_SUBJECT.match(forwarded.group(1)))
-
-
-def _subject_evidence(msg: Message) -> list[str]:
-    subject = incoming.header(msg, "Subject")
-    return [f"subject {subject[:60]!r}"] if _BOUNCE_SUBJECT.match(subject) else []
 
 
 def _phrase_evidence(text: str) -> list[str]:
