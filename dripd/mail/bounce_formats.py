@@ -65,6 +65,11 @@ FORMATS: tuple[Format, ...] = (
         rf"^\s+<?({_ADDR})>?(?:\s*$|\s*\n?\s*(?:SMTP error|host |mailbox|retry|unrouteable|all ))",
     ),
     _format(
+        "SMTP session transcript",  # Postfix's "errors from" report, Apache James' details
+        r"^\s*in:\s+rcpt to:|^\s*message details:",
+        rf"rcpt to:\s*<?({_ADDR})>?",
+    ),
+    _format(
         "Sendmail",
         r"transcript of session follows|the original message was received at|"
         r"following addresses had (?:permanent|transient)",
@@ -142,6 +147,8 @@ _RETURNED = re.compile(
     r"|^(?:Received|Return-Path|Message-I[Dd]|DKIM-Signature): ",
     re.IGNORECASE | re.MULTILINE,
 )
+_NULL_RETURN_PATH = re.compile(r"^[ \t>]*Return-Path:[ \t]*<>", re.IGNORECASE | re.MULTILINE)
+_FROM_LINE = re.compile(r"^[ \t>]*From:[ \t]*(.*)$", re.IGNORECASE | re.MULTILINE)
 # Lines of a notice that name mail systems or people, never a failed recipient.
 _NOT_RECIPIENT_LINE = re.compile(
     r"^\s*(?:from|reply-to|sender|return-path|reporting-mta|received|by|message-id|"
@@ -176,14 +183,20 @@ def notice(text: str) -> str:
 
 
 def recipients(text: str, ours: set[str]) -> list[str]:
-    """The failed recipients this notice names: by its family's rule, else the fallback."""
+    """The failed recipients this notice names: by its family's rule, else the fallback.
+
+    As the very last resort, the family's rule may name one of `ours`: a message sent to
+    oneself, or a redacted sample whose every address reads the same, bounces all the same.
+    """
     own = notice(text)
     found = family(own)
-    if found is not None:
-        named = _clean(_groups(found.recipient, own), ours, system=True)
-        if named:
-            return named
-    return fallback(own, ours) or returned_recipient(text, ours)
+    named = _groups(found.recipient, own) if found is not None else []
+    return (
+        _clean(named, ours, system=True)
+        or fallback(own, ours)
+        or returned_recipient(text, ours)
+        or _clean(named, set(), system=True)
+    )
 
 
 def returned_recipient(text: str, ours: set[str]) -> list[str]:
@@ -195,8 +208,16 @@ def returned_recipient(text: str, ours: set[str]) -> list[str]:
     start = _RETURNED.search(text)
     if start is None:
         return []
-    to = re.search(r"^[ \t>]*To:[ \t]*(.*)$", text[start.start() :], re.IGNORECASE | re.MULTILINE)
-    found = _clean(_ADDRESS.findall(to.group(1)), ours, system=True) if to else []
+    returned = text[start.start() :]
+    if _from_mail_system(returned):
+        return []  # a mail system's own notice wrapped whole: its To: is no failed recipient
+    to = re.search(r"^[ \t>]*To:[ \t]*(.*)$", returned, re.IGNORECASE | re.MULTILINE)
+    return sole_recipient(to.group(1), ours) if to else []
+
+
+def sole_recipient(to: str, ours: set[str]) -> list[str]:
+    """The one address of a returned message's To: that is not ours; [] if not exactly one."""
+    found = _clean(_ADDRESS.findall(to), ours, system=True)
     return found if len(found) == 1 else []
 
 
@@ -208,6 +229,21 @@ def fallback(own: str, ours: set[str]) -> list[str]:
             continue
         candidates.extend(_ADDRESS.findall(line))
     return _clean(candidates, ours, system=False)
+
+
+def _from_mail_system(headers: str) -> bool:
+    """Whether the header block starting `headers` is a mail system's: a null Return-Path,
+    or a From: of MAILER-DAEMON, postmaster and the like."""
+    block = headers.replace("\r", "").split("\n\n", 1)[0]
+    if _NULL_RETURN_PATH.search(block):
+        return True
+    sender = _FROM_LINE.search(block)
+    return sender is not None and any(map(_mail_system_or_staff, _ADDRESS.findall(sender.group(1))))
+
+
+def _mail_system_or_staff(address: str) -> bool:
+    local = address.split("@", 1)[0]
+    return bool(_DAEMON_LOCAL.match(local) or _SYSTEM_LOCAL.match(local))
 
 
 def is_mail_system(address: str) -> bool:

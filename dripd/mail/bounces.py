@@ -12,6 +12,10 @@ Two roads, measured on tests/corpus/bounces (see its README):
   for the recipients; status and diagnostic are then read from the text near
   each one.
 - Amazon SES notifications (JSON through SNS) are read as such (`ses`).
+- A report carried inside another message (a person's "Fwd:", attached or quoted;
+  a relay's notice wrapping the whole report) is read as if it had come alone
+  (`embedded`), before the wrapper's own words; `Bounce.forwarded` says a person
+  forwarded it.
 
 Each failed recipient gets a reason (`bounce_reasons.Reason`) and is hard, soft
 (a delay, a full mailbox) or policy (the sender refused: nobody bounces); see
@@ -33,6 +37,7 @@ through `reading`, which copes with the breakage (tests/unit/test_reading.py).
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import logging
 import re
@@ -43,7 +48,7 @@ from email.message import EmailMessage, Message
 
 from flufl import bounce as flufl_bounce
 
-from dripd.mail import bounce_formats, bounce_reasons, reading, ses
+from dripd.mail import bounce_formats, bounce_reasons, embedded, reading, ses
 from dripd.mail.bounce_reasons import Reason
 
 logger = logging.getLogger("dripd.bounces")
@@ -54,6 +59,8 @@ MAX_TEXT = 64 * 1024  # characters of notification text scanned per part
 MAX_PARTS = 64  # MIME parts looked at; a bounce has a handful
 GIVE_UP_REPORTS = 3  # temporary failures for one address, this one included...
 GIVE_UP_AFTER = timedelta(days=7)  # ...spread over at least this long: the address is dead
+MAX_DEPTH = 2  # messages inside messages read: a forward of a relay's wrapped report
+CARRIED = "inside a forwarded or wrapped message"
 WINDOW = 8  # lines after a recipient's line searched for its code and diagnostic
 
 _ENHANCED = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
@@ -73,7 +80,15 @@ _QUOTED_SENDER = re.compile(
 
 # Local parts and display names of the mail system's own senders.
 _DAEMON_LOCAL = frozenset(
-    {"mailer-daemon", "mailer_daemon", "mailerdaemon", "mail-daemon", "postmaster", "mdaemon"}
+    {
+        "mailer-daemon",
+        "mailer_daemon",
+        "mailerdaemon",
+        "mail-daemon",
+        "postmaster",
+        "post_master",
+        "mdaemon",
+    }
 )
 _DAEMON_NAME = re.compile(
     r"mail ?delivery (?:sub)?system|mailer[- _]?daemon|postmaster|mail administrator", re.I
@@ -89,6 +104,9 @@ _BOUNCE_SUBJECT = re.compile(
     r"メールエラー|配信(?:エラー|不能|失敗)|送信(?:エラー|失敗)|未達)",
     re.I,
 )
+
+# A forward's subject: "Fwd: ", "FW: ", "TR: ", "WG: "... before the forwarded one's.
+_FORWARDED = re.compile(r"\s*(?:(?:fwd?|fw|tr|wg|rv|enc|doorst)\s*:\s*)+(.*)", re.I)
 
 # An MTA's own wording, with the label given as a reason.
 _MTA_PHRASES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
@@ -202,6 +220,9 @@ class Bounce:
     failures: tuple[Failure, ...]
     original_message_id: str | None  # "<id@host>" of the returned message, when included
     reasons: tuple[str, ...]  # why this was taken as a bounce, shortest first
+    # A person forwarded the report (no mail system sent the outer message): its sender is
+    # a person writing, which a contact's own message must stay (see classify).
+    forwarded: bool = False
 
 
 def parse_bounce(msg: EmailMessage) -> Bounce | None:
@@ -212,18 +233,70 @@ def parse_bounce(msg: EmailMessage) -> Bounce | None:
     return _parse(msg)
 
 
-def _parse(msg: Message) -> Bounce | None:
+def _parse(msg: Message, depth: int = 0) -> Bounce | None:
+    """A report of its own (RFC 3464, SES) first; else a whole report the message carries
+    (forwarded, or wrapped by a relay's notice), as it is more exact than the wrapper's
+    text; else the message's own text."""
     notice = ses_notice(msg)
     if notice is not None:
         return _from_ses(notice)
-    envelope = _envelope_evidence(msg)
-    report = _report_type(msg)
-    if report == "feedback-report" or (report and report != "delivery-status" and not envelope):
+    seen = _evidence(msg)
+    if seen.report == "feedback-report" or (
+        seen.report and seen.report != "delivery-status" and not seen.envelope
+    ):
         return None  # abuse reports, and read receipts from people
-    subject = _subject_evidence(msg)
-    if not (envelope or subject or report):
+    if not (seen.envelope or seen.subject or seen.report or seen.forward):
         return None  # the fast road for ordinary mail: headers only, no part looked at
     parts = list(reading.parts(msg, max_parts=MAX_PARTS))
+    addressees: set[str] = set()  # of carried mail systems' messages: never failed recipients
+    if depth < MAX_DEPTH and not _has_own_report(seen, parts):
+        for inner in embedded.inner_messages(parts):
+            found = _parse(inner, depth + 1)
+            if found is not None:
+                forwarded = found.forwarded or not seen.envelope
+                return dataclasses.replace(
+                    found, reasons=(*found.reasons, CARRIED), forwarded=forwarded
+                )
+            if _report_type(inner) == "delivery-status":
+                return None  # a report, cut or unreadable: the wrapper's words are about it
+            if _envelope_evidence(inner):
+                for name in ("To", "Delivered-To", "X-Original-To"):
+                    addressees.update(_addresses(reading.header(inner, name)))
+    return _read(msg, seen, parts, addressees)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Evidence:
+    """What the headers say about who sent a message and what it is."""
+
+    envelope: list[str]  # a mail system sent it (null sender, MAILER-DAEMON...)
+    report: str  # multipart/report's report-type, "" if none
+    subject: list[str]  # a bounce subject
+    forward: bool  # a person's forward of a bounce: "Fwd: Undelivered Mail..."
+
+
+def _evidence(msg: Message) -> _Evidence:
+    subject = reading.header(msg, "Subject")
+    forwarded = _FORWARDED.match(subject)
+    return _Evidence(
+        envelope=_envelope_evidence(msg),
+        report=_report_type(msg),
+        subject=[f"subject {subject[:60]!r}"] if _BOUNCE_SUBJECT.match(subject) else [],
+        forward=bool(forwarded and _BOUNCE_SUBJECT.match(forwarded.group(1))),
+    )
+
+
+def _has_own_report(seen: _Evidence, parts: list[Message]) -> bool:
+    """A delivery-status part of its own: then attached messages are what it returns."""
+    kinds = (p.get_content_type() for p in parts)
+    return seen.report == "delivery-status" or "message/delivery-status" in kinds
+
+
+def _read(
+    msg: Message, seen: _Evidence, parts: list[Message], addressees: set[str]
+) -> Bounce | None:
+    """`msg` itself read as a report, not looking into messages it carries."""
+    envelope, report, subject = seen.envelope, seen.report, seen.subject
     statuses = [p for p in parts if p.get_content_type() == "message/delivery-status"]
     if statuses and (report or envelope):
         blocks = [block for part in statuses for block in _dsn_blocks(part)]
@@ -232,7 +305,7 @@ def _parse(msg: Message) -> Bounce | None:
             return _from_dsn(msg, parts, blocks, recipients, envelope)
     if not (envelope or subject):
         return None
-    return _from_text(msg, parts, envelope, subject)
+    return _from_text(msg, parts, envelope, subject, addressees)
 
 
 def gives_up(delays: Iterable[datetime], now: datetime) -> bool:
@@ -285,11 +358,6 @@ def _is_daemon(value: str) -> bool:
         return True  # "From: MAILER-DAEMON" with no domain (local Sendmail)
     name = value.split("<", 1)[0] if "<" in value else ""
     return bool(_DAEMON_NAME.search(name))
-
-
-def _subject_evidence(msg: Message) -> list[str]:
-    subject = reading.header(msg, "Subject")
-    return [f"subject {subject[:60]!r}"] if _BOUNCE_SUBJECT.match(subject) else []
 
 
 def _phrase_evidence(text: str) -> list[str]:
@@ -415,7 +483,11 @@ def _diagnostic(value: str) -> str:
 
 
 def _from_text(
-    msg: Message, parts: list[Message], envelope: list[str], subject: list[str]
+    msg: Message,
+    parts: list[Message],
+    envelope: list[str],
+    subject: list[str],
+    addressees: set[str],
 ) -> Bounce | None:
     text = _notification_text(msg, parts)
     if _SUCCESS.search(text) and not _FAILURE_WORDS.search(text):
@@ -423,7 +495,8 @@ def _from_text(
     content = [*_phrase_evidence(text), *subject]
     if not _enough(envelope, subject, content, _looks_personal(msg)):
         return None
-    failures = _text_failures(msg, text, worded=len(content) > len(subject))
+    worded = len(content) > len(subject)
+    failures = _text_failures(msg, parts, text, addressees, worded=worded)
     if not failures:
         return None  # nobody named as failed: an auto-reply from a mail system, or unreadable
     message_id = _original_message_id(msg, parts, [], text)
@@ -455,15 +528,19 @@ def _looks_personal(msg: Message) -> bool:
     return reading.raw_header(msg, "Precedence").lower() in {"bulk", "list"}
 
 
-def _text_failures(msg: Message, text: str, *, worded: bool) -> tuple[Failure, ...]:
+def _text_failures(
+    msg: Message, parts: list[Message], text: str, addressees: set[str], *, worded: bool
+) -> tuple[Failure, ...]:
     """The failed recipients named by the notice; its own words are needed for the fallback."""
     temporary, permanent = _flufl_failures(msg)
     listed = _addresses(reading.header(msg, "X-Failed-Recipients"))
-    ours = _our_addresses(msg, text)
+    ours = _our_addresses(msg, text) | addressees
     found = _unique_strings([*listed, *permanent, *temporary])
-    recipients = [a for a in found if a not in ours and not bounce_formats.is_mail_system(a)]
+    recipients = [
+        a for a in found if (a in listed or a not in ours) and not bounce_formats.is_mail_system(a)
+    ]  # X-Failed-Recipients is the MTA's own word, even for a message sent to oneself
     if not recipients and worded:
-        recipients = bounce_formats.recipients(text, ours)
+        recipients = bounce_formats.recipients(text, ours) or _returned_to(parts, ours)
     lines = text.splitlines()
     delayed = bool(_DELAYED.search(text)) and not _GIVEN_UP.search(text)
     # With one recipient, the whole notice is about it: its words count where its lines don't.
@@ -512,7 +589,9 @@ def _text_failure(
     address: str, lines: list[str], others: list[str], delayed: bool, context: str
 ) -> Failure:
     window = _window(address, lines, others)
-    status = next((s for s in map(_enhanced, window) if s), None)
+    statuses = [s for s in map(_enhanced, window) if s]
+    # A transcript says "250 2.1.5 Ok" to the recipient before the failure after DATA.
+    status = next((s for s in statuses if s[0] != "2"), statuses[0] if statuses else None)
     diagnostic = next((m.group(0) for m in map(_SMTP_REPLY.search, window) if m), "")
     words = " ".join(diagnostic.split())[:DIAGNOSTIC_MAX]
     return Failure(
@@ -591,12 +670,28 @@ def _original_message_id(
 
 
 def _returned_headers_id(part: Message) -> str | None:
+    headers = _returned_headers(part)
+    return _first_msgid(reading.header(headers, "Message-ID")) if headers is not None else None
+
+
+def _returned_to(parts: list[Message], ours: set[str]) -> list[str]:
+    """A notice that names nobody ("Delivery report unavailable") was about the message it
+    returns: the one To: address of the attached returned message, when there is one."""
+    for part in parts:
+        headers = _returned_headers(part)
+        if headers is not None:
+            return bounce_formats.sole_recipient(reading.header(headers, "To"), ours)
+    return []
+
+
+def _returned_headers(part: Message) -> Message | None:
+    """The returned message (or its headers) a report part carries; None for other parts."""
     if part.get_content_type() not in _RETURNED:
         return None
     inner = reading.attached(part)
     if inner is not None:  # the parser made a message of it: message/rfc822...
-        return _first_msgid(reading.header(inner, "Message-ID"))
-    return _first_msgid(reading.header(reading.header_fields(_part_text(part)), "Message-ID"))
+        return inner
+    return reading.header_fields(_part_text(part))
 
 
 # --- small readers --------------------------------------------------------

@@ -260,6 +260,9 @@ def _bounce(reading: _Reading) -> Verdict | None:
     if report is None:
         return None
     known = reading.known
+    sender = reading.mail.sender
+    if report.forwarded and sender and known.contact(sender) is not None:
+        return None  # a contact forwarding a bounce is a contact writing: read as from them
     sent = known.sent(report.original_message_id) if report.original_message_id else None
     if sent is None:  # Gmail and Exchange thread their bounces to the original
         sent = _first_sent(known, reading.mail.referenced)

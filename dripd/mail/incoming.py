@@ -50,14 +50,7 @@ class Incoming:
 
 def parse(raw: bytes) -> Incoming:
     """Parse a message's bytes; never raises (a hopeless message parses as an empty one)."""
-    try:
-        message = email.message_from_bytes(raw, policy=email.policy.default)
-    except (ValueError, RecursionError):
-        # The stdlib's parser gives up: an RFC 2231 parameter whose charset holds a NUL
-        # (boundary*=utf-8\x00''b) is a ValueError; it recurses once per nesting level, and
-        # ~1,000 levels are a RecursionError. The message reads as an empty one.
-        message = EmailMessage()
-    assert isinstance(message, EmailMessage)
+    message = reading.message(raw)
     message_id = _first_id(reading.header(message, "Message-ID"))
     sender_name, sender = reading.address(reading.header(message, "From"))
     return Incoming(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import binascii
 import codecs
+import email
 import email.errors
 import email.header
 import email.parser
@@ -25,7 +26,7 @@ import email.utils
 import quopri
 import re
 from collections.abc import Iterator
-from email.message import Message
+from email.message import EmailMessage, Message
 
 MAX_HEADER = 4000  # characters of one header value that are looked at
 MAX_PARTS = 200  # MIME parts looked at per message: a hostile message can hold thousands
@@ -38,6 +39,19 @@ _UTF8_SEQUENCE = re.compile(
 )
 
 # --- headers -------------------------------------------------------------------------
+
+
+def message(raw: bytes) -> EmailMessage:
+    """A message's bytes parsed; never raises (a hopeless message parses as an empty one)."""
+    try:
+        parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    except (ValueError, RecursionError):
+        # The stdlib's parser gives up: an RFC 2231 parameter whose charset holds a NUL
+        # (boundary*=utf-8\x00''b) is a ValueError; it recurses once per nesting level, and
+        # ~1,000 levels are a RecursionError. The message reads as an empty one.
+        return EmailMessage()
+    assert isinstance(parsed, EmailMessage)
+    return parsed
 
 
 def raw_header(msg: Message, name: str) -> str:
