@@ -31,8 +31,9 @@ from dripd.pipeline import compose, lifecycle
 from dripd.pipeline.app import App
 from dripd.plan import decide, schedule, templates
 from dripd.plan import windows as windows_mod
-from dripd.store import contacts, events, outbox, reps, retry, schema
+from dripd.store import contacts, events, outbox, reps, retry
 from dripd.store import enrollments as store_enrollments
+from dripd.store import tasks as store_tasks
 from dripd.store.contacts import Contact
 from dripd.store.enrollments import Enrollment
 
@@ -549,17 +550,9 @@ def _outbox_row(
     }
 
 
-_TASK_EXISTS = sa.select(schema.tasks.c.id).where(
-    schema.tasks.c.enrollment_id == sa.bindparam("eid"),
-    schema.tasks.c.step == sa.bindparam("step"),
-    schema.tasks.c.occurrence == sa.bindparam("occurrence"),
-)
-
-
 def _create_task(run: _Pass, target: _Target, step: campaigns.Step, due: schedule.Due) -> None:
     contact, campaign = target.contact, target.campaign
-    key = {"eid": target.enrollment.id, "step": step.id, "occurrence": due.occurrence}
-    if run.conn.execute(_TASK_EXISTS, key).first() is not None:
+    if store_tasks.task_exists(run.conn, target.enrollment.id, step.id, due.occurrence):
         return
     try:
         note = compose.render_note(run.app, contact, campaign, step, due.occurrence)

@@ -31,6 +31,19 @@ class Task:
     done_at: datetime | None
 
 
+_TASK_EXISTS = sa.select(tasks.c.id).where(
+    tasks.c.enrollment_id == sa.bindparam("eid"),
+    tasks.c.step == sa.bindparam("step"),
+    tasks.c.occurrence == sa.bindparam("occurrence"),
+)
+
+
+def task_exists(conn: sa.Connection, enrollment_id: int, step: str, occurrence: int) -> bool:
+    """Whether the task of this step occurrence was made already (a pass run again)."""
+    key = {"eid": enrollment_id, "step": step, "occurrence": occurrence}
+    return conn.execute(_TASK_EXISTS, key).first() is not None
+
+
 def open_tasks(conn: sa.Connection, rep: str | None = None) -> list[Task]:
     query = sa.select(tasks).where(tasks.c.status == "open").order_by(tasks.c.due_at, tasks.c.id)
     if rep:
