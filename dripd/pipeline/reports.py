@@ -25,7 +25,6 @@ from dripd.store import (
     oauth_tokens,
     outbox,
     reps,
-    schema,
 )
 from dripd.store import digests as store_digests
 
@@ -484,43 +483,19 @@ def _stuck_notes(
     return notes
 
 
-_outbox = schema.outbox
-_enrollments = schema.enrollments
-_inbox = schema.inbox_messages
 ATTENTION_SHOWN = 5  # failures listed by name; the rest are counted
 
 
 def health(app: App, conn: sa.Connection) -> Health:
     """The daemon's health from the database: is it running, what waits, what needs a look."""
     now = app.clock.now()
-    decode = schema.UTCDateTime().process_result_value
-    last_sent = decode(
-        conn.execute(sa.select(sa.func.max(_outbox.c.sent_at))).scalar(), conn.dialect
-    )
-    queued = _count(conn, _outbox.c.status == "queued")
-    ready = _count(conn, _outbox.c.status == "queued", _outbox.c.next_attempt_at <= now)
-    failed = conn.execute(
-        sa.select(_outbox.c.recipient, _outbox.c.subject, _outbox.c.last_error)
-        .where(_outbox.c.status == "failed")
-        .order_by(_outbox.c.id.desc())
-    ).all()
+    last_sent = outbox.last_sent_at(conn)
+    queued, ready = outbox.queued_counts(conn, now)
+    failed = outbox.failed_emails(conn)
     # A held step (a missing attachment, a template the contact can't fill) is
     # retried hourly, so it has a next due time beside its reason.
-    held = conn.execute(
-        sa.select(schema.contacts.c.email, _enrollments.c.campaign, _enrollments.c.waiting)
-        .join(schema.contacts, schema.contacts.c.id == _enrollments.c.contact_id)
-        .where(
-            _enrollments.c.status == "active",
-            _enrollments.c.waiting.is_not(None),
-            _enrollments.c.next_due_at.is_not(None),
-        )
-        .order_by(_enrollments.c.id)
-    ).all()
-    unreadable = conn.execute(
-        sa.select(_inbox.c.rep, _inbox.c.sender, _inbox.c.reasons)
-        .where(_inbox.c.outcome == schema.MessageOutcome.FAILED)
-        .order_by(_inbox.c.id.desc())
-    ).all()
+    held = enrollments.held_steps(conn)
+    unreadable = inbox.unreadable(conn)
     fleet = membership.listed(conn)
     differ = mismatch(fleet)
     sign_ins = sign_ins_needed(app, conn)
@@ -564,9 +539,3 @@ def mismatch(fleet: list[membership.Instance]) -> list[str]:
         f"instances run different campaigns ({listed}): give every host the same "
         "campaigns folder and config"
     ]
-
-
-def _count(conn: sa.Connection, *where: sa.ColumnElement[bool]) -> int:
-    return int(
-        conn.execute(sa.select(sa.func.count()).select_from(_outbox).where(*where)).scalar_one()
-    )

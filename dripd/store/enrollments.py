@@ -191,3 +191,18 @@ def due_count(conn: sa.Connection, now: datetime, cap: int) -> int:
 def enrollment_by_id(conn: sa.Connection, enrollment_id: int) -> Enrollment | None:
     row = conn.execute(_ENROLLMENT_BY_ID, {"eid": enrollment_id}).first()
     return _enrollment(row) if row else None
+
+
+def held_steps(conn: sa.Connection) -> list[Any]:
+    """Active enrollments held at a step, and why (email, campaign, waiting), oldest first."""
+    query = (
+        sa.select(contacts.c.email, enrollments.c.campaign, enrollments.c.waiting)
+        .join(contacts, contacts.c.id == enrollments.c.contact_id)
+        .where(
+            enrollments.c.status == "active",
+            enrollments.c.waiting.is_not(None),
+            enrollments.c.next_due_at.is_not(None),
+        )
+        .order_by(enrollments.c.id)
+    )
+    return list(conn.execute(query).all())

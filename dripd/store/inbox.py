@@ -97,3 +97,13 @@ def inbox_stats(conn: sa.Connection) -> dict[str, dict[str, Any]]:
     for rep, cls, count in conn.execute(counts):
         stats.setdefault(rep, {})[cls] = count
     return stats
+
+
+def unreadable(conn: sa.Connection) -> list[Any]:
+    """Messages that could not be handled (rep, sender, reasons), newest first."""
+    query = (
+        sa.select(_messages.c.rep, _messages.c.sender, _messages.c.reasons)
+        .where(_messages.c.outcome == schema.MessageOutcome.FAILED)
+        .order_by(_messages.c.id.desc())
+    )
+    return list(conn.execute(query).all())

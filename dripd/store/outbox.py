@@ -537,3 +537,34 @@ def mailbox_stats(conn: sa.Connection) -> dict[str, dict[str, Any]]:
         if status == "sent" and last is not None:
             entry["last_sent_at"] = decode(last, conn.dialect)
     return stats
+
+
+# -- what `dripd status` reports of the outbox ------------------------------------------
+
+
+def last_sent_at(conn: sa.Connection) -> datetime | None:
+    decode = schema.UTCDateTime().process_result_value
+    value = conn.execute(sa.select(sa.func.max(_t.c.sent_at))).scalar()
+    return decode(value, conn.dialect)
+
+
+def queued_counts(conn: sa.Connection, now: datetime) -> tuple[int, int]:
+    """Emails queued, and of them those ready to go now."""
+    return _count(conn, _t.c.status == "queued"), _count(
+        conn, _t.c.status == "queued", _t.c.next_attempt_at <= now
+    )
+
+
+def failed_emails(conn: sa.Connection) -> list[Any]:
+    """The emails that failed for good (recipient, subject, last_error), newest first."""
+    query = (
+        sa.select(_t.c.recipient, _t.c.subject, _t.c.last_error)
+        .where(_t.c.status == "failed")
+        .order_by(_t.c.id.desc())
+    )
+    return list(conn.execute(query).all())
+
+
+def _count(conn: sa.Connection, *where: sa.ColumnElement[bool]) -> int:
+    query = sa.select(sa.func.count()).select_from(_t).where(*where)
+    return int(conn.execute(query).scalar_one())
