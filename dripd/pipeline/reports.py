@@ -283,18 +283,17 @@ def status(app: App, conn: sa.Connection) -> dict[str, Any]:
         for step in campaign.steps
     ]
     enrolled = queries.enrollment_counts(conn)
-    stage_counts = queries.stage_counts(conn)
-    statuses, touches = queries.status_counts(conn)
+    counted = queries.contact_counts(conn)
     return {
-        "stages": {stage: stage_counts.get(stage, 0) for stage in stages.STAGES},
-        "statuses": statuses,
+        "stages": {stage: counted.stages.get(stage, 0) for stage in stages.STAGES},
+        "statuses": counted.statuses,
         "campaigns": {
             c: {s: enrolled.get((c, s), 0) for s in ("active", "completed", "stopped")}
             for c in (campaign.id for campaign in app.catalog.ordered())
         },
         "steps": steps,
         "variants": variants.stats(conn),
-        "touches": touches,
+        "touches": counted.touches,
         "mailboxes": _mailboxes(app, conn),
         "health": health(app, conn),
         "due_now": queries.due_count(conn, app.clock.now(), DUE_NOW_CAP),
