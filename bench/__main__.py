@@ -14,6 +14,7 @@ BENCHMARKS = (
     "bounces",
     "size",
     "mailboxes",
+    "idle",
 )
 
 

@@ -24,7 +24,8 @@ from pathlib import Path
 
 from bench import common
 
-SIZES = (10_000, 100_000, 1_000_000)
+# BENCH_SIZE=1000000 runs one size (a 1M run takes ~10 minutes, most of it `schedule`)
+SIZES = tuple(int(n) for n in os.environ.get("BENCH_SIZE", "10000,100000,1000000").split(","))
 QUICK = (100_000,)
 
 # Each baseline: the same work as the command in bare SQL, printed to stdout.
@@ -82,6 +83,7 @@ class Run:
     seconds: float
     first_line: float  # seconds to the first line of output
     peak_mb: float
+    cpu: float  # user + system seconds: steadier than wall time on a shared host
 
 
 def measure(argv: Sequence[str], *, head: int | None = None) -> Run:
@@ -112,7 +114,8 @@ def measure(argv: Sequence[str], *, head: int | None = None) -> Run:
     if head is None and proc.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode})")
     return Run(seconds=seconds, first_line=first_at if first else seconds,
-               peak_mb=usage.ru_maxrss / 1024)  # fmt: skip
+               peak_mb=usage.ru_maxrss / 1024,
+               cpu=usage.ru_utime + usage.ru_stime)  # fmt: skip
 
 
 def baseline(name: str, *args: str) -> Run:
@@ -138,8 +141,9 @@ def first_start_retimes(config: Path) -> int:
 def line(label: str, run: Run, floor: Run) -> None:
     ratio = run.seconds / floor.seconds if floor.seconds else float("inf")
     print(
-        f"  {label:<34} {run.seconds:7.2f} s  first line {run.first_line:6.2f} s"
-        f"  {run.peak_mb:6.0f} MB | bare SQL {floor.seconds:6.2f} s {floor.peak_mb:5.0f} MB"
+        f"  {label:<34} {run.seconds:7.2f} s (CPU {run.cpu:6.2f} s)  first line"
+        f" {run.first_line:6.2f} s  {run.peak_mb:6.0f} MB | bare SQL {floor.seconds:6.2f} s"
+        f" (CPU {floor.cpu:5.2f} s) {floor.peak_mb:5.0f} MB"
         f" | ratio {ratio:5.1f}x"
     )
 

@@ -242,6 +242,7 @@ class Daemon:
         self.heartbeat = heartbeat.Heartbeat()
         self.mailboxes: dict[str, sender.Sender] = {}
         self.inboxes: dict[str, watcher.Watcher] = {}
+        self._logins = asyncio.Semaphore(watcher.LOGINS_AT_ONCE)  # the watchers take turns
         # one per mailbox: a sender clearing its own never hides work from another
         self.wakes: dict[str, asyncio.Event] = {}
         self.supervisor = supervise.Supervisor(self.stop, on_failure=self._note_failure)
@@ -425,6 +426,7 @@ class Daemon:
             halt,
             on_change=lambda: self._inbox_changed(rep.id),
             fence=lambda conn: member.still_holds(conn, rep.id),
+            logins=self._logins,
         )
         self._start_task(name, box.run, rep=rep.id, halt=halt)
 

@@ -38,6 +38,10 @@ IDLE_RENEW = 25 * 60.0  # seconds: servers may end an IDLE after 29 minutes (RFC
 FETCH_BATCH = 50  # messages fetched per round trip
 RECONNECT = (1.0, 60.0)  # seconds: first and longest wait before reconnecting
 SIGNIN_RECHECK = 5.0  # seconds between looks for a new sign-in (`dripd auth`)
+# Inboxes logging in (connect, login, first catch-up) at once, per daemon: a
+# thousand at once left 15% of them without a greeting within TIMEOUT (bench
+# mailboxes), and a provider sees a herd where it should see a queue.
+LOGINS_AT_ONCE = 20
 RESCAN_MARGIN = timedelta(days=2)  # how far before the last check a UIDVALIDITY change re-reads
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -53,6 +57,7 @@ class Watcher:
         *,
         on_change: Callable[[], None] | None = None,
         fence: Callable[[sa.Connection], bool] | None = None,
+        logins: asyncio.Semaphore | None = None,
     ) -> None:
         assert rep.imap is not None
         self.app = app
@@ -63,6 +68,8 @@ class Watcher:
         self.folder = rep.imap.folder
         self.stop = stop
         self.on_change = on_change  # called after messages were handled (e.g. wake the senders)
+        # Shared by the daemon's watchers: held from connecting until caught up.
+        self.logins = logins
         self.handled = 0
         self.connected = asyncio.Event()  # set while a session is open and caught up
         self._failures = 0
@@ -127,9 +134,11 @@ class Watcher:
         expires, a dropped connection) is an ImapError: `run` opens the next
         one, which logs in with a fresh token.
         """
-        async with self._session() as session:
-            folder = await session.examine(self.folder)
-            await self.catch_up(session, folder)
+        async with contextlib.AsyncExitStack() as stack:
+            async with self.logins or contextlib.nullcontext():
+                session = await stack.enter_async_context(self._session())
+                folder = await session.examine(self.folder)
+                await self.catch_up(session, folder)
             self._failures = 0
             if self._signin_lost:
                 self._signin_lost = False

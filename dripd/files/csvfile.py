@@ -28,11 +28,7 @@ EMAIL_LIKE = ("e_mail", "email_address", "e_mail_address", "mail", "email_1_valu
 class Row:
     line: int
     values: contacts.Values
-
-    @property
-    def key(self) -> str:
-        """The row's contact identity (its lower-cased email)."""
-        return (self.values.email or "").lower()
+    key: str  # the row's contact identity (its lower-cased email)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -132,7 +128,7 @@ def _records(reader: Iterator[list[str]]) -> Iterator[tuple[int, list[str] | csv
         except csv.Error as exc:
             yield line, exc
             continue
-        if any(cell.strip() for cell in cells):
+        if "".join(cells).strip():  # a row of blank cells is skipped
             yield line, cells
 
 
@@ -159,7 +155,7 @@ def _row(
     if key in first_line:
         return Problem(line=line, message=f"duplicate of line {first_line[key]} ({values.email})")
     first_line[key] = line
-    return Row(line=line, values=values)
+    return Row(line=line, values=values, key=key)
 
 
 _SURROGATE = re.compile("[\udc80-\udcff]")

@@ -33,7 +33,8 @@ def connect_failure(host: str, port: int, exc: BaseException, security: str) -> 
     the port: a TLS handshake answered in clear ("wrong version number"), or
     no greeting at all (the server waits for a handshake that never comes).
     """
-    message = f"cannot connect to {host}:{port}: {exc or 'no greeting from the server'}"
+    # str(), not the exception: an exception is always true, and a timeout's text is empty
+    message = f"cannot connect to {host}:{port}: {str(exc) or 'no greeting from the server'}"
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, ssl.SSLCertVerificationError):

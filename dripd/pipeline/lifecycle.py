@@ -362,7 +362,11 @@ def contact_row(
 
 def _fields_json(custom: Mapping[str, str | None]) -> str:
     present = {k: v for k, v in custom.items() if v is not None}
-    return json.dumps(present, sort_keys=True, separators=(",", ":")) if present else "{}"
+    return _FIELDS_JSON.encode(present) if present else "{}"
+
+
+# json.dumps with options builds an encoder per call: a tenth of an import's row-building
+_FIELDS_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 
 
 def create_contact(

@@ -399,18 +399,17 @@ def status(app: App, conn: sa.Connection) -> Status:
         for step in campaign.steps
     )
     enrolled = enrollments.enrollment_counts(conn)
-    stage_counts = contacts.stage_counts(conn)
-    statuses, touches = contacts.status_counts(conn)
+    counted = contacts.contact_counts(conn)
     return Status(
-        stages={stage: stage_counts.get(stage, 0) for stage in stages.STAGES},
-        statuses=statuses,
+        stages={stage: counted.stages.get(stage, 0) for stage in stages.STAGES},
+        statuses=counted.statuses,
         campaigns={
             c: {s: enrolled.get((c, s), 0) for s in ("active", "completed", "stopped")}
             for c in (campaign.id for campaign in app.catalog.ordered())
         },
         steps=steps,
         variants=tuple(variants.stats(conn)),
-        touches=touches,
+        touches=counted.touches,
         mailboxes=tuple(_mailboxes(app, conn)),
         health=health(app, conn),
         due_now=enrollments.due_count(conn, app.clock.now(), DUE_NOW_CAP),

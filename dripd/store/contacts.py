@@ -236,18 +236,33 @@ def count_touches(conn: sa.Connection, touches: Sequence[tuple[int, datetime]]) 
     _COUNT_TOUCH_PREPARED.executemany(conn, rows)
 
 
-def stage_counts(conn: sa.Connection) -> dict[str, int]:
-    query = sa.select(contacts.c.stage, sa.func.count()).group_by(contacts.c.stage)
-    return {stage: count for stage, count in conn.execute(query)}
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContactCounts:
+    stages: dict[str, int]
+    statuses: dict[str, int]
+    touches: int
 
 
-def status_counts(conn: sa.Connection) -> tuple[dict[str, int], int]:
-    """Contacts per status, and the touches of all: one pass over the contacts."""
+def contact_counts(conn: sa.Connection) -> ContactCounts:
+    """Contacts per stage and per status, and the touches of all.
+
+    One pass over the index on (status, stage, touches), never the table: at
+    a million contacts the table scan took most of `status`'s time.
+    """
     query = sa.select(
-        contacts.c.status, sa.func.count(), sa.func.coalesce(sa.func.sum(contacts.c.touches), 0)
-    ).group_by(contacts.c.status)
-    rows = conn.execute(query).all()
-    return {status: count for status, count, _ in rows}, sum(int(t) for _, _, t in rows)
+        contacts.c.status,
+        contacts.c.stage,
+        sa.func.count(),
+        sa.func.coalesce(sa.func.sum(contacts.c.touches), 0),
+    ).group_by(contacts.c.status, contacts.c.stage)
+    stages: dict[str, int] = {}
+    statuses: dict[str, int] = {}
+    touches = 0
+    for status, stage, count, touched in conn.execute(query):
+        stages[stage] = stages.get(stage, 0) + count
+        statuses[status] = statuses.get(status, 0) + count
+        touches += int(touched)
+    return ContactCounts(stages=stages, statuses=statuses, touches=touches)
 
 
 _BRIEF = sa.select(contacts.c.id, contacts.c.email, contacts.c.owner, contacts.c.status).where(

@@ -18,7 +18,7 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 # The newest migration's revision. Checked against alembic's own view of the
 # migrations folder by a test; comparing it with a plain query lets commands
 # skip importing alembic (a third of the CLI's start-up) when nothing is to do.
-HEAD = "0012"
+HEAD = "0013"
 SQLITE_BUSY_TIMEOUT = 10_000  # milliseconds a writer waits for the lock
 READ_ONLY = "dripd_read_only"  # execution option: this connection never writes
 SQLITE_CACHE_KIB = 65_536  # page cache per connection: big imports touch many index pages

@@ -172,6 +172,34 @@ def test_schedule_of_one_day_reads_only_the_due_rows(
     assert [i.at for i in items] == sorted(i.at for i in items)
 
 
+def test_status_reads_indexes_not_the_tables(big: app_mod.App) -> None:
+    """Every query of `status` at 200,000 contacts is answered from an index (SQLite's plan)."""
+    statements: list[tuple[str, Any]] = []
+
+    def note(conn: Any, cursor: Any, sql: str, params: Any, *_: Any) -> None:
+        if sql.lstrip().upper().startswith("SELECT"):
+            statements.append((sql, params))
+
+    with big.reader.connect() as conn:
+        sa.event.listen(conn, "before_cursor_execute", note)
+        shown = reports.status(big, conn)
+    assert shown["stages"]["prospect"] == shown["stages"]["lead"] == CONTACTS // 2
+    assert shown["statuses"] == {"active": CONTACTS}
+    with big.reader.connect() as conn:
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        plans = [
+            (sql, detail)
+            for sql, params in statements
+            for *_, detail in raw.execute(f"EXPLAIN QUERY PLAN {sql}", params or ())
+        ]
+    large = ("contacts", "enrollments", "events")
+    scans = [(sql, d) for sql, d in plans if d.split()[:2] in (["SCAN", t] for t in large)]
+    scans = [(sql, d) for sql, d in scans if "INDEX" not in d]
+    assert scans == []
+    assert any("ix_contacts_status_stage_touches" in d for _, d in plans)
+
+
 BAD_CSV = (
     "email,first_name,company\n"
     "ann@example.com,Ann,Acme\n"

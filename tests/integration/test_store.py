@@ -341,7 +341,7 @@ def test_a_reader_is_not_blocked_by_an_open_write(app: app_mod.App) -> None:
         )
         started = time.monotonic()
         with app.reader.connect() as conn:  # `dripd status` meanwhile
-            assert store_contacts.stage_counts(conn) == {"suspect": 1}
+            assert store_contacts.contact_counts(conn).stages == {"suspect": 1}
         assert time.monotonic() - started < 2
 
 

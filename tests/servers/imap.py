@@ -71,9 +71,9 @@ mail_location = maildir:~/Maildir
 mail_fsync = never
 mailbox_idle_check_interval = 1 secs
 mail_max_userip_connections = 100
-# One imap process per logged-in connection: room for a few hundred IDLEs at once
-# (tests/acceptance/test_mailboxes.py, bench/mailboxes.py).
-default_process_limit = 1000
+# One imap process per logged-in connection: room for a thousand IDLEs at once and
+# their logins (tests/acceptance/test_mailboxes.py, bench/mailboxes.py at N = 1,000).
+default_process_limit = 2500
 default_client_limit = 4000
 namespace inbox {{
   inbox = yes

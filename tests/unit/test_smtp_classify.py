@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dripd.mailbox import smtp
+from dripd.mailbox import smtp, tls
 
 REPLIES = [
     # -- Gmail / Google Workspace ------------------------------------------------
@@ -379,3 +379,13 @@ def test_envelope_address_refuses_what_cannot_go_in_a_command(address: str) -> N
     with pytest.raises(smtp.SendError) as caught:
         smtp.envelope_address(address)
     assert caught.value.kind == "message"  # this email fails; the mailbox goes on
+
+
+def test_a_connection_without_a_greeting_says_so() -> None:
+    # A greeting that never came (a TLS port spoken to in clear, or a server
+    # too busy to greet within the timeout) was shown as "127.0.0.1:993: ;".
+    line = tls.connect_failure("127.0.0.1", 993, TimeoutError(), "starttls")
+    assert line == (
+        "cannot connect to 127.0.0.1:993: no greeting from the server; "
+        'a port that begins with TLS (465, 993) needs security = "tls"'
+    )
