@@ -183,8 +183,8 @@ def test_status_reads_indexes_not_the_tables(big: app_mod.App) -> None:
     with big.reader.connect() as conn:
         sa.event.listen(conn, "before_cursor_execute", note)
         shown = reports.status(big, conn)
-    assert shown["stages"]["prospect"] == shown["stages"]["lead"] == CONTACTS // 2
-    assert shown["statuses"] == {"active": CONTACTS}
+    assert shown.stages["prospect"] == shown.stages["lead"] == CONTACTS // 2
+    assert shown.statuses == {"active": CONTACTS}
     with big.reader.connect() as conn:
         raw = conn.connection.driver_connection
         assert raw is not None
