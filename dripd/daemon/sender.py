@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Container, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
@@ -44,26 +44,22 @@ SIGNIN_RECHECK = 5.0  # seconds between looks for a new sign-in (`dripd auth`): 
 class _Rules:
     """What the send decision at claim time reads from the config, worked out once per app.
 
-    `Config.max_late` parses the setting at each call: ~60 µs an email, and
-    `holidays_for` the [dripd] list. A reload swaps the sender's app, so
-    this follows it. The holidays are those the planner used: the contact's
-    owner's (`Row.holidays_of`), also for an email sent `from` another rep
-    (see plan.decide for why).
+    `Config.max_late` parses the setting at each call: ~60 µs an email. A
+    reload swaps the sender's app, so this follows it. The holidays are those
+    the planner used: the contact's owner's (`Row.holidays_of`), also for an
+    email sent `from` another rep (see plan.decide for why); the config works
+    them out once per rep at load.
     """
 
     app: App
     max_late: timedelta
-    calendars: dict[str | None, Container[date]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, app: App) -> _Rules:
         return cls(app=app, max_late=app.config.max_late)
 
     def holidays(self, rep_id: str | None) -> Container[date]:
-        found = self.calendars.get(rep_id)
-        if found is None:
-            found = self.calendars[rep_id] = self.app.config.holidays_for(rep_id)
-        return found
+        return self.app.config.holidays_for(rep_id)
 
 
 Claimed = Literal["claimed", "passed", "stop"]  # passed: skipped, put back or taken
