@@ -1,6 +1,6 @@
 """Bounces and complaints read right, per mail-server family (issue 19).
 
-`python -m bench bounces [--corpus PATH] [--held-out] [--misses]`
+`python -m bench bounces [--corpus PATH] [--corpora ROOT] [--held-out] [--misses]`
 
 Reads every .eml sample of a folder and checks what dripd makes of it:
 
@@ -21,9 +21,14 @@ Two kinds of folder:
   The set is split by a hash of the file name: ~30% is held out. Tuning looks
   at the tuning part only (`--misses` lists its failures); `--held-out` prints
   the held-out score, per family, once the tuning is done.
-- the repository's own corpus (the default): `tests/corpus/families`, whose
-  `expected.toml` gives each sample's class and recipient, and
-  `tests/corpus/not-bounces`.
+- other public corpora (`--corpora ROOT`, described in `bounces_corpora.toml`):
+  bounce parsers' test data and ordinary mail, fetched into ROOT/<name>/. The kind
+  of each file comes from its project (tests, folders), the expected recipient from
+  the sample as above, the split from the same hash. A file that is a copy of one
+  dripd was tuned on (sisimai's set, the repository's corpus) is left out and counted.
+- the repository's own corpus (the default, when neither is given):
+  `tests/corpus/families`, whose `expected.toml` gives each sample's class and
+  recipient, and `tests/corpus/not-bounces`.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ LABELS: dict[str, frozenset[str]] = {
     ).items()
 }
 _NUMBERED = re.compile(r"-\d+$")
+_TRAILING_NUMBER = re.compile(r"[-.]?[\d.-]+$")
 _ADDRESS = re.compile(r"[^@\s<>\"'();,:\[\]]+@[A-Za-z0-9][A-Za-z0-9.-]*[A-Za-z0-9]")
 _HEADERS_FOLLOW = re.compile(
     r"headers? (?:follow|of the original)|original message|returned message|"
@@ -84,19 +90,29 @@ class Score:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench bounces")
     parser.add_argument("--corpus", type=Path, help="sisimai set-of-emails checkout, or a folder")
+    parser.add_argument(
+        "--corpora", type=Path, help="folder holding the corpora of bounces_corpora.toml"
+    )
     parser.add_argument("--held-out", action="store_true", help="score the held-out part too")
     parser.add_argument("--misses", action="store_true", help="list the tuning part's misses")
     parser.add_argument(
         "--no-labels", action="store_true", help="score the tuning part as the held-out one is"
     )
     args = parser.parse_args(argv)
-    samples = _samples(args.corpus)
-    if args.no_labels:  # the samples' own fields only, as for the held-out part
-        samples = [dataclasses.replace(s, expected=_own_expectation(s)) for s in samples]
-    tuning = [s for s in samples if not s.held_out]
-    _report("tuning" if args.corpus else "own corpus", tuning, show_misses=args.misses)
-    if args.held_out:
-        _report("held out", [s for s in samples if s.held_out], show_misses=False)
+    sets: list[tuple[str, list[Sample]]] = []
+    if args.corpus or not args.corpora:
+        sets.append(("sisimai" if args.corpus else "own corpus", _samples(args.corpus)))
+    if args.corpora:
+        known = _tuned_on(args.corpus)
+        for name, found in _other_corpora(args.corpora, known):
+            sets.append((name, found))
+    for name, samples in sets:
+        if args.no_labels:  # the samples' own fields only, as for the held-out part
+            samples = [dataclasses.replace(s, expected=_own_expectation(s)) for s in samples]
+        tuning = [s for s in samples if not s.held_out]
+        _report(f"{name}, tuning part", tuning, show_misses=args.misses)
+        if args.held_out:
+            _report(f"{name}, held out", [s for s in samples if s.held_out], show_misses=False)
 
 
 # --- samples --------------------------------------------------------------------
@@ -111,6 +127,91 @@ def _samples(corpus: Path | None) -> list[Sample]:
     if not found:
         found = [_fetched(p, not_bounce=False) for p in sorted(root.rglob("*.eml"))]
     return found
+
+
+def _other_corpora(root: Path, known: list[frozenset[int]]) -> list[tuple[str, list[Sample]]]:
+    described = tomllib.loads(Path(__file__).with_name("bounces_corpora.toml").read_text())
+    found = []
+    for name, spec in described.items():
+        where = root / name
+        if not where.is_dir():
+            print(f"{name}: not fetched into {where} (bench/README.md says how); skipped")
+            continue
+        samples, copies = _described(where, name, spec, known)
+        if copies:
+            print(f"{name}: {copies} file(s) left out, copies of samples dripd was tuned on")
+        found.append((name, samples))
+    return found
+
+
+def _described(
+    where: Path, name: str, spec: dict[str, object], known: list[frozenset[int]]
+) -> tuple[list[Sample], int]:
+    kinds: dict[Path, str] = {}
+    for key, kind in (
+        ("bounces", "bounce"),
+        ("not_bounces", "not-bounce"),
+        ("complaints", "complaint"),
+        ("unsubscribes", "unsubscribe"),
+    ):
+        for pattern in spec.get(key, []):  # type: ignore[attr-defined]
+            for path in sorted(where.glob(pattern)):
+                if path.is_file() and path.suffix != ".cf":
+                    kinds[path] = kind
+    samples, copies = [], 0
+    for path, kind in sorted(kinds.items()):
+        if _is_copy(_fingerprint(path.read_bytes()), known):
+            copies += 1
+            continue
+        msg = _load(path)
+        if kind == "bounce":
+            kind = _kind(msg)
+            if spec.get("auto_reply_oracle") and _says_auto_reply(msg):
+                kind = "not-bounce"
+        family = f"{name}:{_TRAILING_NUMBER.sub('', path.stem.replace('_', '-')) or name}"
+        expected = _expected_recipients(msg) if kind == "bounce" else None
+        held_out = hashlib.sha256(path.name.encode()).digest()[0] % 100 < HELD_OUT
+        if not held_out and kind == "bounce":
+            expected = LABELS.get(path.name, expected)
+        samples.append(
+            Sample(path=path, family=family, kind=kind, expected=expected, held_out=held_out)
+        )
+    return samples, copies
+
+
+_AUTO_SUBJECT = re.compile(
+    r"out of (?:the )?office|auto(?:matic)?[- ]?(?:reply|response|answer)|vacation|abwesen",
+    re.I,
+)
+
+
+def _says_auto_reply(msg: EmailMessage) -> bool:
+    """The sample's Subject says it is an auto-reply and it carries no delivery report.
+    (Not Auto-Submitted: Exim marks its bounces "auto-replied" too.)"""
+    if any(p.get_content_type() == "message/delivery-status" for p in msg.walk()):
+        return False
+    return bool(_AUTO_SUBJECT.search(str(msg.get("Subject", "") or "")))
+
+
+def _fingerprint(raw: bytes) -> frozenset[int]:
+    """The message's longer lines, whitespace folded: equal for a copy re-wrapped or
+    with other line ends, different for another message."""
+    lines = (b" ".join(line.split()) for line in raw.splitlines())
+    return frozenset(hash(line) for line in lines if len(line) >= 24)
+
+
+def _is_copy(lines: frozenset[int], known: list[frozenset[int]]) -> bool:
+    """Most of the message's lines are in one known sample (a copy, re-anonymised or cut)."""
+    return bool(lines) and any(len(lines & other) >= 0.6 * len(lines) for other in known)
+
+
+def _tuned_on(corpus: Path | None) -> list[frozenset[int]]:
+    """Fingerprints of the samples dripd was tuned on: the repository's corpus and
+    sisimai's set (whole, held-out part included: a copy is not an independent test)."""
+    paths = list((common.REPO / "tests" / "corpus").rglob("*.eml"))
+    if corpus is not None:
+        paths += list(corpus.rglob("*.eml"))
+    return [_fingerprint(p.read_bytes()) for p in paths]
 
 
 def _own_samples(corpus: Path) -> list[Sample]:
@@ -167,7 +268,8 @@ def _kind(msg: EmailMessage) -> str:
 
 
 def _load(path: Path) -> EmailMessage:
-    return email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    raw = path.read_bytes().lstrip(b" \t\r\n")  # some samples start with a blank line
+    return email.message_from_bytes(raw, policy=email.policy.default)
 
 
 def _expected_recipients(msg: EmailMessage) -> frozenset[str] | None:
@@ -182,8 +284,8 @@ def _expected_recipients(msg: EmailMessage) -> frozenset[str] | None:
 def _dsn_expected(msg: EmailMessage) -> set[str]:
     found: set[str] = set()
     for part in msg.walk():
-        if part.get_content_type() != "message/delivery-status":
-            continue
+        if not part.get_content_type().endswith("delivery-status"):
+            continue  # RFC 3464's, RFC 6533's message/global-delivery-status, x- names
         for block in re.split(r"\n\s*\n", _text(part)):
             action = re.search(r"(?im)^action:\s*(\w+)", block)
             if action and action.group(1).lower() in {"delivered", "relayed", "expanded"}:
@@ -202,7 +304,13 @@ def _returned_to_expected(msg: EmailMessage) -> set[str]:
     """The returned message's To/Cc and its Received "for <...>": weaker (aliases, forwards)."""
     for part in msg.walk():
         kind = part.get_content_type()
-        if kind in {"message/rfc822", "text/rfc822-headers", "message/rfc822-headers"}:
+        if kind in {
+            "message/rfc822",
+            "message/global",
+            "text/rfc822-headers",
+            "message/rfc822-headers",
+            "message/global-headers",
+        }:
             found = _to_and_for(_text(part))
             if found:
                 return found
