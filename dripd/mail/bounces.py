@@ -144,7 +144,9 @@ _MTA_PHRASES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
             r"the following recipients? (?:was|were)? ?not|rejected your message|"
             r"returned to sender|smtp error|remote host said|i was unable to deliver|"
             r"message could not be sent|retry timeout exceeded|host unknown|"
-            r"could not be delivered|cannot be delivered|delivery report unavailable",
+            r"could not be delivered|cannot be delivered|delivery report unavailable|"
+            r"delivery of (?:e-?mail|(?:your )?message) to [\s\S]{0,80}?has failed|"
+            r"not a valid (?:user|recipient|mailbox)",
         ),
     )
 )
@@ -169,12 +171,40 @@ _GIVEN_UP = re.compile(
     r"permanent(?:ly)? (?:fatal )?(?:error|failure|failed)|given up|giving up", re.I
 )
 
+# A challenge-response system asking the sender to prove they are a person (or saying they
+# are on the recipient's list): the wording of Boxbe, Bluebottle, SpamArrest, Sendio,
+# ChoiceMail, Mailblocks and the like.
+_CHALLENGE = re.compile(
+    r"pre-?approved|guest list|(?:allowed|approved|safe|trusted) senders?'? list|"
+    r"(?:recipient's|my) (?:allowed|approved|white) ?list|added to .{0,40}(?:allowed|white) ?list|"
+    r"(?:verify|confirm|prove) (?:that )?you(?:'re| are)? (?:a )?(?:human|real person|not a"
+    r" (?:robot|computer|spammer))|challenge[- ]response|sender verification (?:request|required)",
+    re.I,
+)
+
 _NULL = frozenset({"<>", "<<>>"})
+# report-type of an RFC 3464 report, and of its RFC 6533 (internationalised) form.
+_DSN_REPORTS = frozenset({"delivery-status", "global-delivery-status"})
+# The report part: RFC 3464's, RFC 6533's, and the x- names some filters give it (XWall).
+_STATUS_PARTS = frozenset(
+    {
+        "message/delivery-status",
+        "message/global-delivery-status",
+        "message/xdelivery-status",
+        "message/x-delivery-status",
+    }
+)
 _FAILED_ACTIONS = frozenset({"failed", "failure", "error", "undeliverable", "bounced"})
 _DELAYED_ACTIONS = frozenset({"delayed", "delay"})
 _SUCCESS_ACTIONS = frozenset({"delivered", "relayed", "expanded"})
 _RETURNED = frozenset(
-    {"message/rfc822", "message/global", "message/rfc822-headers", "text/rfc822-headers"}
+    {
+        "message/rfc822",
+        "message/global",
+        "message/rfc822-headers",
+        "text/rfc822-headers",
+        "message/global-headers",
+    }
 )
 
 
@@ -242,7 +272,7 @@ def _parse(msg: Message, depth: int = 0) -> Bounce | None:
         return _from_ses(notice)
     seen = _evidence(msg)
     if seen.report == "feedback-report" or (
-        seen.report and seen.report != "delivery-status" and not seen.envelope
+        seen.report and seen.report not in _DSN_REPORTS and not seen.envelope
     ):
         return None  # abuse reports, and read receipts from people
     if not (seen.envelope or seen.subject or seen.report or seen.forward):
@@ -257,7 +287,7 @@ def _parse(msg: Message, depth: int = 0) -> Bounce | None:
                 return dataclasses.replace(
                     found, reasons=(*found.reasons, CARRIED), forwarded=forwarded
                 )
-            if _report_type(inner) == "delivery-status":
+            if _report_type(inner) in _DSN_REPORTS:
                 return None  # a report, cut or unreadable: the wrapper's words are about it
             if _envelope_evidence(inner):
                 for name in ("To", "Delivered-To", "X-Original-To"):
@@ -280,7 +310,9 @@ def _evidence(msg: Message) -> _Evidence:
     forwarded = _FORWARDED.match(subject)
     return _Evidence(
         envelope=_envelope_evidence(msg),
-        report=_report_type(msg),
+        # A bare report part as the whole message (cut out of its multipart/report) is one too.
+        report=_report_type(msg)
+        or ("delivery-status" if msg.get_content_type() in _STATUS_PARTS else ""),
         subject=[f"subject {subject[:60]!r}"] if _BOUNCE_SUBJECT.match(subject) else [],
         forward=bool(forwarded and _BOUNCE_SUBJECT.match(forwarded.group(1))),
     )
@@ -288,8 +320,7 @@ def _evidence(msg: Message) -> _Evidence:
 
 def _has_own_report(seen: _Evidence, parts: list[Message]) -> bool:
     """A delivery-status part of its own: then attached messages are what it returns."""
-    kinds = (p.get_content_type() for p in parts)
-    return seen.report == "delivery-status" or "message/delivery-status" in kinds
+    return seen.report in _DSN_REPORTS or any(p.get_content_type() in _STATUS_PARTS for p in parts)
 
 
 def _read(
@@ -297,7 +328,7 @@ def _read(
 ) -> Bounce | None:
     """`msg` itself read as a report, not looking into messages it carries."""
     envelope, report, subject = seen.envelope, seen.report, seen.subject
-    statuses = [p for p in parts if p.get_content_type() == "message/delivery-status"]
+    statuses = [p for p in parts if p.get_content_type() in _STATUS_PARTS]
     if statuses and (report or envelope):
         blocks = [block for part in statuses for block in _dsn_blocks(part)]
         recipients = [r for r in map(_dsn_recipient, blocks) if r is not None]
@@ -421,8 +452,10 @@ def _from_dsn(
     failures = _unique(r.failure for r in recipients if r.action in {"failed", "delayed"})
     if not failures:
         return None  # a success report (delivered, relayed, expanded)
+    if _challenge(failures, _notification_text(msg, parts)):
+        return None
     kind = "multipart/report; report-type=delivery-status"
-    reasons = [kind if _report_type(msg) == "delivery-status" else "message/delivery-status part"]
+    reasons = [kind if _report_type(msg) in _DSN_REPORTS else "message/delivery-status part"]
     message_id = _original_message_id(msg, parts, blocks)
     return Bounce(failures=failures, original_message_id=message_id, reasons=(*reasons, *envelope))
 
@@ -430,9 +463,15 @@ def _from_dsn(
 def _dsn_blocks(part: Message) -> list[Message]:
     """The per-message and per-recipient field groups of a message/delivery-status part."""
     if part.is_multipart():
-        return [p for p in part.get_payload() if isinstance(p, Message)]
-    raw = part.get_payload(decode=True)
-    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else reading.payload(part)
+        if part.get_content_type() == "message/delivery-status":
+            return [p for p in part.get_payload() if isinstance(p, Message)]
+        # Other names for it (message/global-delivery-status, message/xdelivery-status)
+        # parse as one message whose body holds the per-recipient groups: read it back as
+        # text (RFC 6533's is UTF-8).
+        text = reading.decode_bytes(reading.part_bytes(part), "utf-8")
+    else:
+        raw = part.get_payload(decode=True)
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else reading.payload(part)
     groups = re.split(r"\r?\n[ \t]*\r?\n", text[:MAX_TEXT])
     return [reading.header_fields(group.strip() + "\n") for group in groups if group.strip()]
 
@@ -499,8 +538,19 @@ def _from_text(
     failures = _text_failures(msg, parts, text, addressees, worded=worded)
     if not failures:
         return None  # nobody named as failed: an auto-reply from a mail system, or unreadable
+    if _challenge(failures, text):
+        return None
     message_id = _original_message_id(msg, parts, [], text)
     return Bounce(failures=failures, original_message_id=message_id, reasons=(*content, *envelope))
+
+
+def _challenge(failures: tuple[Failure, ...], text: str) -> bool:
+    """A challenge-response system's request (Boxbe, Bluebottle...): the message waits until
+    the sender proves they are a person. An auto-reply, not a failure of the address; unless
+    some recipient failed for good (a 5.x.x refusal naming an allow list is a policy bounce)."""
+    if any((f.status or "").startswith("5") for f in failures):
+        return False
+    return bool(_CHALLENGE.search(bounce_formats.notice(text)))
 
 
 def _enough(envelope: list[str], subject: list[str], content: list[str], personal: bool) -> bool:

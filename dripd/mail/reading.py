@@ -32,6 +32,7 @@ MAX_HEADER = 4000  # characters of one header value that are looked at
 MAX_PARTS = 200  # MIME parts looked at per message: a hostile message can hold thousands
 MAX_DEPTH = 8  # nesting of multiparts and attached messages followed
 
+_BLANK = frozenset({b" ", b"\t", b"\r", b"\n"})
 _SPACE = re.compile(r"\s+")
 _ESCAPED = re.compile("[\udc80-\udcff]")  # raw 8-bit bytes as the parser keeps them
 _UTF8_SEQUENCE = re.compile(
@@ -43,6 +44,9 @@ _UTF8_SEQUENCE = re.compile(
 
 def message(raw: bytes) -> EmailMessage:
     """A message's bytes parsed; never raises (a hopeless message parses as an empty one)."""
+    # Blank lines before the headers (a message cut out of a log or an mbox by hand) would
+    # make the whole message a body without headers.
+    raw = raw.lstrip(b" \t\r\n") if raw[:1] in _BLANK else raw
     try:
         parsed = email.message_from_bytes(raw, policy=email.policy.default)
     except (ValueError, RecursionError):

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dripd.mail import bounces
+from dripd.mail import bounces, reading
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus"
 BOUNCES = CORPUS / "bounces"
@@ -207,6 +207,51 @@ def test_message_ids_in_quoted_text_are_not_recipients() -> None:
 
 def test_success_report_is_not_a_bounce() -> None:
     assert bounces.parse_bounce(load(NOT_BOUNCES / "written-success-dsn.eml")) is None
+
+
+@pytest.mark.parametrize("before", [b"\n", b"\r\n", b" \t \r\n\r\n"], ids=repr)
+def test_blank_lines_before_the_headers(before: bytes) -> None:
+    # A message cut out of a log or an mbox by hand starts with blank lines (as some of
+    # PHP-Bounce-Handler's samples do): its headers are still headers.
+    name = "sisimai-exim-02.eml"
+    bounce = bounces.parse_bounce(reading.message(before + (BOUNCES / name).read_bytes()))
+    assert bounce is not None
+    assert sorted(f.recipient for f in bounce.failures) == EXPECTED[name]["recipients"]
+
+
+def _screened(status: str, words: str) -> bytes:
+    return (
+        b"From: noreply@screen.example\r\nTo: mike@acme.example\r\n"
+        b"Subject: Re: Q3\r\nContent-Type: multipart/report; report-type=delivery-status;"
+        b" boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\n"
+        + words.encode()
+        + b"\r\n--b\r\nContent-Type: message/delivery-status\r\n\r\n"
+        b"Reporting-MTA: dns; screen.example\r\n\r\n"
+        b"Final-Recipient: rfc822; clara@screened.example\r\nAction: failed\r\n"
+        b"Status: " + status.encode() + b"\r\n\r\n--b--\r\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "words",
+    [
+        "You are not on my Guest List. Please confirm that you are a real person.",
+        "This account is protected. Click the link to have your address added to the"
+        " recipient's allowed list.",
+        "Your message is held until you verify that you are human (challenge-response).",
+    ],
+)
+def test_challenge_response_is_no_bounce(words: str) -> None:
+    # Boxbe, Bluebottle and the like ask the sender to prove they are a person: the
+    # message waits; the address is fine. An auto-reply, not a failure.
+    assert bounces.parse_bounce(parse(_screened("4.7.0", words))) is None
+
+
+def test_refusal_naming_an_allow_list_is_still_a_policy_bounce() -> None:
+    words = "550 5.7.1 Sender is not on the recipient's approved senders list"
+    bounce = bounces.parse_bounce(parse(_screened("5.7.1", words)))
+    assert bounce is not None
+    assert [f.recipient for f in bounce.failures] == ["clara@screened.example"]
 
 
 # --- hostile input ------------------------------------------------------------
