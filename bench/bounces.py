@@ -147,17 +147,23 @@ def _other_corpora(root: Path, known: list[frozenset[int]]) -> list[tuple[str, l
 def _described(
     where: Path, name: str, spec: dict[str, object], known: list[frozenset[int]]
 ) -> tuple[list[Sample], int]:
+    # Later wins: globs in this order, then files named one by one (no wildcard).
+    patterns = [
+        (pattern, kind)
+        for key, kind in (
+            ("bounces", "bounce"),
+            ("not_bounces", "not-bounce"),
+            ("complaints", "complaint"),
+            ("unsubscribes", "unsubscribe"),
+        )
+        for pattern in spec.get(key, [])  # type: ignore[attr-defined]
+    ]
+    patterns.sort(key=lambda item: not re.search(r"[*?\[]", item[0]))
     kinds: dict[Path, str] = {}
-    for key, kind in (
-        ("bounces", "bounce"),
-        ("not_bounces", "not-bounce"),
-        ("complaints", "complaint"),
-        ("unsubscribes", "unsubscribe"),
-    ):
-        for pattern in spec.get(key, []):  # type: ignore[attr-defined]
-            for path in sorted(where.glob(pattern)):
-                if path.is_file() and path.suffix != ".cf":
-                    kinds[path] = kind
+    for pattern, kind in patterns:
+        for path in sorted(where.glob(pattern)):
+            if path.is_file() and path.suffix != ".cf":
+                kinds[path] = kind
     samples, copies = [], 0
     for path, kind in sorted(kinds.items()):
         if _is_copy(_fingerprint(path.read_bytes()), known):

@@ -310,9 +310,7 @@ def _evidence(msg: Message) -> _Evidence:
     forwarded = _FORWARDED.match(subject)
     return _Evidence(
         envelope=_envelope_evidence(msg),
-        # A bare report part as the whole message (cut out of its multipart/report) is one too.
-        report=_report_type(msg)
-        or ("delivery-status" if msg.get_content_type() in _STATUS_PARTS else ""),
+        report=_report_type(msg),
         subject=[f"subject {subject[:60]!r}"] if _BOUNCE_SUBJECT.match(subject) else [],
         forward=bool(forwarded and _BOUNCE_SUBJECT.match(forwarded.group(1))),
     )
@@ -356,11 +354,15 @@ def gives_up(delays: Iterable[datetime], now: datetime) -> bool:
 
 
 def _report_type(msg: Message) -> str:
-    if "report" in reading.raw_header(msg, "Content-Type").lower() and (
-        msg.get_content_type() == "multipart/report"
-    ):
+    """multipart/report's report-type; "delivery-status" for a bare report part too (one
+    cut out of its multipart/report is the whole message)."""
+    declared = reading.raw_header(msg, "Content-Type").lower()
+    if "report" not in declared and "delivery-status" not in declared:
+        return ""  # the fast road: ordinary mail
+    kind = msg.get_content_type()
+    if kind == "multipart/report":
         return str(msg.get_param("report-type", "") or "").strip().lower()
-    return ""
+    return "delivery-status" if kind in _STATUS_PARTS else ""
 
 
 def _envelope_evidence(msg: Message) -> list[str]:
