@@ -40,6 +40,11 @@ def _format(name: str, marker: str, recipient: str) -> Format:
 
 FORMATS: tuple[Format, ...] = (
     _format(
+        "SendGrid",  # its report's fields, or its own "local:id:<address> : ..." line, as text
+        r"automatically generated message from sendgrid",
+        rf"^\s*Final-Recipient:\s*rfc822;\s*<?({_ADDR})>?|^[^\s:]+:\d+:<({_ADDR})>",
+    ),
+    _format(
         "DragonFly",
         r"dragonfly mail agent|there was an error delivering your mail to",
         rf"error delivering your mail to <?({_ADDR})>?",
@@ -73,13 +78,16 @@ FORMATS: tuple[Format, ...] = (
         "Sendmail",
         r"transcript of session follows|the original message was received at|"
         r"following addresses had (?:permanent|transient)",
-        rf"^\s*<({_ADDR})>(?:\s*\(.*\))?\s*$|^\s*(?:\d{{3}}[ -]|\.\.\. ?)?<?({_ADDR})>?\.\.\. ",
+        rf"^\s*<({_ADDR})>(?:\s*\(.*\))?\s*$|^\s*(?:\d{{3}}[ -]|\.\.\. ?)?<?({_ADDR})>?\.\.\. |"
+        # older Sendmail: the address alone; some (sisimai's "X1") "<address> [<reason>]"
+        rf"^({_ADDR})\s*$|^\s*({_ADDR})\s+\[[^\]\n]*\]\s*$",
     ),
     _format(
         "Exchange",
         r"delivery has failed to these recipients|did not reach the following recipient|"
         r"couldn't be delivered|could not be delivered to the following",
-        rf"^\s*(?![\w-]+:)(?:[^<\n]*<)?({_ADDR})>?\s*(?:on \d|$)|^\s*({_ADDR})\s*$",
+        # Exchange 2003 writes "SMTP=<address> on <date>" or "<address> on <date>".
+        rf"^\s*(?![\w-]+:)(?:SMTP=)?(?:[^<\n]*<)?({_ADDR})>?\s*(?:\son\s|$)|^\s*({_ADDR})\s*$",
     ),
     _format(
         "Lotus Notes / Domino",
@@ -121,6 +129,20 @@ FORMATS: tuple[Format, ...] = (
         rf"^\s*<?({_ADDR})>?\s*$",
     ),
     _format(
+        # the address alone on a line, then "-------server message", "-------SMTP command"
+        "m-FILTER",
+        r"^-{5,}\s*(?:server message|smtp command|original mail info)",
+        rf"^\s*<?({_ADDR})>?\s*$",
+    ),
+    _format(
+        "IMail",  # "<what happened>: <address>", or "undeliverable to <address>"
+        r"body of message generated response|^\s*undeliverable to\s|"
+        r"^\s*(?:unknown user|user mailbox exceeds allowed size|invalid final delivery userid|"
+        r"delivery failed \d+ attempts?):",
+        rf"^\s*(?:unknown user|user mailbox exceeds allowed size|invalid final delivery userid|"
+        rf"delivery failed \d+ attempts?|undeliverable to)[:\s]\s*<?({_ADDR})>?",
+    ),
+    _format(
         "InterScan / mail filters",
         r"interscan|m-filter|mailmarshal|surfcontrol",
         rf"RCPT TO:\s*<({_ADDR})>|^\s*<?({_ADDR})>?\s*$",
@@ -128,8 +150,10 @@ FORMATS: tuple[Format, ...] = (
     _format(
         "Japanese mobile carriers",
         r"au one net|ezweb mail|could not be delivered to:\s*<|"
-        r"following recipients was rejected by a remote mail server",
-        rf"could not be delivered to:\s*<?({_ADDR})>?|^\s*<?({_ADDR})>?\s*$",
+        r"following recipients was rejected by a remote mail server|"
+        r"the user\(s\) account is|your message was not delivered within",
+        rf"could not be delivered to:\s*<?({_ADDR})>?|^\s*<?({_ADDR})>?\s*$|"
+        rf"^\s*Recipient:\s*<({_ADDR})>",
     ),
     _format(
         "Verizon / MMS gateways",
@@ -143,7 +167,11 @@ _RETURNED = re.compile(
     r"^[ \t>|-]*(?:-{2,}|={2,}|\*{2,})?[ \t]*(?:original message|unsent message|"
     r"returned message|undelivered message|message headers follow|headers of the original|"
     r"below (?:this line )?is a copy|this is a copy of|copy of the original|"
-    r"original message headers|message headers|returned mail|rfc822|unsent message follows)"
+    r"original message headers|message headers|returned mail|rfc822|unsent message follows|"
+    # further ways notices introduce what they return (the ends sisimai's RFC 3464 reader knows)
+    r"here is a copy of the first part|the non-delivered message is attached|"
+    r"(?:the )?attachment (?:is a copy of the message|contains the original mail headers)|"
+    r"message text follows|your message reads \(in part\)|a copy of the original message below)"
     r"|^(?:Received|Return-Path|Message-I[Dd]|DKIM-Signature): ",
     re.IGNORECASE | re.MULTILINE,
 )

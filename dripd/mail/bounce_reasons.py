@@ -44,12 +44,13 @@ _WORDS: tuple[tuple[Reason, re.Pattern[str]], ...] = tuple(
             r"mailbox (?:is )?full|over ?quota|quota exceeded|exceeded (?:the )?(?:storage|quota)|"
             r"insufficient (?:system )?storage|mailbox size limit|out of storage|disk full|"
             r"full mailbox|storage allocation|inbox is full|box is full|user is over|"
-            r"mailbox.{0,40}(?:exceeded|limit)|more messages than",
+            r"mailbox.{0,40}(?:exceeded|limit)|more messages than|mailbox exceeds allowed size",
         ),
         (
             Reason.TOO_LARGE,
             r"message (?:size )?(?:exceeds|too (?:large|big))|too large|size limit|"
-            r"message is larger|exceeds (?:the )?(?:maximum|fixed maximum) (?:message )?size",
+            r"message is larger|exceeds (?:the )?(?:maximum|fixed maximum) (?:message )?size|"
+            r"exee?ded the maximum size",
         ),
         (
             Reason.UNKNOWN_USER,
@@ -62,7 +63,13 @@ _WORDS: tuple[tuple[Reason, re.Pattern[str]], ...] = tuple(
             r"user not found|recipient not found|no longer (?:available|valid|active)|"
             r"addressee unknown|not listed in|undeliverable address|no such account|"
             r"doesn't have an? .{0,40}account|"
-            r"bad destination mailbox|mailbox .{0,30}not (?:found|exist)|unknown or illegal",
+            r"bad destination mailbox|mailbox .{0,30}not (?:found|exist)|unknown or illegal|"
+            r"invalid final delivery userid|administrativ\w* disabled|"
+            r"recipient name is not recogni|"
+            # Domino's "not listed in the directory", in Japanese, Spanish and French
+            r"ディレクトリ(?:のリストにありません|には見つかりません)|"
+            r"no se encuentra en el directorio|"
+            r"non r[ée]pertori[ée] dans l'annuaire",
         ),
         (
             Reason.DOMAIN_GONE,
@@ -71,12 +78,14 @@ _WORDS: tuple[tuple[Reason, re.Pattern[str]], ...] = tuple(
             r"name service error|no mx|mx record|host unknown|unknown host|nxdomain|"
             r"unrouteable (?:domain|address)|no route to host|"
             r"domain .{0,40}(?:not exist|no longer)|"
-            r"not resolv|could not be resolved|dns error|bad domain",
+            r"not resolv|could not be resolved|dns error|bad domain|invalid domain name|"
+            r"couldn't find any host|couldn't find a mail exchanger|no mx found",
         ),
         (
             Reason.TEMPORARY,
             r"rate limit|too many|try again later|temporar|deferred|greylist|"
-            r"timed? ?out|connection (?:refused|reset|lost)|will retry|service unavailable",
+            r"timed? ?out|connection (?:refused|reset|lost)|will retry|service unavailable|"
+            r"envelope expired|delivery time expired|not delivered within",
         ),
     )
 )

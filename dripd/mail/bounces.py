@@ -100,6 +100,7 @@ _BOUNCE_SUBJECT = re.compile(
     r"delivery status notification|returned mail|failure notice|delivery failure|"
     r"non[- ]?deliver|delivery (?:has )?failed|mail could not be delivered|"
     r"delayed mail|warning: could not send|delivery delayed|message delivery delayed|"
+    r"fail(?:ure|ed) delivery|"
     r"mail system error|nondeliverable|delivery notification|could not send message|"
     r"メールエラー|配信(?:エラー|不能|失敗)|送信(?:エラー|失敗)|未達)",
     re.I,
@@ -194,7 +195,8 @@ _STATUS_PARTS = frozenset(
         "message/x-delivery-status",
     }
 )
-_FAILED_ACTIONS = frozenset({"failed", "failure", "error", "undeliverable", "bounced"})
+# "expired": SendGrid's (and others') word for a message given up on after its retries.
+_FAILED_ACTIONS = frozenset({"failed", "failure", "error", "undeliverable", "bounced", "expired"})
 _DELAYED_ACTIONS = frozenset({"delayed", "delay"})
 _SUCCESS_ACTIONS = frozenset({"delivered", "relayed", "expanded"})
 _RETURNED = frozenset(
@@ -406,7 +408,8 @@ def ses_notice(msg: Message) -> ses.Notice | None:
     """An Amazon SES bounce or complaint notification (JSON, sent through SNS), if `msg` is one."""
     sender = _first_address(reading.raw_header(msg, "From")) or ""
     subject = reading.raw_header(msg, "Subject")
-    if not (sender.endswith(".amazonaws.com") or subject == "AWS Notification Message"):
+    sns = bool(reading.raw_header(msg, "X-Amz-Sns-Message-Id"))
+    if not (sender.endswith(".amazonaws.com") or subject == "AWS Notification Message" or sns):
         return None  # the fast road: only SNS sends these
     text = "\n".join(
         _part_text(p)
@@ -621,7 +624,8 @@ def _decoded(found: Iterable[bytes]) -> list[str]:
     for raw in found:
         address = _bare(raw.decode("utf-8", "replace")) if isinstance(raw, bytes) else None
         if address:
-            out.append(address)
+            # Exchange 2003 writes "SMTP=<address> on <date>"; its detector keeps the prefix.
+            out.append(address.removeprefix("smtp="))
     return sorted(out)
 
 

@@ -3,8 +3,11 @@
 A sender on SES who subscribes an address to the bounce/complaint topic gets
 one email per event, its body a JSON document: `notificationType` "Bounce"
 (with `bounce.bounceType` Permanent/Transient and `bouncedRecipients`) or
-"Complaint" (with `complaint.complainedRecipients`). Mail gateways sometimes
-wrap the long line with "!" and a newline; that is undone before parsing.
+"Complaint" (with `complaint.complainedRecipients`); a configuration set's
+event publishing names it `eventType` instead. The document comes bare, pretty-
+printed, or inside SNS's own envelope (`{"Type": "Notification", ..., "Message":
+"<the document as a string>"}`). Mail gateways sometimes wrap the long line with
+"!" and a newline, or fold it anywhere; that is undone before parsing.
 Pure; never raises.
 """
 
@@ -33,19 +36,31 @@ class Notice:
 
 def read(text: str) -> Notice | None:
     """The notification in `text` (an email body), or None when it is not one."""
-    start = text.find('{"notificationType"')
+    start = text.find("{")
     if start < 0 or len(text) > MAX_JSON:
         return None
+    if "notificationType" not in text and "eventType" not in text:
+        return None
     body = text[start:].replace("!\r\n ", "").replace("!\n ", "")
+    data = _decoded(body)
+    if data is None:  # folded inside a string: SNS's lines joined back as they were cut
+        data = _decoded("".join(body.splitlines()))
+    if data is not None and isinstance(data.get("Message"), str):
+        data = _decoded(str(data["Message"]))  # SNS's envelope around the notification
+    return _notice(data) if data is not None else None
+
+
+def _decoded(body: str) -> dict[str, object] | None:
+    """The JSON object that starts `body` (anything after it ignored), or None."""
     try:
-        data, _ = json.JSONDecoder().raw_decode(body)
+        data, _ = json.JSONDecoder().raw_decode(body.lstrip())
     except ValueError:
         return None
-    return _notice(data) if isinstance(data, dict) else None
+    return data if isinstance(data, dict) else None
 
 
 def _notice(data: dict[str, object]) -> Notice | None:
-    kind = data.get("notificationType")
+    kind = data.get("notificationType") or data.get("eventType")
     if kind == "Bounce":
         event = _dict(data.get("bounce"))
         listed = event.get("bouncedRecipients")
