@@ -172,9 +172,16 @@ _RETURNED = re.compile(
     r"here is a copy of the first part|the non-delivered message is attached|"
     r"(?:the )?attachment (?:is a copy of the message|contains the original mail headers)|"
     r"message text follows|your message reads \(in part\)|a copy of the original message below)"
-    r"|^(?:Received|Return-Path|Message-I[Dd]|DKIM-Signature): ",
+    r"|^(?:Received|Return-Path|Message-I[Dd]|DKIM-Signature): "
+    # the returned message's header block: two of its fields at the margin, a line apart
+    r"|^(?:From|To|Cc|Subject|Date): [^\n]*\n(?:[^\n]*\n)?(?:From|To|Cc|Subject|Date|"
+    r"MIME-Version|Content-Type): ",
     re.IGNORECASE | re.MULTILINE,
 )
+_BLANK_LINE = re.compile(r"\r?\n[ \t]*\r?\n")
+_HEADER_FIELD = re.compile(r"[A-Za-z][\w-]*:[ \t]")
+# Fields of the notice's own header, never of a report's text (Final-Recipient, Action...).
+_LEAKED_HEADER = re.compile(r"^(?:Message-I[Dd]|Content-Type|MIME-Version|Subject):", re.M)
 _NULL_RETURN_PATH = re.compile(r"^[ \t>]*Return-Path:[ \t]*<>", re.IGNORECASE | re.MULTILINE)
 _FROM_LINE = re.compile(r"^[ \t>]*From:[ \t]*(.*)$", re.IGNORECASE | re.MULTILINE)
 # Lines of a notice that name mail systems or people, never a failed recipient.
@@ -206,8 +213,24 @@ def family(text: str) -> Format | None:
 
 def notice(text: str) -> str:
     """The notice itself: the text above the returned message."""
+    text = _after_leaked_headers(text)
     match = _RETURNED.search(text)
     return text[: match.start()] if match else text
+
+
+def _after_leaked_headers(text: str) -> str:
+    """The text without the notice's own header fields leaked into it (a damaged header
+    block ends early and the parser reads the rest as the body): their Message-ID: would
+    look like the returned message's start, and the notice would seem to be empty."""
+    found = _BLANK_LINE.search(text.lstrip("\r\n"))
+    if found is None:
+        return text
+    head, rest = text.lstrip("\r\n")[: found.start()], text.lstrip("\r\n")[found.end() :]
+    if not _LEAKED_HEADER.search(head):
+        return text
+    lines = [line for line in head.splitlines() if line.strip()]
+    fields = sum(bool(_HEADER_FIELD.match(line)) for line in lines)
+    return rest if fields >= 2 and fields * 2 >= len(lines) else text
 
 
 def recipients(text: str, ours: set[str]) -> list[str]:
@@ -233,6 +256,7 @@ def returned_recipient(text: str, ours: set[str]) -> list[str]:
     Only when it names exactly one address that is not ours: a notice that names nobody
     (an MMS gateway, an old Sendmail giving up) was about the message it returns.
     """
+    text = _after_leaked_headers(text)
     start = _RETURNED.search(text)
     if start is None:
         return []

@@ -69,8 +69,11 @@ _ADDRESS = re.compile(r"[^@\s<>\"'();,:\[\]]+@[A-Za-z0-9][A-Za-z0-9.-]*")
 _BARE = re.compile(
     r"[^@\s<>\"()\[\],;:]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)*"
 )
+_CONTENT_TYPE = re.compile(r"[a-z0-9.+-]+/[a-z0-9.+-]+")
 _MSGID = re.compile(r"<[^<>\s]+@[^<>\s]+>")
 _QUOTED_MSGID = re.compile(r"^[ \t>]*Message-I[Dd]:[ \t]*(<[^<>\s]+@[^<>\s]+>)", re.MULTILINE)
+# Any "...id: <x@y>" (a damaged or unusual Message-ID field): an id, never a recipient.
+_ANY_ID = re.compile(r"id:[ \t]*(<[^<>\s]+@[^<>\s]+>)", re.IGNORECASE)
 _TAG = re.compile(r"<[^>]*>")
 _QUOTED_SENDER = re.compile(
     r"^[ \t>]*(?:From|Sender|Return-Path|Reply-To|Errors-To):[ \t]*(.*)$|"
@@ -611,9 +614,10 @@ def _flufl_failures(msg: Message) -> tuple[list[str], list[str]]:
     """flufl.bounce's detectors (GNU Mailman's): temporary and permanent recipients."""
     try:
         temporary, permanent = flufl_bounce.all_failures(msg)
-    except (IndexError, ValueError):
+    except (IndexError, ValueError, AttributeError):
         # What its detectors meet in hostile mail: an empty From indexed (yale), an 8-bit
-        # body whose charset parameter holds a NUL (the stdlib's get_payload).
+        # body whose charset parameter holds a NUL (the stdlib's get_payload), a damaged
+        # From: the stdlib's header registry parses as a group (sina's msg.get("from")).
         logger.debug("flufl.bounce failed on a message", exc_info=True)
         return [], []
     return _decoded(temporary), _decoded(permanent)
@@ -634,7 +638,7 @@ def _our_addresses(msg: Message, text: str) -> set[str]:
     ours: set[str] = set()
     for name in ("To", "Cc", "Delivered-To", "Return-Path", "From"):
         ours.update(_addresses(reading.header(msg, name)))
-    for found in (*_MSGID.findall(reading.header(msg, "Message-ID")), *_QUOTED_MSGID.findall(text)):
+    for found in (*_MSGID.findall(reading.header(msg, "Message-ID")), *_ANY_ID.findall(text)):
         ours.update(_addresses(found))
     for line, envelope in _QUOTED_SENDER.findall(text):  # the returned message's sender
         ours.update(_addresses(line)[:1] + _addresses(envelope))
@@ -685,10 +689,10 @@ def _window(address: str, lines: list[str], others: list[str]) -> list[str]:
 
 def _notification_text(msg: Message, parts: list[Message]) -> str:
     """The human-readable notice: text/plain parts, else text/html with tags removed."""
-    plain = [_part_text(p) for p in parts if p.get_content_type() == "text/plain"]
+    plain = [_part_text(p) for p in parts if _text_type(p) == "text/plain"]
     if any(plain):
         return "\n".join(plain)
-    markup = [_part_text(p) for p in parts if p.get_content_type() == "text/html"]
+    markup = [_part_text(p) for p in parts if _text_type(p) == "text/html"]
     if any(markup):
         return "\n".join(html.unescape(_TAG.sub(" ", m)) for m in markup)
     # A multipart whose boundary matches none of its lines: its whole body is text.
@@ -697,6 +701,12 @@ def _notification_text(msg: Message, parts: list[Message]) -> str:
         for p in parts
         if p.is_multipart() is False and p.get_content_maintype() == "multipart"
     )
+
+
+def _text_type(part: Message) -> str:
+    """The part's content type, without what damage appended to it ("text/plain<>")."""
+    match = _CONTENT_TYPE.match(part.get_content_type())
+    return match.group(0) if match else ""
 
 
 def _part_text(part: Message) -> str:
