@@ -37,20 +37,46 @@ _WORDS: tuple[tuple[Reason, re.Pattern[str]], ...] = tuple(
             r"\bspf\b|dkim|content (?:rejected|filter)|rejected (?:due to|for) (?:content|policy)|"
             r"message (?:was )?(?:blocked|rejected) (?:by|as|because)|bulk mail|junk|"
             r"suspicious|virus|malware|poor reputation|access denied.{0,40}(?:ip|sender)|"
-            r"sender (?:address )?(?:rejected|blocked)|client host .{0,60}blocked",
+            r"sender (?:address )?(?:rejected|blocked)|client host .{0,60}blocked|"
+            # more of the wordings sisimai's Blocked, SpamDetected, PolicyViolation and
+            # Rejected tables know: the sender's server, address or content is refused
+            r"blocked (?:using|by|for abuse|- see)|was blocked|black ?list|denied by policy|"
+            r"(?:local|security|organizational) (?:polic|settings)|polic(?:y|ies) violation|"
+            r"bad sender ip|banned (?:sending ip|content)|dynamic ips?\b|open proxy|unsolicited|"
+            r"message filtered|mail content denied|rejecting (?:mail|banned) content|uribl|drbl|"
+            r"helo command rejected|client host rejected|not allowed to (?:send|connect|post)|"
+            r"bad ip profile|sender verify failed|invalid sender|sender (?:was|is) (?:rejected|in)|"
+            r"not pre-approved|\bbatv\b|administrative prohibition|delivery not authori[sz]ed|"
+            r"not (?:currently )?accepting mail from your ip|smtp server of your isp|"
+            r"members-only list|closed mailing list|illegal attachment|mass mailer|"
+            r"has not passed validation",
         ),
         (
             Reason.MAILBOX_FULL,
             r"mailbox (?:is )?full|over ?quota|quota exceeded|exceeded (?:the )?(?:storage|quota)|"
             r"insufficient (?:system )?storage|mailbox size limit|out of storage|disk full|"
             r"full mailbox|storage allocation|inbox is full|box is full|user is over|"
-            r"mailbox.{0,40}(?:exceeded|limit)|more messages than|mailbox exceeds allowed size",
+            r"mailbox.{0,40}(?:exceeded|limit)|more messages than|mailbox exceeds allowed size|"
+            r"(?:disk|mailbox|storage|user|diskspace|domaindisk|userdisk) ?quota|"
+            r"over (?:the )?(?:allowed |disk )?quota|"
+            r"exceeding (?:its|their|the) (?:mailbox )?quota|"
+            r"quota violation|(?:insufficient|not (?:enough|sufficient)) (?:disk |storage )?space|"
+            r"does not have enough space|no space left|mailfolder is full|space has been used up|"
+            r"too much mail data|allowed storage|destinataire pleine",
         ),
         (
             Reason.TOO_LARGE,
             r"message (?:size )?(?:exceeds|too (?:large|big))|too large|size limit|"
             r"message is larger|exceeds (?:the )?(?:maximum|fixed maximum) (?:message )?size|"
-            r"exee?ded the maximum size",
+            r"exee?ded the maximum size|message (?:file )?too big|(?:message|mail) length exceeds|"
+            r"max(?:imum)? (?:inbound )?message size|taille limite du message|line limit exceeded",
+        ),
+        (
+            # the domain itself, before the user wordings ("domain does not exist")
+            Reason.DOMAIN_GONE,
+            r"domain (?:does not exist|not found|is not reachable|must exist|name not found)|"
+            r"no such domain|unknown domain|mail domain .{0,40} is unknown|host unreachable|"
+            r"name or service not known|unroutable address",
         ),
         (
             Reason.UNKNOWN_USER,
@@ -69,7 +95,23 @@ _WORDS: tuple[tuple[Reason, re.Pattern[str]], ...] = tuple(
             # Domino's "not listed in the directory", in Japanese, Spanish and French
             r"ディレクトリ(?:のリストにありません|には見つかりません)|"
             r"no se encuentra en el directorio|"
-            r"non r[ée]pertori[ée] dans l'annuaire",
+            r"non r[ée]pertori[ée] dans l'annuaire|"
+            # more of sisimai's UserUnknown and Suspend wordings
+            r"bad address|address (?:invalid|unknown|not present)|"
+            r"mailbox (?:is )?(?:unavailable|inactive|invalid|not present|frozen|disabled)|"
+            r"mailbox unavaiable|can't accept user|destination addresses were unknown|"
+            r"recipient (?:unknown|not ok|is not (?:accepted|local)|refuses to accept)|"
+            r"email (?:address|name) (?:could not be|is not) found|no one at this address|"
+            r"no longer accepts mail|not an active address|no account by that name|"
+            r"no mail ?box available|user (?:not (?:active|known)|missing home directory)|"
+            r"badrcptto|badrecipientto|validrcptto|envelope recipient (?:has been denied|is in)|"
+            r"not a local address|recipient notfound|unknown virtual user|utilisateur inconnu|"
+            r"nessun utente|no existe (?:dicha persona|ese usuario)|"
+            r"following recipients was undeliverable|list of allowed rcpthosts|"
+            r"(?:account|mailbox|user|recipient)\b.{0,30}suspended|currently suspended|"
+            r"deactivated mailbox|inactive (?:account|user)|invalid/inactive|"
+            r"user is terminated|(?:is|been) disabled|account (?:is )?locked|archived recipient|"
+            r"destinataire archiv",
         ),
         (
             Reason.DOMAIN_GONE,
