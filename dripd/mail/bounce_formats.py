@@ -3,8 +3,8 @@
 A notice without a machine-readable report (RFC 3464) names its failed
 recipients in its own words. Each `Format` below is one family: the wording
 that identifies it, and where it puts the address. They were learned from the
-formats' public descriptions (sisimai's documentation and sample set, GNU
-Mailman's detectors); the patterns are ours. When no family names anyone, the
+formats' public descriptions (sisimai's documentation, sample set and per-family
+modules, GNU Mailman's detectors); the patterns are ours. When no family names anyone, the
 fallback takes the addresses written in the notice itself, above the returned
 message, that are neither ours nor a mail system's; as the last resort, the one
 To: address of the returned message.
