@@ -182,6 +182,7 @@ _BLANK_LINE = re.compile(r"\r?\n[ \t]*\r?\n")
 _HEADER_FIELD = re.compile(r"[A-Za-z][\w-]*:[ \t]")
 # Fields of the notice's own header, never of a report's text (Final-Recipient, Action...).
 _LEAKED_HEADER = re.compile(r"^(?:Message-I[Dd]|Content-Type|MIME-Version|Subject):", re.M)
+_LEAKED_MULTIPART = re.compile(r"^Content-Type:[ \t]*multipart/", re.IGNORECASE | re.MULTILINE)
 _NULL_RETURN_PATH = re.compile(r"^[ \t>]*Return-Path:[ \t]*<>", re.IGNORECASE | re.MULTILINE)
 _FROM_LINE = re.compile(r"^[ \t>]*From:[ \t]*(.*)$", re.IGNORECASE | re.MULTILINE)
 # Lines of a notice that name mail systems or people, never a failed recipient.
@@ -221,16 +222,24 @@ def notice(text: str) -> str:
 def _after_leaked_headers(text: str) -> str:
     """The text without the notice's own header fields leaked into it (a damaged header
     block ends early and the parser reads the rest as the body): their Message-ID: would
-    look like the returned message's start, and the notice would seem to be empty."""
-    found = _BLANK_LINE.search(text.lstrip("\r\n"))
-    if found is None:
-        return text
-    head, rest = text.lstrip("\r\n")[: found.start()], text.lstrip("\r\n")[found.end() :]
-    if not _LEAKED_HEADER.search(head):
-        return text
+    look like the returned message's start, and the notice would seem to be empty.
+    Not when they declare a multipart: the rest is then raw MIME (a report's parts, a
+    success report's too), which no reader here can take apart."""
+    head, rest = _leaked_headers(text)
+    return rest if head and not _LEAKED_MULTIPART.search(head) else text
+
+
+def _leaked_headers(text: str) -> tuple[str, str]:
+    """The notice's own header fields leaked at the start of `text`, and what follows them;
+    ("", text) when the text starts otherwise."""
+    start = text.lstrip("\r\n")
+    found = _BLANK_LINE.search(start)
+    if found is None or not _LEAKED_HEADER.search(start[: found.start()]):
+        return "", text
+    head = start[: found.start()]
     lines = [line for line in head.splitlines() if line.strip()]
     fields = sum(bool(_HEADER_FIELD.match(line)) for line in lines)
-    return rest if fields >= 2 and fields * 2 >= len(lines) else text
+    return (head, start[found.end() :]) if fields >= 2 and fields * 2 >= len(lines) else ("", text)
 
 
 def recipients(text: str, ours: set[str]) -> list[str]:
@@ -256,11 +265,13 @@ def returned_recipient(text: str, ours: set[str]) -> list[str]:
     Only when it names exactly one address that is not ours: a notice that names nobody
     (an MMS gateway, an old Sendmail giving up) was about the message it returns.
     """
-    text = _after_leaked_headers(text)
-    start = _RETURNED.search(text)
+    head, rest = _leaked_headers(text)
+    if _LEAKED_MULTIPART.search(head):
+        return []  # raw MIME below the notice's own fields: its To: would be the first found
+    start = _RETURNED.search(rest)
     if start is None:
         return []
-    returned = text[start.start() :]
+    returned = rest[start.start() :]
     if _from_mail_system(returned):
         return []  # a mail system's own notice wrapped whole: its To: is no failed recipient
     to = re.search(r"^[ \t>]*To:[ \t]*(.*)$", returned, re.IGNORECASE | re.MULTILINE)

@@ -179,6 +179,7 @@ def test_truncated_copies_bounce_no_one_else(name: str) -> None:
         ("forwarded-by-colleague.eml", 2267233923, 2),
         ("oracle-messaging-server.eml", 3496506777, 2),  # "...fiege-id: <q3-036@...>"
         ("not-challenge-response-dsn.eml", 6005, 1),  # "Content-Type: text/plain<>"
+        ("not-success-relayed.eml", 630, 5),  # a multipart's header leaked: raw MIME below
     ],
 )
 def test_damage_found_by_longer_fuzzing(name: str, seed: int, edits: int) -> None:
