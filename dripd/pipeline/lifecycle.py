@@ -71,15 +71,20 @@ class Contexts:
         return found
 
     def __call__(
-        self, contact: Contact, campaign: campaigns.Campaign, enrolled_at: datetime
+        self,
+        contact: Contact,
+        campaign: campaigns.Campaign,
+        enrolled_at: datetime,
+        fields: Mapping[str, str] | None = None,
     ) -> schedule.Context:
+        """`fields`: the contact's values the timing reads, when the caller has them."""
         owner = contact.owner
         return schedule.Context(
             tz=self.zone(contact),
             holidays=self._app.config.holidays_for(owner),
             window=campaign.send_window or default_window(self._app),
             enrolled_at=enrolled_at,
-            fields=contact.values(),
+            fields=contact.values() if fields is None else fields,
             hold_until=self._pauses.get(owner) if owner else None,
         )
 

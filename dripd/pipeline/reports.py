@@ -244,17 +244,20 @@ class _Projections:
         dated = self._dated.get(campaign.id)
         if dated is None:
             dated = self._dated[campaign.id] = _dated_fields(campaign.plans)
+        values = tuple(contact.value(name) for name in dated)
         key = (
             campaign.id,
             enrollment.progress,
             enrollment.enrolled_at,
             contact.timezone,
             contact.owner,
-            *(contact.value(name) for name in dated),
+            *values,
         )
         shapes = self._kept.get(key)
         if shapes is None:
-            shapes = self._project(campaign, enrollment, contact)
+            # The timing reads these fields only (schedule.Context.fields).
+            fields = {name: v for name, v in zip(dated, values, strict=True) if v is not None}
+            shapes = self._project(campaign, enrollment, contact, fields)
             if len(self._kept) >= PROJECTIONS_KEPT:
                 self._kept.clear()
             self._kept[key] = shapes
@@ -279,9 +282,10 @@ class _Projections:
         campaign: campaigns.Campaign,
         enrollment: enrollments.Enrollment,
         contact: contacts.Contact,
+        fields: Mapping[str, str],
     ) -> tuple[_Shape, ...]:
         window = self._window
-        ctx = self._contexts(contact, campaign, enrollment.enrolled_at)
+        ctx = self._contexts(contact, campaign, enrollment.enrolled_at, fields)
         progress = _progress(enrollment.progress)
         return tuple(
             (
