@@ -22,7 +22,7 @@ from dripd.pipeline.app import App
 from dripd.plan import contacts, dates, schedule, stages, windows
 from dripd.store import contacts as store_contacts
 from dripd.store import enrollments, events, forget, reps, tasks
-from dripd.store.contacts import Contact
+from dripd.store.contacts import Addressee, Contact
 from dripd.store.enrollments import Enrollment
 
 EMPTY_PROGRESS = schedule.Progress().to_text()  # a new enrollment's state
@@ -62,7 +62,7 @@ class Contexts:
         self._pauses = pauses
         self._zones: dict[tuple[str | None, str | None], ZoneInfo] = {}
 
-    def zone(self, contact: Contact) -> ZoneInfo:
+    def zone(self, contact: Contact | Addressee) -> ZoneInfo:
         """The contact's zone, else its rep's, else the config's (App.contact_tz)."""
         key = (contact.timezone, contact.owner)
         found = self._zones.get(key)
@@ -71,20 +71,25 @@ class Contexts:
         return found
 
     def __call__(
+        self, contact: Contact, campaign: campaigns.Campaign, enrolled_at: datetime
+    ) -> schedule.Context:
+        return self.timed(contact, campaign, enrolled_at, contact.values())
+
+    def timed(
         self,
-        contact: Contact,
+        contact: Contact | Addressee,
         campaign: campaigns.Campaign,
         enrolled_at: datetime,
-        fields: Mapping[str, str] | None = None,
+        fields: Mapping[str, str],
     ) -> schedule.Context:
-        """`fields`: the contact's values the timing reads, when the caller has them."""
+        """The context with `fields` for the contact's values: those the timing reads will do."""
         owner = contact.owner
         return schedule.Context(
             tz=self.zone(contact),
             holidays=self._app.config.holidays_for(owner),
             window=campaign.send_window or default_window(self._app),
             enrolled_at=enrolled_at,
-            fields=contact.values() if fields is None else fields,
+            fields=fields,
             hold_until=self._pauses.get(owner) if owner else None,
         )
 

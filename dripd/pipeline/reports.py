@@ -94,16 +94,13 @@ def upcoming(
     )
     with _Held() as held:
         for page in _due_pages(conn, until, email):
-            for enrollment, contact in page:
-                for item in projections.of(enrollment, contact):
+            for due in page:
+                for item in projections.of(due):
                     held.push(item)
-            boundary = page[-1][0].next_due_at
-            if boundary is not None:
-                yield from held.pop_until(boundary)
+            yield from held.pop_until(page[-1].next_due_at)
         yield from held.pop_until(None)
 
 
-Page = list[tuple[enrollments.Enrollment, contacts.Contact]]
 HELD_IN_MEMORY = 50_000  # items held back in memory (~40 MB); past it, sorted runs on disk
 SPILL_CHUNK = 1_000  # items a run writes and reads at a time
 
@@ -182,26 +179,23 @@ def _read_run(file: IO[bytes]) -> Iterator[_Entry]:
         yield from chunk
 
 
-def _due_pages(conn: sa.Connection, until: datetime, email: str | None) -> Iterator[Page]:
+def _due_pages(
+    conn: sa.Connection, until: datetime, email: str | None
+) -> Iterator[list[enrollments.Due]]:
+    contact_id = None
     if email:
         contact = contacts.contact_by_email(conn, email)
         if contact is None:
             return
-        active = enrollments.active_enrollments(conn, contact.id)
-        due = [e for e in active if e.next_due_at is not None and e.next_due_at <= until]
-        if due:
-            yield [(e, contact) for e in sorted(due, key=lambda e: (e.next_due_at or until, e.id))]
-        return
+        contact_id = contact.id
     after: tuple[datetime, int] | None = None
     while True:
-        page = enrollments.due_page(conn, until, after, SCHEDULE_PAGE)
+        page = enrollments.due_page(conn, until, after, SCHEDULE_PAGE, contact_id)
         if page:
             yield page
         if len(page) < SCHEDULE_PAGE:
             return
-        last = page[-1][0]
-        assert last.next_due_at is not None
-        after = (last.next_due_at, last.id)
+        after = (page[-1].next_due_at, page[-1].id)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -237,7 +231,8 @@ class _Projections:
         self._kept: dict[tuple[Any, ...], tuple[_Shape, ...]] = {}
         self._dated: dict[str, tuple[str, ...]] = {}
 
-    def of(self, enrollment: enrollments.Enrollment, contact: contacts.Contact) -> list[Scheduled]:
+    def of(self, enrollment: enrollments.Due) -> list[Scheduled]:
+        contact = enrollment.contact
         campaign = self._app.catalog.campaigns.get(enrollment.campaign)
         if campaign is None:
             return []
@@ -257,7 +252,7 @@ class _Projections:
         if shapes is None:
             # The timing reads these fields only (schedule.Context.fields).
             fields = {name: v for name, v in zip(dated, values, strict=True) if v is not None}
-            shapes = self._project(campaign, enrollment, contact, fields)
+            shapes = self._project(campaign, enrollment, fields)
             if len(self._kept) >= PROJECTIONS_KEPT:
                 self._kept.clear()
             self._kept[key] = shapes
@@ -278,14 +273,10 @@ class _Projections:
         ]
 
     def _project(
-        self,
-        campaign: campaigns.Campaign,
-        enrollment: enrollments.Enrollment,
-        contact: contacts.Contact,
-        fields: Mapping[str, str],
+        self, campaign: campaigns.Campaign, enrollment: enrollments.Due, fields: Mapping[str, str]
     ) -> tuple[_Shape, ...]:
         window = self._window
-        ctx = self._contexts(contact, campaign, enrollment.enrolled_at, fields)
+        ctx = self._contexts.timed(enrollment.contact, campaign, enrollment.enrolled_at, fields)
         progress = _progress(enrollment.progress)
         return tuple(
             (

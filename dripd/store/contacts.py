@@ -55,17 +55,62 @@ class Contact:
 
     def value(self, key: str) -> str | None:
         """`values().get(key)`, without building the others."""
-        if key in _TEXT_FIELDS:
-            return getattr(self, key)  # type: ignore[no-any-return]
-        if key in _OPTIONAL_FIELDS:
-            return getattr(self, key) or ""
-        if key == "created_at":
-            return self.created_at.isoformat()
-        return str(self.fields[key]) if key in self.fields else None
+        return _value(self, key)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Addressee:
+    """What `schedule` reads of a contact: who it is, and what its steps are timed by.
+
+    The columns of `Contact.values()` (a campaign may time a step by any of
+    them), not the counters and bookkeeping: a due page of these is read
+    in a third of the time of full contacts.
+    """
+
+    email: str
+    first_name: str
+    last_name: str
+    company: str
+    phone: str
+    timezone: str | None
+    owner: str | None
+    stage: str
+    status: str
+    referred_by: str | None
+    fields: Mapping[str, str]
+    created_at: datetime
+
+    @property
+    def name(self) -> str:
+        return f"{self.first_name} {self.last_name}".strip()
+
+    def value(self, key: str) -> str | None:
+        """`Contact.values().get(key)` of this contact."""
+        return _value(self, key)
+
+
+ADDRESSEE_COLUMNS = tuple(getattr(contacts.c, name) for name in Addressee.__dataclass_fields__)
+
+
+def addressee_of_values(values: Sequence[Any]) -> Addressee:
+    """An Addressee from ADDRESSEE_COLUMNS' values, in order."""
+    data = dict(zip(Addressee.__dataclass_fields__, values, strict=True))
+    data["fields"] = json.loads(data["fields"] or "{}")
+    return Addressee(**data)
 
 
 _TEXT_FIELDS = ("email", "first_name", "last_name", "company", "phone", "stage", "status")
 _OPTIONAL_FIELDS = ("timezone", "owner", "referred_by")
+
+
+def _value(contact: Contact | Addressee, key: str) -> str | None:
+    if key in _TEXT_FIELDS:
+        return getattr(contact, key)  # type: ignore[no-any-return]
+    if key in _OPTIONAL_FIELDS:
+        return getattr(contact, key) or ""
+    if key == "created_at":
+        return contact.created_at.isoformat()
+    return str(contact.fields[key]) if key in contact.fields else None
 
 
 # Statements on the sending hot path are built once: building one costs

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from dripd.store import statements
-from dripd.store.contacts import Contact, contact_of_values
+from dripd.store.contacts import ADDRESSEE_COLUMNS, Addressee, addressee_of_values
 from dripd.store.schema import UTCDateTime, contacts, enrollments
 
 
@@ -60,11 +60,7 @@ _ENROLLMENT_COLUMNS = tuple(column.name for column in enrollments.columns)
 
 def _enrollment(row: sa.Row[Any]) -> Enrollment:
     """An enrollment from a row of the enrollments table (all its columns, in order)."""
-    return _enrollment_of(row)
-
-
-def _enrollment_of(values: Sequence[Any]) -> Enrollment:
-    return Enrollment(**dict(zip(_ENROLLMENT_COLUMNS, values, strict=True)))
+    return Enrollment(**dict(zip(_ENROLLMENT_COLUMNS, row, strict=True)))
 
 
 def active_enrollments(conn: sa.Connection, contact_id: int) -> list[Enrollment]:
@@ -111,23 +107,51 @@ def due_enrollments(
     return [_enrollment(row) for row in conn.execute(query, {"now": now, "limit": limit})]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Due:
+    """An active enrollment due by a time, as `schedule` reads it, with its contact."""
+
+    id: int
+    campaign: str
+    enrolled_at: datetime
+    progress: str
+    next_due_at: datetime
+    contact: Addressee
+
+
+_DUE_COLUMNS = (
+    enrollments.c.id,
+    enrollments.c.campaign,
+    enrollments.c.enrolled_at,
+    enrollments.c.progress,
+    enrollments.c.next_due_at,
+)
+
+
 def due_page(
-    conn: sa.Connection, until: datetime, after: tuple[datetime, int] | None, limit: int
-) -> list[tuple[Enrollment, Contact]]:
+    conn: sa.Connection,
+    until: datetime,
+    after: tuple[datetime, int] | None,
+    limit: int,
+    contact_id: int | None = None,
+) -> list[Due]:
     """Up to `limit` active enrollments due by `until`, in (next_due_at, id) order after `after`.
 
     Keyset paging over the due index: `schedule` reads what falls in its
-    window only. Each comes with its contact, joined in the same query (a
-    second query by ids cost more than the join: 14 of 26 µs a row).
+    window only. Each comes with its contact, joined in the same query and
+    read by position (a second query by ids, and full rows built by name,
+    cost ~26 µs a row against ~8).
     """
     e = enrollments
     query = (
-        sa.select(e, contacts)
+        sa.select(*_DUE_COLUMNS, *ADDRESSEE_COLUMNS)
         .join(contacts, contacts.c.id == e.c.contact_id)
         .where(e.c.next_due_at <= until, e.c.status == "active")
         .order_by(e.c.next_due_at, e.c.id)
         .limit(limit)
     )
+    if contact_id is not None:
+        query = query.where(e.c.contact_id == contact_id)
     if after is not None:
         # A row value: SQLite and PostgreSQL start the index scan at it (an OR
         # of the two cases rescans every tie of the same instant, each page).
@@ -136,9 +160,16 @@ def due_page(
             sa.tuple_(e.c.next_due_at, e.c.id)
             > sa.tuple_(sa.literal(at, UTCDateTime()), sa.literal(last_id))
         )
-    split = len(_ENROLLMENT_COLUMNS)
     return [
-        (_enrollment_of(row[:split]), contact_of_values(row[split:])) for row in conn.execute(query)
+        Due(
+            id=row[0],
+            campaign=row[1],
+            enrolled_at=row[2],
+            progress=row[3],
+            next_due_at=row[4],
+            contact=addressee_of_values(row[5:]),
+        )
+        for row in conn.execute(query)
     ]
 
 
