@@ -58,7 +58,7 @@ class Contact:
         return _value(self, key)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True)
 class Addressee:
     """What `schedule` reads of a contact: who it is, and what its steps are timed by.
 
@@ -93,10 +93,10 @@ ADDRESSEE_COLUMNS = tuple(getattr(contacts.c, name) for name in Addressee.__data
 
 
 def addressee_of_values(values: Sequence[Any]) -> Addressee:
-    """An Addressee from ADDRESSEE_COLUMNS' values, in order."""
-    data = dict(zip(Addressee.__dataclass_fields__, values, strict=True))
-    data["fields"] = json.loads(data["fields"] or "{}")
-    return Addressee(**data)
+    """An Addressee from ADDRESSEE_COLUMNS' values, in order (built by position: fields 10)."""
+    v = values
+    fields = json.loads(v[10] or "{}")
+    return Addressee(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], fields, v[11])
 
 
 _TEXT_FIELDS = ("email", "first_name", "last_name", "company", "phone", "stage", "status")

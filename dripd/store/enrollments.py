@@ -107,7 +107,7 @@ def due_enrollments(
     return [_enrollment(row) for row in conn.execute(query, {"now": now, "limit": limit})]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True)
 class Due:
     """An active enrollment due by a time, as `schedule` reads it, with its contact."""
 
@@ -161,14 +161,7 @@ def due_page(
             > sa.tuple_(sa.literal(at, UTCDateTime()), sa.literal(last_id))
         )
     return [
-        Due(
-            id=row[0],
-            campaign=row[1],
-            enrolled_at=row[2],
-            progress=row[3],
-            next_due_at=row[4],
-            contact=addressee_of_values(row[5:]),
-        )
+        Due(row[0], row[1], row[2], row[3], row[4], addressee_of_values(row[5:]))
         for row in conn.execute(query)
     ]
 
