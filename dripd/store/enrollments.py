@@ -175,16 +175,17 @@ def waiting_enrollments(
     """(email, campaign, waiting) of the active enrollments waiting on something, by id.
 
     An enrollment of a campaign not in `known` (its file is gone) counts too.
-    Read a page at a time.
+    Read a page at a time, from indexes: `campaign NOT IN known` would read
+    every enrollment (0.15 s at a million), so the campaigns present are
+    found first (`campaign_names`) and the gone ones asked for by name.
     """
     e = enrollments
+    gone = sorted(set(campaign_names(conn)) - set(known))
+    held = e.c.waiting.is_not(None)
     query = (
         sa.select(e.c.id, contacts.c.email, e.c.campaign, e.c.waiting)
         .join(contacts, contacts.c.id == e.c.contact_id)
-        .where(
-            e.c.status == "active",
-            sa.or_(e.c.waiting.is_not(None), e.c.campaign.not_in(sorted(known))),
-        )
+        .where(e.c.status == "active", sa.or_(held, e.c.campaign.in_(gone)) if gone else held)
         .order_by(e.c.id)
         .limit(WAITING_PAGE)
     )
@@ -198,6 +199,20 @@ def waiting_enrollments(
         if len(rows) < WAITING_PAGE:
             return
         last = rows[-1][0]
+
+
+def campaign_names(conn: sa.Connection) -> list[str]:
+    """Every campaign any enrollment names, in order: one seek of the campaign index each."""
+    e = enrollments
+    names: list[str] = []
+    while True:
+        query = sa.select(sa.func.min(e.c.campaign))
+        if names:
+            query = query.where(e.c.campaign > names[-1])
+        name = conn.execute(query).scalar()
+        if name is None:
+            return names
+        names.append(name)
 
 
 def recheck_enrollments(

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 import userfiles
 
 from dripd import clock
@@ -168,3 +169,39 @@ def test_a_contacts_value_is_its_values_entry(book: app_mod.App) -> None:
         values = person.values()
         for key in [*values, "missing", "appointment_at"]:
             assert person.value(key) == enrollment.contact.value(key) == values.get(key)
+
+
+def test_waiting_reads_indexes_and_lists_gone_campaigns(book: app_mod.App) -> None:
+    """`schedule`'s waiting list: the held steps and a gone campaign's, without a table scan."""
+    retired, held = CONTACTS + 1, CONTACTS + 2
+    with book.engine.begin() as conn:
+        statements.bulk_insert(conn, schema.enrollments, [
+            {"id": retired, "contact_id": 1, "campaign": "retired", "status": "active",
+             "enrolled_at": NOW, "progress": "{}", "next_due_at": None, "waiting": None},
+            {"id": held, "contact_id": 2, "campaign": "drip", "status": "active",
+             "enrolled_at": NOW, "progress": "{}", "next_due_at": None,
+             "waiting": "birthday not set"},
+        ])  # fmt: skip
+    ran: list[tuple[str, Any]] = []
+
+    def note(conn: Any, cursor: Any, sql: str, params: Any, *_: Any) -> None:
+        ran.append((sql, params))
+
+    with book.reader.connect() as conn:
+        assert enrollments.campaign_names(conn) == sorted({*CAMPAIGNS, "retired"})
+        shown = [w.to_json() for w in reports.waiting(book, conn)]
+        known = book.catalog.campaigns
+        sa.event.listen(conn, "before_cursor_execute", note)
+        assert list(enrollments.waiting_enrollments(conn, [*known, "retired"])) == [
+            ("p0001@example.com", "drip", "birthday not set")
+        ]
+        sa.event.remove(conn, "before_cursor_execute", note)
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        plans = [d for sql, p in ran for *_, d in raw.execute(f"EXPLAIN QUERY PLAN {sql}", p)]
+    assert shown == [
+        {"contact": "p0000@example.com", "campaign": "retired", "reason": "campaign file is gone"},
+        {"contact": "p0001@example.com", "campaign": "drip", "reason": "birthday not set"},
+    ]
+    assert any("ix_enrollments_waiting" in p for p in plans)
+    assert not [p for p in plans if p.startswith("SCAN") and "INDEX" not in p]
