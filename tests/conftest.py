@@ -18,6 +18,7 @@ import os
 import shutil
 import tempfile
 import textwrap
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,21 @@ CLOCK_AHEAD = bool(os.environ.get("DRIPD_TEST_CLOCK_AHEAD"))
 REAL_CLOCK_FIXTURES = frozenset(
     {"postgres_server", "postgres_template", "dovecot", "imap_user", "private_dovecot"}
 )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In the clock-ahead pass, this process's clock must really be ahead (in every worker)."""
+    if not CLOCK_AHEAD:
+        return
+    # The kernel stamps /proc/self with the real time the process started; libfaketime
+    # moves only what this process reads as the time.
+    moved = time.time() - os.stat("/proc/self").st_ctime
+    if abs(moved) < 3600:
+        pytest.exit(
+            "DRIPD_TEST_CLOCK_AHEAD is set but this process's clock is not moved:"
+            " run the tests under faketime, as ./dev test does",
+            returncode=3,
+        )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

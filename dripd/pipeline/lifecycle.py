@@ -22,7 +22,7 @@ from dripd.pipeline.app import App
 from dripd.plan import contacts, dates, schedule, stages, windows
 from dripd.store import contacts as store_contacts
 from dripd.store import enrollments, events, forget, reps, tasks
-from dripd.store.contacts import Contact
+from dripd.store.contacts import Addressee, Contact
 from dripd.store.enrollments import Enrollment
 
 EMPTY_PROGRESS = schedule.Progress().to_text()  # a new enrollment's state
@@ -47,14 +47,51 @@ def context(
     pauses: Mapping[str, datetime],
 ) -> schedule.Context:
     """The schedule context of one contact in one campaign."""
-    return schedule.Context(
-        tz=app.contact_tz(contact.timezone, contact.owner),
-        holidays=app.config.holidays_for(contact.owner),
-        window=campaign.send_window or default_window(app),
-        enrolled_at=enrolled_at,
-        fields=contact.values(),
-        hold_until=pauses.get(contact.owner) if contact.owner else None,
-    )
+    return Contexts(app, pauses)(contact, campaign, enrolled_at)
+
+
+class Contexts:
+    """`context` for many contacts: each zone of a contact and its rep worked out once.
+
+    (A rep's zone is a search of the config's reps: at a thousand reps, more
+    than the rest of a context.)
+    """
+
+    def __init__(self, app: App, pauses: Mapping[str, datetime]) -> None:
+        self._app = app
+        self._pauses = pauses
+        self._zones: dict[tuple[str | None, str | None], ZoneInfo] = {}
+
+    def zone(self, contact: Contact | Addressee) -> ZoneInfo:
+        """The contact's zone, else its rep's, else the config's (App.contact_tz)."""
+        key = (contact.timezone, contact.owner)
+        found = self._zones.get(key)
+        if found is None:
+            found = self._zones[key] = self._app.contact_tz(contact.timezone, contact.owner)
+        return found
+
+    def __call__(
+        self, contact: Contact, campaign: campaigns.Campaign, enrolled_at: datetime
+    ) -> schedule.Context:
+        return self.timed(contact, campaign, enrolled_at, contact.values())
+
+    def timed(
+        self,
+        contact: Contact | Addressee,
+        campaign: campaigns.Campaign,
+        enrolled_at: datetime,
+        fields: Mapping[str, str],
+    ) -> schedule.Context:
+        """The context with `fields` for the contact's values: those the timing reads will do."""
+        owner = contact.owner
+        return schedule.Context(
+            tz=self.zone(contact),
+            holidays=self._app.config.holidays_for(owner),
+            window=campaign.send_window or default_window(self._app),
+            enrolled_at=enrolled_at,
+            fields=fields,
+            hold_until=self._pauses.get(owner) if owner else None,
+        )
 
 
 def default_window(app: App) -> windows.Window:

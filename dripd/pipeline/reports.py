@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
-from collections.abc import Iterator, Mapping
+import pickle
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import IO, Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
+from dripd.files import campaigns
 from dripd.mailbox import tokens
 from dripd.pipeline import lifecycle, variants
 from dripd.pipeline.app import App
@@ -67,7 +71,7 @@ class Waiting:
         return {"contact": self.email, "campaign": self.campaign, "reason": self.reason}
 
 
-SCHEDULE_PAGE = 500  # enrollments read from the due index per query
+SCHEDULE_PAGE = 1000  # enrollments read from the due index per query
 
 
 def upcoming(
@@ -85,43 +89,113 @@ def upcoming(
     """
     now = app.clock.now()
     until = now + timedelta(days=days)
-    window = Window(now=now, until=until, max_late=app.config.max_late)
-    pauses = reps.rep_pauses(conn)
-    held: list[tuple[datetime, int, Scheduled]] = []
-    found = itertools.count()
-    for page in _due_pages(conn, until, email):
-        people = contacts.contacts_by_ids(conn, {e.contact_id for e in page})
-        for enrollment in page:
-            contact = people[enrollment.contact_id]
-            for item in _projected(app, enrollment, contact, pauses, window):
-                heapq.heappush(held, (item.at, next(found), item))
-        boundary = page[-1].next_due_at
-        while held and boundary is not None and held[0][0] <= boundary:
-            yield heapq.heappop(held)[2]
-    while held:
-        yield heapq.heappop(held)[2]
+    projections = _Projections(
+        app, reps.rep_pauses(conn), Window(now=now, until=until, max_late=app.config.max_late)
+    )
+    with _Held() as held:
+        for page in _due_pages(conn, until, email):
+            for due in page:
+                for item in projections.of(due):
+                    held.push(item)
+            yield from held.pop_until(page[-1].next_due_at)
+        yield from held.pop_until(None)
+
+
+HELD_IN_MEMORY = 50_000  # items held back in memory (~40 MB); past it, sorted runs on disk
+SPILL_CHUNK = 1_000  # items a run writes and reads at a time
+
+
+class _Held:
+    """The items found but later than what may be yielded yet, in (time, found) order.
+
+    A heap in memory up to HELD_IN_MEMORY items; past it, the heap is written
+    to a temporary file as a sorted run, and the runs are merged with the
+    heap as they are taken: a window that holds every contact (an import
+    enrolls them all at once) costs disk, not memory.
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[datetime, int, Scheduled]] = []
+        self._found = itertools.count()
+        self._files: list[IO[bytes]] = []
+        # The head of each run: (at, found, item, the rest of the run).
+        self._heads: list[tuple[datetime, int, Scheduled, Iterator[_Entry]]] = []
+
+    def __enter__(self) -> _Held:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for file in self._files:
+            file.close()
+
+    def push(self, item: Scheduled) -> None:
+        heapq.heappush(self._heap, (item.at, next(self._found), item))
+        if len(self._heap) >= HELD_IN_MEMORY:
+            self._spill()
+
+    def pop_until(self, boundary: datetime | None) -> Iterator[Scheduled]:
+        """The items up to `boundary` (None: all), earliest first, taken out."""
+        heap, heads = self._heap, self._heads
+        while heap or heads:
+            if heads and (not heap or heads[0][:2] < heap[0][:2]):
+                at, _, item, rest = heads[0]
+                if boundary is not None and at > boundary:
+                    return
+                following = next(rest, None)
+                if following is None:
+                    heapq.heappop(heads)
+                else:
+                    heapq.heapreplace(heads, (*following, rest))
+            else:
+                at, _, item = heap[0]
+                if boundary is not None and at > boundary:
+                    return
+                heapq.heappop(heap)
+            yield item
+
+    def _spill(self) -> None:
+        run = sorted(self._heap)
+        self._heap = []
+        file = tempfile.TemporaryFile()  # noqa: SIM115 (closed by __exit__)
+        self._files.append(file)
+        for start in range(0, len(run), SPILL_CHUNK):
+            pickle.dump(run[start : start + SPILL_CHUNK], file, pickle.HIGHEST_PROTOCOL)
+        file.seek(0)
+        rest = _read_run(file)
+        first = next(rest)
+        heapq.heappush(self._heads, (*first, rest))
+
+
+_Entry = tuple[datetime, int, Scheduled]
+
+
+def _read_run(file: IO[bytes]) -> Iterator[_Entry]:
+    """A run written by `_Held._spill`, a chunk at a time."""
+    while True:
+        try:
+            chunk: list[_Entry] = pickle.load(file)
+        except EOFError:
+            return
+        yield from chunk
 
 
 def _due_pages(
     conn: sa.Connection, until: datetime, email: str | None
-) -> Iterator[list[enrollments.Enrollment]]:
+) -> Iterator[list[enrollments.Due]]:
+    contact_id = None
     if email:
         contact = contacts.contact_by_email(conn, email)
-        active = enrollments.active_enrollments(conn, contact.id) if contact else []
-        due = [e for e in active if e.next_due_at is not None and e.next_due_at <= until]
-        if due:
-            yield sorted(due, key=lambda e: (e.next_due_at or until, e.id))
-        return
+        if contact is None:
+            return
+        contact_id = contact.id
     after: tuple[datetime, int] | None = None
     while True:
-        page = enrollments.due_page(conn, until, after, SCHEDULE_PAGE)
+        page = enrollments.due_page(conn, until, after, SCHEDULE_PAGE, contact_id)
         if page:
             yield page
         if len(page) < SCHEDULE_PAGE:
             return
-        last = page[-1]
-        assert last.next_due_at is not None
-        after = (last.next_due_at, last.id)
+        after = (page[-1].next_due_at, page[-1].id)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -133,30 +207,100 @@ class Window:
     max_late: timedelta
 
 
-def _projected(
-    app: App,
-    enrollment: enrollments.Enrollment,
-    contact: contacts.Contact,
-    pauses: dict[str, datetime],
-    window: Window,
-) -> list[Scheduled]:
-    campaign = app.catalog.campaigns.get(enrollment.campaign)
-    if campaign is None:
-        return []
-    ctx = lifecycle.context(app, contact, campaign, enrollment.enrolled_at, pauses)
-    progress = schedule.Progress.from_text(enrollment.progress)
-    return [
-        _scheduled(
-            due,
-            contact,
-            campaign.step(due.step_id).kind,
-            enrollment.campaign,
-            ctx,
-            window.now,
-            window.max_late,
+# One projected item without its contact: (at, local, step, kind, occurrence, note).
+_Shape = tuple[datetime, datetime, str, str, int, str]
+PROJECTIONS_KEPT = 10_000  # projections remembered for enrollments alike (then forgotten)
+
+
+class _Projections:
+    """The items of each enrollment in a window: `schedule.project`, once for enrollments alike.
+
+    Enrollments alike are common: an import enrolls its contacts at one
+    instant, and they stand at the same step. A projection depends on the
+    campaign, the progress, the enrollment's time, the contact's zone and
+    rep (holidays, pause) and the fields the campaign's timing reads: with
+    all of them equal, it is the same, and only the contact's name and
+    email differ. What repeats between contacts (zones, progress) is
+    worked out once too.
+    """
+
+    def __init__(self, app: App, pauses: Mapping[str, datetime], window: Window) -> None:
+        self._app = app
+        self._window = window
+        self._contexts = lifecycle.Contexts(app, pauses)
+        self._kept: dict[tuple[Any, ...], tuple[_Shape, ...]] = {}
+        self._dated: dict[str, tuple[str, ...]] = {}
+
+    def of(self, enrollment: enrollments.Due) -> list[Scheduled]:
+        contact = enrollment.contact
+        campaign = self._app.catalog.campaigns.get(enrollment.campaign)
+        if campaign is None:
+            return []
+        dated = self._dated.get(campaign.id)
+        if dated is None:
+            dated = self._dated[campaign.id] = _dated_fields(campaign.plans)
+        values = tuple(contact.value(name) for name in dated)
+        key = (
+            campaign.id,
+            enrollment.progress,
+            enrollment.enrolled_at,
+            contact.timezone,
+            contact.owner,
+            *values,
         )
-        for due in schedule.project(campaign.plans, progress, ctx, until=window.until)
-    ]
+        shapes = self._kept.get(key)
+        if shapes is None:
+            # The timing reads these fields only (schedule.Context.fields).
+            fields = {name: v for name, v in zip(dated, values, strict=True) if v is not None}
+            shapes = self._project(campaign, enrollment, fields)
+            if len(self._kept) >= PROJECTIONS_KEPT:
+                self._kept.clear()
+            self._kept[key] = shapes
+        email, name, campaign_id = contact.email, contact.name, enrollment.campaign
+        return [
+            Scheduled(
+                at=at,
+                local=local,
+                email=email,
+                name=name,
+                campaign=campaign_id,
+                step=step,
+                kind=kind,
+                occurrence=occurrence,
+                note=note,
+            )
+            for at, local, step, kind, occurrence, note in shapes
+        ]
+
+    def _project(
+        self, campaign: campaigns.Campaign, enrollment: enrollments.Due, fields: Mapping[str, str]
+    ) -> tuple[_Shape, ...]:
+        window = self._window
+        ctx = self._contexts.timed(enrollment.contact, campaign, enrollment.enrolled_at, fields)
+        progress = _progress(enrollment.progress)
+        return tuple(
+            (
+                due.due_at,
+                due.due_at.astimezone(ctx.tz),
+                due.step_id,
+                campaign.step(due.step_id).kind,
+                due.occurrence,
+                _note(due, window.now, window.max_late),
+            )
+            for due in schedule.project(campaign.plans, progress, ctx, until=window.until)
+        )
+
+
+def _dated_fields(plans: Sequence[schedule.StepPlan]) -> tuple[str, ...]:
+    """The contact's fields a campaign's timing reads (anchors and yearly dates)."""
+    names = {getattr(p.timing, "anchor", None) or getattr(p.timing, "field", None) for p in plans}
+    return tuple(sorted(name for name in names if name))
+
+
+@functools.lru_cache(maxsize=1024)
+def _progress(text: str) -> schedule.Progress:
+    """Progress.from_text, once for each text (a Progress cannot change)."""
+    return schedule.Progress.from_text(text)
 
 
 def waiting(app: App, conn: sa.Connection, email: str | None = None) -> Iterator[Waiting]:
@@ -232,14 +376,6 @@ def _scheduled(
     now: datetime,
     max_late: timedelta,
 ) -> Scheduled:
-    note = ""
-    # Judged at the moment it will run: a step held past its anchor (a pause,
-    # a window) is shown as what it will be, skipped.
-    stale = schedule.is_stale(due, max(now, due.due_at), max_late=max_late)
-    if stale:
-        note = f"will be skipped: {stale}"
-    elif due.due_at < now:
-        note = "due now"
     return Scheduled(
         at=due.due_at,
         local=due.due_at.astimezone(ctx.tz),
@@ -249,8 +385,19 @@ def _scheduled(
         step=due.step_id,
         kind=kind,
         occurrence=due.occurrence,
-        note=note,
+        note=_note(due, now, max_late),
     )
+
+
+def _note(due: schedule.Due, now: datetime, max_late: timedelta) -> str:
+    # Judged at the moment it will run: a step held past its anchor (a pause,
+    # a window) is shown as what it will be, skipped.
+    stale = schedule.is_stale(due, max(now, due.due_at), max_late=max_late)
+    if stale:
+        return f"will be skipped: {stale}"
+    if due.due_at < now:
+        return "due now"
+    return ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -133,7 +133,13 @@ class Progress:
 
 def finish_task(progress: Progress, at: datetime) -> Progress:
     """Record that the rep marked the open task done (or skipped) at `at`."""
-    return dataclasses.replace(progress, task_open=False, task_done_at=at.astimezone(UTC))
+    return Progress(
+        done=progress.done,
+        last_due_at=progress.last_due_at,
+        counts=progress.counts,
+        task_open=False,
+        task_done_at=at.astimezone(UTC),
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -255,6 +261,11 @@ def advance(progress: Progress, steps: Sequence[StepPlan], due: Due) -> Progress
     step = next((s for s in steps if s.id == due.step_id), None)
     if step is None:
         raise ValueError(f'unknown step "{due.step_id}"')
+    return _advanced(progress, step, due)
+
+
+def _advanced(progress: Progress, step: StepPlan, due: Due) -> Progress:
+    """`advance` with the step known."""
     if not step.sequential:
         counts = dict(progress.counts)
         counts[step.id] = max(counts.get(step.id, 0), due.occurrence)
@@ -294,8 +305,9 @@ def project(
             break
         result.append(due)
         index = places[due.step_id]
-        progress = advance(progress, steps, due)
-        if steps[index].is_task and steps[index].sequential:
+        step = steps[index]
+        progress = _advanced(progress, step, due)
+        if step.is_task and step.sequential:
             progress = finish_task(progress, due.due_at)
         _refresh(items, index, steps, progress, ctx)
     return result

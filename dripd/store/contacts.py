@@ -46,12 +46,71 @@ class Contact:
         only when the contact has it.
         """
         result = {key: str(value) for key, value in self.fields.items()}
-        for key in ("email", "first_name", "last_name", "company", "phone", "stage", "status"):
+        for key in _TEXT_FIELDS:
             result[key] = getattr(self, key)
-        for key in ("timezone", "owner", "referred_by"):
+        for key in _OPTIONAL_FIELDS:
             result[key] = getattr(self, key) or ""
         result["created_at"] = self.created_at.isoformat()
         return result
+
+    def value(self, key: str) -> str | None:
+        """`values().get(key)`, without building the others."""
+        return _value(self, key)
+
+
+@dataclass(frozen=True, slots=True)
+class Addressee:
+    """What `schedule` reads of a contact: who it is, and what its steps are timed by.
+
+    The columns of `Contact.values()` (a campaign may time a step by any of
+    them), not the counters and bookkeeping: a due page of these is read
+    in a third of the time of full contacts.
+    """
+
+    email: str
+    first_name: str
+    last_name: str
+    company: str
+    phone: str
+    timezone: str | None
+    owner: str | None
+    stage: str
+    status: str
+    referred_by: str | None
+    fields: Mapping[str, str]
+    created_at: datetime
+
+    @property
+    def name(self) -> str:
+        return f"{self.first_name} {self.last_name}".strip()
+
+    def value(self, key: str) -> str | None:
+        """`Contact.values().get(key)` of this contact."""
+        return _value(self, key)
+
+
+ADDRESSEE_COLUMNS = tuple(getattr(contacts.c, name) for name in Addressee.__dataclass_fields__)
+
+
+def addressee_of_values(values: Sequence[Any]) -> Addressee:
+    """An Addressee from ADDRESSEE_COLUMNS' values, in order (built by position: fields 10)."""
+    v = values
+    fields = json.loads(v[10] or "{}")
+    return Addressee(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], fields, v[11])
+
+
+_TEXT_FIELDS = ("email", "first_name", "last_name", "company", "phone", "stage", "status")
+_OPTIONAL_FIELDS = ("timezone", "owner", "referred_by")
+
+
+def _value(contact: Contact | Addressee, key: str) -> str | None:
+    if key in _TEXT_FIELDS:
+        return getattr(contact, key)  # type: ignore[no-any-return]
+    if key in _OPTIONAL_FIELDS:
+        return getattr(contact, key) or ""
+    if key == "created_at":
+        return contact.created_at.isoformat()
+    return str(contact.fields[key]) if key in contact.fields else None
 
 
 # Statements on the sending hot path are built once: building one costs
@@ -87,9 +146,20 @@ def contact_from_row(row: sa.Row[Any]) -> Contact:
     return _contact(row)
 
 
+_COLUMNS = tuple(column.name for column in contacts.columns)
+
+
 def _contact(row: sa.Row[Any]) -> Contact:
-    data = dict(row._mapping)
-    data.pop("email_key", None)
+    return contact_of_values(row)
+
+
+def contact_of_values(values: Sequence[Any]) -> Contact:
+    """A contact from the contacts table's columns in table order (a row, or part of a join's).
+
+    By position: a row's `_mapping` costs more than the rest of building one.
+    """
+    data = dict(zip(_COLUMNS, values, strict=True))
+    del data["email_key"]
     data["fields"] = json.loads(data["fields"] or "{}")
     return Contact(**data)
 

@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from dripd.store import statements
+from dripd.store.contacts import ADDRESSEE_COLUMNS, Addressee, addressee_of_values
 from dripd.store.schema import UTCDateTime, contacts, enrollments
 
 
@@ -54,8 +55,12 @@ _DUE = (
 _DUE_LOCKED = _DUE.with_for_update(skip_locked=True)
 
 
+_ENROLLMENT_COLUMNS = tuple(column.name for column in enrollments.columns)
+
+
 def _enrollment(row: sa.Row[Any]) -> Enrollment:
-    return Enrollment(**dict(row._mapping))
+    """An enrollment from a row of the enrollments table (all its columns, in order)."""
+    return Enrollment(**dict(zip(_ENROLLMENT_COLUMNS, row, strict=True)))
 
 
 def active_enrollments(conn: sa.Connection, contact_id: int) -> list[Enrollment]:
@@ -102,20 +107,51 @@ def due_enrollments(
     return [_enrollment(row) for row in conn.execute(query, {"now": now, "limit": limit})]
 
 
+@dataclass(frozen=True, slots=True)
+class Due:
+    """An active enrollment due by a time, as `schedule` reads it, with its contact."""
+
+    id: int
+    campaign: str
+    enrolled_at: datetime
+    progress: str
+    next_due_at: datetime
+    contact: Addressee
+
+
+_DUE_COLUMNS = (
+    enrollments.c.id,
+    enrollments.c.campaign,
+    enrollments.c.enrolled_at,
+    enrollments.c.progress,
+    enrollments.c.next_due_at,
+)
+
+
 def due_page(
-    conn: sa.Connection, until: datetime, after: tuple[datetime, int] | None, limit: int
-) -> list[Enrollment]:
+    conn: sa.Connection,
+    until: datetime,
+    after: tuple[datetime, int] | None,
+    limit: int,
+    contact_id: int | None = None,
+) -> list[Due]:
     """Up to `limit` active enrollments due by `until`, in (next_due_at, id) order after `after`.
 
-    Keyset paging over the due index: `schedule` reads what falls in its window only.
+    Keyset paging over the due index: `schedule` reads what falls in its
+    window only. Each comes with its contact, joined in the same query and
+    read by position (a second query by ids, and full rows built by name,
+    cost ~26 µs a row against ~8).
     """
     e = enrollments
     query = (
-        sa.select(e)
+        sa.select(*_DUE_COLUMNS, *ADDRESSEE_COLUMNS)
+        .join(contacts, contacts.c.id == e.c.contact_id)
         .where(e.c.next_due_at <= until, e.c.status == "active")
         .order_by(e.c.next_due_at, e.c.id)
         .limit(limit)
     )
+    if contact_id is not None:
+        query = query.where(e.c.contact_id == contact_id)
     if after is not None:
         # A row value: SQLite and PostgreSQL start the index scan at it (an OR
         # of the two cases rescans every tie of the same instant, each page).
@@ -124,7 +160,10 @@ def due_page(
             sa.tuple_(e.c.next_due_at, e.c.id)
             > sa.tuple_(sa.literal(at, UTCDateTime()), sa.literal(last_id))
         )
-    return [_enrollment(row) for row in conn.execute(query)]
+    return [
+        Due(row[0], row[1], row[2], row[3], row[4], addressee_of_values(row[5:]))
+        for row in conn.execute(query)
+    ]
 
 
 WAITING_PAGE = 1000  # rows per query of waiting_enrollments
@@ -136,16 +175,17 @@ def waiting_enrollments(
     """(email, campaign, waiting) of the active enrollments waiting on something, by id.
 
     An enrollment of a campaign not in `known` (its file is gone) counts too.
-    Read a page at a time.
+    Read a page at a time, from indexes: `campaign NOT IN known` would read
+    every enrollment (0.15 s at a million), so the campaigns present are
+    found first (`campaign_names`) and the gone ones asked for by name.
     """
     e = enrollments
+    gone = sorted(set(campaign_names(conn)) - set(known))
+    held = e.c.waiting.is_not(None)
     query = (
         sa.select(e.c.id, contacts.c.email, e.c.campaign, e.c.waiting)
         .join(contacts, contacts.c.id == e.c.contact_id)
-        .where(
-            e.c.status == "active",
-            sa.or_(e.c.waiting.is_not(None), e.c.campaign.not_in(sorted(known))),
-        )
+        .where(e.c.status == "active", sa.or_(held, e.c.campaign.in_(gone)) if gone else held)
         .order_by(e.c.id)
         .limit(WAITING_PAGE)
     )
@@ -159,6 +199,20 @@ def waiting_enrollments(
         if len(rows) < WAITING_PAGE:
             return
         last = rows[-1][0]
+
+
+def campaign_names(conn: sa.Connection) -> list[str]:
+    """Every campaign any enrollment names, in order: one seek of the campaign index each."""
+    e = enrollments
+    names: list[str] = []
+    while True:
+        query = sa.select(sa.func.min(e.c.campaign))
+        if names:
+            query = query.where(e.c.campaign > names[-1])
+        name = conn.execute(query).scalar()
+        if name is None:
+            return names
+        names.append(name)
 
 
 def recheck_enrollments(

@@ -65,6 +65,11 @@ def head(rows: Iterator[Any], size: int = PAGE) -> tuple[list[Any], bool]:
     return first, len(first) <= size
 
 
+# One encoder for every item: json.dumps with options builds a new one per call
+# (a third of the cost of a schedule item's line).
+_ENCODER = json.JSONEncoder(default=str, ensure_ascii=False)
+
+
 def write_json_array(out: TextIO, items: Iterable[Any], *, end: str = "\n") -> int:
     """A JSON array written item by item, one a line; the count.
 
@@ -73,7 +78,7 @@ def write_json_array(out: TextIO, items: Iterable[Any], *, end: str = "\n") -> i
     """
     count = 0
     for item in items:
-        text = json.dumps(item, default=str, ensure_ascii=False)
+        text = _ENCODER.encode(item)
         out.write(("[\n  " if count == 0 else ",\n  ") + text)
         count += 1
     out.write(("\n]" if count else "[]") + end)
@@ -85,7 +90,7 @@ def write_json_lines(out: TextIO, items: Iterable[Any]) -> int:
     """One JSON object a line; the count."""
     count = 0
     for item in items:
-        out.write(json.dumps(item, default=str, ensure_ascii=False) + "\n")
+        out.write(_ENCODER.encode(item) + "\n")
         count += 1
     out.flush()
     return count

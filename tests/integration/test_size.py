@@ -157,7 +157,7 @@ def test_schedule_of_one_day_reads_only_the_due_rows(
     read: list[int] = []
     page = enrollments.due_page
 
-    def counted(conn: sa.Connection, *args: Any) -> list[enrollments.Enrollment]:
+    def counted(conn: sa.Connection, *args: Any) -> list[enrollments.Due]:
         found = page(conn, *args)
         read.append(len(found))
         return found
@@ -249,6 +249,7 @@ def test_pages_by_key_on_each_database(make_config: Any, database_url: str) -> N
         after = None
         while page := enrollments.due_page(conn, NOW, after, 4):
             due += [e.id for e in page]
+            assert all(e.contact.email == f"c{e.id - 1:07d}@example.com" for e in page)
             after = (NOW, page[-1].id)
     stopped = {i for i in range(50) if (i + 1) % 5 == 0}
     assert listed == [f"c{i:07d}@example.com" for i in range(11, 50, 2) if i not in stopped]
