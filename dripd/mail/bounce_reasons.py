@@ -49,7 +49,10 @@ _WORDS: tuple[tuple[Reason, re.Pattern[str]], ...] = tuple(
             r"not pre-approved|\bbatv\b|administrative prohibition|delivery not authori[sz]ed|"
             r"not (?:currently )?accepting mail from your ip|smtp server of your isp|"
             r"members-only list|closed mailing list|illegal attachment|mass mailer|"
-            r"has not passed validation",
+            r"has not passed validation|"
+            # the receiving server wants the sender's server allow-listed or confirmed first
+            r"white ?list|allow ?list|(?:sender|server) (?:is )?not (?:white|allow) ?listed|"
+            r"requires? (?:sender |server )?confirmation|confirm (?:this|your) (?:mail )?server",
         ),
         (
             Reason.MAILBOX_FULL,

@@ -131,6 +131,14 @@ def test_sample(name: str) -> None:
             "rate or temporary",
         ),
         ("4.7.0", "421 4.7.0 [TSS04] deferred due to unexpected volume", "rate or temporary"),
+        # the sender's server must be allow-listed first: the rep's mailbox is refused
+        (
+            "5.0.0",
+            "550 Your server requires confirmation. Visit https://mx.example/Whitelist to"
+            " confirm this mail server.",
+            "policy or spam block",
+        ),
+        ("5.7.1", "554 Sender not on the recipient's allow list", "policy or spam block"),
     ],
 )
 def test_reason(status: str | None, words: str, reason: str) -> None:
