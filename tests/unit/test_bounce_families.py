@@ -109,7 +109,7 @@ def test_sample(name: str) -> None:
         ("4.4.1", "connection timed out", "rate or temporary"),
         ("5.0.0", "550 Requested action not taken", "other"),
         (None, "", "other"),
-        # wordings learnt from sisimai's reason tables (session 11)
+        # wordings learnt from sisimai's reason tables (session 10)
         ("5.1.2", "550 5.1.2 Domain does not exist", "domain gone"),
         (None, "Sorry, I couldn't find any host named gone.example. (#5.1.2)", "domain gone"),
         (None, "Mailaddress is administrativley disabled. (LDAP-ERR #220)", "unknown user"),
@@ -191,7 +191,7 @@ def test_truncated_copies_bounce_no_one_else(name: str) -> None:
     ],
 )
 def test_damage_found_by_longer_fuzzing(name: str, seed: int, edits: int) -> None:
-    """Copies that a longer run of the test below found (session 11): never raise, never
+    """Copies that a longer run of the test below found (session 10): never raise, never
     bounce the wrong contact."""
     raw = (FAMILIES / name).read_bytes()
     expected = EXPECTED[name]
