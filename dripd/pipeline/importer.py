@@ -24,7 +24,7 @@ from dripd.files import campaigns, csvfile
 from dripd.pipeline import lifecycle, plans
 from dripd.pipeline.app import App
 from dripd.plan import schedule, stages
-from dripd.store import contacts, enrollments, forget, reps, schema, settings, statements
+from dripd.store import contacts, enrollments, events, forget, reps, schema, settings, statements
 
 Tick = Callable[[int], None]
 T = TypeVar("T")
@@ -158,17 +158,18 @@ def _import_chunk(
     existing = contacts.existing_keys(conn, [r.key for r in rows])
     new = [r for r in rows if r.key not in existing]
     old = [r for r in rows if r.key in existing]
-    created, promoted = _create(app, conn, new, batch, tick=tick)
+    created = _create(app, conn, new, batch, tick=tick)
     report.created += len(created)
     _update(app, conn, old, existing, now, cause=cause, tick=tick)
     report.updated += len(old)
-    if campaign is None:
-        return
     if batch.bulk:
+        assert campaign is not None
         report.enrolled += _enroll_bulk(app, conn, campaign, created, batch)
-        statements.insert_tuples(conn, schema.events, EVENT_COLUMNS, promoted)
         targets = [(row, existing[row.key]) for row in old]
     else:
+        _insert_events(conn, _one_by_one(created, batch))
+        if campaign is None:
+            return
         targets = [(p.row, p.id) for p in created]
         targets += [(row, existing[row.key]) for row in old]
     report.enrolled += _enroll_each(app, conn, campaign, targets, now, late)
@@ -203,17 +204,13 @@ def _create(
     batch: Batch,
     *,
     tick: Tick | None,
-) -> tuple[list[New], list[tuple[Any, ...]]]:
-    """Insert new contacts in bulk, promoted to the bulk campaign's stage.
-
-    Returns the stored contacts and the promotion events, which the caller
-    records after the enrollments so the history reads enrolled → promoted.
-    """
+) -> list[New]:
+    """Insert new contacts in bulk, promoted to the bulk campaign's stage (events: the caller's)."""
     now, stamp = batch.now, batch.stamp
     campaign = batch.campaign if batch.bulk else None
     default_owner = app.config.reps[0].id if app.config.reps else None
     records = [_new_contact(row, now, default_owner) for row in rows]
-    imported = [record["stage"] for record in records]
+    given = [record["stage"] for record in records]
     if campaign is not None and campaign.stage:
         for record in records:
             record["stage"] = stages.forward(record["stage"], campaign.stage)
@@ -227,20 +224,7 @@ def _create(
     if tick:
         tick(len(records))
     by_key = contacts.contact_ids_after(conn, before)
-    people = list(map(New, [by_key[r["email_key"]] for r in records], records, rows))
-    created = "created", None, "contact created", batch.cause
-    statements.insert_tuples(
-        conn, schema.events, EVENT_COLUMNS, [(p.id, stamp, *created) for p in people]
-    )
-    if campaign is None:
-        return people, []
-    because = f"enrolled in {campaign.id}"
-    promoted = [
-        (p.id, stamp, "promoted", None, f"stage {was} → {p.record['stage']}", because)
-        for p, was in zip(people, imported, strict=True)
-        if p.record["stage"] != was
-    ]
-    return people, promoted
+    return list(map(New, [by_key[r["email_key"]] for r in records], records, rows, given))
 
 
 def _stamp(conn: sa.Connection, batch: Batch, at: datetime) -> Any:
@@ -251,16 +235,40 @@ def _stamp(conn: sa.Connection, batch: Batch, at: datetime) -> Any:
 
 
 class New(NamedTuple):
-    """A contact just inserted in bulk: its id, stored values and CSV row."""
+    """A contact just inserted in bulk: its id, stored values, CSV row and the stage given."""
 
     id: int
     record: dict[str, Any]
     row: csvfile.Row
+    given_stage: str
 
     def contact(self) -> contacts.Contact:
         values = {k: v for k, v in self.record.items() if k not in ("email_key", "fields")}
         custom = {k: v for k, v in self.row.values.custom.items() if v is not None}
         return contacts.Contact(id=self.id, fields=custom, **values)
+
+    def promotion(self) -> str | None:
+        """The promoted event's detail when the bulk campaign moved the stage."""
+        stage = self.record["stage"]
+        return f"stage {self.given_stage} → {stage}" if stage != self.given_stage else None
+
+
+def _one_by_one(people: Sequence[New], batch: Batch) -> list[tuple[Any, ...]]:
+    """The `created` event of each of `people`, then `promoted` where the campaign moved them."""
+    created = "created", None, events.CREATED_DETAIL, batch.cause
+    rows = [(p.id, batch.stamp, *created) for p in people]
+    if batch.campaign is not None:
+        because = f"enrolled in {batch.campaign.id}"
+        rows += [
+            (p.id, batch.stamp, "promoted", None, promotion, because)
+            for p in people
+            if (promotion := p.promotion()) is not None
+        ]
+    return rows
+
+
+def _insert_events(conn: sa.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    statements.insert_tuples(conn, schema.events, EVENT_COLUMNS, rows)
 
 
 def _new_contact(row: csvfile.Row, now: datetime, default_owner: str | None) -> dict[str, Any]:
@@ -316,13 +324,22 @@ def _enroll_bulk(
     people: Sequence[New],
     batch: Batch,
 ) -> int:
-    """Enroll freshly created contacts (they have no enrollments yet) in bulk."""
+    """Enroll freshly created contacts (they have no enrollments yet) in bulk, with their events.
+
+    An enrolled contact's created, enrolled and promoted events are one
+    `imported` row (`events.history` shows the three); one not enrolled (not
+    active) gets its created and promoted events as rows of their own.
+    """
     pauses = reps.rep_pauses(conn)
     rows: list[tuple[Any, ...]] = []
+    stories: list[tuple[Any, ...]] = []
     # (time zone, owner) → the plan's first due time (as the driver takes it) and waits
     plans: dict[tuple[str | None, str | None], tuple[Any, str | None]] = {}
+    details: dict[str | None, str] = {}  # promotion → the imported row's detail
     shared = not _depends_on_fields(campaign)
     start = (campaign.id, "active", batch.stamp, lifecycle.EMPTY_PROGRESS)
+    imported = (batch.stamp, events.IMPORTED, campaign.id)
+    enrolled = f"enrolled in {campaign.name}"
     for new in people:
         record = new.record
         if record["status"] != "active":
@@ -332,11 +349,17 @@ def _enroll_bulk(
         if where is None:
             where = plans[key] = _first_due(app, conn, campaign, new, batch.now, pauses)
         rows.append((new.id, *start, *where))
+        promotion = new.promotion()
+        detail = details.get(promotion)
+        if detail is None:
+            detail = details[promotion] = events.imported_detail(enrolled, promotion)
+        stories.append((new.id, *imported, detail, batch.cause))
     statements.insert_tuples(conn, schema.enrollments, ENROLLMENT_COLUMNS, rows)
-    enrolled = "enrolled", campaign.id, f"enrolled in {campaign.name}", "contacts import --enroll"
-    statements.insert_tuples(
-        conn, schema.events, EVENT_COLUMNS, [(row[0], batch.stamp, *enrolled) for row in rows]
-    )
+    _insert_events(conn, stories)
+    if len(rows) < len(people):
+        _insert_events(
+            conn, _one_by_one([p for p in people if p.record["status"] != "active"], batch)
+        )
     return len(rows)
 
 
