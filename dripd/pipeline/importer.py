@@ -29,24 +29,14 @@ from dripd.store import contacts, enrollments, events, forget, reps, schema, set
 Tick = Callable[[int], None]
 T = TypeVar("T")
 CHUNK = 5000  # rows per bulk statement
-# What the bulk path writes: tuples in these columns' order (no dict per row)
-CONTACT_COLUMNS = (
-    "email",
-    "email_key",
-    "first_name",
-    "last_name",
-    "company",
-    "phone",
-    "timezone",
-    "owner",
-    "stage",
-    "status",
-    "referred_by",
-    "fields",
-    "touches",
-    "last_touch_at",
+# What the bulk path writes: tuples in these columns' order (no dict per row).
+# A new contact's columns as `lifecycle.contact_row` names them, its two
+# instants last (converted to the driver's form apart).
+_INSTANTS = ("created_at", "updated_at")
+CONTACT_COLUMNS = tuple(
+    c.name for c in schema.contacts.c if c.name not in ("id", "paused_until", *_INSTANTS)
 )
-_CONTACT_INSERT = (*CONTACT_COLUMNS, "created_at", "updated_at")
+_CONTACT_INSERT = (*CONTACT_COLUMNS, *_INSTANTS)
 _contact_values = operator.itemgetter(*CONTACT_COLUMNS)
 EVENT_COLUMNS = ("contact_id", "at", "kind", "campaign", "detail", "cause")
 ENROLLMENT_COLUMNS = (
@@ -83,12 +73,15 @@ def import_csv(
     late: list[str] = []  # enrollment problems, reported after the file's own
     now = app.clock.now()
     with app.engine.begin() as conn, _no_cycle_collection():
+        sole_writer = conn.dialect.name == "sqlite"
         batch = Batch(
             now=now,
             stamp=statements.driver_value(conn, schema.events.c.at, now),
             cause=f"imported from {path.name}",
             campaign=campaign,
             bulk=campaign is not None and not _needs_slow_path(app, campaign),
+            sole_writer=sole_writer,
+            empty_before=sole_writer and contacts.max_contact_id(conn) == 0,
         )
         fresh = campaign is not None and _plans_recordable(app, conn)
         for chunk in _chunks(results, CHUNK):
@@ -135,6 +128,12 @@ class Batch:
     cause: str
     campaign: campaigns.Campaign | None
     bulk: bool  # new contacts enrolled in bulk (no starts_when chain can fire)
+    # SQLite: the import's transaction holds the write lock (BEGIN IMMEDIATE)
+    # from start to end, so no one else inserts contacts meanwhile
+    sole_writer: bool
+    # and the database had no contact when it began: none of the file's can
+    # exist but its own earlier rows, which csvfile reports as duplicates
+    empty_before: bool
 
 
 def _import_chunk(
@@ -155,7 +154,7 @@ def _import_chunk(
             if r.key in erased
         ]
         rows = [r for r in rows if r.key not in erased]
-    existing = contacts.existing_keys(conn, [r.key for r in rows])
+    existing = {} if batch.empty_before else contacts.existing_keys(conn, [r.key for r in rows])
     new = [r for r in rows if r.key not in existing]
     old = [r for r in rows if r.key in existing]
     created = _create(app, conn, new, batch, tick=tick)
@@ -215,16 +214,22 @@ def _create(
         for record in records:
             record["stage"] = stages.forward(record["stage"], campaign.stage)
     before = contacts.max_contact_id(conn)
-    statements.insert_tuples(
-        conn,
-        schema.contacts,
-        _CONTACT_INSERT,
-        [(*_contact_values(r), _stamp(conn, batch, r["created_at"]), stamp) for r in records],
-    )
+    values = [(*_contact_values(r), _stamp(conn, batch, r["created_at"]), stamp) for r in records]
+    if batch.sole_writer:  # the ids SQLite gives: one above the highest, in order
+        ids: Sequence[int] = range(before + 1, before + 1 + len(values))
+        with_ids = list(map(_with_id, ids, values))
+        statements.insert_tuples(conn, schema.contacts, ("id", *_CONTACT_INSERT), with_ids)
+    else:  # PostgreSQL's sequence may interleave others' inserts: read the ids back
+        statements.insert_tuples(conn, schema.contacts, _CONTACT_INSERT, values)
+        by_key = contacts.contact_ids_after(conn, before)
+        ids = [by_key[r["email_key"]] for r in records]
     if tick:
         tick(len(records))
-    by_key = contacts.contact_ids_after(conn, before)
-    return list(map(New, [by_key[r["email_key"]] for r in records], records, rows, given))
+    return list(map(New, ids, records, rows, given))
+
+
+def _with_id(contact_id: int, values: tuple[Any, ...]) -> tuple[Any, ...]:
+    return (contact_id, *values)
 
 
 def _stamp(conn: sa.Connection, batch: Batch, at: datetime) -> Any:

@@ -278,6 +278,21 @@ def test_a_bulk_import_stores_one_event_per_enrolled_contact_and_shows_each(
     assert times == {NOW}
     by_email = {email: stored[cid] for email, cid in ids.items()}
     assert by_email == {"ann@example.com": 1, "bob@example.com": 1, "cy@example.com": 2}
+
+    # Into a database that has contacts: known ones updated, new ones after them
+    path.write_text("email,first_name\nann@example.com,Annie\ndee@example.com,Dee\n", "utf-8")
+    again = importer.import_csv(app, path, enroll="qualification")
+    assert (again.created, again.updated, again.enrolled) == (1, 1, 1)
+    assert again.problems == [
+        "line 2: not enrolled: ann@example.com is already in campaign 'qualification'"
+    ]
+    with app.reader.connect() as conn:
+        found = contacts.existing_keys(conn, ["ann@example.com", "dee@example.com"])
+        ann = contacts.contact_by_id(conn, found["ann@example.com"])
+        dee = [(e.kind, e.campaign) for e in events.history(conn, found["dee@example.com"])]
+    assert (found["ann@example.com"], ann.first_name) == (ids["ann@example.com"], "Annie")
+    assert found["dee@example.com"] > max(ids.values())
+    assert dee == [("created", None), ("enrolled", "qualification"), ("promoted", None)]
     app.engine.dispose()
 
 
