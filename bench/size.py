@@ -3,7 +3,7 @@
 Each command runs as a subprocess of its own; the bench reports its wall time,
 the time to its first line of output, and its peak RSS (from wait4), beside a
 bare-SQL baseline run the same way in the same run (the floor: Python, sqlite3
-and the query, no dripd). `--quick` runs 100k only.
+and the query, no dripd). `--quick` runs 100k only; `--import` runs only the import.
 
 `schedule --days 1` runs twice. On the imported database every contact's
 first steps (the thank-you at once, the card a day later) fall in the one-day
@@ -164,7 +164,7 @@ def line(label: str, run: Run, floor: Run) -> None:
     )
 
 
-def at_size(count: int) -> None:
+def at_size(count: int, *, only_import: bool = False) -> None:
     folder = common.workdir(f"size{count}")
     csv_path = folder / "contacts.csv"
     common.write_contacts_csv(csv_path, count)
@@ -174,6 +174,9 @@ def at_size(count: int) -> None:
     imported = dripd(config, "contacts", "import", str(csv_path), "--enroll", "qualification")
     line("contacts import --enroll", imported, baseline("import", str(folder / "raw.db"),
                                                         str(csv_path)))  # fmt: skip
+    if only_import:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
     line("status --json", dripd(config, "status", "--json"), baseline("status", db))
     line(
         "contacts list --stage prospect | head",
@@ -274,4 +277,4 @@ def _stored(at: datetime | None) -> str | None:
 def main(argv: Sequence[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     for count in QUICK if "--quick" in args else SIZES:
-        at_size(count)
+        at_size(count, only_import="--import" in args)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TextIO
 
 from dripd import errors
+from dripd.mail import addresses
 from dripd.plan import contacts
 
 MAX_FIELD = 100_000  # characters in one CSV cell
@@ -141,13 +142,15 @@ def _row(
 ) -> Row | Problem:
     if isinstance(cells, csv.Error):
         return Problem(line=line, message=f"unreadable CSV: {cells}")
-    if _has_surrogate("".join(cells)):
+    joined = "".join(cells)
+    plain = addresses.is_plain(joined)  # most rows: then no surrogate either
+    if not plain and _has_surrogate(joined):
         return Problem(line=line, message="not UTF-8 text (save the file as UTF-8)")
     if len(cells) > len(header):
         return Problem(line=line, message=f"{len(cells)} cells but the header has {len(header)}")
     raw = {name: cell for name, cell in zip(header, cells, strict=False) if name}
     try:
-        values = contacts.validate(raw, rules, normalized=True)
+        values = contacts.validate(raw, rules, normalized=True, plain=plain)
     except ValueError as exc:
         return Problem(line=line, message=str(exc))
     assert values.email is not None

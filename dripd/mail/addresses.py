@@ -53,6 +53,13 @@ def clean_text(value: str, *, field: str, multiline: bool = False) -> str:
 
 
 _ASCII_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
+def is_plain(text: str) -> bool:
+    """Whether `text` is ASCII without control characters: `clean_text` finds nothing in it."""
+    return text.isascii() and _ASCII_CONTROL.search(text) is None
+
+
 _ASCII_CONTROL_MULTILINE = re.compile("[\x00-\x08\x0b-\x1f\x7f]")
 
 

@@ -72,12 +72,21 @@ def field_name(raw: str) -> str:
 
 
 def validate(
-    raw: Mapping[str, str], rules: Rules, *, require_email: bool = True, normalized: bool = False
+    raw: Mapping[str, str],
+    rules: Rules,
+    *,
+    require_email: bool = True,
+    normalized: bool = False,
+    plain: bool = False,
 ) -> Values:
     """Validate `raw` (field → text); raises ValueError naming the first bad field.
 
     `normalized`: the keys already went through `field_name` (a CSV header).
+    `plain`: the caller found every value ASCII without a control character
+    (`addresses.is_plain` of a CSV row's cells joined): the per-value checks for control
+    characters and line breaks are skipped, as they could not fail.
     """
+    checks = _PLAIN_CHECKS if plain else _STANDARD_CHECKS
     standard: dict[str, str | None] = {}
     custom: dict[str, str | None] = {}
     email: str | None = None
@@ -86,16 +95,18 @@ def validate(
         kind = rules.kinds.get(name) or rules.kinds.setdefault(name, _kind(name, rules))
         if kind == "recorded":
             continue
-        if kind != "custom" and not LINE_BREAKS.isdisjoint(text):
+        if kind != "custom" and not plain and not LINE_BREAKS.isdisjoint(text):
             # checked before trimming: "Bob\r\n" is a broken or hostile value, not "Bob"
             raise ValueError(f"{name} contains a control character or line break")
         value = text.strip()
         if kind == "email":
             email = addresses.normalize_address(value)
         elif kind == "standard":
-            standard[name] = _STANDARD_CHECKS[name](name, value, rules) if value else None
+            standard[name] = checks[name](name, value, rules) if value else None
+        elif value:
+            custom[name] = _custom(name, value, rules, is_date=kind == "date", plain=plain)
         else:
-            custom[name] = _custom(name, value, rules, is_date=kind == "date") if value else None
+            custom[name] = None
     if require_email and email is None:
         raise ValueError("email is missing")
     return Values(email=email, standard=standard, custom=custom)
@@ -127,7 +138,10 @@ def _kind(name: str, rules: Rules) -> str:
 
 
 def _text(name: str, value: str, rules: Rules) -> str:
-    value = addresses.clean_text(value, field=name)
+    return _plain_text(name, addresses.clean_text(value, field=name), rules)
+
+
+def _plain_text(name: str, value: str, rules: Rules) -> str:
     if len(value) > MAX_TEXT:
         raise ValueError(f"{name} is longer than {MAX_TEXT} characters")
     return value
@@ -159,10 +173,12 @@ _STANDARD_CHECKS: dict[str, Callable[[str, str, Rules], str]] = {
     "referred_by": lambda name, value, rules: addresses.normalize_address(value),
     "created_at": _when,
 }
+_PLAIN_CHECKS = {**_STANDARD_CHECKS, **dict.fromkeys(TEXT_FIELDS, _plain_text)}
 
 
-def _custom(name: str, value: str, rules: Rules, *, is_date: bool) -> str:
-    value = addresses.clean_text(value, field=name, multiline=True)
+def _custom(name: str, value: str, rules: Rules, *, is_date: bool, plain: bool = False) -> str:
+    if not plain:
+        value = addresses.clean_text(value, field=name, multiline=True)
     if len(value) > MAX_CUSTOM:
         raise ValueError(f"{name} is longer than {MAX_CUSTOM} characters")
     if is_date:

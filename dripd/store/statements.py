@@ -151,6 +151,37 @@ def bulk_insert(
     conn.exec_driver_sql(plan.sql, params)
 
 
+def insert_tuples(
+    conn: sa.Connection, table: sa.Table, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
+) -> None:
+    """Insert `rows`, tuples of values in `columns` order, with one driver-level executemany.
+
+    For an import's millions of rows: no dict per row and no conversion pass.
+    The values must be what the driver takes: a column whose type converts
+    (UTCDateTime) gets `driver_value(conn, column, value)`, converted once by
+    the caller for the value most rows share.
+    """
+    if rows:
+        conn.exec_driver_sql(_insert_sql(conn.dialect, table, tuple(columns)), rows)
+
+
+def driver_value(conn: sa.Connection, column: sa.Column[Any], value: Any) -> Any:
+    """`value` as `column`'s bind processor hands it to the driver (what `sa.insert` stores)."""
+    process = column.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+    return value if process is None or value is None else process(value)
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_sql(dialect: sa.Dialect, table: sa.Table, columns: tuple[str, ...]) -> str:
+    """INSERT of `columns` with positional parameters in the driver's own style."""
+    marks_of = {"qmark": "?", "format": "%s", "pyformat": "%s"}  # pysqlite; psycopg
+    mark = marks_of[dialect.paramstyle]
+    quote = dialect.identifier_preparer
+    names = ", ".join(quote.quote(name) for name in columns)
+    marks = ", ".join([mark] * len(columns))
+    return f"INSERT INTO {quote.format_table(table)} ({names}) VALUES ({marks})"
+
+
 @dataclass(frozen=True, slots=True)
 class _BulkPlan:
     sql: str

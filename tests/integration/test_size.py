@@ -20,7 +20,7 @@ from dripd import clock
 from dripd.cli import main as cli
 from dripd.pipeline import app as app_mod
 from dripd.pipeline import importer, plans, reports
-from dripd.store import contacts, enrollments, listing, schema, statements
+from dripd.store import contacts, enrollments, events, listing, schema, statements
 from dripd.store import engine as store_engine
 
 NOW = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)  # a Monday, 10:00 in New York
@@ -228,6 +228,71 @@ def test_import_in_chunks_reports_bad_rows_by_line_and_records_its_plans(
     assert (report.created, report.enrolled) == (3, 3)
     # The first `dripd run` finds the plans made under these files: nothing to time again.
     assert plans.replan_changed(app) == 0
+    app.engine.dispose()
+
+
+MIXED_CSV = (
+    "email,first_name,stage,status\n"
+    "ann@example.com,Ann,,\n"  # suspect, moved to the campaign's stage
+    "bob@example.com,Bob,customer,\n"  # past the campaign's stage: not moved
+    "cy@example.com,Cy,,unsubscribed\n"  # not active: not enrolled
+)
+
+
+def test_a_bulk_import_stores_one_event_per_enrolled_contact_and_shows_each(
+    make_config: Any, database_url: str, tmp_path: Path
+) -> None:
+    """History shows an imported contact's created, enrolled and promoted events from one row."""
+    app = app_mod.open_app(str(make_config(database=database_url)), the_clock=clock.FakeClock(NOW))
+    path = tmp_path / "people.csv"
+    path.write_text(MIXED_CSV, encoding="utf-8")
+    report = importer.import_csv(app, path, enroll="qualification")
+    assert (report.created, report.enrolled, report.problems) == (3, 2, [])
+    created = ("created", None, "contact created", "imported from people.csv")
+    enrolled = (
+        "enrolled",
+        "qualification",
+        "enrolled in Qualification",
+        "contacts import --enroll",
+    )
+    promoted = ("promoted", None, "stage suspect → prospect", "enrolled in qualification")
+    with app.reader.connect() as conn:
+        ids = contacts.existing_keys(conn, ["ann@example.com", "bob@example.com", "cy@example.com"])
+        shown = {
+            email: [(e.kind, e.campaign, e.detail, e.cause) for e in events.history(conn, cid)]
+            for email, cid in ids.items()
+        }
+        stored = dict(
+            conn.execute(
+                sa.select(schema.events.c.contact_id, sa.func.count()).group_by(
+                    schema.events.c.contact_id
+                )
+            ).all()
+        )
+        times = {e.at for cid in ids.values() for e in events.history(conn, cid)}
+    assert shown == {
+        "ann@example.com": [created, enrolled, promoted],
+        "bob@example.com": [created, enrolled],
+        "cy@example.com": [created, promoted],
+    }
+    assert times == {NOW}
+    by_email = {email: stored[cid] for email, cid in ids.items()}
+    assert by_email == {"ann@example.com": 1, "bob@example.com": 1, "cy@example.com": 2}
+
+    # Into a database that has contacts: known ones updated, new ones after them
+    path.write_text("email,first_name\nann@example.com,Annie\ndee@example.com,Dee\n", "utf-8")
+    again = importer.import_csv(app, path, enroll="qualification")
+    assert (again.created, again.updated, again.enrolled) == (1, 1, 1)
+    assert again.problems == [
+        "line 2: not enrolled: ann@example.com is already in campaign 'qualification'"
+    ]
+    with app.reader.connect() as conn:
+        found = contacts.existing_keys(conn, ["ann@example.com", "dee@example.com"])
+        ann = contacts.contact_by_id(conn, found["ann@example.com"])
+        dee = [(e.kind, e.campaign) for e in events.history(conn, found["dee@example.com"])]
+    assert (found["ann@example.com"], ann.first_name) == (ids["ann@example.com"], "Annie")
+    assert found["dee@example.com"] > max(ids.values())
+    assert dee == [("created", None), ("enrolled", "qualification"), ("promoted", None)]
     app.engine.dispose()
 
 

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from dripd import errors
 from dripd.files import csvfile
+from dripd.mail import addresses
 from dripd.plan import contacts
 
 RULES = contacts.Rules(
@@ -190,6 +191,39 @@ def test_an_accepted_name_never_holds_a_line_break(field: str, text: str) -> Non
 
 
 # -- csvfile.read -------------------------------------------------------------------
+
+
+_CELL = st.one_of(
+    st.text(alphabet="abcXYZ019 -.:@+/", max_size=12),  # mostly plain, so the fast path runs
+    st.text(max_size=8),  # anything: controls, line breaks, non-ASCII
+)
+
+
+def _outcome(raw: dict[str, str], plain: bool) -> contacts.Values | str:
+    try:
+        return contacts.validate(raw, RULES, normalized=True, plain=plain)
+    except ValueError as exc:
+        return str(exc)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_CELL, min_size=5, max_size=5))
+def test_the_plain_rows_fast_path_decides_as_the_full_checks(cells: list[str]) -> None:
+    """An import skips per-value control checks for a row `is_plain` passes: same result."""
+    names = ("first_name", "company", "phone", "notes", "appointment_at")
+    raw = {"email": "ann@example.com", **dict(zip(names, cells, strict=True))}
+    plain = addresses.is_plain("".join(raw.values()))
+    assert _outcome(raw, plain) == _outcome(raw, False)
+
+
+def test_a_control_character_is_refused_in_an_otherwise_plain_file(tmp_path: Path) -> None:
+    path = _csv(tmp_path, HEADER + "ann@example.com,Ann,Lee,Acme,mike,\n"
+                "bob@example.com,B\x1bob,Lee,Acme,mike,\n")  # fmt: skip
+    rows, problems = csvfile.read(path, RULES)
+    assert [r.values.email for r in rows] == ["ann@example.com"]
+    assert [str(p) for p in problems] == [
+        "line 3: first_name contains a control character or line break"
+    ]
 
 
 def _csv(tmp_path: Path, content: str | bytes, name: str = "people.csv") -> Path:
