@@ -21,6 +21,7 @@ import json
 import os
 import sys
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 DRIPD = str(Path(sys.executable).with_name("dripd"))
@@ -182,6 +183,18 @@ def rep(
     if imap is not None:
         text += "\n" + table("[reps.imap]", imap)
     return text
+
+
+def quiet_digest() -> str:
+    """A rep's `digest` that no test run meets: one slot a week, three days from today.
+
+    The default ("mon-fri 07:30") sends a digest to the rep on weekday mornings, so
+    a test that counts the emails sent (or the outbox) would pass or fail by the day
+    and hour it runs. Three days ahead is another day than today in every time zone,
+    and its last slot, four days back, is older than the digest's grace.
+    """
+    day = datetime.now(UTC) + timedelta(days=3)
+    return f"{day:%a} 12:00".lower()
 
 
 def config(

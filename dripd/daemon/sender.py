@@ -29,6 +29,7 @@ from dripd.pipeline.app import App
 from dripd.plan import decide, ratelimit
 from dripd.plan import windows as windows_mod
 from dripd.store import contacts, oauth_tokens, outbox, reps, retry
+from dripd.store import engine as store_engine
 
 logger = logging.getLogger("dripd.sender")
 
@@ -53,10 +54,12 @@ class _Rules:
 
     app: App
     max_late: timedelta
+    claims: sa.Engine  # the claim is one statement: on PostgreSQL it commits itself
 
     @classmethod
     def of(cls, app: App) -> _Rules:
-        return cls(app=app, max_late=app.config.max_late)
+        claims = store_engine.single_statements(app.engine)
+        return cls(app=app, max_late=app.config.max_late, claims=claims)
 
     def holidays(self, rep_id: str | None) -> Container[date]:
         return self.app.config.holidays_for(rep_id)
@@ -127,14 +130,22 @@ class Sender:
         an SMTP server answers (one per mailbox made the pool's size the
         number of mailboxes that could send).
         """
+        with self._taking_accepted() as accepted, self.app.engine.begin() as conn:
+            for row, at in accepted:
+                outbox.mark_sent(conn, row, at)
+            yield conn
+
+    @contextlib.contextmanager
+    def _taking_accepted(self) -> Iterator[list[tuple[outbox.Row, datetime]]]:
+        """The emails accepted and not yet marked sent, for a transaction that marks them.
+
+        Given back if it fails: not committed, the next one will.
+        """
         accepted, self._accepted = self._accepted, []
         try:
-            with self.app.engine.begin() as conn:
-                for row, at in accepted:
-                    outbox.mark_sent(conn, row, at)
-                yield conn
+            yield accepted
         except BaseException:
-            self._accepted = accepted + self._accepted  # not committed: the next one will
+            self._accepted = accepted + self._accepted
             raise
 
     def _flush(self) -> None:
@@ -308,45 +319,63 @@ class Sender:
         return True
 
     def _claim(self, row: outbox.Row, now: datetime) -> Claimed:
-        """The checks made at the moment of sending, and the claim, in one transaction.
-
-        The same transaction commits the `sent` of the emails the server
-        accepted since the last one (this connection's previous email).
-        """
-
-        def claim() -> Claimed:
-            with self._transaction() as conn:
-                return self._claim_in(conn, row, now)
-
-        return retry.retrying(claim, "claim")
-
-    def _claim_in(self, conn: sa.Connection, row: outbox.Row, now: datetime) -> Claimed:
         """The send decision at the moment of sending (plan.decide), and the claim.
 
         "stop": the mailbox may not send now (its rate limit, a rest another
         connection met); "passed": the row was skipped (contact no longer
         active, sequence stopped, stale), put back (window closed, out of
-        office) or taken by someone else.
+        office) or taken by someone else. Whatever is written also commits
+        the `sent` of the emails the server accepted since the last write
+        (this connection's previous email).
         """
         if self.resume_at and self.resume_at > now:
             return "stop"
         if not self.may_claim():
             return "stop"
         verdict = self._decide(row, now)
-        if isinstance(verdict, decide.Skip):
-            self._skip(conn, row, now, verdict.reason)
+        if isinstance(verdict, decide.Wait) and verdict.reason is decide.WaitReason.LIMIT:
+            self._limited(now, verdict.until)  # no contact was asked of
+            return "stop"
+        if isinstance(verdict, decide.Skip | decide.Wait):
+            self._in_transaction(lambda conn: self._not_now(conn, row, now, verdict), "claim")
             return "passed"
-        if isinstance(verdict, decide.Wait):  # the window or the limit: no contact was asked of
-            if verdict.reason is decide.WaitReason.LIMIT:
-                self._limited(now, verdict.until)
-                return "stop"
-            outbox.wait_for_window(conn, row, verdict.until)
-            return "passed"
-        if outbox.claim(conn, row, now, self.instance):
+        if retry.retrying(lambda: self._take(row, now), "claim", idempotent=True):
             self.limit.record(now)
             return "claimed"
-        self._refused(conn, row, now)
+        self._in_transaction(lambda conn: self._refused(conn, row, now), "claim")
         return "passed"
+
+    def _take(self, row: outbox.Row, now: datetime) -> bool:
+        """The claim, with the `sent` of the emails accepted since the last: one statement.
+
+        On PostgreSQL it commits itself (one round trip), so a connection lost
+        during it leaves unknown whether it was committed; it is run again
+        (retry.retrying(idempotent=True)), which outbox.claim makes safe.
+        """
+        with self._taking_accepted() as accepted, self._rules().claims.begin() as conn:
+            return outbox.claim(conn, row, now, self.instance, sent=accepted)
+
+    def _in_transaction(self, work: Callable[[sa.Connection], None], what: str) -> None:
+        """`work` in a `_transaction`, run again after a transient abort."""
+
+        def transaction() -> None:
+            with self._transaction() as conn:
+                work(conn)
+
+        retry.retrying(transaction, what)
+
+    def _not_now(
+        self,
+        conn: sa.Connection,
+        row: outbox.Row,
+        now: datetime,
+        verdict: decide.Skip | decide.Wait,
+    ) -> None:
+        """Skip `row` for good (stale), or put it back until its window opens."""
+        if isinstance(verdict, decide.Skip):
+            self._skip(conn, row, now, verdict.reason)
+        else:
+            outbox.wait_for_window(conn, row, verdict.until)
 
     def _decide(self, row: outbox.Row, now: datetime) -> decide.Decision:
         """The decision on the email itself; the claim's SQL checks its contact."""

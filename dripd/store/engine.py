@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import select
 import sqlite3
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +33,11 @@ POOL_OVERFLOW = 3  # opened for a moment beyond those, closed when returned
 # seconds a checkout may wait. In the event loop's thread no one else can give
 # a connection back meanwhile: waiting longer only freezes every mailbox.
 POOL_TIMEOUT = 2.0
+# PostgreSQL: a connection back from the pool is tried with a round trip only
+# if it sat idle this long (seconds) or the server wrote to it meanwhile
+# (see `_check_alive`); pinging at every checkout was a fifth of each claim.
+PING_AFTER_IDLE = 10.0
+_RETURNED_AT = "dripd_returned_at"  # the pool record's info key: when it was last checked in
 
 
 def engine_url(url: str) -> str:
@@ -44,7 +51,10 @@ def create_engine(url: str) -> sa.Engine:
     """An engine for `url`; SQLite gets WAL and explicit `BEGIN IMMEDIATE` transactions."""
     url = engine_url(url)
     if not url.startswith("sqlite"):
-        return sa.create_engine(url, pool_pre_ping=True, **_pool_options())
+        engine = sa.create_engine(url, **_pool_options())
+        sa.event.listen(engine, "checkin", _checked_in)
+        sa.event.listen(engine, "checkout", _check_alive)
+        return engine
     _ensure_sqlite_folder(url)
     memory = sa.engine.make_url(url).database in (None, "", ":memory:")  # one connection
     engine = sa.create_engine(url, **({} if memory else _pool_options()))
@@ -61,6 +71,48 @@ def _pool_options() -> dict[str, Any]:
         "pool_timeout": POOL_TIMEOUT,
         "pool_use_lifo": True,
     }
+
+
+def _checked_in(_dbapi_connection: Any, record: Any) -> None:
+    record.info[_RETURNED_AT] = time.monotonic()
+
+
+def _check_alive(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+    """Before a pooled PostgreSQL connection is used: try it if it may have been lost.
+
+    A backend ended by the server (a restart, `pg_terminate_backend`, an idle
+    timeout) writes its FATAL message and closes the socket: readable while
+    no query runs, which a poll sees without a round trip. A connection
+    dropped in silence (a host or a network gone) shows nothing: one that sat
+    idle for PING_AFTER_IDLE is pinged too. A dead one is replaced by the
+    pool (DisconnectionError). One lost between this check and its statement
+    fails that statement (store/retry.py runs the transaction again when that
+    is safe).
+    """
+    returned = record.info.get(_RETURNED_AT)
+    if returned is None:  # just opened
+        return
+    if time.monotonic() - returned < PING_AFTER_IDLE and not _has_input(dbapi_connection):
+        return
+    try:
+        autocommit = dbapi_connection.autocommit
+        dbapi_connection.autocommit = True  # no transaction left open by the ping
+        try:
+            dbapi_connection.execute("select 1")
+        finally:
+            dbapi_connection.autocommit = autocommit
+    except Exception as exc:  # the driver's errors: the connection is unusable
+        raise sa.exc.DisconnectionError(first_line(exc)) from exc
+
+
+def _has_input(dbapi_connection: Any) -> bool:
+    """Whether the server wrote to an idle connection (or it is closed): it must be tried."""
+    try:
+        poll = select.poll()
+        poll.register(dbapi_connection.fileno(), select.POLLIN)
+        return bool(poll.poll(0))
+    except Exception:  # closed: no descriptor
+        return True
 
 
 def _ensure_sqlite_folder(url: str) -> None:
@@ -104,6 +156,18 @@ def _sqlite_begin(connection: sa.Connection) -> None:
 def reader(engine: sa.Engine) -> sa.Engine:
     """The engine for read-only work (no write lock taken on SQLite)."""
     return engine.execution_options(**{READ_ONLY: True})
+
+
+def single_statements(engine: sa.Engine) -> sa.Engine:
+    """The engine for transactions of one statement: on PostgreSQL each commits itself.
+
+    In autocommit the statement is one round trip; in a transaction, psycopg's
+    BEGIN and the COMMIT are two more. Elsewhere (SQLite's `BEGIN IMMEDIATE`
+    costs no round trip) the engine itself.
+    """
+    if engine.dialect.name != "postgresql":
+        return engine
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def alembic_config(engine: sa.Engine) -> AlembicConfig:

@@ -9,12 +9,13 @@ server's 250, so after a crash only a row left in `sending` is uncertain;
 from __future__ import annotations
 
 import random
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from dripd.store import contacts, events, membership, schema, statements
 
@@ -45,7 +46,18 @@ _CLAIM = (
     sa.update(_t)
     .where(
         _t.c.id == sa.bindparam("oid"),
-        _t.c.status == "queued",
+        sa.or_(
+            _t.c.status == "queued",
+            # Its own claim, made by the same instance at the same moment: the
+            # claim run again after its connection was lost during its commit
+            # (store/retry.py), when that commit did happen. Nobody else can
+            # have sent it since: it is claimed again, and goes once.
+            sa.and_(
+                _t.c.status == "sending",
+                _t.c.claimed_by == sa.bindparam("by"),
+                _t.c.sending_at == sa.bindparam("now"),
+            ),
+        ),
         sa.or_(
             _t.c.contact_id.is_(None),  # an email to the rep
             sa.exists().where(
@@ -64,6 +76,25 @@ _CLAIM = (
     .values(status="sending", sending_at=sa.bindparam("now"), claimed_by=sa.bindparam("by"))
 )
 _CLAIM_PREPARED = statements.Prepared(_CLAIM)
+# PostgreSQL: the claim and the `sent` of the emails accepted since the last
+# one, in one statement run in autocommit (store.engine.single_statements):
+# one round trip where BEGIN, two UPDATEs and COMMIT were four.
+_accepted = (
+    sa.func.unnest(
+        sa.cast(sa.bindparam("sent_ids"), postgresql.ARRAY(sa.Integer)),
+        sa.cast(sa.bindparam("sent_ats"), postgresql.ARRAY(sa.DateTime)),
+    )
+    .table_valued("id", "at")
+    .render_derived(with_types=False)
+    .alias("accepted")
+)
+_MARKED = (
+    sa.update(_t)
+    .where(_t.c.id == _accepted.c.id)
+    .values(status="sent", sent_at=_accepted.c.at)
+    .cte("marked")
+)
+_CLAIM_AND_MARK = statements.Prepared(_CLAIM.add_cte(_MARKED))
 _MARK_SENT = statements.Prepared(_UPDATE, keys=("status", "sent_at"))
 _ORDER = (_t.c.priority, _t.c.due_at, _t.c.id)  # follow-ups first, then by due time
 # The first `limit` ready emails, chosen on the small rows before their message
@@ -298,12 +329,33 @@ def hold_contact(conn: sa.Connection, contact_id: int, until: datetime) -> int:
     return conn.execute(query).rowcount
 
 
-def claim(conn: sa.Connection, row: Row, now: datetime, by: str | None = None) -> bool:
+def claim(
+    conn: sa.Connection,
+    row: Row,
+    now: datetime,
+    by: str | None = None,
+    *,
+    sent: Sequence[tuple[Row, datetime]] = (),
+) -> bool:
     """Mark `row` as being sent by instance `by`; False if it was taken, or may no longer go.
 
     (`recipient` reads what may no longer go: the contact, its pause, its sequence.)
+    `sent`: emails the server accepted, with when, marked sent first (`mark_sent`);
+    on PostgreSQL in the same statement, so that on a connection in
+    autocommit the whole is one round trip and one commit. Running it again
+    with the same `by` and `now` after it was committed claims the row again
+    and marks nothing more: the claim may be retried after a connection
+    lost during its commit.
     """
-    return _CLAIM_PREPARED.execute(conn, {"oid": row.id, "now": now, "by": by}) == 1
+    params = {"oid": row.id, "now": now, "by": by}
+    if conn.dialect.name == "postgresql":
+        to_utc = schema.UTCDateTime().process_bind_param
+        params["sent_ids"] = [r.id for r, _ in sent]
+        params["sent_ats"] = [to_utc(at, conn.dialect) for _, at in sent]
+        return _CLAIM_AND_MARK.execute(conn, params) == 1
+    for r, at in sent:
+        mark_sent(conn, r, at)
+    return _CLAIM_PREPARED.execute(conn, params) == 1
 
 
 def mark_sent(conn: sa.Connection, row: Row, now: datetime) -> None:

@@ -61,7 +61,13 @@ class Setup:
         campaigns = folder / "campaigns"
         userfiles.write_campaign(campaigns, "blast", CAMPAIGN, {"blast/hello.md": TEMPLATE})
         mailbox = userfiles.smtp_mailbox(port, **smtp)
-        mike = userfiles.rep("mike", name="Mike Gulitz", email=REP_EMAIL, smtp=mailbox)
+        mike = userfiles.rep(
+            "mike",
+            name="Mike Gulitz",
+            email=REP_EMAIL,
+            smtp=mailbox,
+            digest=userfiles.quiet_digest(),  # only contacts' emails are counted
+        )
         self.config = folder / "config.toml"
         self.config.write_text(
             userfiles.config(f"sqlite:///{self.db}", campaigns, mike), encoding="utf-8"

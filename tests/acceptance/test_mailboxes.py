@@ -95,6 +95,7 @@ class Team:
         reps = [
             userfiles.rep(
                 rep,
+                digest=userfiles.quiet_digest(),  # only contacts' emails are counted
                 smtp=userfiles.smtp_mailbox(sink.port, max_per_hour=100000),
                 imap=self._imap(rep),
             )

@@ -70,7 +70,7 @@ class World:
             "mike",
             name="Mike Gulitz",
             email=self.account.address,
-            digest="mon 00:00",
+            digest=userfiles.quiet_digest(),
             smtp=userfiles.smtp_mailbox(
                 self.smtp.port, auth="oauth2", max_per_hour=100000, max_per_day=100000
             ),

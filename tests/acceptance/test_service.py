@@ -148,7 +148,9 @@ class World:
 
     def write_config(self, limit: int) -> None:
         mailbox = userfiles.smtp_mailbox(self.port, max_per_hour=limit)
-        mike = userfiles.rep("mike", name="Mike Gulitz", smtp=mailbox)
+        mike = userfiles.rep(
+            "mike", name="Mike Gulitz", smtp=mailbox, digest=userfiles.quiet_digest()
+        )
         text = userfiles.config(f"sqlite:///{self.db}", self.campaigns, mike)
         self.config.write_text(text, encoding="utf-8")
 

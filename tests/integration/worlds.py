@@ -101,6 +101,7 @@ def write_world(
     campaigns: dict[str, str] | None = None,
     rep_options: dict[str, object] | None = None,
     extra: Callable[[servers.smtp.SmtpServer], str] | None = None,  # more config, given the server
+    database: str | None = None,  # a database URL; None: SQLite in tmp_path
 ) -> Path:
     folder = tmp_path / "campaigns"
     userfiles.write_campaign(folder, "intro", CAMPAIGN, {"intro/hello.md": TEMPLATE})
@@ -138,7 +139,7 @@ def write_world(
     )
     config = tmp_path / "config.toml"
     text = userfiles.config(
-        f"sqlite:///{tmp_path / 'dripd.db'}",
+        database or f"sqlite:///{tmp_path / 'dripd.db'}",
         folder,
         mike,
         attachments=attachments,
