@@ -188,6 +188,7 @@ def _described(
         for path in sorted(where.glob(pattern)):
             if path.is_file() and path.suffix != ".cf":
                 kinds[path] = kind
+    upstream = _upstream_labels(where, spec.get("labels"))
     samples, copies = [], 0
     for path, kind in sorted(kinds.items()):
         if _is_copy(_fingerprint(path.read_bytes()), known):
@@ -203,12 +204,27 @@ def _described(
         family = name
         expected = _expected_recipients(msg) if kind == "bounce" else None
         held_out = hashlib.sha256(path.name.encode()).digest()[0] % 100 < HELD_OUT
+        if kind == "bounce" and upstream.get(path.name):
+            expected = upstream[path.name]  # the project's own tests say which failed
         if not held_out and kind == "bounce":
             expected = LABELS.get(path.name, expected)
         samples.append(
             Sample(path=path, family=family, kind=kind, expected=expected, held_out=held_out)
         )
     return samples, copies
+
+
+def _upstream_labels(where: Path, spec: object) -> dict[str, frozenset[str]]:
+    """The failed recipients a corpus's own tests expect, per file name: `labels =
+    {file, entry}` names the fetched test file and a regex whose groups are a sample's
+    file name and the text holding its addresses (all entries of a file add up)."""
+    if not isinstance(spec, dict):
+        return {}
+    found: dict[str, set[str]] = defaultdict(set)
+    text = (where / spec["file"]).read_text(errors="replace")
+    for name, addresses in re.findall(spec["entry"], text):
+        found[name].update(_addresses(addresses))
+    return {name: frozenset(addresses) for name, addresses in found.items() if addresses}
 
 
 _AUTO_SUBJECT = re.compile(
