@@ -6,7 +6,8 @@ Reads every .eml sample of a folder and checks what dripd makes of it:
 
 - a bounce must be read as one, with the right failed recipient(s);
 - an ARF report (RFC 5965) must be classified as a complaint;
-- anything else (replies, auto-replies, read receipts) must never be a bounce.
+- anything else (replies, auto-replies, read receipts, DMARC reports) must never be a
+  bounce, nor a complaint.
 
 Two kinds of folder:
 
@@ -273,8 +274,11 @@ def _own_samples(corpus: Path) -> list[Sample]:
             Sample(path=path, family=item["family"], kind=kind, expected=recipients, held_out=False)
         )
     for path in sorted((corpus / "not-bounces").glob("*.eml")):
+        # No bounce; an abuse report there (sisimai-arf-03) must still read as a complaint.
+        arf = str(_load(path).get_param("report-type", "")).lower() == "feedback-report"
+        kind = "complaint" if arf else "not-bounce"
         found.append(
-            Sample(path=path, family="not-bounce", kind="not-bounce", expected=None, held_out=False)
+            Sample(path=path, family="not-bounce", kind=kind, expected=None, held_out=False)
         )
     return found
 
@@ -341,6 +345,11 @@ def _own_expectation(sample: Sample) -> frozenset[str] | None:
 def _kind(msg: EmailMessage) -> str:
     """A feedback report (ARF, SES complaint), an unsubscribe request, or a bounce."""
     if str(msg.get_param("report-type", "")).lower() == "feedback-report":
+        # RFC 6591's authentication failure reports (DMARC's ruf=) and "not-spam" reports
+        # are ARF too, but nobody complained: sisimai files them with its ARF samples.
+        types = set(re.findall(r"(?im)^feedback-type:\s*([\w-]+)", msg.as_string()))
+        if types and {t.lower() for t in types} <= {"auth-failure", "not-spam"}:
+            return "not-bounce"
         return "complaint"
     if b"X-HmXmrOriginalRecipient:" in msg.as_bytes():
         return "complaint"  # Microsoft's JMRP
@@ -460,7 +469,9 @@ def _judge(sample: Sample) -> tuple[bool, bool, str]:
         return verdict.cls == sample.kind, False, verdict.cls
     bounce = bounces.parse_bounce(mail.message)
     got = sorted({f.recipient for f in bounce.failures}) if bounce else []
-    if sample.kind == "not-bounce":
+    if sample.kind == "not-bounce":  # neither a bounce nor a complaint (an ARF report)
+        if bounce is None and classify.reading_json(mail.message)["kind"] == "complaint":
+            return False, False, "complaint"
         return bounce is None, False, f"bounce {got}" if bounce else "not a bounce"
     if bounce is None:
         return False, False, "not a bounce"
