@@ -495,7 +495,10 @@ def _add_up(into: dict[str, Score], families: dict[str, Score]) -> None:
 def _report(title: str, samples: list[Sample], *, show_misses: bool) -> dict[str, Score]:
     families: dict[str, Score] = defaultdict(Score)
     for sample in samples:
-        right, unchecked, seen = _judge(sample)
+        try:
+            right, unchecked, seen = _judge(sample)
+        except Exception as exc:  # dripd's readers promise never to raise: a miss, shown
+            right, unchecked, seen = False, False, f"raises {type(exc).__name__}: {exc}"[:200]
         key = sample.family if sample.kind == "bounce" else f"{sample.family} [{sample.kind}]"
         score = families[key]
         score.kind = sample.kind
