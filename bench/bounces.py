@@ -347,7 +347,11 @@ def _kind(msg: EmailMessage) -> str:
     if str(msg.get_param("report-type", "")).lower() == "feedback-report":
         # RFC 6591's authentication failure reports (DMARC's ruf=) and "not-spam" reports
         # are ARF too, but nobody complained: sisimai files them with its ARF samples.
-        types = set(re.findall(r"(?im)^feedback-type:\s*([\w-]+)", msg.as_string()))
+        try:  # header lines as they came: refolding raises on some real Message-IDs
+            text = msg.as_string(policy=email.policy.default.clone(refold_source="none"))
+        except (ValueError, LookupError, IndexError):
+            text = ""
+        types = set(re.findall(r"(?im)^feedback-type:\s*([\w-]+)", text))
         if types and {t.lower() for t in types} <= {"auth-failure", "not-spam"}:
             return "not-bounce"
         return "complaint"
