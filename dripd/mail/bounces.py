@@ -75,9 +75,10 @@ _QUOTED_MSGID = re.compile(r"^[ \t>]*Message-I[Dd]:[ \t]*(<[^<>\s]+@[^<>\s]+>)",
 # Any "...id: <x@y>" (a damaged or unusual Message-ID field): an id, never a recipient.
 _ANY_ID = re.compile(r"id:[ \t]*(<[^<>\s]+@[^<>\s]+>)", re.IGNORECASE)
 _TAG = re.compile(r"<[^>]*>")
+_SENDER_FIELDS = ("from", "sender", "return-path", "reply-to", "errors-to")
 _QUOTED_SENDER = re.compile(
-    r"^[ \t>]*(?:From|Sender|Return-Path|Reply-To|Errors-To):[ \t]*(.*)$|"
-    r"envelope-from <?([^>\s)]+)",
+    r"^[ \t>]*(From|Sender|Return-Path|Reply-To|Errors-To):[ \t]*(.*)$|"
+    r"(envelope-from) <?([^>\s)]+)",
     re.IGNORECASE | re.MULTILINE,
 )
 
@@ -640,8 +641,19 @@ def _our_addresses(msg: Message, text: str) -> set[str]:
         ours.update(_addresses(reading.header(msg, name)))
     for found in (*_MSGID.findall(reading.header(msg, "Message-ID")), *_ANY_ID.findall(text)):
         ours.update(_addresses(found))
-    for line, envelope in _QUOTED_SENDER.findall(text):  # the returned message's sender
-        ours.update(_addresses(line)[:1] + _addresses(envelope))
+    # The returned message's sender fields, up to the first field seen twice: from there
+    # on they are mail the returned message quotes or carries (a reply quoting the
+    # contact's own message, a list's answer carrying the command mail it answers), whose
+    # sender may be the very address that failed. Every Received's envelope-from counts.
+    seen: set[str] = set()
+    for field, line, _, envelope in _QUOTED_SENDER.findall(text):
+        if envelope:
+            ours.update(_addresses(envelope))
+        elif field.lower() not in seen and len(seen) < len(_SENDER_FIELDS):
+            seen.add(field.lower())
+            ours.update(_addresses(line)[:1])
+        else:
+            seen = set(_SENDER_FIELDS)  # another message's headers: no more of ours
     return ours
 
 

@@ -235,18 +235,33 @@ def _feedback_report(message: EmailMessage) -> _Report | None:
         return None
     recipients: list[str] = []
     original: bytes | None = None
+    types: set[str] = set()
     for part in reading.parts(message, into_messages=True):
         part_type = part.get_content_type()
         if part_type == "message/feedback-report":
             recipients.extend(_report_recipients(part))
+            types.update(_feedback_types(part))
         elif part_type in ("message/rfc822", "text/rfc822-headers") and original is None:
             original = reading.part_bytes(part)
+    if types and types <= _NOT_COMPLAINTS:
+        return None  # a DMARC/SPF/DKIM failure report, or a "not spam" report: nobody complained
     if not arf:
         jmrp = re.search(rb"(?im)^X-HmXmrOriginalRecipient:\s*<?([^>\s]+)>?", original or b"")
         if jmrp is None:
             return None
         recipients.append(jmrp.group(1).decode("utf-8", "replace").lower())
     return _Report(recipients=tuple(recipients), original=original)
+
+
+# Feedback types that are no complaint of the recipient: RFC 6591's authentication
+# failure reports (DMARC's ruf=, sent to a domain's owner about mail failing SPF, DKIM or
+# DMARC, which may be dripd's own mail to a contact) and RFC 5965's "not-spam".
+_NOT_COMPLAINTS = frozenset({"auth-failure", "not-spam"})
+
+
+def _feedback_types(part: Message) -> list[str]:
+    raw = reading.part_bytes(part).decode("utf-8", "replace")
+    return [kind.lower() for kind in re.findall(r"(?im)^feedback-type:\s*([\w-]+)", raw)]
 
 
 def _report_recipients(part: Message) -> list[str]:

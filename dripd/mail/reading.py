@@ -270,11 +270,17 @@ def part_bytes(part: Message) -> bytes:
 
 
 def _flat(msg: Message) -> bytes:
+    # Header lines as they came: refolding parses each header, and CPython's parser raises
+    # IndexError on some real Message-IDs (Microsoft's `<[hex-BASE32=@microsoft.com]>` on
+    # a line of its own).
+    policy = msg.policy
+    if isinstance(policy, email.policy.EmailPolicy):  # compat32 never refolds
+        policy = policy.clone(refold_source="none")
     try:
-        return msg.as_bytes()
+        return msg.as_bytes(policy=policy)
     # ValueError: the generator writes some 8-bit bodies as ASCII (UnicodeEncodeError), or
     # decodes them with a charset parameter holding a NUL; it recurses once per nesting level
-    except (ValueError, RecursionError):
+    except (ValueError, RecursionError, IndexError):
         return b""
 
 

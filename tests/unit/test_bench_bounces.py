@@ -155,3 +155,46 @@ def test_held_out_is_scored_twice_by_its_own_fields_and_with_the_blind_labels(
     own, blind = out.split("sisimai, held out: ")[1].split("sisimai, held out, blind labels: ")
     assert "bounce: 1/1" in own  # its DSN names gone@example.org, and so it is read
     assert "bounce: 0/1" in blind  # labelled as naming no recipient: reading one is wrong
+
+
+def _arf(feedback_type: str) -> bytes:
+    return (
+        b"From: reports@receiver.example\r\nTo: rep@example.com\r\nSubject: report\r\n"
+        b"MIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/report; report-type=feedback-report; boundary="b"\r\n'
+        b"\r\n--b\r\nContent-Type: text/plain\r\n\r\nA report.\r\n"
+        b"\r\n--b\r\nContent-Type: message/feedback-report\r\n\r\n"
+        b"Feedback-Type: " + feedback_type.encode() + b"\r\nVersion: 1\r\n"
+        b"Original-Rcpt-To: <ann@example.org>\r\n"
+        b"\r\n--b--\r\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("feedback_type", "kind"),
+    [("abuse", "complaint"), ("auth-failure", "not-bounce"), ("not-spam", "not-bounce")],
+)
+def test_an_arf_report_is_a_complaint_unless_nobody_complained(
+    tmp_path: Path, feedback_type: str, kind: str
+) -> None:
+    path = tmp_path / "arf.eml"
+    path.write_bytes(_arf(feedback_type))
+    assert bounces._kind(bounces._load(path)) == kind
+    sample = bounces.Sample(path=path, family="x", kind=kind, expected=None, held_out=False)
+    right, _, seen = bounces._judge(sample)
+    assert right, seen
+
+
+def test_upstream_labels_are_read_from_the_corpus_own_test_table(tmp_path: Path) -> None:
+    (tmp_path / "t.py").write_text(
+        "DATA = (\n  ('dsn', 'dsn_01.txt', [b'Ann@Example.org']),\n"
+        "  ('x', 'two.txt', [b'a@x.example',\n    b'b@x.example']),\n"
+        "  ('y', 'two.txt', [b'c@x.example']),\n  ('z', 'none.txt', []),\n)\n"
+    )
+    spec = {"file": "t.py", "entry": r"\('\w+', '([\w.]+)',\s*\[([^\]]*)\]"}
+    labels = bounces._upstream_labels(tmp_path, spec)
+    assert labels == {
+        "dsn_01.txt": frozenset({"ann@example.org"}),
+        "two.txt": frozenset({"a@x.example", "b@x.example", "c@x.example"}),
+    }
+    assert bounces._upstream_labels(tmp_path, None) == {}

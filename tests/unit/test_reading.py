@@ -220,6 +220,25 @@ def test_part_bytes_of_an_attached_message_and_of_a_leaf() -> None:
     assert reading.part_bytes(attached).startswith(b"Subject: inner")
 
 
+def test_part_bytes_of_an_attached_message_whose_header_the_stdlib_cannot_refold() -> None:
+    # Microsoft writes Message-IDs like <[hex-BASE32=@microsoft.com]>, folded onto a line
+    # of their own; flattening one with refolding raised IndexError inside CPython's header
+    # parser (found in Request Tracker's t/data/emails/outlook-rfc822, a forwarded mail).
+    inner = "<[" + "d" * 32 + "-" + "JFBVALKQOJXWILKNK4YVA7CD" * 3 + "=@example.com]>"
+    raw = crlf(
+        "From: Ann <ann@example.org>\nTo: mike@acme.example\nSubject: Fwd: terms\n"
+        'Content-Type: multipart/mixed; boundary="b"\n\n'
+        "--b\nContent-Type: text/plain\n\nsee attached\n"
+        "--b\nContent-Type: message/rfc822\n\n"
+        f"From: Vendor <news@vendor.example>\nSubject: Updates\nMessage-ID:\n {inner}\n\nbody\n"
+        "--b--\n"
+    )
+    attached = list(reading.parts(parse(raw)))[1]
+    assert inner.encode() in reading.part_bytes(attached)
+    verdict = classify.classify(incoming.parse(raw), _Known(), received=date(2026, 1, 5))
+    assert verdict.cls == "reply" and verdict.contact is not None  # the contact writing
+
+
 # --- garbage in, no exception out, in bounded time -----------------------------------------
 
 CHARSETS = [
