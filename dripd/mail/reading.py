@@ -33,6 +33,7 @@ MAX_PARTS = 200  # MIME parts looked at per message: a hostile message can hold 
 MAX_DEPTH = 8  # nesting of multiparts and attached messages followed
 
 _BLANK = frozenset({b" ", b"\t", b"\r", b"\n"})
+_BOM = b"\xef\xbb\xbf"
 _SPACE = re.compile(r"\s+")
 _ESCAPED = re.compile("[\udc80-\udcff]")  # raw 8-bit bytes as the parser keeps them
 _UTF8_SEQUENCE = re.compile(
@@ -44,8 +45,11 @@ _UTF8_SEQUENCE = re.compile(
 
 def message(raw: bytes) -> EmailMessage:
     """A message's bytes parsed; never raises (a hopeless message parses as an empty one)."""
-    # Blank lines before the headers (a message cut out of a log or an mbox by hand) would
-    # make the whole message a body without headers.
+    # Blank lines or a UTF-8 byte-order mark before the headers (a message cut out of a
+    # log or an mbox by hand, or saved by an editor) would make the whole message a body
+    # without headers.
+    if raw[:3] == _BOM:
+        raw = raw[3:]
     raw = raw.lstrip(b" \t\r\n") if raw[:1] in _BLANK else raw
     try:
         parsed = email.message_from_bytes(raw, policy=email.policy.default)

@@ -209,10 +209,13 @@ def test_success_report_is_not_a_bounce() -> None:
     assert bounces.parse_bounce(load(NOT_BOUNCES / "written-success-dsn.eml")) is None
 
 
-@pytest.mark.parametrize("before", [b"\n", b"\r\n", b" \t \r\n\r\n"], ids=repr)
+@pytest.mark.parametrize(
+    "before", [b"\n", b"\r\n", b" \t \r\n\r\n", b"\xef\xbb\xbf", b"\xef\xbb\xbf\r\n"], ids=repr
+)
 def test_blank_lines_before_the_headers(before: bytes) -> None:
     # A message cut out of a log or an mbox by hand starts with blank lines (as some of
-    # PHP-Bounce-Handler's samples do): its headers are still headers.
+    # PHP-Bounce-Handler's samples do), one saved by an editor with a UTF-8 byte-order
+    # mark (as RFC 5965's example in MimeKit's test data): its headers are still headers.
     name = "sisimai-exim-02.eml"
     bounce = bounces.parse_bounce(reading.message(before + (BOUNCES / name).read_bytes()))
     assert bounce is not None
