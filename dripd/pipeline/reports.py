@@ -7,7 +7,7 @@ import heapq
 import itertools
 import pickle
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import IO, Any
@@ -238,7 +238,7 @@ class _Projections:
             return []
         dated = self._dated.get(campaign.id)
         if dated is None:
-            dated = self._dated[campaign.id] = _dated_fields(campaign.plans)
+            dated = self._dated[campaign.id] = schedule.fields_read(campaign.plans)
         values = tuple(contact.value(name) for name in dated)
         key = (
             campaign.id,
@@ -289,12 +289,6 @@ class _Projections:
             )
             for due in schedule.project(campaign.plans, progress, ctx, until=window.until)
         )
-
-
-def _dated_fields(plans: Sequence[schedule.StepPlan]) -> tuple[str, ...]:
-    """The contact's fields a campaign's timing reads (anchors and yearly dates)."""
-    names = {getattr(p.timing, "anchor", None) or getattr(p.timing, "field", None) for p in plans}
-    return tuple(sorted(name for name in names if name))
 
 
 @functools.lru_cache(maxsize=1024)

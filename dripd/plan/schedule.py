@@ -73,6 +73,22 @@ class Yearly:
 Timing = Wait | Anchored | Every | Yearly
 
 
+def fields_read(plans: Sequence[StepPlan]) -> tuple[str, ...]:
+    """The contact's fields the timing of `plans` reads (`Context.fields`), sorted.
+
+    Two contacts alike in these (and in the rest of a Context) are timed alike:
+    `schedule` projects them once.
+    """
+    names: set[str] = set()
+    for plan in plans:
+        timing = plan.timing
+        if isinstance(timing, Anchored):
+            names.add(timing.anchor)
+        elif isinstance(timing, Yearly) and timing.field:
+            names.add(timing.field)
+    return tuple(sorted(names))
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StepPlan:
     """What the engine needs to know about one campaign step."""
