@@ -29,7 +29,12 @@ Two kinds of folder:
   of each file comes from its project (tests, folders), the expected recipient from
   the sample as above, the split from the same hash. A file that is a copy of one
   dripd was tuned on (sisimai's set, the repository's corpus) is left out and counted.
-- the repository's own corpus (the default, when neither is given):
+- fresh corpora (`--new ROOT`, described in `bounces_corpora_new.toml`), never looked at
+  with dripd before their one scoring: EVERY sample is held out, and copies of the
+  corpora above are left out and counted. Scored by the samples' own fields and with
+  the blind hand labels, per corpus and in total. Their kinds come as above, or from
+  header rules for mailboxes of mixed mail (`mail_files.py`).
+- the repository's own corpus (the default, when none is given):
   `tests/corpus/families`, whose `expected.toml` gives each sample's class and
   recipient, and `tests/corpus/not-bounces`.
 """
@@ -49,7 +54,7 @@ from datetime import date
 from email.message import EmailMessage, Message
 from pathlib import Path
 
-from bench import common
+from bench import common, mail_files
 from dripd.mail import bounces, classify, incoming
 
 HELD_OUT = 30  # percent of the fetched set never looked at while tuning
@@ -64,6 +69,9 @@ LABELS: dict[str, frozenset[str]] = {
 }
 # Held-out samples read by hand, blind to dripd: used by `--held-out`'s second score only.
 HELD_OUT_LABELS = Path(__file__).with_name("bounces_heldout_labels.toml")
+OLD_CORPORA = Path(__file__).with_name("bounces_corpora.toml")
+# Corpora nobody here has run dripd on: `--new` scores them once, all held out.
+NEW_CORPORA = Path(__file__).with_name("bounces_corpora_new.toml")
 KINDS = ("bounce", "complaint", "not-bounce", "unsubscribe")
 _NUMBERED = re.compile(r"-\d+$")
 _ADDRESS = re.compile(r"[^@\s<>\"'();,:\[\]]+@[A-Za-z0-9][A-Za-z0-9.-]*[A-Za-z0-9]")
@@ -81,6 +89,7 @@ class Sample:
     kind: str  # "bounce", "complaint" or "not-bounce"
     expected: frozenset[str] | None  # acceptable recipients, None when unknown
     held_out: bool
+    raw: bytes | None = None  # a message of an mbox: `path` only names it
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,14 +119,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--held-out", action="store_true", help="score the held-out part too")
     parser.add_argument("--misses", action="store_true", help="list the tuning part's misses")
     parser.add_argument(
+        "--new", type=Path, help="folder holding the corpora of bounces_corpora_new.toml"
+    )
+    parser.add_argument(
         "--no-labels", action="store_true", help="score the tuning part as the held-out one is"
     )
     args = parser.parse_args(argv)
     sets: list[tuple[str, list[Sample]]] = []
-    if args.corpus or not args.corpora:
+    if args.corpus or not (args.corpora or args.new):
         sets.append(("sisimai" if args.corpus else "own corpus", _samples(args.corpus)))
+    known = _tuned_on(args.corpus)
     if args.corpora:
-        known = _tuned_on(args.corpus)
         for name, found in _other_corpora(args.corpora, known):
             sets.append((name, found))
     blind = _held_out_labels(HELD_OUT_LABELS.read_text())
@@ -138,6 +150,82 @@ def main(argv: list[str] | None = None) -> None:
     for part, kinds in others.items():
         if kinds:
             _print_table(f"all other corpora (--corpora), {part}", kinds, rows=False)
+    if args.new:
+        _score_new(args.new, known + _old_corpora_seen(args.corpus, args.corpora), blind)
+
+
+def _score_new(root: Path, known: list[frozenset[int]], blind: HeldOutLabels) -> None:
+    """Every sample of the fresh corpora, held out: by its own fields, then with the
+    blind labels; per corpus and in total. Misses are never listed (a blind measure)."""
+    totals: dict[str, dict[str, Score]] = {"own fields": {}, "blind labels": {}}
+    for name, samples in _new_corpora(root, known):
+        _add_up(
+            totals["own fields"], _report(f"{name}, new, own fields", samples, show_misses=False)
+        )
+        relabelled = _relabelled(name, samples, blind)
+        _add_up(
+            totals["blind labels"],
+            _report(f"{name}, new, blind labels", relabelled, show_misses=False),
+        )
+    for part, kinds in totals.items():
+        if kinds:
+            _print_table(f"all new corpora (--new), held out, {part}", kinds, rows=False)
+
+
+def _old_corpora_seen(corpus: Path | None, corpora: Path | None) -> list[frozenset[int]]:
+    """Fingerprints of the other corpora's files (all of them: dripd was scored on them)."""
+    if corpus is None or corpora is None:
+        print("--new: give --corpus and --corpora too, or copies of them are not left out")
+    if corpora is None:
+        return []
+    return [_fingerprint(p.read_bytes()) for p in sorted(corpora.rglob("*")) if p.is_file()]
+
+
+def _new_corpora(root: Path, known: list[frozenset[int]]) -> list[tuple[str, list[Sample]]]:
+    """The fresh corpora fetched under ROOT, every sample held out, copies left out."""
+    found = []
+    for name, spec in tomllib.loads(NEW_CORPORA.read_text()).items():
+        where = root / name
+        if not where.is_dir():
+            print(f"{name}: not fetched into {where} (bench/README.md says how); skipped")
+            continue
+        if "messages" in spec:
+            samples, copies = _from_messages(where, name, spec, known)
+        else:  # held out: no tuning label (bounces_labels.toml) applies
+            samples, copies = _described(where, name, spec, known, all_held_out=True)
+        if copies:
+            print(f"{name}: {copies} file(s) left out, copies of mail dripd was tuned or scored on")
+        found.append((name, samples))
+    return found
+
+
+def _from_messages(
+    where: Path, name: str, spec: dict[str, object], known: list[frozenset[int]]
+) -> tuple[list[Sample], int]:
+    """Samples whose kinds come from header rules (mail_files.py), mbox messages included."""
+    try:
+        rules = mail_files.rules_of(spec, KINDS)
+    except ValueError as exc:
+        raise ValueError(f"{NEW_CORPORA.name} [{name}]: {exc}") from exc
+    samples, copies = [], 0
+    for found in mail_files.messages(where, spec, rules):
+        if _is_copy(_fingerprint(found.raw), known):
+            copies += 1
+            continue
+        kind, expected = found.kind, None
+        if kind == "bounce":
+            expected = _expected_recipients(_parse(found.raw))
+        samples.append(
+            Sample(
+                path=found.path,
+                family=name,
+                kind=kind,
+                expected=expected,
+                held_out=True,
+                raw=found.raw,
+            )
+        )
+    return samples, copies
 
 
 # --- samples --------------------------------------------------------------------
@@ -155,7 +243,7 @@ def _samples(corpus: Path | None) -> list[Sample]:
 
 
 def _other_corpora(root: Path, known: list[frozenset[int]]) -> list[tuple[str, list[Sample]]]:
-    described = tomllib.loads(Path(__file__).with_name("bounces_corpora.toml").read_text())
+    described = tomllib.loads(OLD_CORPORA.read_text())
     found = []
     for name, spec in described.items():
         where = root / name
@@ -170,7 +258,12 @@ def _other_corpora(root: Path, known: list[frozenset[int]]) -> list[tuple[str, l
 
 
 def _described(
-    where: Path, name: str, spec: dict[str, object], known: list[frozenset[int]]
+    where: Path,
+    name: str,
+    spec: dict[str, object],
+    known: list[frozenset[int]],
+    *,
+    all_held_out: bool = False,
 ) -> tuple[list[Sample], int]:
     # Later wins: globs in this order, then files named one by one (no wildcard).
     patterns = [
@@ -204,7 +297,7 @@ def _described(
         # family per file would list the held-out part's misses by name.
         family = name
         expected = _expected_recipients(msg) if kind == "bounce" else None
-        held_out = hashlib.sha256(path.name.encode()).digest()[0] % 100 < HELD_OUT
+        held_out = all_held_out or _hashed_out(path.name)
         if kind == "bounce" and upstream.get(path.name):
             expected = upstream[path.name]  # the project's own tests say which failed
         if not held_out and kind == "bounce":
@@ -288,10 +381,15 @@ def _fetched(path: Path, *, not_bounce: bool) -> Sample:
     msg = _load(path)
     kind = "not-bounce" if not_bounce or family.startswith("rfc3834") else _kind(msg)
     expected = _expected_recipients(msg) if kind == "bounce" else None
-    held_out = hashlib.sha256(path.name.encode()).digest()[0] % 100 < HELD_OUT
+    held_out = _hashed_out(path.name)
     if not held_out:
         expected = LABELS.get(path.name, expected)
     return Sample(path=path, family=family, kind=kind, expected=expected, held_out=held_out)
+
+
+def _hashed_out(name: str) -> bool:
+    """The split: a file whose name's hash falls in the held-out part (HELD_OUT %)."""
+    return hashlib.sha256(name.encode()).digest()[0] % 100 < HELD_OUT
 
 
 BLIND = "held out, blind labels"
@@ -371,7 +469,11 @@ def _kind(msg: EmailMessage) -> str:
 
 
 def _load(path: Path) -> EmailMessage:
-    raw = path.read_bytes().lstrip(b" \t\r\n")  # some samples start with a blank line
+    return _parse(path.read_bytes())
+
+
+def _parse(raw: bytes) -> EmailMessage:
+    raw = raw.lstrip(b" \t\r\n")  # some samples start with a blank line
     return email.message_from_bytes(raw, policy=email.policy.default)
 
 
@@ -466,7 +568,7 @@ class _Everyone:
 
 def _judge(sample: Sample) -> tuple[bool, bool, str]:
     """(right, unchecked, what was read)."""
-    raw = sample.path.read_bytes()
+    raw = sample.raw if sample.raw is not None else sample.path.read_bytes()
     mail = incoming.parse(raw)
     if sample.kind in {"complaint", "unsubscribe"}:
         verdict = classify.classify(mail, _Everyone(), received=date(2026, 1, 1))
