@@ -170,6 +170,8 @@ _MTA_PHRASES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
             r"delivery to [^\n]{0,80}?(?:has )?(?:failed|was unsuccessful)|"
             r"(?:could not|couldn't|cannot|can't|unable to) deliver (?:your |the )?"
             r"(?:message|mail|e-?mail)? ?to|failed to deliver|"
+            r"(?:message|mail) to [^\s@]+@\S+ (?:could not|cannot|can't|was not|has not been) "
+            r"(?:be )?delivered|"
             r"konnte nicht (?:zugestellt|ausgeliefert) werden|nicht zugestellt werden konnte|"
             r"zustellung [^\n]{0,80}?fehlgeschlagen|"
             r"n'a pas pu (?:être |etre )?(?:remis|distribu|délivr|livr)|"
@@ -319,6 +321,9 @@ def _parse(msg: Message, depth: int = 0) -> Bounce | None:
         for inner in embedded.inner_messages(parts):
             found = _parse(inner, depth + 1)
             if found is not None:
+                own = _returned_bounce(msg, seen, parts, inner)
+                if own is not None:
+                    return own
                 forwarded = found.forwarded or not seen.envelope
                 return dataclasses.replace(
                     found, reasons=(*found.reasons, CARRIED), forwarded=forwarded
@@ -329,6 +334,21 @@ def _parse(msg: Message, depth: int = 0) -> Bounce | None:
                 for name in ("To", "Delivered-To", "X-Original-To"):
                     addressees.update(_addresses(reading.header(inner, name)))
     return _read(msg, seen, parts, addressees)
+
+
+def _returned_bounce(
+    msg: Message, seen: _Evidence, parts: list[Message], inner: Message
+) -> Bounce | None:
+    """A mail system's notice that `inner`, itself a bounce, could not be delivered (a bounce
+    of a bounce): read as its own when its words name as failed only the inner bounce's
+    addressees. A relay's wrapper or a person's forward names no one of them."""
+    addressees = set(_addresses(reading.header(inner, "To")))
+    if not seen.envelope or not addressees:
+        return None
+    own = _read(msg, seen, parts, set())
+    if own is None or not {f.recipient for f in own.failures} <= addressees:
+        return None
+    return own
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -673,6 +693,9 @@ def _text_failures(
         recipients = bounce_formats.stated(text, _PLAIN_WORDS_PATTERN, ours)
     elif not recipients and worded:
         recipients = bounce_formats.recipients(text, ours) or _returned_to(parts, ours)
+    if not recipients:  # a mail system's subject: "Your message to <a> could not be delivered"
+        subject = reading.header(msg, "Subject")
+        recipients = bounce_formats.stated(subject, _PLAIN_WORDS_PATTERN, set())
     lines = text.splitlines()
     delayed = bool(_DELAYED.search(text)) and not _GIVEN_UP.search(text)
     # With one recipient, the whole notice is about it: its words count where its lines don't.
