@@ -160,6 +160,13 @@ FORMATS: tuple[Format, ...] = (
         rf"^\s*Recipient:\s*<({_ADDR})>",
     ),
     _format(
+        # Dovecot's delivery agent (LDA/LMTP) refusing a message, often as a disposition
+        # notification: "Your message to <address> was automatically rejected:" then why
+        "Dovecot delivery agent",
+        r"your message to <[^>\n]+> was automatically rejected",
+        rf"your message to <({_ADDR})> was automatically rejected",
+    ),
+    _format(
         # fml (a mailing list manager): "Duplicated Message-ID in <address>.", "You are not
         # a member of this mailing list <address>.", then "Original mail as follows:"
         "fml",

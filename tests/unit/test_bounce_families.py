@@ -161,12 +161,13 @@ def everyone_in(raw: bytes, expected: list[str]) -> World:
 
 
 def may_bounce(expected: dict[str, Any]) -> set[str]:
-    """Whom a damaged copy may bounce: the failed recipients, and the aliases the notice says
-    they were expanded into (`aliases`): a copy cut before the "expanded from" line names
-    the alias alone as failed, which it is."""
+    """Whom a damaged copy may bounce: the failed recipients, and the addresses the sample
+    also says failed (`also_failed`), which damage may leave alone as the only statement:
+    the alias a recipient was expanded into (a copy cut before "expanded from"), the
+    address a carried bounce is about (a bounce of a bounce whose own words are lost)."""
     if expected["class"] != "bounce":
         return set()
-    return {*expected["recipients"], *expected.get("aliases", [])}
+    return {*expected["recipients"], *expected.get("also_failed", [])}
 
 
 def bounced(raw: bytes, world: World) -> set[str]:
