@@ -450,6 +450,8 @@ def _list_server(msg: Message) -> bool:
 
 
 def _is_daemon(value: str) -> bool:
+    if "=?" in value:  # an encoded display name ("=?utf-8?B?TWFpbCBEZWxpdmVyeS...?=")
+        value = reading.decode_words(value)
     address = _first_address(value)
     if address and address.split("@", 1)[0].strip('"\\') in _DAEMON_LOCAL:
         return True
