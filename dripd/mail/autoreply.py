@@ -231,6 +231,11 @@ _AWAY_NOTICE = re.compile(
 )
 
 
+def auto_reply_subject(subject: str) -> bool:
+    """Whether a subject is a responder's ("Automatic reply: ...", "Out of Office: ...")."""
+    return bool(_AUTO_SUBJECT.match(subject) or _AWAY_SUBJECT.match(subject))
+
+
 def _subject_signals(subject: str) -> list[_Signal]:
     signals = []
     shown = f"subject {_quoted(subject, 60)}"

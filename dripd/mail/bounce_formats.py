@@ -66,8 +66,12 @@ FORMATS: tuple[Format, ...] = (
     ),
     _format(
         "Exim",
-        r"created automatically by mail delivery software|message that you sent could not be",
-        rf"^\s+<?({_ADDR})>?(?:\s*$|\s*\n?\s*(?:SMTP error|host |mailbox|retry|unrouteable|all ))",
+        r"created automatically by mail delivery software|message that you sent could not be|"
+        # Exim refusing a submitted message's badly written recipient field
+        r"recipient addresses that were\s+incorrectly constructed",
+        rf"^\s+<?({_ADDR})>?(?:\s*$|\s*\n?\s*(?:SMTP error|host |mailbox|retry|unrouteable|all ))|"
+        # "  <field as written> <address>: malformed address: ...": the address in brackets
+        rf"^\s+[^<\n]*<({_ADDR})>:\s",
     ),
     _format(
         "SMTP session transcript",  # Postfix's "errors from" report, Apache James' details
@@ -156,6 +160,21 @@ FORMATS: tuple[Format, ...] = (
         rf"^\s*Recipient:\s*<({_ADDR})>",
     ),
     _format(
+        # Dovecot's delivery agent (LDA/LMTP) refusing a message, often as a disposition
+        # notification: "Your message to <address> was automatically rejected:" then why
+        "Dovecot delivery agent",
+        r"your message to <[^>\n]+> was automatically rejected",
+        rf"your message to <({_ADDR})> was automatically rejected",
+    ),
+    _format(
+        # fml (a mailing list manager): "Duplicated Message-ID in <address>.", "You are not
+        # a member of this mailing list <address>.", then "Original mail as follows:"
+        "fml",
+        r"duplicated message-id in <|not a member of this mailing list|"
+        r"not member article from|has detected a loop condition",
+        rf"<({_ADDR})>",
+    ),
+    _format(
         "Verizon / MMS gateways",
         r"message could not be delivered to mobile|mmsc|no valid recipients",
         rf"^\s*To:\s*(?:[^<\n]*<)?({_ADDR})",
@@ -171,7 +190,8 @@ _RETURNED = re.compile(
     # further ways notices introduce what they return (the ends sisimai's RFC 3464 reader knows)
     r"here is a copy of the first part|the non-delivered message is attached|"
     r"(?:the )?attachment (?:is a copy of the message|contains the original mail headers)|"
-    r"message text follows|your message reads \(in part\)|a copy of the original message below)"
+    r"message text follows|your message reads \(in part\)|a copy of the original message below|"
+    r"original mail as follows)"
     r"|^(?:Received|Return-Path|Message-I[Dd]|DKIM-Signature): "
     # the returned message's header block: two of its fields at the margin, a line apart
     r"|^(?:From|To|Cc|Subject|Date): [^\n]*\n(?:[^\n]*\n)?(?:From|To|Cc|Subject|Date|"
@@ -259,6 +279,27 @@ def recipients(text: str, ours: set[str]) -> list[str]:
     )
 
 
+# An alias the receiving server expanded: Sendmail's "<final>\n (reason: ...)\n (expanded
+# from: <original>)", Postfix's "<final> (expanded from <original>):". The original is the
+# address the message was sent to (as a DSN's Original-Recipient).
+_EXPANDED = re.compile(
+    rf"^[ \t]*<?({_ADDR})>?[ \t]*\n(?:[ \t]+\([^\n]*\)[ \t]*\n){{0,2}}?"
+    rf"[ \t]+\(expanded from:?[ \t]*<?({_ADDR})>?\)|"
+    rf"<({_ADDR})>[ \t]+\(expanded from[ \t]*<({_ADDR})>\)",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+def expansions(text: str) -> dict[str, str]:
+    """Expanded alias -> the address it was expanded from, as the notice itself says."""
+    found: dict[str, str] = {}
+    for match in _EXPANDED.finditer(notice(text)):
+        final, original = match.group(1) or match.group(3), match.group(2) or match.group(4)
+        if final.lower() != original.lower():
+            found.setdefault(final.lower(), original.lower())
+    return found
+
+
 def returned_recipient(text: str, ours: set[str]) -> list[str]:
     """The last resort: the one To: address of the returned message quoted below the notice.
 
@@ -282,6 +323,29 @@ def sole_recipient(to: str, ours: set[str]) -> list[str]:
     """The one address of a returned message's To: that is not ours; [] if not exactly one."""
     found = _clean(_ADDRESS.findall(to), ours, system=True)
     return found if len(found) == 1 else []
+
+
+def stated(text: str, phrase: re.Pattern[str], ours: set[str]) -> list[str]:
+    """The addresses a plain-words notice says failed: in the paragraph that says it
+    ("Delivery to <a> failed permanently"), or in a list of addresses alone right after it
+    ("... could not be delivered to the following recipient:" then the list). Stricter than
+    the fallback, as the words alone are all there is: a responder's "cannot deliver your
+    message to the team; write to <a>" names someone to write to, not a failure."""
+    paragraphs = _BLANK_LINE.split(notice(text))
+    for i, paragraph in enumerate(paragraphs):
+        if not phrase.search(paragraph):
+            continue
+        found = fallback(paragraph, ours)
+        if found:
+            return found
+        following = paragraphs[i + 1] if i + 1 < len(paragraphs) else ""
+        lines = [line.strip() for line in following.splitlines() if line.strip()]
+        if lines and all(_LISTED.fullmatch(line) for line in lines):
+            return _clean(_ADDRESS.findall(following), ours, system=False)
+    return []
+
+
+_LISTED = re.compile(rf"[-*•]?\s*<?{_ADDR}>?[.,;]?")
 
 
 def fallback(own: str, ours: set[str]) -> list[str]:

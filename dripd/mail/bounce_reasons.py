@@ -50,6 +50,8 @@ _WORDS: tuple[tuple[Reason, re.Pattern[str]], ...] = tuple(
             r"not (?:currently )?accepting mail from your ip|smtp server of your isp|"
             r"members-only list|closed mailing list|illegal attachment|mass mailer|"
             r"has not passed validation|"
+            # Facebook's own codes: its policy (POL-) refusals of the sender's server
+            r"\bPOL-[PT]\d\b|"
             # the receiving server wants the sender's server allow-listed or confirmed first
             r"white ?list|allow ?list|(?:sender|server) (?:is )?not (?:white|allow) ?listed|"
             r"requires? (?:sender |server )?confirmation|confirm (?:this|your) (?:mail )?server",
@@ -72,7 +74,8 @@ _WORDS: tuple[tuple[Reason, re.Pattern[str]], ...] = tuple(
             r"message (?:size )?(?:exceeds|too (?:large|big))|too large|size limit|"
             r"message is larger|exceeds (?:the )?(?:maximum|fixed maximum) (?:message )?size|"
             r"exee?ded the maximum size|message (?:file )?too big|(?:message|mail) length exceeds|"
-            r"max(?:imum)? (?:inbound )?message size|taille limite du message|line limit exceeded",
+            r"max(?:imum)? (?:inbound )?message size|taille limite du message|line limit exceeded|"
+            r"\b(?:MSG-P1|INT-P2)\b",  # Facebook's codes for a message over its size
         ),
         (
             # the domain itself, before the user wordings ("domain does not exist")
@@ -94,7 +97,7 @@ _WORDS: tuple[tuple[Reason, re.Pattern[str]], ...] = tuple(
             r"doesn't have an? .{0,40}account|"
             r"bad destination mailbox|mailbox .{0,30}not (?:found|exist)|unknown or illegal|"
             r"invalid final delivery userid|administrativ\w* disabled|"
-            r"recipient name is not recogni|"
+            r"recipient name is not recogni|\b(?:RCP-P1|INT-P[134])\b|"  # Facebook's codes
             # Domino's "not listed in the directory", in Japanese, Spanish and French
             r"ディレクトリ(?:のリストにありません|には見つかりません)|"
             r"no se encuentra en el directorio|"
@@ -114,7 +117,13 @@ _WORDS: tuple[tuple[Reason, re.Pattern[str]], ...] = tuple(
             r"(?:account|mailbox|user|recipient)\b.{0,30}suspended|currently suspended|"
             r"deactivated mailbox|inactive (?:account|user)|invalid/inactive|"
             r"user is terminated|(?:is|been) disabled|account (?:is )?locked|archived recipient|"
-            r"destinataire archiv",
+            r"destinataire archiv|"
+            # the address as written cannot be an address (Exim's "malformed address")
+            r"malformed (?:recipient )?address|incorrectly constructed|"
+            # German, French and Japanese plain-words notices: the address does not exist
+            r"(?:empfänger|benutzer|adresse|postfach)\w*[^\n]{0,30}?(?:existiert nicht|unbekannt)|"
+            r"destinataire (?:invalide|inconnu)|adresse invalide|"
+            r"(?:アドレス|宛先|ユーザ)[^\n]{0,20}?(?:存在しません|見つかりません)",
         ),
         (
             Reason.DOMAIN_GONE,

@@ -48,7 +48,7 @@ from email.message import EmailMessage, Message
 
 from flufl import bounce as flufl_bounce
 
-from dripd.mail import bounce_formats, bounce_reasons, embedded, reading, ses
+from dripd.mail import autoreply, bounce_formats, bounce_reasons, embedded, reading, ses
 from dripd.mail.bounce_reasons import Reason
 
 logger = logging.getLogger("dripd.bounces")
@@ -69,6 +69,7 @@ _ADDRESS = re.compile(r"[^@\s<>\"'();,:\[\]]+@[A-Za-z0-9][A-Za-z0-9.-]*")
 _BARE = re.compile(
     r"[^@\s<>\"()\[\],;:]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)*"
 )
+_LOOSE = re.compile(r"[^@\s<>\"()\[\],;:]+@[^@\s<>\"()\[\],;:]+")
 _CONTENT_TYPE = re.compile(r"[a-z0-9.+-]+/[a-z0-9.+-]+")
 _MSGID = re.compile(r"<[^<>\s]+@[^<>\s]+>")
 _QUOTED_MSGID = re.compile(r"^[ \t>]*Message-I[Dd]:[ \t]*(<[^<>\s]+@[^<>\s]+>)", re.MULTILINE)
@@ -106,16 +107,23 @@ _BOUNCE_SUBJECT = re.compile(
     r"delayed mail|warning: could not send|delivery delayed|message delivery delayed|"
     r"fail(?:ure|ed) delivery|"
     r"mail system error|nondeliverable|delivery notification|could not send message|"
-    r"メールエラー|配信(?:エラー|不能|失敗)|送信(?:エラー|失敗)|未達)",
+    r"メールエラー|配信(?:エラー|不能|失敗)|送信(?:エラー|失敗)|未達|"
+    # the same, as Exchange and others write them in German, French, Italian, Spanish, Dutch
+    r"unzustellbar|nicht zustellbar|übermittlungsstatusbenachrichtigung|non remis|"
+    r"non distribuable|notification d'état de remise|non recapitabile|no se puede entregar|"
+    r"no entregado|notificación de estado de entrega|onbestelbaar|mail failure|配信状態の通知)",
     re.I,
 )
 
 # A forward's subject: "Fwd: ", "FW: ", "TR: ", "WG: "... before the forwarded one's.
 _FORWARDED = re.compile(r"\s*(?:(?:fwd?|fw|tr|wg|rv|enc|doorst)\s*:\s*)+(.*)", re.I)
 
+PLAIN_WORDS = "plain-words failure notice"
+
 # An MTA's own wording, with the label given as a reason.
 _MTA_PHRASES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
-    (label, re.compile(pattern, re.I))
+    # plain words run across lines as a notice's text is wrapped: any space is any whitespace
+    (label, re.compile(pattern.replace(" ", r"\s+") if label == PLAIN_WORDS else pattern, re.I))
     for label, pattern in (
         ("qmail-style failure notice", r"this is the qmail-send program"),
         ("Postfix-style notice", r"this is the (?:mail system|postfix program) at host"),
@@ -151,15 +159,39 @@ _MTA_PHRASES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
             r"message could not be sent|retry timeout exceeded|host unknown|"
             r"could not be delivered|cannot be delivered|delivery report unavailable|"
             r"delivery of (?:e-?mail|(?:your )?message) to [\s\S]{0,80}?has failed|"
-            r"not a valid (?:user|recipient|mailbox)",
+            r"not a valid (?:user|recipient|mailbox)|"
+            r"(?:mail|message) (?:was|could) not (?:be )?delivered to the following|"
+            r"your (?:mail )?message to the following address",
+        ),
+        (
+            # A free-text notice saying in plain words that delivery to someone failed, in
+            # English and in the German, French, Spanish and Japanese phrasings mail systems use.
+            PLAIN_WORDS,
+            r"delivery to [^\n]{0,80}?(?:has )?(?:failed|was unsuccessful)|"
+            r"(?:could not|couldn't|cannot|can't|unable to) deliver (?:your |the )?"
+            r"(?:message|mail|e-?mail)? ?to|failed to deliver|"
+            r"(?:message|mail) to [^\s@]+@\S+ (?:could not|cannot|can't|was not|has not been) "
+            r"(?:be )?delivered|"
+            r"konnte nicht (?:zugestellt|ausgeliefert) werden|nicht zugestellt werden konnte|"
+            r"zustellung [^\n]{0,80}?fehlgeschlagen|"
+            r"n'a pas pu (?:être |etre )?(?:remis|distribu|délivr|livr)|"
+            r"n'a pas été (?:remis|distribu|délivr)|impossible de (?:remettre|distribuer|délivrer)|"
+            r"échec de (?:la )?(?:remise|distribution|livraison)|"
+            r"no (?:se )?(?:pudo|ha podido|puede) (?:ser )?entrega|no (?:fue|ha sido) entregado|"
+            r"error (?:en la|de) entrega|"
+            r"配信(?:できません|に失敗しました)|送信できませんでした|届けることができませんでした",
         ),
     )
 )
 
+_PLAIN_WORDS_PATTERN = dict(_MTA_PHRASES)[PLAIN_WORDS]
+
 _DELAYED = re.compile(
     r"delivery status notification \(delay\)|has been delayed|not yet been delivered|"
     r"will (?:continue|keep) (?:trying|to try)|still trying|could not send message for past|"
-    r"will retry|delayed mail|transient non-fatal|this is only a warning|no action is required",
+    r"will retry|delayed mail|transient non-fatal|this is only a warning|no action is required|"
+    # a mailing list's loop alert: a fault of the mail systems, not of the address
+    r"duplicated message-id in|loop alert|loop back warning",
     re.I,
 )
 _SUCCESS = re.compile(
@@ -289,6 +321,9 @@ def _parse(msg: Message, depth: int = 0) -> Bounce | None:
         for inner in embedded.inner_messages(parts):
             found = _parse(inner, depth + 1)
             if found is not None:
+                own = _returned_bounce(msg, seen, parts, inner)
+                if own is not None:
+                    return own
                 forwarded = found.forwarded or not seen.envelope
                 return dataclasses.replace(
                     found, reasons=(*found.reasons, CARRIED), forwarded=forwarded
@@ -299,6 +334,21 @@ def _parse(msg: Message, depth: int = 0) -> Bounce | None:
                 for name in ("To", "Delivered-To", "X-Original-To"):
                     addressees.update(_addresses(reading.header(inner, name)))
     return _read(msg, seen, parts, addressees)
+
+
+def _returned_bounce(
+    msg: Message, seen: _Evidence, parts: list[Message], inner: Message
+) -> Bounce | None:
+    """A mail system's notice that `inner`, itself a bounce, could not be delivered (a bounce
+    of a bounce): read as its own when its words name as failed only the inner bounce's
+    addressees. A relay's wrapper or a person's forward names no one of them."""
+    addressees = set(_addresses(reading.header(inner, "To")))
+    if not seen.envelope or not addressees:
+        return None
+    own = _read(msg, seen, parts, set())
+    if own is None or not {f.recipient for f in own.failures} <= addressees:
+        return None
+    return own
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -386,10 +436,22 @@ def _envelope_evidence(msg: Message) -> list[str]:
             break
     if reading.header(msg, "X-Failed-Recipients"):
         found.append("X-Failed-Recipients header")
+    if _list_server(msg):
+        found.append("a list server's notice (fml)")
     return found
 
 
+def _list_server(msg: Message) -> bool:
+    """fml's own notices (a mailing list manager): its X-MLServer header, from the list's
+    -admin address. sisimai reads them too; a post relayed by the list is from its poster."""
+    server = reading.raw_header(msg, "X-MLServer").strip().lower()
+    sender = _first_address(reading.raw_header(msg, "From")) or ""
+    return server.startswith("fml") and sender.split("@", 1)[0].endswith("-admin")
+
+
 def _is_daemon(value: str) -> bool:
+    if "=?" in value:  # an encoded display name ("=?utf-8?B?TWFpbCBEZWxpdmVyeS...?=")
+        value = reading.decode_words(value)
     address = _first_address(value)
     if address and address.split("@", 1)[0].strip('"\\') in _DAEMON_LOCAL:
         return True
@@ -399,10 +461,21 @@ def _is_daemon(value: str) -> bool:
     return bool(_DAEMON_NAME.search(name))
 
 
-def _phrase_evidence(text: str) -> list[str]:
+def _phrase_evidence(text: str, msg: Message) -> list[str]:
     found = [label for label, pattern in _MTA_PHRASES if pattern.search(text)]
     family = bounce_formats.family(bounce_formats.notice(text))
-    return found + ([f"{family.name} notice"] if family else [])
+    found += [f"{family.name} notice"] if family else []
+    if found == [PLAIN_WORDS] and _answers_someone(msg):
+        return []  # a person or their responder saying it in a reply: no mail system's notice
+    return found
+
+
+def _answers_someone(msg: Message) -> bool:
+    """A reply in a thread or an auto-reply (by its subject): plain words alone don't make
+    it a notice, as people and responders write "could not deliver" too."""
+    if reading.raw_header(msg, "In-Reply-To") or reading.raw_header(msg, "References"):
+        return True
+    return autoreply.auto_reply_subject(reading.header(msg, "Subject"))
 
 
 # --- Amazon SES notifications ----------------------------------------------
@@ -486,8 +559,8 @@ def _dsn_blocks(part: Message) -> list[Message]:
 
 
 def _dsn_recipient(block: Message) -> _Recipient | None:
-    original = _bare(reading.header(block, "Original-Recipient"))
-    final = _bare(reading.header(block, "Final-Recipient")) or _bare(
+    original = _dsn_address(reading.header(block, "Original-Recipient"))
+    final = _dsn_address(reading.header(block, "Final-Recipient")) or _dsn_address(
         reading.header(block, "X-Actual-Recipient")
     )
     recipient = original or final
@@ -506,6 +579,17 @@ def _dsn_recipient(block: Message) -> _Recipient | None:
         reason=bounce_reasons.reason_of(status, diagnostic),
     )
     return _Recipient(failure=failure, action=action)
+
+
+def _dsn_address(value: str) -> str | None:
+    """A DSN recipient field's address; one no mail server could deliver to (a domain
+    starting with `#`, as a mistyped or anonymised one) is still the one the report names."""
+    found = _bare(value)
+    if found is not None:
+        return found
+    kind, sep, rest = value.strip().partition(";")
+    loose = _LOOSE.fullmatch((rest if sep and "@" not in kind else value).strip().strip("<>"))
+    return loose.group(0).lower() if loose else None
 
 
 def _action(value: str, status_class: str) -> str:
@@ -540,11 +624,12 @@ def _from_text(
     text = _notification_text(msg, parts)
     if _SUCCESS.search(text) and not _FAILURE_WORDS.search(text):
         return None  # a delivery report that says it worked, its report part unreadable
-    content = [*_phrase_evidence(text), *subject]
+    content = [*_phrase_evidence(text, msg), *subject]
     if not _enough(envelope, subject, content, _looks_personal(msg)):
         return None
     worded = len(content) > len(subject)
-    failures = _text_failures(msg, parts, text, addressees, worded=worded)
+    plain = [c for c in content if c not in subject] == [PLAIN_WORDS]
+    failures = _text_failures(msg, parts, text, addressees, worded=worded, plain=plain)
     if not failures:
         return None  # nobody named as failed: an auto-reply from a mail system, or unreadable
     if _challenge(failures, text):
@@ -588,9 +673,17 @@ def _looks_personal(msg: Message) -> bool:
 
 
 def _text_failures(
-    msg: Message, parts: list[Message], text: str, addressees: set[str], *, worded: bool
+    msg: Message,
+    parts: list[Message],
+    text: str,
+    addressees: set[str],
+    *,
+    worded: bool,
+    plain: bool = False,
 ) -> tuple[Failure, ...]:
-    """The failed recipients named by the notice; its own words are needed for the fallback."""
+    """The failed recipients named by the notice; its own words are needed for the fallback.
+    `plain`: its only words are plain ones (no MTA's, no family's): only the addresses they
+    are said of count (`bounce_formats.stated`)."""
     temporary, permanent = _flufl_failures(msg)
     listed = _addresses(reading.header(msg, "X-Failed-Recipients"))
     ours = _our_addresses(msg, text) | addressees
@@ -598,8 +691,13 @@ def _text_failures(
     recipients = [
         a for a in found if (a in listed or a not in ours) and not bounce_formats.is_mail_system(a)
     ]  # X-Failed-Recipients is the MTA's own word, even for a message sent to oneself
-    if not recipients and worded:
+    if not recipients and plain:
+        recipients = bounce_formats.stated(text, _PLAIN_WORDS_PATTERN, ours)
+    elif not recipients and worded:
         recipients = bounce_formats.recipients(text, ours) or _returned_to(parts, ours)
+    if not recipients:  # a mail system's subject: "Your message to <a> could not be delivered"
+        subject = reading.header(msg, "Subject")
+        recipients = bounce_formats.stated(subject, _PLAIN_WORDS_PATTERN, set())
     lines = text.splitlines()
     delayed = bool(_DELAYED.search(text)) and not _GIVEN_UP.search(text)
     # With one recipient, the whole notice is about it: its words count where its lines don't.
@@ -608,7 +706,21 @@ def _text_failures(
         _text_failure(address, lines, recipients, address in temporary or delayed, context)
         for address in recipients
     )
-    return tuple(f for f in failures if not (f.status or "").startswith("2"))  # 2.x.x: delivered
+    kept = (f for f in failures if not (f.status or "").startswith("2"))  # 2.x.x: delivered
+    return _unique(_as_sent(kept, bounce_formats.expansions(text)))
+
+
+def _as_sent(failures: Iterable[Failure], expanded: dict[str, str]) -> Iterable[Failure]:
+    """Each failure under the address the message was sent to, when the notice says the
+    failed one is an alias expanded from it (the expanded one kept as `final_recipient`)."""
+    for failure in failures:
+        original = expanded.get(failure.recipient)
+        if original is None:
+            yield failure
+        else:
+            yield dataclasses.replace(
+                failure, recipient=original, final_recipient=failure.recipient
+            )
 
 
 def _flufl_failures(msg: Message) -> tuple[list[str], list[str]]:

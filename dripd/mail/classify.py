@@ -226,6 +226,9 @@ def _feedback_report(message: EmailMessage) -> _Report | None:
     notice = bounces.ses_notice(message)
     if notice is not None and notice.kind == "Complaint":
         return _Report(recipients=tuple(r.address for r in notice.recipients), original=None)
+    relayed = _relayed_jmrp(message)
+    if relayed is not None:
+        return relayed
     kind = message.get_content_type()
     arf = (
         kind == "multipart/report"
@@ -252,6 +255,23 @@ def _feedback_report(message: EmailMessage) -> _Report | None:
         recipients.append(jmrp.group(1).decode("utf-8", "replace").lower())
     return _Report(recipients=tuple(recipients), original=original)
 
+
+def _relayed_jmrp(message: EmailMessage) -> _Report | None:
+    """Hotmail's older complaint format: the reported message itself, relayed from its
+    staff address (`Return-Path: staff@hotmail.com`) with X-HmXmrOriginalRecipient, the
+    complaining address, among its own headers. Both are needed: a person's mailbox may
+    redirect mail with Hotmail's headers, but never from its staff address."""
+    recipient = reading.header(message, "X-HmXmrOriginalRecipient").strip().strip("<>")
+    sender = reading.raw_header(message, "Return-Path") or reading.raw_header(message, "From")
+    if "@" not in recipient or not _STAFF.match(sender):
+        return None
+    headers = "".join(f"{name}: {value}\n" for name, value in message.items())
+    original = headers.encode("utf-8", "replace")
+    return _Report(recipients=(recipient.lower(),), original=original)
+
+
+# The sender of Microsoft's feedback loop (JMRP) mail.
+_STAFF = re.compile(r"\s*<?staff@(?:hotmail|msn|live|outlook)\.[a-z.]+>?\s*$", re.IGNORECASE)
 
 # Feedback types that are no complaint of the recipient: RFC 6591's authentication
 # failure reports (DMARC's ruf=, sent to a domain's owner about mail failing SPF, DKIM or
