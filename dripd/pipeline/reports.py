@@ -287,7 +287,9 @@ class _Projections:
                 due.occurrence,
                 _note(due, window.now, window.max_late),
             )
-            for due in schedule.project(campaign.plans, progress, ctx, until=window.until)
+            for due in schedule.project(
+                campaign.plans, progress, ctx, until=window.until, stop_early=True
+            )
         )
 
 
