@@ -89,6 +89,19 @@ def fields_read(plans: Sequence[StepPlan]) -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
+def reads_enrollment_time(plans: Sequence[StepPlan], progress: Progress) -> bool:
+    """Whether `project` and `pending` read `Context.enrolled_at` for this progress.
+
+    They read it in two places only: the floor of the first sequential step
+    (`sequential_item`, while no step is done: `last_due_at` is None) and the
+    series of the repeating steps (`repeating_item`). Once a step is done, a
+    campaign of sequential steps is timed from `last_due_at` on: enrollments
+    alike but for when they were enrolled are timed alike (`schedule` projects
+    them once).
+    """
+    return progress.last_due_at is None or not all(plan.sequential for plan in plans)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StepPlan:
     """What the engine needs to know about one campaign step."""

@@ -10,6 +10,7 @@ sorted by time, then due-index order, then their order in the projection
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from collections.abc import Iterator
@@ -72,7 +73,15 @@ kind = "email"
 wait = "20 hours"
 subject = "Later"
 body = "Later."
+
+[[steps]]
+id = "tick"
+kind = "task"
+every = "17 hours"
+count = 4
+note = "Tick."
 """
+SHARED_LAST = NOW - timedelta(hours=2)  # the last step of every third contact: see fill
 
 
 ALIKE = 105  # contacts i and i + ALIKE differ in zone or owner only (or in neither)
@@ -108,13 +117,18 @@ def fill(app: app_mod.App) -> None:
                        "fields": json.dumps(fields), "created_at": NOW - timedelta(days=30),
                        "updated_at": NOW})  # fmt: skip
         campaign = app.catalog.get(CAMPAIGNS[r % len(CAMPAIGNS)])
-        enrolled = NOW - timedelta(hours=13 * (r % 5))
+        enrolled = NOW - timedelta(hours=13 * (r // 5 % 5))  # not tied to the campaign
         ctx = schedule.Context(tz=tz, holidays=app.config.holidays_for(owner), enrolled_at=enrolled,
                                window=campaign.send_window or lifecycle.default_window(app),
                                fields={**fields, "email": email})  # fmt: skip
         progress = schedule.Progress()
         for due in schedule.project(campaign.plans, progress, ctx, until=NOW)[: (r // 7) % 3]:
             progress = schedule.advance(progress, campaign.plans, due)
+        if i % 3 == 0:
+            # The same progress for contacts enrolled at other times: where the
+            # timing still reads the enrollment's time (repeating steps, no step
+            # done), a projection shared between them would be wrong.
+            progress = dataclasses.replace(progress, last_due_at=SHARED_LAST)
         pending = schedule.pending(campaign.plans, progress, ctx)
         rows.append({"id": i + 1, "contact_id": i + 1, "campaign": campaign.id,
                      "status": "active", "enrolled_at": enrolled, "progress": progress.to_text(),
