@@ -220,8 +220,11 @@ class _Projections:
     campaign, the progress, the enrollment's time, the contact's zone and
     rep (holidays, pause) and the fields the campaign's timing reads: with
     all of them equal, it is the same, and only the contact's name and
-    email differ. What repeats between contacts (zones, progress) is
-    worked out once too.
+    email differ. The enrollment's time counts only where the timing reads
+    it (`schedule.reads_enrollment_time`): past the first step of a campaign
+    of sequential steps, a book enrolled over months shares projections too
+    (steps moved to a window's opening, appointments on the hour). What
+    repeats between contacts (zones, progress) is worked out once too.
     """
 
     def __init__(self, app: App, pauses: Mapping[str, datetime], window: Window) -> None:
@@ -240,10 +243,17 @@ class _Projections:
         if dated is None:
             dated = self._dated[campaign.id] = schedule.fields_read(campaign.plans)
         values = tuple(contact.value(name) for name in dated)
+        progress = _progress(enrollment.progress)
+        # None: shared with enrollments alike enrolled at other times.
+        timed_from = (
+            enrollment.enrolled_at
+            if schedule.reads_enrollment_time(campaign.plans, progress)
+            else None
+        )
         key = (
             campaign.id,
             enrollment.progress,
-            enrollment.enrolled_at,
+            timed_from,
             contact.timezone,
             contact.owner,
             *values,
@@ -252,7 +262,7 @@ class _Projections:
         if shapes is None:
             # The timing reads these fields only (schedule.Context.fields).
             fields = {name: v for name, v in zip(dated, values, strict=True) if v is not None}
-            shapes = self._project(campaign, enrollment, fields)
+            shapes = self._project(campaign, enrollment, progress, fields)
             if len(self._kept) >= PROJECTIONS_KEPT:
                 self._kept.clear()
             self._kept[key] = shapes
@@ -273,11 +283,14 @@ class _Projections:
         ]
 
     def _project(
-        self, campaign: campaigns.Campaign, enrollment: enrollments.Due, fields: Mapping[str, str]
+        self,
+        campaign: campaigns.Campaign,
+        enrollment: enrollments.Due,
+        progress: schedule.Progress,
+        fields: Mapping[str, str],
     ) -> tuple[_Shape, ...]:
         window = self._window
         ctx = self._contexts.timed(enrollment.contact, campaign, enrollment.enrolled_at, fields)
-        progress = _progress(enrollment.progress)
         return tuple(
             (
                 due.due_at,
@@ -287,7 +300,9 @@ class _Projections:
                 due.occurrence,
                 _note(due, window.now, window.max_late),
             )
-            for due in schedule.project(campaign.plans, progress, ctx, until=window.until)
+            for due in schedule.project(
+                campaign.plans, progress, ctx, until=window.until, stop_early=True
+            )
         )
 
 

@@ -89,6 +89,19 @@ def fields_read(plans: Sequence[StepPlan]) -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
+def reads_enrollment_time(plans: Sequence[StepPlan], progress: Progress) -> bool:
+    """Whether `project` and `pending` read `Context.enrolled_at` for this progress.
+
+    They read it in two places only: the floor of the first sequential step
+    (`sequential_item`, while no step is done: `last_due_at` is None) and the
+    series of the repeating steps (`repeating_item`). Once a step is done, a
+    campaign of sequential steps is timed from `last_due_at` on: enrollments
+    alike but for when they were enrolled are timed alike (`schedule` projects
+    them once).
+    """
+    return progress.last_due_at is None or not all(plan.sequential for plan in plans)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StepPlan:
     """What the engine needs to know about one campaign step."""
@@ -253,10 +266,14 @@ def sequential_item(step: StepPlan, progress: Progress, ctx: Context) -> Due | W
         base = floor
         if step.wait_for_task and progress.task_done_at is not None:
             base = progress.task_done_at
-        nominal = durations.add(base, step.timing.duration, tz=ctx.tz, holidays=ctx.holidays)
-        return _due(step, 1, max(nominal, floor), ctx)
+        return _due(step, 1, _waited(step.timing, base, floor, ctx), ctx)
     assert isinstance(step.timing, Anchored)
     return _anchored_item(step, step.timing, floor, ctx)
+
+
+def _waited(timing: Wait, base: datetime, floor: datetime, ctx: Context) -> datetime:
+    """A wait's nominal time: `duration` after `base`, never before `floor`."""
+    return max(durations.add(base, timing.duration, tz=ctx.tz, holidays=ctx.holidays), floor)
 
 
 def repeating_item(step: StepPlan, progress: Progress, ctx: Context) -> Item:
@@ -305,12 +322,22 @@ def is_stale(due: Due, now: datetime, *, max_late: timedelta | None = None) -> s
 
 
 def project(
-    steps: Sequence[StepPlan], progress: Progress, ctx: Context, *, until: datetime
+    steps: Sequence[StepPlan],
+    progress: Progress,
+    ctx: Context,
+    *,
+    until: datetime,
+    stop_early: bool = False,
 ) -> list[Due]:
     """What will happen up to `until`, in time order, if each item runs at its due_at.
 
     Open tasks are assumed done at their due time. Only the step just advanced
     is recomputed each round, which keeps this cheap for many contacts.
+
+    `stop_early`: the same list, but after a sequential item the loop ends as
+    soon as nothing can follow it by `until` (`_nothing_more`), without
+    advancing the progress and timing the next step in full: in a short
+    window most enrollments have one item (`schedule --days 1`).
     """
     places = {step.id: index for index, step in enumerate(steps)}
     items = _initial_items(steps, progress, ctx)
@@ -322,6 +349,12 @@ def project(
         result.append(due)
         index = places[due.step_id]
         step = steps[index]
+        if (
+            stop_early
+            and step.sequential
+            and _nothing_more(items, index, steps, progress, due, until, ctx)
+        ):
+            break
         progress = _advanced(progress, step, due)
         if step.is_task and step.sequential:
             progress = finish_task(progress, due.due_at)
@@ -364,6 +397,44 @@ def _refresh(
             return
 
 
+def _nothing_more(
+    items: Mapping[int, Item],
+    index: int,
+    steps: Sequence[StepPlan],
+    progress: Progress,
+    due: Due,
+    until: datetime,
+    ctx: Context,
+) -> bool:
+    """Whether `project` would find nothing after `due`, the item of sequential step `index`.
+
+    Advancing a sequential step changes only its own entry of `items`: it
+    goes, and the next sequential step not done comes (`_refresh`). So the
+    loop finds nothing more when no other entry is due by `until` and that
+    next step has no item by then. After the advance (`sequential_item` on
+    the new progress) its floor is `due`'s due_at (the new last_due_at), no
+    task is open (`project` finishes a task at its due time), and a wait
+    counts from that same instant (a finished task's task_done_at is it
+    too). Its due_at is at least the nominal time worked out here the same
+    way (`_waited`, `_anchor_time`, then the max with the floor; holds and
+    windows only move it later, `_due`): a nominal time past `until`, or
+    none (the step waits on a field, or no step follows), ends the list.
+    """
+    for other, item in items.items():
+        if other != index and isinstance(item, Due) and item.due_at <= until:
+            return False
+    done = (*progress.done, steps[index].id)
+    following = next((s for s in steps[index + 1 :] if s.sequential and s.id not in done), None)
+    if following is None:
+        return True
+    floor = due.due_at
+    if isinstance(following.timing, Wait):
+        return _waited(following.timing, floor, floor, ctx) > until
+    assert isinstance(following.timing, Anchored)
+    anchored = _anchor_time(following.timing, ctx)
+    return isinstance(anchored, str) or max(anchored[1], floor) > until
+
+
 def _earliest(items: Mapping[int, Item], until: datetime) -> Due | None:
     """The Due with the smallest due_at up to `until`; ties go to the earlier step."""
     best: Due | None = None
@@ -379,15 +450,10 @@ def _earliest(items: Mapping[int, Item], until: datetime) -> Due | None:
 def _anchored_item(
     step: StepPlan, timing: Anchored, floor: datetime, ctx: Context
 ) -> Due | Waiting:
-    raw = ctx.fields.get(timing.anchor, "").strip()
-    if not raw:
-        return Waiting(step_id=step.id, reason=f"{timing.anchor} not set")
-    try:
-        anchor_at = dates.parse_when(raw, ctx.tz)
-    except ValueError:
-        return Waiting(step_id=step.id, reason=f'{timing.anchor} "{raw}" is not a date')
-    shift = durations.subtract if timing.direction == "before" else durations.add
-    nominal = shift(anchor_at, timing.offset, tz=ctx.tz, holidays=ctx.holidays)
+    anchored = _anchor_time(timing, ctx)
+    if isinstance(anchored, str):
+        return Waiting(step_id=step.id, reason=anchored)
+    anchor_at, nominal = anchored
     # "before 0m" means "at the anchor": only a real lead time makes it a deadline.
     has_deadline = timing.direction == "before" and timing.offset.amount > 0
     return _due(
@@ -399,6 +465,19 @@ def _anchored_item(
         anchor_at=anchor_at,
         deadline=anchor_at if has_deadline else None,
     )
+
+
+def _anchor_time(timing: Anchored, ctx: Context) -> tuple[datetime, datetime] | str:
+    """The anchor's instant and `offset` from it (the nominal time), or why there is none."""
+    raw = ctx.fields.get(timing.anchor, "").strip()
+    if not raw:
+        return f"{timing.anchor} not set"
+    try:
+        anchor_at = dates.parse_when(raw, ctx.tz)
+    except ValueError:
+        return f'{timing.anchor} "{raw}" is not a date'
+    shift = durations.subtract if timing.direction == "before" else durations.add
+    return anchor_at, shift(anchor_at, timing.offset, tz=ctx.tz, holidays=ctx.holidays)
 
 
 def _yearly_item(step: StepPlan, timing: Yearly, k: int, ctx: Context) -> Due | Waiting:

@@ -160,9 +160,11 @@ def due_page(
             sa.tuple_(e.c.next_due_at, e.c.id)
             > sa.tuple_(sa.literal(at, UTCDateTime()), sa.literal(last_id))
         )
+    # `.all()`: the page in one fetchall (row by row, each fetchone crosses into
+    # sqlite3 on its own: 15-20% of reading a page at 1M).
     return [
         Due(row[0], row[1], row[2], row[3], row[4], addressee_of_values(row[5:]))
-        for row in conn.execute(query)
+        for row in conn.execute(query).all()
     ]
 
 

@@ -4,12 +4,15 @@
 due index in pages and spills what it holds back to disk past a bound; none
 of it may change what it shows. The reference here is the plain way: every
 due enrollment projected on its own with `lifecycle.context`, the items
-sorted by time, then due-index order, then their order in the projection.
+sorted by time, then due-index order, then their order in the projection
+(`schedule.project` to the end, without its early stop).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,7 +32,56 @@ NOW = datetime(2026, 11, 27, 14, 30, tzinfo=UTC)  # a Friday: the window's weeke
 CONTACTS = 600
 ZONES = ("America/New_York", "Europe/Berlin", "Asia/Tokyo", None)
 OWNERS = ("mike", "sam", None)
-CAMPAIGNS = ("qualification", "drip", "welcome", "presentation")
+CAMPAIGNS = ("qualification", "drip", "welcome", "presentation", "quick")
+# Steps close together, so that a day holds several of a contact's items and the
+# early stop (`schedule.project(stop_early=True)`) is taken and declined by turns:
+# hours between emails, business days, an anchor, a window across midnight.
+QUICK = """\
+name = "Quick"
+send_window = "mon-fri 22:00-02:00; sat 10:00-12:00"
+
+[[steps]]
+id = "hello"
+kind = "email"
+wait = "0m"
+subject = "Hello"
+body = "Hello."
+
+[[steps]]
+id = "nudge"
+kind = "email"
+wait = "3 hours"
+subject = "Nudge"
+body = "Nudge."
+
+[[steps]]
+id = "ring"
+kind = "call"
+wait = "1 business day"
+note = "Call."
+
+[[steps]]
+id = "brief"
+kind = "task"
+before = "2 hours"
+anchor = "appointment_at"
+note = "Prepare."
+
+[[steps]]
+id = "late"
+kind = "email"
+wait = "20 hours"
+subject = "Later"
+body = "Later."
+
+[[steps]]
+id = "tick"
+kind = "task"
+every = "17 hours"
+count = 4
+note = "Tick."
+"""
+SHARED_LAST = NOW - timedelta(hours=2)  # the last step of every third contact: see fill
 
 
 ALIKE = 105  # contacts i and i + ALIKE differ in zone or owner only (or in neither)
@@ -65,13 +117,18 @@ def fill(app: app_mod.App) -> None:
                        "fields": json.dumps(fields), "created_at": NOW - timedelta(days=30),
                        "updated_at": NOW})  # fmt: skip
         campaign = app.catalog.get(CAMPAIGNS[r % len(CAMPAIGNS)])
-        enrolled = NOW - timedelta(hours=13 * (r % 5))
+        enrolled = NOW - timedelta(hours=13 * (r // 5 % 5))  # not tied to the campaign
         ctx = schedule.Context(tz=tz, holidays=app.config.holidays_for(owner), enrolled_at=enrolled,
                                window=campaign.send_window or lifecycle.default_window(app),
                                fields={**fields, "email": email})  # fmt: skip
         progress = schedule.Progress()
         for due in schedule.project(campaign.plans, progress, ctx, until=NOW)[: (r // 7) % 3]:
             progress = schedule.advance(progress, campaign.plans, due)
+        if i % 3 == 0:
+            # The same progress for contacts enrolled at other times: where the
+            # timing still reads the enrollment's time (repeating steps, no step
+            # done), a projection shared between them would be wrong.
+            progress = dataclasses.replace(progress, last_due_at=SHARED_LAST)
         pending = schedule.pending(campaign.plans, progress, ctx)
         rows.append({"id": i + 1, "contact_id": i + 1, "campaign": campaign.id,
                      "status": "active", "enrolled_at": enrolled, "progress": progress.to_text(),
@@ -85,8 +142,13 @@ def fill(app: app_mod.App) -> None:
 @pytest.fixture(scope="module")
 def book(tmp_path_factory: pytest.TempPathFactory) -> Iterator[app_mod.App]:
     folder: Path = tmp_path_factory.mktemp("window")
+    shutil.copytree(userfiles.SHIPPED_CAMPAIGNS, folder / "campaigns")
+    userfiles.write_campaign(folder / "campaigns", "quick", QUICK)
     config = folder / "config.toml"
-    config.write_text(userfiles.shipped_config(f"sqlite:///{folder}/dripd.db"), encoding="utf-8")
+    reps_ = [userfiles.rep("mike", name="Mike Gulitz"), userfiles.rep("sam", name="Sam Rivera")]
+    text = userfiles.config(f"sqlite:///{folder}/dripd.db", folder / "campaigns", *reps_,
+                            timezone="America/New_York")  # fmt: skip
+    config.write_text(text, encoding="utf-8")
     app = app_mod.open_app(str(config), the_clock=clock.FakeClock(NOW))
     fill(app)
     yield app
@@ -127,6 +189,35 @@ def test_schedule_shows_each_enrollments_own_projection(book: app_mod.App, days:
     assert len({(i.campaign, i.step) for i in expected}) > 5
     assert any(i.note.startswith("will be skipped") for i in expected) or days == 1
     assert shown(book, days) == expected
+
+
+def test_the_early_stop_is_taken_and_declined_and_would_show_a_wrong_bound(
+    book: app_mod.App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`upcoming` stops most projections after their first item; each stop is checked above.
+
+    The early stop is met both ways here (the next step past the window, and
+    within it: hours apart, a business day, an anchor), in every campaign;
+    and a stop taken where it should not be would change what `schedule` shows.
+    """
+    taken: dict[tuple[str, bool], int] = {}
+    nothing_more = schedule._nothing_more
+
+    def noted(*args: Any) -> bool:
+        found = nothing_more(*args)
+        key = (args[2][args[1]].id, found)
+        taken[key] = taken.get(key, 0) + 1
+        return found
+
+    monkeypatch.setattr(schedule, "_nothing_more", noted)
+    for days in (1, 3):
+        assert shown(book, days) == reference(book, days)
+    stopped = {step for (step, found), _ in taken.items() if found}
+    declined = {step for (step, found), _ in taken.items() if not found}
+    assert {"hello", "nudge", "ring", "brief"} <= declined
+    assert {"hello", "ring", "brief", "late", "thank-you-card", "debrief"} <= stopped
+    monkeypatch.setattr(schedule, "_nothing_more", lambda *args: True)
+    assert shown(book, 3) != reference(book, 3)
 
 
 def test_paging_and_spilling_change_nothing(
