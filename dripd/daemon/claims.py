@@ -38,11 +38,19 @@ class Claims:
 
     def __init__(self, engine: sa.Engine, size: int = SIZE) -> None:
         self.engine = store_engine.claims_engine(engine, size)
+        # the same connections in a transaction, for work of several statements
+        self.transactions = self.engine.execution_options(isolation_level="READ COMMITTED")
         self._threads = ThreadPoolExecutor(size, thread_name_prefix="dripd-claim")
 
     def start(self, work: Callable[[], T]) -> asyncio.Future[T]:
         """`work()` in one of the threads; wait for it with `settled`."""
         return asyncio.get_running_loop().run_in_executor(self._threads, work)
+
+    async def run(self, work: Callable[[], T]) -> T:
+        """`work()` in one of the threads, waited for even through a cancellation."""
+        future = self.start(work)
+        await settled(future)
+        return future.result()
 
     def close(self) -> None:
         """Stop the threads once their work is done, and close the connections."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass
@@ -205,7 +206,7 @@ class Sender:
                 break
         sent = self.stats.sent + self.stats.to_rep - sent_before
         if self._unrecorded and (sent == 0 or self._record_due()):
-            self.record()
+            await self.record()
         return sent
 
     async def _work(
@@ -476,19 +477,29 @@ class Sender:
         outbox.give_up(conn, row, now, status="skipped", kind="skipped", reason=reason)
         self.stats.skipped += 1
 
-    def record(self) -> None:
+    async def record(self) -> None:
         """Write the history and touches of what this sender sent (see outbox.record_sent).
 
         By id: finding them by state instead read every email ever sent.
         Any left unrecorded (a crash, a database error) are found by state
-        when a mailbox is next taken (sent_copies.reconcile).
+        when a mailbox is next taken (sent_copies.reconcile). On PostgreSQL
+        in a claim thread: its statements and its commit's flush (~50 ms a
+        time on a busy host) no longer hold up every mailbox's loop.
         """
+        self._flush()  # they are recorded once marked sent
+        threads = self._rules().threads
         while self._unrecorded:
             ids = self._unrecorded[:RECORD_LIMIT]
-            with self._transaction() as conn:
-                outbox.record_sent(conn, self._now(), ids=ids)
+            if threads is None:
+                self._record_on(self.app.engine, ids)
+            else:
+                await threads.run(functools.partial(self._record_on, threads.transactions, ids))
             del self._unrecorded[: len(ids)]
         self._recorded_at = self._now()
+
+    def _record_on(self, engine: sa.Engine, ids: list[int]) -> None:
+        with engine.begin() as conn:
+            outbox.record_sent(conn, self._now(), ids=ids)
 
     def _failed(self, row: outbox.Row, exc: smtp.SendError) -> bool:
         now = self._now()
@@ -608,7 +619,7 @@ class Sender:
         """Commit what the server accepted and record it; then close the SMTP connections."""
         self._flush()
         if self._unrecorded:
-            self.record()
+            await self.record()
         for connection in self._connections:
             await connection.close()
 
