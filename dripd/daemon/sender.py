@@ -376,12 +376,14 @@ class Sender:
         claimed then is `sending` and was not sent: the sender's restart, or
         the next holder of the mailbox, puts it back (outbox.orphaned).
         """
-        accepted, self._accepted = self._accepted, []
-        future = threads.start(
-            lambda: retry.retrying(
-                lambda: self._claim_on(threads.engine, row, now, accepted), "claim", idempotent=True
+        with self._taking_accepted() as accepted:  # given back if the thread cannot start
+            future = threads.start(
+                lambda: retry.retrying(
+                    lambda: self._claim_on(threads.engine, row, now, accepted),
+                    "claim",
+                    idempotent=True,
+                )
             )
-        )
         try:
             await claims.settled(future)
         finally:
