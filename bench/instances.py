@@ -22,7 +22,8 @@ settle (every mailbox held, each instance its fair share).
 
 Environment: DRIPD_TEST_POSTGRES_URL (an admin URL, as for the tests),
 BENCH_INSTANCES_EMAILS, BENCH_INSTANCES_REPEATS, BENCH_INSTANCES_KILLS, and
-BENCH_INSTANCES_ONLY=throughput or takeover to run one part.
+BENCH_INSTANCES_ONLY=throughput or takeover to run one part, and
+BENCH_INSTANCES_PG (the most PostgreSQL instances tried, 3) to run fewer configurations.
 """
 
 from __future__ import annotations
@@ -62,7 +63,10 @@ PARTS = os.environ.get("BENCH_INSTANCES_ONLY", "throughput,takeover").split(",")
 REPS = tuple(f"rep{n}" for n in range(1, 7))
 WATCHED = REPS[0]  # the rep whose inbox is watched in the takeover trials
 FLEET = 3  # instances in the takeover trials
-CONFIGS = (("sqlite", 1), ("postgresql", 1), ("postgresql", 2), ("postgresql", 3))
+# SQLite with one instance (the baseline, first), PostgreSQL with 1, 2, 3;
+# BENCH_INSTANCES_PG=1 runs the baseline and PostgreSQL with one instance only.
+PG_MOST = int(os.environ.get("BENCH_INSTANCES_PG", "3"))
+CONFIGS = (("sqlite", 1), *(("postgresql", n) for n in range(1, PG_MOST + 1)))
 SEND_POLL = 0.1  # seconds between looks at the outbox while sending
 TAKEOVER_POLL = 0.02  # seconds between looks at the leases after a kill
 SEND_TIMEOUT = 900.0  # seconds a trial may take before it is called stuck

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 
 from dripd import errors
+from dripd.daemon import claims
 from dripd.files import config
 from dripd.mail import mime
 from dripd.mailbox import smtp, tls, tokens
@@ -29,7 +31,6 @@ from dripd.pipeline.app import App
 from dripd.plan import decide, ratelimit
 from dripd.plan import windows as windows_mod
 from dripd.store import contacts, oauth_tokens, outbox, reps, retry
-from dripd.store import engine as store_engine
 
 logger = logging.getLogger("dripd.sender")
 
@@ -54,12 +55,11 @@ class _Rules:
 
     app: App
     max_late: timedelta
-    claims: sa.Engine  # the claim is one statement: on PostgreSQL it commits itself
+    threads: claims.Claims | None  # PostgreSQL: the claims run in threads; SQLite: None
 
     @classmethod
     def of(cls, app: App) -> _Rules:
-        claims = store_engine.single_statements(app.engine)
-        return cls(app=app, max_late=app.config.max_late, claims=claims)
+        return cls(app=app, max_late=app.config.max_late, threads=claims.of(app.engine))
 
     def holidays(self, rep_id: str | None) -> Container[date]:
         return self.app.config.holidays_for(rep_id)
@@ -206,7 +206,7 @@ class Sender:
                 break
         sent = self.stats.sent + self.stats.to_rep - sent_before
         if self._unrecorded and (sent == 0 or self._record_due()):
-            self.record()
+            await self.record()
         return sent
 
     async def _work(
@@ -289,7 +289,7 @@ class Sender:
 
     async def _send_one(self, connection: smtp.Connection, row: outbox.Row) -> bool:
         now = self._now()
-        claimed = self._claim(row, now)
+        claimed = await self._claim(row, now)
         if claimed != "claimed":
             return claimed == "passed"
         try:  # dated as claimed (sending_at): the Sent-folder copy carries the same Date
@@ -318,7 +318,7 @@ class Sender:
         )
         return True
 
-    def _claim(self, row: outbox.Row, now: datetime) -> Claimed:
+    async def _claim(self, row: outbox.Row, now: datetime) -> Claimed:
         """The send decision at the moment of sending (plan.decide), and the claim.
 
         "stop": the mailbox may not send now (its rate limit, a rest another
@@ -327,6 +327,11 @@ class Sender:
         office) or taken by someone else. Whatever is written also commits
         the `sent` of the emails the server accepted since the last write
         (this connection's previous email).
+
+        The send is counted in the rate limit before the claim, so that the
+        decisions of the other workers, taken while this claim is in flight
+        (PostgreSQL), count it; a refused claim gives it back. If the claim
+        fails, the sender fails and `load_history` counts again from the database.
         """
         if self.resume_at and self.resume_at > now:
             return "stop"
@@ -339,20 +344,61 @@ class Sender:
         if isinstance(verdict, decide.Skip | decide.Wait):
             self._in_transaction(lambda conn: self._not_now(conn, row, now, verdict), "claim")
             return "passed"
-        if retry.retrying(lambda: self._take(row, now), "claim", idempotent=True):
-            self.limit.record(now)
+        self.limit.record(now)
+        if await self._take(row, now):
             return "claimed"
+        self.limit.release(now)
         self._in_transaction(lambda conn: self._refused(conn, row, now), "claim")
         return "passed"
 
-    def _take(self, row: outbox.Row, now: datetime) -> bool:
+    async def _take(self, row: outbox.Row, now: datetime) -> bool:
         """The claim, with the `sent` of the emails accepted since the last: one statement.
 
         On PostgreSQL it commits itself (one round trip), so a connection lost
         during it leaves unknown whether it was committed; it is run again
         (retry.retrying(idempotent=True)), which outbox.claim makes safe.
         """
-        with self._taking_accepted() as accepted, self._rules().claims.begin() as conn:
+        threads = self._rules().threads
+        if threads is not None:
+            return await self._take_in_thread(threads, row, now)
+        engine = self.app.engine
+        with self._taking_accepted() as accepted:
+            return retry.retrying(
+                lambda: self._claim_on(engine, row, now, accepted), "claim", idempotent=True
+            )
+
+    async def _take_in_thread(self, threads: claims.Claims, row: outbox.Row, now: datetime) -> bool:
+        """`_take` in one of the claim threads (PostgreSQL): the loop goes on while it commits.
+
+        The emails accepted are taken here, on the loop, and given back only
+        if the claim failed; a worker cancelled meanwhile waits for the
+        thread, so whatever it committed is known (claims.settled). A row it
+        claimed then is `sending` and was not sent: the sender's restart, or
+        the next holder of the mailbox, puts it back (outbox.orphaned).
+        """
+        with self._taking_accepted() as accepted:  # given back if the thread cannot start
+            future = threads.start(
+                lambda: retry.retrying(
+                    lambda: self._claim_on(threads.engine, row, now, accepted),
+                    "claim",
+                    idempotent=True,
+                )
+            )
+        try:
+            await claims.settled(future)
+        finally:
+            if future.exception() is not None:  # not committed: the next transaction marks them
+                self._accepted = accepted + self._accepted
+        return future.result()
+
+    def _claim_on(
+        self,
+        engine: sa.Engine,
+        row: outbox.Row,
+        now: datetime,
+        accepted: list[tuple[outbox.Row, datetime]],
+    ) -> bool:
+        with engine.begin() as conn:
             return outbox.claim(conn, row, now, self.instance, sent=accepted)
 
     def _in_transaction(self, work: Callable[[sa.Connection], None], what: str) -> None:
@@ -433,19 +479,29 @@ class Sender:
         outbox.give_up(conn, row, now, status="skipped", kind="skipped", reason=reason)
         self.stats.skipped += 1
 
-    def record(self) -> None:
+    async def record(self) -> None:
         """Write the history and touches of what this sender sent (see outbox.record_sent).
 
         By id: finding them by state instead read every email ever sent.
         Any left unrecorded (a crash, a database error) are found by state
-        when a mailbox is next taken (sent_copies.reconcile).
+        when a mailbox is next taken (sent_copies.reconcile). On PostgreSQL
+        in a claim thread: its statements and its commit's flush (~50 ms a
+        time on a busy host) no longer hold up every mailbox's loop.
         """
+        self._flush()  # they are recorded once marked sent
+        threads = self._rules().threads
         while self._unrecorded:
             ids = self._unrecorded[:RECORD_LIMIT]
-            with self._transaction() as conn:
-                outbox.record_sent(conn, self._now(), ids=ids)
+            if threads is None:
+                self._record_on(self.app.engine, ids)
+            else:
+                await threads.run(functools.partial(self._record_on, threads.transactions, ids))
             del self._unrecorded[: len(ids)]
         self._recorded_at = self._now()
+
+    def _record_on(self, engine: sa.Engine, ids: list[int]) -> None:
+        with engine.begin() as conn:
+            outbox.record_sent(conn, self._now(), ids=ids)
 
     def _failed(self, row: outbox.Row, exc: smtp.SendError) -> bool:
         now = self._now()
@@ -565,7 +621,7 @@ class Sender:
         """Commit what the server accepted and record it; then close the SMTP connections."""
         self._flush()
         if self._unrecorded:
-            self.record()
+            await self.record()
         for connection in self._connections:
             await connection.close()
 

@@ -39,6 +39,12 @@ class RateLimit:
     def record(self, at: datetime) -> None:
         bisect.insort(self._sent, at)
 
+    def release(self, at: datetime) -> None:
+        """Undo one `record(at)`: a send reserved before its claim, which was refused."""
+        index = bisect.bisect_left(self._sent, at)
+        if index < len(self._sent) and self._sent[index] == at:
+            del self._sent[index]
+
     def next_free(self, now: datetime) -> datetime:
         """`now` if one more send is allowed now, else the first instant it will be."""
         self._forget(now)

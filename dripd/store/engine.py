@@ -158,16 +158,23 @@ def reader(engine: sa.Engine) -> sa.Engine:
     return engine.execution_options(**{READ_ONLY: True})
 
 
-def single_statements(engine: sa.Engine) -> sa.Engine:
-    """The engine for transactions of one statement: on PostgreSQL each commits itself.
+def claims_engine(engine: sa.Engine, size: int) -> sa.Engine:
+    """A second engine on `engine`'s PostgreSQL database: `size` autocommit connections, no more.
 
-    In autocommit the statement is one round trip; in a transaction, psycopg's
-    BEGIN and the COMMIT are two more. Elsewhere (SQLite's `BEGIN IMMEDIATE`
-    costs no round trip) the engine itself.
+    For the claims run in threads (dripd.daemon.claims): one connection per
+    thread, so none waits for one, and the main pool stays the event loop's.
     """
-    if engine.dialect.name != "postgresql":
-        return engine
-    return engine.execution_options(isolation_level="AUTOCOMMIT")
+    claims = sa.create_engine(
+        engine.url,
+        pool_size=size,
+        max_overflow=0,
+        pool_timeout=POOL_TIMEOUT,
+        pool_use_lifo=True,
+        isolation_level="AUTOCOMMIT",
+    )
+    sa.event.listen(claims, "checkin", _checked_in)
+    sa.event.listen(claims, "checkout", _check_alive)
+    return claims
 
 
 def alembic_config(engine: sa.Engine) -> AlembicConfig:

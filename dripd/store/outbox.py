@@ -77,7 +77,7 @@ _CLAIM = (
 )
 _CLAIM_PREPARED = statements.Prepared(_CLAIM)
 # PostgreSQL: the claim and the `sent` of the emails accepted since the last
-# one, in one statement run in autocommit (store.engine.single_statements):
+# one, in one statement run in autocommit (store.engine.claims_engine):
 # one round trip where BEGIN, two UPDATEs and COMMIT were four.
 _accepted = (
     sa.func.unnest(

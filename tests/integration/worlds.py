@@ -100,6 +100,7 @@ def write_world(
     imap_options: dict[str, object] | None = None,
     campaigns: dict[str, str] | None = None,
     rep_options: dict[str, object] | None = None,
+    smtp_options: dict[str, object] | None = None,  # more of mike's `[reps.smtp]`
     extra: Callable[[servers.smtp.SmtpServer], str] | None = None,  # more config, given the server
     database: str | None = None,  # a database URL; None: SQLite in tmp_path
 ) -> Path:
@@ -118,6 +119,7 @@ def write_world(
         ca_file=smtp.ca_file,
         max_per_hour=limits[0],
         max_per_day=limits[1],
+        **(smtp_options or {}),
     )
     inbox = None
     if imap is not None:

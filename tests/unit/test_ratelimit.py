@@ -216,3 +216,15 @@ def test_holding_names_the_window_that_is_full() -> None:
         limit.record(T0 + timedelta(hours=hour))
     assert limit.holding(T0 + timedelta(hours=20)) == "30 sent in the last day (max_per_day)"
     assert limit.holding(T0 + DAY + timedelta(hours=2)) is None
+
+
+def test_a_send_reserved_then_released_frees_its_place_and_only_its_own() -> None:
+    """The sender reserves before a claim and releases if the claim was refused."""
+    limit = RateLimit(per_hour=12, per_day=100)  # 2 in ten minutes
+    limit.record(T0)
+    limit.record(T0 + TICK)
+    assert limit.next_free(T0 + TICK) > T0 + TICK
+    limit.release(T0 + TICK)
+    assert limit.next_free(T0 + TICK) == T0 + TICK
+    limit.release(T0 + 2 * TICK)  # never recorded: nothing else is given back
+    assert limit.count(T0 + TICK, TEN) == 1

@@ -1,0 +1,162 @@
+"""The claims on PostgreSQL, run in threads several at once (dripd/daemon/claims.py).
+
+Against the real server and the aiosmtpd of the test: many workers of
+several mailboxes claiming together send each email once; the rate limit
+holds while claims are in flight; a worker cancelled while its claim runs
+in its thread leaves nothing lost or sent twice once the sender starts again.
+Each claim is slowed down a little here, so that they do overlap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import servers.loopback
+import userfiles
+
+from dripd.daemon import claims, planner, sender, sent_copies
+from dripd.store import outbox
+
+pytestmark = pytest.mark.postgres
+
+WINDOW = "daily 00:00-24:00"
+SLOW = 0.02  # seconds added to each claim, so that the workers' claims overlap
+
+
+class Overlap:
+    """Wraps outbox.claim: how many ran at once, at most; `before(n)` runs ahead of the n-th."""
+
+    def __init__(self, before: Callable[[int], None] = lambda _n: None) -> None:
+        self.real = outbox.claim
+        self.before = before
+        self.calls = 0
+        self.running = 0
+        self.most = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> bool:
+        with self._lock:
+            self.calls += 1
+            self.running += 1
+            self.most = max(self.most, self.running)
+            n = self.calls
+        try:
+            self.before(n)
+            time.sleep(SLOW)
+            return self.real(*args, **kwargs)
+        finally:
+            with self._lock:
+                self.running -= 1
+
+
+def _extra_reps(ids: tuple[str, ...], connections: int) -> Callable[[Any], str]:
+    """More reps, sending through the test's server as mike does (its one login)."""
+
+    def text(smtp: Any) -> str:
+        mailbox = userfiles.smtp_mailbox(
+            smtp.port,
+            security="starttls",
+            username="mike@example.com",
+            password_env="DRIPD_TEST_SMTP_PASSWORD",
+            ca_file=smtp.ca_file,
+            connections=connections,
+        )
+        return "".join("\n" + userfiles.rep(rep, smtp=mailbox) for rep in ids)
+
+    return text
+
+
+def _to_contacts(world: Any) -> list[str]:
+    return [to for m in world.smtp.messages() for to in m.rcpt_tos if to.endswith("@example.org")]
+
+
+def test_many_workers_of_several_mailboxes_claiming_together_send_each_email_once(
+    make_world, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reps = ("ann", "bob", "cat")
+    world = make_world(database=postgres_url, window=WINDOW, extra=_extra_reps(reps, 3))
+    owners = ("mike", *reps)  # 2 + 3 x 3 = 11 SMTP connections, 11 workers
+    expected = [f"c{i}@example.org" for i in range(60)]
+    for i, address in enumerate(expected):
+        world.add(address, first_name=f"C{i}", company="X", owner=owners[i % len(owners)])
+    overlap = Overlap()
+    monkeypatch.setattr(outbox, "claim", overlap)
+    world.run()
+    assert sorted(_to_contacts(world)) == sorted(expected)  # every one, none twice
+    assert {r.status for r in world.rows()} == {"sent"}
+    assert 2 <= overlap.most <= claims.SIZE  # in flight together, no more than the threads
+
+
+def test_the_rate_limit_holds_with_claims_in_flight(
+    make_world, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Six workers decide while others' claims are in flight: reserved, the limit still holds.
+
+    12 an hour allows 2 in ten minutes; counted only once claimed, all six
+    would have gone at once.
+    """
+    world = make_world(
+        database=postgres_url, window=WINDOW, limits=(12, 40), smtp_options={"connections": 6}
+    )
+    for i in range(20):
+        world.add(f"c{i}@example.org", first_name=f"C{i}", company="X")
+    overlap = Overlap()
+    monkeypatch.setattr(outbox, "claim", overlap)
+    world.run()
+    assert len(_to_contacts(world)) == 2
+    world.clock.advance(timedelta(minutes=10, seconds=1))
+    world.run()
+    assert len(_to_contacts(world)) == 4
+    assert sorted(Counter(_to_contacts(world)).values()) == [1] * 4
+
+
+def test_a_worker_cancelled_during_its_claim_leaves_nothing_lost_or_doubled(
+    make_world, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled while the claim thread runs (its emails accepted in it, the next claimed).
+
+    The thread commits after the cancellation; the restarted sender finds
+    the row `sending` by itself and sends it again: it had not gone.
+    """
+    world = make_world(database=postgres_url, window=WINDOW)
+    expected = [f"c{i}@example.org" for i in range(8)]
+    for i, address in enumerate(expected):
+        world.add(address, first_name=f"C{i}", company="X")
+    planner.advance_due(world.app, world.clock.now())
+    entered, proceed = threading.Event(), threading.Event()
+
+    def hold_the_fifth(n: int) -> None:
+        if n == 5:
+            entered.set()
+            proceed.wait(10)
+
+    monkeypatch.setattr(outbox, "claim", Overlap(hold_the_fifth))
+    rep = world.app.config.reps[0]
+
+    async def cancelled_then_restarted() -> None:
+        box = sender.Sender(world.app, rep, asyncio.Event())
+        box.load_history()
+        drain = asyncio.ensure_future(box.drain())
+        while not entered.is_set():
+            await asyncio.sleep(0.005)
+        drain.cancel()
+        asyncio.get_running_loop().call_later(0.1, proceed.set)  # commits after the cancel
+        with pytest.raises(asyncio.CancelledError):
+            await drain
+        assert not box._accepted  # committed in the claim, not given back
+        # as the daemon's supervisor does (daemon._sending): reconcile, then send
+        await sent_copies.reconcile(world.app, [rep.id])
+        box.load_history()
+        await box.drain()
+        await box.close()
+
+    servers.loopback.run_client(cancelled_then_restarted())
+    assert sorted(_to_contacts(world)) == sorted(expected)  # every one, none twice
+    assert {r.status for r in world.rows()} == {"sent"}
