@@ -371,7 +371,12 @@ class Sender:
         """`_take` in one of the claim threads (PostgreSQL): the loop goes on while it commits.
 
         The emails accepted are taken here, on the loop, and given back only
-        if the claim failed; a worker cancelled meanwhile waits for the
+        if the claim failed. They are this worker's own (its last email): a
+        worker takes what it appends with no await in between (`_send_one`),
+        so no claim in flight holds another connection's, whose next email
+        could then go before their `sent` is committed (the crash rule's
+        bound of one uncertain email per connection; test_claims checks it
+        at each DATA). A worker cancelled meanwhile waits for the
         thread, so whatever it committed is known (claims.settled). A row it
         claimed then is `sending` and was not sent: the sender's restart, or
         the next holder of the mailbox, puts it back (outbox.orphaned).

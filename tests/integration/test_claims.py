@@ -22,6 +22,7 @@ import servers.loopback
 import userfiles
 
 from dripd.daemon import claims, planner, sender, sent_copies
+from dripd.mailbox import smtp
 from dripd.store import outbox
 
 pytestmark = pytest.mark.postgres
@@ -123,9 +124,12 @@ def test_a_worker_cancelled_during_its_claim_leaves_nothing_lost_or_doubled(
     """Cancelled while the claim thread runs (its emails accepted in it, the next claimed).
 
     The thread commits after the cancellation; the restarted sender finds
-    the row `sending` by itself and sends it again: it had not gone.
+    the row `sending` by itself and sends it again: it had not gone. One
+    SMTP connection: a second worker cancelled while its server was taking
+    an email's data would leave that email uncertain, the crash rule's one
+    duplicate per connection (sent_copies), which is not what is tested here.
     """
-    world = make_world(database=postgres_url, window=WINDOW)
+    world = make_world(database=postgres_url, window=WINDOW, smtp_options={"connections": 1})
     expected = [f"c{i}@example.org" for i in range(8)]
     for i, address in enumerate(expected):
         world.add(address, first_name=f"C{i}", company="X")
@@ -160,3 +164,37 @@ def test_a_worker_cancelled_during_its_claim_leaves_nothing_lost_or_doubled(
     servers.loopback.run_client(cancelled_then_restarted())
     assert sorted(_to_contacts(world)) == sorted(expected)  # every one, none twice
     assert {r.status for r in world.rows()} == {"sent"}
+
+
+def test_each_email_is_committed_sent_before_the_next_goes_on_its_connection(
+    make_world, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The crash rule's bound: at most one email of a connection is uncertain at a time.
+
+    Claims of uneven length (some three times slower) overtake each other;
+    a claim that marked sent another connection's email would let that
+    connection send on while its previous email's `sent` was still in flight.
+    Checked at each DATA: every email sent before on that connection is `sent`.
+    """
+    world = make_world(database=postgres_url, window=WINDOW, smtp_options={"connections": 4})
+    for i in range(40):
+        world.add(f"c{i}@example.org", first_name=f"C{i}", company="X")
+    monkeypatch.setattr(outbox, "claim", Overlap(lambda n: time.sleep(SLOW * 2 * (n % 3))))
+    real_send = smtp.Connection.send
+    went_on: dict[int, list[str]] = {}
+    uncertain: list[tuple[str, list[str]]] = []
+
+    async def checked_send(self: smtp.Connection, sender: str, recipient: str, data: bytes) -> None:
+        earlier = went_on.setdefault(id(self), [])
+        if earlier:
+            status = {r.recipient: r.status for r in world.rows()}
+            not_yet = [to for to in earlier if status[to] != "sent"]
+            if not_yet:
+                uncertain.append((recipient, not_yet))
+        await real_send(self, sender, recipient, data)
+        earlier.append(recipient)
+
+    monkeypatch.setattr(smtp.Connection, "send", checked_send)
+    world.run()
+    assert len(_to_contacts(world)) == 40
+    assert uncertain == []
