@@ -15,7 +15,7 @@ clock change in the weeks it spans, 29 February, the day the clocks change.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from zoneinfo import ZoneInfo
 
 from dripd.plan import calendars
@@ -50,7 +50,7 @@ def weekday_on_or_after(day: date, weekday: int) -> date:
     return day + timedelta(days=(weekday - day.weekday()) % 7)
 
 
-def local(day: date, hour: int, minute: int = 0, tz: ZoneInfo = NY) -> datetime:
+def local(day: date, hour: int, minute: int = 0, tz: tzinfo = NY) -> datetime:
     """`hour:minute` on `day` in `tz`, as an aware datetime in UTC (what the store keeps)."""
     return datetime.combine(day, time(hour, minute), tzinfo=tz).astimezone(UTC)
 
@@ -132,6 +132,17 @@ def quiet_monday(*, weeks: int = 2, daylight: bool = False, years: int = 1) -> d
     raise AssertionError(f"no {weeks} quiet weeks in the year after {start}")
 
 
+def spring_forward_monday(*, years: int = 1) -> date:
+    """The Monday after New York's clocks sprang forward, in the year `years` after today.
+
+    That Monday and the days after are on EDT (UTC-4); the Friday and the Tuesday before
+    it are on EST (UTC-5). No US public holiday falls in that fortnight.
+    """
+    sunday = dst_start(today().year + years)
+    assert sunday.weekday() == SUNDAY, sunday
+    return sunday + timedelta(days=1)
+
+
 def christmas(year: int) -> date:
     """25 December of `year`: a calendar fact, so its month and day are literal."""
     return date(year, 12, 25)
@@ -145,3 +156,55 @@ def fmt_long(day: date) -> str:
 def fmt_day_month(day: date) -> str:
     """ "7 December": a date without its year."""
     return f"{day.day} {MONTHS[day.month - 1]}"
+
+
+def fmt_us(day: date) -> str:
+    """ "Mon, Nov 23, 2026": the day in a US mail client's "On …, Mike wrote:" line."""
+    return f"{WEEKDAYS[day.weekday()][:3]}, {MONTHS[day.month - 1][:3]} {day.day}, {day.year}"
+
+
+def fmt_short(day: date) -> str:
+    """ "Mon 9 Mar": the day as the digest writes it."""
+    return f"{WEEKDAYS[day.weekday()][:3]} {day.day} {MONTHS[day.month - 1][:3]}"
+
+
+def year_when(month: int, day: int, weekday: int, *, years: int = 1) -> int:
+    """The first year from `years` after today in which `day` `month` falls on `weekday`.
+
+    For texts that name a weekday with a date ("Monday, 7 December"): in that year the
+    wording is true, so the test keeps the words and computes only the year.
+    """
+    first = today().year + years
+    return next(y for y in range(first, first + 28) if date(y, month, day).weekday() == weekday)
+
+
+def year_starting_on(weekday: int, *, leap: bool = False, years: int = 1) -> int:
+    """The first year from `years` after today that begins on `weekday` (and is leap or not).
+
+    Two such years share their whole calendar: every day and month falls on the same
+    weekday, and the clocks change on the same dates (New York: the second Sunday of
+    March, the first of November; Europe: the last Sundays of March and October). A
+    table of days written for one holds for the other; the test computes only the year.
+    """
+    first = today().year + years
+    return next(
+        y
+        for y in range(first, first + 40)
+        if date(y, 1, 1).weekday() == weekday and is_leap(y) == leap
+    )
+
+
+def thursday_year(*, years: int = 1) -> int:
+    """A non-leap year from `years` ahead that begins on a Thursday: for tables of days.
+
+    In it 2 March is a Monday; New York springs forward on Sunday 8 March and falls back
+    on 1 November, Berlin on 29 March and 25 October. Checked here, so that a change in
+    the zones' rules fails loudly instead of moving a test off its clock change.
+    """
+    year = year_starting_on(THURSDAY, years=years)
+    assert (dst_start(year, NY), dst_end(year, NY)) == (date(year, 3, 8), date(year, 11, 1))
+    assert (dst_start(year, BERLIN), dst_end(year, BERLIN)) == (
+        date(year, 3, 29),
+        date(year, 10, 25),
+    )
+    return year
