@@ -15,12 +15,13 @@ is set (CI sets it; `./dev test` installs both when run as root).
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import dates
 import pytest
 import servers.browser
 import servers.required
@@ -33,13 +34,21 @@ from dripd.store import contacts
 
 ConfigFactory = Callable[..., Path]  # the `make_config` fixture of tests/conftest.py
 
-NOW = datetime(2026, 3, 9, 11, 30, tzinfo=UTC)  # Mon 9 Mar 2026, 07:30 in New York
+# The Monday after New York's clocks sprang forward, next year, 07:30 in New York (EDT);
+# the Friday and the Tuesday before it were on EST.
+DAY = dates.spring_forward_monday()
+NOW = dates.local(DAY, 7, 30)
 NEW_YORK = ZoneInfo("America/New_York")
 SCRIPT = "<script>alert(1)</script>"
 # Markup that runs without a <script> element when it is injected as HTML.
 IMG = "<img src=x onerror=\"document.title='script ran'\">"
 HOSTILE_NAME = f'{SCRIPT} Zoë "Z" & Co'
 HOSTILE_NOTE = f'Thank Zoë for "the tour" & the coffee.\n{IMG} is only text.'
+
+
+def _short(days: int) -> str:
+    """The day `days` after the digest's Monday as the digest writes it: "Fri 6 Mar"."""
+    return dates.fmt_short(DAY + timedelta(days=days))
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +69,7 @@ def digest_content() -> digest_render.Content:
             _task(
                 number=1,
                 kind="call",
-                due_at=datetime(2026, 3, 6, 14, 0, tzinfo=UTC),
+                due_at=dates.local(DAY - timedelta(days=3), 9),
                 overdue=True,
                 contact_name="Ann Lee",
                 email="ann@acme.example",
@@ -71,7 +80,7 @@ def digest_content() -> digest_render.Content:
             _task(
                 number=2,
                 kind="card",
-                due_at=datetime(2026, 3, 9, 14, 0, tzinfo=UTC),
+                due_at=dates.local(DAY, 10),
                 contact_name=HOSTILE_NAME,
                 email="zoe@zee.example",
                 note=HOSTILE_NOTE,
@@ -81,7 +90,7 @@ def digest_content() -> digest_render.Content:
             _task(
                 number=3,
                 kind="call",
-                due_at=datetime(2026, 3, 11, 2, 30, tzinfo=UTC),  # Tue 10 Mar 22:30 EDT
+                due_at=dates.local(DAY + timedelta(days=1), 22, 30),  # Tuesday 22:30 EDT
                 contact_name="Dee Roe",
                 email="dee@roe.example",
                 phone="555-0199",
@@ -90,7 +99,7 @@ def digest_content() -> digest_render.Content:
         news=(
             digest_render.NewsItem(
                 kind="reply",
-                at=datetime(2026, 3, 9, 10, 12, tzinfo=UTC),
+                at=dates.local(DAY, 6, 12),
                 contact_name="Bob Stone",
                 email="bob@stone.example",
                 summary="Thanks Mike, Thursday works.\nCan you send the rates?",
@@ -102,7 +111,7 @@ def digest_content() -> digest_render.Content:
                 email="fay@wu.example",
                 company="Wu LLC",
                 touches=3,
-                last_touch_at=datetime(2026, 3, 3, 15, 0, tzinfo=UTC),
+                last_touch_at=dates.local(DAY - timedelta(days=6), 10),
                 stage="prospect",
             ),
         ),
@@ -152,14 +161,14 @@ def test_the_digest_reads_right_in_a_browser(tools: servers.browser.Tools, tmp_p
         assert heading in seen.text
     for shown in (
         "Hi Mike,",
-        "1. Call: Ann Lee, Acme & Sons overdue since Fri 6 Mar phone: +1 (555) 010-0",
+        f"1. Call: Ann Lee, Acme & Sons overdue since {_short(-3)} phone: +1 (555) 010-0",
         'Confirm the demo: "Thursday 10:00". Ask for the rates & the deed.',
         f"2. Card: {HOSTILE_NAME} today 10:00 email: zoe@zee.example",
         f'Thank Zoë for "the tour" & the coffee. {IMG} is only text.',
-        "Reply: Bob Stone (bob@stone.example), Mon 9 Mar 06:12",
+        f"Reply: Bob Stone (bob@stone.example), {_short(0)} 06:12",
         "Thanks Mike, Thursday works. Can you send the rates?",
-        "Fay Wu, Wu LLC (fay@wu.example) 3 touches, last Tue 3 Mar; stage: prospect",
-        "Tue 10 Mar 3. 22:30 Call: Dee Roe phone: 555-0199",
+        f"Fay Wu, Wu LLC (fay@wu.example) 3 touches, last {_short(-6)}; stage: prospect",
+        f"{_short(1)} 3. 22:30 Call: Dee Roe phone: 555-0199",
         "Reply to this email with one command a line:",
     ):
         assert shown in seen.text, f"{shown!r} not visible in:\n{seen.text}"
@@ -193,7 +202,7 @@ def test_a_campaign_email_reads_right_in_a_browser(
         first_name=HOSTILE_NAME,
         last_name="Ng",
         owner="mike",
-        fields={"appointment_at": "2026-03-12 10:00"},
+        fields={"appointment_at": dates.stamp(DAY + timedelta(days=3))},  # Thursday
         created_at=NOW,
         updated_at=NOW,
     )
@@ -204,10 +213,12 @@ def test_a_campaign_email_reads_right_in_a_browser(
     assert part.get_content_charset() == "utf-8"
     seen = servers.browser.look(tools, part.get_content(), tmp_path, bom=True)
 
+    thursday = DAY + timedelta(days=3)
+    at = f"{thursday:%A, %B} {thursday.day} at 10:00 AM"  # "Thursday, March 12 at 10:00 AM"
     for shown in (
         f"Hi {HOSTILE_NAME},",  # the contact's name as written: text, not markup
         "Thank you for taking the time to meet with me.",
-        "We're set for Thursday, March 12 at 10:00 AM, when I'll walk you through it",
+        f"We're set for {at}, when I'll walk you through it",
         "Mike Gulitz MPC Mortgage Planner",
         'If you\'d rather not hear from me, just reply "unsubscribe".',
     ):

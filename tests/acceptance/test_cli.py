@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import dates
 import userfiles
 
 ConfigFactory = Callable[..., Path]  # the `make_config` fixture of tests/conftest.py
 NY = ZoneInfo("America/New_York")  # the test config's time zone (no contact or rep overrides it)
+NEXT_YEAR = dates.today().year + 1  # dates typed in commands, always ahead
 QUALIFICATION_STEPS = ["thank-you", "thank-you-card", "confirm-call", "confirm-email", "debrief"]
 
 
@@ -159,7 +161,7 @@ def test_check_and_one_line_errors(make_config: ConfigFactory, tmp_path: Path) -
         (Dripd(tmp_path / "nope.toml"), ["check"]),
         (shipped, ["contacts", "show", "nobody@example.com"]),
         (shipped, ["stop", "nobody@example.com"]),
-        (shipped, ["pause", "--rep", "zed", "--until", "2027-01-05"]),
+        (shipped, ["pause", "--rep", "zed", "--until", f"{NEXT_YEAR}-01-05"]),
         (shipped, ["contacts", "import", str(tmp_path / "missing.csv")]),
         (shipped, ["contacts", "set", "ann@example.com", "first_name=Ann\r\nBcc: x@evil.com"]),
         (shipped, ["preview", "qualification", "nosuch-step", "--contact", "ann@example.com"]),
@@ -205,7 +207,7 @@ def _write_people(path: Path, ann_appointment: datetime, *, ann_company: str = "
         '"bob@example.com","Bob\r\nBcc: x@evil.com",Ray,,mike,',       # 4-5
         "carl@example.com,Carl,Diaz,,zed,",                            # 6
         f"dora@example.com,Dora,Eve,Evco,sam,{dora}",                  # 7
-        "erin@example.com,Erin,Fox,,mike,2026-13-01 10:00",            # 8
+        f"erin@example.com,Erin,Fox,,mike,{NEXT_YEAR}-13-01 10:00",    # 8
         "fay@example.com,Fay,Gold,Goldco,mike,",                       # 9
     ]  # fmt: skip
     path.write_text("\n".join(rows) + "\n", encoding="utf-8", newline="")
@@ -380,10 +382,12 @@ def test_explain_reads_a_message_file_without_acting_on_it(
     dripd = Dripd(make_config())
     dripd("contacts", "set", "ann@example.com", "first_name=Ann", "owner=mike")
     reply = tmp_path / "reply.eml"
+    monday = dates.weekday_after(dates.today() - timedelta(days=8), dates.MONDAY)  # this week's
+    sent = dates.local(monday, 11)  # 16:00 UTC in winter
     reply.write_bytes(
-        b"From: Ann <ann@example.com>\r\nTo: mike@example.com\r\nSubject: Re: Hello\r\n"
-        b"Message-ID: <r1@example.com>\r\nDate: Mon, 23 Nov 2026 16:00:00 +0000\r\n\r\n"
-        b"Yes, let's talk on Thursday.\r\n\r\nOn Mon, Nov 23, 2026 Mike wrote:\r\n> Hello\r\n"
+        "From: Ann <ann@example.com>\r\nTo: mike@example.com\r\nSubject: Re: Hello\r\n"
+        f"Message-ID: <r1@example.com>\r\nDate: {sent:%a, %d %b %Y %H:%M:%S} +0000\r\n\r\n"
+        f"Yes, let's talk on Thursday.\r\n\r\nOn {dates.fmt_us(monday)} Mike wrote:\r\n> Hello\r\n".encode()
     )
     shown = dripd("explain", str(reply))
     assert "reply.eml: reply" in shown.out

@@ -10,20 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import email.utils
 import json
 import threading
 import tomllib
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from email.message import EmailMessage
 from pathlib import Path
 
+import dates
 import icalendar
 import pytest
 import servers.imap
 import servers.loopback
 import servers.smtp
 import sqlalchemy as sa
-from worlds import World
+from worlds import DAY, World
 
 from dripd import clock
 from dripd.daemon import daemon, planner
@@ -54,8 +56,9 @@ subject = "Good to meet you"
 body = "Hi {{ contact.first_name }}, good to meet you."
 """
 
-MONDAY_6AM = datetime(2026, 11, 23, 11, 0, tzinfo=UTC)  # 06:00 in New York
-SLOT = datetime(2026, 11, 23, 12, 30, tzinfo=UTC)  # mike's digest: mon-fri 07:30 New York
+MONDAY_6AM = dates.local(DAY, 6)  # 06:00 in New York, on the world's quiet Monday
+SLOT = dates.local(DAY, 7, 30)  # mike's digest: mon-fri 07:30 New York
+APPOINTMENT = DAY + timedelta(days=10)  # Thursday next week
 
 
 def digest_world(
@@ -136,11 +139,11 @@ def command_reply(
     return (
         f"From: {sender}\r\nTo: Mike Gulitz <mike@example.com>\r\n"
         f"Subject: Re: {digest.message['Subject']}\r\n"
-        "Date: Mon, 23 Nov 2026 13:02:00 +0000\r\n"
+        f"Date: {email.utils.format_datetime(SLOT + timedelta(minutes=32))}\r\n"
         f"Message-ID: {msgid}\r\nIn-Reply-To: {parent}\r\nReferences: {parent}\r\n{extra}"
         "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
         f"{text}\r\n\r\n"
-        "On Mon, Nov 23, 2026 at 7:30 AM Mike Gulitz <mike@example.com> wrote:\r\n"
+        f"On {dates.fmt_us(DAY)} at 7:30 AM Mike Gulitz <mike@example.com> wrote:\r\n"
         f"{quoted}\r\n"
     ).encode()
 
@@ -209,7 +212,7 @@ def test_commands_in_a_reply_are_carried_out_and_confirmed_line_by_line(
             f"snooze {number[('ann@example.org', 'call')]} 2d",
             "skip 99",
             "stage bob@example.org lead",
-            'set bob@example.org appointment_at="2026-12-03 10:00"',
+            f'set bob@example.org appointment_at="{dates.stamp(APPOINTMENT)}"',
             "referral carl@example.org from bob@example.org Carl Jones",
             "stop nobody@example.org",
             "frobnicate 3",
@@ -225,10 +228,10 @@ def test_commands_in_a_reply_are_carried_out_and_confirmed_line_by_line(
     assert bob_call["status"] == "done" and bob_card["status"] == "open"
     bob = world.contact("bob@example.org")
     assert bob.touches == 1 and bob.stage == "lead"
-    assert bob.fields["appointment_at"].startswith("2026-12-03")
+    assert bob.fields["appointment_at"].startswith(APPOINTMENT.isoformat())
     ann_call, _ = tasks_of(world, "ann@example.org")
     assert ann_call["status"] == "open"
-    assert ann_call["due_at"] == datetime(2026, 11, 25, 13, 0, tzinfo=UTC)  # Wed 08:00 New York
+    assert ann_call["due_at"] == dates.local(DAY + timedelta(days=2), 8)  # Wed 08:00 New York
     carl = world.contact("carl@example.org")
     assert (carl.first_name, carl.last_name, carl.referred_by, carl.stage, carl.owner) == (
         "Carl",
@@ -443,8 +446,6 @@ def test_two_instances_at_the_same_slot_queue_one_digest(make_config, database_u
 
 def test_a_lost_sign_in_is_in_the_reps_digest_until_renewed(make_config, sqlite_url) -> None:  # type: ignore[no-untyped-def]
     """Issue 17, item 4: the rep hears of it in the digest, with the command to run."""
-    from datetime import UTC, datetime
-
     from dripd import clock
     from dripd.pipeline import app as app_mod
     from dripd.store import oauth_tokens
@@ -455,7 +456,7 @@ def test_a_lost_sign_in_is_in_the_reps_digest_until_renewed(make_config, sqlite_
         'token_url = "http://127.0.0.1:9/token"\n'
         'device_authorization_url = "http://127.0.0.1:9/device"\n',
     )
-    now = datetime(2031, 3, 4, 12, 0, tzinfo=UTC)
+    now = dates.local(dates.today() + timedelta(days=5 * 365), 7)  # any instant, years ahead
     app = app_mod.open_app(str(config), the_clock=clock.FakeClock(now))
     sam = app.config.rep("sam")
     try:

@@ -6,9 +6,10 @@ import asyncio
 import email
 import email.policy
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
+import dates
 import pytest
 
 from dripd import clock
@@ -19,7 +20,9 @@ from dripd.plan import contacts
 from dripd.store import contacts as store_contacts
 from dripd.store import enrollments, events, outbox, schema, tasks
 
-MONDAY = datetime(2026, 11, 23, 14, 0, tzinfo=UTC)  # 09:00 in New York
+# A Monday starting two weeks without a holiday or a clock change, next year, New York on EST
+DAY = dates.quiet_monday(weeks=2)
+MONDAY = dates.local(DAY, 9)  # 09:00 in New York
 
 CAMPAIGN = """
 name = "Test"
@@ -125,7 +128,7 @@ def test_a_sequence_runs_step_by_step(world, advance) -> None:
         "ann@example.com",
         first_name="Ann",
         phone="555-0101",
-        appointment_at="2026-12-02 10:00",
+        appointment_at=dates.stamp(DAY + timedelta(days=9)),  # Wednesday week
     )
     assert advance(app, fake.now()).queued == 1
     (hello,) = rows(app)
@@ -145,7 +148,7 @@ def test_a_sequence_runs_step_by_step(world, advance) -> None:
         assert store_contacts.contact_by_email(conn, "ann@example.com").touches == 1
     fake.advance(timedelta(days=1))  # Saturday: outside the mon-fri window
     assert advance(app, fake.now()).queued == 0
-    fake.set(datetime(2026, 11, 30, 14, 0, tzinfo=UTC))  # Monday 09:00 in New York
+    fake.set(dates.local(DAY + timedelta(weeks=1), 9))  # Monday 09:00 in New York
     assert advance(app, fake.now()).queued == 1
     follow = rows(app)[1]
     parsed = email.message_from_bytes(follow.message, policy=email.policy.default)
@@ -156,7 +159,11 @@ def test_a_sequence_runs_step_by_step(world, advance) -> None:
 def test_stale_anchor_is_skipped_not_sent_late(world) -> None:
     app, fake = world
     contact = add(
-        app, "ann@example.com", first_name="Ann", phone="1", appointment_at="2026-11-24 10:00"
+        app,
+        "ann@example.com",
+        first_name="Ann",
+        phone="1",
+        appointment_at=dates.stamp(DAY + timedelta(days=1)),
     )
     with app.engine.begin() as conn:  # jump straight to the anchored step
         (enrollment,) = enrollments.active_enrollments(conn, contact.id)
@@ -166,7 +173,7 @@ def test_stale_anchor_is_skipped_not_sent_late(world) -> None:
         enrollments.update_enrollment(
             conn, enrollment.id, {"progress": progress.to_text(), "next_due_at": MONDAY}
         )
-    fake.set(datetime(2026, 11, 24, 16, 0, tzinfo=UTC))  # after the 10:00 appointment
+    fake.set(dates.local(DAY + timedelta(days=1), 11))  # after the 10:00 appointment
     result = planner.advance_due(app, fake.now())
     assert result.skipped == 1 and result.queued == 0
     with app.engine.connect() as conn:
@@ -176,13 +183,13 @@ def test_stale_anchor_is_skipped_not_sent_late(world) -> None:
 
 def test_outside_the_window_waits_for_it(world) -> None:
     app, fake = world
-    fake.set(datetime(2026, 11, 28, 15, 0, tzinfo=UTC))  # a Saturday
+    fake.set(dates.local(DAY + timedelta(days=5), 10))  # a Saturday
     contact = add(app, "ann@example.com", first_name="Ann")
     assert planner.advance_due(app, fake.now()).queued == 0
     with app.engine.connect() as conn:
         (enrollment,) = enrollments.active_enrollments(conn, contact.id)
     # Monday 09:00 New York
-    assert enrollment.next_due_at == datetime(2026, 11, 30, 14, 0, tzinfo=UTC)
+    assert enrollment.next_due_at == dates.local(DAY + timedelta(weeks=1), 9)
 
 
 def test_unsubscribed_contact_gets_nothing(world) -> None:
@@ -227,7 +234,11 @@ def test_missing_field_holds_the_step_with_a_reason(world) -> None:
 def test_completion_enrolls_the_next_campaign(world) -> None:
     app, fake = world
     contact = add(
-        app, "ann@example.com", first_name="Ann", phone="1", appointment_at="2026-11-30 10:00"
+        app,
+        "ann@example.com",
+        first_name="Ann",
+        phone="1",
+        appointment_at=dates.stamp(DAY + timedelta(weeks=1)),
     )
     planner.advance_due(app, fake.now())
     fake.advance(timedelta(days=1))
@@ -235,9 +246,9 @@ def test_completion_enrolls_the_next_campaign(world) -> None:
     (task,) = open_tasks(app)
     with app.engine.begin() as conn:
         lifecycle.finish_task(app, conn, task.id, fake.now(), status="skipped", cause="test")
-    fake.set(datetime(2026, 11, 29, 16, 0, tzinfo=UTC))  # Sunday: confirm is due 10:00 Sun
+    fake.set(dates.local(DAY + timedelta(days=6), 11))  # Sunday: confirm is due 10:00 Sun
     planner.advance_due(app, fake.now())
-    fake.set(datetime(2026, 11, 30, 14, 30, tzinfo=UTC))
+    fake.set(dates.local(DAY + timedelta(weeks=1), 9, 30))
     planner.advance_due(app, fake.now())
     with app.engine.connect() as conn:
         states = {e.campaign: e.status for e in enrollments.enrollments_of(conn, contact.id)}

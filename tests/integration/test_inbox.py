@@ -8,21 +8,32 @@ test's event loop; `run --once` reads the inbox before it sends.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import hashlib
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
+import dates
 import pytest
 import servers.imap
 import servers.loopback
 import sqlalchemy as sa
-from worlds import World
+from worlds import DAY, MONDAY, World
 
 from dripd.daemon import watcher
 from dripd.pipeline import digest, reports
 from dripd.store import contacts, enrollments, outbox, schema
+
+
+def _sent_at(minutes: int) -> str:
+    """A Date header `minutes` past an hour after the world's Monday 10:00 (mike's emails)."""
+    return email.utils.format_datetime(MONDAY + timedelta(hours=1, minutes=minutes))
+
+
+# The quoted header of mike's email, as a mail client writes it: "On Mon, Nov 23, 2026 at …"
+QUOTED = f"On {dates.fmt_us(DAY)} at 10:00 AM Mike Gulitz <mike@example.com>"
 
 
 def reply(
@@ -30,10 +41,10 @@ def reply(
 ) -> bytes:
     return (
         f"From: Contact <{contact}>\r\nTo: Mike Gulitz <mike@example.com>\r\n"
-        f"Subject: {subject}\r\nDate: Mon, 23 Nov 2026 16:00:00 +0000\r\n"
+        f"Subject: {subject}\r\nDate: {_sent_at(0)}\r\n"
         f"Message-ID: {msgid}\r\nIn-Reply-To: {to_msgid}\r\nReferences: {to_msgid}\r\n"
         "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
-        f"{text}\r\n\r\nOn Mon, Nov 23, 2026 at 10:00 AM Mike Gulitz <mike@example.com> wrote:\r\n"
+        f"{text}\r\n\r\n{QUOTED} wrote:\r\n"
         "> Hi,\r\n> Thanks for meeting me.\r\n"
     ).encode()
 
@@ -41,7 +52,7 @@ def reply(
 def out_of_office(contact: str, to_msgid: str, *, back: str) -> bytes:
     return (
         f"From: Bob <{contact}>\r\nTo: mike@example.com\r\n"
-        "Subject: Automatic reply: Hello Bob\r\nDate: Mon, 23 Nov 2026 16:01:00 +0000\r\n"
+        f"Subject: Automatic reply: Hello Bob\r\nDate: {_sent_at(1)}\r\n"
         f"Message-ID: <ooo.1@example.org>\r\nIn-Reply-To: {to_msgid}\r\n"
         "Auto-Submitted: auto-replied\r\nX-Auto-Response-Suppress: All\r\n"
         "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
@@ -53,7 +64,7 @@ def dsn(recipient: str, msgid: str) -> bytes:
     return (
         "From: MAILER-DAEMON@mx.example.org (Mail Delivery System)\r\n"
         "To: mike@example.com\r\nSubject: Undelivered Mail Returned to Sender\r\n"
-        "Date: Mon, 23 Nov 2026 16:02:00 +0000\r\nMessage-ID: <dsn.1@mx.example.org>\r\n"
+        f"Date: {_sent_at(2)}\r\nMessage-ID: <dsn.1@mx.example.org>\r\n"
         "Auto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n"
         'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
         "--B\r\nContent-Type: text/plain\r\n\r\n"
@@ -76,7 +87,7 @@ def dsn(recipient: str, msgid: str) -> bytes:
 def unsubscribe_click(contact: str) -> bytes:
     return (
         f"From: {contact}\r\nTo: mike@example.com\r\nSubject: unsubscribe\r\n"
-        "Date: Mon, 23 Nov 2026 16:03:00 +0000\r\nMessage-ID: <unsub.1@example.org>\r\n"
+        f"Date: {_sent_at(3)}\r\nMessage-ID: <unsub.1@example.org>\r\n"
         "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\r\n"
     ).encode()
 
@@ -111,7 +122,9 @@ def test_reply_auto_reply_bounce_and_unsubscribe_steer_the_sequences(
     dovecot.deliver(
         user,
         out_of_office(
-            "bob@example.org", first["bob@example.org"], back="Thursday 26 November 2026"
+            "bob@example.org",
+            first["bob@example.org"],
+            back=dates.fmt_long(DAY + timedelta(days=3)),
         ),
     )
     dovecot.deliver(user, dsn("carl@example.org", first["carl@example.org"]))
@@ -147,7 +160,7 @@ def test_reply_auto_reply_bounce_and_unsubscribe_steer_the_sequences(
     # The rep's mailbox is untouched: same messages, same flags, nothing marked read.
     assert {m.uid: m.flags for m in dovecot.fetch_all(user)} == flags_before
 
-    world.clock.advance(timedelta(days=1))  # Thursday 26 November: bob is back
+    world.clock.advance(timedelta(days=1))  # Thursday: bob is back
     summary = world.run()
     assert summary.inbox == 0  # nothing new, nothing handled twice
     assert [len(sent_ids(world, a)) for a in people] == [1, 2, 1, 1]
@@ -442,6 +455,13 @@ def test_a_colleagues_reply_stops_the_sequence_and_a_strangers_does_not(
 # -- meetings from calendar emails (SPEC §11) ----------------------------------------------
 
 CORPUS = Path(__file__).resolve().parent.parent / "corpus" / "messages"
+# The corpus's real invitations keep their own dates (data, not test time): sent on Tuesday
+# 24 November 2026 for a meeting at 10:00 Eastern on 3 December (Outlook) and one at 15:00
+# Berlin on 10 December (Google). The test's clock starts on the Monday of that week, before
+# the real today (Dovecot stamps what it receives with the real clock).
+CORPUS_MONDAY = dates.local(date(2026, 11, 23), 10)
+OUTLOOK_MEETING = datetime(2026, 12, 3, 10, 0, tzinfo=dates.NY)
+GOOGLE_MEETING = datetime(2026, 12, 10, 15, 0, tzinfo=dates.BERLIN)
 MEET = """
 name = "Meet"
 [[steps]]
@@ -474,6 +494,7 @@ def test_a_meeting_accepted_or_sent_sets_the_appointment_and_a_cancel_clears_it(
 ) -> None:
     """Real Outlook and Google Calendar emails (tests/corpus/messages) through Dovecot."""
     world = make_world(imap=imap_user, dovecot=dovecot, campaigns={"meet": MEET})
+    world.clock.set(CORPUS_MONDAY)
     ann = "ann@northwind.example"  # accepts in Outlook, then declines
     bob = "bob@contoso.example"  # invites from Google Calendar, then cancels
     for address, zone in ((ann, "America/New_York"), (bob, "Europe/Berlin")):
@@ -485,11 +506,11 @@ def test_a_meeting_accepted_or_sent_sets_the_appointment_and_a_cancel_clears_it(
     dovecot.deliver(user, (CORPUS / "meeting-outlook-accepted.eml").read_bytes())
     dovecot.deliver(user, (CORPUS / "meeting-google-invitation.eml").read_bytes())
     assert world.run().inbox == 2
-    assert _field(world, ann, "appointment_at") == "2026-12-03 10:00"  # Eastern, as Outlook said
-    assert _field(world, bob, "appointment_at") == "2026-12-10 15:00"  # Berlin
+    assert _field(world, ann, "appointment_at") == f"{OUTLOOK_MEETING:%Y-%m-%d %H:%M}"  # Eastern
+    assert _field(world, bob, "appointment_at") == f"{GOOGLE_MEETING:%Y-%m-%d %H:%M}"  # Berlin
     # The anchored step moved with it: 24 hours before each meeting.
-    assert _next_due(world, ann) == datetime(2026, 12, 2, 15, 0, tzinfo=UTC)
-    assert _next_due(world, bob) == datetime(2026, 12, 9, 14, 0, tzinfo=UTC)
+    assert _next_due(world, ann) == OUTLOOK_MEETING - timedelta(hours=24)
+    assert _next_due(world, bob) == GOOGLE_MEETING - timedelta(hours=24)
     assert "meeting" in world.history(ann)
 
     dovecot.deliver(user, (CORPUS / "meeting-outlook-declined.eml").read_bytes())
@@ -511,7 +532,7 @@ def dsn_for(recipient: str, msgid: str, *, status: str, said: str, action: str =
     return (
         "From: MAILER-DAEMON@mx.example.org (Mail Delivery System)\r\n"
         "To: mike@example.com\r\nSubject: Undelivered Mail Returned to Sender\r\n"
-        f"Date: Mon, 23 Nov 2026 16:02:00 +0000\r\nMessage-ID: {report_id}\r\n"
+        f"Date: {_sent_at(2)}\r\nMessage-ID: {report_id}\r\n"
         "MIME-Version: 1.0\r\n"
         'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
         "--B\r\nContent-Type: text/plain\r\n\r\nThis is the mail system at host mx.example.org.\r\n"

@@ -14,15 +14,17 @@ import gc
 import json
 import logging
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
+import dates
 import pytest
 import servers.imap
 import servers.loopback
 import servers.smtp
 import sqlalchemy as sa
 from click.testing import CliRunner
+from worlds import DAY
 
 from dripd.cli import main as cli
 from dripd.daemon import daemon, sent_copies
@@ -134,12 +136,12 @@ def test_a_sent_folder_with_a_non_ascii_name(
 
 def test_nothing_goes_out_outside_the_window(make_world) -> None:
     world = make_world()
-    world.clock.set(datetime(2026, 11, 28, 15, 0, tzinfo=UTC))  # Saturday
+    world.clock.set(dates.local(DAY + timedelta(days=5), 10))  # Saturday
     world.add("ann@example.org", first_name="Ann", company="X")
     assert world.run().sent == 0
-    world.clock.set(datetime(2026, 11, 30, 13, 59, tzinfo=UTC))  # Monday 08:59 New York
+    world.clock.set(dates.local(DAY + timedelta(weeks=1), 8, 59))  # Monday 08:59 New York
     assert world.run().sent == 0
-    world.clock.set(datetime(2026, 11, 30, 14, 0, tzinfo=UTC))  # 09:00
+    world.clock.set(dates.local(DAY + timedelta(weeks=1), 9))  # 09:00
     assert world.run().sent == 1
     assert len(world.smtp.messages()) == 1
 
@@ -149,10 +151,10 @@ def test_an_email_queued_as_the_window_closes_waits_for_it_and_is_not_stuck(make
     from dripd.pipeline import reports
 
     world = make_world()
-    world.clock.set(datetime(2026, 11, 30, 21, 59, tzinfo=UTC))  # Monday 16:59 New York
+    world.clock.set(dates.local(DAY + timedelta(weeks=1), 16, 59))  # Monday 16:59 New York
     world.add("ann@example.org", first_name="Ann", company="X")
     planner.advance_due(world.app, world.clock.now())  # queued; the window closes at 17:00
-    world.clock.set(datetime(2026, 11, 30, 22, 30, tzinfo=UTC))
+    world.clock.set(dates.local(DAY + timedelta(weeks=1), 17, 30))
     assert world.run().sent == 0
     (row,) = world.rows()
     assert (row.wait, row.last_error) == (schema.Wait.WINDOW, "waiting for the sending window")
@@ -160,7 +162,7 @@ def test_an_email_queued_as_the_window_closes_waits_for_it_and_is_not_stuck(make
     with world.app.reader.connect() as conn:  # a wait, not a mailbox problem
         (mike,) = reports.status(world.app, conn).mailboxes
     assert mike.waiting == 1 and mike.notes == ()
-    world.clock.set(datetime(2026, 12, 1, 14, 0, tzinfo=UTC))  # Tuesday 09:00
+    world.clock.set(dates.local(DAY + timedelta(days=8), 9))  # Tuesday 09:00
     assert world.run().sent == 1
 
 
@@ -199,7 +201,7 @@ associate = "sam"
 
 @pytest.mark.parametrize(
     ("owner_holidays", "associate_holidays", "sent_on_monday"),
-    [(["2026-11-23"], "[]", 0), ([], '["2026-11-23"]', 1)],
+    [([DAY.isoformat()], "[]", 0), ([], f'["{DAY}"]', 1)],  # the world's Monday
     ids=["owner-holiday-holds-it", "associate-holiday-does-not"],
 )
 def test_an_email_from_the_associate_keeps_to_the_owners_holidays(
@@ -216,7 +218,7 @@ def test_an_email_from_the_associate_keeps_to_the_owners_holidays(
     world.add("ann@example.org", campaign="coaching", first_name="Ann")  # Monday 10:00 New York
     assert world.run().sent == sent_on_monday
     if not sent_on_monday:
-        world.clock.set(datetime(2026, 11, 24, 14, 0, tzinfo=UTC))  # Tuesday 09:00
+        world.clock.set(dates.local(DAY + timedelta(days=1), 9))  # Tuesday 09:00
         assert world.run().sent == 1
     (row,) = world.rows()
     assert (row.rep, row.holidays_of, row.status) == ("sam", "mike", "sent")
@@ -419,7 +421,7 @@ def test_daily_quota_rests_the_mailbox_without_bouncing(make_world) -> None:
     assert {r.status for r in world.rows()} == {"queued"}
     world.clock.advance(timedelta(hours=2))
     assert world.run().sent == 0  # still resting
-    world.clock.set(datetime(2026, 11, 24, 5, 10, tzinfo=UTC))  # after midnight in New York
+    world.clock.set(dates.local(DAY + timedelta(days=1), 0, 10))  # after midnight in New York
     assert world.run().sent == 3
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 
+import dates
 import pytest
 import sqlalchemy as sa
 from alembic import command
@@ -24,7 +25,9 @@ from dripd.store import engine as store_engine
 from dripd.store import enrollments, events, outbox, schema
 from dripd.store import statements as store_statements
 
-NOW = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)  # a Monday, 10:00 in New York
+# A Monday starting two weeks without a holiday or a clock change, next year, New York on EST
+DAY = dates.quiet_monday(weeks=2)
+NOW = dates.local(DAY, 10)  # 10:00 in New York
 
 
 @pytest.fixture
@@ -213,7 +216,9 @@ def test_email_is_unique_case_insensitively(app: app_mod.App) -> None:
 
 
 def test_enroll_promotes_and_records_history(app: app_mod.App) -> None:
-    contact = add_contact(app, "ann@example.com", appointment_at="2026-11-26 10:00")
+    contact = add_contact(
+        app, "ann@example.com", appointment_at=dates.stamp(DAY + timedelta(days=3))
+    )
     with app.engine.begin() as conn:
         lifecycle.enroll(app, conn, contact, "qualification", NOW, cause="test")
         stored = store_contacts.contact_by_id(conn, contact.id)
@@ -273,7 +278,9 @@ def test_unsubscribed_contact_cannot_be_enrolled(app: app_mod.App) -> None:
 
 
 def test_changing_the_anchor_moves_the_due_time(app: app_mod.App) -> None:
-    contact = add_contact(app, "ann@example.com", appointment_at="2026-11-30 10:00")
+    contact = add_contact(
+        app, "ann@example.com", appointment_at=dates.stamp(DAY + timedelta(weeks=1))
+    )
     with app.engine.begin() as conn:
         enrollment_id = lifecycle.enroll(app, conn, contact, "qualification", NOW, cause="test")
         # Pretend the first two steps ran, so the anchored call is next.
@@ -281,12 +288,13 @@ def test_changing_the_anchor_moves_the_due_time(app: app_mod.App) -> None:
         enrollments.update_enrollment(conn, enrollment_id, {"progress": progress.to_text()})
         lifecycle.reschedule(app, conn, contact.id, NOW)
         before = enrollments.active_enrollments(conn, contact.id)[0].next_due_at
-        values = contacts.validate({"appointment_at": "2026-12-02 15:00"}, app.contact_rules(),
+        moved = dates.stamp(DAY + timedelta(days=9), 15)  # Wednesday week, 15:00
+        values = contacts.validate({"appointment_at": moved}, app.contact_rules(),
                                    require_email=False)  # fmt: skip
         lifecycle.set_fields(app, conn, contact, values, NOW, cause="test")
         after = enrollments.active_enrollments(conn, contact.id)[0].next_due_at
-    assert before == datetime(2026, 11, 29, 15, 0, tzinfo=UTC)  # 24 h before 10:00 EST
-    assert after == datetime(2026, 12, 1, 20, 0, tzinfo=UTC)
+    assert before == dates.local(DAY + timedelta(days=6), 10)  # 24 h before Monday 10:00 EST
+    assert after == dates.local(DAY + timedelta(days=8), 15)
 
 
 def test_missing_anchor_waits_with_a_reason(app: app_mod.App) -> None:
@@ -322,7 +330,7 @@ def test_custom_fields_are_stored_as_text(app: app_mod.App) -> None:
 
 
 def test_bulk_insert_stores_exactly_what_insert_stores(app: app_mod.App) -> None:
-    stamp = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    stamp = dates.local(dates.today(), 12, tz=UTC)  # any instant
     row = {"email": "b@x.com", "email_key": "b@x.com", "created_at": stamp, "updated_at": stamp}
     with app.engine.begin() as conn:
         store_statements.bulk_insert(conn, schema.contacts, [row])
@@ -370,7 +378,7 @@ def test_prepared_statements_store_exactly_what_execute_stores(app: app_mod.App)
     # same SQL, same bind processing (UTCDateTime), rowcounts as the driver gives.
     ann = add_contact(app, "ann@example.com")
     bob = add_contact(app, "bob@example.com")
-    stamp = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    stamp = dates.local(dates.today(), 3, 4, tz=UTC) + timedelta(seconds=5, microseconds=678901)
     update = sa.update(schema.contacts).where(schema.contacts.c.id == sa.bindparam("cid"))
     with app.engine.begin() as conn:
         conn.execute(update, {"cid": ann.id, "last_touch_at": stamp})

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import timedelta
 from pathlib import Path
 
+import dates
 import pytest
 import servers.imap
 import servers.loopback
@@ -27,7 +28,13 @@ from dripd.plan import contacts
 from dripd.store import contacts as store_contacts
 from dripd.store import events, outbox, schema
 
-MONDAY = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)  # 10:00 in New York
+# A Monday starting three weeks without a holiday or a clock change, New York on EST, in
+# the year before today: a world reading a Dovecot inbox searches it from the fake clock's
+# day, and Dovecot stamps what it receives with the real clock, so the fake clock must not
+# be ahead of the real one.
+DAY = dates.quiet_monday(weeks=3, years=-1)
+assert DAY + timedelta(weeks=3) <= dates.today(), DAY
+MONDAY = dates.local(DAY, 10)  # 10:00 in New York
 PASSWORD = "s3cret-smtp-pass"
 
 CAMPAIGN = """

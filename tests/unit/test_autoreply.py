@@ -6,14 +6,27 @@ from datetime import date, datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 
+import dates
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dripd.mail import autoreply, mailtext
 
-RECEIVED = date(2026, 11, 27)  # a Friday
-NEXT_MONDAY = date(2026, 11, 30)
+# The notices below are real wordings with their dates filled in, and they name weekdays
+# ("returning Monday 7 December"): they are read in a year ahead in which 27 November is a
+# Friday, as it was when they were written, so that every weekday they name is still true.
+# The year is computed; the days and months are the wording's own (a calendar fact).
+Y = dates.year_when(11, 27, dates.FRIDAY)
+
+
+def on(month: int, day: int, *, years: int = 0) -> date:
+    """`day` `month` of the notices' year (`years` later)."""
+    return date(Y + years, month, day)
+
+
+RECEIVED = on(11, 27)  # a Friday
+NEXT_MONDAY = on(11, 30)
 
 
 def message(body: str, subject: str = "Re: Quick question", **headers: str) -> EmailMessage:
@@ -22,7 +35,7 @@ def message(body: str, subject: str = "Re: Quick question", **headers: str) -> E
         "From: Ann Lee <ann@example.org>",
         "To: Mike Rowe <mike@acme.example>",
         f"Subject: {subject}",
-        "Date: Fri, 27 Nov 2026 10:15:00 +0100",
+        f"Date: Fri, 27 Nov {Y} 10:15:00 +0100",
         "Message-ID: <reply-1@example.org>",
         "In-Reply-To: <dripd.7f3a9c.e12.intro.0@acme.example>",
         "MIME-Version: 1.0",
@@ -46,102 +59,102 @@ OUT_OF_OFFICE = [
     # English
     (
         "Thank you for your email. I am currently out of the office with limited access to "
-        "email and will return on Monday, 7 December 2026. For urgent matters please contact "
+        f"email and will return on Monday, 7 December {Y}. For urgent matters please contact "
         "Sam Ortiz at sam@example.org.",
-        date(2026, 12, 7),
+        on(12, 7),
     ),
-    ("Hi, I'm out of office until December 3rd. I'll respond when I'm back.", date(2026, 12, 3)),
+    ("Hi, I'm out of office until December 3rd. I'll respond when I'm back.", on(12, 3)),
     (
         "I am on annual leave from 30 November to 4 December inclusive, returning Monday "
         "7 December.",
-        date(2026, 12, 7),
+        on(12, 7),
     ),
     (
-        "I'm currently on parental leave and will be back in the office on 1 March 2027.",
-        date(2027, 3, 1),
+        f"I'm currently on parental leave and will be back in the office on 1 March {Y + 1}.",
+        on(3, 1, years=1),
     ),
     (
         "I am out of the office through Friday, December 4 with no access to email.",
-        date(2026, 12, 5),
+        on(12, 5),
     ),
-    ("Out of office: I'm traveling and will be back on 12/3. Expect delays.", date(2026, 12, 3)),
-    ("I am on leave until 3/12 and will reply on my return.", date(2026, 12, 3)),
+    ("Out of office: I'm traveling and will be back on 12/3. Expect delays.", on(12, 3)),
+    ("I am on leave until 3/12 and will reply on my return.", on(12, 3)),
     ("I will be out of the office until Monday. I will respond upon my return.", NEXT_MONDAY),
-    ("I'm away from my desk until 3 Dec 2026.", date(2026, 12, 3)),
+    (f"I'm away from my desk until 3 Dec {Y}.", on(12, 3)),
     (
         "Thanks for your message. I'm on vacation December 1-4 and will have limited access "
         "to email.",
-        date(2026, 12, 4),
+        on(12, 4),
     ),
-    ("I am currently out of the office. I will be returning on 2026-12-08.", date(2026, 12, 8)),
+    (f"I am currently out of the office. I will be returning on {Y}-12-08.", on(12, 8)),
     (
         "I'm out of the office from Monday, November 30 through Wednesday, December 2.\n"
         "I'll have limited access to email.",
-        date(2026, 12, 3),
+        on(12, 3),
     ),
     (
         "I am out of the office and will be back on\nTuesday, December 8th.\n\nKind regards,\nAnn",
-        date(2026, 12, 8),
+        on(12, 8),
     ),
-    ("I'm out of the office. Back tomorrow.", date(2026, 11, 28)),
+    ("I'm out of the office. Back tomorrow.", on(11, 28)),
     # German
     (
-        "Vielen Dank für Ihre Nachricht. Ich bin bis einschließlich 4.12.2026 nicht im Büro. "
+        f"Vielen Dank für Ihre Nachricht. Ich bin bis einschließlich 4.12.{Y} nicht im Büro. "
         "Ab dem 7.12. bin ich wieder erreichbar. In dringenden Fällen wenden Sie sich bitte "
         "an Sam Ortiz.",
-        date(2026, 12, 7),
+        on(12, 7),
     ),
     (
         "Ich bin vom 30.11. bis 04.12. im Urlaub und ab dem 07.12. wieder im Büro.",
-        date(2026, 12, 7),
+        on(12, 7),
     ),
     (
         "Guten Tag, ich bin bis zum 3. Dezember außer Haus. Ihre E-Mail wird nicht weitergeleitet.",
-        date(2026, 12, 3),
+        on(12, 3),
     ),
-    ("Ich befinde mich bis einschließlich Freitag, 04.12.2026 im Urlaub.", date(2026, 12, 5)),
-    ("Ich bin ab dem 3. Dezember wieder im Büro.", date(2026, 12, 3)),
-    ("Ich bin zurück am 03.12.", date(2026, 12, 3)),
+    (f"Ich befinde mich bis einschließlich Freitag, 04.12.{Y} im Urlaub.", on(12, 5)),
+    ("Ich bin ab dem 3. Dezember wieder im Büro.", on(12, 3)),
+    ("Ich bin zurück am 03.12.", on(12, 3)),
     (
-        "Ich bin derzeit in Elternzeit und voraussichtlich ab 1. März 2027 wieder erreichbar.",
-        date(2027, 3, 1),
+        f"Ich bin derzeit in Elternzeit und voraussichtlich ab 1. März {Y + 1} wieder erreichbar.",
+        on(3, 1, years=1),
     ),
     ("Ich bin bis Montag nicht erreichbar.", NEXT_MONDAY),
-    ("Abwesend bis 2.12. – ab 3.12. bin ich wieder da.", date(2026, 12, 3)),
-    ("Ich bin bis 2.12. nicht im Büro.", date(2026, 12, 2)),
+    ("Abwesend bis 2.12. – ab 3.12. bin ich wieder da.", on(12, 3)),
+    ("Ich bin bis 2.12. nicht im Büro.", on(12, 2)),
     # French
     (
         "Bonjour, je suis absente du bureau jusqu'au 4 décembre inclus. Je serai de retour "
         "le lundi 7 décembre.",
-        date(2026, 12, 7),
+        on(12, 7),
     ),
     (
-        "Je suis actuellement en congés et serai de retour le 3 décembre 2026.",
-        date(2026, 12, 3),
+        f"Je suis actuellement en congés et serai de retour le 3 décembre {Y}.",
+        on(12, 3),
     ),
-    ("Absent jusqu’au 2 décembre inclus.", date(2026, 12, 3)),
-    ("Je suis en congé maternité jusqu'au 1er mars 2027.", date(2027, 3, 1)),
+    ("Absent jusqu’au 2 décembre inclus.", on(12, 3)),
+    (f"Je suis en congé maternité jusqu'au 1er mars {Y + 1}.", on(3, 1, years=1)),
     (
         "Je suis en déplacement du 30/11 au 04/12. Je consulterai mes e-mails à mon retour.",
-        date(2026, 12, 4),
+        on(12, 4),
     ),
     ("Merci pour votre message. Je suis absent, de retour lundi.", NEXT_MONDAY),
-    ("À partir du 3 décembre, je serai de retour au bureau.", date(2026, 12, 3)),
+    ("À partir du 3 décembre, je serai de retour au bureau.", on(12, 3)),
     # Spanish
     (
         "Gracias por su mensaje. Estaré fuera de la oficina hasta el 4 de diciembre. "
         "Regreso el lunes 7 de diciembre.",
-        date(2026, 12, 7),
+        on(12, 7),
     ),
-    ("Me encuentro de vacaciones. Regreso el 3 de diciembre.", date(2026, 12, 3)),
-    ("Estaré de vuelta el lunes 7.", date(2026, 12, 7)),
+    ("Me encuentro de vacaciones. Regreso el 3 de diciembre.", on(12, 3)),
+    ("Estaré de vuelta el lunes 7.", on(12, 7)),
     (
         "Estoy de vacaciones del 30 de noviembre al 4 de diciembre, ambos inclusive.",
-        date(2026, 12, 5),
+        on(12, 5),
     ),
-    ("Estaré ausente hasta el 2 de diciembre incluido.", date(2026, 12, 3)),
-    ("Fuera de la oficina hasta el 03/12/2026.", date(2026, 12, 3)),
-    ("A partir del 3 de diciembre estaré de vuelta en la oficina.", date(2026, 12, 3)),
+    ("Estaré ausente hasta el 2 de diciembre incluido.", on(12, 3)),
+    (f"Fuera de la oficina hasta el 03/12/{Y}.", on(12, 3)),
+    ("A partir del 3 de diciembre estaré de vuelta en la oficina.", on(12, 3)),
 ]
 
 
@@ -152,50 +165,50 @@ TEMPLATES = [
     (
         "Thank you for your email. I'm currently out of the office until December 3 and will "
         "respond as soon as possible upon my return.",
-        date(2026, 12, 3),
+        on(12, 3),
     ),
-    ("I'm on leave until December 3. Your email has been forwarded.", date(2026, 12, 3)),
+    ("I'm on leave until December 3. Your email has been forwarded.", on(12, 3)),
     (
         "I am currently out of the office and will return on December 7. I will have limited "
         "access to email during this time.",
-        date(2026, 12, 7),
+        on(12, 7),
     ),
     (
         "I am out of the office from November 30 to December 4 with no access to email.",
-        date(2026, 12, 4),
+        on(12, 4),
     ),
     (
         "I will be out of the office starting Friday, November 27, and will return on Monday, "
         "December 7.",
-        date(2026, 12, 7),
+        on(12, 7),
     ),
-    ("Email Error 408 - The recipient is not around... until 4th of December.", date(2026, 12, 4)),
+    ("Email Error 408 - The recipient is not around... until 4th of December.", on(12, 4)),
     (
         "Ich bin derzeit abwesend und nicht in der Lage, Ihre E-Mail sofort zu beantworten. Ich "
         "werde am 7. Dezember wieder im Büro sein.",
-        date(2026, 12, 7),
+        on(12, 7),
     ),
-    ("Ich bin vom 30.11. bis 4.12. nicht im Büro.", date(2026, 12, 4)),
+    ("Ich bin vom 30.11. bis 4.12. nicht im Büro.", on(12, 4)),
     (
         "Bonjour, je suis absent(e) du bureau du 30 novembre au 4 décembre compris et je n'aurai "
         "pas accès à ma messagerie pendant cette période.",
-        date(2026, 12, 5),
+        on(12, 5),
     ),
-    ("Je suis en vacances du 1er au 4 décembre.", date(2026, 12, 4)),
-    ("Partez en vacances, et on se parlera à mon retour le 07/12.", date(2026, 12, 7)),
+    ("Je suis en vacances du 1er au 4 décembre.", on(12, 4)),
+    ("Partez en vacances, et on se parlera à mon retour le 07/12.", on(12, 7)),
     (
         "No estaré disponible desde el 30 de noviembre hasta el 4 de diciembre por vacaciones.",
-        date(2026, 12, 4),
+        on(12, 4),
     ),
     (
         "Estoy de vacaciones y sin acceso al correo electrónico. Trataré de contestarte lo antes "
         "posible a mi vuelta a partir del día 7 de diciembre.",
-        date(2026, 12, 7),
+        on(12, 7),
     ),
     (
         "Me encuentro ausente de la oficina desde el 30 de noviembre hasta el 4 de diciembre por "
         "motivos profesionales.",
-        date(2026, 12, 4),
+        on(12, 4),
     ),
 ]
 
@@ -242,57 +255,65 @@ def test_a_stale_notice_gives_no_date_rather_than_next_year() -> None:
 
 
 def test_a_date_without_a_year_after_new_year() -> None:
-    received = date(2026, 12, 21)
-    assert autoreply.find_return_date("Back on 4 January.", received=received) == date(2027, 1, 4)
-    assert autoreply.find_return_date("Zurück am 04.01.", received=received) == date(2027, 1, 4)
+    received = on(12, 21)
+    assert autoreply.find_return_date("Back on 4 January.", received=received) == on(1, 4, years=1)
+    assert autoreply.find_return_date("Zurück am 04.01.", received=received) == on(1, 4, years=1)
 
 
 def test_dates_in_the_past_or_too_far_ahead_give_nothing() -> None:
-    assert autoreply.find_return_date("Back on 3 December 2025.", received=RECEIVED) is None
-    assert autoreply.find_return_date("Back on 3 December 2028.", received=RECEIVED) is None
+    assert autoreply.find_return_date(f"Back on 3 December {Y - 1}.", received=RECEIVED) is None
+    assert autoreply.find_return_date(f"Back on 3 December {Y + 2}.", received=RECEIVED) is None
 
 
 def test_until_is_the_day_named_and_inclusive_is_the_day_after() -> None:
     def back(text: str) -> date | None:
         return autoreply.find_return_date(text, received=RECEIVED)
 
-    assert back("I'm out until 3 December.") == date(2026, 12, 3)
-    assert back("I'm out until 3 December inclusive.") == date(2026, 12, 4)
-    assert back("I'm out through 3 December.") == date(2026, 12, 4)
-    assert back("Ich bin bis 3.12. nicht da.") == date(2026, 12, 3)
-    assert back("Ich bin bis einschließlich 3.12. nicht da.") == date(2026, 12, 4)
-    assert back("Absent jusqu'au 3 décembre.") == date(2026, 12, 3)
-    assert back("Absent jusqu'au 3 décembre inclus.") == date(2026, 12, 4)
-    assert back("Ausente hasta el 3 de diciembre.") == date(2026, 12, 3)
-    assert back("Ausente hasta el 3 de diciembre inclusive.") == date(2026, 12, 4)
+    assert back("I'm out until 3 December.") == on(12, 3)
+    assert back("I'm out until 3 December inclusive.") == on(12, 4)
+    assert back("I'm out through 3 December.") == on(12, 4)
+    assert back("Ich bin bis 3.12. nicht da.") == on(12, 3)
+    assert back("Ich bin bis einschließlich 3.12. nicht da.") == on(12, 4)
+    assert back("Absent jusqu'au 3 décembre.") == on(12, 3)
+    assert back("Absent jusqu'au 3 décembre inclus.") == on(12, 4)
+    assert back("Ausente hasta el 3 de diciembre.") == on(12, 3)
+    assert back("Ausente hasta el 3 de diciembre inclusive.") == on(12, 4)
 
 
 def test_slash_dates_read_day_first_outside_english() -> None:
-    received = date(2026, 1, 5)
+    received = on(1, 5)
     # French 02/10 is 2 October, even though 10 February is nearer.
-    assert autoreply.find_return_date("De retour le 02/10.", received=received) == date(2026, 10, 2)
+    assert autoreply.find_return_date("De retour le 02/10.", received=received) == on(10, 2)
     # English: the nearer reading, 10 February.
-    assert autoreply.find_return_date("Back on 02/10.", received=received) == date(2026, 2, 10)
+    assert autoreply.find_return_date("Back on 02/10.", received=received) == on(2, 10)
     # Only one reading is a date: 12/25 is 25 December in any language.
-    assert autoreply.find_return_date("Retour le 12/25.", received=received) == date(2026, 12, 25)
+    assert autoreply.find_return_date("Retour le 12/25.", received=received) == on(12, 25)
 
 
 def test_a_weekday_alone_is_the_next_one_after_the_day_received() -> None:
     friday = RECEIVED
-    assert autoreply.find_return_date("Back on Friday.", received=friday) == date(2026, 12, 4)
+    assert autoreply.find_return_date("Back on Friday.", received=friday) == on(12, 4)
     assert autoreply.find_return_date("Zurück am Montag.", received=friday) == NEXT_MONDAY
 
 
 def test_a_weekday_with_the_date_picks_its_year() -> None:
-    received = date(2026, 2, 1)
-    # 16 June 2025 was a Monday: a notice left on since last summer.
+    # A year ahead in which 16 June is a Tuesday and was a Monday the year before: a notice
+    # "back on Monday 16 June" was left on since last summer.
+    year = next(
+        y
+        for y in range(Y, Y + 28)
+        if date(y, 6, 16).weekday() == dates.TUESDAY
+        and date(y - 1, 6, 16).weekday() == dates.MONDAY
+    )
+    received = date(year, 2, 1)
     assert autoreply.find_return_date("Back on Monday 16 June.", received=received) is None
     assert autoreply.find_return_date("Back on Tuesday 16 June.", received=received) == date(
-        2026, 6, 16
+        year, 6, 16
     )
 
 
 def test_an_old_notice_read_on_the_day_it_came() -> None:
+    # A real notice, read on the day it was sent: its dates are data, not test time.
     text = (
         "I am away on vacation, Monday May 25 through May 29, 2009. I will be back in the "
         "office on June 1. Please call 562-922-6216 for immediate assistance."
@@ -301,8 +322,8 @@ def test_an_old_notice_read_on_the_day_it_came() -> None:
 
 
 def test_received_may_be_a_datetime() -> None:
-    when = datetime(2026, 11, 27, 23, 5)
-    assert autoreply.find_return_date("Back on 3 December.", received=when) == date(2026, 12, 3)
+    when = datetime(Y, 11, 27, 23, 5)
+    assert autoreply.find_return_date("Back on 3 December.", received=when) == on(12, 3)
 
 
 # --- what real responders send -----------------------------------------------------------
@@ -321,7 +342,7 @@ def test_gmail_vacation_responder() -> None:
     found = detect(msg)
     assert found is not None
     assert found.out_of_office
-    assert found.return_date == date(2026, 12, 3)
+    assert found.return_date == on(12, 3)
     assert "Auto-Submitted: auto-replied" in found.reasons
     assert "X-Autoreply: yes" in found.reasons
 
@@ -337,7 +358,7 @@ def test_microsoft_365_automatic_reply() -> None:
     found = detect(msg)
     assert found is not None
     assert found.out_of_office
-    assert found.return_date == date(2026, 12, 3)
+    assert found.return_date == on(12, 3)
     assert "subject 'Automatische Antwort: Kurze Frage'" in found.reasons
 
 
@@ -349,7 +370,7 @@ def test_the_return_date_may_be_in_the_subject() -> None:
     )
     found = detect(msg)
     assert found is not None
-    assert found.return_date == date(2026, 12, 7)
+    assert found.return_date == on(12, 7)
 
 
 def test_exchange_on_premises_with_only_the_subject() -> None:
@@ -357,7 +378,7 @@ def test_exchange_on_premises_with_only_the_subject() -> None:
     found = detect(message("Ich bin ab dem 7.12. wieder im Büro.", subject="Abwesend: Kurze Frage"))
     assert found is not None
     assert found.out_of_office
-    assert found.return_date == date(2026, 12, 7)
+    assert found.return_date == on(12, 7)
 
 
 @pytest.mark.parametrize(
@@ -403,7 +424,7 @@ def test_a_subject_that_is_only_an_absence_notice_is_enough(subject: str) -> Non
     found = detect(message("Ich bin bis 3.12. nicht im Büro.", subject))
     assert found is not None
     assert found.out_of_office
-    assert found.return_date == date(2026, 12, 3)
+    assert found.return_date == on(12, 3)
 
 
 @pytest.mark.parametrize(
@@ -494,7 +515,7 @@ def test_the_body_declaring_itself_automatic_is_enough() -> None:
     found = detect(message("This is an automatic reply. I am on leave until 3 December."))
     assert found is not None
     assert found.out_of_office
-    assert found.return_date == date(2026, 12, 3)
+    assert found.return_date == on(12, 3)
 
 
 HUMAN = [
@@ -532,7 +553,7 @@ def test_headers_that_do_not_make_a_reply_automatic(headers: dict[str, str]) -> 
     "subject",
     [
         "Re: Planning your vacation rental?",
-        "AW: Urlaubsplanung 2027",
+        f"AW: Urlaubsplanung {Y + 1}",
         "Auto: Angebot Firmenwagen",
         "Vacation rental inquiry",
         "Out of office next week, can we talk before?",
@@ -549,14 +570,14 @@ def test_encoded_subject_is_read() -> None:
     found = detect(message("Je suis absent jusqu'au 3 décembre.", subject))
     assert found is not None
     assert found.out_of_office
-    assert found.return_date == date(2026, 12, 3)
+    assert found.return_date == on(12, 3)
 
 
 def test_a_date_in_the_quoted_original_is_not_the_return_date() -> None:
     body = (
         "Thank you for your message. I am out of the office with limited access to email.\n\n"
         "-----Original Message-----\nFrom: Mike Rowe <mike@acme.example>\n"
-        "Sent: Friday, November 27, 2026 9:00 AM\nSubject: Quick question\n\n"
+        f"Sent: Friday, November 27, {Y} 9:00 AM\nSubject: Quick question\n\n"
         "Could we talk until 4 December, back on 9 December?\n"
     )
     found = detect(message(body, "Automatic reply: Quick question"))
@@ -581,7 +602,7 @@ WORDS = st.sampled_from(
     [
         *("back", "until", "bis", "zum", "jusqu'au", "hasta", "el", "de", "retour", "zurück"),
         *("am", "wieder", "through", "inclus", "einschließlich", "Monday", "lunes", "3", "12"),
-        *("2026", "3.", "12.", "/", ".", "-", "December", "Dezember", "décembre", "diciembre"),
+        *(f"{Y}", "3.", "12.", "/", ".", "-", "December", "Dezember", "décembre", "diciembre"),
         *("on", "the", "of", ",", "Dec", "1st"),
     ]
 )

@@ -101,14 +101,14 @@ def _load(tmp_path: Path, default: str, anna: str = '["DE-BY"]') -> config.Confi
 
 
 def test_each_rep_has_the_holidays_of_their_own_calendar(tmp_path: Path) -> None:
-    cfg = _load(tmp_path, '["US", "2031-07-05"]')
+    cfg = _load(tmp_path, f'["US", "{YEAR}-07-05"]')
     thanksgiving = next(
         d for d in (date(YEAR, 11, 22) + timedelta(days=i) for i in range(7)) if d.weekday() == 3
     )
     assert thanksgiving in cfg.holidays_for("mike")
     assert thanksgiving not in cfg.holidays_for("anna")
     assert date(YEAR, 1, 6) in cfg.holidays_for("anna")
-    assert date(2031, 7, 5) in cfg.holidays_for("mike")
+    assert date(YEAR, 7, 5) in cfg.holidays_for("mike")
     assert cfg.holidays_for(None) is cfg.holidays  # a contact without an owner: [dripd]'s
 
 
@@ -122,5 +122,7 @@ def test_an_unknown_calendar_in_the_config_names_the_file_and_key(tmp_path: Path
 
 
 def test_a_bad_date_in_the_list_says_so(tmp_path: Path) -> None:
-    with pytest.raises(errors.ConfigError, match=r"dripd\.holidays\[0\]: '2031-02-30' is neither"):
-        _load(tmp_path, '["2031-02-30"]')
+    with pytest.raises(
+        errors.ConfigError, match=rf"dripd\.holidays\[0\]: '{YEAR}-02-30' is neither"
+    ):
+        _load(tmp_path, f'["{YEAR}-02-30"]')

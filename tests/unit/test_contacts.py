@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import dates
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -21,6 +22,7 @@ RULES = contacts.Rules(
 )
 INJECTION = "Bob\r\nBcc: x@evil.com"
 HEADER = "email,first_name,last_name,company,owner,appointment_at\n"
+Y = dates.today().year + 1  # the year of the appointments in these rows: always ahead
 
 
 def _validate(**fields: str) -> contacts.Values:
@@ -42,7 +44,7 @@ def test_a_good_row_is_validated_and_normalized() -> None:
     values = contacts.validate(
         {"Email": " Ann@Example.com ", "First Name": " Ann ", "company": "Acme, Inc.",
          "owner": "sam", "stage": "Lead", "timezone": "Europe/Berlin",
-         "appointment_at": "2026-12-03 10:00", "birthday": "1980-02-29",
+         "appointment_at": f"{Y}-12-03 10:00", "birthday": "1980-02-29",
          "hot_buttons": "low payment;\nclose before August", "phone": ""},
         RULES,
     )  # fmt: skip
@@ -52,7 +54,7 @@ def test_a_good_row_is_validated_and_normalized() -> None:
         "timezone": "Europe/Berlin", "phone": None,
     }  # fmt: skip
     assert values.custom == {
-        "appointment_at": "2026-12-03 10:00", "birthday": "1980-02-29",
+        "appointment_at": f"{Y}-12-03 10:00", "birthday": "1980-02-29",
         "hot_buttons": "low payment;\nclose before August",
     }  # fmt: skip
 
@@ -95,12 +97,12 @@ CASES = [
     ("two @", {"email": "a@b@c.com"}, "is not an email address"),
     ("double dot", {"email": "ann..lee@example.com"}, "is not an email address"),
     ("bad appointment_at", {"appointment_at": "next tuesday"}, "appointment_at: bad date"),
-    ("impossible appointment_at", {"appointment_at": "2026-02-30 10:00"}, "day is out of range"),
-    ("bad hour", {"appointment_at": "2026-12-03 25:00"}, "appointment_at: bad date"),
+    ("impossible appointment_at", {"appointment_at": f"{Y}-02-30 10:00"}, "day is out of range"),
+    ("bad hour", {"appointment_at": f"{Y}-12-03 25:00"}, "appointment_at: bad date"),
     ("bad birthday", {"birthday": "1980-13-01"}, "birthday: bad date"),
     ("birthday not a date", {"birthday": "March 3rd"}, "birthday: bad date"),
     ("bad client_since", {"client_since": "2020/05/01"}, "client_since: bad date"),
-    ("date field with a line break", {"appointment_at": "2026-12-03\n10:00"},
+    ("date field with a line break", {"appointment_at": f"{Y}-12-03\n10:00"},
      "appointment_at contains a control character or line break"),
     ("unknown owner", {"owner": "zed"}, "owner 'zed' is not a rep (mike, sam)"),
     ("unknown time zone", {"timezone": "Mars/Olympus"}, "unknown time zone 'Mars/Olympus'"),
@@ -136,16 +138,16 @@ def test_empty_values_clear_fields() -> None:
 
 
 def test_set_without_email_is_allowed_when_not_required() -> None:
-    values = contacts.validate({"appointment_at": "2026-12-04 15:00"}, RULES, require_email=False)
+    values = contacts.validate({"appointment_at": f"{Y}-12-04 15:00"}, RULES, require_email=False)
     assert values.email is None
-    assert values.custom == {"appointment_at": "2026-12-04 15:00"}
+    assert values.custom == {"appointment_at": f"{Y}-12-04 15:00"}
 
 
 @pytest.mark.parametrize(
     ("items", "expected"),
     [
-        (["appointment_at=2026-12-03 10:00"], {"appointment_at": "2026-12-03 10:00"}),
-        (['appointment_at="2026-12-03 10:00"'], {"appointment_at": "2026-12-03 10:00"}),
+        ([f"appointment_at={Y}-12-03 10:00"], {"appointment_at": f"{Y}-12-03 10:00"}),
+        ([f'appointment_at="{Y}-12-03 10:00"'], {"appointment_at": f"{Y}-12-03 10:00"}),
         (["Hot Buttons='a; b'"], {"hot_buttons": "a; b"}),
         (["note=a=b"], {"note": "a=b"}),
     ],
@@ -242,11 +244,11 @@ def _read(path: Path) -> tuple[list[str], dict[int, str]]:
 
 def test_a_mixed_file_keeps_good_rows_and_reports_bad_ones_by_line(tmp_path: Path) -> None:
     path = _csv(tmp_path, HEADER + "\n".join([
-        "ann@example.com,Ann,Lee,Acme,mike,2026-12-03 10:00",      # 2
+        f"ann@example.com,Ann,Lee,Acme,mike,{Y}-12-03 10:00",      # 2
         "not-an-email,Bob,Ray,,mike,",                              # 3
         '"bob@example.com","Bob\r\nBcc: x@evil.com",Ray,,mike,',   # 4-5
         "carl@example.com,Carl,Diaz,,zed,",                         # 6
-        "dora@example.com,Dora,Eve,,sam,2026-13-01",                # 7
+        f"dora@example.com,Dora,Eve,,sam,{Y}-13-01",                # 7
         "ANN@example.com,Ann,Again,,mike,",                         # 8
         "erin@example.com,Erin,Fox,,,",                             # 9
     ]) + "\n")  # fmt: skip
@@ -413,10 +415,10 @@ def test_an_email_column_by_another_name_is_named_in_the_message(
 
 
 def test_header_names_are_normalized(tmp_path: Path) -> None:
-    path = _csv(tmp_path, "E-Mail,First Name,Appointment At\nann@example.com,Ann,2026-12-03\n")
+    path = _csv(tmp_path, f"E-Mail,First Name,Appointment At\nann@example.com,Ann,{Y}-12-03\n")
     # "E-Mail" becomes e_mail, which is not "email": the header has no email column
     with pytest.raises(errors.ContactError, match="no 'email' column"):
         csvfile.read(path, RULES)
-    path = _csv(tmp_path, "Email,First Name,Appointment At\nann@example.com,Ann,2026-12-03\n")
+    path = _csv(tmp_path, f"Email,First Name,Appointment At\nann@example.com,Ann,{Y}-12-03\n")
     rows, _problems = csvfile.read(path, RULES)
-    assert rows[0].values.custom == {"appointment_at": "2026-12-03"}
+    assert rows[0].values.custom == {"appointment_at": f"{Y}-12-03"}

@@ -1,7 +1,7 @@
 """The one send decision (plan.decide): a table of facts and the answer each gives.
 
-Times are fixed instants fed to a pure function: nothing here depends on the
-day the tests run.
+Times are instants of a quiet week ahead (tests/dates.py) fed to a pure function:
+nothing here depends on the day the tests run.
 """
 
 from __future__ import annotations
@@ -10,18 +10,29 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import dates
 import pytest
 
 from dripd.plan import decide, durations, schedule, windows
 
 NY = ZoneInfo("America/New_York")
 WINDOW = windows.parse_window("mon-fri 09:00-17:00")
-TUESDAY = datetime(2027, 3, 9, 10, 0, tzinfo=NY)  # inside the window
-WEDNESDAY_9 = datetime(2027, 3, 10, 9, 0, tzinfo=NY)
+
+
+def _at(day: date, hour: int) -> datetime:
+    """`hour`:00 on `day` in New York."""
+    return dates.local(day, hour).astimezone(NY)
+
+
+# The second Monday of two quiet weeks ahead (no holiday, no clock change since the Saturday
+# before it): the days below are that Monday's week.
+MONDAY = dates.quiet_monday(weeks=2) + timedelta(weeks=1)
+TUESDAY = _at(MONDAY + timedelta(days=1), 10)  # inside the window
+WEDNESDAY_9 = _at(MONDAY + timedelta(days=2), 9)
 LATE = timedelta(days=2)
 # Only the owner's calendar counts: Tuesday is a holiday of the associate who sends
 # the email (sam, in another region), not of the contact's owner (mike).
-OWNER_HOLIDAYS = frozenset({date(2027, 3, 8)})
+OWNER_HOLIDAYS = frozenset({MONDAY})
 ASSOCIATE_HOLIDAYS = frozenset({TUESDAY.date()})
 WINDOWED = {"window": WINDOW, "tz": NY}
 
@@ -156,8 +167,8 @@ def _due(nominal: datetime, hold_until: datetime | None = None) -> schedule.Due:
     return item
 
 
-SATURDAY = datetime(2027, 3, 6, 12, 0, tzinfo=NY)
-MONDAY_9 = datetime(2027, 3, 8, 9, 0, tzinfo=NY)
+SATURDAY = _at(MONDAY - timedelta(days=2), 12)
+MONDAY_9 = _at(MONDAY, 9)
 
 
 @pytest.mark.parametrize(

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import date, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import dates
 import icalendar
 import pytest
 from hypothesis import given, settings
@@ -20,9 +21,14 @@ from dripd.pipeline import compose, digest_render
 
 REP = config.RepConfig(id="mike", name="Mike Gulitz", email="mike@example.com")
 NEW_YORK = ZoneInfo("America/New_York")
-# Monday 9 March 2026, 07:30 in New York: daylight saving time began on Sunday the 8th,
-# so the rep's zone is UTC-4 now and was UTC-5 for anything due last week.
-NOW = datetime(2026, 3, 9, 11, 30, tzinfo=UTC)
+# The Monday after New York's clocks sprang forward, next year, 07:30 in New York: the
+# rep's zone is UTC-4 now and was UTC-5 for anything due last week.
+DAY = dates.spring_forward_monday()
+NOW = dates.local(DAY, 7, 30)
+MON = dates.fmt_short(DAY)  # "Mon 9 Mar"
+TUE = dates.fmt_short(DAY + timedelta(days=1))
+LAST_FRI = dates.fmt_short(DAY - timedelta(days=3))
+LAST_TUE = dates.fmt_short(DAY - timedelta(days=6))
 HOSTILE_NAME = '<script>alert("x")</script> & "Co"'
 
 
@@ -31,7 +37,7 @@ def task(**fields: Any) -> digest_render.TaskItem:
         "number": 1,
         "task_id": 101,
         "kind": "call",
-        "due_at": datetime(2026, 3, 9, 14, 0, tzinfo=UTC),  # 10:00 EDT
+        "due_at": dates.local(DAY, 10),  # 10:00 EDT
         "overdue": False,
         "contact_name": "Ann Lee",
         "email": "ann@acme.example",
@@ -49,7 +55,7 @@ def task(**fields: Any) -> digest_render.TaskItem:
 def news(**fields: Any) -> digest_render.NewsItem:
     values: dict[str, Any] = {
         "kind": "reply",
-        "at": datetime(2026, 3, 9, 10, 12, tzinfo=UTC),  # 06:12 EDT
+        "at": dates.local(DAY, 6, 12),  # 06:12 EDT
         "contact_name": "Bob Stone",
         "email": "bob@stone.example",
         "summary": "Thanks Mike, Thursday works.\nCan you send the rates?",
@@ -64,7 +70,7 @@ def stuck(**fields: Any) -> digest_render.StuckItem:
         "email": "fay@wu.example",
         "company": "Wu LLC",
         "touches": 3,
-        "last_touch_at": datetime(2026, 3, 3, 15, 0, tzinfo=UTC),  # Tue 3 Mar 10:00 EST
+        "last_touch_at": dates.local(DAY - timedelta(days=6), 10),  # last Tuesday 10:00 EST
         "stage": "prospect",
     }
     values.update(fields)
@@ -89,7 +95,7 @@ def full() -> digest_render.Content:
     """A digest with something in every section."""
     return content(
         due=(
-            task(number=1, due_at=datetime(2026, 3, 6, 14, 0, tzinfo=UTC), overdue=True),
+            task(number=1, due_at=dates.local(DAY - timedelta(days=3), 9), overdue=True),
             task(
                 number=2,
                 task_id=102,
@@ -106,7 +112,7 @@ def full() -> digest_render.Content:
             task(
                 number=3,
                 task_id=103,
-                due_at=datetime(2026, 3, 11, 2, 30, tzinfo=UTC),  # Tue 10 Mar 22:30 EDT
+                due_at=dates.local(DAY + timedelta(days=1), 22, 30),  # Tuesday 22:30 EDT
                 contact_name="Dee Roe",
                 email="dee@roe.example",
                 company="Roe & Sons",
@@ -153,12 +159,12 @@ HEADINGS = (
                 "due": (task(number=1), task(number=2), task(number=3, kind="card")),
                 "news": (news(), news(), news(), news(kind="bounce")),
             },
-            "Your day, Mon 9 Mar: 2 calls, 1 card, 3 replies",
+            f"Your day, {MON}: 2 calls, 1 card, 3 replies",
         ),
-        ({"due": (task(kind="task"),)}, "Your day, Mon 9 Mar: 1 task"),
-        ({"due": ()}, "Your day, Mon 9 Mar: nothing due today"),
-        ({"due": (), "news": (news(),)}, "Your day, Mon 9 Mar: nothing due today, 1 reply"),
-        ({"due": (), "ahead": (task(number=1),)}, "Your day, Mon 9 Mar: nothing due today"),
+        ({"due": (task(kind="task"),)}, f"Your day, {MON}: 1 task"),
+        ({"due": ()}, f"Your day, {MON}: nothing due today"),
+        ({"due": (), "news": (news(),)}, f"Your day, {MON}: nothing due today, 1 reply"),
+        ({"due": (), "ahead": (task(number=1),)}, f"Your day, {MON}: nothing due today"),
     ],
 )
 def test_subject_is_the_day_and_the_counts(fields: dict[str, Any], subject: str) -> None:
@@ -166,8 +172,8 @@ def test_subject_is_the_day_and_the_counts(fields: dict[str, Any], subject: str)
 
 
 def test_subject_day_is_the_reps_local_day() -> None:
-    late_monday = datetime(2026, 3, 10, 2, 0, tzinfo=UTC)  # Mon 9 Mar 22:00 in New York
-    assert digest_render.render(content(now=late_monday)).subject.startswith("Your day, Mon 9 Mar:")
+    late_monday = dates.local(DAY, 22)  # Monday 22:00 in New York, Tuesday in UTC
+    assert digest_render.render(content(now=late_monday)).subject.startswith(f"Your day, {MON}:")
 
 
 # -- text part ------------------------------------------------------------------------
@@ -261,37 +267,38 @@ def test_numbers_are_the_ones_given_in_the_order_given() -> None:
 def test_times_are_in_the_reps_zone_across_daylight_saving() -> None:
     value = content(
         due=(
-            # Fri 6 Mar 09:00 EST (UTC-5): last week, before the change
-            task(number=1, due_at=datetime(2026, 3, 6, 14, 0, tzinfo=UTC), overdue=True),
+            # Friday 09:00 EST (UTC-5): last week, before the change
+            task(number=1, due_at=dates.local(DAY - timedelta(days=3), 9), overdue=True),
             # 06:00 EDT (UTC-4) this morning, already past at 07:30
-            task(number=2, due_at=datetime(2026, 3, 9, 10, 0, tzinfo=UTC), overdue=True),
-            task(number=3, due_at=datetime(2026, 3, 9, 20, 15, tzinfo=UTC)),  # 16:15 EDT
+            task(number=2, due_at=dates.local(DAY, 6), overdue=True),
+            task(number=3, due_at=dates.local(DAY, 16, 15)),  # 16:15 EDT
         ),
         # 02:30 UTC on Wednesday is 22:30 on Tuesday in New York
-        ahead=(task(number=4, due_at=datetime(2026, 3, 11, 2, 30, tzinfo=UTC)),),
+        ahead=(task(number=4, due_at=dates.local(DAY + timedelta(days=1), 22, 30)),),
     )
     text = text_of(value)
-    assert lines_after(text, "  1.", 2)[1] == "     overdue since Fri 6 Mar"
+    assert lines_after(text, "  1.", 2)[1] == f"     overdue since {LAST_FRI}"
     assert lines_after(text, "  2.", 2)[1] == "     overdue since 06:00 today"
     assert lines_after(text, "  3.", 2)[1] == "     today 16:15"
-    assert lines_after(text, "Tue 10 Mar", 2) == [
-        "Tue 10 Mar",
+    assert lines_after(text, TUE, 2) == [
+        TUE,
         "  4. 22:30 Call: Ann Lee, Acme Corp",
     ]
-    assert "Wed 11 Mar" not in text
+    assert dates.fmt_short(DAY + timedelta(days=2)) not in text
     html = html_of(value)
-    assert "overdue since Fri 6 Mar" in html
-    assert "Tue 10 Mar" in html and "22:30" in html
+    assert f"overdue since {LAST_FRI}" in html
+    assert TUE in html and "22:30" in html
 
 
 def test_a_date_in_another_year_shows_the_year() -> None:
-    last_year = datetime(2025, 12, 30, 15, 0, tzinfo=UTC)
+    december = date(DAY.year - 1, 12, 30)  # 30 December of last year
+    last_year = dates.local(december, 10)
     text = text_of(content(due=(task(due_at=last_year, overdue=True),)))
-    assert "overdue since Tue 30 Dec 2025" in text
+    assert f"overdue since {dates.fmt_short(december)} {december.year}" in text
 
 
 def test_the_week_ahead_is_grouped_by_day() -> None:
-    tuesday = datetime(2026, 3, 10, 13, 0, tzinfo=UTC)  # 09:00 EDT
+    tuesday = dates.local(DAY + timedelta(days=1), 9)  # 09:00 EDT
     value = content(
         due=(),
         ahead=(
@@ -312,13 +319,13 @@ def test_the_week_ahead_is_grouped_by_day() -> None:
             ),
         ),
     )
-    assert lines_after(text_of(value), "Tue 10 Mar", 8) == [
-        "Tue 10 Mar",
+    assert lines_after(text_of(value), TUE, 8) == [
+        TUE,
         "  1. 09:00 Call: Gil, Acme Corp",
         "     phone: 555 0101",
         "  2. 14:00 Card: Hal, Acme Corp",
         "",
-        "Thu 12 Mar",
+        dates.fmt_short(DAY + timedelta(days=3)),
         "  3. 09:00 Task: Ivy, Acme Corp",
         "",
     ]
@@ -339,18 +346,18 @@ def test_news_lists_replies_first_with_their_lines_quoted() -> None:
     text = text_of(value)
     section = text[text.index("Since your last digest") : text.index("Commands")]
     assert section.splitlines()[3:15] == [
-        "- Reply: Bob Stone <bob@stone.example>, Mon 9 Mar 06:12",
+        f"- Reply: Bob Stone <bob@stone.example>, {MON} 06:12",
         "    > Thanks Mike, Thursday works.",
         "    > Can you send the rates?",
         "",
-        "- Bounced: Eve Poe <eve@old.example>, Mon 9 Mar 06:12",
+        f"- Bounced: Eve Poe <eve@old.example>, {MON} 06:12",
         "    5.1.1",
         "",
-        "- Unsubscribed: ua@x.example, Mon 9 Mar 06:12",
+        f"- Unsubscribed: ua@x.example, {MON} 06:12",
         "",
-        "- Spam complaint: Cy <cy@x.example>, Mon 9 Mar 06:12",
+        f"- Spam complaint: Cy <cy@x.example>, {MON} 06:12",
         "",
-        "- Not sent: Flo <flo@x.example>, Mon 9 Mar 06:12",
+        f"- Not sent: Flo <flo@x.example>, {MON} 06:12",
     ]
     assert "    no such domain" in section
 
@@ -360,7 +367,7 @@ def test_stuck_contacts_come_with_the_reason_to_keep_going() -> None:
     assert "80% of sales happen after the fifth contact" in text
     assert lines_after(text, "- Fay Wu", 2) == [
         "- Fay Wu, Wu LLC <fay@wu.example>",
-        "    3 touches, last Tue 3 Mar; stage: prospect",
+        f"    3 touches, last {LAST_TUE}; stage: prospect",
     ]
     assert lines_after(text, "- fay@wu.example", 2) == [
         "- fay@wu.example, Wu LLC",
@@ -472,7 +479,7 @@ def test_a_name_with_a_line_break_stays_on_its_line() -> None:
         stuck=(stuck(contact_name=name),),
     )
     rendered = digest_render.render(value)
-    assert rendered.subject == "Your day, Mon 9 Mar: 1 call, 1 reply"
+    assert rendered.subject == f"Your day, {MON}: 1 call, 1 reply"
     assert "  1. Call: Ann Bcc: x@evil.com Subject: hi, Acme Corp" in rendered.text
     assert not re.search(r"^(Bcc|Subject):", rendered.text, re.MULTILINE)
     assert "Ann Bcc: x@evil.com Subject: hi" in rendered.html
@@ -482,7 +489,7 @@ def test_a_name_with_a_line_break_stays_on_its_line() -> None:
 
 def test_subject_never_holds_contact_data() -> None:
     subject = digest_render.render(hostile()).subject
-    assert subject == "Your day, Mon 9 Mar: 1 call, 1 reply"
+    assert subject == f"Your day, {MON}: 1 call, 1 reply"
 
 
 # -- links --------------------------------------------------------------------------------
@@ -544,7 +551,7 @@ def test_call_event_has_what_the_calendar_needs() -> None:
     assert str(calendar["METHOD"]) == "PUBLISH"
     event = calendar_event(attachment)
     assert str(event["UID"]) == "dripd-task-101@example.com"
-    assert event.decoded("DTSTART") == datetime(2026, 3, 9, 14, 0, tzinfo=UTC)
+    assert event.decoded("DTSTART") == dates.local(DAY, 10)
     assert event.decoded("DTSTAMP") == NOW
     assert event.decoded("DURATION") == timedelta(minutes=15)
     assert str(event["SUMMARY"]) == "Call Ann Lee (Acme Corp)"
@@ -616,7 +623,7 @@ def test_the_digest_builds_into_one_email_a_client_reads() -> None:
     message = message_from_bytes(data, policy=policy.default)
     assert isinstance(message, EmailMessage)
     assert not message.defects
-    assert str(message["Subject"]) == "Your day, Mon 9 Mar: 1 call, 1 card, 1 reply"
+    assert str(message["Subject"]) == f"Your day, {MON}: 1 call, 1 card, 1 reply"
     types = [part.get_content_type() for part in message.walk()]
     assert types == [
         "multipart/mixed",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
+import dates
 import pytest
 
 from dripd.plan import durations
@@ -12,6 +13,11 @@ from dripd.plan.durations import Duration
 
 NY = ZoneInfo("America/New_York")
 BERLIN = ZoneInfo("Europe/Berlin")
+# The tables name days of a non-leap year that begins on a Thursday, a year or more ahead
+# (2 March a Monday, New York's clocks change on 8 March and 1 November, Berlin's on 29 March
+# and 25 October): only the year is computed.
+Y = dates.thursday_year()
+LEAP = dates.leap_day(date(Y, 1, 1)).year  # the first leap year from Y
 
 
 def local(tz: ZoneInfo, *args: int, fold: int = 0) -> datetime:
@@ -86,26 +92,26 @@ D = durations.parse_duration
     ("tz", "start", "duration", "expected"),
     [
         # Months are calendar months: the day is clamped to the month's end.
-        (NY, local(NY, 2026, 1, 31, 10), "1 month", local(NY, 2026, 2, 28, 10)),
-        (NY, local(NY, 2028, 1, 31, 10), "1 month", local(NY, 2028, 2, 29, 10)),
-        (NY, local(NY, 2026, 1, 31, 10), "2 months", local(NY, 2026, 3, 31, 10)),
-        (NY, local(NY, 2026, 12, 15, 10), "1 month", local(NY, 2027, 1, 15, 10)),
-        # Days across the US spring-forward (Mar 8 2026) keep the wall time...
-        (NY, local(NY, 2026, 3, 7, 10), "1 day", local(NY, 2026, 3, 8, 10)),
+        (NY, local(NY, Y, 1, 31, 10), "1 month", local(NY, Y, 2, 28, 10)),
+        (NY, local(NY, LEAP, 1, 31, 10), "1 month", local(NY, LEAP, 2, 29, 10)),
+        (NY, local(NY, Y, 1, 31, 10), "2 months", local(NY, Y, 3, 31, 10)),
+        (NY, local(NY, Y, 12, 15, 10), "1 month", local(NY, Y + 1, 1, 15, 10)),
+        # Days across the US spring-forward (8 March) keep the wall time...
+        (NY, local(NY, Y, 3, 7, 10), "1 day", local(NY, Y, 3, 8, 10)),
         # ...hours are elapsed time and don't.
-        (NY, local(NY, 2026, 3, 7, 10), "24 hours", local(NY, 2026, 3, 8, 11)),
-        (NY, local(NY, 2026, 10, 31, 10), "1 day", local(NY, 2026, 11, 1, 10)),
-        (NY, local(NY, 2026, 10, 31, 10), "24h", local(NY, 2026, 11, 1, 9)),
-        (BERLIN, local(BERLIN, 2026, 3, 28, 10), "1 day", local(BERLIN, 2026, 3, 29, 10)),
-        (BERLIN, local(BERLIN, 2026, 3, 28, 10), "24h", local(BERLIN, 2026, 3, 29, 11)),
-        (BERLIN, local(BERLIN, 2026, 10, 24, 10), "1 week", local(BERLIN, 2026, 10, 31, 10)),
-        (NY, local(NY, 2026, 3, 7, 23, 50), "30m", local(NY, 2026, 3, 8, 0, 20)),
+        (NY, local(NY, Y, 3, 7, 10), "24 hours", local(NY, Y, 3, 8, 11)),
+        (NY, local(NY, Y, 10, 31, 10), "1 day", local(NY, Y, 11, 1, 10)),
+        (NY, local(NY, Y, 10, 31, 10), "24h", local(NY, Y, 11, 1, 9)),
+        (BERLIN, local(BERLIN, Y, 3, 28, 10), "1 day", local(BERLIN, Y, 3, 29, 10)),
+        (BERLIN, local(BERLIN, Y, 3, 28, 10), "24h", local(BERLIN, Y, 3, 29, 11)),
+        (BERLIN, local(BERLIN, Y, 10, 24, 10), "1 week", local(BERLIN, Y, 10, 31, 10)),
+        (NY, local(NY, Y, 3, 7, 23, 50), "30m", local(NY, Y, 3, 8, 0, 20)),
         # A wall time in the spring-forward gap moves forward by the gap.
-        (NY, local(NY, 2026, 3, 7, 2, 30), "1 day", local(NY, 2026, 3, 8, 3, 30)),
+        (NY, local(NY, Y, 3, 7, 2, 30), "1 day", local(NY, Y, 3, 8, 3, 30)),
         # An ambiguous fall-back wall time takes its first occurrence (EDT).
-        (NY, local(NY, 2026, 10, 31, 1, 30), "1 day", local(NY, 2026, 11, 1, 1, 30, fold=0)),
-        (NY, local(NY, 2026, 11, 1, 1, 30, fold=1), "1 day", local(NY, 2026, 11, 2, 1, 30)),
-        (NY, local(NY, 2026, 3, 3, 10), "0 days", local(NY, 2026, 3, 3, 10)),
+        (NY, local(NY, Y, 10, 31, 1, 30), "1 day", local(NY, Y, 11, 1, 1, 30, fold=0)),
+        (NY, local(NY, Y, 11, 1, 1, 30, fold=1), "1 day", local(NY, Y, 11, 2, 1, 30)),
+        (NY, local(NY, Y, 3, 3, 10), "0 days", local(NY, Y, 3, 3, 10)),
     ],
 )
 def test_add(tz: ZoneInfo, start: datetime, duration: str, expected: datetime) -> None:
@@ -115,48 +121,48 @@ def test_add(tz: ZoneInfo, start: datetime, duration: str, expected: datetime) -
 
 
 def test_fold_rule_picks_the_earlier_instant() -> None:
-    result = durations.add(local(NY, 2026, 10, 31, 1, 30), D("1 day"), tz=NY)
-    assert result == datetime(2026, 11, 1, 5, 30, tzinfo=UTC)  # 01:30 EDT, not EST
+    result = durations.add(local(NY, Y, 10, 31, 1, 30), D("1 day"), tz=NY)
+    assert result == datetime(Y, 11, 1, 5, 30, tzinfo=UTC)  # 01:30 EDT, not EST
 
 
 @pytest.mark.parametrize(
     ("tz", "start", "duration", "expected"),
     [
         # 1 day before a 10:00 appointment is 10:00 the day before, across DST...
-        (NY, local(NY, 2026, 3, 8, 10), "1 day", local(NY, 2026, 3, 7, 10)),
-        (NY, local(NY, 2026, 11, 1, 10), "1 day", local(NY, 2026, 10, 31, 10)),
-        (BERLIN, local(BERLIN, 2026, 3, 29, 10), "1 day", local(BERLIN, 2026, 3, 28, 10)),
-        (BERLIN, local(BERLIN, 2026, 10, 25, 10), "1 day", local(BERLIN, 2026, 10, 24, 10)),
+        (NY, local(NY, Y, 3, 8, 10), "1 day", local(NY, Y, 3, 7, 10)),
+        (NY, local(NY, Y, 11, 1, 10), "1 day", local(NY, Y, 10, 31, 10)),
+        (BERLIN, local(BERLIN, Y, 3, 29, 10), "1 day", local(BERLIN, Y, 3, 28, 10)),
+        (BERLIN, local(BERLIN, Y, 10, 25, 10), "1 day", local(BERLIN, Y, 10, 24, 10)),
         # ...and 24 hours before lands at 09:00 or 11:00 local.
-        (NY, local(NY, 2026, 3, 8, 10), "24 hours", local(NY, 2026, 3, 7, 9)),
-        (NY, local(NY, 2026, 11, 1, 10), "24 hours", local(NY, 2026, 10, 31, 11)),
-        (BERLIN, local(BERLIN, 2026, 3, 29, 10), "24 hours", local(BERLIN, 2026, 3, 28, 9)),
-        (BERLIN, local(BERLIN, 2026, 10, 25, 10), "24 hours", local(BERLIN, 2026, 10, 24, 11)),
-        (NY, local(NY, 2026, 3, 31, 10), "1 month", local(NY, 2026, 2, 28, 10)),
-        (NY, local(NY, 2026, 3, 31, 10), "2 hours", local(NY, 2026, 3, 31, 8)),
+        (NY, local(NY, Y, 3, 8, 10), "24 hours", local(NY, Y, 3, 7, 9)),
+        (NY, local(NY, Y, 11, 1, 10), "24 hours", local(NY, Y, 10, 31, 11)),
+        (BERLIN, local(BERLIN, Y, 3, 29, 10), "24 hours", local(BERLIN, Y, 3, 28, 9)),
+        (BERLIN, local(BERLIN, Y, 10, 25, 10), "24 hours", local(BERLIN, Y, 10, 24, 11)),
+        (NY, local(NY, Y, 3, 31, 10), "1 month", local(NY, Y, 2, 28, 10)),
+        (NY, local(NY, Y, 3, 31, 10), "2 hours", local(NY, Y, 3, 31, 8)),
     ],
 )
 def test_subtract(tz: ZoneInfo, start: datetime, duration: str, expected: datetime) -> None:
     assert durations.subtract(start, D(duration), tz=tz) == expected
 
 
-HOLIDAYS = frozenset({date(2026, 12, 25), date(2026, 12, 28)})
+HOLIDAYS = frozenset({date(Y, 12, 25), date(Y, 12, 28)})
 
 
 @pytest.mark.parametrize(
     ("start", "duration", "holidays", "expected"),
     [
         # Friday + 1 business day is Monday, same wall time.
-        (local(NY, 2026, 3, 6, 10), "1 business day", frozenset(), local(NY, 2026, 3, 9, 10)),
+        (local(NY, Y, 3, 6, 10), "1 business day", frozenset(), local(NY, Y, 3, 9, 10)),
         # Saturday + 1 business day is Monday; Sunday too.
-        (local(NY, 2026, 3, 7, 10), "1 business day", frozenset(), local(NY, 2026, 3, 9, 10)),
-        (local(NY, 2026, 3, 8, 10), "1 business day", frozenset(), local(NY, 2026, 3, 9, 10)),
-        (local(NY, 2026, 3, 4, 15), "3 business days", frozenset(), local(NY, 2026, 3, 9, 15)),
-        (local(NY, 2026, 3, 2, 9), "5bd", frozenset(), local(NY, 2026, 3, 9, 9)),
+        (local(NY, Y, 3, 7, 10), "1 business day", frozenset(), local(NY, Y, 3, 9, 10)),
+        (local(NY, Y, 3, 8, 10), "1 business day", frozenset(), local(NY, Y, 3, 9, 10)),
+        (local(NY, Y, 3, 4, 15), "3 business days", frozenset(), local(NY, Y, 3, 9, 15)),
+        (local(NY, Y, 3, 2, 9), "5bd", frozenset(), local(NY, Y, 3, 9, 9)),
         # Thu Dec 24 + 2: skip Fri 25 (holiday), the weekend, Mon 28 (holiday).
-        (local(NY, 2026, 12, 24, 9), "2 business days", HOLIDAYS, local(NY, 2026, 12, 30, 9)),
-        (local(NY, 2026, 12, 24, 9), "1 business day", HOLIDAYS, local(NY, 2026, 12, 29, 9)),
-        (local(NY, 2026, 3, 7, 10), "0 business days", frozenset(), local(NY, 2026, 3, 7, 10)),
+        (local(NY, Y, 12, 24, 9), "2 business days", HOLIDAYS, local(NY, Y, 12, 30, 9)),
+        (local(NY, Y, 12, 24, 9), "1 business day", HOLIDAYS, local(NY, Y, 12, 29, 9)),
+        (local(NY, Y, 3, 7, 10), "0 business days", frozenset(), local(NY, Y, 3, 7, 10)),
     ],
 )
 def test_add_business_days(
@@ -166,27 +172,27 @@ def test_add_business_days(
 
 
 def test_subtract_business_days_mirrors_add() -> None:
-    monday = local(NY, 2026, 3, 9, 10)
-    assert durations.subtract(monday, D("1 business day"), tz=NY) == local(NY, 2026, 3, 6, 10)
-    wed = local(NY, 2026, 12, 30, 9)
+    monday = local(NY, Y, 3, 9, 10)
+    assert durations.subtract(monday, D("1 business day"), tz=NY) == local(NY, Y, 3, 6, 10)
+    wed = local(NY, Y, 12, 30, 9)
     got = durations.subtract(wed, D("2 business days"), tz=NY, holidays=HOLIDAYS)
-    assert got == local(NY, 2026, 12, 24, 9)
+    assert got == local(NY, Y, 12, 24, 9)
 
 
 def test_business_days_are_counted_in_the_zone() -> None:
     # Friday 23:00 in New York is already Saturday in UTC: the zone decides.
-    friday_night = local(NY, 2026, 3, 6, 23)
-    assert durations.add(friday_night, D("1bd"), tz=NY) == local(NY, 2026, 3, 9, 23)
+    friday_night = local(NY, Y, 3, 6, 23)
+    assert durations.add(friday_night, D("1bd"), tz=NY) == local(NY, Y, 3, 9, 23)
 
 
 @pytest.mark.parametrize(
     ("day", "expected"),
     [
-        (date(2026, 3, 6), True),
-        (date(2026, 3, 7), False),
-        (date(2026, 3, 8), False),
-        (date(2026, 12, 25), False),
-        (date(2026, 12, 24), True),
+        (date(Y, 3, 6), True),
+        (date(Y, 3, 7), False),
+        (date(Y, 3, 8), False),
+        (date(Y, 12, 25), False),
+        (date(Y, 12, 24), True),
     ],
 )
 def test_is_business_day(day: date, expected: bool) -> None:

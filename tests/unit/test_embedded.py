@@ -58,6 +58,7 @@ def test_a_bounce_forwarded_by_a_colleague_bounces_the_contact() -> None:
     bounce = bounces.parse_bounce(mail.message)
     assert bounce is not None and bounce.forwarded
     assert bounces.CARRIED in bounce.reasons
+    # received the day after the corpus bounce was sent (4 June 2025): data keeps its dates
     verdict = classify.classify(mail, _World(["carla@initech.example"]), received=date(2025, 6, 5))
     assert verdict.cls == "bounce"
     assert verdict.contact is not None and verdict.contact.email == "carla@initech.example"

@@ -7,11 +7,16 @@ import time
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 
+import dates
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dripd.mail import mailtext, reading
+
+# The quoted headers below name Tuesday 3 March, as mail clients write it in four languages:
+# they are dated in a year ahead whose 3 March is a Tuesday (only the year is computed).
+Y = dates.thursday_year()
 
 
 def parse(raw: bytes) -> EmailMessage:
@@ -49,58 +54,58 @@ REPLIES: list[tuple[str, str, str]] = [
     (
         "gmail en",
         "Hi Mike,\n\nThursday at 2pm works for me. Send me an invite.\n\nAnn\n\n"
-        "On Tue, Mar 3, 2026 at 10:15 AM Mike Rowe <mike@acme.example> wrote:\n\n" + ORIGINAL_EN,
+        f"On Tue, Mar 3, {Y} at 10:15 AM Mike Rowe <mike@acme.example> wrote:\n\n" + ORIGINAL_EN,
         "Hi Mike,\n\nThursday at 2pm works for me. Send me an invite.\n\nAnn",
     ),
     (
         "gmail en, attribution wrapped",
-        "Thursday works.\n\nOn Tue, Mar 3, 2026 at 10:15 AM Mike Rowe <mike@acme.example>\n"
+        f"Thursday works.\n\nOn Tue, Mar 3, {Y} at 10:15 AM Mike Rowe <mike@acme.example>\n"
         "wrote:\n\n" + ORIGINAL_EN,
         "Thursday works.",
     ),
     (
         "gmail de, attribution wrapped",
         "Hallo Herr Rowe,\n\ngerne, Donnerstag 14 Uhr.\n\nViele Grüße\nAnn Lee\n\n"
-        "Am Di., 3. März 2026 um 10:15 Uhr schrieb Mike Rowe <\nmike@acme.example>:\n\n"
+        f"Am Di., 3. März {Y} um 10:15 Uhr schrieb Mike Rowe <\nmike@acme.example>:\n\n"
         "> Hallo Frau Lee,\n>\n> hätten Sie nächste Woche 15 Minuten Zeit?\n",
         "Hallo Herr Rowe,\n\ngerne, Donnerstag 14 Uhr.\n\nViele Grüße\nAnn Lee",
     ),
     (
         "gmail fr",
         "Bonjour Mike,\n\nJeudi 14h me convient.\n\nAnn\n\n"
-        "Le mar. 3 mars 2026 à 10:15, Mike Rowe <mike@acme.example> a écrit :\n\n"
+        f"Le mar. 3 mars {Y} à 10:15, Mike Rowe <mike@acme.example> a écrit :\n\n"
         "> Bonjour Ann,\n>\n> Auriez-vous 15 minutes la semaine prochaine ?\n",
         "Bonjour Mike,\n\nJeudi 14h me convient.\n\nAnn",
     ),
     (
         "gmail fr, attribution wrapped",
-        "Oui, appelez-moi.\n\nLe mar. 3 mars 2026 à 10:15, Mike Rowe <mike@acme.example> a\n"
+        f"Oui, appelez-moi.\n\nLe mar. 3 mars {Y} à 10:15, Mike Rowe <mike@acme.example> a\n"
         "écrit :\n\n> Bonjour Ann,\n",
         "Oui, appelez-moi.",
     ),
     (
         "gmail es",
         "Hola Mike,\n\nEl jueves a las 14h me va bien.\n\nAnn\n\n"
-        "El mar, 3 mar 2026 a las 10:15, Mike Rowe (<mike@acme.example>)\nescribió:\n\n"
+        f"El mar, 3 mar {Y} a las 10:15, Mike Rowe (<mike@acme.example>)\nescribió:\n\n"
         "> Hola Ann,\n>\n> ¿Tendrías 15 minutos la semana que viene?\n",
         "Hola Mike,\n\nEl jueves a las 14h me va bien.\n\nAnn",
     ),
     (
         "gmail en, thanks after greeting",
         "Hi Mike,\nThanks, that works. Let's do Tuesday.\n\nAnn\n\n"
-        "On Tue, Mar 3, 2026 at 10:15 AM Mike Rowe <mike@acme.example> wrote:\n" + ORIGINAL_EN,
+        f"On Tue, Mar 3, {Y} at 10:15 AM Mike Rowe <mike@acme.example> wrote:\n" + ORIGINAL_EN,
         "Hi Mike,\nThanks, that works. Let's do Tuesday.\n\nAnn",
     ),
     (
         "gmail en, best in the text",
         "Hi Mike,\n\nBest, call me after 4pm, and\nthanks, I read your note.\n\nAnn\n\n"
-        "On Tue, Mar 3, 2026 at 10:15 AM Mike Rowe <mike@acme.example> wrote:\n" + ORIGINAL_EN,
+        f"On Tue, Mar 3, {Y} at 10:15 AM Mike Rowe <mike@acme.example> wrote:\n" + ORIGINAL_EN,
         "Hi Mike,\n\nBest, call me after 4pm, and\nthanks, I read your note.\n\nAnn",
     ),
     (
         "gmail forward",
         "Bob, can you take this one?\n\n---------- Forwarded message ---------\n"
-        "From: Mike Rowe <mike@acme.example>\nDate: Tue, Mar 3, 2026 at 10:15 AM\n"
+        f"From: Mike Rowe <mike@acme.example>\nDate: Tue, Mar 3, {Y} at 10:15 AM\n"
         "Subject: Quick question\nTo: Ann Lee <ann@example.org>\n\n" + PLAIN_EN,
         "Bob, can you take this one?",
     ),
@@ -108,7 +113,7 @@ REPLIES: list[tuple[str, str, str]] = [
         "outlook desktop en",
         "Hi Mike,\n\nNot right now, maybe in Q3.\n\nRegards,\nAnn Lee\n\n"
         "-----Original Message-----\nFrom: Mike Rowe <mike@acme.example> \n"
-        "Sent: Tuesday, March 3, 2026 10:15 AM\nTo: Ann Lee <ann@example.org>\n"
+        f"Sent: Tuesday, March 3, {Y} 10:15 AM\nTo: Ann Lee <ann@example.org>\n"
         "Subject: Quick question\n\n" + PLAIN_EN,
         "Hi Mike,\n\nNot right now, maybe in Q3.\n\nRegards,\nAnn Lee",
     ),
@@ -116,63 +121,63 @@ REPLIES: list[tuple[str, str, str]] = [
         "outlook desktop de",
         "Hallo Herr Rowe,\n\nbitte rufen Sie mich an.\n\nMit freundlichen Grüßen\nAnn Lee\n\n"
         "-----Ursprüngliche Nachricht-----\nVon: Mike Rowe <mike@acme.example> \n"
-        "Gesendet: Dienstag, 3. März 2026 10:15\nAn: Ann Lee <ann@example.de>\n"
+        f"Gesendet: Dienstag, 3. März {Y} 10:15\nAn: Ann Lee <ann@example.de>\n"
         "Betreff: Kurze Frage\n\n" + PLAIN_DE,
         "Hallo Herr Rowe,\n\nbitte rufen Sie mich an.\n\nMit freundlichen Grüßen\nAnn Lee",
     ),
     (
         "outlook 2016 de, mailto",
         "Passt.\n\nVon: Mike Rowe [mailto:mike@acme.example] \n"
-        "Gesendet: Dienstag, 3. März 2026 10:15\nAn: Ann Lee <ann@example.de>\n"
+        f"Gesendet: Dienstag, 3. März {Y} 10:15\nAn: Ann Lee <ann@example.de>\n"
         "Betreff: Kurze Frage\n\n" + PLAIN_DE,
         "Passt.",
     ),
     (
         "outlook web en",
         "Sounds good, send the deck.\n\nAnn\n\n________________________________\n"
-        "From: Mike Rowe <mike@acme.example>\nSent: Tuesday, March 3, 2026 10:15 AM\n"
+        f"From: Mike Rowe <mike@acme.example>\nSent: Tuesday, March 3, {Y} 10:15 AM\n"
         "To: Ann Lee <ann@example.org>\nSubject: Quick question\n\n" + PLAIN_EN,
         "Sounds good, send the deck.\n\nAnn",
     ),
     (
         "outlook web de",
         "Gerne, schicken Sie mir die Unterlagen.\n\n________________________________\n"
-        "Von: Mike Rowe <mike@acme.example>\nGesendet: Dienstag, 3. März 2026 10:15\n"
+        f"Von: Mike Rowe <mike@acme.example>\nGesendet: Dienstag, 3. März {Y} 10:15\n"
         "An: Ann Lee <ann@example.de>\nBetreff: Kurze Frage\n\n" + PLAIN_DE,
         "Gerne, schicken Sie mir die Unterlagen.",
     ),
     (
         "outlook web fr",
         "Merci, je regarde.\n\n________________________________\n"
-        "De : Mike Rowe <mike@acme.example>\nEnvoyé : mardi 3 mars 2026 10:15\n"
+        f"De : Mike Rowe <mike@acme.example>\nEnvoyé : mardi 3 mars {Y} 10:15\n"
         "À : Ann Lee <ann@example.fr>\nObjet : Petite question\n\n" + PLAIN_FR,
         "Merci, je regarde.",
     ),
     (
         "outlook desktop fr",
         "Bonjour,\n\nPas pour le moment.\n\nCordialement,\nAnn\n\n-----Message d'origine-----\n"
-        "De : Mike Rowe <mike@acme.example> \nEnvoyé : mardi 3 mars 2026 10:15\n"
+        f"De : Mike Rowe <mike@acme.example> \nEnvoyé : mardi 3 mars {Y} 10:15\n"
         "À : Ann Lee <ann@example.fr>\nObjet : Petite question\n\n" + PLAIN_FR,
         "Bonjour,\n\nPas pour le moment.\n\nCordialement,\nAnn",
     ),
     (
         "outlook desktop es",
         "Hola Mike,\n\nAhora no, quizás en otoño.\n\nUn saludo,\nAnn\n\n"
-        "De: Mike Rowe <mike@acme.example> \nEnviado el: martes, 3 de marzo de 2026 10:15\n"
+        f"De: Mike Rowe <mike@acme.example> \nEnviado el: martes, 3 de marzo de {Y} 10:15\n"
         "Para: Ann Lee <ann@example.es>\nAsunto: Una pregunta\n\n" + PLAIN_ES,
         "Hola Mike,\n\nAhora no, quizás en otoño.\n\nUn saludo,\nAnn",
     ),
     (
         "outlook for mac",
         "Yes, let's talk.\n\nFrom: Mike Rowe <mike@acme.example>\n"
-        "Date: Tuesday, March 3, 2026 at 10:15 AM\nTo: Ann Lee <ann@example.org>\n"
+        f"Date: Tuesday, March 3, {Y} at 10:15 AM\nTo: Ann Lee <ann@example.org>\n"
         "Subject: Quick question\n\n" + PLAIN_EN,
         "Yes, let's talk.",
     ),
     (
         "outlook html, bold keys",
         "Fine by me.\n\n*From:* Mike Rowe <mike@acme.example>\n"
-        "*Sent:* Tuesday, March 3, 2026 10:15 AM\n*To:* Ann Lee <ann@example.org>\n"
+        f"*Sent:* Tuesday, March 3, {Y} 10:15 AM\n*To:* Ann Lee <ann@example.org>\n"
         "*Subject:* Quick question\n\n" + PLAIN_EN,
         "Fine by me.",
     ),
@@ -180,7 +185,7 @@ REPLIES: list[tuple[str, str, str]] = [
         "outlook ios",
         "Yes please call me tomorrow.\n\nGet Outlook for iOS<https://aka.ms/o0ukef>\n"
         "________________________________\nFrom: Mike Rowe <mike@acme.example>\n"
-        "Sent: Tuesday, March 3, 2026 10:15:00 AM\nTo: Ann Lee <ann@example.org>\n"
+        f"Sent: Tuesday, March 3, {Y} 10:15:00 AM\nTo: Ann Lee <ann@example.org>\n"
         "Subject: Quick question\n\n" + PLAIN_EN,
         "Yes please call me tomorrow.",
     ),
@@ -188,58 +193,58 @@ REPLIES: list[tuple[str, str, str]] = [
         "outlook android es",
         "Sí, llámame.\n\nObtener Outlook para Android<https://aka.ms/AAb9ysg>\n"
         "________________________________\nDe: Mike Rowe <mike@acme.example>\n"
-        "Enviado: martes, 3 de marzo de 2026 10:15\nPara: Ann Lee <ann@example.es>\n"
+        f"Enviado: martes, 3 de marzo de {Y} 10:15\nPara: Ann Lee <ann@example.es>\n"
         "Asunto: Una pregunta\n\n" + PLAIN_ES,
         "Sí, llámame.",
     ),
     (
         "iphone en",
         "Sure, Thursday works.\n\nSent from my iPhone\n\n"
-        "> On Mar 3, 2026, at 10:15, Mike Rowe <mike@acme.example> wrote:\n> \n" + ORIGINAL_EN,
+        f"> On Mar 3, {Y}, at 10:15, Mike Rowe <mike@acme.example> wrote:\n> \n" + ORIGINAL_EN,
         "Sure, Thursday works.",
     ),
     (
         "iphone de",
         "Passt, Donnerstag geht.\n\nVon meinem iPhone gesendet\n\n"
-        "> Am 03.03.2026 um 10:15 schrieb Mike Rowe <mike@acme.example>:\n> \n> Hallo Frau Lee,\n",
+        f"> Am 03.03.{Y} um 10:15 schrieb Mike Rowe <mike@acme.example>:\n> \n> Hallo Frau Lee,\n",
         "Passt, Donnerstag geht.",
     ),
     (
         "iphone fr",
         "Ok pour jeudi.\n\nEnvoyé de mon iPhone\n\n"
-        "> Le 3 mars 2026 à 10:15, Mike Rowe <mike@acme.example> a écrit :\n> \n> Bonjour Ann,\n",
+        f"> Le 3 mars {Y} à 10:15, Mike Rowe <mike@acme.example> a écrit :\n> \n> Bonjour Ann,\n",
         "Ok pour jeudi.",
     ),
     (
         "iphone es",
         "Perfecto, el jueves me va bien.\n\nEnviado desde mi iPhone\n\n"
-        "> El 3 mar 2026, a las 10:15, Mike Rowe <mike@acme.example> escribió:\n> \n> Hola Ann,\n",
+        f"> El 3 mar {Y}, a las 10:15, Mike Rowe <mike@acme.example> escribió:\n> \n> Hola Ann,\n",
         "Perfecto, el jueves me va bien.",
     ),
     (
         "apple mail macos",
         "Thanks Mike, I'll take a look and come back to you.\n\nAnn\n\n"
-        "> On 3 Mar 2026, at 10:15, Mike Rowe <mike@acme.example> wrote:\n> \n" + ORIGINAL_EN,
+        f"> On 3 Mar {Y}, at 10:15, Mike Rowe <mike@acme.example> wrote:\n> \n" + ORIGINAL_EN,
         "Thanks Mike, I'll take a look and come back to you.\n\nAnn",
     ),
     (
         "apple mail macos, attribution unquoted",
         "Interesting, tell me more.\n\n"
-        "On 3 Mar 2026, at 10:15, Mike Rowe <mike@acme.example> wrote:\n\n" + ORIGINAL_EN,
+        f"On 3 Mar {Y}, at 10:15, Mike Rowe <mike@acme.example> wrote:\n\n" + ORIGINAL_EN,
         "Interesting, tell me more.",
     ),
     (
         "apple mail forward",
         "Bob, see below. Can you handle this?\n\nBegin forwarded message:\n\n"
         "From: Mike Rowe <mike@acme.example>\nSubject: Quick question\n"
-        "Date: 3 March 2026 at 10:15:00 CET\nTo: Ann Lee <ann@example.org>\n\n" + PLAIN_EN,
+        f"Date: 3 March {Y} at 10:15:00 CET\nTo: Ann Lee <ann@example.org>\n\n" + PLAIN_EN,
         "Bob, see below. Can you handle this?",
     ),
     (
         "apple mail forward de",
         "Bob, bitte übernehmen.\n\nAnfang der weitergeleiteten Nachricht:\n\n"
         "Von: Mike Rowe <mike@acme.example>\nBetreff: Kurze Frage\n"
-        "Datum: 3. März 2026 um 10:15:00 MEZ\nAn: Ann Lee <ann@example.de>\n\n" + PLAIN_DE,
+        f"Datum: 3. März {Y} um 10:15:00 MEZ\nAn: Ann Lee <ann@example.de>\n\n" + PLAIN_DE,
         "Bob, bitte übernehmen.",
     ),
     (
@@ -260,7 +265,7 @@ REPLIES: list[tuple[str, str, str]] = [
     (
         "thunderbird fr, top-posted",
         "Bonjour Mike,\n\nMerci, je regarde ça.\n\n"
-        "Le 03/03/2026 à 10:15, Mike Rowe a écrit :\n> Bonjour Ann,\n>\n"
+        f"Le 03/03/{Y} à 10:15, Mike Rowe a écrit :\n> Bonjour Ann,\n>\n"
         "> Auriez-vous 15 minutes la semaine prochaine ?\n",
         "Bonjour Mike,\n\nMerci, je regarde ça.",
     ),
@@ -277,14 +282,14 @@ REPLIES: list[tuple[str, str, str]] = [
     ),
     (
         "inline answers",
-        "On Tue, Mar 3, 2026 at 10:15 AM Mike Rowe <mike@acme.example> wrote:\n"
+        f"On Tue, Mar 3, {Y} at 10:15 AM Mike Rowe <mike@acme.example> wrote:\n"
         "> Do you use a CRM today?\n\nYes, Salesforce.\n\n> How many reps?\n\nAbout 12.\n",
         "Yes, Salesforce.\n\nAbout 12.",
     ),
     (
         "gmx",
         "Hallo Herr Rowe,\n\nbitte rufen Sie mich an.\n\nViele Grüße\nAnn Lee\n\n"
-        'Gesendet: Dienstag, 03. März 2026 um 10:15 Uhr\nVon: "Mike Rowe" <mike@acme.example>\n'
+        f'Gesendet: Dienstag, 03. März {Y} um 10:15 Uhr\nVon: "Mike Rowe" <mike@acme.example>\n'
         "An: ann@example.de\nBetreff: Kurze Frage\n\n" + PLAIN_DE,
         "Hallo Herr Rowe,\n\nbitte rufen Sie mich an.\n\nViele Grüße\nAnn Lee",
     ),
@@ -305,7 +310,7 @@ REPLIES: list[tuple[str, str, str]] = [
     (
         "samsung fr",
         "Oui.\n\nEnvoyé depuis mon appareil Galaxy\n\n-------- Message d'origine --------\n"
-        "De : Mike Rowe <mike@acme.example> \nDate : 03/03/2026 10:15 (GMT+01:00) \n"
+        f"De : Mike Rowe <mike@acme.example> \nDate : 03/03/{Y} 10:15 (GMT+01:00) \n"
         "À : Ann Lee <ann@example.fr> \nObjet : Petite question \n\n" + PLAIN_FR,
         "Oui.",
     ),
@@ -320,20 +325,20 @@ REPLIES: list[tuple[str, str, str]] = [
         "free zimbra",
         "Bonjour Mike,\n\nC'est noté.\n\n----- Mail original -----\n"
         'De: "Mike Rowe" <mike@acme.example>\nÀ: "Ann Lee" <ann@free.example>\n'
-        "Envoyé: Mardi 3 Mars 2026 10:15:00\nObjet: Petite question\n\n" + PLAIN_FR,
+        f"Envoyé: Mardi 3 Mars {Y} 10:15:00\nObjet: Petite question\n\n" + PLAIN_FR,
         "Bonjour Mike,\n\nC'est noté.",
     ),
     (
         "yahoo",
         "Thanks, not interested at this time.\n\n"
-        "    On Tuesday, March 3, 2026 at 10:15:00 AM EST, Mike Rowe <mike@acme.example> wrote:  \n"
+        f"    On Tuesday, March 3, {Y} at 10:15:00 AM EST, Mike Rowe <mike@acme.example> wrote:  \n"
         " \n Hi Ann,\n\nWould you have 15 minutes next week?\n",
         "Thanks, not interested at this time.",
     ),
     (
         "signature before quote",
         "Sounds great, let's talk Friday.\n\n-- \nAnn Lee | VP Ops\nExample Org\n\n"
-        "On Tue, Mar 3, 2026 at 10:15 AM Mike Rowe <mike@acme.example> wrote:\n" + ORIGINAL_EN,
+        f"On Tue, Mar 3, {Y} at 10:15 AM Mike Rowe <mike@acme.example> wrote:\n" + ORIGINAL_EN,
         "Sounds great, let's talk Friday.",
     ),
     (
@@ -374,10 +379,10 @@ def test_reply_text_keeps_text_that_only_looks_like_quoting(text: str) -> None:
 @pytest.mark.parametrize(
     "text",
     [
-        "From: Mike Rowe <mike@acme.example>\nSent: Tuesday, March 3, 2026 10:15 AM\n"
+        f"From: Mike Rowe <mike@acme.example>\nSent: Tuesday, March 3, {Y} 10:15 AM\n"
         "To: Ann Lee\nSubject: Quick question\n\n" + PLAIN_EN,
         "-----Original Message-----\nFrom: Mike Rowe\nSent: Tuesday\n\n" + PLAIN_EN,
-        "\n\nSent from my iPhone\n\n> On Mar 3, 2026, at 10:15, Mike Rowe wrote:\n" + ORIGINAL_EN,
+        f"\n\nSent from my iPhone\n\n> On Mar 3, {Y}, at 10:15, Mike Rowe wrote:\n" + ORIGINAL_EN,
     ],
 )
 def test_a_reply_with_nothing_written_is_empty(text: str) -> None:
@@ -410,7 +415,7 @@ ALTERNATIVE = HEAD + (
 
 GMAIL_HTML = (
     '<div dir="ltr">Thursday works.<br><br>Ann</div><br><div class="gmail_quote">'
-    '<div dir="ltr" class="gmail_attr">On Tue, Mar 3, 2026 at 10:15 AM Mike Rowe &lt;'
+    f'<div dir="ltr" class="gmail_attr">On Tue, Mar 3, {Y} at 10:15 AM Mike Rowe &lt;'
     '<a href="mailto:mike@acme.example">mike@acme.example</a>&gt; wrote:<br></div>'
     '<blockquote class="gmail_quote" style="margin:0px 0px 0px 0.8ex">'
     '<div dir="ltr">Hi Ann,<div><br></div><div>Would you have 15 minutes next week?</div>'
@@ -424,7 +429,7 @@ OUTLOOK_HTML = (
     " &amp; wir sprechen.<o:p></o:p></p>"
     '<hr style="display:inline-block;width:98%" tabindex="-1"><div id="divRplyFwdMsg" dir="ltr">'
     '<font face="Calibri"><b>Von:</b> Mike Rowe &lt;mike@acme.example&gt;<br>'
-    "<b>Gesendet:</b> Dienstag, 3. März 2026 10:15<br><b>An:</b> Ann Lee<br>"
+    f"<b>Gesendet:</b> Dienstag, 3. März {Y} 10:15<br><b>An:</b> Ann Lee<br>"
     "<b>Betreff:</b> Kurze Frage</font></div><div><p>Hallo Frau Lee, hätten Sie Zeit?</p></div>"
     "<script>alert('x')</script></body></html>"
 )
@@ -432,7 +437,7 @@ OUTLOOK_HTML = (
 APPLE_HTML = (
     '<html><body dir="auto"><div>Sure, Thursday works.</div><div><br></div>'
     '<div>Sent from my iPhone</div><div><br><blockquote type="cite">'
-    "On Mar 3, 2026, at 10:15, Mike Rowe &lt;mike@acme.example&gt; wrote:<br><br></blockquote>"
+    f"On Mar 3, {Y}, at 10:15, Mike Rowe &lt;mike@acme.example&gt; wrote:<br><br></blockquote>"
     '</div><blockquote type="cite"><div>Hi Ann,<blockquote type="cite">older</blockquote>'
     "</div></blockquote></body></html>"
 )
@@ -450,7 +455,7 @@ def test_alternative_prefers_the_plain_part() -> None:
 def test_html_only_gmail_reply_marks_the_quote() -> None:
     text = mailtext.body_text(html_message(GMAIL_HTML))
     assert text == (
-        "Thursday works.\n\nAnn\n\nOn Tue, Mar 3, 2026 at 10:15 AM Mike Rowe "
+        f"Thursday works.\n\nAnn\n\nOn Tue, Mar 3, {Y} at 10:15 AM Mike Rowe "
         "<mike@acme.example> wrote:\n> Hi Ann,\n>\n> Would you have 15 minutes next week?"
     )
     assert mailtext.reply_text(text) == "Thursday works.\n\nAnn"
@@ -662,7 +667,7 @@ def test_an_unsubscribe_click_through_reply_text() -> None:
     # The List-Unsubscribe mailto arrives with subject "unsubscribe" and often an empty body;
     # a reply saying only "unsubscribe" over the quote is a stop too.
     text = (
-        "unsubscribe\n\nOn Tue, Mar 3, 2026 at 10:15 AM Mike Rowe <mike@acme.example> wrote:\n> Hi"
+        f"unsubscribe\n\nOn Tue, Mar 3, {Y} at 10:15 AM Mike Rowe <mike@acme.example> wrote:\n> Hi"
     )
     assert mailtext.asks_to_stop(mailtext.reply_text(text))
 
@@ -706,8 +711,8 @@ LINES = st.sampled_from(
         ">",
         "-- ",
         "Sent from my iPhone",
-        "On Tue, Mar 3, 2026 at 10:15 AM Mike Rowe <mike@acme.example> wrote:",
-        "Am 03.03.2026 um 10:15 schrieb Mike Rowe:",
+        f"On Tue, Mar 3, {Y} at 10:15 AM Mike Rowe <mike@acme.example> wrote:",
+        f"Am 03.03.{Y} um 10:15 schrieb Mike Rowe:",
         "-----Original Message-----",
         "From: Mike Rowe",
         "Sent: Tuesday",

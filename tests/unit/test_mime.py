@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email import policy
 from email.message import EmailMessage, MIMEPart
 from email.parser import BytesParser
 from pathlib import Path
 from typing import Any
 
+import dates
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -19,7 +20,7 @@ from dripd.mail import addresses, mime
 from dripd.pipeline import compose
 
 REP = config.RepConfig(id="mike", name="Mike Gulitz", email="mike@example.com")
-WHEN = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
+WHEN = dates.local(dates.weekday_after(dates.today(), dates.MONDAY, weeks=52), 14, 30, tz=UTC)
 MSGID = "<dripd.ab12cd34.e7.thank-you.1@example.com>"
 PDF = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n"
 
@@ -562,10 +563,13 @@ def test_message_ids_are_valid_and_one_to_one(
 
 
 def test_dated_sets_the_date_header_and_nothing_else() -> None:
-    built = mime.build(make_email(), msgid="<m@x>", date=datetime(2026, 11, 23, 15, 0, tzinfo=UTC))
-    later = mime.dated(built.data, datetime(2026, 11, 24, 9, 30, 5, tzinfo=UTC))
-    assert b"\r\nDate: Tue, 24 Nov 2026 09:30:05 +0000\r\n" in later
-    assert later.replace(b"Tue, 24 Nov 2026 09:30:05", b"Mon, 23 Nov 2026 15:00:00") == built.data
+    first = WHEN.replace(hour=15, minute=0)  # a Monday, 15:00 UTC
+    second = first + timedelta(hours=18, minutes=30, seconds=5)  # Tuesday 09:30:05
+    built = mime.build(make_email(), msgid="<m@x>", date=first)
+    later = mime.dated(built.data, second)
+    stamp = f"{second:%a, %d %b %Y %H:%M:%S}".encode()  # b"Tue, 24 Nov 2026 09:30:05"
+    assert b"\r\nDate: " + stamp + b" +0000\r\n" in later
+    assert later.replace(stamp, f"{first:%a, %d %b %Y %H:%M:%S}".encode()) == built.data
     assert mime.dated(b"Subject: x\r\n\r\nDate: in the body\r\n", datetime.now(UTC)) == (
         b"Subject: x\r\n\r\nDate: in the body\r\n"
     )

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import dates
 import pytest
 
 from dripd.cli import tables
 from dripd.pipeline import reports
 
-NOW = datetime(2026, 11, 24, 1, 40, tzinfo=UTC)
+# 20:40 on a Monday of quiet weeks ahead in New York, already Tuesday in UTC
+NOW = dates.local(dates.quiet_monday(), 20, 40)
 
 
 def _item(at: datetime, note: str = "", kind: str = "email") -> reports.Scheduled:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dates
 import pytest
 
 from dripd import errors
@@ -127,7 +128,7 @@ def test_login_is_the_username_else_the_address(tmp_path: Path) -> None:
 
 
 def test_a_stored_sign_in_never_shows_its_tokens() -> None:
-    from datetime import UTC, datetime
+    from datetime import UTC
 
     from dripd.mailbox import tokens
     from dripd.store import oauth_tokens
@@ -138,7 +139,7 @@ def test_a_stored_sign_in_never_shows_its_tokens() -> None:
         refresh_token="rt-never-shown",
         access_token="at-never-shown",
         access_fresh_until=None,
-        signed_in_at=datetime(2026, 1, 1, tzinfo=UTC),
+        signed_in_at=dates.local(dates.today(), 0, tz=UTC),  # any instant
         refreshed_at=None,
         refreshing_by=None,
         refreshing_until=None,

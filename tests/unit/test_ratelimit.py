@@ -7,12 +7,13 @@ import random
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
+import dates
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dripd.plan.ratelimit import RateLimit
 
-T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+T0 = dates.local(dates.today(), 9, tz=UTC)  # any instant: the limits count seconds, not days
 TEN = timedelta(minutes=10)
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)

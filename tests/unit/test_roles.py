@@ -7,9 +7,10 @@ that is; unmapped, the contact's owner sends it and `dripd check` says so.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC
 from pathlib import Path
 
+import dates
 import pytest
 from click.testing import CliRunner
 
@@ -145,7 +146,7 @@ def test_the_close_email_goes_from_the_role_else_from_the_owner(
 ) -> None:
     path = _config(tmp_path, roles=roles, extra=SAM)
     app = app_mod.open_app(str(path), with_db=False)
-    now = datetime(2026, 1, 5, tzinfo=UTC)  # any instant: nothing here depends on the day
+    now = dates.local(dates.today(), 0, tz=UTC)  # any instant: nothing here depends on the day
     contact = contacts.Contact(
         id=1, email="ann@example.org", first_name="Ann", owner="mike", created_at=now,
         updated_at=now,

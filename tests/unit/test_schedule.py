@@ -6,6 +6,7 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import dates
 import pytest
 
 from dripd.plan import schedule, windows
@@ -15,7 +16,12 @@ from dripd.plan.schedule import Context, Due, Progress, StepPlan
 NY = ZoneInfo("America/New_York")
 BERLIN = ZoneInfo("Europe/Berlin")
 OFFICE = windows.parse_window("mon-fri 09:00-17:00")
-ENROLLED = datetime(2026, 3, 2, 14, 0, tzinfo=UTC)  # Monday 09:00 EST
+# The tables name days of a non-leap year that begins on a Thursday, a year or more ahead
+# (2 March a Monday, New York's clocks change on 8 March and 1 November, Berlin's on 29 March
+# and 25 October): only the year is computed.
+Y = dates.thursday_year()
+LEAP = dates.leap_day(date(Y, 1, 1)).year  # the first leap year from Y
+ENROLLED = datetime(Y, 3, 2, 14, 0, tzinfo=UTC)  # Monday 09:00 EST
 
 
 def local(tz: ZoneInfo, *args: int) -> datetime:
@@ -115,9 +121,9 @@ def test_advance_unknown_step() -> None:
 @pytest.mark.parametrize(
     ("enrolled", "expected"),
     [
-        (local(NY, 2026, 3, 4, 12), local(NY, 2026, 3, 4, 12)),  # open: now
-        (local(NY, 2026, 3, 4, 20), local(NY, 2026, 3, 5, 9)),  # evening: next morning
-        (local(NY, 2026, 3, 6, 20), local(NY, 2026, 3, 9, 9)),  # Friday night: Monday
+        (local(NY, Y, 3, 4, 12), local(NY, Y, 3, 4, 12)),  # open: now
+        (local(NY, Y, 3, 4, 20), local(NY, Y, 3, 5, 9)),  # evening: next morning
+        (local(NY, Y, 3, 6, 20), local(NY, Y, 3, 9, 9)),  # Friday night: Monday
     ],
 )
 def test_emails_wait_for_the_window(enrolled: datetime, expected: datetime) -> None:
@@ -135,43 +141,43 @@ def test_tasks_ignore_windows_and_holds() -> None:
         schedule.pending(
             [step],
             Progress(),
-            ctx(enrolled_at=local(NY, 2026, 3, 7, 20), window=OFFICE, hold_until=hold),
+            ctx(enrolled_at=local(NY, Y, 3, 7, 20), window=OFFICE, hold_until=hold),
         )
     )
-    assert due.due_at == due.nominal_at == local(NY, 2026, 3, 7, 20)
+    assert due.due_at == due.nominal_at == local(NY, Y, 3, 7, 20)
 
 
 def test_hold_until_then_window() -> None:
-    hold = local(NY, 2026, 3, 13, 18)  # back from vacation Friday evening
+    hold = local(NY, Y, 3, 13, 18)  # back from vacation Friday evening
     due = only_due(
         schedule.pending([wait("a", "1 day")], Progress(), ctx(window=OFFICE, hold_until=hold))
     )
-    assert due.nominal_at == local(NY, 2026, 3, 3, 9)
-    assert due.due_at == local(NY, 2026, 3, 16, 9)
+    assert due.nominal_at == local(NY, Y, 3, 3, 9)
+    assert due.due_at == local(NY, Y, 3, 16, 9)
 
 
 def test_holidays_close_the_window_for_emails() -> None:
     context = ctx(
-        enrolled_at=local(NY, 2026, 12, 24, 18),
+        enrolled_at=local(NY, Y, 12, 24, 18),
         window=OFFICE,
-        holidays=frozenset({date(2026, 12, 25)}),
+        holidays=frozenset({date(Y, 12, 25)}),
     )
     due = only_due(schedule.pending([wait("a", "0m")], Progress(), context))
-    assert due.due_at == local(NY, 2026, 12, 28, 9)
+    assert due.due_at == local(NY, Y, 12, 28, 9)
 
 
 def test_window_crossing_midnight_in_the_contacts_zone() -> None:
     late = windows.parse_window("fri 22:00-02:00")
-    context = ctx(tz=BERLIN, enrolled_at=local(BERLIN, 2026, 3, 7, 1), window=late)
+    context = ctx(tz=BERLIN, enrolled_at=local(BERLIN, Y, 3, 7, 1), window=late)
     due = only_due(schedule.pending([wait("a", "30m")], Progress(), context))
-    assert due.due_at == local(BERLIN, 2026, 3, 7, 1, 30)  # still Friday's range
+    assert due.due_at == local(BERLIN, Y, 3, 7, 1, 30)  # still Friday's range
     due = only_due(schedule.pending([wait("a", "1h")], Progress(), context))
-    assert due.due_at == local(BERLIN, 2026, 3, 13, 22)
+    assert due.due_at == local(BERLIN, Y, 3, 13, 22)
 
 
 def test_a_window_that_never_opens_makes_the_step_wait() -> None:
     sunday = windows.parse_window("sun 10:00-11:00")
-    sundays = frozenset(date(2026, 3, 1) + timedelta(weeks=k) for k in range(60))
+    sundays = frozenset(date(Y, 3, 1) + timedelta(weeks=k) for k in range(60))
     pending = schedule.pending([wait("a", "0m")], Progress(), ctx(window=sunday, holidays=sundays))
     assert pending.due == ()
     assert "never opens" in pending.waiting[0].reason
@@ -180,31 +186,31 @@ def test_a_window_that_never_opens_makes_the_step_wait() -> None:
 # Anchors
 
 
-APPOINTMENT = {"appointment_at": "2026-03-10 10:00"}
+APPOINTMENT = {"appointment_at": f"{Y}-03-10 10:00"}
 
 
 @pytest.mark.parametrize(
     ("tz", "appointment", "offset", "direction", "expected"),
     [
-        (NY, "2026-03-10 10:00", "24 hours", "before", local(NY, 2026, 3, 9, 10)),
-        (NY, "2026-03-10 10:00", "2 hours", "after", local(NY, 2026, 3, 10, 12)),
-        (NY, "2026-03-10", "1 day", "before", local(NY, 2026, 3, 9, 9)),  # date only: 09:00
-        (NY, "2026-03-10T10:00-05:00", "30m", "before", datetime(2026, 3, 10, 14, 30, tzinfo=UTC)),
+        (NY, f"{Y}-03-10 10:00", "24 hours", "before", local(NY, Y, 3, 9, 10)),
+        (NY, f"{Y}-03-10 10:00", "2 hours", "after", local(NY, Y, 3, 10, 12)),
+        (NY, f"{Y}-03-10", "1 day", "before", local(NY, Y, 3, 9, 9)),  # date only: 09:00
+        (NY, f"{Y}-03-10T10:00-05:00", "30m", "before", datetime(Y, 3, 10, 14, 30, tzinfo=UTC)),
         # Across the US spring-forward (Sunday Mar 8): calendar vs elapsed.
-        (NY, "2026-03-09 10:00", "1 day", "before", local(NY, 2026, 3, 8, 10)),
-        (NY, "2026-03-09 10:00", "2 days", "before", local(NY, 2026, 3, 7, 10)),
-        (NY, "2026-03-09 10:00", "48 hours", "before", local(NY, 2026, 3, 7, 9)),
-        (NY, "2026-11-02 10:00", "48 hours", "before", local(NY, 2026, 10, 31, 11)),
-        (BERLIN, "2026-03-30 10:00", "2 days", "before", local(BERLIN, 2026, 3, 28, 10)),
-        (BERLIN, "2026-03-30 10:00", "48h", "before", local(BERLIN, 2026, 3, 28, 9)),
-        (BERLIN, "2026-10-26 10:00", "48h", "before", local(BERLIN, 2026, 10, 24, 11)),
-        (NY, "2026-03-16 10:00", "2 business days", "before", local(NY, 2026, 3, 12, 10)),
+        (NY, f"{Y}-03-09 10:00", "1 day", "before", local(NY, Y, 3, 8, 10)),
+        (NY, f"{Y}-03-09 10:00", "2 days", "before", local(NY, Y, 3, 7, 10)),
+        (NY, f"{Y}-03-09 10:00", "48 hours", "before", local(NY, Y, 3, 7, 9)),
+        (NY, f"{Y}-11-02 10:00", "48 hours", "before", local(NY, Y, 10, 31, 11)),
+        (BERLIN, f"{Y}-03-30 10:00", "2 days", "before", local(BERLIN, Y, 3, 28, 10)),
+        (BERLIN, f"{Y}-03-30 10:00", "48h", "before", local(BERLIN, Y, 3, 28, 9)),
+        (BERLIN, f"{Y}-10-26 10:00", "48h", "before", local(BERLIN, Y, 10, 24, 11)),
+        (NY, f"{Y}-03-16 10:00", "2 business days", "before", local(NY, Y, 3, 12, 10)),
     ],
 )
 def test_anchored_timing(
     tz: ZoneInfo, appointment: str, offset: str, direction: str, expected: datetime
 ) -> None:
-    context = ctx(tz=tz, enrolled_at=local(tz, 2026, 3, 1), fields={"appointment_at": appointment})
+    context = ctx(tz=tz, enrolled_at=local(tz, Y, 3, 1), fields={"appointment_at": appointment})
     due = only_due(
         schedule.pending([anchored("x", offset, direction, is_task=True)], Progress(), context)
     )
@@ -231,10 +237,10 @@ def test_missing_anchor_makes_the_sequence_wait(fields: dict[str, str], reason: 
 def test_rescheduled_anchor_moves_the_due_time() -> None:
     steps = [anchored("confirm", "1 day", is_task=True)]
     first = only_due(schedule.pending(steps, Progress(), ctx(fields=APPOINTMENT)))
-    moved = ctx(fields={"appointment_at": "2026-03-17 15:00"})
+    moved = ctx(fields={"appointment_at": f"{Y}-03-17 15:00"})
     second = only_due(schedule.pending(steps, Progress(), moved))
-    assert first.nominal_at == local(NY, 2026, 3, 9, 10)
-    assert second.nominal_at == local(NY, 2026, 3, 16, 15)
+    assert first.nominal_at == local(NY, Y, 3, 9, 10)
+    assert second.nominal_at == local(NY, Y, 3, 16, 15)
 
 
 def test_an_anchored_step_is_never_before_its_predecessor() -> None:
@@ -247,9 +253,9 @@ def test_an_anchored_step_is_never_before_its_predecessor() -> None:
 
 
 def test_an_anchor_before_enrollment_is_due_at_enrollment() -> None:
-    context = ctx(enrolled_at=local(NY, 2026, 3, 9, 20), fields=APPOINTMENT)
+    context = ctx(enrolled_at=local(NY, Y, 3, 9, 20), fields=APPOINTMENT)
     due = only_due(schedule.pending([anchored("b", "24h", is_task=True)], Progress(), context))
-    assert due.nominal_at == local(NY, 2026, 3, 9, 20)
+    assert due.nominal_at == local(NY, Y, 3, 9, 20)
 
 
 # Staleness
@@ -259,9 +265,9 @@ def test_an_anchor_in_the_past_is_stale() -> None:
     due = only_due(
         schedule.pending([anchored("confirm", "24h")], Progress(), ctx(fields=APPOINTMENT))
     )
-    assert schedule.is_stale(due, local(NY, 2026, 3, 9, 16)) is None  # late but useful
-    assert schedule.is_stale(due, local(NY, 2026, 3, 10, 10)) == "appointment_at has passed"
-    assert schedule.is_stale(due, local(NY, 2026, 3, 12)) == "appointment_at has passed"
+    assert schedule.is_stale(due, local(NY, Y, 3, 9, 16)) is None  # late but useful
+    assert schedule.is_stale(due, local(NY, Y, 3, 10, 10)) == "appointment_at has passed"
+    assert schedule.is_stale(due, local(NY, Y, 3, 12)) == "appointment_at has passed"
 
 
 def test_after_anchor_steps_are_not_stale_because_the_anchor_passed() -> None:
@@ -270,7 +276,7 @@ def test_after_anchor_steps_are_not_stale_because_the_anchor_passed() -> None:
             [anchored("thanks", "2 hours", "after")], Progress(), ctx(fields=APPOINTMENT)
         )
     )
-    assert schedule.is_stale(due, local(NY, 2026, 3, 11, 12)) is None
+    assert schedule.is_stale(due, local(NY, Y, 3, 11, 12)) is None
 
 
 @pytest.mark.parametrize(
@@ -288,18 +294,18 @@ def test_max_late(late: timedelta, max_late: timedelta | None, reason: str | Non
 
 
 def test_waiting_for_the_window_is_not_lateness() -> None:
-    friday_night = local(NY, 2026, 3, 6, 20)
+    friday_night = local(NY, Y, 3, 6, 20)
     context = ctx(enrolled_at=friday_night, window=OFFICE)
     due = only_due(schedule.pending([wait("a", "0m")], Progress(), context))
-    assert due.planned_at == due.due_at == local(NY, 2026, 3, 9, 9)
+    assert due.planned_at == due.due_at == local(NY, Y, 3, 9, 9)
     assert schedule.is_stale(due, due.due_at, max_late=timedelta(days=1)) is None
 
 
 def test_a_hold_is_lateness() -> None:
-    context = ctx(window=OFFICE, hold_until=local(NY, 2026, 3, 16, 9))
+    context = ctx(window=OFFICE, hold_until=local(NY, Y, 3, 16, 9))
     due = only_due(schedule.pending([wait("a", "0m")], Progress(), context))
     assert due.planned_at == ENROLLED
-    assert due.due_at == local(NY, 2026, 3, 16, 9)
+    assert due.due_at == local(NY, Y, 3, 16, 9)
     reason = schedule.is_stale(due, due.due_at, max_late=timedelta(days=2))  # 13d 23h: DST
     assert reason == "due 13 days ago, more than max_late 2 days"
     assert schedule.is_stale(due, due.due_at, max_late=timedelta(days=20)) is None
@@ -309,17 +315,17 @@ def test_a_hold_is_lateness() -> None:
 
 
 def test_every_month_is_computed_from_the_origin() -> None:
-    context = ctx(enrolled_at=local(NY, 2026, 1, 31, 10))
+    context = ctx(enrolled_at=local(NY, Y, 1, 31, 10))
     steps = [every("news", "1 month", count=4)]
     got = [
         d.nominal_at
-        for d in schedule.project(steps, Progress(), context, until=local(NY, 2027, 1, 1))
+        for d in schedule.project(steps, Progress(), context, until=local(NY, Y + 1, 1, 1))
     ]
     assert got == [
-        local(NY, 2026, 2, 28, 10),
-        local(NY, 2026, 3, 31, 10),  # not Mar 28: no drift
-        local(NY, 2026, 4, 30, 10),
-        local(NY, 2026, 5, 31, 10),
+        local(NY, Y, 2, 28, 10),
+        local(NY, Y, 3, 31, 10),  # not Mar 28: no drift
+        local(NY, Y, 4, 30, 10),
+        local(NY, Y, 5, 31, 10),
     ]
     progress = Progress(counts={"news": 4})
     assert schedule.pending(steps, progress, context).complete
@@ -349,7 +355,7 @@ def test_every_week_keeps_the_wall_time_across_dst() -> None:
         d.nominal_at
         for d in schedule.project(steps, Progress(), ctx(), until=ENROLLED + timedelta(days=30))
     ]
-    assert got == [local(NY, 2026, 3, 9, 9), local(NY, 2026, 3, 16, 9)]
+    assert got == [local(NY, Y, 3, 9, 9), local(NY, Y, 3, 16, 9)]
 
 
 def yearly(step_id: str, **kwargs: object) -> StepPlan:
@@ -360,16 +366,22 @@ def yearly(step_id: str, **kwargs: object) -> StepPlan:
     ("enrolled", "birthday", "before", "occurrences"),
     [
         # Enrolled before this year's birthday: this year first.
-        (local(NY, 2026, 3, 2), "1980-12-15", None, [(2026, 12, 15), (2027, 12, 15)]),
+        (local(NY, Y, 3, 2), "1980-12-15", None, [(Y, 12, 15), (Y + 1, 12, 15)]),
         # Enrolled after it: next year first.
-        (local(NY, 2026, 12, 20), "1980-12-15", None, [(2027, 12, 15), (2028, 12, 15)]),
+        (local(NY, Y, 12, 20), "1980-12-15", None, [(Y + 1, 12, 15), (Y + 2, 12, 15)]),
         # A week before: the first whose card time is not before enrollment.
-        (local(NY, 2026, 12, 10), "1980-12-15", "7 days", [(2027, 12, 8), (2028, 12, 8)]),
-        (local(NY, 2026, 12, 1), "1980-12-15", "7 days", [(2026, 12, 8), (2027, 12, 8)]),
+        (local(NY, Y, 12, 10), "1980-12-15", "7 days", [(Y + 1, 12, 8), (Y + 2, 12, 8)]),
+        (local(NY, Y, 12, 1), "1980-12-15", "7 days", [(Y, 12, 8), (Y + 1, 12, 8)]),
         # Feb 29 falls on Feb 28 in common years.
-        (local(NY, 2026, 1, 1), "1984-02-29", None, [(2026, 2, 28), (2027, 2, 28), (2028, 2, 29)]),
+        # two years before a leap year: 28 February, 28 February, then 29 February
+        (
+            local(NY, LEAP - 2, 1, 1),
+            "1984-02-29",
+            None,
+            [(LEAP - 2, 2, 28), (LEAP - 1, 2, 28), (LEAP, 2, 29)],
+        ),
         # A birthday without a year.
-        (local(NY, 2026, 1, 1), "12-15", None, [(2026, 12, 15)]),
+        (local(NY, Y, 1, 1), "12-15", None, [(Y, 12, 15)]),
     ],
 )
 def test_yearly_on_a_field(
@@ -388,9 +400,9 @@ def test_yearly_on_a_field(
 def test_yearly_fixed_month_day_is_stale_after_the_day() -> None:
     steps = [yearly("xmas", month_day=(12, 15))]
     due = only_due(schedule.pending(steps, Progress(), ctx()))
-    assert due.nominal_at == local(NY, 2026, 12, 15, 9)
-    assert schedule.is_stale(due, local(NY, 2026, 12, 15, 23)) is None
-    assert schedule.is_stale(due, local(NY, 2026, 12, 16, 0)) == "the date has passed"
+    assert due.nominal_at == local(NY, Y, 12, 15, 9)
+    assert schedule.is_stale(due, local(NY, Y, 12, 15, 23)) is None
+    assert schedule.is_stale(due, local(NY, Y, 12, 16, 0)) == "the date has passed"
 
 
 @pytest.mark.parametrize(
@@ -425,7 +437,7 @@ def test_wait_for_task() -> None:
     done_at = ENROLLED + timedelta(days=5)
     progress = schedule.finish_task(progress, done_at)
     email = only_due(schedule.pending(steps, progress, ctx()))
-    assert email.nominal_at == local(NY, 2026, 3, 9, 9)  # 2 calendar days, across DST
+    assert email.nominal_at == local(NY, Y, 3, 9, 9)  # 2 calendar days, across DST
 
 
 def test_a_step_without_wait_for_task_does_not_wait() -> None:
@@ -498,7 +510,7 @@ def test_repeating_steps_are_not_in_the_sequence() -> None:
         Progress(done=("call",), last_due_at=ENROLLED, task_open=True),
         Progress(
             done=("call",),
-            last_due_at=datetime(2026, 3, 2, 9, 0, 0, 123456, tzinfo=NY),
+            last_due_at=datetime(Y, 3, 2, 9, 0, 0, 123456, tzinfo=NY),
             task_done_at=ENROLLED,
         ),
     ],
@@ -516,14 +528,20 @@ def test_progress_json_is_compact_and_stable() -> None:
     b = Progress(counts={"a": 2, "b": 1}, done=("x",), last_due_at=ENROLLED)
     assert a.to_text() == b.to_text()
     assert a.to_text() == (
-        '{"counts":{"a":2,"b":1},"done":["x"],"last_due_at":"2026-03-02T14:00:00Z",'
+        f'{{"counts":{{"a":2,"b":1}},"done":["x"],"last_due_at":"{Y}-03-02T14:00:00Z",'
         '"task_done_at":null,"task_open":false}'
     )
 
 
 @pytest.mark.parametrize(
     "text",
-    ["", "[]", '{"done": [1]}', '{"last_due_at": "2026-03-02T14:00:00"}', '{"counts": {"a": "x"}}'],
+    [
+        "",
+        "[]",
+        '{"done": [1]}',
+        f'{{"last_due_at": "{ENROLLED:%Y-%m-%dT%H:%M:%S}"}}',
+        '{"counts": {"a": "x"}}',
+    ],
 )
 def test_progress_json_errors(text: str) -> None:
     with pytest.raises(ValueError, match="bad progress JSON"):

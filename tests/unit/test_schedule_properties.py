@@ -6,6 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
+import dates
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -28,8 +29,11 @@ DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 FEW = settings(max_examples=60, deadline=None)
 
 zones = st.sampled_from(ZONES)
+# Four years from this one (with a leap day, and each zone's clock changes), and holidays
+# a little beyond them on both sides.
+YEAR = dates.today().year
 instants = st.datetimes(
-    min_value=datetime(2025, 1, 1), max_value=datetime(2028, 12, 31), timezones=st.just(UTC)
+    min_value=datetime(YEAR, 1, 1), max_value=datetime(YEAR + 3, 12, 31), timezones=st.just(UTC)
 )
 
 
@@ -47,7 +51,7 @@ def window_texts(draw: st.DrawFn) -> str:
 
 
 holiday_sets = st.frozensets(
-    st.dates(min_value=date(2024, 12, 25), max_value=date(2029, 1, 10)), max_size=6
+    st.dates(min_value=date(YEAR - 1, 12, 25), max_value=date(YEAR + 4, 1, 10)), max_size=6
 )
 durations_ = st.builds(
     Duration,
