@@ -387,7 +387,8 @@ def test_explain_reads_a_message_file_without_acting_on_it(
     reply.write_bytes(
         "From: Ann <ann@example.com>\r\nTo: mike@example.com\r\nSubject: Re: Hello\r\n"
         f"Message-ID: <r1@example.com>\r\nDate: {sent:%a, %d %b %Y %H:%M:%S} +0000\r\n\r\n"
-        f"Yes, let's talk on Thursday.\r\n\r\nOn {dates.fmt_us(monday)} Mike wrote:\r\n> Hello\r\n".encode()
+        "Yes, let's talk on Thursday.\r\n\r\n"
+        f"On {dates.fmt_us(monday)} Mike wrote:\r\n> Hello\r\n".encode()
     )
     shown = dripd("explain", str(reply))
     assert "reply.eml: reply" in shown.out
