@@ -61,7 +61,8 @@ class Scheduled:
         if self.json_parts is None:
             return listing.encode(self.to_json())
         head, tail = self.json_parts
-        return f'{head}{listing.encode(self.email)}, "name": {listing.encode(self.name)}{tail}'
+        text = listing.encode_text
+        return f'{head}{text(self.email)}, "name": {text(self.name)}{tail}'
 
     def to_json(self) -> dict[str, Any]:
         return {

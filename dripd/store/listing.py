@@ -75,6 +75,11 @@ def encode(item: Any) -> str:
     return _ENCODER.encode(item)
 
 
+# A str as `encode` writes it (what _ENCODER calls for one, ensure_ascii=False),
+# without the encoder's Python-level dispatch: called twice for each schedule item.
+encode_text: Callable[[str], str] = json.encoder.encode_basestring
+
+
 def write_json_array(out: TextIO, items: Iterable[Any], *, end: str = "\n") -> int:
     """A JSON array written item by item, one a line; the count.
 
