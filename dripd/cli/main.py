@@ -543,7 +543,7 @@ def schedule_cmd(days: int, email: str | None, as_json: bool) -> None:
         items = reports.upcoming(app, conn, days, email)
         if as_json:
             sys.stdout.write('{"items": ')
-            listing.write_json_array(sys.stdout, (i.to_json() for i in items), end="")
+            listing.write_json_texts(sys.stdout, (i.json_text() for i in items), end="")
             sys.stdout.write(', "waiting": ')
             waiting = reports.waiting(app, conn, email)
             listing.write_json_array(sys.stdout, (w.to_json() for w in waiting), end="")

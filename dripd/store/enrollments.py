@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -119,12 +119,31 @@ class Due:
     contact: Addressee
 
 
+def _as_stored(column: sa.Column[Any]) -> sa.ColumnElement[Any]:
+    """`column` read as the driver hands it, without SQLAlchemy's per-value processing.
+
+    UTCDateTime's processing ends in `datetime.replace(tzinfo=UTC)`, ~3 µs a
+    value here, three a due row: with SQLite's text, `_utc` builds the aware
+    time in one `fromisoformat` (~0.5 µs).
+    """
+    return sa.type_coerce(column, sa.String)
+
+
+def _utc(value: str | datetime) -> datetime:
+    """A stored time as UTCDateTime reads it: SQLite hands ISO text, PostgreSQL a naive datetime."""
+    if isinstance(value, str):
+        return datetime.fromisoformat(value + "+00:00")  # tzinfo: the UTC singleton
+    return value.replace(tzinfo=UTC)
+
+
 _DUE_COLUMNS = (
     enrollments.c.id,
     enrollments.c.campaign,
-    enrollments.c.enrolled_at,
+    _as_stored(enrollments.c.enrolled_at),
     enrollments.c.progress,
-    enrollments.c.next_due_at,
+    _as_stored(enrollments.c.next_due_at),
+    *ADDRESSEE_COLUMNS[:-1],
+    _as_stored(ADDRESSEE_COLUMNS[-1]),  # the contact's created_at (Addressee's last field)
 )
 
 
@@ -144,7 +163,7 @@ def due_page(
     """
     e = enrollments
     query = (
-        sa.select(*_DUE_COLUMNS, *ADDRESSEE_COLUMNS)
+        sa.select(*_DUE_COLUMNS)
         .join(contacts, contacts.c.id == e.c.contact_id)
         .where(e.c.next_due_at <= until, e.c.status == "active")
         .order_by(e.c.next_due_at, e.c.id)
@@ -163,7 +182,14 @@ def due_page(
     # `.all()`: the page in one fetchall (row by row, each fetchone crosses into
     # sqlite3 on its own: 15-20% of reading a page at 1M).
     return [
-        Due(row[0], row[1], row[2], row[3], row[4], addressee_of_values(row[5:]))
+        Due(
+            row[0],
+            row[1],
+            _utc(row[2]),
+            row[3],
+            _utc(row[4]),
+            addressee_of_values((*row[5:16], _utc(row[16]))),
+        )
         for row in conn.execute(query).all()
     ]
 

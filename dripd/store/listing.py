@@ -70,15 +70,29 @@ def head(rows: Iterator[Any], size: int = PAGE) -> tuple[list[Any], bool]:
 _ENCODER = json.JSONEncoder(default=str, ensure_ascii=False)
 
 
+def encode(item: Any) -> str:
+    """`item` as the writers write it: compact JSON, non-ASCII kept, anything else as str()."""
+    return _ENCODER.encode(item)
+
+
+# A str as `encode` writes it (what _ENCODER calls for one, ensure_ascii=False),
+# without the encoder's Python-level dispatch: called twice for each schedule item.
+encode_text: Callable[[str], str] = json.encoder.encode_basestring
+
+
 def write_json_array(out: TextIO, items: Iterable[Any], *, end: str = "\n") -> int:
     """A JSON array written item by item, one a line; the count.
 
     Items are not indented: json's C encoder does only the compact form,
     several times faster over a million contacts.
     """
+    return write_json_texts(out, map(_ENCODER.encode, items), end=end)
+
+
+def write_json_texts(out: TextIO, texts: Iterable[str], *, end: str = "\n") -> int:
+    """A JSON array of items already encoded (as `encode` does), one a line; the count."""
     count = 0
-    for item in items:
-        text = _ENCODER.encode(item)
+    for text in texts:
         out.write(("[\n  " if count == 0 else ",\n  ") + text)
         count += 1
     out.write(("\n]" if count else "[]") + end)

@@ -26,7 +26,7 @@ from dripd import clock
 from dripd.pipeline import app as app_mod
 from dripd.pipeline import lifecycle, reports
 from dripd.plan import schedule
-from dripd.store import contacts, enrollments, reps, schema, statements
+from dripd.store import contacts, enrollments, listing, reps, schema, statements
 
 NOW = datetime(2026, 11, 27, 14, 30, tzinfo=UTC)  # a Friday: the window's weekend comes in
 CONTACTS = 600
@@ -188,7 +188,11 @@ def test_schedule_shows_each_enrollments_own_projection(book: app_mod.App, days:
     assert len({i.email for i in expected}) > 100  # many contacts, several steps and campaigns
     assert len({(i.campaign, i.step) for i in expected}) > 5
     assert any(i.note.startswith("will be skipped") for i in expected) or days == 1
-    assert shown(book, days) == expected
+    items = shown(book, days)
+    assert items == expected
+    # `--json`'s text, spliced from each projection's parts, is the items' own encoding.
+    assert all(i.json_parts is not None for i in items)
+    assert [i.json_text() for i in items] == [listing.encode(i.to_json()) for i in expected]
 
 
 def test_the_early_stop_is_taken_and_declined_and_would_show_a_wrong_bound(

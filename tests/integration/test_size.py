@@ -296,6 +296,17 @@ def test_a_bulk_import_stores_one_event_per_enrolled_contact_and_shows_each(
     app.engine.dispose()
 
 
+def _times(conn: sa.Connection, enrollment_id: int) -> tuple[datetime, datetime]:
+    """An enrollment's time and its contact's, read through UTCDateTime."""
+    e, c = schema.enrollments, schema.contacts
+    row = conn.execute(
+        sa.select(e.c.enrolled_at, c.c.created_at)
+        .join(c, c.c.id == e.c.contact_id)
+        .where(e.c.id == enrollment_id)
+    ).one()
+    return row[0], row[1]
+
+
 def test_pages_by_key_on_each_database(make_config: Any, database_url: str) -> None:
     """Keyset paging (contacts by email, the due index by time then id) on SQLite and PostgreSQL."""
     app = app_mod.open_app(str(make_config(database=database_url)), the_clock=clock.FakeClock(NOW))
@@ -315,6 +326,10 @@ def test_pages_by_key_on_each_database(make_config: Any, database_url: str) -> N
         while page := enrollments.due_page(conn, NOW, after, 4):
             due += [e.id for e in page]
             assert all(e.contact.email == f"c{e.id - 1:07d}@example.com" for e in page)
+            # Times read as the driver hands them, then made aware (due_page's `_utc`).
+            assert all(e.next_due_at == NOW and e.next_due_at.tzinfo is UTC for e in page)
+            times = [(e.enrolled_at, e.contact.created_at) for e in page]
+            assert times == [_times(conn, e.id) for e in page]
             after = (NOW, page[-1].id)
     stopped = {i for i in range(50) if (i + 1) % 5 == 0}
     assert listed == [f"c{i:07d}@example.com" for i in range(11, 50, 2) if i not in stopped]
