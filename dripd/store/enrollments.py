@@ -188,7 +188,7 @@ def due_page(
             _utc(row[2]),
             row[3],
             _utc(row[4]),
-            addressee_of_values((*row[5:16], _utc(row[16]))),
+            addressee_of_values((*row[5:-1], _utc(row[-1]))),  # created_at last
         )
         for row in conn.execute(query).all()
     ]
