@@ -5,6 +5,9 @@
   stops its contact within 2 s, SIGTERM with emails in flight exits 0 within
   10 s with every email the server accepted recorded as sent, and the log
   holds no error line.
+- 100 reps' inboxes watched in one process (issue 21), a uid each on Dovecot:
+  a reply lands in every inbox, one after another, and each stops its contact
+  (median within 2 s, the slowest within 5 s).
 - A sender that fails unexpectedly (with an email claimed) is restarted while
   the others send, and that email still goes, once;
   `dripd status` and the STATUS= line say so. A failure the daemon cannot go
@@ -262,6 +265,64 @@ def test_sixty_reps_send_once_stop_on_replies_and_stop_cleanly(
     assert set(ids) <= recorded, "an email the server accepted is not recorded as sent"
     assert "sending" not in team.statuses()
     _clean_log(team.text())
+
+
+# -- 1b. a hundred inboxes (issue 21) ----------------------------------------------
+
+HUNDRED = 100  # inboxes watched in one process, a reply in each
+BURST_STOPS = 5.0  # seconds for the slowest of 100 replies landing one after another
+
+
+@pytest.mark.timeout(240)
+def test_a_hundred_inboxes_in_one_process_each_reply_stops_its_contact(
+    tmp_path: Path,
+    sqlite_url: str,
+    smtp_sink: servers.smtp_sink.SmtpSinkProcess,
+    procs: list[subprocess.Popen[bytes]],
+) -> None:
+    # A Dovecot of its own, a uid per user: past 128 IDLE processes of one uid
+    # Linux refuses inotify and Dovecot would poll, which is not what a rep's server does.
+    with servers.required.dovecot(uid_per_user=True) as dovecot:
+        team = Team(tmp_path, sqlite_url, smtp_sink, HUNDRED, dovecot)
+        owners = team.import_contacts(1)
+        proc = team.start()
+        procs.append(proc)
+        _wait(lambda: team.statuses() == {"sent": HUNDRED} or proc.poll(), START, "100 emails")
+        assert proc.poll() is None, team.text()[-3000:]
+        _wait(
+            lambda: team.query("select count(*) from inbox_folders")[0][0] == HUNDRED,
+            START,
+            "every inbox read",
+        )
+        time.sleep(0.5)  # the checkpoint is written just before IDLE is sent
+        sent = dict(team.query("select recipient, message_id from outbox"))
+        delivered: dict[str, float] = {}
+        for n, contact in enumerate(sorted(owners)):
+            dovecot.deliver(
+                team.inboxes[owners[contact]].address,
+                _reply(contact, owners[contact], sent[contact], n),
+            )
+            delivered[contact] = time.monotonic()
+        stopped: dict[str, float] = {}
+
+        def all_stopped() -> bool:
+            rows = team.query(
+                "select c.email from contacts c join enrollments e on e.contact_id = c.id "
+                "where e.status = 'stopped'"
+            )
+            for (email,) in rows:
+                stopped.setdefault(email, time.monotonic())
+            return len(stopped) == HUNDRED
+
+        _wait(all_stopped, 60, "the 100 replies to stop their contacts")
+        took = sorted(stopped[c] - delivered[c] for c in owners)
+        said = f"reply to stop: median {took[HUNDRED // 2]:.2f} s, slowest {took[-1]:.2f} s"
+        assert took[HUNDRED // 2] <= REPLY_STOPS, said
+        assert took[-1] <= BURST_STOPS, said
+        assert set(stopped) == set(owners)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(STOP_WITHIN + 5) == 0, team.text()[-3000:]
+        _clean_log(team.text())
 
 
 # -- 2. supervision ----------------------------------------------------------------
