@@ -190,6 +190,43 @@ def _reply(contact: str, rep: str, to_msgid: str, n: int) -> bytes:
     ).encode()
 
 
+def _replies_stop(
+    team: Team, dovecot: servers.imap.Dovecot, owners: dict[str, str], repliers: list[str]
+) -> tuple[list[float], set[str]]:
+    """Once every inbox is read, a reply from each of `repliers`, one after another.
+
+    Returns the seconds from each delivery to its contact's sequence stopped
+    (sorted), and every contact stopped by then.
+    """
+    _wait(
+        lambda: team.query("select count(*) from inbox_folders")[0][0] == len(team.reps),
+        START,
+        "every inbox read",
+    )
+    time.sleep(0.5)  # the checkpoint is written just before IDLE is sent
+    sent = dict(team.query("select recipient, message_id from outbox where step = 'hello'"))
+    delivered: dict[str, float] = {}
+    for n, contact in enumerate(repliers):
+        dovecot.deliver(
+            team.inboxes[owners[contact]].address,
+            _reply(contact, owners[contact], sent[contact], n),
+        )
+        delivered[contact] = time.monotonic()
+    stopped: dict[str, float] = {}
+
+    def all_stopped() -> bool:
+        rows = team.query(
+            "select c.email from contacts c join enrollments e on e.contact_id = c.id "
+            "where e.status = 'stopped'"
+        )
+        for (email,) in rows:
+            stopped.setdefault(email, time.monotonic())
+        return set(repliers) <= set(stopped)
+
+    _wait(all_stopped, 60, f"the {len(repliers)} replies to stop their contacts")
+    return sorted(stopped[c] - delivered[c] for c in repliers), set(stopped)
+
+
 def _sqlite(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'dripd.db'}"
 
@@ -216,37 +253,10 @@ def test_sixty_reps_send_once_stop_on_replies_and_stop_cleanly(
     assert sorted(to for (to,) in arrived) == sorted(owners)
     assert set(arrived.values()) == {1}
 
-    # Every watcher has read its inbox once (its checkpoint); then replies come in.
-    _wait(
-        lambda: team.query("select count(*) from inbox_folders")[0][0] == TEAM,
-        START,
-        "every inbox read",
-    )
-    time.sleep(0.5)  # the checkpoint is written just before IDLE is sent
-    sent = dict(team.query("select recipient, message_id from outbox where step = 'hello'"))
     repliers = random.Random(SEED).sample(sorted(owners), REPLIES)
-    delivered: dict[str, float] = {}
-    for n, contact in enumerate(repliers):
-        dovecot.deliver(
-            team.inboxes[owners[contact]].address,
-            _reply(contact, owners[contact], sent[contact], n),
-        )
-        delivered[contact] = time.monotonic()
-    stopped: dict[str, float] = {}
-
-    def all_stopped() -> bool:
-        rows = team.query(
-            "select c.email from contacts c join enrollments e on e.contact_id = c.id "
-            "where e.status = 'stopped'"
-        )
-        for (email,) in rows:
-            stopped.setdefault(email, time.monotonic())
-        return set(repliers) <= set(stopped)
-
-    _wait(all_stopped, 30, "the 10 replies to stop their contacts")
-    took = sorted(stopped[c] - delivered[c] for c in repliers)
+    took, stopped = _replies_stop(team, dovecot, owners, repliers)
     assert took[-1] <= REPLY_STOPS, f"reply to stop: {', '.join(f'{t:.2f}' for t in took)} s"
-    assert set(stopped) == set(repliers)
+    assert stopped == set(repliers)
 
     # SIGTERM while the next emails go out: exit 0 in time, every accepted email recorded.
     before = len(smtp_sink.records())
@@ -289,37 +299,11 @@ def test_a_hundred_inboxes_in_one_process_each_reply_stops_its_contact(
         procs.append(proc)
         _wait(lambda: team.statuses() == {"sent": HUNDRED} or proc.poll(), START, "100 emails")
         assert proc.poll() is None, team.text()[-3000:]
-        _wait(
-            lambda: team.query("select count(*) from inbox_folders")[0][0] == HUNDRED,
-            START,
-            "every inbox read",
-        )
-        time.sleep(0.5)  # the checkpoint is written just before IDLE is sent
-        sent = dict(team.query("select recipient, message_id from outbox"))
-        delivered: dict[str, float] = {}
-        for n, contact in enumerate(sorted(owners)):
-            dovecot.deliver(
-                team.inboxes[owners[contact]].address,
-                _reply(contact, owners[contact], sent[contact], n),
-            )
-            delivered[contact] = time.monotonic()
-        stopped: dict[str, float] = {}
-
-        def all_stopped() -> bool:
-            rows = team.query(
-                "select c.email from contacts c join enrollments e on e.contact_id = c.id "
-                "where e.status = 'stopped'"
-            )
-            for (email,) in rows:
-                stopped.setdefault(email, time.monotonic())
-            return len(stopped) == HUNDRED
-
-        _wait(all_stopped, 60, "the 100 replies to stop their contacts")
-        took = sorted(stopped[c] - delivered[c] for c in owners)
+        took, stopped = _replies_stop(team, dovecot, owners, sorted(owners))
         said = f"reply to stop: median {took[HUNDRED // 2]:.2f} s, slowest {took[-1]:.2f} s"
         assert took[HUNDRED // 2] <= REPLY_STOPS, said
         assert took[-1] <= BURST_STOPS, said
-        assert set(stopped) == set(owners)
+        assert stopped == set(owners)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(STOP_WITHIN + 5) == 0, team.text()[-3000:]
         _clean_log(team.text())
