@@ -16,9 +16,10 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC
 from pathlib import Path
 
+import dates
 import pytest
 import servers.postgres
 import sqlalchemy as sa
@@ -31,7 +32,7 @@ from dripd.pipeline import reports
 from dripd.store import engine as store_engine
 from dripd.store import membership, outbox, retry, schema
 
-NOW = datetime(2026, 11, 30, 15, 0, tzinfo=UTC)
+NOW = dates.local(dates.today(), 15, tz=UTC)  # any instant: leases expire by the database's clock
 REPS = 6
 
 

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import dates
 import pytest
 import sqlalchemy as sa
 import userfiles
@@ -28,7 +29,11 @@ from dripd.pipeline import lifecycle, reports
 from dripd.plan import schedule
 from dripd.store import contacts, enrollments, listing, reps, schema, statements
 
-NOW = datetime(2026, 11, 27, 14, 30, tzinfo=UTC)  # a Friday: the window's weekend comes in
+# A year with the calendar of every Thursday-year (tests/dates.py): Friday 27 November,
+# 09:30 in New York on EST, the day after Thanksgiving; the window's weekend comes in, and
+# the 30-day window holds Christmas, not the turn of the year.
+Y = dates.thursday_year()
+NOW = datetime(Y, 11, 27, 14, 30, tzinfo=UTC)
 CONTACTS = 600
 ZONES = ("America/New_York", "Europe/Berlin", "Asia/Tokyo", None)
 OWNERS = ("mike", "sam", None)

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import dates
 import pytest
 import sqlalchemy as sa
 import userfiles
@@ -23,7 +24,7 @@ from dripd.pipeline import importer, plans, reports
 from dripd.store import contacts, enrollments, events, listing, schema, statements
 from dripd.store import engine as store_engine
 
-NOW = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)  # a Monday, 10:00 in New York
+NOW = dates.local(dates.quiet_monday(weeks=1), 10)  # a Monday, no holiday: 10:00 in New York
 CONTACTS = 200_000
 SPREAD = 200  # days the enrollments' first steps are spread over: 1 in 200 due each day
 MEMORY_SLACK = 40  # MB of peak RSS above the CLI's own and SQLite's page cache

@@ -5,8 +5,10 @@ mbox files) and its output. Only made-up messages here: no fetched corpus is rea
 from __future__ import annotations
 
 import re
+from datetime import UTC
 from pathlib import Path
 
+import dates
 import pytest
 
 from bench import bounces, mail_files
@@ -55,9 +57,10 @@ messages = [
 
 
 def _mbox(*messages: bytes) -> bytes:
-    return b"".join(
-        b"From someone@example.net Tue Mar  2 09:44:33 1999\n" + m + b"\n" for m in messages
-    )
+    # An mbox's separator line, stamped as mail programs do ("Tue Mar  2 09:44:33 1999").
+    stamp = dates.local(dates.today(), 9, 44, tz=UTC).ctime()
+    line = f"From someone@example.net {stamp}\n".encode()
+    return b"".join(line + m + b"\n" for m in messages)
 
 
 @pytest.fixture

@@ -101,7 +101,7 @@ CASES = [
     ("bad hour", {"appointment_at": f"{Y}-12-03 25:00"}, "appointment_at: bad date"),
     ("bad birthday", {"birthday": "1980-13-01"}, "birthday: bad date"),
     ("birthday not a date", {"birthday": "March 3rd"}, "birthday: bad date"),
-    ("bad client_since", {"client_since": "2020/05/01"}, "client_since: bad date"),
+    ("bad client_since", {"client_since": f"{Y}/05/01"}, "client_since: bad date"),
     ("date field with a line break", {"appointment_at": f"{Y}-12-03\n10:00"},
      "appointment_at contains a control character or line break"),
     ("unknown owner", {"owner": "zed"}, "owner 'zed' is not a rep (mike, sam)"),

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import email
 import email.policy
-from datetime import date
+from datetime import UTC, date
 from email.message import Message
 from pathlib import Path
+
+import dates
 
 from dripd.mail import bounce_formats, bounces, classify, embedded, incoming
 
 FAMILIES = Path(__file__).resolve().parents[1] / "corpus" / "families"
+# An mbox "From " separator line as an MTA pastes it into a notice, stamped asctime-style.
+MBOX_LINE = f"From MAILER-DAEMON  {dates.local(dates.today(), 10, 15, tz=UTC).ctime()}\r\n".encode()
 
 
 def leaves(raw: bytes) -> list[Message]:
@@ -38,7 +42,8 @@ def test_a_quoted_forward_is_unquoted() -> None:
 def test_an_mbox_line_after_a_separator_starts_a_message() -> None:
     raw = (
         b"Content-Type: text/plain\r\n\r\nWe could not deliver it.\r\n-----\r\n"
-        b"From MAILER-DAEMON  Tue Jun  3 10:15:00 2025\r\nReturn-Path: <>\r\n"
+        + MBOX_LINE
+        + b"Return-Path: <>\r\n"
         b"From: MAILER-DAEMON@relay.example\r\nSubject: Undelivered\r\n\r\ntext\r\n"
     )
     (inner,) = embedded.inner_messages(leaves(raw))
@@ -105,8 +110,7 @@ class _World:
 
 def test_an_mbox_line_announces_a_message_whose_from_is_damaged() -> None:
     raw = (
-        b"Content-Type: text/plain\r\n\r\nNotice.\r\n-----\r\n"
-        b"From MAILER-DAEMON  Tue Jun  3 10:15:00 2025\r\nReturn-Path: <>\r\n"
+        b"Content-Type: text/plain\r\n\r\nNotice.\r\n-----\r\n" + MBOX_LINE + b"Return-Path: <>\r\n"
         b"From--: MAILER-DAEMON@relay.example\r\nSubject: Undelivered\r\n\r\ntext\r\n"
     )
     (inner,) = embedded.inner_messages(leaves(raw))

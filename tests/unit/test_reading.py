@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 
+import dates
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dripd.mail import classify, incoming, mailtext, reading
+
+Y = dates.thursday_year()  # 3 March is a Tuesday, 1 January a Thursday
+RECEIVED = dates.today()  # the day mail arrives: any day, no test here reads a return date
 
 
 def crlf(text: str) -> bytes:
@@ -103,11 +107,11 @@ def test_addresses() -> None:
 @pytest.mark.parametrize(
     ("value", "when"),
     [
-        ("Tue, 3 Mar 2026 10:15:00 +0100", datetime(2026, 3, 3, 9, 15, tzinfo=UTC)),
-        ("3 Mar 2026 10:15:00", datetime(2026, 3, 3, 10, 15, tzinfo=UTC)),  # no zone: UTC
+        (f"Tue, 3 Mar {Y} 10:15:00 +0100", datetime(Y, 3, 3, 9, 15, tzinfo=UTC)),
+        (f"3 Mar {Y} 10:15:00", datetime(Y, 3, 3, 10, 15, tzinfo=UTC)),  # no zone: UTC
         ("Fri, 31 Dec 9999 23:59:59 -0100", None),  # a year 10000 in UTC
-        ("1 Jan 2026 99:99:99 +0000", None),
-        ("Mon, 1 Jan 2026 00:00:00 +9999", None),
+        (f"1 Jan {Y} 99:99:99 +0000", None),
+        (f"Mon, 1 Jan {Y} 00:00:00 +9999", None),
         ("yesterday", None),
     ],
 )
@@ -235,7 +239,7 @@ def test_part_bytes_of_an_attached_message_whose_header_the_stdlib_cannot_refold
     )
     attached = list(reading.parts(parse(raw)))[1]
     assert inner.encode() in reading.part_bytes(attached)
-    verdict = classify.classify(incoming.parse(raw), _Known(), received=date(2026, 1, 5))
+    verdict = classify.classify(incoming.parse(raw), _Known(), received=RECEIVED)
     assert verdict.cls == "reply" and verdict.contact is not None  # the contact writing
 
 
@@ -348,7 +352,7 @@ def _read_everything(raw: bytes) -> None:
         assert len(reading.part_text(part, 500)) <= 500
         assert isinstance(reading.part_bytes(part), bytes)
     assert len(mailtext.body_text(msg, limit=2000)) <= 2000
-    verdict = classify.classify(mail, _Known(), received=date(2026, 3, 3))
+    verdict = classify.classify(mail, _Known(), received=RECEIVED)
     assert verdict.cls
     assert "kind" in classify.reading_json(msg)
 
@@ -364,7 +368,7 @@ def test_hostile_mail_never_raises_and_takes_bounded_time(raw: bytes) -> None:
 CORPUS = sorted((Path(__file__).resolve().parent.parent / "corpus").rglob("*.eml"))
 TOKENS = [
     b"=?x?b?####?=", b"\r\n--", b"; charset=\x00", b"\r\n\r\n", b"boundary=", b"\xff\xfe",
-    b"Content-Type: message/rfc822\r\n\r\n", b"DTSTART;TZID=America:2026", b"RRULE:X",
+    b"Content-Type: message/rfc822\r\n\r\n", f"DTSTART;TZID=America:{Y}".encode(), b"RRULE:X",
     b"\r\nContent-Disposition: attachment; filename*=utf-8\x00''x.ics\r\n",
     b"; boundary*=utf-8\x00''b", b"; charset*=utf-8\x00''x",
 ]  # fmt: skip
