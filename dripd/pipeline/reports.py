@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import heapq
 import itertools
 import pickle
@@ -230,6 +229,19 @@ _Item = tuple[_Shape, tuple[str, str]]  # with its JSON parts (_json_parts)
 PROJECTIONS_KEPT = 10_000  # projections remembered for enrollments alike (then forgotten)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Timing:
+    """A campaign at one progress: worked out once for its enrollments (a progress text each)."""
+
+    campaign: campaigns.Campaign
+    progress: schedule.Progress
+    fields: tuple[str, ...]  # the contact's fields its timing reads (schedule.fields_read)
+    reads_enrollment_time: bool  # schedule.reads_enrollment_time
+
+
+_UNKNOWN: Any = object()  # not in _Projections._timings yet
+
+
 class _Projections:
     """The items of each enrollment in a window: `schedule.project`, once for enrollments alike.
 
@@ -250,28 +262,22 @@ class _Projections:
         self._window = window
         self._contexts = lifecycle.Contexts(app, pauses)
         self._kept: dict[tuple[Any, ...], tuple[_Item, ...]] = {}
-        self._dated: dict[str, tuple[str, ...]] = {}
+        self._timings: dict[tuple[str, str], _Timing | None] = {}
 
     def of(self, enrollment: enrollments.Due) -> list[Scheduled]:
-        contact = enrollment.contact
-        campaign = self._app.catalog.campaigns.get(enrollment.campaign)
-        if campaign is None:
+        timing = self._timings.get((enrollment.campaign, enrollment.progress), _UNKNOWN)
+        if timing is _UNKNOWN:
+            timing = self._timing(enrollment.campaign, enrollment.progress)
+        if timing is None:  # its campaign file is gone
             return []
-        dated = self._dated.get(campaign.id)
-        if dated is None:
-            dated = self._dated[campaign.id] = schedule.fields_read(campaign.plans)
-        values = tuple(contact.value(name) for name in dated)
-        progress = _progress(enrollment.progress)
-        # None: shared with enrollments alike enrolled at other times.
-        timed_from = (
-            enrollment.enrolled_at
-            if schedule.reads_enrollment_time(campaign.plans, progress)
-            else None
-        )
+        contact = enrollment.contact
+        values = tuple([contact.value(name) for name in timing.fields])
         key = (
-            campaign.id,
+            enrollment.campaign,
             enrollment.progress,
-            timed_from,
+            # None: shared with enrollments alike enrolled at other times. As
+            # stored: one format, so equal texts are equal instants.
+            enrollment.enrolled_stored if timing.reads_enrollment_time else None,
             contact.timezone,
             contact.owner,
             *values,
@@ -279,10 +285,10 @@ class _Projections:
         shapes = self._kept.get(key)
         if shapes is None:
             # The timing reads these fields only (schedule.Context.fields).
-            fields = {name: v for name, v in zip(dated, values, strict=True) if v is not None}
+            fields = {n: v for n, v in zip(timing.fields, values, strict=True) if v is not None}
             shapes = tuple(
-                (shape, _json_parts(shape, campaign.id))
-                for shape in self._project(campaign, enrollment, progress, fields)
+                (shape, _json_parts(shape, enrollment.campaign))
+                for shape in self._project(timing.campaign, enrollment, timing.progress, fields)
             )
             if len(self._kept) >= PROJECTIONS_KEPT:
                 self._kept.clear()
@@ -303,6 +309,23 @@ class _Projections:
             )
             for (at, local, step, kind, occurrence, note), parts in shapes
         ]
+
+    def _timing(self, campaign_id: str, progress_text: str) -> _Timing | None:
+        """What the projections of enrollments at this progress of this campaign read."""
+        if len(self._timings) >= PROJECTIONS_KEPT:
+            self._timings.clear()
+        campaign = self._app.catalog.campaigns.get(campaign_id)
+        timing = None
+        if campaign is not None:
+            progress = schedule.Progress.from_text(progress_text)
+            timing = _Timing(
+                campaign=campaign,
+                progress=progress,
+                fields=schedule.fields_read(campaign.plans),
+                reads_enrollment_time=schedule.reads_enrollment_time(campaign.plans, progress),
+            )
+        self._timings[campaign_id, progress_text] = timing
+        return timing
 
     def _project(
         self,
@@ -338,12 +361,6 @@ def _json_parts(shape: _Shape, campaign: str) -> tuple[str, str]:
         f' "occurrence": {enc(occurrence)}, "note": {enc(note)}}}'
     )
     return head, tail
-
-
-@functools.lru_cache(maxsize=1024)
-def _progress(text: str) -> schedule.Progress:
-    """Progress.from_text, once for each text (a Progress cannot change)."""
-    return schedule.Progress.from_text(text)
 
 
 def waiting(app: App, conn: sa.Connection, email: str | None = None) -> Iterator[Waiting]:
