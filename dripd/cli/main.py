@@ -540,15 +540,16 @@ def schedule_cmd(days: int, email: str | None, as_json: bool) -> None:
 
     app = open_app()
     with app.reader.connect() as conn:
-        items = reports.upcoming(app, conn, days, email)
         if as_json:
             sys.stdout.write('{"items": ')
-            listing.write_json_texts(sys.stdout, (i.json_text() for i in items), end="")
+            texts = reports.upcoming_json(app, conn, days, email)
+            listing.write_json_texts(sys.stdout, texts, end="")
             sys.stdout.write(', "waiting": ')
             waiting = reports.waiting(app, conn, email)
             listing.write_json_array(sys.stdout, (w.to_json() for w in waiting), end="")
             sys.stdout.write("}\n")
             return
+        items = reports.upcoming(app, conn, days, email)
         rows: Iterator[tuple[str, ...]] = (out.scheduled_cells(i) for i in items)
         if stdout.is_terminal:
             first, complete = listing.head(rows)
