@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dripd import clock, errors
 from dripd.files import campaigns, config
@@ -289,8 +288,16 @@ def _run_import(
 
     if not show_progress or not stderr.is_terminal:
         return importer.import_csv(app, file, enroll=campaign)
-    columns = (TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=stderr, transient=True) as bar:
+    # Imported here: ~0.013 s of every other command's start-up.
+    from rich import progress
+
+    columns = (
+        progress.TextColumn("importing"),
+        progress.BarColumn(),
+        progress.MofNCompleteColumn(),
+        progress.TimeElapsedColumn(),
+    )
+    with progress.Progress(*columns, console=stderr, transient=True) as bar:
         task = bar.add_task("import", total=_data_lines(file))
         return importer.import_csv(app, file, enroll=campaign, tick=lambda n: bar.advance(task, n))
 
@@ -540,15 +547,16 @@ def schedule_cmd(days: int, email: str | None, as_json: bool) -> None:
 
     app = open_app()
     with app.reader.connect() as conn:
-        items = reports.upcoming(app, conn, days, email)
         if as_json:
             sys.stdout.write('{"items": ')
-            listing.write_json_texts(sys.stdout, (i.json_text() for i in items), end="")
+            texts = reports.upcoming_json(app, conn, days, email)
+            listing.write_json_texts(sys.stdout, texts, end="")
             sys.stdout.write(', "waiting": ')
             waiting = reports.waiting(app, conn, email)
             listing.write_json_array(sys.stdout, (w.to_json() for w in waiting), end="")
             sys.stdout.write("}\n")
             return
+        items = reports.upcoming(app, conn, days, email)
         rows: Iterator[tuple[str, ...]] = (out.scheduled_cells(i) for i in items)
         if stdout.is_terminal:
             first, complete = listing.head(rows)

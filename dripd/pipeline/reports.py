@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import functools
 import heapq
 import itertools
 import pickle
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import IO, Any
+from typing import IO, Any, Generic, NamedTuple, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -61,8 +60,7 @@ class Scheduled:
         if self.json_parts is None:
             return listing.encode(self.to_json())
         head, tail = self.json_parts
-        text = listing.encode_text
-        return f'{head}{text(self.email)}, "name": {text(self.name)}{tail}'
+        return f"{head}{_contact_json(self.email, self.name)}{tail}"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -104,25 +102,63 @@ def upcoming(
     read: items up to it are yielded then, and only later ones held back.
     Items at the same instant come in the due index's order.
     """
+    return _in_time(app, conn, days, email, _Projections.of)
+
+
+def upcoming_json(
+    app: App, conn: sa.Connection, days: int, email: str | None = None
+) -> Iterator[str]:
+    """`upcoming`'s items as their JSON (`Scheduled.json_text`), without building them.
+
+    For `schedule --json`: a projection's items are spliced from its shared
+    parts and each contact's email and name, encoded once per enrollment.
+    """
+    for item in _in_time(app, conn, days, email, _Projections.json_texts):
+        yield item.text
+
+
+_T = TypeVar("_T", bound="_Timed")
+
+
+def _in_time(
+    app: App,
+    conn: sa.Connection,
+    days: int,
+    email: str | None,
+    items_of: Callable[[_Projections, enrollments.Due], list[_T]],
+) -> Iterator[_T]:
+    """`upcoming`'s walk, with the items each due enrollment gives (`items_of`)."""
     now = app.clock.now()
     until = now + timedelta(days=days)
     projections = _Projections(
         app, reps.rep_pauses(conn), Window(now=now, until=until, max_late=app.config.max_late)
     )
-    with _Held() as held:
+    with _Held[_T]() as held:
         for page in _due_pages(conn, until, email):
             for due in page:
-                for item in projections.of(due):
+                for item in items_of(projections, due):
                     held.push(item)
             yield from held.pop_until(page[-1].next_due_at)
         yield from held.pop_until(None)
+
+
+class _Timed(Protocol):
+    @property
+    def at(self) -> datetime: ...
+
+
+class _Text(NamedTuple):
+    """An item of `upcoming_json`: its time and its JSON."""
+
+    at: datetime
+    text: str
 
 
 HELD_IN_MEMORY = 50_000  # items held back in memory (~40 MB); past it, sorted runs on disk
 SPILL_CHUNK = 1_000  # items a run writes and reads at a time
 
 
-class _Held:
+class _Held(Generic[_T]):
     """The items found but later than what may be yielded yet, in (time, found) order.
 
     A heap in memory up to HELD_IN_MEMORY items; past it, the heap is written
@@ -132,25 +168,25 @@ class _Held:
     """
 
     def __init__(self) -> None:
-        self._heap: list[tuple[datetime, int, Scheduled]] = []
+        self._heap: list[tuple[datetime, int, _T]] = []
         self._found = itertools.count()
         self._files: list[IO[bytes]] = []
         # The head of each run: (at, found, item, the rest of the run).
-        self._heads: list[tuple[datetime, int, Scheduled, Iterator[_Entry]]] = []
+        self._heads: list[tuple[datetime, int, _T, Iterator[tuple[datetime, int, _T]]]] = []
 
-    def __enter__(self) -> _Held:
+    def __enter__(self) -> _Held[_T]:
         return self
 
     def __exit__(self, *exc: object) -> None:
         for file in self._files:
             file.close()
 
-    def push(self, item: Scheduled) -> None:
+    def push(self, item: _T) -> None:
         heapq.heappush(self._heap, (item.at, next(self._found), item))
         if len(self._heap) >= HELD_IN_MEMORY:
             self._spill()
 
-    def pop_until(self, boundary: datetime | None) -> Iterator[Scheduled]:
+    def pop_until(self, boundary: datetime | None) -> Iterator[_T]:
         """The items up to `boundary` (None: all), earliest first, taken out."""
         heap, heads = self._heap, self._heads
         while heap or heads:
@@ -183,7 +219,7 @@ class _Held:
         heapq.heappush(self._heads, (*first, rest))
 
 
-_Entry = tuple[datetime, int, Scheduled]
+_Entry = tuple[datetime, int, Any]  # (at, found, item) of a run, whatever _Held holds
 
 
 def _read_run(file: IO[bytes]) -> Iterator[_Entry]:
@@ -230,6 +266,19 @@ _Item = tuple[_Shape, tuple[str, str]]  # with its JSON parts (_json_parts)
 PROJECTIONS_KEPT = 10_000  # projections remembered for enrollments alike (then forgotten)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Timing:
+    """A campaign at one progress: worked out once for its enrollments (a progress text each)."""
+
+    campaign: campaigns.Campaign
+    progress: schedule.Progress
+    fields: tuple[str, ...]  # the contact's fields its timing reads (schedule.fields_read)
+    reads_enrollment_time: bool  # schedule.reads_enrollment_time
+
+
+_UNKNOWN: Any = object()  # not in _Projections._timings yet
+
+
 class _Projections:
     """The items of each enrollment in a window: `schedule.project`, once for enrollments alike.
 
@@ -250,43 +299,12 @@ class _Projections:
         self._window = window
         self._contexts = lifecycle.Contexts(app, pauses)
         self._kept: dict[tuple[Any, ...], tuple[_Item, ...]] = {}
-        self._dated: dict[str, tuple[str, ...]] = {}
+        self._alike: dict[tuple[Any, ...], tuple[_Item, ...]] = {}  # see _projected
+        self._timings: dict[tuple[str, str], _Timing | None] = {}
 
     def of(self, enrollment: enrollments.Due) -> list[Scheduled]:
+        """The enrollment's items in the window."""
         contact = enrollment.contact
-        campaign = self._app.catalog.campaigns.get(enrollment.campaign)
-        if campaign is None:
-            return []
-        dated = self._dated.get(campaign.id)
-        if dated is None:
-            dated = self._dated[campaign.id] = schedule.fields_read(campaign.plans)
-        values = tuple(contact.value(name) for name in dated)
-        progress = _progress(enrollment.progress)
-        # None: shared with enrollments alike enrolled at other times.
-        timed_from = (
-            enrollment.enrolled_at
-            if schedule.reads_enrollment_time(campaign.plans, progress)
-            else None
-        )
-        key = (
-            campaign.id,
-            enrollment.progress,
-            timed_from,
-            contact.timezone,
-            contact.owner,
-            *values,
-        )
-        shapes = self._kept.get(key)
-        if shapes is None:
-            # The timing reads these fields only (schedule.Context.fields).
-            fields = {name: v for name, v in zip(dated, values, strict=True) if v is not None}
-            shapes = tuple(
-                (shape, _json_parts(shape, campaign.id))
-                for shape in self._project(campaign, enrollment, progress, fields)
-            )
-            if len(self._kept) >= PROJECTIONS_KEPT:
-                self._kept.clear()
-            self._kept[key] = shapes
         email, name, campaign_id = contact.email, contact.name, enrollment.campaign
         return [
             Scheduled(
@@ -301,18 +319,94 @@ class _Projections:
                 note=note,
                 json_parts=parts,
             )
-            for (at, local, step, kind, occurrence, note), parts in shapes
+            for (at, local, step, kind, occurrence, note), parts in self._shapes(enrollment)
         ]
 
-    def _project(
-        self,
-        campaign: campaigns.Campaign,
-        enrollment: enrollments.Due,
-        progress: schedule.Progress,
-        fields: Mapping[str, str],
-    ) -> tuple[_Shape, ...]:
-        window = self._window
-        ctx = self._contexts.timed(enrollment.contact, campaign, enrollment.enrolled_at, fields)
+    def json_texts(self, enrollment: enrollments.Due) -> list[_Text]:
+        """The enrollment's items in the window as their JSON (`Scheduled.json_text`)."""
+        contact = enrollment.contact
+        middle = _contact_json(contact.email, contact.name)
+        new = tuple.__new__  # a named tuple's own __new__ is a Python function: 3x the cost
+        return [
+            new(_Text, (shape[0], f"{head}{middle}{tail}"))
+            for shape, (head, tail) in self._shapes(enrollment)
+        ]
+
+    def _shapes(self, enrollment: enrollments.Due) -> tuple[_Item, ...]:
+        """The enrollment's items without its contact: projected, or shared with one alike."""
+        timing = self._timings.get((enrollment.campaign, enrollment.progress), _UNKNOWN)
+        if timing is _UNKNOWN:
+            timing = self._timing(enrollment.campaign, enrollment.progress)
+        if timing is None:  # its campaign file is gone
+            return ()
+        contact = enrollment.contact
+        values = tuple([contact.value(name) for name in timing.fields])
+        key = (
+            enrollment.campaign,
+            enrollment.progress,
+            # None: shared with enrollments alike enrolled at other times. As
+            # stored: one format, so equal texts are equal instants.
+            enrollment.enrolled_stored if timing.reads_enrollment_time else None,
+            contact.timezone,
+            contact.owner,
+            *values,
+        )
+        shapes = self._kept.get(key)
+        if shapes is None:
+            shapes = self._projected(timing, enrollment, values)
+            if len(self._kept) >= PROJECTIONS_KEPT:
+                self._kept.clear()
+            self._kept[key] = shapes
+        return shapes
+
+    def _projected(
+        self, timing: _Timing, enrollment: enrollments.Due, values: tuple[str | None, ...]
+    ) -> tuple[_Item, ...]:
+        """The items of an enrollment no projection kept fits: projected, or one alike's.
+
+        Alike: at the same step with the same contact's part of the key, and
+        a last step's time that changes nothing (`schedule.reads_last_due`):
+        on a book spread in time most progress texts differ by that time only.
+        """
+        contact = enrollment.contact
+        # The timing reads these fields only (schedule.Context.fields).
+        fields = {n: v for n, v in zip(timing.fields, values, strict=True) if v is not None}
+        ctx = self._contexts.timed(contact, timing.campaign, enrollment.enrolled_at, fields)
+        alike: tuple[Any, ...] | None = None
+        if not schedule.reads_last_due(timing.campaign.plans, timing.progress, ctx):
+            alike = (timing.campaign.id, timing.progress.done, contact.timezone, contact.owner)
+            alike += values
+            shapes = self._alike.get(alike)
+            if shapes is not None:
+                return shapes
+        shapes = tuple(
+            (shape, _json_parts(shape, timing.campaign.id)) for shape in self._project(timing, ctx)
+        )
+        if alike is not None:
+            if len(self._alike) >= PROJECTIONS_KEPT:
+                self._alike.clear()
+            self._alike[alike] = shapes
+        return shapes
+
+    def _timing(self, campaign_id: str, progress_text: str) -> _Timing | None:
+        """What the projections of enrollments at this progress of this campaign read."""
+        if len(self._timings) >= PROJECTIONS_KEPT:
+            self._timings.clear()
+        campaign = self._app.catalog.campaigns.get(campaign_id)
+        timing = None
+        if campaign is not None:
+            progress = schedule.Progress.from_text(progress_text)
+            timing = _Timing(
+                campaign=campaign,
+                progress=progress,
+                fields=schedule.fields_read(campaign.plans),
+                reads_enrollment_time=schedule.reads_enrollment_time(campaign.plans, progress),
+            )
+        self._timings[campaign_id, progress_text] = timing
+        return timing
+
+    def _project(self, timing: _Timing, ctx: schedule.Context) -> tuple[_Shape, ...]:
+        window, campaign = self._window, timing.campaign
         return tuple(
             (
                 due.due_at,
@@ -323,7 +417,7 @@ class _Projections:
                 _note(due, window.now, window.max_late),
             )
             for due in schedule.project(
-                campaign.plans, progress, ctx, until=window.until, stop_early=True
+                campaign.plans, timing.progress, ctx, until=window.until, stop_early=True
             )
         )
 
@@ -331,19 +425,19 @@ class _Projections:
 def _json_parts(shape: _Shape, campaign: str) -> tuple[str, str]:
     """An item's JSON before its contact and after its name (`Scheduled.to_json`'s order)."""
     at, local, step, kind, occurrence, note = shape
-    enc = listing.encode
-    head = f'{{"at": {enc(at.isoformat())}, "local": {enc(local.isoformat())}, "contact": '
+    text = listing.encode_text  # the encoder's own call for a str, without its dispatch
+    head = f'{{"at": {text(at.isoformat())}, "local": {text(local.isoformat())}, "contact": '
     tail = (
-        f', "campaign": {enc(campaign)}, "step": {enc(step)}, "kind": {enc(kind)},'
-        f' "occurrence": {enc(occurrence)}, "note": {enc(note)}}}'
+        f', "campaign": {text(campaign)}, "step": {text(step)}, "kind": {text(kind)},'
+        f' "occurrence": {int.__repr__(occurrence)}, "note": {text(note)}}}'
     )
     return head, tail
 
 
-@functools.lru_cache(maxsize=1024)
-def _progress(text: str) -> schedule.Progress:
-    """Progress.from_text, once for each text (a Progress cannot change)."""
-    return schedule.Progress.from_text(text)
+def _contact_json(email: str, name: str) -> str:
+    """What an item's JSON holds between its `_json_parts`."""
+    text = listing.encode_text
+    return f'{text(email)}, "name": {text(name)}'
 
 
 def waiting(app: App, conn: sa.Connection, email: str | None = None) -> Iterator[Waiting]:

@@ -102,6 +102,29 @@ def reads_enrollment_time(plans: Sequence[StepPlan], progress: Progress) -> bool
     return progress.last_due_at is None or not all(plan.sequential for plan in plans)
 
 
+def reads_last_due(steps: Sequence[StepPlan], progress: Progress, ctx: Context) -> bool:
+    """Whether `project` reads `progress.last_due_at` and `task_done_at` here (False: it does not).
+
+    In a campaign of sequential steps, `project` reads them for its first
+    item only: after it, the progress is advanced to that item's time. The
+    first item of a step hung on an anchor reads last_due_at as a floor
+    only (`max(nominal, floor)`, `_anchored_item`) and task_done_at not at
+    all. So when the next step is anchored (not held by an open task) and
+    its nominal time is not before last_due_at, or it has no anchor time,
+    the items are the same for every last_due_at up to that nominal time:
+    `schedule` projects enrollments alike but for these times once.
+    """
+    if progress.last_due_at is None or not all(plan.sequential for plan in steps):
+        return True
+    step = next_sequential(steps, progress)
+    if step is None or not isinstance(step.timing, Anchored):
+        return True
+    if step.wait_for_task and progress.task_open:
+        return True
+    anchored = _anchor_time(step.timing, ctx)
+    return not isinstance(anchored, str) and progress.last_due_at > anchored[1]
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StepPlan:
     """What the engine needs to know about one campaign step."""

@@ -90,12 +90,22 @@ def write_json_array(out: TextIO, items: Iterable[Any], *, end: str = "\n") -> i
 
 
 def write_json_texts(out: TextIO, texts: Iterable[str], *, end: str = "\n") -> int:
-    """A JSON array of items already encoded (as `encode` does), one a line; the count."""
+    """A JSON array of items already encoded (as `encode` does), one a line; the count.
+
+    Written a page (PAGE items) at a time: unbuffered (PYTHONUNBUFFERED, as
+    under systemd) each item's write was a system call.
+    """
     count = 0
+    page: list[str] = []
     for text in texts:
-        out.write(("[\n  " if count == 0 else ",\n  ") + text)
+        page.append(("[\n  " if count == 0 else ",\n  ") + text)
         count += 1
-    out.write(("\n]" if count else "[]") + end)
+        if len(page) == PAGE:
+            out.write("".join(page))
+            out.flush()
+            page.clear()
+    page.append(("\n]" if count else "[]") + end)
+    out.write("".join(page))
     out.flush()
     return count
 

@@ -39,13 +39,26 @@ class Prepared:
         # doesn't know of, and returning the connection to the pool rolls it back.
         if not conn.in_transaction():
             raise RuntimeError("a Prepared statement runs inside a transaction (engine.begin())")
-        dialect = conn.dialect
+        return self._of(conn.dialect)
+
+    def _of(self, dialect: sa.Dialect) -> _Compiled:
         compiled = self._compiled.get(dialect.name)
         if compiled is None:
             compiled = self._compiled[dialect.name] = _Compiled.of(
                 self.statement, self.keys, dialect
             )
         return compiled
+
+    def rows(self, conn: sa.Connection, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
+        """A SELECT's rows as the driver hands them, with no result processing.
+
+        Through SQLAlchemy's driver-level call, which begins the transaction
+        when none is (a reader's first query): no per-call compiling or cache
+        key, no type processing of the values read (the caller converts what
+        it uses), errors as SQLAlchemy's.
+        """
+        compiled = self._of(conn.dialect)
+        return conn.exec_driver_sql(compiled.sql, compiled.parameters(params)).all()
 
     def execute(self, conn: sa.Connection, params: Mapping[str, Any]) -> int:
         """Run once; the number of rows it changed."""

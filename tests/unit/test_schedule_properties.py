@@ -195,6 +195,19 @@ def test_project_matches_the_pending_advance_loop(steps: list[StepPlan], ctx: Co
     assert schedule.project(steps, Progress(), ctx, until=until)[:100] == expected
 
 
+def advanced(steps: list[StepPlan], ctx: Context, k: int) -> Progress:
+    """The progress after the first `k` items; a task finished at its due time when `k` is odd."""
+    progress = Progress()
+    for due in schedule.project(steps, progress, ctx, until=ctx.enrolled_at + timedelta(days=60))[
+        :k
+    ]:
+        progress = schedule.advance(progress, steps, due)
+        step = next(s for s in steps if s.id == due.step_id)
+        if step.is_task and step.sequential and k % 2:
+            progress = schedule.finish_task(progress, due.due_at)
+    return progress
+
+
 @settings(max_examples=300, deadline=None)
 @given(step_lists(), contexts(), st.integers(0, 4), st.integers(0, 3 * 24 * 60))
 def test_stopping_early_changes_no_projection(
@@ -205,14 +218,7 @@ def test_stopping_early_changes_no_projection(
     Short windows (up to three days), from a few places in the campaign:
     where most enrollments have one item and the early stop is taken.
     """
-    progress = Progress()
-    for due in schedule.project(steps, progress, ctx, until=ctx.enrolled_at + timedelta(days=60))[
-        :k
-    ]:
-        progress = schedule.advance(progress, steps, due)
-        step = next(s for s in steps if s.id == due.step_id)
-        if step.is_task and step.sequential and k % 2:
-            progress = schedule.finish_task(progress, due.due_at)
+    progress = advanced(steps, ctx, k)
     until = (progress.last_due_at or ctx.enrolled_at) + timedelta(minutes=minutes)
     full = schedule.project(steps, progress, ctx, until=until)
     assert schedule.project(steps, progress, ctx, until=until, stop_early=True) == full

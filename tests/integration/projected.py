@@ -1,0 +1,38 @@
+"""The plain way to `schedule`: every due enrollment projected on its own.
+
+What `reports.upcoming` must show whatever it shares between enrollments
+(tests/integration/test_schedule_alike.py; test_schedule_window.py has its own copy).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from dripd.pipeline import app as app_mod
+from dripd.pipeline import lifecycle, reports
+from dripd.plan import schedule
+from dripd.store import contacts, enrollments, reps
+
+
+def reference(app: app_mod.App, days: int, count: int) -> list[reports.Scheduled]:
+    """Every due enrollment projected on its own, the items in time, then due-index, order.
+
+    `count`: the contacts, with ids 1 to `count`, at most one enrollment each.
+    """
+    now = app.clock.now()
+    until = now + timedelta(days=days)
+    with app.reader.connect() as conn:
+        pauses = reps.rep_pauses(conn)
+        due = enrollments.due_page(conn, until, None, count)
+        people = {c.email: c for c in contacts.contacts_by_ids(conn, range(1, count + 1)).values()}
+    found: list[tuple[datetime, int, reports.Scheduled]] = []
+    for enrollment in due:
+        contact = people[enrollment.contact.email]
+        campaign = app.catalog.get(enrollment.campaign)
+        ctx = lifecycle.context(app, contact, campaign, enrollment.enrolled_at, pauses)
+        progress = schedule.Progress.from_text(enrollment.progress)
+        for d in schedule.project(campaign.plans, progress, ctx, until=until):
+            kind = campaign.step(d.step_id).kind
+            item = reports._scheduled(d, contact, kind, campaign.id, ctx, now, app.config.max_late)
+            found.append((item.at, len(found), item))
+    return [item for *_, item in sorted(found)]
