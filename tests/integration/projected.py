@@ -1,13 +1,21 @@
 """The plain way to `schedule`: every due enrollment projected on its own.
 
 What `reports.upcoming` must show whatever it shares between enrollments
-(tests/integration/test_schedule_alike.py; test_schedule_window.py has its own copy).
+(tests/integration/test_schedule_alike.py, test_schedule_window.py), and the book
+both fill: the shipped campaigns, New York's clock frozen at a moment.
 """
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
+from pathlib import Path
 
+import userfiles
+
+from dripd import clock
 from dripd.pipeline import app as app_mod
 from dripd.pipeline import lifecycle, reports
 from dripd.plan import schedule
@@ -36,3 +44,25 @@ def reference(app: app_mod.App, days: int, count: int) -> list[reports.Scheduled
             item = reports._scheduled(d, contact, kind, campaign.id, ctx, now, app.config.max_late)
             found.append((item.at, len(found), item))
     return [item for *_, item in sorted(found)]
+
+
+@contextlib.contextmanager
+def book(
+    folder: Path,
+    now: datetime,
+    reps_: Sequence[userfiles.Table],
+    campaigns: Mapping[str, userfiles.Table] | None = None,
+) -> Iterator[app_mod.App]:
+    """An app on a new SQLite book in `folder`: the shipped campaigns and `campaigns`, at `now`."""
+    shutil.copytree(userfiles.SHIPPED_CAMPAIGNS, folder / "campaigns")
+    for name, campaign in (campaigns or {}).items():
+        userfiles.write_campaign(folder / "campaigns", name, campaign)
+    config = folder / "config.toml"
+    text = userfiles.config(f"sqlite:///{folder}/dripd.db", folder / "campaigns", *reps_,
+                            timezone="America/New_York")  # fmt: skip
+    config.write_text(text, encoding="utf-8")
+    app = app_mod.open_app(str(config), the_clock=clock.FakeClock(now))
+    try:
+        yield app
+    finally:
+        app.engine.dispose()

@@ -10,10 +10,8 @@ keep their own items.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import dates
@@ -21,7 +19,6 @@ import projected
 import pytest
 import userfiles
 
-from dripd import clock
 from dripd.pipeline import app as app_mod
 from dripd.pipeline import reports
 from dripd.plan import schedule
@@ -72,17 +69,10 @@ def fill(app: app_mod.App) -> None:
 
 @pytest.fixture(scope="module")
 def book(tmp_path_factory: pytest.TempPathFactory) -> Iterator[app_mod.App]:
-    folder: Path = tmp_path_factory.mktemp("alike")
-    shutil.copytree(userfiles.SHIPPED_CAMPAIGNS, folder / "campaigns")
-    config = folder / "config.toml"
-    text = userfiles.config(f"sqlite:///{folder}/dripd.db", folder / "campaigns",
-                            userfiles.rep("mike", name="Mike Gulitz", timezone="Europe/Berlin"),
-                            timezone="America/New_York")  # fmt: skip
-    config.write_text(text, encoding="utf-8")
-    app = app_mod.open_app(str(config), the_clock=clock.FakeClock(NOW))
-    fill(app)
-    yield app
-    app.engine.dispose()
+    mike = userfiles.rep("mike", name="Mike Gulitz", timezone="Europe/Berlin")
+    with projected.book(tmp_path_factory.mktemp("alike"), NOW, [mike]) as app:
+        fill(app)
+        yield app
 
 
 @pytest.mark.parametrize("days", [3, 30])

@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import dates
+import projected
 import pytest
 import sqlalchemy as sa
 import userfiles
 
-from dripd import clock
 from dripd.pipeline import app as app_mod
 from dripd.pipeline import lifecycle, reports
 from dripd.plan import schedule
@@ -146,40 +144,14 @@ def fill(app: app_mod.App) -> None:
 
 @pytest.fixture(scope="module")
 def book(tmp_path_factory: pytest.TempPathFactory) -> Iterator[app_mod.App]:
-    folder: Path = tmp_path_factory.mktemp("window")
-    shutil.copytree(userfiles.SHIPPED_CAMPAIGNS, folder / "campaigns")
-    userfiles.write_campaign(folder / "campaigns", "quick", QUICK)
-    config = folder / "config.toml"
     reps_ = [userfiles.rep("mike", name="Mike Gulitz"), userfiles.rep("sam", name="Sam Rivera")]
-    text = userfiles.config(f"sqlite:///{folder}/dripd.db", folder / "campaigns", *reps_,
-                            timezone="America/New_York")  # fmt: skip
-    config.write_text(text, encoding="utf-8")
-    app = app_mod.open_app(str(config), the_clock=clock.FakeClock(NOW))
-    fill(app)
-    yield app
-    app.engine.dispose()
+    with projected.book(tmp_path_factory.mktemp("window"), NOW, reps_, {"quick": QUICK}) as app:
+        fill(app)
+        yield app
 
 
 def reference(app: app_mod.App, days: int) -> list[reports.Scheduled]:
-    """Every due enrollment projected on its own, the items in time, then due-index, order."""
-    until = NOW + timedelta(days=days)
-    with app.reader.connect() as conn:
-        pauses = reps.rep_pauses(conn)
-        due = enrollments.due_page(conn, until, None, CONTACTS * 2)
-        people = {
-            c.email: c for c in contacts.contacts_by_ids(conn, range(1, CONTACTS + 1)).values()
-        }
-    found: list[tuple[datetime, int, reports.Scheduled]] = []
-    for enrollment in due:
-        contact = people[enrollment.contact.email]
-        campaign = app.catalog.get(enrollment.campaign)
-        ctx = lifecycle.context(app, contact, campaign, enrollment.enrolled_at, pauses)
-        progress = schedule.Progress.from_text(enrollment.progress)
-        for d in schedule.project(campaign.plans, progress, ctx, until=until):
-            kind = campaign.step(d.step_id).kind
-            item = reports._scheduled(d, contact, kind, campaign.id, ctx, NOW, app.config.max_late)
-            found.append((item.at, len(found), item))
-    return [item for *_, item in sorted(found)]
+    return projected.reference(app, days, CONTACTS)
 
 
 def shown(app: app_mod.App, days: int) -> list[reports.Scheduled]:
