@@ -102,6 +102,51 @@ class Rendered:
 Prerendered = dict[int, Rendered]
 
 
+# An event's columns that some events leave out (NULL): every event of a
+# pass is written with all of them, one statement for all.
+_EVENT_OPTIONAL = ("campaign", "step", "cause", "message_id")
+
+
+@dataclass(slots=True)
+class _Writes:
+    """A pass's enrollment changes and events, written together: at its end, or before a read.
+
+    One executemany per statement (psycopg runs one in pipeline mode: a
+    round trip for all) where each enrollment took two round trips with the
+    event loop waiting (~0.6 ms an email on PostgreSQL). `flush` before
+    anything in the pass reads what they change, or writes events otherwise
+    (a contact's history keeps its order).
+    """
+
+    updates: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    updated: set[int] = field(default_factory=set)
+
+    def update(self, conn: sa.Connection, enrollment_id: int, changes: dict[str, Any]) -> None:
+        if enrollment_id in self.updated:  # its earlier change first (update_enrollments)
+            self.flush(conn)
+        self.updated.add(enrollment_id)
+        self.updates.append((enrollment_id, changes))
+
+    def event(self, values: dict[str, Any]) -> None:
+        self.events.append(dict.fromkeys(_EVENT_OPTIONAL) | values)
+
+    def end(
+        self, conn: sa.Connection, enrollment: Enrollment, now: datetime, status: str, reason: str
+    ) -> None:
+        """`lifecycle.end`, written with the others."""
+        changes, event = lifecycle.ending(enrollment, now, status=status, reason=reason)
+        self.update(conn, enrollment.id, changes)
+        self.event(event)
+
+    def flush(self, conn: sa.Connection) -> None:
+        store_enrollments.update_enrollments(conn, self.updates)
+        events.add_events(conn, self.events)
+        self.updates.clear()
+        self.events.clear()
+        self.updated.clear()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Pass:
     """One transaction's work: what it shares across enrollments, and what it produced."""
@@ -115,6 +160,7 @@ class _Pass:
     rendered: Prerendered = field(default_factory=dict)
     result: Result = field(default_factory=Result)
     queued: list[dict[str, Any]] = field(default_factory=list)  # outbox rows, inserted at the end
+    writes: _Writes = field(default_factory=_Writes)  # enrollment changes and events
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -170,6 +216,7 @@ def _advance_due(app: App, now: datetime, limit: int, rendered: Prerendered | No
         )
         for enrollment in due:
             _advance(run, enrollment, people[enrollment.contact_id])
+        run.writes.flush(conn)
         outbox.insert_many(conn, run.queued)
         run.result.senders.update(row["rep"] for row in run.queued)
         run.result.enrollments = len(due)
@@ -179,13 +226,12 @@ def _advance_due(app: App, now: datetime, limit: int, rendered: Prerendered | No
 def _advance(run: _Pass, enrollment: Enrollment, contact: Contact) -> None:
     campaign = run.app.catalog.campaigns.get(enrollment.campaign)
     if campaign is None:
-        store_enrollments.update_enrollment(
-            run.conn, enrollment.id, {"next_due_at": None, "waiting": "the campaign file is gone"}
-        )
+        gone = {"next_due_at": None, "waiting": "the campaign file is gone"}
+        run.writes.update(run.conn, enrollment.id, gone)
         return
     gate = decide.decide(run.now, status=contact.status, away_until=contact.paused_until)
     if isinstance(gate, decide.Stop):
-        lifecycle.end(run.conn, enrollment, run.now, status="stopped", reason=gate.reason)
+        run.writes.end(run.conn, enrollment, run.now, "stopped", gate.reason)
         return
     if isinstance(gate, decide.Wait):
         _wait_for_return(run, enrollment, gate.until)
@@ -217,9 +263,7 @@ def _advance(run: _Pass, enrollment: Enrollment, contact: Contact) -> None:
 def _wait_for_return(run: _Pass, enrollment: Enrollment, until: datetime) -> None:
     """The contact is out of office: nothing is due before they are back."""
     waiting = f"out of office until {until:%Y-%m-%d %H:%M} UTC"
-    store_enrollments.update_enrollment(
-        run.conn, enrollment.id, {"next_due_at": until, "waiting": waiting}
-    )
+    run.writes.update(run.conn, enrollment.id, {"next_due_at": until, "waiting": waiting})
 
 
 def _first_ready(pending: schedule.Pending, now: datetime) -> schedule.Due | None:
@@ -242,16 +286,23 @@ def _settle(
 ) -> None:
     """Store where the enrollment stands after this pass (`pending`: what is left)."""
     if pending.complete and not progress.task_open:
-        lifecycle.complete(run.app, run.conn, target.enrollment, target.campaign, run.now)
+        _complete(run, target)
         run.result.completed += 1
         return
     waiting = "; ".join(f"{w.step_id}: {w.reason}" for w in pending.waiting) or None
     if progress.task_open and not pending.due:
         waiting = waiting or schedule.TASK_WAIT_REASON
     changes = {"progress": progress.to_text(), "next_due_at": pending.next_due_at}
-    store_enrollments.update_enrollment(
-        run.conn, target.enrollment.id, {**changes, "waiting": waiting}
-    )
+    run.writes.update(run.conn, target.enrollment.id, {**changes, "waiting": waiting})
+
+
+def _complete(run: _Pass, target: _Target) -> None:
+    """`lifecycle.complete`: with the pass's other writes, unless a next campaign follows."""
+    if lifecycle.following(run.app, target.campaign) is not None:
+        run.writes.flush(run.conn)  # enrolling reads the contact's enrollments
+        lifecycle.complete(run.app, run.conn, target.enrollment, target.campaign, run.now)
+        return
+    run.writes.end(run.conn, target.enrollment, run.now, "completed", lifecycle.COMPLETED)
 
 
 def _hold(
@@ -261,20 +312,21 @@ def _hold(
     if target.enrollment.waiting != reason:  # say it once, not at every retry
         _event(run, target, "held", due.step_id, hold.reason)
     changes = {"progress": progress.to_text(), "next_due_at": hold.until, "waiting": reason}
-    store_enrollments.update_enrollment(run.conn, target.enrollment.id, changes)
+    run.writes.update(run.conn, target.enrollment.id, changes)
     run.result.held += 1
 
 
 def _event(run: _Pass, target: _Target, kind: str, step: str, detail: str) -> None:
-    events.add_event(
-        run.conn,
-        contact_id=target.contact.id,
-        at=run.now,
-        kind=kind,
-        campaign=target.campaign.id,
-        step=step,
-        detail=detail,
-        cause=detail,
+    run.writes.event(
+        {
+            "contact_id": target.contact.id,
+            "at": run.now,
+            "kind": kind,
+            "campaign": target.campaign.id,
+            "step": step,
+            "detail": detail,
+            "cause": detail,
+        }
     )
 
 
@@ -552,6 +604,7 @@ def _outbox_row(
 
 def _create_task(run: _Pass, target: _Target, step: campaigns.Step, due: schedule.Due) -> None:
     contact, campaign = target.contact, target.campaign
+    run.writes.flush(run.conn)  # its event after the earlier ones
     if store_tasks.task_exists(run.conn, target.enrollment.id, step.id, due.occurrence):
         return
     try:

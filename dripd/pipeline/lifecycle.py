@@ -27,6 +27,7 @@ from dripd.store.enrollments import Enrollment
 
 EMPTY_PROGRESS = schedule.Progress().to_text()  # a new enrollment's state
 UTC_ZONE = ZoneInfo("UTC")  # created_at values without an offset are UTC
+COMPLETED = "last step done"  # why a completed enrollment ended
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -215,21 +216,26 @@ def end(
     conn: sa.Connection, enrollment: Enrollment, now: datetime, *, status: str, reason: str
 ) -> None:
     """End one enrollment (stopped or completed) and record it."""
-    enrollments.update_enrollment(
-        conn,
-        enrollment.id,
-        {"status": status, "ended_at": now, "end_reason": reason, "next_due_at": None},
-    )
+    changes, event = ending(enrollment, now, status=status, reason=reason)
+    enrollments.update_enrollment(conn, enrollment.id, changes)
+    events.add_event(conn, **event)
+
+
+def ending(
+    enrollment: Enrollment, now: datetime, *, status: str, reason: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What `end` writes: the enrollment's changes, and its event's values."""
+    changes = {"status": status, "ended_at": now, "end_reason": reason, "next_due_at": None}
     kind = "completed" if status == "completed" else "stopped"
-    events.add_event(
-        conn,
-        contact_id=enrollment.contact_id,
-        at=now,
-        kind=kind,
-        campaign=enrollment.campaign,
-        detail=f"{kind}: {reason}",
-        cause=reason,
-    )
+    event = {
+        "contact_id": enrollment.contact_id,
+        "at": now,
+        "kind": kind,
+        "campaign": enrollment.campaign,
+        "detail": f"{kind}: {reason}",
+        "cause": reason,
+    }
+    return changes, event
 
 
 def stop(app: App, conn: sa.Connection, contact: Contact, now: datetime, *, cause: str) -> int:
@@ -543,6 +549,11 @@ def _release(app: App, conn: sa.Connection, task: tasks.Task, now: datetime) -> 
     )
 
 
+def following(app: App, campaign: campaigns.Campaign) -> str | None:
+    """The campaign completing `campaign` enrolls the contact in (`complete`), if any."""
+    return campaign.next if campaign.next and campaign.next in app.catalog.campaigns else None
+
+
 def complete(
     app: App,
     conn: sa.Connection,
@@ -551,9 +562,10 @@ def complete(
     now: datetime,
 ) -> None:
     """End a finished enrollment; `next` (if any) enrolls the contact in the next campaign."""
-    end(conn, enrollment, now, status="completed", reason="last step done")
-    if not campaign.next or campaign.next not in app.catalog.campaigns:
+    end(conn, enrollment, now, status="completed", reason=COMPLETED)
+    after = following(app, campaign)
+    if after is None:
         return
     contact = store_contacts.contact_by_id(conn, enrollment.contact_id)
     if contact.status == "active":
-        enroll(app, conn, contact, campaign.next, now, cause=f"next after {campaign.id}")
+        enroll(app, conn, contact, after, now, cause=f"next after {campaign.id}")

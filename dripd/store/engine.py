@@ -174,7 +174,23 @@ def claims_engine(engine: sa.Engine, size: int) -> sa.Engine:
     )
     sa.event.listen(claims, "checkin", _checked_in)
     sa.event.listen(claims, "checkout", _check_alive)
+    sa.event.listen(claims, "connect", _no_seq_scans)
     return claims
+
+
+def _no_seq_scans(dbapi_connection: Any, _record: Any) -> None:
+    """A claims connection's plans go by index, whatever the tables' size when they were made.
+
+    Its statements each touch a few rows by primary key (the claim, the
+    history of sent emails). psycopg prepares a statement at its fifth run,
+    and PostgreSQL keeps the generic plan for the connection's life, until
+    the table's statistics change (never, with autovacuum off): a plan made
+    while the outbox was a page or two reads it whole, the cheapest way
+    then, at every claim after (265 buffers, 1.8 ms at 5,000 emails).
+    """
+    dbapi_connection.execute("SET enable_seqscan = off")
+    if not dbapi_connection.autocommit:
+        dbapi_connection.commit()
 
 
 def alembic_config(engine: sa.Engine) -> AlembicConfig:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -92,6 +92,19 @@ def update_enrollment(conn: sa.Connection, enrollment_id: int, changes: Mapping[
     statements.prepared(_UPDATE_ENROLLMENT, changes).execute(
         conn, {"eid": enrollment_id, **changes}
     )
+
+
+def update_enrollments(conn: sa.Connection, rows: Sequence[tuple[int, Mapping[str, Any]]]) -> None:
+    """`update_enrollment` of each (id, changes), one executemany per set of columns changed.
+
+    The rows of different sets are not written in their given order: each
+    enrollment at most once.
+    """
+    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for enrollment_id, changes in rows:
+        by_columns.setdefault(tuple(changes), []).append({"eid": enrollment_id, **changes})
+    for columns, params in by_columns.items():
+        statements.prepared(_UPDATE_ENROLLMENT, columns).executemany(conn, params)
 
 
 def due_enrollments(

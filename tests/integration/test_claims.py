@@ -17,12 +17,15 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import dates
 import pytest
 import servers.loopback
+import sqlalchemy as sa
 import userfiles
 
 from dripd.daemon import claims, planner, sender, sent_copies
 from dripd.mailbox import smtp
+from dripd.store import engine as store_engine
 from dripd.store import outbox
 
 pytestmark = pytest.mark.postgres
@@ -198,3 +201,60 @@ def test_each_email_is_committed_sent_before_the_next_goes_on_its_connection(
     world.run()
     assert len(_to_contacts(world)) == 40
     assert uncertain == []
+
+
+def _add_emails(engine: sa.Engine, first: int, last: int) -> None:
+    """Emails `first`..`last` queued, each to its own contact and sequence (no ANALYZE after)."""
+    now = "now()::timestamp"
+    with engine.begin() as conn:
+        for statement in (
+            "insert into contacts (id, email, email_key, created_at, updated_at)"
+            f" select g, 'c' || g || '@example.org', 'c' || g || '@example.org', {now}, {now}"
+            " from generate_series(%(first)s::int, %(last)s::int) g",
+            "insert into enrollments (id, contact_id, campaign, enrolled_at)"
+            f" select g, g, 'test', {now} from generate_series(%(first)s::int, %(last)s::int) g",
+            "insert into outbox (id, message_id, contact_id, enrollment_id, rep, recipient,"
+            " due_at, next_attempt_at, created_at)"
+            f" select g, 'm' || g, g, g, 'mike', 'c' || g || '@example.org', {now}, {now}, {now}"
+            " from generate_series(%(first)s::int, %(last)s::int) g",
+            "insert into outbox_bodies (message_id, data)"
+            " select 'm' || g, 'x'::bytea from generate_series(%(first)s::int, %(last)s::int) g",
+        ):
+            conn.exec_driver_sql(statement, {"first": first, "last": last})
+
+
+def test_the_claims_plan_never_scans_the_outbox_it_was_prepared_small(postgres_url: str) -> None:
+    # psycopg prepares the claim at its fifth run; PostgreSQL keeps that plan
+    # for the connection's life (no ANALYZE to invalidate it). Prepared on a
+    # page of outbox, a plan reading it whole would then read thousands of rows.
+    engine = store_engine.create_engine(postgres_url)
+    threads = store_engine.claims_engine(engine, 1)
+    try:
+        _add_emails(engine, 1, 20)
+        with engine.connect() as conn:
+            rows = [outbox._row(r) for r in conn.execute(outbox._ROWS.order_by(outbox._t.c.id))]
+        now, last = dates.local(dates.today(), 10), None
+        with threads.connect() as conn:
+            for row in rows:  # each claim marks the previous email sent
+                with conn.begin():
+                    assert outbox.claim(conn, row, now, "me", sent=[(last, now)] if last else [])
+                last = row
+            _add_emails(engine, 21, 3000)
+            plan = _prepared_plan(conn, "WITH marked")
+    finally:
+        threads.dispose()
+        engine.dispose()
+    assert "Seq Scan on outbox" not in plan, plan
+
+
+def _prepared_plan(conn: sa.Connection, starting: str) -> str:
+    """EXPLAIN of this connection's prepared statement whose text starts with `starting`."""
+    name, types = conn.exec_driver_sql(
+        "select name, parameter_types::text[] from pg_prepared_statements"
+        " where starts_with(statement, %(starting)s)",
+        {"starting": starting},
+    ).one()
+    dummies = {"timestamp without time zone": "now()::timestamp"}
+    dummies |= dict.fromkeys(("smallint", "integer", "bigint"), "0")
+    values = ", ".join("'{}'" if t.endswith("[]") else dummies.get(t, "'x'") for t in types)
+    return "\n".join(conn.exec_driver_sql(f"explain execute {name}({values})").scalars())

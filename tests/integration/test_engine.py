@@ -16,7 +16,7 @@ from dripd import clock
 from dripd.daemon import planner
 from dripd.pipeline import app as app_mod
 from dripd.pipeline import lifecycle, plans
-from dripd.plan import contacts
+from dripd.plan import contacts, schedule
 from dripd.store import contacts as store_contacts
 from dripd.store import enrollments, events, outbox, schema, tasks
 
@@ -323,3 +323,46 @@ def test_a_start_plans_again_what_files_edited_since_the_last_run_concern(world)
             widened.engine.dispose()
     finally:
         edited.engine.dispose()
+
+
+def enroll_in(app: app_mod.App, address: str, campaign: str, **fields: str) -> int:
+    values = contacts.validate({"email": address, **fields}, app.contact_rules())
+    with app.engine.begin() as conn:
+        cid = lifecycle.create_contact(app, conn, address, values, app.clock.now(), cause="t")
+        contact = store_contacts.contact_by_id(conn, cid)
+        lifecycle.enroll(app, conn, contact, campaign, app.clock.now(), cause="t")
+        return cid
+
+
+def test_one_pass_ending_enrollments_in_every_way_keeps_each_history_in_order(world) -> None:
+    # The pass writes its enrollment changes and events together (planner._Writes);
+    # completing into a next campaign writes what came before it first.
+    app, fake = world
+    yesterday = dates.stamp(DAY - timedelta(days=1))
+    ann = add(app, "ann@example.com", first_name="Ann", phone="1", appointment_at=yesterday)
+    with app.engine.begin() as conn:  # her anchored step only, already stale: skipped, then done
+        (enrollment,) = enrollments.active_enrollments(conn, ann.id)
+        progress = schedule.Progress(done=("hello", "call", "follow-up"), last_due_at=MONDAY)
+        changes = {"progress": progress.to_text(), "next_due_at": MONDAY}
+        enrollments.update_enrollment(conn, enrollment.id, changes)
+    bob = enroll_in(app, "bob@example.com", "fields", hot_buttons="speed")  # sent, completed
+    cid = enroll_in(app, "cid@example.com", "fields")  # no hot_buttons: held
+    dee = add(app, "dee@example.com", first_name="Dee")
+    with app.engine.begin() as conn:
+        store_contacts.update_contact(conn, dee.id, {"status": "unsubscribed"})
+
+    result = planner.advance_due(app, fake.now())
+
+    assert (result.enrollments, result.queued, result.held) == (4, 1, 1)
+    assert (result.skipped, result.completed) == (1, 2)
+    with app.engine.connect() as conn:
+        kinds = {c: [e.kind for e in events.history(conn, c)] for c in (ann.id, bob, cid, dee.id)}
+        states = {
+            c: sorted((e.campaign, e.status) for e in enrollments.enrollments_of(conn, c))
+            for c in (ann.id, bob, cid, dee.id)
+        }
+    assert kinds[ann.id][-3:] == ["skipped", "completed", "enrolled"]
+    assert states[ann.id] == [("after", "active"), ("test", "completed")]
+    assert kinds[bob][-1] == "completed" and states[bob] == [("fields", "completed")]
+    assert kinds[cid][-1] == "held" and states[cid] == [("fields", "active")]
+    assert kinds[dee.id][-1] == "stopped" and states[dee.id] == [("test", "stopped")]
