@@ -82,10 +82,11 @@ def _config_path() -> str | None:
     return (ctx.find_root().obj or {}).get("config")
 
 
-def open_app(*, with_db: bool = True) -> app_mod.App:
+def open_app(*, with_db: bool = True, renders: bool = True) -> app_mod.App:
+    """The command's app; `renders=False` for one that only reads (no template compiled)."""
     from dripd.pipeline import app as app_mod
 
-    return app_mod.open_app(_config_path(), with_db=with_db)
+    return app_mod.open_app(_config_path(), with_db=with_db, compile_templates=renders)
 
 
 def print_json(data: Any) -> None:
@@ -351,7 +352,7 @@ def contacts_list(
     from dripd.cli import tables as out
     from dripd.store import listing
 
-    app = open_app()
+    app = open_app(renders=False)
     if campaign:
         app.catalog.get(campaign)
     where = listing.Filter(stage=stage, campaign=campaign, after=after, limit=limit)
@@ -381,7 +382,7 @@ def contacts_export(stage: str | None, campaign: str | None, as_json: bool) -> N
     """Every contact (fields, stage, status, touches, campaigns) as CSV that import reads back."""
     from dripd.cli import export
 
-    app = open_app()
+    app = open_app(renders=False)
     if campaign:
         app.catalog.get(campaign)
     write = export.write_json_lines if as_json else export.write_csv
@@ -425,7 +426,7 @@ def contacts_show(email: str, as_json: bool) -> None:
     from dripd.store import enrollments as store_enrollments
     from dripd.store import events
 
-    app = open_app()
+    app = open_app(renders=False)
     with app.reader.connect() as conn:
         contact = _contact(conn, email)
         history = events.history(conn, contact.id)
@@ -556,7 +557,7 @@ def schedule_cmd(days: int, email: str | None, as_json: bool) -> None:
     from dripd.pipeline import reports
     from dripd.store import listing
 
-    app = open_app()
+    app = open_app(renders=False)
     with app.reader.connect() as conn:
         if as_json:
             sys.stdout.write('{"items": ')
@@ -632,7 +633,7 @@ def status(as_json: bool) -> None:
     from dripd.cli import tables as out
     from dripd.pipeline import reports
 
-    app = open_app()
+    app = open_app(renders=False)
     with app.reader.connect() as conn:
         data = reports.status(app, conn)
     if as_json:

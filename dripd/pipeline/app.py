@@ -68,9 +68,14 @@ def open_app(
     *,
     with_db: bool = True,
     the_clock: clock.Clock | None = None,
+    compile_templates: bool = True,
 ) -> App:
-    """Load the config and campaigns (refusing invalid ones) and open the database."""
-    cfg, catalog, renderer = _load(config.find_path(config_path))
+    """Load the config and campaigns (refusing invalid ones) and open the database.
+
+    `compile_templates=False` for a command that renders nothing: its templates
+    are checked for their place and existence, not compiled (templates.Renderer).
+    """
+    cfg, catalog, renderer = _load(config.find_path(config_path), compile_templates)
     db = _open_database(cfg.database_url) if with_db else None
     return App(
         config=cfg,
@@ -96,8 +101,10 @@ def reloaded(app: App) -> App:
     return dataclasses.replace(app, config=cfg, catalog=catalog, renderer=renderer)
 
 
-def _load(path: Path) -> tuple[config.Config, campaigns.Catalog, templates.Renderer]:
+def _load(
+    path: Path, compile_templates: bool = True
+) -> tuple[config.Config, campaigns.Catalog, templates.Renderer]:
     cfg = config.load(path)
-    renderer = templates.Renderer(cfg.campaigns_dir)
+    renderer = templates.Renderer(cfg.campaigns_dir, compile_checked=compile_templates)
     options = campaigns.LoadOptions(env=renderer)
     return cfg, campaigns.load_checked(cfg.campaigns_dir, options), renderer
