@@ -27,10 +27,10 @@ if TYPE_CHECKING:
 
 
 # rich is loaded when a table or a report is printed: a `--json` command never needs it.
-def _table(*args: Any, **kwargs: Any) -> Table:
+def _table(*args: Any, grid: bool = False, **kwargs: Any) -> Table:
     from rich.table import Table
 
-    return Table(*args, **kwargs)
+    return Table.grid(*args, **kwargs) if grid else Table(*args, **kwargs)
 
 
 def _escape(text: str) -> str:
@@ -170,7 +170,7 @@ def contact_card(
 ) -> None:
     tz = app.contact_tz(contact.timezone, contact.owner)
     console.print(f"[bold]{contact.name or contact.email}[/bold] <{contact.email}>", markup=True)
-    fields = Table.grid(padding=(0, 2))
+    fields = _table(grid=True, padding=(0, 2))
     rows = [
         ("company", contact.company),
         ("phone", contact.phone),
