@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -22,6 +21,8 @@ class SystemClock:
         return datetime.now(UTC)
 
     async def sleep(self, seconds: float) -> None:
+        import asyncio  # not at import: a command that never waits starts without it
+
         await asyncio.sleep(max(0.0, seconds))
 
 
@@ -41,5 +42,7 @@ class FakeClock:
         self._now += delta
 
     async def sleep(self, seconds: float) -> None:
+        import asyncio
+
         self._now += timedelta(seconds=max(0.0, seconds))
         await asyncio.sleep(0)

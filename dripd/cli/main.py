@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import logging
@@ -13,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from rich.console import Console
 
 from dripd import clock, errors
 from dripd.files import campaigns, config
@@ -22,6 +22,8 @@ from dripd.plan import contacts, dates, templates
 # Commands import the database layer (SQLAlchemy, Alembic) and the output
 # module only when they run: `dripd check` and `--help` start twice as fast.
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from dripd.cli import init as init_mod
     from dripd.mailbox import probe
     from dripd.pipeline import app as app_mod
@@ -34,14 +36,23 @@ PIPE_WIDTH = 160  # columns when output goes to a file or pipe, so tables are no
 
 
 def _console(*, err: bool = False) -> Console:
+    from rich.console import Console
+
     console = Console(stderr=err, highlight=False, soft_wrap=True)
     if not console.is_terminal and "COLUMNS" not in os.environ:
         console = Console(stderr=err, highlight=False, soft_wrap=True, width=PIPE_WIDTH)
     return console
 
 
-stdout = _console()
-stderr = _console(err=True)
+@functools.cache
+def stdout() -> Console:
+    """The console for what a command shows; rich is loaded when one prints with it."""
+    return _console()
+
+
+@functools.cache
+def stderr() -> Console:
+    return _console(err=True)
 
 
 def _remember_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
@@ -71,10 +82,11 @@ def _config_path() -> str | None:
     return (ctx.find_root().obj or {}).get("config")
 
 
-def open_app(*, with_db: bool = True) -> app_mod.App:
+def open_app(*, with_db: bool = True, renders: bool = True) -> app_mod.App:
+    """The command's app; `renders=False` for one that only reads (no template compiled)."""
     from dripd.pipeline import app as app_mod
 
-    return app_mod.open_app(_config_path(), with_db=with_db)
+    return app_mod.open_app(_config_path(), with_db=with_db, compile_templates=renders)
 
 
 def print_json(data: Any) -> None:
@@ -125,7 +137,7 @@ def check(as_json: bool, connect: bool) -> None:
             }
         )
     else:
-        out.check_report(stdout, cfg, catalog, warnings, tried)
+        out.check_report(stdout(), cfg, catalog, warnings, tried)
     if failed:
         raise SystemExit(1)
 
@@ -136,7 +148,7 @@ def _connect(cfg: config.Config) -> list[probe.Tried]:
 
     from dripd.mailbox import probe
 
-    with stderr.status("trying the database and the mailboxes…"):
+    with stderr().status("trying the database and the mailboxes…"):
         return [probe.database(cfg.database_url), *asyncio.run(probe.probe_all(cfg))]
 
 
@@ -276,7 +288,7 @@ def contacts_import(file: Path, campaign: str | None, as_json: bool) -> None:
             }
         )
     else:
-        out.import_report(stdout, stderr, file, report)
+        out.import_report(stdout(), stderr(), file, report)
     if report.problems:
         raise SystemExit(1)
 
@@ -286,7 +298,7 @@ def _run_import(
 ) -> importer.Report:
     from dripd.pipeline import importer
 
-    if not show_progress or not stderr.is_terminal:
+    if not show_progress or not stderr().is_terminal:
         return importer.import_csv(app, file, enroll=campaign)
     # Imported here: ~0.013 s of every other command's start-up.
     from rich import progress
@@ -297,7 +309,7 @@ def _run_import(
         progress.MofNCompleteColumn(),
         progress.TimeElapsedColumn(),
     )
-    with progress.Progress(*columns, console=stderr, transient=True) as bar:
+    with progress.Progress(*columns, console=stderr(), transient=True) as bar:
         task = bar.add_task("import", total=_data_lines(file))
         return importer.import_csv(app, file, enroll=campaign, tick=lambda n: bar.advance(task, n))
 
@@ -340,7 +352,7 @@ def contacts_list(
     from dripd.cli import tables as out
     from dripd.store import listing
 
-    app = open_app()
+    app = open_app(renders=False)
     if campaign:
         app.catalog.get(campaign)
     where = listing.Filter(stage=stage, campaign=campaign, after=after, limit=limit)
@@ -352,10 +364,10 @@ def contacts_list(
             write(sys.stdout, items)
             return
         rows: Iterator[tuple[str, ...]] = (out.contact_cells(x.contact, x.campaigns) for x in found)
-        if stdout.is_terminal:
+        if stdout().is_terminal:
             first, complete = listing.head(rows)
             if complete:
-                out.contact_table(stdout, first)
+                out.contact_table(stdout(), first)
                 return
             rows = itertools.chain(first, rows)
         listing.write_columns(sys.stdout, out.CONTACT_COLUMNS, rows, right=("touches",))
@@ -370,7 +382,7 @@ def contacts_export(stage: str | None, campaign: str | None, as_json: bool) -> N
     """Every contact (fields, stage, status, touches, campaigns) as CSV that import reads back."""
     from dripd.cli import export
 
-    app = open_app()
+    app = open_app(renders=False)
     if campaign:
         app.catalog.get(campaign)
     write = export.write_json_lines if as_json else export.write_csv
@@ -398,7 +410,7 @@ def contacts_forget(email: str, yes: bool) -> None:
         erased = forget.erase(conn, address, app.clock.now())
     forget.flush(app.engine)
     what = "the contact and" if erased.contact else "no contact, but"
-    stdout.print(
+    stdout().print(
         f"forgot {address}: {what} {erased.rows + erased.blanked} record(s) erased or blanked; "
         "a later import of this address is refused"
     )
@@ -414,7 +426,7 @@ def contacts_show(email: str, as_json: bool) -> None:
     from dripd.store import enrollments as store_enrollments
     from dripd.store import events
 
-    app = open_app()
+    app = open_app(renders=False)
     with app.reader.connect() as conn:
         contact = _contact(conn, email)
         history = events.history(conn, contact.id)
@@ -430,7 +442,7 @@ def contacts_show(email: str, as_json: bool) -> None:
             }
         )
     else:
-        out.contact_card(stdout, app, contact, enrollments, history)
+        out.contact_card(stdout(), app, contact, enrollments, history)
 
 
 def _contact(conn: Any, email: str) -> store_contacts.Contact:
@@ -458,10 +470,10 @@ def contacts_set(email: str, assignments: tuple[str, ...]) -> None:
         contact = store_contacts.contact_by_email(conn, email)
         if contact is None:
             contact = _create_contact(app, conn, email, values, now)
-            stdout.print(f"created {contact.email}")
+            stdout().print(f"created {contact.email}")
         else:
             lifecycle.set_fields(app, conn, contact, values, now, cause="dripd contacts set")
-            stdout.print(f"updated {contact.email}: {', '.join(_keys(assignments))}")
+            stdout().print(f"updated {contact.email}: {', '.join(_keys(assignments))}")
 
 
 def _keys(assignments: tuple[str, ...]) -> list[str]:
@@ -514,7 +526,7 @@ def enroll(email: str, campaign: str, assignments: tuple[str, ...]) -> None:
         if values is not None:
             contact = lifecycle.set_fields(app, conn, contact, values, now, cause="dripd enroll")
         lifecycle.enroll(app, conn, contact, campaign, now, cause="dripd enroll")
-    stdout.print(f"enrolled {contact.email} in {campaign}")
+    stdout().print(f"enrolled {contact.email} in {campaign}")
 
 
 @cli.command()
@@ -528,7 +540,7 @@ def stop(email: str) -> None:
     with app.engine.begin() as conn:
         contact = _contact(conn, email)
         count = lifecycle.stop(app, conn, contact, app.clock.now(), cause="dripd stop")
-    stdout.print(f"stopped {count} sequence{'s' if count != 1 else ''} of {contact.email}")
+    stdout().print(f"stopped {count} sequence{'s' if count != 1 else ''} of {contact.email}")
 
 
 # -- schedule, preview, status --------------------------------------------------
@@ -545,7 +557,7 @@ def schedule_cmd(days: int, email: str | None, as_json: bool) -> None:
     from dripd.pipeline import reports
     from dripd.store import listing
 
-    app = open_app()
+    app = open_app(renders=False)
     with app.reader.connect() as conn:
         if as_json:
             sys.stdout.write('{"items": ')
@@ -558,10 +570,10 @@ def schedule_cmd(days: int, email: str | None, as_json: bool) -> None:
             return
         items = reports.upcoming(app, conn, days, email)
         rows: Iterator[tuple[str, ...]] = (out.scheduled_cells(i) for i in items)
-        if stdout.is_terminal:
+        if stdout().is_terminal:
             first, complete = listing.head(rows)
             if complete:
-                out.schedule_table(stdout, first, list(reports.waiting(app, conn, email)), days)
+                out.schedule_table(stdout(), first, list(reports.waiting(app, conn, email)), days)
                 return
             rows = itertools.chain(first, rows)
         sys.stdout.write(f"the next {days} day(s):\n")
@@ -596,10 +608,10 @@ def preview(
         contact = _contact(conn, email)
     if the_step.is_email:
         rendered = compose.render_email(app, contact, the_campaign, the_step, occurrence)
-        out.email_preview(stdout, rendered, show_html)
+        out.email_preview(stdout(), rendered, show_html)
     else:
         note = compose.render_note(app, contact, the_campaign, the_step, occurrence)
-        out.task_preview(stdout, the_step, contact, note)
+        out.task_preview(stdout(), the_step, contact, note)
 
 
 def _version(step: campaigns.Step, variant: str | None) -> campaigns.Step:
@@ -621,13 +633,13 @@ def status(as_json: bool) -> None:
     from dripd.cli import tables as out
     from dripd.pipeline import reports
 
-    app = open_app()
+    app = open_app(renders=False)
     with app.reader.connect() as conn:
         data = reports.status(app, conn)
     if as_json:
         print_json(data.to_json())
     else:
-        out.status_report(stdout, data)
+        out.status_report(stdout(), data)
 
 
 # -- reps -------------------------------------------------------------------
@@ -658,7 +670,7 @@ def auth(rep_id: str | None, listing: bool, forget: bool, browser: bool, as_json
         else:
             from dripd.cli import tables as out
 
-            out.sign_in_table(stdout, found)
+            out.sign_in_table(stdout(), found)
         return
     rep = app.config.rep(rep_id)
     if forget:
@@ -690,7 +702,7 @@ def pause(rep_id: str, until: str) -> None:
         store_reps.set_rep_pause(conn, rep_id, when, now)
         lifecycle.reschedule_rep(app, conn, rep_id, now)
     local = when.astimezone(app.config.rep_timezone(rep_id))
-    stdout.print(f"paused {rep_id} until {local:%Y-%m-%d %H:%M %Z}")
+    stdout().print(f"paused {rep_id} until {local:%Y-%m-%d %H:%M %Z}")
 
 
 @cli.command()
@@ -707,7 +719,7 @@ def resume(rep_id: str) -> None:
     with app.engine.begin() as conn:
         store_reps.set_rep_pause(conn, rep_id, None, now)
         lifecycle.reschedule_rep(app, conn, rep_id, now)
-    stdout.print(f"resumed {rep_id}")
+    stdout().print(f"resumed {rep_id}")
 
 
 # -- rep tasks -------------------------------------------------------------------
@@ -735,7 +747,7 @@ def tasks_group(ctx: click.Context, rep_id: str | None, as_json: bool) -> None:
     if as_json:
         print_json([out.task_json(t, people[t.contact_id]) for t in rows])
     else:
-        out.task_table(stdout, app, rows, people)
+        out.task_table(stdout(), app, rows, people)
 
 
 def _finish(ids: tuple[int, ...], status: str) -> None:
@@ -753,7 +765,7 @@ def _finish(ids: tuple[int, ...], status: str) -> None:
                 status=status,
                 cause=f"dripd tasks {'done' if status == 'done' else 'skip'}",
             )
-        stdout.print(f"task {task_id} ({task.kind}, {task.campaign}/{task.step}): {status}")
+        stdout().print(f"task {task_id} ({task.kind}, {task.campaign}/{task.step}): {status}")
 
 
 @tasks_group.command("done")
@@ -802,7 +814,7 @@ def explain(message: Path, as_json: bool) -> None:
     if as_json:
         print_json(data)
     else:
-        out.explain_report(stdout, message, data)
+        out.explain_report(stdout(), message, data)
 
 
 # -- the daemon ----------------------------------------------------------------
@@ -839,13 +851,13 @@ def run(once: bool, as_json: bool) -> None:
             {**dataclasses.asdict(summary), "next": upcoming.to_json() if upcoming else None}
         )
         return
-    stdout.print(
+    stdout().print(
         f"queued {summary.queued}, sent {summary.sent}, tasks {summary.tasks}, "
         f"skipped {summary.skipped}, held {summary.held}, retrying {summary.retried}, "
         f"failed {summary.failed}, bounced {summary.bounced}, inbox {summary.inbox}, "
         f"digests {summary.digests}"
     )
-    stdout.print(out.next_line(upcoming, app.clock.now()), markup=False)
+    stdout().print(out.next_line(upcoming, app.clock.now()), markup=False)
 
 
 @cli.command()
@@ -860,9 +872,9 @@ def migrate(as_json: bool) -> None:
     if as_json:
         print_json({"before": before, "after": after, "migrated": before != after})
     elif before == after:
-        stdout.print(f"database schema {after}: up to date")
+        stdout().print(f"database schema {after}: up to date")
     else:
-        stdout.print(f"database schema {after}: migrated from {before or 'an empty database'}")
+        stdout().print(f"database schema {after}: migrated from {before or 'an empty database'}")
 
 
 @cli.command("digest")
@@ -897,7 +909,7 @@ def digest_cmd(rep_id: str, show: bool, show_html: bool, as_json: bool) -> None:
         )
         return
     if not gathered.says_something:
-        stdout.print(f"(nothing new for {rep.id}: no digest would be sent now)\n")
+        stdout().print(f"(nothing new for {rep.id}: no digest would be sent now)\n")
     click.echo(rendered.html if show_html else f"Subject: {rendered.subject}\n\n{rendered.text}")
 
 
@@ -935,7 +947,7 @@ def demo(out: Path | None, as_json: bool) -> None:
         summary, steps=tuple(s for s in summary.steps if s.campaign in active)
     )
     click.echo("\nThe pipeline after a week:")
-    out_tables.status_report(stdout, shown)
+    out_tables.status_report(stdout(), shown)
     click.echo(
         f"\nEvery email is in {result.folder}: sent/ ({result.emails_sent} .eml files, "
         f"open them in a mail client) and inbox/ (what people answered). See more with\n"
@@ -1011,7 +1023,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="dripd", standalone_mode=False)
     except click.exceptions.Abort:
-        stderr.print("dripd: aborted")
+        stderr().print("dripd: aborted")
         raise SystemExit(130) from None
     except click.ClickException as exc:
         exc.show()

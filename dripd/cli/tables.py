@@ -7,24 +7,36 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
-
-from dripd.store.contacts import Contact
-from dripd.store.enrollments import Enrollment
-from dripd.store.events import Event
-from dripd.store.tasks import Task
-
 # Only for annotations: `contacts list` imports this module and need not load
-# the views, the composer and the importer (a fifth of a second at start).
+# the views, the composer and the importer (a fifth of a second at start), nor
+# `check` the database layer.
 if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
     from dripd.cli import signin
     from dripd.files import campaigns, config
     from dripd.mailbox import probe
     from dripd.pipeline import compose, importer, reports, variants
     from dripd.pipeline.app import App
     from dripd.store import membership
+    from dripd.store.contacts import Contact
+    from dripd.store.enrollments import Enrollment
+    from dripd.store.events import Event
+    from dripd.store.tasks import Task
+
+
+# rich is loaded when a table or a report is printed: a `--json` command never needs it.
+def _table(*args: Any, grid: bool = False, **kwargs: Any) -> Table:
+    from rich.table import Table
+
+    return Table.grid(*args, **kwargs) if grid else Table(*args, **kwargs)
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
 
 
 def _when(at: datetime | None, tz: Any = None) -> str:
@@ -62,12 +74,12 @@ def check_report(
     tried: Sequence[probe.Tried] = (),
 ) -> None:
     for problem in catalog.problems:
-        console.print(f"[red]error[/red] {escape(problem)}", markup=True)
+        console.print(f"[red]error[/red] {_escape(problem)}", markup=True)
     for warning in warnings:
-        console.print(f"[yellow]warning[/yellow] {escape(warning)}", markup=True)
+        console.print(f"[yellow]warning[/yellow] {_escape(warning)}", markup=True)
     for one in tried:
         mark = "[green]ok[/green]" if one.ok else "[red]error[/red]"
-        console.print(f"{mark} {escape(str(one))}", markup=True)
+        console.print(f"{mark} {_escape(str(one))}", markup=True)
     steps = sum(len(c.steps) for c in catalog.campaigns.values())
     failed = catalog.problems or not all(t.ok for t in tried)
     verdict = "[red]FAILED[/red]" if failed else "[green]ok[/green]"
@@ -141,7 +153,7 @@ def contact_cells(contact: Contact, campaigns_now: Sequence[str]) -> tuple[str, 
 
 def contact_table(console: Console, rows: Sequence[tuple[str, ...]]) -> None:
     """`contacts list` on a terminal when it fits a page: a rich table of contact_cells."""
-    table = Table(title=f"{len(rows)} contact(s)", title_justify="left")
+    table = _table(title=f"{len(rows)} contact(s)", title_justify="left")
     for column in CONTACT_COLUMNS:
         table.add_column(column, justify="right" if column == "touches" else "left")
     for row in rows:
@@ -158,7 +170,7 @@ def contact_card(
 ) -> None:
     tz = app.contact_tz(contact.timezone, contact.owner)
     console.print(f"[bold]{contact.name or contact.email}[/bold] <{contact.email}>", markup=True)
-    fields = Table.grid(padding=(0, 2))
+    fields = _table(grid=True, padding=(0, 2))
     rows = [
         ("company", contact.company),
         ("phone", contact.phone),
@@ -181,7 +193,7 @@ def contact_card(
 
 
 def _enrollment_table(console: Console, enrollments: Sequence[Enrollment], tz: Any) -> None:
-    table = Table(title="campaigns", title_justify="left")
+    table = _table(title="campaigns", title_justify="left")
     for column in ("campaign", "status", "enrolled", "next due", "waiting / ended"):
         table.add_column(column)
     for e in enrollments:
@@ -196,7 +208,7 @@ def _enrollment_table(console: Console, enrollments: Sequence[Enrollment], tz: A
 
 
 def _history_table(console: Console, history: Sequence[Event], tz: Any) -> None:
-    table = Table(title="history", title_justify="left")
+    table = _table(title="history", title_justify="left")
     for column in ("when", "event", "campaign/step", "detail", "cause"):
         table.add_column(column)
     for h in history:
@@ -228,14 +240,14 @@ def schedule_table(
     days: int,
 ) -> None:
     """`schedule` on a terminal when it fits a page: rich tables of scheduled_cells."""
-    table = Table(title=f"the next {days} day(s): {len(rows)} item(s)", title_justify="left")
+    table = _table(title=f"the next {days} day(s): {len(rows)} item(s)", title_justify="left")
     for column in SCHEDULE_COLUMNS:
         table.add_column(column)
     for row in rows:
         table.add_row(*row)
     console.print(table)
     if waiting:
-        wait_table = Table(title="waiting", title_justify="left")
+        wait_table = _table(title="waiting", title_justify="left")
         for column in WAITING_COLUMNS:
             wait_table.add_column(column)
         for w in waiting:
@@ -275,14 +287,14 @@ def task_preview(console: Console, step: campaigns.Step, contact: Contact, note:
 
 def status_report(console: Console, data: reports.Status) -> None:
     health_report(console, data.health)
-    stages = Table(title="contacts per stage", title_justify="left")
+    stages = _table(title="contacts per stage", title_justify="left")
     for stage in data.stages:
         stages.add_column(stage, justify="right")
     stages.add_row(*(str(n) for n in data.stages.values()))
     console.print(stages)
     statuses = ", ".join(f"{k} {v}" for k, v in sorted(data.statuses.items())) or "none"
     console.print(f"status: {statuses}; touches: {data.touches}; due now: {data.due_now}")
-    table = Table(title="per campaign step", title_justify="left")
+    table = _table(title="per campaign step", title_justify="left")
     for column in (
         "campaign",
         "step",
@@ -312,7 +324,7 @@ def status_report(console: Console, data: reports.Status) -> None:
         )
     console.print(table)
     _variants_report(console, data.variants)
-    boxes = Table(title="mailboxes", title_justify="left")
+    boxes = _table(title="mailboxes", title_justify="left")
     numbers = ("sent", "waiting", "failed", "replies")
     columns = ("rep", *numbers[:3], "last sent", "replies", "inbox read", "last digest", "notes")
     for column in columns:
@@ -330,7 +342,7 @@ def status_report(console: Console, data: reports.Status) -> None:
             "; ".join(box.notes),
         )
     console.print(boxes)
-    enrolled = Table(title="enrollments", title_justify="left")
+    enrolled = _table(title="enrollments", title_justify="left")
     for column in ("campaign", "active", "completed", "stopped"):
         enrolled.add_column(column, justify="left" if column == "campaign" else "right")
     for campaign, counts in data.campaigns.items():
@@ -342,7 +354,7 @@ def _variants_report(console: Console, steps: Sequence[variants.StepVariants]) -
     """A/B versions of a step: sent, replied, reply rate, and whether it tells yet."""
     if not steps:
         return
-    table = Table(title="A/B variants", title_justify="left")
+    table = _table(title="A/B variants", title_justify="left")
     for column in ("campaign", "step", "variant", "sent", "replied", "reply rate", "verdict"):
         numeric = column in ("sent", "replied", "reply rate")
         table.add_column(column, justify="right" if numeric else "left")
@@ -397,7 +409,7 @@ def health_report(console: Console, health: reports.Health) -> None:
 
 def sign_in_table(console: Console, found: Sequence[signin.Status]) -> None:
     """`dripd auth --list`: each rep's sign-in."""
-    table = Table(title="sign-ins", title_justify="left")
+    table = _table(title="sign-ins", title_justify="left")
     for column in ("rep", "auth", "signed in", "as", "since", "refresh token last used"):
         table.add_column(column)
     for s in found:
@@ -418,7 +430,7 @@ def sign_in_table(console: Console, found: Sequence[signin.Status]) -> None:
 
 def _instances_table(alive: list[membership.Instance]) -> Table:
     """The live instances of a fleet on one database, and the mailboxes each works."""
-    table = Table(title="instances", title_justify="left")
+    table = _table(title="instances", title_justify="left")
     for column in ("host", "pid", "started", "last pass", "holds", "campaigns"):
         table.add_column(column, justify="right" if column == "pid" else "left")
     for i in alive:
@@ -453,7 +465,7 @@ def task_json(task: Task, contact: Contact) -> dict[str, Any]:
 def task_table(
     console: Console, app: App, rows: Sequence[Task], people: Mapping[int, Contact]
 ) -> None:
-    table = Table(title=f"{len(rows)} open task(s)", title_justify="left", show_lines=True)
+    table = _table(title=f"{len(rows)} open task(s)", title_justify="left", show_lines=True)
     for column in ("#", "due", "kind", "contact", "phone", "touches", "note"):
         table.add_column(column, justify="right" if column in ("#", "touches") else "left")
     for task in rows:
@@ -476,8 +488,8 @@ def task_table(
 
 def explain_report(console: Console, file: Path, data: Mapping[str, Any]) -> None:
     """`dripd explain`: the verdict on one message, each conclusion with its reason."""
-    console.print(f"[bold]{escape(str(file))}[/bold]: [bold cyan]{data['class']}[/bold cyan]")
-    table = Table(show_header=False, box=None, pad_edge=False)
+    console.print(f"[bold]{_escape(str(file))}[/bold]: [bold cyan]{data['class']}[/bold cyan]")
+    table = _table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="dim")
     table.add_column()
     rows = [
@@ -492,17 +504,17 @@ def explain_report(console: Console, file: Path, data: Mapping[str, Any]) -> Non
     ]
     for label, value in rows:
         if value:
-            table.add_row(label, escape(str(value)))
+            table.add_row(label, _escape(str(value)))
     if data.get("summary"):
-        table.add_row("says", escape(data["summary"]))
+        table.add_row("says", _escape(data["summary"]))
     console.print(table)
     _print_reading(console, data.get("reading") or {}, data.get("failed") or [])
     console.print("[dim]dripd would:[/dim]")
     for line in data.get("would_do") or []:
-        console.print(f"  - {escape(line)}")
+        console.print(f"  - {_escape(line)}")
     console.print("[dim]why:[/dim]")
     for reason in data["reasons"]:
-        console.print(f"  - {escape(reason)}")
+        console.print(f"  - {_escape(reason)}")
 
 
 def _print_reading(
@@ -514,7 +526,7 @@ def _print_reading(
     console.print(f"[dim]read as:[/dim] a {reading['kind']} report")
     if reading["kind"] == "complaint":
         for address in reading.get("recipients") or []:
-            console.print(f"  - complaint from {escape(address)}")
+            console.print(f"  - complaint from {_escape(address)}")
         return
     contacts = {f["recipient"]: f.get("contact") for f in failed}
     for item in reading.get("failed") or []:
@@ -522,8 +534,8 @@ def _print_reading(
         contact = contacts.get(item["recipient"])
         who = f"contact {contact}" if contact else "not a contact"
         line = f"{item['recipient']} ({who}): {item['kind']}, {item['reason']}, {status}"
-        console.print(f"  - failed {escape(line)}")
+        console.print(f"  - failed {_escape(line)}")
         if item["diagnostic"]:
-            console.print(f"      {escape(item['diagnostic'])}")
+            console.print(f"      {_escape(item['diagnostic'])}")
     if reading.get("original_message_id"):
-        console.print(f"  - original message {escape(reading['original_message_id'])}")
+        console.print(f"  - original message {_escape(reading['original_message_id'])}")

@@ -5,14 +5,17 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
-
-import sqlalchemy as sa
 
 from dripd import clock
 from dripd.files import campaigns, config
 from dripd.plan import contacts, templates
-from dripd.store import engine as store_engine
+
+# The database layer (SQLAlchemy) is loaded when a command opens the database:
+# `dripd check` builds an App without one and need not load it.
+if TYPE_CHECKING:
+    import sqlalchemy as sa
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -31,6 +34,8 @@ class App:
     @property
     def reader(self) -> sa.Engine:
         """The engine for read-only work: on SQLite it reads beside a writer."""
+        from dripd.store import engine as store_engine
+
         return store_engine.reader(self.engine)
 
     def contact_rules(self) -> contacts.Rules:
@@ -63,10 +68,15 @@ def open_app(
     *,
     with_db: bool = True,
     the_clock: clock.Clock | None = None,
+    compile_templates: bool = True,
 ) -> App:
-    """Load the config and campaigns (refusing invalid ones) and open the database."""
-    cfg, catalog, renderer = _load(config.find_path(config_path))
-    db = store_engine.open_engine(cfg.database_url) if with_db else None
+    """Load the config and campaigns (refusing invalid ones) and open the database.
+
+    `compile_templates=False` for a command that renders nothing: its templates
+    are checked for their place and existence, not compiled (templates.Renderer).
+    """
+    cfg, catalog, renderer = _load(config.find_path(config_path), compile_templates)
+    db = _open_database(cfg.database_url) if with_db else None
     return App(
         config=cfg,
         catalog=catalog,
@@ -74,6 +84,12 @@ def open_app(
         clock=the_clock or clock.SystemClock(),
         db=db,
     )
+
+
+def _open_database(url: str) -> sa.Engine:
+    from dripd.store import engine as store_engine
+
+    return store_engine.open_engine(url)
 
 
 def reloaded(app: App) -> App:
@@ -85,8 +101,10 @@ def reloaded(app: App) -> App:
     return dataclasses.replace(app, config=cfg, catalog=catalog, renderer=renderer)
 
 
-def _load(path: Path) -> tuple[config.Config, campaigns.Catalog, templates.Renderer]:
+def _load(
+    path: Path, compile_templates: bool = True
+) -> tuple[config.Config, campaigns.Catalog, templates.Renderer]:
     cfg = config.load(path)
-    renderer = templates.Renderer(cfg.campaigns_dir)
+    renderer = templates.Renderer(cfg.campaigns_dir, compile_checked=compile_templates)
     options = campaigns.LoadOptions(env=renderer)
     return cfg, campaigns.load_checked(cfg.campaigns_dir, options), renderer

@@ -14,7 +14,7 @@ from dripd.mail import mime
 from dripd.pipeline.app import App
 from dripd.plan import contacts as contacts_mod
 from dripd.plan import templates
-from dripd.store.contacts import Contact
+from dripd.store.contact_rows import Contact
 
 UNSUBSCRIBE_LINE = 'If you\'d rather not hear from me, just reply "unsubscribe".'
 

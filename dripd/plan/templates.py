@@ -2,32 +2,31 @@
 
 Undefined names are errors, so a typo in a template fails `dripd check`
 (or holds the step for that contact) instead of mailing "Hi ,".
+
+Jinja2 and cmark are loaded when a template is first compiled or a body
+made HTML: every command loads its campaigns, most render nothing.
 """
 
 from __future__ import annotations
 
+import functools
 import html
 import html.parser
 import re
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
-
-import cmarkgfm
-import jinja2
-import jinja2.sandbox
-from cmarkgfm.cmark import Options as CmarkOptions
 
 from dripd import errors
 from dripd.plan import dates
 
+if TYPE_CHECKING:
+    import jinja2
+    import jinja2.sandbox
+
 TEMPLATE_SUFFIXES = (".md", ".txt", ".html")
-# cmark (GitHub's C implementation, 50x faster than a pure-Python parser);
-# without CMARK_OPT_UNSAFE it leaves raw HTML out, so contact data can never
-# put markup into the HTML part.
-_MARKDOWN_OPTIONS = CmarkOptions.CMARK_OPT_DEFAULT
 
 
 class RenderError(errors.DripdError):
@@ -37,26 +36,50 @@ class RenderError(errors.DripdError):
 class Renderer:
     """Compiles and renders the templates of one campaigns folder."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, compile_checked: bool = True) -> None:
+        """`compile_checked=False`: `check_source` and `check_file` do not compile.
+
+        For a command that only reads (`status`, `schedule`, `contacts show`…):
+        compiling every template is a fifth of its start and it renders none.
+        `check` and `run` compile them all; a broken one is found there.
+        """
         self.folder = folder
-        self.env = jinja2.sandbox.SandboxedEnvironment(
-            loader=jinja2.FileSystemLoader(str(folder)),
+        self.compile_checked = compile_checked
+        self._compiled: dict[str, jinja2.Template] = {}
+        self._compiled_markdown: dict[str, jinja2.Template] = {}
+
+    @functools.cached_property
+    def env(self) -> jinja2.sandbox.SandboxedEnvironment:
+        """The Jinja2 environment, made when a template is first compiled."""
+        import jinja2.sandbox
+
+        env = jinja2.sandbox.SandboxedEnvironment(
+            loader=jinja2.FileSystemLoader(str(self.folder)),
             undefined=jinja2.StrictUndefined,
             autoescape=jinja2.select_autoescape(("html",), default_for_string=False),
             keep_trailing_newline=False,
             auto_reload=False,  # a changed file means a reload of the campaigns (a new Renderer)
         )
-        self.env.filters.update(date=_date_filter, time=_time_filter, datetime=_datetime_filter)
-        # Markdown bodies: the same, but every value a template prints is marked,
-        # so the HTML part can show it literally (see _markdown_parts).
-        self.markdown_env = self.env.overlay(finalize=_mark_value)
-        self._compiled: dict[str, jinja2.Template] = {}
-        self._compiled_markdown: dict[str, jinja2.Template] = {}
+        filters = {"date": _date_filter, "time": _time_filter, "datetime": _datetime_filter}
+        env.filters.update({name: jinja2.pass_context(f) for name, f in filters.items()})
+        return env
+
+    @functools.cached_property
+    def markdown_env(self) -> jinja2.Environment:
+        """For Markdown bodies: `env`, but marking every value a template prints.
+
+        So the HTML part can show it literally (see _markdown_parts).
+        """
+        return self.env.overlay(finalize=_mark_value)
 
     def check_source(self, source: str, what: str) -> None:
-        """Raise ValueError if `source` does not compile."""
+        """Raise ValueError if `source` does not compile; keep it compiled for rendering."""
+        if not self.compile_checked:
+            return
+        import jinja2
+
         try:
-            self.env.from_string(source)
+            self.compiled(source)
         except jinja2.TemplateSyntaxError as exc:
             raise ValueError(f"{what}: template error on line {exc.lineno}: {exc.message}") from exc
 
@@ -65,6 +88,10 @@ class Renderer:
         path = self._template_path(name)
         if not path.is_file():
             raise ValueError(f"template {name!r} not found in {self.folder}")
+        if not self.compile_checked:
+            return
+        import jinja2
+
         try:
             self.env.get_template(name)
         except jinja2.TemplateSyntaxError as exc:
@@ -88,12 +115,16 @@ class Renderer:
         return template
 
     def render_string(self, source: str, context: Mapping[str, Any], what: str) -> str:
+        import jinja2
+
         try:
             return self.compiled(source).render(context)
         except (jinja2.TemplateError, ValueError, TypeError) as exc:
             raise RenderError(f"{what}: {_render_problem(exc)}") from exc
 
     def render_file(self, name: str, context: Mapping[str, Any], what: str) -> str:
+        import jinja2
+
         env = self.markdown_env if PurePosixPath(name).suffix == ".md" else self.env
         try:
             return env.get_template(name).render(context)
@@ -102,6 +133,8 @@ class Renderer:
 
     def render_markdown(self, source: str, context: Mapping[str, Any], what: str) -> str:
         """An inline Markdown body, its printed values marked (see _markdown_parts)."""
+        import jinja2
+
         template = self._compiled_markdown.get(source)
         try:
             if template is None:
@@ -154,16 +187,26 @@ def _markdown_parts(marked: str) -> tuple[str, str]:
     text = marked.replace(_OPEN, "").replace(_CLOSE, "").strip() + "\n"
     source = _MARKED.sub(lambda m: _MARKDOWN_PUNCTUATION.sub(r"\\\1", m.group(1)), marked)
     source = source.replace(_OPEN, "").replace(_CLOSE, "").strip() + "\n"
-    return text, cmarkgfm.markdown_to_html(source, options=_MARKDOWN_OPTIONS)
+    import cmarkgfm
+    from cmarkgfm.cmark import Options
+
+    # cmark (GitHub's C implementation, 50x faster than a pure-Python parser);
+    # without CMARK_OPT_UNSAFE it leaves raw HTML out, so contact data can never
+    # put markup into the HTML part.
+    return text, cmarkgfm.markdown_to_html(source, options=Options.CMARK_OPT_DEFAULT)
 
 
 def _render_problem(exc: Exception) -> str:
+    import jinja2
+
     if isinstance(exc, jinja2.UndefinedError):
         return f"{exc.message} (is the contact missing that field?)"
     return str(exc)
 
 
 def _as_local(value: object, context: Any) -> datetime:
+    import jinja2
+
     tz = context.get("_tz") or ZoneInfo("UTC")
     if isinstance(value, jinja2.Undefined):  # name the missing field, not "Undefined"
         value._fail_with_undefined_error()
@@ -174,19 +217,16 @@ def _as_local(value: object, context: Any) -> datetime:
     raise ValueError(f"{value!r} is not a date")
 
 
-@jinja2.pass_context
 def _date_filter(context: Any, value: object) -> str:
     local = _as_local(value, context)
     return f"{local:%A, %B} {local.day}"
 
 
-@jinja2.pass_context
 def _time_filter(context: Any, value: object) -> str:
     local = _as_local(value, context)
     return f"{local.hour % 12 or 12}:{local:%M %p}"
 
 
-@jinja2.pass_context
 def _datetime_filter(context: Any, value: object) -> str:
     return f"{_date_filter(context, value)} at {_time_filter(context, value)}"
 

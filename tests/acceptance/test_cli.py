@@ -397,6 +397,9 @@ def test_explain_reads_a_message_file_without_acting_on_it(
     assert data["class"] == "reply" and data["contact"] == "ann@example.com"
     assert data["reasons"] == ["from the contact ann@example.com", "a new message"]
     assert dripd("contacts", "show", "ann@example.com", "--json").json()["status"] == "active"
+    card = dripd("contacts", "show", "ann@example.com")  # the card: rich's grid and tables
+    assert card.code == 0 and card.err == "", str(card)
+    assert "<ann@example.com>" in card.out and "history" in card.out
     history = dripd("contacts", "show", "ann@example.com", "--json").json()["history"]
     assert "replied" not in [event["kind"] for event in history]  # read, not acted on
 

@@ -6,6 +6,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import jinja2
 import jinja2.sandbox
 import pytest
 
@@ -206,6 +207,46 @@ def test_load_checked_raises_with_every_problem(tmp_path: Path) -> None:
     folder = _write_folder(tmp_path / "campaigns", MINI.replace('wait = "0m"', 'wiat = "0m"'))
     with pytest.raises(campaigns.errors.CampaignError, match="did you mean 'wait'"):
         campaigns.load_checked(folder, OPTIONS)
+
+
+def test_a_load_that_renders_nothing_does_not_compile_but_finds_missing_files(
+    tmp_path: Path,
+) -> None:
+    """`status`, `schedule`, `contacts show`… load without compiling; `check` and `run` compile."""
+    broken = MINI.replace("{{ contact.first_name }}", "{{ contact.first_name ,")
+    folder = _write_folder(tmp_path / "campaigns", broken, hello="Hi {{ contact.first_name ,\n")
+    reading = campaigns.LoadOptions(env=templates.Renderer(folder, compile_checked=False))
+    assert campaigns.load_all(folder, reading).problems == ()
+    problems = campaigns.load_all(folder, campaigns.LoadOptions()).problems
+    assert problems, problems
+    assert all("template error on line 1" in problem for problem in problems), problems
+    with_file = MINI.replace('subject = "Hi {{ contact.first_name }}"', 'subject = "Hi"')
+    folder = _write_folder(tmp_path / "file", with_file, hello="Hi {{ contact.first_name ,\n")
+    [problem] = campaigns.load_all(folder, campaigns.LoadOptions()).problems
+    assert "template 'mini/hello.md': error on line 1" in problem
+    reading = campaigns.LoadOptions(env=templates.Renderer(folder, compile_checked=False))
+    assert campaigns.load_all(folder, reading).problems == ()
+
+    missing = _write_folder(tmp_path / "other", MINI.replace("mini/hello.md", "mini/nowhere.md"))
+    reading = campaigns.LoadOptions(env=templates.Renderer(missing, compile_checked=False))
+    [problem] = campaigns.load_all(missing, reading).problems
+    assert "template 'mini/nowhere.md' not found" in problem
+
+
+def test_a_checked_source_is_compiled_once(tmp_path: Path) -> None:
+    """`check` compiles each inline template to check it, then renders it: one compile."""
+    renderer = templates.Renderer(tmp_path)
+    compiles: list[str] = []
+    from_string = renderer.env.from_string
+
+    def counted(source: str) -> jinja2.Template:
+        compiles.append(source)
+        return from_string(source)
+
+    renderer.env.from_string = counted  # type: ignore[method-assign]
+    renderer.check_source("Hi {{ contact.first_name }}", "subject")
+    assert renderer.render_string("Hi {{ contact.first_name }}", CONTEXT, "subject") == "Hi Ann"
+    assert compiles == ["Hi {{ contact.first_name }}"]
 
 
 def test_a_missing_campaigns_folder_is_one_problem(tmp_path: Path) -> None:
