@@ -265,7 +265,9 @@ def _relayed_jmrp(message: EmailMessage) -> _Report | None:
     sender = reading.raw_header(message, "Return-Path") or reading.raw_header(message, "From")
     if "@" not in recipient or not _STAFF.match(sender):
         return None
-    headers = "".join(f"{name}: {value}\n" for name, value in message.items())
+    # As written (raw_items): parsing them (items) raises IndexError in CPython's
+    # header parser on a damaged Message-ID such as `<><id@host>`.
+    headers = "".join(f"{name}: {value}\n" for name, value in message.raw_items())
     original = headers.encode("utf-8", "replace")
     return _Report(recipients=(recipient.lower(),), original=original)
 

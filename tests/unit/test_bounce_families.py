@@ -200,6 +200,7 @@ def test_truncated_copies_bounce_no_one_else(name: str) -> None:
         ("oracle-messaging-server.eml", 3496506777, 2),  # "...fiege-id: <q3-036@...>"
         ("not-challenge-response-dsn.eml", 6005, 1),  # "Content-Type: text/plain<>"
         ("not-success-relayed.eml", 630, 5),  # a multipart's header leaked: raw MIME below
+        ("hotmail-complaint-relayed.eml", 607427, 1),  # Message-ID `<><…>`: IndexError (session 12)
     ],
 )
 def test_damage_found_by_longer_fuzzing(name: str, seed: int, edits: int) -> None:
