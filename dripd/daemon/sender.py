@@ -171,14 +171,17 @@ class Sender:
         await self._in_thread_with_accepted(
             threads,
             lambda accepted: retry.retrying(
-                lambda: self._mark_sent_on(threads.engine, accepted), "flush", idempotent=True
+                lambda: self._mark_sent_on(threads.begin(), accepted), "flush", idempotent=True
             ),
         )
 
     @staticmethod
-    def _mark_sent_on(engine: sa.Engine, accepted: list[tuple[outbox.Row, datetime]]) -> None:
+    def _mark_sent_on(
+        transaction: contextlib.AbstractContextManager[sa.Connection],
+        accepted: list[tuple[outbox.Row, datetime]],
+    ) -> None:
         """Each one's `sent`, on an autocommit connection: setting it again changes nothing."""
-        with engine.begin() as conn:
+        with transaction as conn:
             for row, at in accepted:
                 outbox.mark_sent(conn, row, at)
 
@@ -393,7 +396,9 @@ class Sender:
         engine = self.app.engine
         with self._taking_accepted() as accepted:
             return retry.retrying(
-                lambda: self._claim_on(engine, row, now, accepted), "claim", idempotent=True
+                lambda: self._claim_on(engine.begin(), row, now, accepted),
+                "claim",
+                idempotent=True,
             )
 
     async def _take_in_thread(self, threads: claims.Claims, row: outbox.Row, now: datetime) -> bool:
@@ -413,7 +418,7 @@ class Sender:
         return await self._in_thread_with_accepted(
             threads,
             lambda accepted: retry.retrying(
-                lambda: self._claim_on(threads.engine, row, now, accepted),
+                lambda: self._claim_on(threads.begin(), row, now, accepted),
                 "claim",
                 idempotent=True,
             ),
@@ -440,12 +445,12 @@ class Sender:
 
     def _claim_on(
         self,
-        engine: sa.Engine,
+        transaction: contextlib.AbstractContextManager[sa.Connection],
         row: outbox.Row,
         now: datetime,
         accepted: list[tuple[outbox.Row, datetime]],
     ) -> bool:
-        with engine.begin() as conn:
+        with transaction as conn:
             return outbox.claim(conn, row, now, self.instance, sent=accepted)
 
     def _in_transaction(self, work: Callable[[sa.Connection], None], what: str) -> None:
@@ -540,14 +545,18 @@ class Sender:
         while self._unrecorded:
             ids = self._unrecorded[:RECORD_LIMIT]
             if threads is None:
-                self._record_on(self.app.engine, ids)
+                self._record_on(self.app.engine.begin, ids)
             else:
-                await threads.run(functools.partial(self._record_on, threads.transactions, ids))
+                await threads.run(functools.partial(self._record_on, threads.transaction, ids))
             del self._unrecorded[: len(ids)]
         self._recorded_at = self._now()
 
-    def _record_on(self, engine: sa.Engine, ids: list[int]) -> None:
-        with engine.begin() as conn:
+    def _record_on(
+        self,
+        transaction: Callable[[], contextlib.AbstractContextManager[sa.Connection]],
+        ids: list[int],
+    ) -> None:
+        with transaction() as conn:
             outbox.record_sent(conn, self._now(), ids=ids)
 
     def _failed(self, row: outbox.Row, exc: smtp.SendError) -> bool:
