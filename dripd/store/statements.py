@@ -61,15 +61,22 @@ class Prepared:
         return conn.exec_driver_sql(compiled.sql, compiled.parameters(params)).all()
 
     def execute(self, conn: sa.Connection, params: Mapping[str, Any]) -> int:
-        """Run once; the number of rows it changed."""
+        """Run once; the number of rows it changed.
+
+        On the driver's cursor, its errors raised as SQLAlchemy's
+        (`_driver_error`): through `exec_driver_sql` a claim spent a quarter
+        of its Python in SQLAlchemy's execution context and result.
+        """
         compiled = self._for(conn)
-        if compiled.checked:
-            result = conn.exec_driver_sql(compiled.sql, compiled.parameters(params))
-            return int(result.rowcount)
+        parameters = compiled.parameters(params)
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
-            cursor.execute(compiled.sql, compiled.parameters(params))
+            cursor.execute(compiled.sql, parameters)
             return int(cursor.rowcount)
+        except conn.dialect.loaded_dbapi.Error as exc:
+            if not compiled.checked:
+                raise
+            raise _driver_error(conn, cursor, exc, compiled.sql, parameters) from exc
         finally:
             cursor.close()
 
@@ -87,16 +94,39 @@ class Prepared:
             cursor.close()
 
 
+def _driver_error(
+    conn: sa.Connection, cursor: Any, exc: Any, sql: str, parameters: Any
+) -> sa.exc.StatementError:
+    """A driver's error on `conn` as SQLAlchemy raises it; a lost connection is invalidated.
+
+    As SQLAlchemy's own statements do, so that store/retry.py tells a lost
+    connection (`connection_invalidated`) and a transient abort (`orig`'s
+    sqlstate) apart, and the pool replaces the connection.
+    """
+    lost = conn.dialect.is_disconnect(exc, conn.connection.dbapi_connection, cursor)
+    if lost:
+        conn.invalidate(exc)
+    error: sa.exc.StatementError = sa.exc.DBAPIError.instance(
+        sql,
+        parameters,
+        exc,
+        conn.dialect.loaded_dbapi.Error,
+        connection_invalidated=lost,
+        dialect=conn.dialect,
+    )
+    return error
+
+
 @dataclass(frozen=True, slots=True)
 class _Compiled:
     sql: str
     names: tuple[str, ...] | None  # parameter order (qmark), None for named parameters
     static: dict[str, Any]  # values written in the statement (`status == "queued"`)
     processors: tuple[tuple[str, Any], ...]  # bind name, the column type's bind processor
-    # Run through SQLAlchemy's driver-level call (PostgreSQL): its errors are
-    # SQLAlchemy's, and a lost connection is dropped from the pool and can be
-    # retried (store/retry.py); its extra work is small beside a round trip.
-    # SQLite's statements (~10 µs) keep the raw cursor: no connection to lose.
+    # PostgreSQL: errors raised as SQLAlchemy's (`execute` by `_driver_error`,
+    # `executemany` through SQLAlchemy's driver-level call), a lost connection
+    # dropped from the pool, so the work can be retried (store/retry.py).
+    # SQLite's statements (~10 µs) raise the driver's: no connection to lose.
     checked: bool
 
     @classmethod

@@ -203,6 +203,76 @@ def test_each_email_is_committed_sent_before_the_next_goes_on_its_connection(
     assert uncertain == []
 
 
+def test_a_workers_last_email_is_committed_sent_in_a_claim_thread_before_its_drain_ends(
+    make_world, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When a worker's queue runs out, its last email's `sent` is not left to the loop.
+
+    Committed in a claim thread (its flush waits there, not the loop), and
+    awaited: slowed down here, it is still committed when the drain returns,
+    before anything is recorded.
+    """
+    world = make_world(database=postgres_url, window=WINDOW, smtp_options={"connections": 2})
+    for i in range(6):
+        world.add(f"c{i}@example.org", first_name=f"C{i}", company="X")
+    planner.advance_due(world.app, world.clock.now())
+    real_mark_sent = outbox.mark_sent
+    marked_in: list[str] = []
+
+    def slow_mark_sent(*args: Any, **kwargs: Any) -> None:
+        marked_in.append(threading.current_thread().name)
+        time.sleep(SLOW)
+        real_mark_sent(*args, **kwargs)
+
+    monkeypatch.setattr(outbox, "mark_sent", slow_mark_sent)
+    box = sender.Sender(world.app, world.app.config.reps[0], asyncio.Event())
+    statuses: list[str] = []
+
+    async def drain() -> None:
+        box.load_history()
+        assert await box.drain() == 6
+        statuses.extend(r.status for r in world.rows())
+        await box.close()
+
+    servers.loopback.run_client(drain())
+    assert statuses == ["sent"] * 6
+    assert len(marked_in) == 2  # one per worker: the others went with the next claim
+    assert all(name.startswith("dripd-claim") for name in marked_in), marked_in
+
+
+def test_each_claim_thread_keeps_its_connection_from_one_claim_to_the_next(
+    make_world, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """30 claims, and the claims' pool hands out a connection only to a thread that has none.
+
+    A thread gives its connection back for the history (Claims.transaction),
+    then takes one again at its next claim.
+    """
+    world = make_world(database=postgres_url, window=WINDOW, smtp_options={"connections": 4})
+    for i in range(30):
+        world.add(f"c{i}@example.org", first_name=f"C{i}", company="X")
+    overlap = Overlap()
+    monkeypatch.setattr(outbox, "claim", overlap)
+    real_record_sent = outbox.record_sent
+    records: list[int] = []
+
+    def record_sent(*args: Any, **kwargs: Any) -> int:
+        records.append(1)
+        return real_record_sent(*args, **kwargs)
+
+    monkeypatch.setattr(outbox, "record_sent", record_sent)
+    threads = claims.of(world.app.engine)
+    assert threads is not None
+    checkouts: list[str] = []
+    sa.event.listen(
+        threads.engine, "checkout", lambda *_: checkouts.append(threading.current_thread().name)
+    )
+    world.run()
+    assert len(_to_contacts(world)) == 30 and overlap.calls == 30
+    # each thread's first claim, and each one's next claim after a history transaction
+    assert len(checkouts) <= claims.SIZE + 2 * len(records), (checkouts, records)
+
+
 def _add_emails(engine: sa.Engine, first: int, last: int) -> None:
     """Emails `first`..`last` queued, each to its own contact and sequence (no ANALYZE after)."""
     now = "now()::timestamp"
