@@ -7,7 +7,7 @@ import itertools
 import pickle
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import IO, Any, Generic, NamedTuple, Protocol, TypeVar
 from zoneinfo import ZoneInfo
@@ -46,21 +46,6 @@ class Scheduled:
     kind: str
     occurrence: int
     note: str = ""
-    # The JSON text around the contact and name, shared by the items of one
-    # projection (`_json_parts`); None: `json_text` encodes the whole item.
-    json_parts: tuple[str, str] | None = field(default=None, compare=False, repr=False)
-
-    def json_text(self) -> str:
-        """`to_json()` as `listing.encode` writes it.
-
-        Only the contact's part is encoded per item: what the items of a
-        projection share (times, step, note) was encoded once for all of them,
-        and the times' isoformat with it: most of the cost of `--json`.
-        """
-        if self.json_parts is None:
-            return listing.encode(self.to_json())
-        head, tail = self.json_parts
-        return f"{head}{_contact_json(self.email, self.name)}{tail}"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -108,7 +93,7 @@ def upcoming(
 def upcoming_json(
     app: App, conn: sa.Connection, days: int, email: str | None = None
 ) -> Iterator[str]:
-    """`upcoming`'s items as their JSON (`Scheduled.json_text`), without building them.
+    """`upcoming`'s items as `listing.encode` writes their JSON, without building them.
 
     For `schedule --json`: a projection's items are spliced from its shared
     parts and each contact's email and name, encoded once per enrollment.
@@ -317,13 +302,12 @@ class _Projections:
                 kind=kind,
                 occurrence=occurrence,
                 note=note,
-                json_parts=parts,
             )
-            for (at, local, step, kind, occurrence, note), parts in self._shapes(enrollment)
+            for (at, local, step, kind, occurrence, note), _ in self._shapes(enrollment)
         ]
 
     def json_texts(self, enrollment: enrollments.Due) -> list[_Text]:
-        """The enrollment's items in the window as their JSON (`Scheduled.json_text`)."""
+        """The enrollment's items in the window as their JSON (`upcoming_json`)."""
         contact = enrollment.contact
         middle = _contact_json(contact.email, contact.name)
         new = tuple.__new__  # a named tuple's own __new__ is a Python function: 3x the cost

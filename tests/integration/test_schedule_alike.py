@@ -22,7 +22,7 @@ import userfiles
 from dripd.pipeline import app as app_mod
 from dripd.pipeline import reports
 from dripd.plan import schedule
-from dripd.store import reps, schema, statements
+from dripd.store import listing, reps, schema, statements
 
 NOW = dates.local(dates.quiet_monday(), 9)
 CONTACTS = 96
@@ -93,7 +93,7 @@ def test_enrollments_alike_but_for_their_last_time_are_shown_their_own_items(
         items = list(reports.upcoming(book, conn, days))
         texts = list(reports.upcoming_json(book, conn, days))
     assert items == expected
-    assert texts == [i.json_text() for i in expected]
+    assert texts == [listing.encode(i.to_json()) for i in expected]
     assert len({(i.step, i.at) for i in expected}) > 8  # demos, zones and late floors apart
     # 96 enrollments, each its own last time: 4 demos x 2 zones x 2 reps projected
     # once each (twice: items, then texts), and the late floors one by one.
