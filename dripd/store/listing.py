@@ -111,11 +111,17 @@ def write_json_texts(out: TextIO, texts: Iterable[str], *, end: str = "\n") -> i
 
 
 def write_json_lines(out: TextIO, items: Iterable[Any]) -> int:
-    """One JSON object a line; the count."""
+    """One JSON object a line, written a page at a time as `write_json_texts`; the count."""
     count = 0
+    page: list[str] = []
     for item in items:
-        out.write(_ENCODER.encode(item) + "\n")
+        page.append(_ENCODER.encode(item) + "\n")
         count += 1
+        if len(page) == PAGE:
+            out.write("".join(page))
+            out.flush()
+            page.clear()
+    out.write("".join(page))
     out.flush()
     return count
 

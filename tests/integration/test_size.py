@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -336,3 +337,25 @@ def test_pages_by_key_on_each_database(make_config: Any, database_url: str) -> N
     assert listed == [f"c{i:07d}@example.com" for i in range(11, 50, 2) if i not in stopped]
     assert due == [i + 1 for i in range(50) if i not in stopped]
     app.engine.dispose()
+
+
+def test_list_as_json_lines_pages_its_writes(big: app_mod.App) -> None:
+    """`contacts list --jsonl`: one contact a line, written a page at a time (not a write each)."""
+    wanted = 2 * listing.PAGE + 3
+    args = ["--limit", str(wanted), "--stage", "lead", "--jsonl"]
+    lines, _, _ = list_contacts(big, *args)
+    contacts_listed = [json.loads(line) for line in lines]
+    assert len(contacts_listed) == wanted
+    assert contacts_listed[0]["email"] == "c0000001@example.com"
+    assert [c["stage"] for c in contacts_listed] == ["lead"] * wanted
+    writes: list[str] = []
+
+    class Writes(io.StringIO):
+        def write(self, text: str) -> int:
+            writes.append(text)
+            return len(text)
+
+    count = listing.write_json_lines(Writes(), iter(contacts_listed))
+    assert count == wanted
+    assert "".join(writes) == "".join(lines)
+    assert len(writes) == 3  # two full pages and the rest
