@@ -85,6 +85,31 @@ BASELINES = {
         ' and e.next_due_at <= ? order by e.next_due_at, e.id", (sys.argv[2],)):\n'
         "    print(*row)\n"
     ),
+    # The same rows with every column `schedule` reads (enrollments.due_page), each written
+    # as a schedule item's JSON at its next_due_at: reading and writing, no projection.
+    "schedule-items": (
+        "import json, sqlite3, sys\n"
+        "from datetime import UTC, datetime\n"
+        "db = sqlite3.connect(sys.argv[1])\n"
+        "encode = json.JSONEncoder(ensure_ascii=False).encode\n"
+        "rows = db.execute('select e.id, e.campaign, e.enrolled_at, e.progress, e.next_due_at,"
+        " c.email, c.first_name, c.last_name, c.company, c.phone, c.timezone, c.owner, c.stage,"
+        " c.status, c.referred_by, c.fields, c.created_at from enrollments e join contacts c"
+        " on c.id = e.contact_id where e.status = \\'active\\' and e.next_due_at <= ?"
+        " order by e.next_due_at, e.id', (sys.argv[2],))\n"
+        "sys.stdout.write('{\"items\": [')\n"
+        "sep = ''\n"
+        "while page := rows.fetchmany(1000):\n"
+        "    items = []\n"
+        "    for r in page:\n"
+        "        at = datetime.fromisoformat(r[4]).replace(tzinfo=UTC).isoformat()\n"
+        "        items.append(encode({'at': at, 'local': at, 'contact': r[5],"
+        " 'name': f'{r[6]} {r[7]}', 'campaign': r[1], 'step': 's', 'kind': 'email',"
+        " 'occurrence': 1, 'note': ''}))\n"
+        "    sys.stdout.write(sep + ',\\n  '.join(items))\n"
+        "    sep = ',\\n  '\n"
+        "sys.stdout.write(']}\\n')\n"
+    ),
 }
 
 
@@ -198,6 +223,13 @@ def schedule_day(config: Path, db: str, label: str) -> None:
     run = dripd(config, "schedule", "--days", "1", "--json", mark=b'{"at": ')
     line(label, run, baseline("schedule", db, _stored(until)))
     print(f"  {'':<34} {run.marks:,} items, {run.marks / run.cpu:,.0f} items per CPU second")
+    fixed = dripd(config, "schedule", "--days", "0", "--json")
+    floor = baseline("schedule-items", db, _stored(until))
+    print(
+        f"  {'':<34} the floor: dripd's start-up (--days 0) {fixed.seconds:.2f} s"
+        f" (CPU {fixed.cpu:.2f}) + the rows written as items in bare Python"
+        f" {floor.seconds:.2f} s (CPU {floor.cpu:.2f}) = {fixed.seconds + floor.seconds:.2f} s"
+    )
 
 
 def spread_apart(config: Path, db: str) -> None:
