@@ -84,9 +84,12 @@ def _config_path() -> str | None:
 
 def open_app(*, with_db: bool = True, renders: bool = True) -> app_mod.App:
     """The command's app; `renders=False` for one that only reads (no template compiled)."""
+    from dripd.cli import startup
     from dripd.pipeline import app as app_mod
 
-    return app_mod.open_app(_config_path(), with_db=with_db, compile_templates=renders)
+    app = app_mod.open_app(_config_path(), with_db=with_db, compile_templates=renders)
+    startup.loaded()
+    return app
 
 
 def print_json(data: Any) -> None:
