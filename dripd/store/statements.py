@@ -50,15 +50,25 @@ class Prepared:
         return compiled
 
     def rows(self, conn: sa.Connection, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
-        """A SELECT's rows as the driver hands them, with no result processing.
+        """A SELECT's rows as the driver hands them (its tuples), with no result processing.
 
-        Through SQLAlchemy's driver-level call, which begins the transaction
-        when none is (a reader's first query): no per-call compiling or cache
-        key, no type processing of the values read (the caller converts what
-        it uses), errors as SQLAlchemy's.
+        On the driver's cursor, as `execute`: no per-call compiling or cache
+        key, no Row made of each row (most of SQLAlchemy's share of reading
+        `schedule`'s due rows), no type processing of the values read (the
+        caller converts what it uses), errors as SQLAlchemy's. A reader
+        opens no transaction for it (SQLite's driver begins one for a write
+        only; PostgreSQL's readers are in autocommit).
         """
         compiled = self._of(conn.dialect)
-        return conn.exec_driver_sql(compiled.sql, compiled.parameters(params)).all()
+        parameters = compiled.parameters(params)
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(compiled.sql, parameters)
+            return cursor.fetchall()  # type: ignore[no-any-return]
+        except conn.dialect.loaded_dbapi.Error as exc:
+            raise _driver_error(conn, cursor, exc, compiled.sql, parameters) from exc
+        finally:
+            cursor.close()
 
     def execute(self, conn: sa.Connection, params: Mapping[str, Any]) -> int:
         """Run once; the number of rows it changed.

@@ -52,14 +52,16 @@ def book(
     now: datetime,
     reps_: Sequence[userfiles.Table],
     campaigns: Mapping[str, userfiles.Table] | None = None,
+    database: str | None = None,
 ) -> Iterator[app_mod.App]:
-    """An app on a new SQLite book in `folder`: the shipped campaigns and `campaigns`, at `now`."""
+    """An app on a new book (SQLite in `folder`, or `database`): the shipped campaigns and
+    `campaigns`, at `now`."""
     shutil.copytree(userfiles.SHIPPED_CAMPAIGNS, folder / "campaigns")
     for name, campaign in (campaigns or {}).items():
         userfiles.write_campaign(folder / "campaigns", name, campaign)
     config = folder / "config.toml"
-    text = userfiles.config(f"sqlite:///{folder}/dripd.db", folder / "campaigns", *reps_,
-                            timezone="America/New_York")  # fmt: skip
+    url = database or f"sqlite:///{folder}/dripd.db"
+    text = userfiles.config(url, folder / "campaigns", *reps_, timezone="America/New_York")
     config.write_text(text, encoding="utf-8")
     app = app_mod.open_app(str(config), the_clock=clock.FakeClock(now))
     try:

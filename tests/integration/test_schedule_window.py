@@ -14,6 +14,7 @@ import dataclasses
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import dates
@@ -142,10 +143,12 @@ def fill(app: app_mod.App) -> None:
         reps.set_rep_pause(conn, "sam", NOW + timedelta(hours=20), NOW)
 
 
+REPS = [userfiles.rep("mike", name="Mike Gulitz"), userfiles.rep("sam", name="Sam Rivera")]
+
+
 @pytest.fixture(scope="module")
 def book(tmp_path_factory: pytest.TempPathFactory) -> Iterator[app_mod.App]:
-    reps_ = [userfiles.rep("mike", name="Mike Gulitz"), userfiles.rep("sam", name="Sam Rivera")]
-    with projected.book(tmp_path_factory.mktemp("window"), NOW, reps_, {"quick": QUICK}) as app:
+    with projected.book(tmp_path_factory.mktemp("window"), NOW, REPS, {"quick": QUICK}) as app:
         fill(app)
         yield app
 
@@ -170,6 +173,21 @@ def test_schedule_shows_each_enrollments_own_projection(book: app_mod.App, days:
     with book.reader.connect() as conn:
         texts = list(reports.upcoming_json(book, conn, days))
     assert texts == [listing.encode(i.to_json()) for i in expected]
+
+
+@pytest.mark.postgres
+def test_schedule_on_postgresql_is_each_enrollments_own_projection(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """The due rows read on PostgreSQL's driver, its time values and paging by key."""
+    with projected.book(tmp_path, NOW, REPS, {"quick": QUICK}, database=postgres_url) as app:
+        fill(app)
+        expected = reference(app, 3)
+        assert len({i.email for i in expected}) > 100
+        assert shown(app, 3) == expected
+        with app.reader.connect() as conn:
+            texts = list(reports.upcoming_json(app, conn, 3))
+        assert texts == [listing.encode(i.to_json()) for i in expected]
 
 
 def test_the_early_stop_is_taken_and_declined_and_would_show_a_wrong_bound(
