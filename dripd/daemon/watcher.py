@@ -200,7 +200,7 @@ class Watcher:
 
     def _handle(self, folder: imap.Folder, uid: int, raw: bytes) -> int:
         """One message, its effects and the checkpoint in one transaction; 1 if it was new."""
-        mail = incoming.parse(raw)
+        mail = incoming.unreadable(raw)  # until parsed: what the guard below records
         now = self.app.clock.now()
 
         def handle() -> inbox.Outcome:
@@ -212,6 +212,7 @@ class Watcher:
                 return outcome
 
         try:
+            mail = incoming.parse(raw)
             outcome = retry.retrying(handle, "inbox")
         except _Lost:
             logger.warning(
@@ -222,8 +223,9 @@ class Watcher:
             return 0
         except Exception as exc:
             # The per-message boundary, the one broad guard on incoming mail: the readers
-            # (dripd.mail.reading) raise nothing on hostile mail, so what lands here is a bug
-            # or the database refusing the message; it costs this message, never the watcher.
+            # (dripd.mail.reading, incoming.parse) raise nothing on hostile mail, so what
+            # lands here is a bug or the database refusing the message; it costs this
+            # message, never the watcher.
             logger.exception(
                 "could not handle an inbox message; it stays in the mailbox",
                 extra={

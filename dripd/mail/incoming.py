@@ -68,6 +68,24 @@ def parse(raw: bytes) -> Incoming:
     )
 
 
+def unreadable(raw: bytes) -> Incoming:
+    """A message `parse` failed on (a bug: it is not to raise), kept by its bytes' digest."""
+    message = EmailMessage()
+    return Incoming(
+        message=message,
+        size=len(raw),
+        message_id="",
+        key=_digest(message, raw),
+        sender="",
+        sender_name="",
+        recipients=(),
+        subject="",
+        in_reply_to=(),
+        references=(),
+        date=None,
+    )
+
+
 def message_ids(value: str) -> tuple[str, ...]:
     """The `<id>`s in a header value, in order, without repeats."""
     return tuple(dict.fromkeys(_MSGID.findall(value)))

@@ -322,6 +322,38 @@ def test_a_message_that_breaks_the_classifier_does_not_block_the_next(
     assert problem in health.attention
 
 
+def test_a_message_the_parser_fails_on_does_not_block_the_next(
+    make_world, dovecot: servers.imap.Dovecot, imap_user: servers.imap.ImapAccount, monkeypatch
+) -> None:
+    """`incoming.parse` is not to raise; if a bug makes it, the message stays and is noted."""
+    world = make_world(imap=imap_user, dovecot=dovecot)
+    world.add("ann@example.org", first_name="Ann")
+    world.run()
+    ann = sent_ids(world, "ann@example.org")[0]
+    from dripd.mail import incoming
+
+    real = incoming.parse
+
+    def fragile(raw: bytes) -> incoming.Incoming:
+        if b"<poison@x>" in raw:
+            raise IndexError("a bug")
+        return real(raw)
+
+    monkeypatch.setattr(incoming, "parse", fragile)
+    dovecot.deliver(imap_user.address, reply("ann@example.org", ann, "Hmm", msgid="<poison@x>"))
+    dovecot.deliver(imap_user.address, reply("ann@example.org", ann, "Yes", msgid="<good@x>"))
+    assert world.run().inbox == 1
+    assert _enrolled(world, "ann@example.org") == "stopped"
+    messages = schema.inbox_messages.c
+    with world.app.engine.connect() as conn:
+        recorded = conn.execute(
+            sa.select(messages.message_key, messages.outcome, messages.reasons)
+        ).all()
+    failed = [(key, reasons) for key, outcome, reasons in recorded if outcome == "failed"]
+    assert [reasons for _, reasons in failed] == ["could not be handled: a bug"]
+    assert failed[0][0].startswith("sha256:")  # kept by its bytes: not read again
+
+
 def test_out_of_office_without_a_date_pauses_then_skips_what_went_stale(
     make_world, dovecot: servers.imap.Dovecot, imap_user: servers.imap.ImapAccount
 ) -> None:
