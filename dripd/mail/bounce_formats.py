@@ -198,6 +198,14 @@ _RETURNED = re.compile(
     r"MIME-Version|Content-Type): ",
     re.IGNORECASE | re.MULTILINE,
 )
+# An mbox "From " line: a relay's notice writing out the message it returns. The notice's
+# own words end there, even when damage left the first header fields below unrecognisable
+# (the returned message itself is still found by its fields, `_RETURNED`).
+_MBOX_LINE = re.compile(
+    r"^From \S+ +(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) +(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|"
+    r"Nov|Dec) ",
+    re.MULTILINE,
+)
 _BLANK_LINE = re.compile(r"\r?\n[ \t]*\r?\n")
 _HEADER_FIELD = re.compile(r"[A-Za-z][\w-]*:[ \t]")
 # Fields of the notice's own header, never of a report's text (Final-Recipient, Action...).
@@ -235,8 +243,8 @@ def family(text: str) -> Format | None:
 def notice(text: str) -> str:
     """The notice itself: the text above the returned message."""
     text = _after_leaked_headers(text)
-    match = _RETURNED.search(text)
-    return text[: match.start()] if match else text
+    ends = [m.start() for m in (_RETURNED.search(text), _MBOX_LINE.search(text)) if m]
+    return text[: min(ends)] if ends else text
 
 
 def _after_leaked_headers(text: str) -> str:

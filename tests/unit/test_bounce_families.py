@@ -202,6 +202,16 @@ def test_truncated_copies_bounce_no_one_else(name: str) -> None:
         ("not-success-relayed.eml", 630, 5),  # a multipart's header leaked: raw MIME below
         ("hotmail-complaint-relayed.eml", 607427, 1),  # Message-ID `<><…>`: IndexError (session 12)
         # session 12's longer run (seeds from 1M and 2M), fixed in session 13:
+        # a relay's written-out bounce, its first header field damaged ("Return-PTo: <admin>"):
+        # the notice's words end at the mbox "From " line...
+        ("relay-wrapped-iso2022jp.eml", 1023241, 2),
+        ("relay-wrapped-iso2022jp.eml", 2000383, 3),
+        ("relay-wrapped-iso2022jp.eml", 2010934, 9),
+        ("relay-wrapped-iso2022jp.eml", 2030796, 6),
+        # ...and the returned message is still found by its fields, not by that line
+        # (these broke a first version of the rule: a damaged block below it, its To: taken)
+        ("relay-wrapped-iso2022jp.eml", 5018003, 7),
+        ("relay-wrapped-iso2022jp.eml", 5120831, 3),
         # session 13's longer run (seeds from 5M)
         ("googlegroups.eml", 5001477, 3),  # "charse*": CPython's parser raised IndexError
     ],
