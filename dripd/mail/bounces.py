@@ -204,6 +204,10 @@ _FAILURE_WORDS = re.compile(
     r"action: (?:failed|delayed)",
     re.I,
 )
+# What a mail system writes atop every report of its own, of success too (Postfix's
+# "This is the mail system at host"): the phrase's label, and its family's.
+_INTRODUCTIONS = frozenset({"Postfix-style notice", "Postfix notice"})
+_FAILURE_CODE = re.compile(r"(?<![\d.])(?:[45]\.\d{1,3}\.\d{1,3}(?![\d.])|[45]\d\d[ -])")
 _GIVEN_UP = re.compile(
     r"permanent(?:ly)? (?:fatal )?(?:error|failure|failed)|given up|giving up", re.I
 )
@@ -627,6 +631,8 @@ def _from_text(
     content = [*_phrase_evidence(text, msg), *subject]
     if not _enough(envelope, subject, content, _looks_personal(msg)):
         return None
+    if content and set(content) <= _INTRODUCTIONS and not _states_failure(text, envelope):
+        return None  # a mail system's introduction, and nothing said of a failure
     worded = len(content) > len(subject)
     plain = [c for c in content if c not in subject] == [PLAIN_WORDS]
     failures = _text_failures(msg, parts, text, addressees, worded=worded, plain=plain)
@@ -636,6 +642,16 @@ def _from_text(
         return None
     message_id = _original_message_id(msg, parts, [], text)
     return Bounce(failures=failures, original_message_id=message_id, reasons=(*content, *envelope))
+
+
+def _states_failure(text: str, envelope: list[str]) -> bool:
+    """Whether a notice whose only words are a mail system's introduction of itself says
+    anything failed: X-Failed-Recipients, failure or delay words, a 4.x.x/5.x.x status or a
+    4xx/5xx reply. Postfix's "This is the mail system at host" also opens its success
+    reports: one whose report and words damage destroyed is no bounce."""
+    if "X-Failed-Recipients header" in envelope:
+        return True
+    return bool(_FAILURE_WORDS.search(text) or _DELAYED.search(text) or _FAILURE_CODE.search(text))
 
 
 def _challenge(failures: tuple[Failure, ...], text: str) -> bool:

@@ -212,6 +212,10 @@ def test_truncated_copies_bounce_no_one_else(name: str) -> None:
         # (these broke a first version of the rule: a damaged block below it, its To: taken)
         ("relay-wrapped-iso2022jp.eml", 5018003, 7),
         ("relay-wrapped-iso2022jp.eml", 5120831, 3),
+        # a success report whose report part and words are damaged: only "This is the mail
+        # system at host" is left
+        ("not-success-relayed.eml", 1036901, 8),
+        ("not-success-relayed.eml", 2027936, 10),
         # session 13's longer run (seeds from 5M)
         ("googlegroups.eml", 5001477, 3),  # "charse*": CPython's parser raised IndexError
     ],
