@@ -538,12 +538,26 @@ def _from_dsn(
     failures = _unique(r.failure for r in recipients if r.action in {"failed", "delayed"})
     if not failures:
         return None  # a success report (delivered, relayed, expanded)
-    if _challenge(failures, _notification_text(msg, parts)):
+    if _challenge(failures, _report_words(msg, parts, blocks)):
         return None
     kind = "multipart/report; report-type=delivery-status"
     reasons = [kind if _report_type(msg) in _DSN_REPORTS else "message/delivery-status part"]
     message_id = _original_message_id(msg, parts, blocks)
     return Bounce(failures=failures, original_message_id=message_id, reasons=(*reasons, *envelope))
+
+
+def _report_words(msg: Message, parts: list[Message], blocks: list[Message]) -> str:
+    """All a report says in words, wherever damage left them: every Diagnostic-Code (a
+    blank line may cut one off its recipient's fields), the multipart's preamble (a lost
+    first boundary leaves the text there) and its text parts (whatever their type became)."""
+    texts = [reading.header(block, "Diagnostic-Code") for block in blocks]
+    texts.append((msg.preamble or "")[:MAX_TEXT])
+    texts += [
+        _part_text(p)
+        for p in parts
+        if p.get_content_maintype() == "text" and p.get_content_type() not in _RETURNED
+    ]
+    return "\n".join(texts)
 
 
 def _dsn_blocks(part: Message) -> list[Message]:

@@ -216,6 +216,9 @@ def test_truncated_copies_bounce_no_one_else(name: str) -> None:
         # system at host" is left
         ("not-success-relayed.eml", 1036901, 8),
         ("not-success-relayed.eml", 2027936, 10),
+        # a challenge's words in a damaged part, the preamble, a Diagnostic-Code cut off
+        ("not-challenge-response-dsn.eml", 1036113, 7),
+        ("not-challenge-response-dsn.eml", 2038457, 5),
         # session 13's longer run (seeds from 5M)
         ("googlegroups.eml", 5001477, 3),  # "charse*": CPython's parser raised IndexError
     ],
