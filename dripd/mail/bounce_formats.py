@@ -357,13 +357,41 @@ _LISTED = re.compile(rf"[-*•]?\s*<?{_ADDR}>?[.,;]?")
 
 
 def fallback(own: str, ours: set[str]) -> list[str]:
-    """Addresses written in a free-text notice, on lines that don't name a mail system."""
+    """Addresses written in a free-text notice, on lines that don't name a mail system,
+    nor quote the returned message's header fields."""
     candidates: list[str] = []
-    for line in own.splitlines():
+    for line in _own_lines(own):
         if _NOT_RECIPIENT_LINE.search(line):
             continue
         candidates.extend(_ADDRESS.findall(line))
     return _clean(candidates, ours, system=False)
+
+
+# A notice's words introducing the returned message's header fields, which it then quotes
+# (Oracle's and PMDF's "This report relates to a message you sent with the following
+# header fields:", its start enough when damage cut the rest): what follows them is the
+# message's Message-ID, From, To...
+_QUOTES_HEADERS = re.compile(
+    r"header fields?\b|^\s*this report relates to a message you sent", re.IGNORECASE
+)
+
+
+def _own_lines(own: str) -> list[str]:
+    """The notice's lines without the header fields it quotes: a line introducing them, and
+    what follows up to the end of the next paragraph (a blank line may be lost to damage,
+    joining a field to the line that introduced it)."""
+    lines: list[str] = []
+    quoting = seen = False
+    for line in own.splitlines():
+        if _QUOTES_HEADERS.search(line):
+            quoting, seen = True, False
+        elif quoting and line.strip():
+            seen = True
+        elif quoting and seen:
+            quoting = False
+        if not quoting:
+            lines.append(line)
+    return lines
 
 
 def _from_mail_system(headers: str) -> bool:
