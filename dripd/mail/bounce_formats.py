@@ -253,11 +253,11 @@ def _after_leaked_headers(text: str) -> str:
     look like the returned message's start, and the notice would seem to be empty.
     Not when they declare a multipart: the rest is then raw MIME (a report's parts, a
     success report's too), which no reader here can take apart."""
-    head, rest = _leaked_headers(text)
+    head, rest = leaked_headers(text)
     return rest if head and not _LEAKED_MULTIPART.search(head) else text
 
 
-def _leaked_headers(text: str) -> tuple[str, str]:
+def leaked_headers(text: str) -> tuple[str, str]:
     """The notice's own header fields leaked at the start of `text`, and what follows them;
     ("", text) when the text starts otherwise."""
     start = text.lstrip("\r\n")
@@ -314,7 +314,7 @@ def returned_recipient(text: str, ours: set[str]) -> list[str]:
     Only when it names exactly one address that is not ours: a notice that names nobody
     (an MMS gateway, an old Sendmail giving up) was about the message it returns.
     """
-    head, rest = _leaked_headers(text)
+    head, rest = leaked_headers(text)
     if _LEAKED_MULTIPART.search(head):
         return []  # raw MIME below the notice's own fields: its To: would be the first found
     start = _RETURNED.search(rest)

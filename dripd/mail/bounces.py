@@ -76,6 +76,7 @@ _QUOTED_MSGID = re.compile(r"^[ \t>]*Message-I[Dd]:[ \t]*(<[^<>\s]+@[^<>\s]+>)",
 # Any "...id: <x@y>" (a damaged or unusual Message-ID field): an id, never a recipient.
 _ANY_ID = re.compile(r"id:[ \t]*(<[^<>\s]+@[^<>\s]+>)", re.IGNORECASE)
 _TAG = re.compile(r"<[^>]*>")
+_FIELD_LINE = re.compile(r"^[A-Za-z][\w-]*:", re.MULTILINE)
 _SENDER_FIELDS = ("from", "sender", "return-path", "reply-to", "errors-to")
 _QUOTED_SENDER = re.compile(
     r"^[ \t>]*(From|Sender|Return-Path|Reply-To|Errors-To):[ \t]*(.*)$|"
@@ -469,9 +470,17 @@ def _phrase_evidence(text: str, msg: Message) -> list[str]:
     found = [label for label, pattern in _MTA_PHRASES if pattern.search(text)]
     family = bounce_formats.family(bounce_formats.notice(text))
     found += [f"{family.name} notice"] if family else []
-    if found == [PLAIN_WORDS] and _answers_someone(msg):
+    if found == [PLAIN_WORDS] and (_answers_someone(msg) or _answers_someone(_leaked(text))):
         return []  # a person or their responder saying it in a reply: no mail system's notice
     return found
+
+
+def _leaked(text: str) -> Message:
+    """The message's own header fields that a damaged header block left in its text (from
+    the first line that is one: the rest of a cut field may come before)."""
+    head = bounce_formats.leaked_headers(text)[0]
+    first = _FIELD_LINE.search(head)
+    return reading.header_fields(head[first.start() :] + "\n" if first else "")
 
 
 def _answers_someone(msg: Message) -> bool:
