@@ -353,7 +353,10 @@ def _returned_bounce(
     own = _read(msg, seen, parts, set())
     if own is None or not {f.recipient for f in own.failures} <= addressees:
         return None
-    return own
+    # The notice's own words must name them: the carried bounce's To: always does, and
+    # when damage hid its mail-system sender that To: was read as the returned message's.
+    words = bounce_formats.notice(_notification_text(msg, parts)).lower()
+    return own if all(f.recipient in words for f in own.failures) else None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

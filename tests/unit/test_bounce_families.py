@@ -212,6 +212,9 @@ def test_truncated_copies_bounce_no_one_else(name: str) -> None:
         # (these broke a first version of the rule: a damaged block below it, its To: taken)
         ("relay-wrapped-iso2022jp.eml", 5018003, 7),
         ("relay-wrapped-iso2022jp.eml", 5120831, 3),
+        # the carried bounce's From: run into its Date: line: its To: read as the returned
+        # message's, the outer notice's own failure (seeds from 6M)
+        ("relay-wrapped-iso2022jp.eml", 6080354, 4),
         # a success report whose report part and words are damaged: only "This is the mail
         # system at host" is left
         ("not-success-relayed.eml", 1036901, 8),
