@@ -335,7 +335,9 @@ def _parse(msg: Message, depth: int = 0) -> Bounce | None:
                 )
             if _report_type(inner) in _DSN_REPORTS:
                 return None  # a report, cut or unreadable: the wrapper's words are about it
-            if _envelope_evidence(inner):
+            if _envelope_evidence(inner) or _BOUNCE_SUBJECT.match(reading.header(inner, "Subject")):
+                # a mail system's message (by its sender, or its subject when damage took
+                # the sender): whom it was sent to did not fail
                 for name in ("To", "Delivered-To", "X-Original-To"):
                     addressees.update(_addresses(reading.header(inner, name)))
     return _read(msg, seen, parts, addressees)

@@ -215,6 +215,9 @@ def test_truncated_copies_bounce_no_one_else(name: str) -> None:
         # the carried bounce's From: run into its Date: line: its To: read as the returned
         # message's, the outer notice's own failure (seeds from 6M)
         ("relay-wrapped-iso2022jp.eml", 6080354, 4),
+        # ...and, its report cut off too, a carried message with a bounce's subject is a mail
+        # system's: its addressee did not fail (seeds from 7M)
+        ("relay-wrapped-iso2022jp.eml", 7003223, 7),
         # a success report whose report part and words are damaged: only "This is the mail
         # system at host" is left
         ("not-success-relayed.eml", 1036901, 8),
