@@ -76,7 +76,7 @@ _QUOTED_MSGID = re.compile(r"^[ \t>]*Message-I[Dd]:[ \t]*(<[^<>\s]+@[^<>\s]+>)",
 # Any "...id: <x@y>" (a damaged or unusual Message-ID field): an id, never a recipient.
 _ANY_ID = re.compile(r"id:[ \t]*(<[^<>\s]+@[^<>\s]+>)", re.IGNORECASE)
 _TAG = re.compile(r"<[^>]*>")
-_FIELD_LINE = re.compile(r"^[A-Za-z][\w-]*:", re.MULTILINE)
+_FIELD_LINE = re.compile(r"^[A-Za-z][A-Za-z0-9-]*:", re.MULTILINE)  # ASCII, as the parser reads
 _SENDER_FIELDS = ("from", "sender", "return-path", "reply-to", "errors-to")
 _QUOTED_SENDER = re.compile(
     r"^[ \t>]*(From|Sender|Return-Path|Reply-To|Errors-To):[ \t]*(.*)$|"
