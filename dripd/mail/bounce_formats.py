@@ -198,6 +198,14 @@ _RETURNED = re.compile(
     r"MIME-Version|Content-Type): ",
     re.IGNORECASE | re.MULTILINE,
 )
+# An mbox "From " line: a relay's notice writing out the message it returns. The notice's
+# own words end there, even when damage left the first header fields below unrecognisable
+# (the returned message itself is still found by its fields, `_RETURNED`).
+_MBOX_LINE = re.compile(
+    r"^From \S+ +(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) +(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|"
+    r"Nov|Dec) ",
+    re.MULTILINE,
+)
 _BLANK_LINE = re.compile(r"\r?\n[ \t]*\r?\n")
 _HEADER_FIELD = re.compile(r"[A-Za-z][\w-]*:[ \t]")
 # Fields of the notice's own header, never of a report's text (Final-Recipient, Action...).
@@ -235,8 +243,8 @@ def family(text: str) -> Format | None:
 def notice(text: str) -> str:
     """The notice itself: the text above the returned message."""
     text = _after_leaked_headers(text)
-    match = _RETURNED.search(text)
-    return text[: match.start()] if match else text
+    ends = [m.start() for m in (_RETURNED.search(text), _MBOX_LINE.search(text)) if m]
+    return text[: min(ends)] if ends else text
 
 
 def _after_leaked_headers(text: str) -> str:
@@ -245,11 +253,11 @@ def _after_leaked_headers(text: str) -> str:
     look like the returned message's start, and the notice would seem to be empty.
     Not when they declare a multipart: the rest is then raw MIME (a report's parts, a
     success report's too), which no reader here can take apart."""
-    head, rest = _leaked_headers(text)
+    head, rest = leaked_headers(text)
     return rest if head and not _LEAKED_MULTIPART.search(head) else text
 
 
-def _leaked_headers(text: str) -> tuple[str, str]:
+def leaked_headers(text: str) -> tuple[str, str]:
     """The notice's own header fields leaked at the start of `text`, and what follows them;
     ("", text) when the text starts otherwise."""
     start = text.lstrip("\r\n")
@@ -306,7 +314,7 @@ def returned_recipient(text: str, ours: set[str]) -> list[str]:
     Only when it names exactly one address that is not ours: a notice that names nobody
     (an MMS gateway, an old Sendmail giving up) was about the message it returns.
     """
-    head, rest = _leaked_headers(text)
+    head, rest = leaked_headers(text)
     if _LEAKED_MULTIPART.search(head):
         return []  # raw MIME below the notice's own fields: its To: would be the first found
     start = _RETURNED.search(rest)
@@ -349,13 +357,41 @@ _LISTED = re.compile(rf"[-*•]?\s*<?{_ADDR}>?[.,;]?")
 
 
 def fallback(own: str, ours: set[str]) -> list[str]:
-    """Addresses written in a free-text notice, on lines that don't name a mail system."""
+    """Addresses written in a free-text notice, on lines that don't name a mail system,
+    nor quote the returned message's header fields."""
     candidates: list[str] = []
-    for line in own.splitlines():
+    for line in _own_lines(own):
         if _NOT_RECIPIENT_LINE.search(line):
             continue
         candidates.extend(_ADDRESS.findall(line))
     return _clean(candidates, ours, system=False)
+
+
+# A notice's words introducing the returned message's header fields, which it then quotes
+# (Oracle's and PMDF's "This report relates to a message you sent with the following
+# header fields:", its start enough when damage cut the rest): what follows them is the
+# message's Message-ID, From, To...
+_QUOTES_HEADERS = re.compile(
+    r"header fields?\b|^\s*this report relates to a message you sent", re.IGNORECASE
+)
+
+
+def _own_lines(own: str) -> list[str]:
+    """The notice's lines without the header fields it quotes: a line introducing them, and
+    what follows up to the end of the next paragraph (a blank line may be lost to damage,
+    joining a field to the line that introduced it)."""
+    lines: list[str] = []
+    quoting = seen = False
+    for line in own.splitlines():
+        if _QUOTES_HEADERS.search(line):
+            quoting, seen = True, False
+        elif quoting and line.strip():
+            seen = True
+        elif quoting and seen:
+            quoting = False
+        if not quoting:
+            lines.append(line)
+    return lines
 
 
 def _from_mail_system(headers: str) -> bool:

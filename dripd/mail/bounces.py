@@ -76,6 +76,7 @@ _QUOTED_MSGID = re.compile(r"^[ \t>]*Message-I[Dd]:[ \t]*(<[^<>\s]+@[^<>\s]+>)",
 # Any "...id: <x@y>" (a damaged or unusual Message-ID field): an id, never a recipient.
 _ANY_ID = re.compile(r"id:[ \t]*(<[^<>\s]+@[^<>\s]+>)", re.IGNORECASE)
 _TAG = re.compile(r"<[^>]*>")
+_FIELD_LINE = re.compile(r"^[A-Za-z][A-Za-z0-9-]*:", re.MULTILINE)  # ASCII, as the parser reads
 _SENDER_FIELDS = ("from", "sender", "return-path", "reply-to", "errors-to")
 _QUOTED_SENDER = re.compile(
     r"^[ \t>]*(From|Sender|Return-Path|Reply-To|Errors-To):[ \t]*(.*)$|"
@@ -204,6 +205,10 @@ _FAILURE_WORDS = re.compile(
     r"action: (?:failed|delayed)",
     re.I,
 )
+# What a mail system writes atop every report of its own, of success too (Postfix's
+# "This is the mail system at host"): the phrase's label, and its family's.
+_INTRODUCTIONS = frozenset({"Postfix-style notice", "Postfix notice"})
+_FAILURE_CODE = re.compile(r"(?<![\d.])(?:[45]\.\d{1,3}\.\d{1,3}(?![\d.])|[45]\d\d[ -])")
 _GIVEN_UP = re.compile(
     r"permanent(?:ly)? (?:fatal )?(?:error|failure|failed)|given up|giving up", re.I
 )
@@ -330,7 +335,9 @@ def _parse(msg: Message, depth: int = 0) -> Bounce | None:
                 )
             if _report_type(inner) in _DSN_REPORTS:
                 return None  # a report, cut or unreadable: the wrapper's words are about it
-            if _envelope_evidence(inner):
+            if _envelope_evidence(inner) or _BOUNCE_SUBJECT.match(reading.header(inner, "Subject")):
+                # a mail system's message (by its sender, or its subject when damage took
+                # the sender): whom it was sent to did not fail
                 for name in ("To", "Delivered-To", "X-Original-To"):
                     addressees.update(_addresses(reading.header(inner, name)))
     return _read(msg, seen, parts, addressees)
@@ -348,7 +355,10 @@ def _returned_bounce(
     own = _read(msg, seen, parts, set())
     if own is None or not {f.recipient for f in own.failures} <= addressees:
         return None
-    return own
+    # The notice's own words must name them: the carried bounce's To: always does, and
+    # when damage hid its mail-system sender that To: was read as the returned message's.
+    words = bounce_formats.notice(_notification_text(msg, parts)).lower()
+    return own if all(f.recipient in words for f in own.failures) else None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -465,9 +475,17 @@ def _phrase_evidence(text: str, msg: Message) -> list[str]:
     found = [label for label, pattern in _MTA_PHRASES if pattern.search(text)]
     family = bounce_formats.family(bounce_formats.notice(text))
     found += [f"{family.name} notice"] if family else []
-    if found == [PLAIN_WORDS] and _answers_someone(msg):
+    if found == [PLAIN_WORDS] and (_answers_someone(msg) or _answers_someone(_leaked(text))):
         return []  # a person or their responder saying it in a reply: no mail system's notice
     return found
+
+
+def _leaked(text: str) -> Message:
+    """The message's own header fields that a damaged header block left in its text (from
+    the first line that is one: the rest of a cut field may come before)."""
+    head = bounce_formats.leaked_headers(text)[0]
+    first = _FIELD_LINE.search(head)
+    return reading.header_fields(head[first.start() :] + "\n" if first else "")
 
 
 def _answers_someone(msg: Message) -> bool:
@@ -534,12 +552,26 @@ def _from_dsn(
     failures = _unique(r.failure for r in recipients if r.action in {"failed", "delayed"})
     if not failures:
         return None  # a success report (delivered, relayed, expanded)
-    if _challenge(failures, _notification_text(msg, parts)):
+    if _challenge(failures, _report_words(msg, parts, blocks)):
         return None
     kind = "multipart/report; report-type=delivery-status"
     reasons = [kind if _report_type(msg) in _DSN_REPORTS else "message/delivery-status part"]
     message_id = _original_message_id(msg, parts, blocks)
     return Bounce(failures=failures, original_message_id=message_id, reasons=(*reasons, *envelope))
+
+
+def _report_words(msg: Message, parts: list[Message], blocks: list[Message]) -> str:
+    """All a report says in words, wherever damage left them: every Diagnostic-Code (a
+    blank line may cut one off its recipient's fields), the multipart's preamble (a lost
+    first boundary leaves the text there) and its text parts (whatever their type became)."""
+    texts = [reading.header(block, "Diagnostic-Code") for block in blocks]
+    texts.append((msg.preamble or "")[:MAX_TEXT])
+    texts += [
+        _part_text(p)
+        for p in parts
+        if p.get_content_maintype() == "text" and p.get_content_type() not in _RETURNED
+    ]
+    return "\n".join(texts)
 
 
 def _dsn_blocks(part: Message) -> list[Message]:
@@ -627,6 +659,8 @@ def _from_text(
     content = [*_phrase_evidence(text, msg), *subject]
     if not _enough(envelope, subject, content, _looks_personal(msg)):
         return None
+    if content and set(content) <= _INTRODUCTIONS and not _states_failure(text, envelope):
+        return None  # a mail system's introduction, and nothing said of a failure
     worded = len(content) > len(subject)
     plain = [c for c in content if c not in subject] == [PLAIN_WORDS]
     failures = _text_failures(msg, parts, text, addressees, worded=worded, plain=plain)
@@ -636,6 +670,16 @@ def _from_text(
         return None
     message_id = _original_message_id(msg, parts, [], text)
     return Bounce(failures=failures, original_message_id=message_id, reasons=(*content, *envelope))
+
+
+def _states_failure(text: str, envelope: list[str]) -> bool:
+    """Whether a notice whose only words are a mail system's introduction of itself says
+    anything failed: X-Failed-Recipients, failure or delay words, a 4.x.x/5.x.x status or a
+    4xx/5xx reply. Postfix's "This is the mail system at host" also opens its success
+    reports: one whose report and words damage destroyed is no bounce."""
+    if "X-Failed-Recipients header" in envelope:
+        return True
+    return bool(_FAILURE_WORDS.search(text) or _DELAYED.search(text) or _FAILURE_CODE.search(text))
 
 
 def _challenge(failures: tuple[Failure, ...], text: str) -> bool:

@@ -341,6 +341,10 @@ def _what_it_means(matched: list[Failed]) -> list[str]:
 def _failed(known: Known, failure: bounces.Failure, sent: SentRef | None) -> Failed:
     if known.rep_of(failure.recipient):  # a damaged report naming its own addressee, the rep
         return Failed(failure=failure, contact=None)
+    if known.sent(f"<{failure.recipient}>") is not None:
+        # one of our Message-IDs, which look like addresses: a damaged report quoting the
+        # returned message's id where its field name was lost
+        return Failed(failure=failure, contact=None)
     contact = known.contact(failure.recipient)
     if contact is None and failure.final_recipient:
         contact = known.contact(failure.final_recipient)

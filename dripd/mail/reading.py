@@ -53,10 +53,24 @@ def message(raw: bytes) -> EmailMessage:
     raw = raw.lstrip(b" \t\r\n") if raw[:1] in _BLANK else raw
     try:
         parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    except IndexError:
+        # CPython's parameter parser indexes past the end of an RFC 2231 name with nothing
+        # after it ("Content-Type: text/plain; charse*"); compat32 splits parameters the
+        # older way, and the message is read all the same.
+        return _compat32(raw)
     except (ValueError, RecursionError):
         # The stdlib's parser gives up: an RFC 2231 parameter whose charset holds a NUL
         # (boundary*=utf-8\x00''b) is a ValueError; it recurses once per nesting level, and
         # ~1,000 levels are a RecursionError. The message reads as an empty one.
+        return EmailMessage()
+    assert isinstance(parsed, EmailMessage)
+    return parsed
+
+
+def _compat32(raw: bytes) -> EmailMessage:
+    try:
+        parsed = email.message_from_bytes(raw, EmailMessage, policy=email.policy.compat32)
+    except (ValueError, RecursionError, IndexError):
         return EmailMessage()
     assert isinstance(parsed, EmailMessage)
     return parsed
@@ -231,7 +245,9 @@ def filename(part: Message) -> str:
     """The part's file name; "" when it has none."""
     try:
         return str(part.get_filename() or "")
-    except ValueError:  # an RFC 2231 name whose charset holds a NUL (filename*=utf-8\x00''x)
+    # ValueError: an RFC 2231 name whose charset holds a NUL (filename*=utf-8\x00''x);
+    # IndexError: one with nothing after it ("filenam*"), as `message` says
+    except (ValueError, IndexError):
         return ""
 
 

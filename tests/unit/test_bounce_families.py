@@ -201,6 +201,40 @@ def test_truncated_copies_bounce_no_one_else(name: str) -> None:
         ("not-challenge-response-dsn.eml", 6005, 1),  # "Content-Type: text/plain<>"
         ("not-success-relayed.eml", 630, 5),  # a multipart's header leaked: raw MIME below
         ("hotmail-complaint-relayed.eml", 607427, 1),  # Message-ID `<><…>`: IndexError (session 12)
+        # session 12's longer run (seeds from 1M and 2M), fixed in session 13:
+        # a relay's written-out bounce, its first header field damaged ("Return-PTo: <admin>"):
+        # the notice's words end at the mbox "From " line...
+        ("relay-wrapped-iso2022jp.eml", 1023241, 2),
+        ("relay-wrapped-iso2022jp.eml", 2000383, 3),
+        ("relay-wrapped-iso2022jp.eml", 2010934, 9),
+        ("relay-wrapped-iso2022jp.eml", 2030796, 6),
+        # ...and the returned message is still found by its fields, not by that line
+        # (these broke a first version of the rule: a damaged block below it, its To: taken)
+        ("relay-wrapped-iso2022jp.eml", 5018003, 7),
+        ("relay-wrapped-iso2022jp.eml", 5120831, 3),
+        # the carried bounce's From: run into its Date: line: its To: read as the returned
+        # message's, the outer notice's own failure (seeds from 6M)
+        ("relay-wrapped-iso2022jp.eml", 6080354, 4),
+        # ...and, its report cut off too, a carried message with a bounce's subject is a mail
+        # system's: its addressee did not fail (seeds from 7M)
+        ("relay-wrapped-iso2022jp.eml", 7003223, 7),
+        # a success report whose report part and words are damaged: only "This is the mail
+        # system at host" is left
+        ("not-success-relayed.eml", 1036901, 8),
+        ("not-success-relayed.eml", 2027936, 10),
+        # a challenge's words in a damaged part, the preamble, a Diagnostic-Code cut off
+        ("not-challenge-response-dsn.eml", 1036113, 7),
+        ("not-challenge-response-dsn.eml", 2038457, 5),
+        # the quoted Message-ID's field name lost: "...header fields: <q3-036@...>"
+        ("oracle-messaging-server.eml", 1001969, 6),
+        # session 13's longer run (seeds from 5M)
+        ("oracle-messaging-server.eml", 5022540, 4),  # "...header fi: <q3-036@...>"
+        ("not-autoreply-names-address.eml", 5101373, 5),  # its header block cut by a blank line
+        ("not-autoreply-names-address.eml", 6092138, 10),  # ...and a field name turned 8-bit
+        ("googlegroups.eml", 5001477, 3),  # "charse*": CPython's parser raised IndexError
+        # the same Message-ID, the introduction and the family's words damaged too: read as a
+        # recipient, but it is one of ours (`World.sent`), so no contact (seeds from 6M)
+        ("oracle-messaging-server.eml", 6046392, 8),
     ],
 )
 def test_damage_found_by_longer_fuzzing(name: str, seed: int, edits: int) -> None:

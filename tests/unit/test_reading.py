@@ -213,6 +213,21 @@ def test_what_the_parser_gives_up_on_reads_as_an_empty_message(content_type: str
     assert mailtext.body_text(mail.message) == ""
 
 
+def test_an_rfc2231_name_with_nothing_after_it_is_still_read() -> None:
+    # "charse*", "filenam*": CPython's parameter parser indexed past the end (IndexError),
+    # while parsing a part's Content-Type and when asked a file name (session 13's fuzz).
+    raw = crlf(
+        'From: a@x.org\nContent-Type: multipart/mixed; boundary="b"\n\n'
+        "--b\nContent-Type: text/plain; charse*\nContent-Disposition: attachment; filenam*\n\n"
+        "hello\n--b--\n"
+    )
+    mail = incoming.parse(raw)
+    assert mail.sender == "a@x.org"
+    [part] = list(reading.parts(mail.message))
+    assert reading.part_text(part, 100).strip() == "hello"
+    assert reading.filename(part) == ""
+
+
 def test_part_bytes_of_an_attached_message_and_of_a_leaf() -> None:
     raw = crlf(
         'Content-Type: multipart/mixed; boundary="b"\n\n'
@@ -370,7 +385,7 @@ TOKENS = [
     b"=?x?b?####?=", b"\r\n--", b"; charset=\x00", b"\r\n\r\n", b"boundary=", b"\xff\xfe",
     b"Content-Type: message/rfc822\r\n\r\n", f"DTSTART;TZID=America:{Y}".encode(), b"RRULE:X",
     b"\r\nContent-Disposition: attachment; filename*=utf-8\x00''x.ics\r\n",
-    b"; boundary*=utf-8\x00''b", b"; charset*=utf-8\x00''x",
+    b"; boundary*=utf-8\x00''b", b"; charset*=utf-8\x00''x", b"; charse*", b"; filenam*",
 ]  # fmt: skip
 NOISE = st.one_of(st.binary(min_size=1, max_size=30), st.sampled_from(TOKENS))
 
