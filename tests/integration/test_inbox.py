@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import dates
 import pytest
@@ -285,13 +286,26 @@ def test_a_uidvalidity_change_reads_the_folder_again_without_repeating_anything(
     assert _enrolled(world, "bob@example.org") == "stopped"
 
 
+def _poison_then_good(world: World, dovecot: servers.imap.Dovecot, address: str) -> dict[str, Any]:
+    """A reply that breaks something (`<poison@x>`) then a good one; each message's outcome
+    and reasons by its key. The good one must stop ann's sequence."""
+    ann = sent_ids(world, "ann@example.org")[0]
+    dovecot.deliver(address, reply("ann@example.org", ann, "Hmm", msgid="<poison@x>"))
+    dovecot.deliver(address, reply("ann@example.org", ann, "Yes", msgid="<good@x>"))
+    assert world.run().inbox == 1
+    assert _enrolled(world, "ann@example.org") == "stopped"
+    messages = schema.inbox_messages.c
+    query = sa.select(messages.message_key, messages.outcome, messages.reasons)
+    with world.app.engine.connect() as conn:
+        return {key: (outcome, reasons) for key, outcome, reasons in conn.execute(query)}
+
+
 def test_a_message_that_breaks_the_classifier_does_not_block_the_next(
     make_world, dovecot: servers.imap.Dovecot, imap_user: servers.imap.ImapAccount, monkeypatch
 ) -> None:
     world = make_world(imap=imap_user, dovecot=dovecot)
     world.add("ann@example.org", first_name="Ann")
     world.run()
-    ann = sent_ids(world, "ann@example.org")[0]
     from dripd.mail import classify
 
     real = classify.classify
@@ -302,21 +316,11 @@ def test_a_message_that_breaks_the_classifier_does_not_block_the_next(
         return real(mail, known, received=received)
 
     monkeypatch.setattr(classify, "classify", fragile)
-    dovecot.deliver(imap_user.address, reply("ann@example.org", ann, "Hmm", msgid="<poison@x>"))
-    dovecot.deliver(imap_user.address, reply("ann@example.org", ann, "Yes", msgid="<good@x>"))
-    assert world.run().inbox == 1
-    assert _enrolled(world, "ann@example.org") == "stopped"
-    messages = schema.inbox_messages.c
-    with world.app.engine.connect() as conn:
-        recorded = {
-            key: (outcome, reasons)
-            for key, outcome, reasons in conn.execute(
-                sa.select(messages.message_key, messages.outcome, messages.reasons)
-            )
-        }
-        health = reports.health(world.app, conn)
+    recorded = _poison_then_good(world, dovecot, imap_user.address)
     assert recorded["<poison@x>"] == (schema.MessageOutcome.FAILED, "could not be handled: a bug")
     assert recorded["<good@x>"][0] == schema.MessageOutcome.HANDLED
+    with world.app.engine.connect() as conn:
+        health = reports.health(world.app, conn)
     assert health.unreadable_messages == 1
     problem = "a message from ann@example.org to mike: could not be handled: a bug"
     assert problem in health.attention
@@ -329,7 +333,6 @@ def test_a_message_the_parser_fails_on_does_not_block_the_next(
     world = make_world(imap=imap_user, dovecot=dovecot)
     world.add("ann@example.org", first_name="Ann")
     world.run()
-    ann = sent_ids(world, "ann@example.org")[0]
     from dripd.mail import incoming
 
     real = incoming.parse
@@ -340,18 +343,11 @@ def test_a_message_the_parser_fails_on_does_not_block_the_next(
         return real(raw)
 
     monkeypatch.setattr(incoming, "parse", fragile)
-    dovecot.deliver(imap_user.address, reply("ann@example.org", ann, "Hmm", msgid="<poison@x>"))
-    dovecot.deliver(imap_user.address, reply("ann@example.org", ann, "Yes", msgid="<good@x>"))
-    assert world.run().inbox == 1
-    assert _enrolled(world, "ann@example.org") == "stopped"
-    messages = schema.inbox_messages.c
-    with world.app.engine.connect() as conn:
-        recorded = conn.execute(
-            sa.select(messages.message_key, messages.outcome, messages.reasons)
-        ).all()
-    failed = [(key, reasons) for key, outcome, reasons in recorded if outcome == "failed"]
-    assert [reasons for _, reasons in failed] == ["could not be handled: a bug"]
-    assert failed[0][0].startswith("sha256:")  # kept by its bytes: not read again
+    recorded = _poison_then_good(world, dovecot, imap_user.address)
+    failed = {key: reasons for key, (outcome, reasons) in recorded.items() if outcome == "failed"}
+    assert list(failed.values()) == ["could not be handled: a bug"]
+    assert next(iter(failed)).startswith("sha256:")  # kept by its bytes: not read again
+    assert recorded["<good@x>"][0] == schema.MessageOutcome.HANDLED
 
 
 def test_out_of_office_without_a_date_pauses_then_skips_what_went_stale(
