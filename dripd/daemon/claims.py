@@ -114,7 +114,7 @@ class OnLoop:
         it again with store/retry.py `retrying_async`.
         """
         async with self._free:
-            conn = await self._take(sql, params)
+            conn = await self._take()
             try:
                 changed = await self.run_on(conn, sql, params)
             except psycopg.Error as exc:
@@ -144,7 +144,7 @@ class OnLoop:
             sql, params, exc, psycopg.Error, connection_invalidated=lost
         )
 
-    async def _take(self, sql: str, params: Any) -> psycopg.AsyncConnection[Any]:
+    async def _take(self) -> psycopg.AsyncConnection[Any]:
         """An idle connection, tried first if it may be lost (engine.may_be_lost); or a new one."""
         while self._idle:
             conn, used_at = self._idle.pop()
@@ -153,8 +153,10 @@ class OnLoop:
             try:
                 await conn.execute("select 1")
                 return conn
-            except psycopg.Error:
+            except BaseException as exc:  # dead; or cancelled during the ping: in doubt
                 self._drop(conn)
+                if not isinstance(exc, psycopg.Error):
+                    raise
         try:
             conn = await psycopg.AsyncConnection.connect(autocommit=True, **self._cparams)
         except psycopg.Error as exc:  # nothing ran: running it again is safe
@@ -164,8 +166,10 @@ class OnLoop:
         self._open.add(conn)
         try:
             await conn.execute(store_engine.NO_SEQ_SCANS)
-        except psycopg.Error as exc:
+        except BaseException as exc:
             self._drop(conn)
+            if not isinstance(exc, psycopg.Error):
+                raise
             raise sa.exc.DBAPIError.instance(
                 None, None, exc, psycopg.Error, connection_invalidated=True
             ) from exc
@@ -185,8 +189,8 @@ class OnLoop:
 async def settled(future: asyncio.Future[T]) -> None:
     """Wait until `future` is done, even through a cancellation, which is raised after.
 
-    The claim's thread commits or fails whatever happens to the worker that
-    started it; leaving before it ends would leave unknown whether the
+    The claim (its own task) commits or fails whatever happens to the worker
+    that started it; leaving before it ends would leave unknown whether the
     emails it marks `sent` were committed (they are given back if not).
     """
     interrupted: asyncio.CancelledError | None = None
