@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Literal, TypeVar
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -33,7 +33,6 @@ from dripd.plan import windows as windows_mod
 from dripd.store import contacts, oauth_tokens, outbox, reps, retry
 
 logger = logging.getLogger("dripd.sender")
-T = TypeVar("T")
 
 BATCH = 500  # queued emails read at once (choosing them sorts the backlog: ~5 ms for 10,000)
 RECORD_EVERY = timedelta(seconds=1)  # while sending goes on, history is written this often
@@ -156,34 +155,24 @@ class Sender:
                 pass
 
     async def _flush_last(self) -> None:
-        """`_flush` when a worker's queue runs out; on PostgreSQL in a claim thread.
+        """`_flush` when a worker's queue runs out; on PostgreSQL on a claims connection.
 
         About one email in ten ends a worker's queue (a drain's batch is what
         the engine queued since the last): its commit, with its WAL flush,
         held up every mailbox's loop (3.7 ms each, a ninth of the loop's time).
         The worker returns only once it is committed, so the connection's next
-        email (in a later batch) goes after it.
+        email (in a later batch) goes after it. Setting `sent` again changes
+        nothing: it is run again after a lost connection.
         """
         threads = self._rules().threads
         if threads is None or not self._accepted:
             self._flush()
             return
-        await self._in_thread_with_accepted(
-            threads,
-            lambda accepted: retry.retrying(
-                lambda: self._mark_sent_on(threads.begin(), accepted), "flush", idempotent=True
-            ),
+        await self._on_loop_with_accepted(
+            threads.on_loop(),
+            lambda accepted: outbox.mark_sent_statement(self.app.engine.dialect, accepted),
+            "flush",
         )
-
-    @staticmethod
-    def _mark_sent_on(
-        transaction: contextlib.AbstractContextManager[sa.Connection],
-        accepted: list[tuple[outbox.Row, datetime]],
-    ) -> None:
-        """Each one's `sent`, on an autocommit connection: setting it again changes nothing."""
-        with transaction as conn:
-            for row, at in accepted:
-                outbox.mark_sent(conn, row, at)
 
     def load_history(self) -> None:
         """Read what this mailbox sent in the last day (its rate limit).
@@ -392,7 +381,7 @@ class Sender:
         """
         threads = self._rules().threads
         if threads is not None:
-            return await self._take_in_thread(threads, row, now)
+            return await self._take_on_loop(threads.on_loop(), row, now)
         engine = self.app.engine
         with self._taking_accepted() as accepted:
             return retry.retrying(
@@ -401,47 +390,57 @@ class Sender:
                 idempotent=True,
             )
 
-    async def _take_in_thread(self, threads: claims.Claims, row: outbox.Row, now: datetime) -> bool:
-        """`_take` in one of the claim threads (PostgreSQL): the loop goes on while it commits.
+    async def _take_on_loop(
+        self, connections: claims.OnLoop, row: outbox.Row, now: datetime
+    ) -> bool:
+        """`_take` on a claims connection (PostgreSQL): the other workers go on while it commits.
 
-        The emails accepted are taken here, on the loop, and given back only
-        if the claim failed. They are this worker's own (its last email): a
+        The emails accepted are taken when it starts and given back only if
+        the claim failed. They are this worker's own (its last email): a
         worker takes what it appends with no await in between (`_send_one`),
         so no claim in flight holds another connection's, whose next email
         could then go before their `sent` is committed (the crash rule's
         bound of one uncertain email per connection; test_claims checks it
-        at each DATA). A worker cancelled meanwhile waits for the
-        thread, so whatever it committed is known (claims.settled). A row it
-        claimed then is `sending` and was not sent: the sender's restart, or
-        the next holder of the mailbox, puts it back (outbox.orphaned).
+        at each DATA). A worker cancelled meanwhile waits for the claim, so
+        whatever it committed is known (claims.settled). A row it claimed
+        then is `sending` and was not sent: the sender's restart, or the
+        next holder of the mailbox, puts it back (outbox.orphaned).
         """
-        return await self._in_thread_with_accepted(
-            threads,
-            lambda accepted: retry.retrying(
-                lambda: self._claim_on(threads.begin(), row, now, accepted),
-                "claim",
-                idempotent=True,
+        changed = await self._on_loop_with_accepted(
+            connections,
+            lambda accepted: outbox.claim_statement(
+                self.app.engine.dialect, row, now, self.instance, sent=accepted
             ),
+            "claim",
         )
+        return changed == 1
 
-    async def _in_thread_with_accepted(
+    async def _on_loop_with_accepted(
         self,
-        threads: claims.Claims,
-        work: Callable[[list[tuple[outbox.Row, datetime]]], T],
-    ) -> T:
-        """`work(accepted)` in a claim thread, the accepted emails taken now, on the loop.
+        connections: claims.OnLoop,
+        statement: Callable[[list[tuple[outbox.Row, datetime]]], tuple[str, Any]],
+        what: str,
+    ) -> int:
+        """`statement(accepted)` on a claims connection, the accepted emails taken now.
 
-        Given back only if `work` failed (not committed: the next transaction
-        marks them); waited for even through a cancellation (claims.settled).
+        Run again after a lost connection (it must be idempotent); the
+        accepted emails are given back only if it failed (not committed: the
+        next transaction marks them); waited for even through a cancellation
+        (claims.settled). The rows it changed.
         """
-        with self._taking_accepted() as accepted:  # given back if the thread cannot start
-            future = threads.start(lambda: work(accepted))
+        with self._taking_accepted() as accepted:  # given back if it cannot start
+            sql, params = statement(accepted)
+            task = asyncio.ensure_future(
+                retry.retrying_async(
+                    lambda: connections.execute(sql, params), what, idempotent=True
+                )
+            )
         try:
-            await claims.settled(future)
+            await claims.settled(task)
         finally:
-            if future.exception() is not None:
+            if task.exception() is not None:
                 self._accepted = accepted + self._accepted
-        return future.result()
+        return task.result()
 
     def _claim_on(
         self,
@@ -537,8 +536,9 @@ class Sender:
         By id: finding them by state instead read every email ever sent.
         Any left unrecorded (a crash, a database error) are found by state
         when a mailbox is next taken (sent_copies.reconcile). On PostgreSQL
-        in a claim thread: its statements and its commit's flush (~50 ms a
-        time on a busy host) no longer hold up every mailbox's loop.
+        in the history thread (dripd.daemon.claims): its statements and its
+        commit's flush (~50 ms a time on a busy host) no longer hold up every
+        mailbox's loop.
         """
         self._flush()  # they are recorded once marked sent
         threads = self._rules().threads

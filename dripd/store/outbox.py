@@ -99,13 +99,13 @@ _CLAIM_PREPARED = statements.Prepared(_CLAIM)
 _sent_ids = sa.cast(sa.bindparam("sent_ids"), postgresql.ARRAY(sa.Integer))
 # in parentheses: PostgreSQL subscripts `(CAST(...))[i]`, not `CAST(...)[i]`
 _sent_ats = Grouping(sa.cast(sa.bindparam("sent_ats"), postgresql.ARRAY(sa.DateTime)))
-_MARKED = (
+_MARK_ALL = (
     sa.update(_t)
     .where(_t.c.id == sa.any_(_sent_ids))
     .values(status="sent", sent_at=_sent_ats[sa.func.array_position(_sent_ids, _t.c.id)])
-    .cte("marked")
 )
-_CLAIM_AND_MARK = statements.Prepared(_CLAIM.add_cte(_MARKED))
+_CLAIM_AND_MARK = statements.Prepared(_CLAIM.add_cte(_MARK_ALL.cte("marked")))
+_MARK_ALL_PREPARED = statements.Prepared(_MARK_ALL)
 _MARK_SENT = statements.Prepared(_UPDATE, keys=("status", "sent_at"))
 _ORDER = (_t.c.priority, _t.c.due_at, _t.c.id)  # follow-ups first, then by due time
 # The first `limit` ready emails, chosen on the small rows before their message
@@ -360,13 +360,46 @@ def claim(
     """
     params = {"oid": row.id, "now": now, "by": by}
     if conn.dialect.name == "postgresql":
-        to_utc = schema.UTCDateTime().process_bind_param
-        params["sent_ids"] = [r.id for r, _ in sent]
-        params["sent_ats"] = [to_utc(at, conn.dialect) for _, at in sent]
-        return _CLAIM_AND_MARK.execute(conn, params) == 1
+        return _CLAIM_AND_MARK.execute(conn, _claim_and_mark(conn.dialect, params, sent)) == 1
     for r, at in sent:
         mark_sent(conn, r, at)
     return _CLAIM_PREPARED.execute(conn, params) == 1
+
+
+def _claim_and_mark(
+    dialect: sa.Dialect, params: dict[str, Any], sent: Sequence[tuple[Row, datetime]]
+) -> dict[str, Any]:
+    to_utc = schema.UTCDateTime().process_bind_param
+    params["sent_ids"] = [r.id for r, _ in sent]
+    params["sent_ats"] = [to_utc(at, dialect) for _, at in sent]
+    return params
+
+
+def claim_statement(
+    dialect: sa.Dialect,
+    row: Row,
+    now: datetime,
+    by: str | None = None,
+    *,
+    sent: Sequence[tuple[Row, datetime]] = (),
+) -> tuple[str, Any]:
+    """PostgreSQL: `claim`'s one statement as the driver runs it (SQL and parameters).
+
+    For a connection SQLAlchemy does not hold (dripd.daemon.claims, on the
+    event loop); it changes one row when the claim is taken.
+    """
+    params = _claim_and_mark(dialect, {"oid": row.id, "now": now, "by": by}, sent)
+    return _CLAIM_AND_MARK.driver_statement(dialect, params)
+
+
+def mark_sent_statement(
+    dialect: sa.Dialect, sent: Sequence[tuple[Row, datetime]]
+) -> tuple[str, Any]:
+    """PostgreSQL: `mark_sent` of each of `sent`, as one statement the driver runs.
+
+    Setting `sent` again changes nothing: safe to run again after a lost connection.
+    """
+    return _MARK_ALL_PREPARED.driver_statement(dialect, _claim_and_mark(dialect, {}, sent))
 
 
 def mark_sent(conn: sa.Connection, row: Row, now: datetime) -> None:

@@ -17,10 +17,11 @@ run again then.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import sqlalchemy as sa
@@ -65,14 +66,40 @@ def retrying(work: Callable[[], T], what: str, *, idempotent: bool = False) -> T
         try:
             return work()
         except sa.exc.DBAPIError as exc:
-            lost = disconnected(exc) if idempotent else lost_before_commit(exc)
-            if not (lost or transient(exc)) or attempt == ATTEMPTS:
+            if not _again(exc, what, attempt, idempotent):
                 raise
-            logger.info(
-                "connection lost; running the transaction again"
-                if lost
-                else "transaction aborted by a concurrent one; running it again",
-                extra={"action": "db_retry", "what": what, "attempt": attempt},
-            )
-            time.sleep(random.uniform(0.005, 0.05) * attempt)
+            time.sleep(_pause(attempt))
     raise AssertionError("unreachable")
+
+
+async def retrying_async(
+    work: Callable[[], Awaitable[T]], what: str, *, idempotent: bool = False
+) -> T:
+    """`retrying` for work on the event loop (dripd.daemon.claims)."""
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return await work()
+        except sa.exc.DBAPIError as exc:
+            if not _again(exc, what, attempt, idempotent):
+                raise
+            await asyncio.sleep(_pause(attempt))
+    raise AssertionError("unreachable")
+
+
+def _again(exc: sa.exc.DBAPIError, what: str, attempt: int, idempotent: bool) -> bool:
+    """Whether the work that failed with `exc` is run again (and say so)."""
+    lost = disconnected(exc) if idempotent else lost_before_commit(exc)
+    if not (lost or transient(exc)) or attempt == ATTEMPTS:
+        return False
+    logger.info(
+        "connection lost; running the transaction again"
+        if lost
+        else "transaction aborted by a concurrent one; running it again",
+        extra={"action": "db_retry", "what": what, "attempt": attempt},
+    )
+    return True
+
+
+def _pause(attempt: int) -> float:
+    """Seconds before try `attempt` + 1: a little, at random, so two aborted ones part."""
+    return random.uniform(0.005, 0.05) * attempt

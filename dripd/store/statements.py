@@ -49,6 +49,11 @@ class Prepared:
             )
         return compiled
 
+    def driver_statement(self, dialect: sa.Dialect, params: Mapping[str, Any]) -> tuple[str, Any]:
+        """The SQL and the parameters as `dialect`'s driver takes them, to run elsewhere."""
+        compiled = self._of(dialect)
+        return compiled.sql, compiled.parameters(params)
+
     def rows(self, conn: sa.Connection, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
         """A SELECT's rows as the driver hands them (its tuples), with no result processing.
 

@@ -1,23 +1,23 @@
-"""The claims on PostgreSQL, run in threads several at once (dripd/daemon/claims.py).
+"""The claims on PostgreSQL, several at once on the event loop's connections (daemon/claims.py).
 
 Against the real server and the aiosmtpd of the test: many workers of
 several mailboxes claiming together send each email once; the rate limit
 holds while claims are in flight; a worker cancelled while its claim runs
-in its thread leaves nothing lost or sent twice once the sender starts again.
+leaves nothing lost or sent twice once the sender starts again.
 Each claim is slowed down a little here, so that they do overlap.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
+import functools
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
 import dates
+import psycopg
 import pytest
 import servers.loopback
 import sqlalchemy as sa
@@ -35,29 +35,35 @@ SLOW = 0.02  # seconds added to each claim, so that the workers' claims overlap
 
 
 class Overlap:
-    """Wraps outbox.claim: how many ran at once, at most; `before(n)` runs ahead of the n-th."""
+    """Wraps the claims' statements (OnLoop.run_on): how many claims ran at once, at most.
 
-    def __init__(self, before: Callable[[int], None] = lambda _n: None) -> None:
-        self.real = outbox.claim
+    `before(n)` is awaited ahead of the n-th claim; other statements (a
+    worker's last `sent`) pass through.
+    """
+
+    def __init__(self, before: Callable[[int], Awaitable[None]] | None = None) -> None:
+        self.real = claims.OnLoop.run_on
         self.before = before
         self.calls = 0
         self.running = 0
         self.most = 0
-        self._lock = threading.Lock()
 
-    def __call__(self, *args: Any, **kwargs: Any) -> bool:
-        with self._lock:
-            self.calls += 1
-            self.running += 1
-            self.most = max(self.most, self.running)
-            n = self.calls
+    def __get__(self, on_loop: claims.OnLoop, _owner: Any) -> Callable[..., Awaitable[int]]:
+        return functools.partial(self.__call__, on_loop)  # set on the class: a method
+
+    async def __call__(self, on_loop: claims.OnLoop, conn: Any, sql: str, params: Any) -> int:
+        if "oid" not in params:  # not a claim
+            return await self.real(on_loop, conn, sql, params)
+        self.calls += 1
+        self.running += 1
+        self.most = max(self.most, self.running)
         try:
-            self.before(n)
-            time.sleep(SLOW)
-            return self.real(*args, **kwargs)
+            if self.before is not None:
+                await self.before(self.calls)
+            await asyncio.sleep(SLOW)
+            return await self.real(on_loop, conn, sql, params)
         finally:
-            with self._lock:
-                self.running -= 1
+            self.running -= 1
 
 
 def _extra_reps(ids: tuple[str, ...], connections: int) -> Callable[[Any], str]:
@@ -91,11 +97,11 @@ def test_many_workers_of_several_mailboxes_claiming_together_send_each_email_onc
     for i, address in enumerate(expected):
         world.add(address, first_name=f"C{i}", company="X", owner=owners[i % len(owners)])
     overlap = Overlap()
-    monkeypatch.setattr(outbox, "claim", overlap)
+    monkeypatch.setattr(claims.OnLoop, "run_on", overlap)
     world.run()
     assert sorted(_to_contacts(world)) == sorted(expected)  # every one, none twice
     assert {r.status for r in world.rows()} == {"sent"}
-    assert 2 <= overlap.most <= claims.SIZE  # in flight together, no more than the threads
+    assert 2 <= overlap.most <= claims.SIZE  # in flight together, no more than the connections
 
 
 def test_the_rate_limit_holds_with_claims_in_flight(
@@ -112,7 +118,7 @@ def test_the_rate_limit_holds_with_claims_in_flight(
     for i in range(20):
         world.add(f"c{i}@example.org", first_name=f"C{i}", company="X")
     overlap = Overlap()
-    monkeypatch.setattr(outbox, "claim", overlap)
+    monkeypatch.setattr(claims.OnLoop, "run_on", overlap)
     world.run()
     assert len(_to_contacts(world)) == 2
     world.clock.advance(timedelta(minutes=10, seconds=1))
@@ -124,9 +130,9 @@ def test_the_rate_limit_holds_with_claims_in_flight(
 def test_a_worker_cancelled_during_its_claim_leaves_nothing_lost_or_doubled(
     make_world, postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Cancelled while the claim thread runs (its emails accepted in it, the next claimed).
+    """Cancelled while its claim runs (its emails accepted in it, the next claimed).
 
-    The thread commits after the cancellation; the restarted sender finds
+    The claim commits after the cancellation; the restarted sender finds
     the row `sending` by itself and sends it again: it had not gone. One
     SMTP connection: a second worker cancelled while its server was taking
     an email's data would leave that email uncertain, the crash rule's one
@@ -137,14 +143,14 @@ def test_a_worker_cancelled_during_its_claim_leaves_nothing_lost_or_doubled(
     for i, address in enumerate(expected):
         world.add(address, first_name=f"C{i}", company="X")
     planner.advance_due(world.app, world.clock.now())
-    entered, proceed = threading.Event(), threading.Event()
+    entered, proceed = asyncio.Event(), asyncio.Event()
 
-    def hold_the_fifth(n: int) -> None:
+    async def hold_the_fifth(n: int) -> None:
         if n == 5:
             entered.set()
-            proceed.wait(10)
+            await asyncio.wait_for(proceed.wait(), 10)
 
-    monkeypatch.setattr(outbox, "claim", Overlap(hold_the_fifth))
+    monkeypatch.setattr(claims.OnLoop, "run_on", Overlap(hold_the_fifth))
     rep = world.app.config.reps[0]
 
     async def cancelled_then_restarted() -> None:
@@ -182,7 +188,11 @@ def test_each_email_is_committed_sent_before_the_next_goes_on_its_connection(
     world = make_world(database=postgres_url, window=WINDOW, smtp_options={"connections": 4})
     for i in range(40):
         world.add(f"c{i}@example.org", first_name=f"C{i}", company="X")
-    monkeypatch.setattr(outbox, "claim", Overlap(lambda n: time.sleep(SLOW * 2 * (n % 3))))
+
+    async def uneven(n: int) -> None:
+        await asyncio.sleep(SLOW * 2 * (n % 3))
+
+    monkeypatch.setattr(claims.OnLoop, "run_on", Overlap(uneven))
     real_send = smtp.Connection.send
     went_on: dict[int, list[str]] = {}
     uncertain: list[tuple[str, list[str]]] = []
@@ -203,28 +213,38 @@ def test_each_email_is_committed_sent_before_the_next_goes_on_its_connection(
     assert uncertain == []
 
 
-def test_a_workers_last_email_is_committed_sent_in_a_claim_thread_before_its_drain_ends(
+def test_a_workers_last_email_is_committed_sent_on_a_claims_connection_before_its_drain_ends(
     make_world, postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """When a worker's queue runs out, its last email's `sent` is not left to the loop.
+    """When a worker's queue runs out, its last email's `sent` does not hold up the loop.
 
-    Committed in a claim thread (its flush waits there, not the loop), and
-    awaited: slowed down here, it is still committed when the drain returns,
-    before anything is recorded.
+    One statement on a claims connection (the loop goes on while it
+    commits), and awaited: slowed down here, it is still committed when the
+    drain returns, before anything is recorded. Nothing is marked sent on
+    the loop's own pool.
     """
     world = make_world(database=postgres_url, window=WINDOW, smtp_options={"connections": 2})
     for i in range(6):
         world.add(f"c{i}@example.org", first_name=f"C{i}", company="X")
     planner.advance_due(world.app, world.clock.now())
+    real_run_on = claims.OnLoop.run_on
+    flushed: list[int] = []
+
+    async def slow_flush(on_loop: claims.OnLoop, conn: Any, sql: str, params: Any) -> int:
+        if "oid" not in params:
+            await asyncio.sleep(SLOW)
+            flushed.append(len(params["sent_ids"]))
+        return await real_run_on(on_loop, conn, sql, params)
+
+    monkeypatch.setattr(claims.OnLoop, "run_on", slow_flush)
+    on_the_pool: list[int] = []
     real_mark_sent = outbox.mark_sent
-    marked_in: list[str] = []
 
-    def slow_mark_sent(*args: Any, **kwargs: Any) -> None:
-        marked_in.append(threading.current_thread().name)
-        time.sleep(SLOW)
-        real_mark_sent(*args, **kwargs)
+    def mark_sent(conn: sa.Connection, row: outbox.Row, at: Any) -> None:
+        on_the_pool.append(row.id)
+        real_mark_sent(conn, row, at)
 
-    monkeypatch.setattr(outbox, "mark_sent", slow_mark_sent)
+    monkeypatch.setattr(outbox, "mark_sent", mark_sent)
     box = sender.Sender(world.app, world.app.config.reps[0], asyncio.Event())
     statuses: list[str] = []
 
@@ -236,41 +256,30 @@ def test_a_workers_last_email_is_committed_sent_in_a_claim_thread_before_its_dra
 
     servers.loopback.run_client(drain())
     assert statuses == ["sent"] * 6
-    assert len(marked_in) == 2  # one per worker: the others went with the next claim
-    assert all(name.startswith("dripd-claim") for name in marked_in), marked_in
+    assert flushed == [1, 1]  # one per worker: the others went with the next claim
+    assert on_the_pool == []
 
 
-def test_each_claim_thread_keeps_its_connection_from_one_claim_to_the_next(
+def test_the_claims_connections_are_opened_once_for_many_claims(
     make_world, postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """30 claims, and the claims' pool hands out a connection only to a thread that has none.
-
-    A thread gives its connection back for the history (Claims.transaction),
-    then takes one again at its next claim.
-    """
+    """30 claims on at most SIZE connections, each opened once and kept from claim to claim."""
     world = make_world(database=postgres_url, window=WINDOW, smtp_options={"connections": 4})
     for i in range(30):
         world.add(f"c{i}@example.org", first_name=f"C{i}", company="X")
     overlap = Overlap()
-    monkeypatch.setattr(outbox, "claim", overlap)
-    real_record_sent = outbox.record_sent
-    records: list[int] = []
+    monkeypatch.setattr(claims.OnLoop, "run_on", overlap)
+    real_connect = psycopg.AsyncConnection.connect
+    opened: list[int] = []
 
-    def record_sent(*args: Any, **kwargs: Any) -> int:
-        records.append(1)
-        return real_record_sent(*args, **kwargs)
+    async def connect(*args: Any, **kwargs: Any) -> Any:
+        opened.append(1)
+        return await real_connect(*args, **kwargs)
 
-    monkeypatch.setattr(outbox, "record_sent", record_sent)
-    threads = claims.of(world.app.engine)
-    assert threads is not None
-    checkouts: list[str] = []
-    sa.event.listen(
-        threads.engine, "checkout", lambda *_: checkouts.append(threading.current_thread().name)
-    )
+    monkeypatch.setattr(psycopg.AsyncConnection, "connect", connect)
     world.run()
     assert len(_to_contacts(world)) == 30 and overlap.calls == 30
-    # each thread's first claim, and each one's next claim after a history transaction
-    assert len(checkouts) <= claims.SIZE + 2 * len(records), (checkouts, records)
+    assert 1 <= len(opened) <= claims.SIZE, opened
 
 
 def _add_emails(engine: sa.Engine, first: int, last: int) -> None:

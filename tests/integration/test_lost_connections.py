@@ -5,23 +5,22 @@ and the claim is one statement that commits itself (outbox.claim), so a
 lost connection meets the sender in three places, each played here against
 a real server with `pg_terminate_backend`: while the connection waits in
 the pool, during the claim's statement, and after the claim was committed
-but before its answer arrived. The claims run in threads, several at once
-(dripd/daemon/claims.py): the calls are counted under a lock, and a kill
-ends the other claims in flight too, which are run again as well.
+but before its answer arrived. The claims run on the event loop's own
+connections, several at once (dripd/daemon/claims.py): a kill ends the
+other claims in flight too, which are run again as well.
 """
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
+from dripd.daemon import claims
 from dripd.store import engine as store_engine
-from dripd.store import outbox
 
 pytestmark = pytest.mark.postgres
 
@@ -43,11 +42,11 @@ def _terminate_all(admin: sa.Engine, url: str) -> int:
     return int(ended)
 
 
-def _send_all(world, claim: Callable[..., bool], monkeypatch: pytest.MonkeyPatch) -> None:
-    """Enroll CONTACTS contacts, run the daemon once with `claim` in place of outbox.claim."""
+def _send_all(world, claim: Callable[..., Awaitable[int]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Enroll CONTACTS contacts, run the daemon once with `claim` in place of the claims' run_on."""
     for i in range(CONTACTS):
         world.add(f"c{i}@example.org", first_name=f"C{i}", company="X")
-    monkeypatch.setattr(outbox, "claim", claim)
+    monkeypatch.setattr(claims.OnLoop, "run_on", claim)
     world.run()
 
 
@@ -64,19 +63,19 @@ def test_backends_killed_between_claims_and_during_one(
     """Killed while idle in the pool (after claim 2) and under a claim's statement (claim 4)."""
     admin, _ = postgres_template
     world = make_world(database=postgres_url, window=WINDOW)
-    real_claim = outbox.claim
+    real_run_on = claims.OnLoop.run_on
     calls: list[int] = []
     ended: list[int] = []
-    lock = threading.Lock()
 
-    def claim(conn: sa.Connection, row: outbox.Row, now: datetime, *args, **kwargs) -> bool:
-        with lock:
-            calls.append(row.id)
-            n = len(calls)
-        if n == 4:  # this connection is checked out: its statement meets the loss
+    async def claim(on_loop: claims.OnLoop, conn: Any, sql: str, params: Any) -> int:
+        if "oid" not in params:  # a worker's last `sent`
+            return await real_run_on(on_loop, conn, sql, params)
+        calls.append(params["oid"])
+        n = len(calls)
+        if n == 4:  # this connection is taken: its statement meets the loss
             ended.append(_terminate_all(admin, postgres_url))
-        taken = real_claim(conn, row, now, *args, **kwargs)
-        if n == 2:  # back in the pool, the connection is dead when next taken
+        taken = await real_run_on(on_loop, conn, sql, params)
+        if n == 2:  # back among the idle ones, the connection is dead when next taken
             ended.append(_terminate_all(admin, postgres_url))
         return taken
 
@@ -97,18 +96,18 @@ def test_a_claim_committed_but_its_answer_lost_is_sent_once(
     """
     admin, _ = postgres_template
     world = make_world(database=postgres_url, window=WINDOW)
-    real_claim = outbox.claim
+    real_run_on = claims.OnLoop.run_on
     calls: list[int] = []
-    lock = threading.Lock()
 
-    def claim(conn: sa.Connection, row: outbox.Row, now: datetime, *args, **kwargs) -> bool:
-        with lock:
-            calls.append(row.id)
-            n = len(calls)
-        taken = real_claim(conn, row, now, *args, **kwargs)
+    async def claim(on_loop: claims.OnLoop, conn: Any, sql: str, params: Any) -> int:
+        if "oid" not in params:
+            return await real_run_on(on_loop, conn, sql, params)
+        calls.append(params["oid"])
+        n = len(calls)  # before the await: the other workers' claims run meanwhile
+        taken = await real_run_on(on_loop, conn, sql, params)
         if n == 3:  # committed (autocommit); the answer never reaches dripd
             _terminate_all(admin, postgres_url)
-            conn.execute(sa.text("select 1"))  # raises: the connection is gone
+            await conn.execute("select 1")  # raises: the connection is gone
         return taken
 
     _send_all(world, claim, monkeypatch)
