@@ -88,6 +88,12 @@ def open_app(*, with_db: bool = True, renders: bool = True) -> app_mod.App:
     from dripd.pipeline import app as app_mod
 
     app = app_mod.open_app(_config_path(), with_db=with_db, compile_templates=renders)
+    if app.db is not None:
+        # Closed when the command ends, not left to the interpreter's exit (where
+        # cli.startup's freeze keeps its last collection from finding them): on
+        # SQLite the last connection closed writes the WAL back into the database
+        # file, and PostgreSQL sees a goodbye, not a dropped socket.
+        click.get_current_context().call_on_close(app.db.dispose)
     startup.loaded()
     return app
 

@@ -6,8 +6,10 @@ grouped and independent read-only calls run side by side.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -230,6 +232,22 @@ def _check_import_report(
     assert result.out.strip() == (
         f"{csv}: {created} created, {updated} updated, {enrolled} enrolled, 4 row(s) with problems"
     ), str(result)
+
+
+def test_the_database_file_alone_holds_what_a_command_wrote(
+    make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    """A command closes its connections as it ends: SQLite writes its WAL back, so the
+    database file alone (a copy, a backup) holds what the command wrote."""
+    dripd = Dripd(make_config())
+    csv = tmp_path / "people.csv"
+    csv.write_text("email,first_name\nann@example.com,Ann\nbob@example.com,Bob\n")
+    dripd("contacts", "import", str(csv), "--enroll", "qualification")
+    copy = tmp_path / "copy.db"
+    shutil.copyfile(tmp_path / "dripd.db", copy)  # without dripd.db-wal
+    with contextlib.closing(sqlite3.connect(copy)) as db:
+        assert db.execute("select count(*) from contacts").fetchone() == (2,)
+        assert db.execute("select count(*) from enrollments").fetchone() == (2,)
 
 
 def test_import_enroll_schedule_preview_status_pause_stop(
