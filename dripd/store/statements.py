@@ -60,10 +60,13 @@ class Prepared:
         On the driver's cursor, as `execute`: no per-call compiling or cache
         key, no Row made of each row (most of SQLAlchemy's share of reading
         `schedule`'s due rows), no type processing of the values read (the
-        caller converts what it uses), errors as SQLAlchemy's. A reader
-        opens no transaction for it (SQLite's driver begins one for a write
-        only; PostgreSQL's readers are in autocommit).
+        caller converts what it uses), errors as SQLAlchemy's. The
+        connection's transaction is begun first, as SQLAlchemy's own call
+        would: on SQLite a reader's deferred BEGIN, so that the pages of one
+        listing read one snapshot (PostgreSQL's readers are in autocommit).
         """
+        if not conn.in_transaction():
+            conn.begin()  # ended with the connection, as one begun by a statement is
         compiled = self._of(conn.dialect)
         parameters = compiled.parameters(params)
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]

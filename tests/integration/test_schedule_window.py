@@ -175,6 +175,29 @@ def test_schedule_shows_each_enrollments_own_projection(book: app_mod.App, days:
     assert texts == [listing.encode(i.to_json()) for i in expected]
 
 
+def test_the_due_pages_of_one_reading_see_one_snapshot(tmp_path: Path) -> None:
+    """A change committed between two pages is not seen by the second (SQLite, WAL)."""
+    with projected.book(tmp_path, NOW, REPS) as app:
+        people = [{"id": i, "email": f"s{i}@example.com", "email_key": f"s{i}@example.com",
+                   "created_at": NOW, "updated_at": NOW} for i in (1, 2)]  # fmt: skip
+        rows = [{"id": i, "contact_id": i, "campaign": "qualification", "status": "active",
+                 "enrolled_at": NOW, "progress": "{}", "next_due_at": NOW + timedelta(hours=i)}
+                for i in (1, 2)]  # fmt: skip
+        with app.engine.begin() as conn:
+            statements.bulk_insert(conn, schema.contacts, people)
+            statements.bulk_insert(conn, schema.enrollments, rows)
+        until = NOW + timedelta(days=1)
+        with app.reader.connect() as reader:
+            first = enrollments.due_page(reader, until, None, 1)
+            assert [d.id for d in first] == [1]
+            with app.engine.begin() as conn:  # the daemon moves the second one meanwhile
+                conn.execute(sa.update(schema.enrollments).values(next_due_at=None))
+            after = (first[0].next_due_at, first[0].id)
+            assert [d.id for d in enrollments.due_page(reader, until, after, 1)] == [2]
+        with app.reader.connect() as reader:
+            assert enrollments.due_page(reader, until, None, 2) == []
+
+
 @pytest.mark.postgres
 def test_schedule_on_postgresql_is_each_enrollments_own_projection(
     postgres_url: str, tmp_path: Path
