@@ -489,9 +489,12 @@ def _leaked(text: str) -> Message:
 
 
 def _answers_someone(msg: Message) -> bool:
-    """A reply in a thread or an auto-reply (by its subject): plain words alone don't make
-    it a notice, as people and responders write "could not deliver" too."""
+    """A reply in a thread or an auto-reply (by its subject, or `Auto-Submitted:
+    auto-replied`, RFC 3834): plain words alone don't make it a notice, as people and
+    responders write "could not deliver" too."""
     if reading.raw_header(msg, "In-Reply-To") or reading.raw_header(msg, "References"):
+        return True
+    if reading.raw_header(msg, "Auto-Submitted").strip().lower().startswith("auto-replied"):
         return True
     return autoreply.auto_reply_subject(reading.header(msg, "Subject"))
 
