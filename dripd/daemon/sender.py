@@ -382,10 +382,9 @@ class Sender:
         threads = self._rules().threads
         if threads is not None:
             return await self._take_on_loop(threads.on_loop(), row, now)
-        engine = self.app.engine
         with self._taking_accepted() as accepted:
             return retry.retrying(
-                lambda: self._claim_on(engine.begin(), row, now, accepted),
+                lambda: self._claim_in_transaction(row, now, accepted),
                 "claim",
                 idempotent=True,
             )
@@ -442,14 +441,10 @@ class Sender:
                 self._accepted = accepted + self._accepted
         return task.result()
 
-    def _claim_on(
-        self,
-        transaction: contextlib.AbstractContextManager[sa.Connection],
-        row: outbox.Row,
-        now: datetime,
-        accepted: list[tuple[outbox.Row, datetime]],
+    def _claim_in_transaction(
+        self, row: outbox.Row, now: datetime, accepted: list[tuple[outbox.Row, datetime]]
     ) -> bool:
-        with transaction as conn:
+        with self.app.engine.begin() as conn:
             return outbox.claim(conn, row, now, self.instance, sent=accepted)
 
     def _in_transaction(self, work: Callable[[sa.Connection], None], what: str) -> None:

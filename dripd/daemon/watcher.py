@@ -200,7 +200,10 @@ class Watcher:
 
     def _handle(self, folder: imap.Folder, uid: int, raw: bytes) -> int:
         """One message, its effects and the checkpoint in one transaction; 1 if it was new."""
-        mail = incoming.unreadable(raw)  # until parsed: what the guard below records
+        try:
+            mail = incoming.parse(raw)
+        except Exception as exc:  # a bug: the readers raise nothing on hostile mail
+            return self._failed(folder, uid, incoming.unreadable(raw), exc)
         now = self.app.clock.now()
 
         def handle() -> inbox.Outcome:
@@ -212,7 +215,6 @@ class Watcher:
                 return outcome
 
         try:
-            mail = incoming.parse(raw)
             outcome = retry.retrying(handle, "inbox")
         except _Lost:
             logger.warning(
@@ -222,26 +224,33 @@ class Watcher:
             self.stop.set()
             return 0
         except Exception as exc:
-            # The per-message boundary, the one broad guard on incoming mail: the readers
-            # (dripd.mail.reading, incoming.parse) raise nothing on hostile mail, so what
-            # lands here is a bug or the database refusing the message; it costs this
-            # message, never the watcher.
-            logger.exception(
-                "could not handle an inbox message; it stays in the mailbox",
-                extra={
-                    "action": "inbox_failed",
-                    "rep": self.rep.id,
-                    "uid": uid,
-                    "message_id": mail.message_id,
-                    "error": f"{type(exc).__name__}: {exc}",
-                },
-            )
-            self._save_failure(folder, uid, mail, exc)
-            return 0
+            return self._failed(folder, uid, mail, exc)
         if outcome.verdict is None:
             return 0
         self.handled += 1
         return 1
+
+    def _failed(
+        self, folder: imap.Folder, uid: int, mail: incoming.Incoming, exc: Exception
+    ) -> int:
+        """The per-message boundary, the one broad guard on incoming mail (called in `except`).
+
+        The readers (dripd.mail.reading, incoming.parse) raise nothing on
+        hostile mail, so what lands here is a bug or the database refusing the
+        message; it costs this message, never the watcher. 0: nothing handled.
+        """
+        logger.exception(
+            "could not handle an inbox message; it stays in the mailbox",
+            extra={
+                "action": "inbox_failed",
+                "rep": self.rep.id,
+                "uid": uid,
+                "message_id": mail.message_id,
+                "error": f"{type(exc).__name__}: {exc}",
+            },
+        )
+        self._save_failure(folder, uid, mail, exc)
+        return 0
 
     def _checkpoint(
         self, conn: sa.Connection, folder: imap.Folder, uid: int, now: datetime

@@ -95,32 +95,30 @@ def write_json_texts(out: TextIO, texts: Iterable[str], *, end: str = "\n") -> i
     Written a page (PAGE items) at a time: unbuffered (PYTHONUNBUFFERED, as
     under systemd) each item's write was a system call.
     """
-    count = 0
-    page: list[str] = []
-    for text in texts:
-        page.append(("[\n  " if count == 0 else ",\n  ") + text)
-        count += 1
-        if len(page) == PAGE:
-            out.write("".join(page))
-            out.flush()
-            page.clear()
-    page.append(("\n]" if count else "[]") + end)
-    out.write("".join(page))
-    out.flush()
-    return count
+    pieces = (("[\n  " if i == 0 else ",\n  ") + text for i, text in enumerate(texts))
+    return _write_pages(out, pieces, lambda count: ("\n]" if count else "[]") + end)
 
 
 def write_json_lines(out: TextIO, items: Iterable[Any]) -> int:
     """One JSON object a line, written a page at a time as `write_json_texts`; the count."""
+    return _write_pages(out, (_ENCODER.encode(item) + "\n" for item in items))
+
+
+def _write_pages(
+    out: TextIO, pieces: Iterable[str], last: Callable[[int], str] = lambda count: ""
+) -> int:
+    """`pieces` written and flushed a page (PAGE of them) at a time, `last(count)` with the
+    final page; the count."""
     count = 0
     page: list[str] = []
-    for item in items:
-        page.append(_ENCODER.encode(item) + "\n")
+    for piece in pieces:
+        page.append(piece)
         count += 1
         if len(page) == PAGE:
             out.write("".join(page))
             out.flush()
             page.clear()
+    page.append(last(count))
     out.write("".join(page))
     out.flush()
     return count
