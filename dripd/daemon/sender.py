@@ -30,7 +30,7 @@ from dripd.pipeline import lifecycle
 from dripd.pipeline.app import App
 from dripd.plan import decide, ratelimit
 from dripd.plan import windows as windows_mod
-from dripd.store import contacts, oauth_tokens, outbox, reps, retry
+from dripd.store import contacts, oauth_tokens, outbox, retry
 
 logger = logging.getLogger("dripd.sender")
 
@@ -284,10 +284,10 @@ class Sender:
             )
 
     def _paused(self, now: datetime) -> bool:
+        """Whether the mailbox, or its rep (a vacation), is paused; if so it rests until then."""
         with self.app.reader.connect() as conn:
-            until, _ = outbox.mailbox_pause(conn, self.rep.id)
-            vacation = reps.rep_pauses(conn).get(self.rep.id)
-        for stop_until in (until, vacation):
+            pauses = outbox.pauses(conn, self.rep.id)
+        for stop_until in pauses:
             if stop_until is not None and stop_until > now:
                 self.resume_at = stop_until
                 return True
