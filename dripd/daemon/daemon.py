@@ -455,20 +455,19 @@ class Daemon:
             wake.clear()
             await box.drain()
             self._collect(box)
-            await _wait_any(halt, self._sender_sleep(box), wake)
+            await _wait_any(halt, await self._sender_sleep(box), wake)
         await box.close()
 
     def _collect(self, box: sender.Sender) -> None:
         _add_stats(self.summary, box.stats)
         box.stats = sender.Stats()
 
-    def _sender_sleep(self, box: sender.Sender) -> float:
+    async def _sender_sleep(self, box: sender.Sender) -> float:
         now = self.app.clock.now()
         candidates = [now + timedelta(seconds=POLL)]
         if box.resume_at and box.resume_at > now:
             return (box.resume_at - now).total_seconds()
-        with self.app.reader.connect() as conn:
-            nxt = outbox.next_attempt(conn, box.rep.id)
+        nxt = await box.next_attempt()
         if nxt is not None:
             candidates.append(max(nxt, now))
         return max(0.01, (min(candidates) - now).total_seconds())
