@@ -550,6 +550,30 @@ def uncopied(conn: sa.Connection, rep: str, limit: int) -> list[Row]:
     return [_row(r) for r in conn.execute(query)]
 
 
+def reps_uncopied(conn: sa.Connection) -> set[str]:
+    """The mailboxes with sent emails not yet copied to their Sent folders (one read for all)."""
+    query = (
+        sa.select(_t.c.rep)
+        .where(_t.c.status == "sent", _t.c.copied_at.is_(None))
+        .group_by(_t.c.rep)
+    )
+    return set(conn.execute(query).scalars())
+
+
+def next_attempts(conn: sa.Connection, until: datetime) -> dict[str, datetime]:
+    """Each mailbox's first queued email to be tried by `until`, when: one read for all of them.
+
+    From the status index (the range of queued emails due by then), so a
+    daemon's look at a thousand idle mailboxes is one small query.
+    """
+    query = (
+        sa.select(_t.c.rep, sa.func.min(_t.c.next_attempt_at))
+        .where(_t.c.status == "queued", _t.c.next_attempt_at <= until)
+        .group_by(_t.c.rep)
+    )
+    return {rep: at for rep, at in conn.execute(query)}
+
+
 def mark_copied(conn: sa.Connection, ids: list[int], now: datetime) -> None:
     if ids:
         conn.execute(sa.update(_t).where(_t.c.id.in_(ids)).values(copied_at=now))
