@@ -11,9 +11,9 @@ commit whose WAL is written by then). Until session 13 they ran in threads:
 each hand-off and the threads' fight for the GIL cost the loop more than
 the claim's own Python (docs/developer.md, "session 13").
 
-A sender's reads between its batches (its pauses, its ready emails, when
-its next is due: `OnLoop.fetch`) are awaited on the same connections: read
-synchronously, each round trip held up every mailbox's workers.
+A sender's reads between its batches (its pauses, its ready emails:
+`OnLoop.fetch`) are awaited on the same connections: read synchronously,
+each round trip held up every mailbox's workers.
 
 The history written after sending (several statements, through SQLAlchemy,
 about once a second per mailbox) still runs in a thread, `HISTORY` of them

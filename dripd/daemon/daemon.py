@@ -22,7 +22,7 @@ import logging
 import signal
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from dripd import errors
 from dripd.daemon import (
@@ -267,6 +267,7 @@ class Daemon:
             self._start_task("fleet", lambda: fleet.keep_alive(self.stop), essential=True)
             self._start_task("watch-campaigns", self._watch_campaigns)
             self._start_task("copy-sent", self._copy_sent_every)
+            self._start_task("wake-senders", self._wake_when_ready)
             logger.info(
                 "dripd running",
                 extra={
@@ -336,7 +337,7 @@ class Daemon:
             if digests:
                 self._wake_senders()
             # Else each sender sleeps on: emails queued here woke theirs (advance_all),
-            # and one sleeps at most POLL, so it finds what other instances queued.
+            # and `_wake_when_ready` finds what other instances queued.
             self.supervisor.raise_if_failed()
             self._advance.clear()
             wait = self._seconds_to_next_due()
@@ -448,29 +449,42 @@ class Daemon:
         return work
 
     async def _send_loop(self, box: sender.Sender, halt: asyncio.Event) -> None:
-        """Send as emails become ready until `halt`; run again (same box) after a failure."""
+        """Send as emails become ready until `halt`; run again (same box) after a failure.
+
+        Between drains a sender sleeps until it is woken (`_wake_senders`) or
+        its mailbox's rest ends: it reads nothing while its mailbox is idle.
+        """
         box.load_history()
         wake = self.wakes[box.rep.id]
         while not halt.is_set():
             wake.clear()
             await box.drain()
             self._collect(box)
-            await _wait_any(halt, await self._sender_sleep(box), wake)
+            await _wait_any(halt, _resting(box, self.app.clock.now()), wake)
         await box.close()
 
     def _collect(self, box: sender.Sender) -> None:
         _add_stats(self.summary, box.stats)
         box.stats = sender.Stats()
 
-    async def _sender_sleep(self, box: sender.Sender) -> float:
-        now = self.app.clock.now()
-        candidates = [now + timedelta(seconds=POLL)]
-        if box.resume_at and box.resume_at > now:
-            return (box.resume_at - now).total_seconds()
-        nxt = await box.next_attempt()
-        if nxt is not None:
-            candidates.append(max(nxt, now))
-        return max(0.01, (min(candidates) - now).total_seconds())
+    async def _wake_when_ready(self) -> None:
+        """Wake the senders whose mailbox has an email to try now: one read for all mailboxes.
+
+        The engine here wakes the senders it queued for, and so do commands;
+        this finds what only the outbox tells: emails queued by other
+        instances, and the time come for a retry or a window that opens.
+        It looks every POLL, or sooner when the next attempt it saw is sooner.
+        (Each sender had read its pauses, its ready emails and its next
+        attempt every POLL: at 1,000 idle mailboxes, 5% of a core.)
+        """
+        while not self.stop.is_set():
+            now = self.app.clock.now()
+            with self.app.reader.connect() as conn:
+                attempts = outbox.next_attempts(conn, now + timedelta(seconds=POLL))
+            attempts = {rep: at for rep, at in attempts.items() if rep in self.wakes}
+            self._wake_senders([rep for rep, at in attempts.items() if at <= now])
+            sooner = [(at - now).total_seconds() for at in attempts.values() if at > now]
+            await _wait_any(self.stop, max(0.01, min([POLL, *sooner])))
 
     def _halt(self, name: str) -> None:
         if (halt := self._halts.pop(name, None)) is not None:
@@ -603,7 +617,15 @@ class Daemon:
             await self.fleet.leave_all()  # every mailbox free for the other instances at once
 
 
-async def _wait_any(stop: asyncio.Event, seconds: float, *events: asyncio.Event) -> None:
+def _resting(box: sender.Sender, now: datetime) -> float | None:
+    """Seconds until the mailbox's rest ends (a pause, a limit, a failure); None: not resting."""
+    if box.resume_at and box.resume_at > now:
+        return (box.resume_at - now).total_seconds()
+    return None
+
+
+async def _wait_any(stop: asyncio.Event, seconds: float | None, *events: asyncio.Event) -> None:
+    """Until `stop` or one of `events` is set, or `seconds` have passed (None: no limit)."""
     waiters = [asyncio.ensure_future(e.wait()) for e in (stop, *events)]
     try:
         await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)

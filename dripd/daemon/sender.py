@@ -291,16 +291,13 @@ class Sender:
                 return True
         return False
 
-    async def next_attempt(self) -> datetime | None:
-        """When the mailbox's next queued email may be tried (None: none is queued)."""
-        return await self._read(outbox.next_attempt_query(self.rep.id))
-
     async def _read(self, query: statements.Query[T]) -> T:
         """`query` on the reader; on PostgreSQL awaited on a claims connection.
 
-        A drain read three times, and the loop after it once, each a round
-        trip during which no other mailbox's worker ran (docs/developer.md,
-        session 14). A read is run again after a lost connection.
+        A drain read three times (its pauses twice, its ready emails), each a
+        round trip during which no other mailbox's worker ran
+        (docs/developer.md, session 14). A read is run again after a lost
+        connection.
         """
         threads = self._rules().threads
         if threads is None:  # SQLite: a read costs no round trip

@@ -83,8 +83,12 @@ async def copy_sent(app: App, reps: Collection[str]) -> int:
     run); a rep's copying stops at its first refusal and resumes next time.
     """
     copied = 0
+    with app.reader.connect() as conn:
+        waiting = outbox.reps_uncopied(conn)  # one read, not one per mailbox
     for rep in app.config.reps:
         if rep.imap is None or not rep.imap.uses_sent_folder or rep.id not in reps:
+            continue
+        if rep.id not in waiting:
             continue
         while True:
             with app.reader.connect() as conn:

@@ -87,7 +87,7 @@ def upcoming(
     read: items up to it are yielded then, and only later ones held back.
     Items at the same instant come in the due index's order.
     """
-    return _in_time(app, conn, days, email, _Projections.of)
+    return _in_time(app, conn, days, email, _Projections.of, json=False)
 
 
 def upcoming_json(
@@ -98,7 +98,7 @@ def upcoming_json(
     For `schedule --json`: a projection's items are spliced from its shared
     parts and each contact's email and name, encoded once per enrollment.
     """
-    for item in _in_time(app, conn, days, email, _Projections.json_texts):
+    for item in _in_time(app, conn, days, email, _Projections.json_texts, json=True):
         yield item.text
 
 
@@ -111,13 +111,17 @@ def _in_time(
     days: int,
     email: str | None,
     items_of: Callable[[_Projections, enrollments.Due], list[_T]],
+    *,
+    json: bool,
 ) -> Iterator[_T]:
-    """`upcoming`'s walk, with the items each due enrollment gives (`items_of`)."""
+    """`upcoming`'s walk, with the items each due enrollment gives (`items_of`).
+
+    `json`: the projections keep each item's JSON parts (`json_texts` reads them).
+    """
     now = app.clock.now()
     until = now + timedelta(days=days)
-    projections = _Projections(
-        app, reps.rep_pauses(conn), Window(now=now, until=until, max_late=app.config.max_late)
-    )
+    window = Window(now=now, until=until, max_late=app.config.max_late)
+    projections = _Projections(app, reps.rep_pauses(conn), window, json=json)
     with _Held[_T]() as held:
         for page in _due_pages(conn, until, email):
             for due in page:
@@ -247,7 +251,7 @@ class Window:
 
 # One projected item without its contact: (at, local, step, kind, occurrence, note).
 _Shape = tuple[datetime, datetime, str, str, int, str]
-_Item = tuple[_Shape, tuple[str, str]]  # with its JSON parts (_json_parts)
+_Item = tuple[_Shape, tuple[str, str]]  # with its JSON parts (_json_parts; unused: ("", ""))
 PROJECTIONS_KEPT = 10_000  # projections remembered for enrollments alike (then forgotten)
 
 
@@ -279,9 +283,12 @@ class _Projections:
     repeats between contacts (zones, progress) is worked out once too.
     """
 
-    def __init__(self, app: App, pauses: Mapping[str, datetime], window: Window) -> None:
+    def __init__(
+        self, app: App, pauses: Mapping[str, datetime], window: Window, *, json: bool
+    ) -> None:
         self._app = app
         self._window = window
+        self._parts = _json_parts if json else _no_parts
         self._contexts = lifecycle.Contexts(app, pauses)
         self._kept: dict[tuple[Any, ...], tuple[_Item, ...]] = {}
         self._alike: dict[tuple[Any, ...], tuple[_Item, ...]] = {}  # see _projected
@@ -363,9 +370,8 @@ class _Projections:
             shapes = self._alike.get(alike)
             if shapes is not None:
                 return shapes
-        shapes = tuple(
-            (shape, _json_parts(shape, timing.campaign.id)) for shape in self._project(timing, ctx)
-        )
+        parts, campaign_id = self._parts, timing.campaign.id
+        shapes = tuple((shape, parts(shape, campaign_id)) for shape in self._project(timing, ctx))
         if alike is not None:
             if len(self._alike) >= PROJECTIONS_KEPT:
                 self._alike.clear()
@@ -416,6 +422,14 @@ def _json_parts(shape: _Shape, campaign: str) -> tuple[str, str]:
         f' "occurrence": {int.__repr__(occurrence)}, "note": {text(note)}}}'
     )
     return head, tail
+
+
+def _no_parts(shape: _Shape, campaign: str) -> tuple[str, str]:
+    """What `_Projections` keeps of an item's JSON where none is written (`upcoming`)."""
+    return _NO_PARTS
+
+
+_NO_PARTS = ("", "")
 
 
 def _contact_json(email: str, name: str) -> str:

@@ -123,11 +123,6 @@ _READY_IDS = (
 )
 _READY = _ROWS.where(_t.c.id.in_(_READY_IDS)).order_by(*_ORDER)
 _READY_PREPARED = statements.Prepared(_READY)
-_NEXT_ATTEMPT = statements.Prepared(
-    sa.select(sa.func.min(_t.c.next_attempt_at)).where(
-        _t.c.status == "queued", _t.c.rep == sa.bindparam("rep")
-    )
-)
 # A mailbox's pause and its rep's, each by primary key: one statement a drain.
 # (Reading every rep's pause there, a drain's cost grew with the reps.)
 _PAUSES = statements.Prepared(
@@ -264,13 +259,12 @@ def ready_query(rep: str, now: datetime, limit: int) -> statements.Query[list[Ro
     return statements.Query(_READY_PREPARED, params, _rows)
 
 
-def next_attempt(conn: sa.Connection, rep: str) -> datetime | None:
-    """When the mailbox's next queued email may be tried (None: none is queued)."""
-    return next_attempt_query(rep).run(conn)
-
-
-def next_attempt_query(rep: str) -> statements.Query[datetime | None]:
-    return statements.Query(_NEXT_ATTEMPT, {"rep": rep}, _first_value)
+def next_attempt(conn: sa.Connection, rep: str | None = None) -> datetime | None:
+    query = sa.select(sa.func.min(_t.c.next_attempt_at)).where(_t.c.status == "queued")
+    if rep is not None:
+        query = query.where(_t.c.rep == rep)
+    value = conn.execute(query).scalar()
+    return schema.UTCDateTime().process_result_value(value, conn.dialect) if value else None
 
 
 def pauses(conn: sa.Connection, rep: str) -> tuple[datetime | None, datetime | None]:
@@ -280,11 +274,6 @@ def pauses(conn: sa.Connection, rep: str) -> tuple[datetime | None, datetime | N
 
 def pauses_query(rep: str) -> statements.Query[tuple[datetime | None, datetime | None]]:
     return statements.Query(_PAUSES, {"rep": rep}, _pair)
-
-
-def _first_value(rows: Sequence[Sequence[Any]]) -> Any:
-    ((value,),) = rows
-    return value
 
 
 def _pair(rows: Sequence[Sequence[Any]]) -> tuple[datetime | None, datetime | None]:
@@ -605,6 +594,30 @@ def uncopied(conn: sa.Connection, rep: str, limit: int) -> list[Row]:
         .limit(limit)
     )
     return [_row(r) for r in conn.execute(query)]
+
+
+def reps_uncopied(conn: sa.Connection) -> set[str]:
+    """The mailboxes with sent emails not yet copied to their Sent folders (one read for all)."""
+    query = (
+        sa.select(_t.c.rep)
+        .where(_t.c.status == "sent", _t.c.copied_at.is_(None))
+        .group_by(_t.c.rep)
+    )
+    return set(conn.execute(query).scalars())
+
+
+def next_attempts(conn: sa.Connection, until: datetime) -> dict[str, datetime]:
+    """Each mailbox's first queued email to be tried by `until`, when: one read for all of them.
+
+    From the status index (the range of queued emails due by then), so a
+    daemon's look at a thousand idle mailboxes is one small query.
+    """
+    query = (
+        sa.select(_t.c.rep, sa.func.min(_t.c.next_attempt_at))
+        .where(_t.c.status == "queued", _t.c.next_attempt_at <= until)
+        .group_by(_t.c.rep)
+    )
+    return {rep: at for rep, at in conn.execute(query)}
 
 
 def mark_copied(conn: sa.Connection, ids: list[int], now: datetime) -> None:
