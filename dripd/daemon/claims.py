@@ -11,6 +11,10 @@ commit whose WAL is written by then). Until session 13 they ran in threads:
 each hand-off and the threads' fight for the GIL cost the loop more than
 the claim's own Python (docs/developer.md, "session 13").
 
+A sender's reads between its batches (its pauses, its ready emails:
+`OnLoop.fetch`) are awaited on the same connections: read synchronously,
+each round trip held up every mailbox's workers.
+
 The history written after sending (several statements, through SQLAlchemy,
 about once a second per mailbox) still runs in a thread, `HISTORY` of them
 with a connection each.
@@ -27,7 +31,7 @@ import asyncio
 import contextlib
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -35,6 +39,7 @@ import psycopg
 import sqlalchemy as sa
 
 from dripd.store import engine as store_engine
+from dripd.store import statements
 
 T = TypeVar("T")
 # SIZE + HISTORY: the 4 connections an instance has for its claims (docs/operator.md)
@@ -100,6 +105,7 @@ class OnLoop:
 
     def __init__(self, engine: sa.Engine, loop: asyncio.AbstractEventLoop, size: int) -> None:
         self.loop = loop
+        self.dialect = engine.dialect
         cargs, self._cparams = engine.dialect.create_connect_args(engine.url)
         assert not cargs, cargs
         self._free = asyncio.Semaphore(size)
@@ -113,23 +119,50 @@ class OnLoop:
         `connection_invalidated` (the connection dropped): the caller runs
         it again with store/retry.py `retrying_async`.
         """
-        async with self._free:
-            conn = await self._take()
-            try:
-                changed = await self.run_on(conn, sql, params)
-            except psycopg.Error as exc:
-                raise self._failed(conn, exc, sql, params) from exc
-            except BaseException:  # cancelled during the statement: its state is unknown
-                self._drop(conn)
-                raise
-            self._idle.append((conn, time.monotonic()))
-            return changed
+        return await self._on_connection(lambda conn: self.run_on(conn, sql, params), sql, params)
+
+    async def fetch(self, query: statements.Query[T]) -> T:
+        """`query`'s value, read in autocommit as the reader engine reads (store/engine.py).
+
+        A sender's reads between its batches: done synchronously they held up
+        every mailbox's loop for a round trip each. Errors as `execute`'s.
+        """
+        sql, params = query.driver_statement(self.dialect)
+        rows = await self._on_connection(lambda conn: self.fetch_on(conn, sql, params), sql, params)
+        return query.converted(self.dialect, rows)
 
     async def run_on(self, conn: psycopg.AsyncConnection[Any], sql: str, params: Any) -> int:
         """The statement on `conn`; the rows it changed."""
         cursor = conn.cursor()
         await cursor.execute(sql, params)
         return cursor.rowcount
+
+    async def fetch_on(
+        self, conn: psycopg.AsyncConnection[Any], sql: str, params: Any
+    ) -> list[tuple[Any, ...]]:
+        """The SELECT on `conn`; its rows as the driver reads them."""
+        cursor = conn.cursor()
+        await cursor.execute(sql, params)
+        return await cursor.fetchall()
+
+    async def _on_connection(
+        self,
+        work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]],
+        sql: str,
+        params: Any,
+    ) -> T:
+        """`work` on a connection taken for it, given back after (dropped if left in doubt)."""
+        async with self._free:
+            conn = await self._take()
+            try:
+                done = await work(conn)
+            except psycopg.Error as exc:
+                raise self._failed(conn, exc, sql, params) from exc
+            except BaseException:  # cancelled during the statement: its state is unknown
+                self._drop(conn)
+                raise
+            self._idle.append((conn, time.monotonic()))
+            return done
 
     def _failed(
         self, conn: psycopg.AsyncConnection[Any], exc: psycopg.Error, sql: str | None, params: Any

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -30,9 +30,10 @@ from dripd.pipeline import lifecycle
 from dripd.pipeline.app import App
 from dripd.plan import decide, ratelimit
 from dripd.plan import windows as windows_mod
-from dripd.store import contacts, oauth_tokens, outbox, reps, retry
+from dripd.store import contacts, oauth_tokens, outbox, retry, statements
 
 logger = logging.getLogger("dripd.sender")
+T = TypeVar("T")
 
 BATCH = 500  # queued emails read at once (choosing them sorts the backlog: ~5 ms for 10,000)
 RECORD_EVERY = timedelta(seconds=1)  # while sending goes on, history is written this often
@@ -202,7 +203,7 @@ class Sender:
         now = self._now()
         if self.resume_at and self.resume_at > now:
             return 0
-        if self._paused(now) or not self._signed_in(now):
+        if await self._paused(now) or not self._signed_in(now):
             return 0
         try:
             pool = self._connection_pool()
@@ -214,8 +215,7 @@ class Sender:
             return 0
         sent_before = self.stats.sent + self.stats.to_rep
         while not self.stop.is_set():
-            with self.app.reader.connect() as conn:
-                rows = outbox.ready(conn, self.rep.id, self._now(), BATCH)
+            rows = await self._read(outbox.ready_query(self.rep.id, self._now(), BATCH))
             if not rows:
                 break
             queue: asyncio.Queue[outbox.Row] = asyncio.Queue()
@@ -283,15 +283,28 @@ class Sender:
                 extra={"action": "signin_lost", "rep": self.rep.id, "error": problem},
             )
 
-    def _paused(self, now: datetime) -> bool:
-        with self.app.reader.connect() as conn:
-            until, _ = outbox.mailbox_pause(conn, self.rep.id)
-            vacation = reps.rep_pauses(conn).get(self.rep.id)
-        for stop_until in (until, vacation):
+    async def _paused(self, now: datetime) -> bool:
+        """Whether the mailbox, or its rep (a vacation), is paused; if so it rests until then."""
+        for stop_until in await self._read(outbox.pauses_query(self.rep.id)):
             if stop_until is not None and stop_until > now:
                 self.resume_at = stop_until
                 return True
         return False
+
+    async def _read(self, query: statements.Query[T]) -> T:
+        """`query` on the reader; on PostgreSQL awaited on a claims connection.
+
+        A drain read three times (its pauses twice, its ready emails), each a
+        round trip during which no other mailbox's worker ran
+        (docs/developer.md, session 14). A read is run again after a lost
+        connection.
+        """
+        threads = self._rules().threads
+        if threads is None:  # SQLite: a read costs no round trip
+            with self.app.reader.connect() as conn:
+                return query.run(conn)
+        connections = threads.on_loop()
+        return await retry.retrying_async(lambda: connections.fetch(query), "read", idempotent=True)
 
     async def _worker(self, connection: smtp.Connection, queue: asyncio.Queue[outbox.Row]) -> bool:
         """Send rows from `queue`; False when the mailbox must stop for now."""

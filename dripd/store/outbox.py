@@ -122,6 +122,21 @@ _READY_IDS = (
     .limit(sa.bindparam("limit"))
 )
 _READY = _ROWS.where(_t.c.id.in_(_READY_IDS)).order_by(*_ORDER)
+_READY_PREPARED = statements.Prepared(_READY)
+# A mailbox's pause and its rep's, each by primary key: one statement a drain.
+# (Reading every rep's pause there, a drain's cost grew with the reps.)
+_PAUSES = statements.Prepared(
+    sa.select(
+        sa.select(schema.mailboxes.c.paused_until)
+        .where(schema.mailboxes.c.rep == sa.bindparam("rep"))
+        .scalar_subquery()
+        .label("mailbox"),
+        sa.select(schema.reps.c.paused_until)
+        .where(schema.reps.c.id == sa.bindparam("rep"))
+        .scalar_subquery()
+        .label("rep"),
+    )
+)
 _INSTALL_ID = sa.select(schema.settings.c.value).where(schema.settings.c.key == "install_id")
 _UNRECORDED_COLUMNS = (
     _t.c.id,
@@ -192,10 +207,21 @@ class Row:
 
 
 def _row(record: sa.Row[Any]) -> Row:
-    values = dict(record._mapping)
+    return _row_of(dict(record._mapping))
+
+
+def _row_of(values: dict[str, Any]) -> Row:
     if values["wait"] is not None:
         values["wait"] = schema.Wait(values["wait"])
     return Row(**values)
+
+
+_ROW_KEYS = tuple(_ROWS.selected_columns.keys())
+
+
+def _rows(records: Sequence[Sequence[Any]]) -> list[Row]:
+    """Rows of `_ROWS`' columns, in their order (SQLAlchemy's, or a driver's converted)."""
+    return [_row_of(dict(zip(_ROW_KEYS, record, strict=True))) for record in records]
 
 
 def insert_many(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
@@ -224,7 +250,13 @@ def thread_of(conn: sa.Connection, enrollment_id: int) -> list[tuple[str, str]]:
 
 def ready(conn: sa.Connection, rep: str, now: datetime, limit: int) -> list[Row]:
     """Queued emails of a mailbox whose time has come: follow-ups first, then by due time."""
-    return [_row(r) for r in conn.execute(_READY, {"rep": rep, "now": now, "limit": limit})]
+    return ready_query(rep, now, limit).run(conn)
+
+
+def ready_query(rep: str, now: datetime, limit: int) -> statements.Query[list[Row]]:
+    """`ready` as a Query, to run on a connection or on the event loop's (dripd.daemon.claims)."""
+    params = {"rep": rep, "now": now, "limit": limit}
+    return statements.Query(_READY_PREPARED, params, _rows)
 
 
 def next_attempt(conn: sa.Connection, rep: str | None = None) -> datetime | None:
@@ -233,6 +265,20 @@ def next_attempt(conn: sa.Connection, rep: str | None = None) -> datetime | None
         query = query.where(_t.c.rep == rep)
     value = conn.execute(query).scalar()
     return schema.UTCDateTime().process_result_value(value, conn.dialect) if value else None
+
+
+def pauses(conn: sa.Connection, rep: str) -> tuple[datetime | None, datetime | None]:
+    """Until when the mailbox is paused, and its rep (a vacation): None where not."""
+    return pauses_query(rep).run(conn)
+
+
+def pauses_query(rep: str) -> statements.Query[tuple[datetime | None, datetime | None]]:
+    return statements.Query(_PAUSES, {"rep": rep}, _pair)
+
+
+def _pair(rows: Sequence[Sequence[Any]]) -> tuple[datetime | None, datetime | None]:
+    ((mailbox, rep),) = rows
+    return mailbox, rep
 
 
 def next_queued(conn: sa.Connection) -> Row | None:

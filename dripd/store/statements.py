@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import functools
 import operator
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
 import sqlalchemy.dialects.postgresql
 import sqlalchemy.dialects.sqlite
 
 from dripd.store.schema import UTCDateTime
+
+T = TypeVar("T")
 
 
 class Prepared:
@@ -53,6 +55,21 @@ class Prepared:
         """The SQL and the parameters as `dialect`'s driver takes them, to run elsewhere."""
         compiled = self._of(dialect)
         return compiled.sql, compiled.parameters(params)
+
+    def results(self, dialect: sa.Dialect, rows: Sequence[Sequence[Any]]) -> list[Sequence[Any]]:
+        """A SELECT's rows read by `dialect`'s driver, converted as SQLAlchemy's result converts.
+
+        By the selected columns' result processors (UTCDateTime: aware UTC datetimes).
+        """
+        processors = self._of(dialect).results
+        if not any(processors):
+            return list(rows)
+        return [
+            tuple(
+                [value if p is None else p(value) for p, value in zip(processors, row, strict=True)]
+            )
+            for row in rows
+        ]
 
     def rows(self, conn: sa.Connection, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
         """A SELECT's rows as the driver hands them (its tuples), with no result processing.
@@ -146,6 +163,7 @@ class _Compiled:
     # dropped from the pool, so the work can be retried (store/retry.py).
     # SQLite's statements (~10 µs) raise the driver's: no connection to lose.
     checked: bool
+    results: tuple[Any, ...]  # a SELECT's columns' result processors (None: as read)
 
     @classmethod
     def of(cls, statement: Any, keys: tuple[str, ...], dialect: sa.Dialect) -> _Compiled:
@@ -165,6 +183,10 @@ class _Compiled:
             static={name: b.effective_value for name, b in binds.items() if not b.required},
             processors=processors,
             checked=dialect.name != "sqlite",
+            results=tuple(
+                column.type.dialect_impl(dialect).result_processor(dialect, None)
+                for column in getattr(statement, "selected_columns", ())
+            ),
         )
 
     def parameters(self, params: Mapping[str, Any]) -> Any:
@@ -175,6 +197,29 @@ class _Compiled:
         if self.names is None:
             return values
         return tuple([values[name] for name in self.names])
+
+
+@dataclass(frozen=True, slots=True)
+class Query(Generic[T]):
+    """A SELECT with its parameters, and what its rows become: run through SQLAlchemy or a driver.
+
+    The same read either way (dripd.daemon.claims runs it on the event loop's
+    own PostgreSQL connections): `convert` takes the rows as SQLAlchemy's
+    result gives them, which `converted` makes of the driver's.
+    """
+
+    prepared: Prepared
+    params: Mapping[str, Any]
+    convert: Callable[[Sequence[Sequence[Any]]], T]
+
+    def run(self, conn: sa.Connection) -> T:
+        return self.convert(conn.execute(self.prepared.statement, self.params).all())
+
+    def driver_statement(self, dialect: sa.Dialect) -> tuple[str, Any]:
+        return self.prepared.driver_statement(dialect, self.params)
+
+    def converted(self, dialect: sa.Dialect, rows: Sequence[Sequence[Any]]) -> T:
+        return self.convert(self.prepared.results(dialect, rows))
 
 
 _PREPARED: dict[tuple[int, tuple[str, ...]], Prepared] = {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import threading
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -26,7 +27,7 @@ import userfiles
 from dripd.daemon import claims, planner, sender, sent_copies
 from dripd.mailbox import smtp
 from dripd.store import engine as store_engine
-from dripd.store import outbox
+from dripd.store import outbox, reps
 
 pytestmark = pytest.mark.postgres
 
@@ -337,3 +338,83 @@ def _prepared_plan(conn: sa.Connection, starting: str) -> str:
     dummies |= dict.fromkeys(("smallint", "integer", "bigint"), "0")
     values = ", ".join("'{}'" if t.endswith("[]") else dummies.get(t, "'x'") for t in types)
     return "\n".join(conn.exec_driver_sql(f"explain execute {name}({values})").scalars())
+
+
+def test_a_drains_reads_are_awaited_on_the_claims_connections_not_on_the_loop(
+    make_world, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The mailbox's pauses and its ready emails: read while the other workers' claims run.
+
+    Read synchronously, each held up every other mailbox's workers for its
+    round trip. No SELECT runs on the loop's own pool during the drain.
+    """
+    world = make_world(database=postgres_url, window=WINDOW)
+    for i in range(4):
+        world.add(f"c{i}@example.org", first_name=f"C{i}", company="X")
+    planner.advance_due(world.app, world.clock.now())
+    real_fetch_on = claims.OnLoop.fetch_on
+    fetched: list[str] = []
+
+    async def fetch_on(on_loop: claims.OnLoop, conn: Any, sql: str, params: Any) -> Any:
+        fetched.append(sql)
+        return await real_fetch_on(on_loop, conn, sql, params)
+
+    monkeypatch.setattr(claims.OnLoop, "fetch_on", fetch_on)
+    on_the_loop: list[str] = []
+    loop_thread = threading.get_ident()
+
+    def before(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
+        if threading.get_ident() == loop_thread and sql.lstrip().upper().startswith("SELECT"):
+            on_the_loop.append(sql)
+
+    box = sender.Sender(world.app, world.app.config.reps[0], asyncio.Event())
+    found: list[Any] = []
+
+    async def drain() -> None:
+        box.load_history()
+        sa.event.listen(world.app.engine, "before_cursor_execute", before)
+        try:
+            found.append(await box.drain())
+        finally:
+            sa.event.remove(world.app.engine, "before_cursor_execute", before)
+        await box.close()
+
+    servers.loopback.run_client(drain())
+    assert found == [4]
+    assert on_the_loop == []
+    # the pauses, the ready emails (fewer than a batch: no second read)
+    assert [sql.split("FROM")[1].split()[0] for sql in fetched] == ["mailboxes", "outbox"]
+
+
+def test_a_read_on_the_claims_connections_gives_what_sqlalchemy_gives(
+    make_world, postgres_url: str
+) -> None:
+    """The same values and types, times aware UTC, as through the reader."""
+    world = make_world(database=postgres_url, window=WINDOW)
+    for i in range(3):
+        world.add(f"c{i}@example.org", first_name=f"C{i}", company="X")
+    planner.advance_due(world.app, world.clock.now())
+    now = world.clock.now()
+    with world.app.engine.begin() as conn:
+        outbox.pause_mailbox(conn, "mike", now + timedelta(hours=1), "test", now)
+        reps.set_rep_pause(conn, "mike", now + timedelta(days=2), now)
+    queries = [
+        outbox.ready_query("mike", now, 2),
+        outbox.pauses_query("mike"),
+        outbox.pauses_query("ann"),
+    ]
+    with world.app.reader.connect() as conn:
+        expected = [query.run(conn) for query in queries]
+    connections = claims.of(world.app.engine)
+    assert connections is not None
+
+    async def read() -> list[Any]:
+        return [await connections.on_loop().fetch(query) for query in queries]
+
+    found = servers.loopback.run_client(read())
+    assert found == expected
+    ready, (mailbox, rep), *_ = found
+    assert len(ready) == 2 and ready[0].wait is None and isinstance(ready[0].message, bytes)
+    assert mailbox == now + timedelta(hours=1) and rep == now + timedelta(days=2)
+    for at in (ready[0].due_at, ready[0].next_attempt_at, mailbox, rep):
+        assert at.utcoffset() == timedelta(0)

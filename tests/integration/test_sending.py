@@ -324,6 +324,29 @@ def test_an_email_held_by_a_vacation_then_by_its_mailbox_is_skipped_once_stale(m
     assert (row.status, row.last_error) == ("skipped", "due 2 days ago, more than max_late 2 days")
 
 
+def test_a_mailbox_reads_its_own_reps_pause_not_every_reps(make_world) -> None:
+    """One statement by primary key a drain: reading every rep's pause, drains grew with reps."""
+    world = make_world(window="daily 00:00-24:00")
+    now = world.clock.now()
+    with world.app.engine.begin() as conn:
+        for rep in ("ann", "bob", "zed"):
+            reps.set_rep_pause(conn, rep, now + timedelta(days=1), now)
+    world.add("ann@example.org", first_name="Ann", company="X")
+    read: list[tuple[str, object]] = []
+
+    def before(conn: object, cursor: object, sql: str, params: object, *args: object) -> None:
+        if "FROM reps" in sql:
+            read.append((sql, params))
+
+    sa.event.listen(world.app.engine, "before_cursor_execute", before)
+    try:
+        assert world.run().sent == 1  # the others' vacations hold up no one else
+    finally:
+        sa.event.remove(world.app.engine, "before_cursor_execute", before)
+    drains = [params for sql, params in read if "mailboxes" in sql]
+    assert drains and all("mike" in params for params in drains)  # type: ignore[operator]
+
+
 def test_an_email_the_server_hangs_up_on_holds_up_no_other(make_world) -> None:
     # The server drops the connection at one recipient's RCPT, every time. That
     # looks like the mailbox's problem (no try is used up), but it must not keep
