@@ -259,14 +259,6 @@ def ready_query(rep: str, now: datetime, limit: int) -> statements.Query[list[Ro
     return statements.Query(_READY_PREPARED, params, _rows)
 
 
-def next_attempt(conn: sa.Connection, rep: str | None = None) -> datetime | None:
-    query = sa.select(sa.func.min(_t.c.next_attempt_at)).where(_t.c.status == "queued")
-    if rep is not None:
-        query = query.where(_t.c.rep == rep)
-    value = conn.execute(query).scalar()
-    return schema.UTCDateTime().process_result_value(value, conn.dialect) if value else None
-
-
 def pauses(conn: sa.Connection, rep: str) -> tuple[datetime | None, datetime | None]:
     """Until when the mailbox is paused, and its rep (a vacation): None where not."""
     return pauses_query(rep).run(conn)
