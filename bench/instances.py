@@ -22,8 +22,11 @@ settle (every mailbox held, each instance its fair share).
 
 Environment: DRIPD_TEST_POSTGRES_URL (an admin URL, as for the tests),
 BENCH_INSTANCES_EMAILS, BENCH_INSTANCES_REPEATS, BENCH_INSTANCES_KILLS, and
-BENCH_INSTANCES_ONLY=throughput or takeover to run one part, and
-BENCH_INSTANCES_PG (the most PostgreSQL instances tried, 3) to run fewer configurations.
+BENCH_INSTANCES_ONLY=throughput or takeover to run one part,
+BENCH_INSTANCES_PG (the most PostgreSQL instances tried, 3) to run fewer configurations,
+and BENCH_INSTANCES_SINK=c for throughput against Postfix's smtp-sink (bench/c_sink.py,
+fetched from Debian's package) instead of aiosmtpd: a sink that leaves the two cores
+here to dripd and PostgreSQL, as a mailbox's real server (another host) does.
 """
 
 from __future__ import annotations
@@ -53,11 +56,12 @@ import servers.smtp_sink
 import sqlalchemy as sa
 import userfiles
 
-from bench import common, inbox, send
+from bench import c_sink, common, inbox, send
 
 ISSUE_EMAILS = 10_000  # what issue 7 asks for
 EMAILS = int(os.environ.get("BENCH_INSTANCES_EMAILS", str(ISSUE_EMAILS)))
 REPEATS = int(os.environ.get("BENCH_INSTANCES_REPEATS", "3"))
+SINK = "smtp-sink (C)" if os.environ.get("BENCH_INSTANCES_SINK") == "c" else "aiosmtpd"
 KILLS = int(os.environ.get("BENCH_INSTANCES_KILLS", "10"))
 PARTS = os.environ.get("BENCH_INSTANCES_ONLY", "throughput,takeover").split(",")
 REPS = tuple(f"rep{n}" for n in range(1, 7))
@@ -315,7 +319,7 @@ def send_trial(
     count: int,
     url: str,
     config: Path,
-    sink: servers.smtp_sink.SmtpSinkProcess,
+    sink: servers.smtp_sink.SmtpSinkProcess | c_sink.CSinkProcess,
     logs: Path,
 ) -> Trial:
     db = Database(url)
@@ -413,13 +417,13 @@ def throughput(folder: Path, postgres: servers.postgres.Server) -> list[Trial]:
     trials: list[Trial] = []
     print(
         f"sending {EMAILS:,} due emails from {len(REPS)} mailboxes (2 SMTP connections each) "
-        "to one aiosmtpd sink; SQLite with 1 `dripd run`, PostgreSQL with 1, 2, 3; "
+        f"to one {SINK} sink; SQLite with 1 `dripd run`, PostgreSQL with 1, 2, 3; "
         f"{REPEATS} repeats, configurations interleaved",
         flush=True,
     )
     if EMAILS != ISSUE_EMAILS:
         print(f"  ({EMAILS:,} emails, not the issue's {ISSUE_EMAILS:,}: BENCH_INSTANCES_EMAILS)")
-    with servers.smtp_sink.SmtpSinkProcess(folder / "sink.log") as sink:
+    with _sink(folder / "sink.log") as sink:
         templates = Templates(folder, campaigns, sink.port, postgres)
         templates.prepare()
         for repeat in range(REPEATS):
@@ -432,6 +436,12 @@ def throughput(folder: Path, postgres: servers.postgres.Server) -> list[Trial]:
                     trials.append(send_trial(kind, count, url, config, sink, trial_dir))
                 print(f"  repeat {repeat + 1}: {_trial_line(trials[-1])}", flush=True)
     return trials
+
+
+def _sink(log: Path) -> servers.smtp_sink.SmtpSinkProcess | c_sink.CSinkProcess:
+    if SINK == "smtp-sink (C)":
+        return c_sink.CSinkProcess(log)
+    return servers.smtp_sink.SmtpSinkProcess(log)
 
 
 def _trial_line(trial: Trial) -> str:
