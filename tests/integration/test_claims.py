@@ -22,7 +22,7 @@ import psycopg
 import pytest
 import servers.loopback
 import sqlalchemy as sa
-import userfiles
+import worlds
 
 from dripd.daemon import claims, planner, sender, sent_copies
 from dripd.mailbox import smtp
@@ -67,23 +67,6 @@ class Overlap:
             self.running -= 1
 
 
-def _extra_reps(ids: tuple[str, ...], connections: int) -> Callable[[Any], str]:
-    """More reps, sending through the test's server as mike does (its one login)."""
-
-    def text(smtp: Any) -> str:
-        mailbox = userfiles.smtp_mailbox(
-            smtp.port,
-            security="starttls",
-            username="mike@example.com",
-            password_env="DRIPD_TEST_SMTP_PASSWORD",
-            ca_file=smtp.ca_file,
-            connections=connections,
-        )
-        return "".join("\n" + userfiles.rep(rep, smtp=mailbox) for rep in ids)
-
-    return text
-
-
 def _to_contacts(world: Any) -> list[str]:
     return [to for m in world.smtp.messages() for to in m.rcpt_tos if to.endswith("@example.org")]
 
@@ -92,7 +75,11 @@ def test_many_workers_of_several_mailboxes_claiming_together_send_each_email_onc
     make_world, postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     reps = ("ann", "bob", "cat")
-    world = make_world(database=postgres_url, window=WINDOW, extra=_extra_reps(reps, 3))
+    world = make_world(
+        database=postgres_url,
+        window=WINDOW,
+        extra=worlds.more_reps(reps, smtp_options={"connections": 3}),
+    )
     owners = ("mike", *reps)  # 2 + 3 x 3 = 11 SMTP connections, 11 workers
     expected = [f"c{i}@example.org" for i in range(60)]
     for i, address in enumerate(expected):

@@ -16,9 +16,9 @@ from datetime import timedelta
 from typing import Any
 
 import servers.loopback
-import servers.smtp
 import sqlalchemy as sa
 import userfiles
+import worlds
 from worlds import World
 
 from dripd.daemon import daemon
@@ -31,28 +31,17 @@ SETTLE = 1.5  # seconds for every sender's first drain and the engine's first pa
 SENT_WITHIN = 5.0  # seconds for the email queued by "another instance" to arrive
 
 
-def _reps(smtp: servers.smtp.SmtpServer) -> str:
-    """MAILBOXES - 1 reps more, each with a mailbox on the same server (mike's login)."""
-    mailbox = userfiles.smtp_mailbox(
-        smtp.port,
-        security="starttls",
-        username="mike@example.com",
-        password_env="DRIPD_TEST_SMTP_PASSWORD",
-        ca_file=smtp.ca_file,
-    )
-    return "".join(
-        "\n" + userfiles.rep(f"rep{i:02d}", smtp=mailbox, digest=userfiles.quiet_digest())
-        for i in range(1, MAILBOXES)
-    )
-
-
 def test_idle_mailboxes_are_read_once_a_look_and_an_email_queued_elsewhere_goes(
     make_world: Any, monkeypatch: Any
 ) -> None:
     monkeypatch.setattr(daemon, "POLL", LOOK)
-    world: World = make_world(extra=_reps, rep_options={"digest": userfiles.quiet_digest()})
+    others = [f"rep{i:02d}" for i in range(1, MAILBOXES)]  # and mike
+    quiet = userfiles.quiet_digest()
+    world: World = make_world(
+        extra=worlds.more_reps(others, digest=quiet), rep_options={"digest": quiet}
+    )
     assert len(world.app.config.reps) == MAILBOXES
-    checkouts: list[float] = []
+    checkouts: list[int] = []
     sa.event.listen(world.app.engine.pool, "checkout", lambda *_: checkouts.append(0))
 
     idle = servers.loopback.run_client(_scenario(world, checkouts))
@@ -64,7 +53,7 @@ def test_idle_mailboxes_are_read_once_a_look_and_an_email_queued_elsewhere_goes(
     assert [m.message_id for m in arrived] == ["<elsewhere@example.com>"]
 
 
-async def _scenario(world: World, checkouts: list[float]) -> int:
+async def _scenario(world: World, checkouts: list[int]) -> int:
     running = daemon.Daemon(world.app)
     task = asyncio.ensure_future(running.run())
     try:

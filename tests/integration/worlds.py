@@ -8,7 +8,7 @@ opens the app on a fake clock.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -159,6 +159,28 @@ def write_world(
         text += extra(smtp)
     config.write_text(text, encoding="utf-8")
     return config
+
+
+def more_reps(
+    ids: Sequence[str], *, smtp_options: Mapping[str, object] | None = None, **settings: object
+) -> Callable[[servers.smtp.SmtpServer], str]:
+    """`write_world`'s `extra`: more reps, sending through the test's server with mike's login.
+
+    `smtp_options`: more of each one's `[reps.smtp]`; `settings`: more of its `[[reps]]`.
+    """
+
+    def text(smtp: servers.smtp.SmtpServer) -> str:
+        mailbox = userfiles.smtp_mailbox(
+            smtp.port,
+            security="starttls",
+            username="mike@example.com",
+            password_env="DRIPD_TEST_SMTP_PASSWORD",
+            ca_file=smtp.ca_file,
+            **(smtp_options or {}),
+        )
+        return "".join("\n" + userfiles.rep(rep, smtp=mailbox, **settings) for rep in ids)
+
+    return text
 
 
 @pytest.fixture
