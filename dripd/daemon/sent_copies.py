@@ -84,11 +84,10 @@ async def copy_sent(app: App, reps: Collection[str]) -> int:
     """
     copied = 0
     with app.reader.connect() as conn:
-        waiting = outbox.reps_uncopied(conn)  # one read, not one per mailbox
+        waiting = outbox.reps_uncopied(conn)
     for rep in app.config.reps:
-        if rep.imap is None or not rep.imap.uses_sent_folder or rep.id not in reps:
-            continue
-        if rep.id not in waiting:
+        mine = rep.id in reps and rep.id in waiting  # waiting: one read, not one per mailbox
+        if rep.imap is None or not rep.imap.uses_sent_folder or not mine:
             continue
         while True:
             with app.reader.connect() as conn:

@@ -259,12 +259,8 @@ def ready_query(rep: str, now: datetime, limit: int) -> statements.Query[list[Ro
     return statements.Query(_READY_PREPARED, params, _rows)
 
 
-def pauses(conn: sa.Connection, rep: str) -> tuple[datetime | None, datetime | None]:
-    """Until when the mailbox is paused, and its rep (a vacation): None where not."""
-    return pauses_query(rep).run(conn)
-
-
 def pauses_query(rep: str) -> statements.Query[tuple[datetime | None, datetime | None]]:
+    """Until when the mailbox is paused, and its rep (a vacation): None where not."""
     return statements.Query(_PAUSES, {"rep": rep}, _pair)
 
 
